@@ -1,0 +1,26 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+VENV := .venv
+LISTEN ?= :9877
+
+.PHONY: run test lint bench clean
+
+run:  ## run stackprobe with its built-in self-check config (no AWS account needed)
+	scripts/setup.sh --venv
+	$(VENV)/bin/stackprobe run --listen $(LISTEN) $(if $(CONFIG),--config $(CONFIG))
+
+test:  ## install what the tests need (Debian packages, the venv) and run them all
+	scripts/setup.sh
+	$(VENV)/bin/pytest
+
+lint:
+	scripts/setup.sh --venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench:  ## stackprobe next to blackbox_exporter on the same loopback targets
+	scripts/setup.sh --bench
+	$(VENV)/bin/python bench/http_vs_blackbox.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

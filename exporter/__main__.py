@@ -1,0 +1,5 @@
+import sys
+
+from stackprobe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""Command line: `stackprobe run`, `stackprobe check-config`, `stackprobe --version`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from stackprobe._version import __version__
+from stackprobe.app import App
+from stackprobe.config import Config, ConfigError, load_config, parse_config
+from stackprobe.logs import LEVELS, configure_logging
+from stackprobe.probes import KINDS
+from stackprobe.secrets import Redactor
+from stackprobe.server import make_web_app
+
+DEFAULT_LISTEN = ":9877"
+
+# With no --config, stackprobe watches itself, so `stackprobe run` shows a working exporter
+# on any machine; a real deployment always passes --config.
+_BUILTIN_CONFIG = """
+targets:
+  - name: stackprobe-self
+    kind: http
+    url: http://127.0.0.1:{port}/-/healthy
+    expect_body_regex: ["Healthy"]
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    logging_options = argparse.ArgumentParser(add_help=False)
+    logging_options.add_argument(
+        "--log-format", choices=("logfmt", "json"), default="logfmt", help="log line format"
+    )
+    logging_options.add_argument("--log-level", choices=LEVELS, default="info")
+
+    parser = argparse.ArgumentParser(
+        prog="stackprobe",
+        description="Prometheus exporter and synthetic prober for web stacks on AWS ECS Fargate.",
+    )
+    parser.add_argument("--version", action="version", version=f"stackprobe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        parents=[logging_options],
+        help="run the exporter",
+        description="Probe the configured targets and serve /metrics.",
+    )
+    run.add_argument(
+        "--config", type=Path, help="YAML config file (default: a built-in self-check)"
+    )
+    run.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})"
+    )
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file and exit",
+        description="Exit 0 if the config is valid, else list every problem and exit 1.",
+    )
+    check.add_argument("config", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    return _run(args)
+
+
+def _check_config(path: Path) -> int:
+    try:
+        config = load_config(path, KINDS)
+    except ConfigError as exc:
+        count = len(exc.problems)
+        print(f"{path}: {count} problem{'s' if count != 1 else ''}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    kinds = Counter(target.kind for target in config.targets)
+    summary = ", ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items())) or "none"
+    print(f"{path}: OK, {len(config.targets)} targets ({summary})")
+    return 0
+
+
+def parse_listen(text: str) -> tuple[str | None, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen {text!r} must be HOST:PORT or :PORT, e.g. :9877")
+    return (host.strip("[]") or None), int(port)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        print(f"stackprobe: {exc}", file=sys.stderr)
+        return 2
+    redactor = Redactor()
+    configure_logging(args.log_format, args.log_level, redactor)
+    try:
+        if args.config is None:
+            config = parse_config(_BUILTIN_CONFIG.format(port=port), "<built-in>", KINDS)
+        else:
+            config = load_config(args.config, KINDS)
+    except ConfigError as exc:
+        print(f"stackprobe: the config is invalid, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(config, args.config, host, port, redactor))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(
+    config: Config, path: Path | None, host: str | None, port: int, redactor: Redactor
+) -> int:
+    log = structlog.get_logger("stackprobe")
+    app = App(config, kinds=KINDS, redactor=redactor, config_path=path)
+    runner = web.AppRunner(make_web_app(app), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        print(
+            f"stackprobe: cannot listen on {host or '*'}:{port}: {exc.strerror}; "
+            "pick another address with --listen",
+            file=sys.stderr,
+        )
+        return 1
+    app.start()
+    if path is None:
+        log.info("no --config given: probing stackprobe itself; see docs/configuration.md")
+    log.info(
+        "stackprobe started",
+        version=__version__,
+        listen=f"{host or '*'}:{port}",
+        targets=len(config.targets),
+        config=str(path) if path else "built-in",
+    )
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    reloads: set[asyncio.Task[object]] = set()
+
+    def on_hup() -> None:
+        task = asyncio.create_task(app.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        log.info("stackprobe stopping")
+        await runner.cleanup()
+        await app.stop()
+    return 0

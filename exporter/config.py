@@ -1,0 +1,422 @@
+"""Loading and validating the YAML config, with errors a person can act on at 3 a.m.
+
+Every problem names the file, the line, the key path (`targets[0].timeout`), what was found
+and what would fix it, and all problems are reported at once. Targets are dispatched to their
+kind's model by hand rather than through a pydantic union, so that an unknown kind or a
+misspelled key gets one clear message with a did-you-mean instead of one error per union arm.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stackprobe.durations import Duration, format_duration
+from stackprobe.probe import ProbeKind
+from stackprobe.secrets import collect_secrets
+from stackprobe.target import TargetConfig
+
+Loc = tuple[str | int, ...]
+
+
+class Defaults(BaseModel):
+    """Applied to every target that does not set its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: Duration = 15.0
+    timeout: Duration = 5.0
+
+
+class HttpClientSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Connections open at once across all http targets sharing a TLS profile; a probe waiting
+    # past its deadline for one fails with reason pool_timeout.
+    max_connections: int = Field(512, ge=1, le=65536)
+
+
+class _TopLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: Defaults = Defaults()
+    http_client: HttpClientSettings = HttpClientSettings()
+    targets: list[Any] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    defaults: Defaults
+    http_client: HttpClientSettings
+    targets: tuple[TargetConfig, ...]
+    source: str
+
+    def secrets(self) -> set[str]:
+        return collect_secrets(self.targets)
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    source: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem found in one config; `str()` lists them one per line."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(map(str, self.problems)))
+
+
+def load_config(
+    path: str | Path,
+    kinds: Mapping[str, ProbeKind[Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            [Problem(source, 0, "", f"cannot read the config file: {reason}")]
+        ) from None
+    return parse_config(text, source, kinds, environ)
+
+
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    kinds: Mapping[str, ProbeKind[Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    if kinds is None:
+        from stackprobe.probes import KINDS
+
+        kinds = KINDS
+    loader = _Loader(source, text, kinds, os.environ if environ is None else environ)
+    return loader.load()
+
+
+class _Loader:
+    def __init__(
+        self,
+        source: str,
+        text: str,
+        kinds: Mapping[str, ProbeKind[Any]],
+        environ: Mapping[str, str],
+    ) -> None:
+        self.source = source
+        self.text = text
+        self.kinds = kinds
+        self.context = {"environ": environ}
+        self.problems: list[Problem] = []
+        self.root: yaml.Node | None = None
+
+    def problem(self, loc: Loc, message: str, *, key: bool = False) -> None:
+        self.problems.append(Problem(self.source, self._line(loc, key), _path(loc), message))
+
+    def load(self) -> Config:
+        data = self._yaml()
+        if not isinstance(data, dict):
+            found = "an empty file" if data is None else f"a {_type_name(data)}"
+            self.problem((), f"expected a mapping with a `targets:` list, found {found}")
+            raise ConfigError(self.problems)
+        try:
+            top = _TopLevel.model_validate(data, context=self.context)
+        except ValidationError as exc:
+            self._report(exc, (), _TopLevel)
+            top = _TopLevel.model_validate(
+                {k: v for k, v in data.items() if k == "targets" and isinstance(v, list)}
+            )
+        defaults = top.defaults
+        if defaults.timeout >= defaults.interval:
+            self.problem(
+                ("defaults", "timeout"),
+                f"timeout {format_duration(defaults.timeout)} is not below interval "
+                f"{format_duration(defaults.interval)}; a run must end before the next begins",
+            )
+        validated = [self._target(i, raw, defaults) for i, raw in enumerate(top.targets)]
+        self._check_unique_names(top.targets)
+        if self.problems:
+            raise ConfigError(self.problems)
+        targets = tuple(t for t in validated if t is not None)
+        return Config(defaults, top.http_client, targets, self.source)
+
+    def _yaml(self) -> Any:
+        try:
+            self.root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            if self.root is not None:
+                self._duplicate_keys(self.root, ())
+            return yaml.safe_load(self.text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 0
+            detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+            column = f", column {mark.column + 1}" if mark else ""
+            self.problems.append(Problem(self.source, line, "", f"invalid YAML{column}: {detail}"))
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem(self.source, 0, "", f"invalid YAML: {exc}"))
+        raise ConfigError(self.problems)
+
+    def _duplicate_keys(self, node: yaml.Node, loc: Loc) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:
+                    self.problems.append(
+                        Problem(
+                            self.source,
+                            key_node.start_mark.line + 1,
+                            _path((*loc, key)),
+                            f"duplicate key {key!r} (first on line {seen[key]}); YAML keeps only "
+                            "the last one, so remove one of them",
+                        )
+                    )
+                seen.setdefault(key, key_node.start_mark.line + 1)
+                self._duplicate_keys(value_node, (*loc, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._duplicate_keys(item, (*loc, index))
+
+    def _target(self, index: int, raw: Any, defaults: Defaults) -> TargetConfig | None:
+        loc: Loc = ("targets", index)
+        if not isinstance(raw, dict):
+            self.problem(loc, f"expected a mapping with name and kind, found {_describe(raw)}")
+            return None
+        known = ", ".join(sorted(self.kinds))
+        kind_name = raw.get("kind")
+        if kind_name is None:
+            self.problem(loc, f"missing key `kind`; set it to one of: {known}")
+            return None
+        kind = self.kinds.get(kind_name) if isinstance(kind_name, str) else None
+        if kind is None:
+            hint = _did_you_mean(str(kind_name), self.kinds)
+            self.problem((*loc, "kind"), f"unknown kind {kind_name!r}; {hint}known kinds: {known}")
+            return None
+        merged = dict(raw)
+        for key in ("interval", "timeout"):  # as strings, so defaults take one validation path
+            merged.setdefault(key, format_duration(getattr(defaults, key)))
+        try:
+            target: TargetConfig = kind.config.model_validate(merged, context=self.context)
+        except ValidationError as exc:
+            self._report(exc, loc, kind.config)
+            return None
+        if target.timeout >= target.interval:
+            culprit = "timeout" if "timeout" in raw else "interval" if "interval" in raw else None
+            origin = "" if "timeout" in raw else " (from defaults.timeout)"
+            self.problem(
+                (*loc, culprit) if culprit else ("defaults", "timeout"),
+                f"timeout {format_duration(target.timeout)}{origin} is not below interval "
+                f"{format_duration(target.interval)}; lower the timeout or raise the interval",
+            )
+            return None
+        return target
+
+    def _check_unique_names(self, raw_targets: Sequence[Any]) -> None:
+        first: dict[str, int] = {}
+        for index, raw in enumerate(raw_targets):
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if not isinstance(name, str):
+                continue
+            if name in first:
+                self.problem(
+                    ("targets", index, "name"),
+                    f"duplicate target name {name!r} (first used by targets[{first[name]}]); "
+                    "names must be unique because they become the `target` label",
+                )
+            else:
+                first[name] = index
+
+    def _report(self, exc: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
+        errors = exc.errors(include_url=False)
+        # A misspelled key shows up twice: as unknown, and its intended key as missing. Keep the
+        # one that carries the fix.
+        suggested = {
+            (*_clean_loc(e["loc"])[:-1], hint)
+            for e in errors
+            if e["type"] == "extra_forbidden"
+            for hint in _close(str(e["loc"][-1]), _fields_at(model, _clean_loc(e["loc"])[:-1]))
+        }
+        seen: set[Loc] = set()
+        for error in errors:
+            local = _clean_loc(error["loc"])
+            key = (error.get("ctx") or {}).get("key")
+            if key is not None:  # a validator of a whole mapping or list names the entry
+                local = (*local, key)
+            loc = (*prefix, *local)
+            if loc in seen:  # one message per key; pydantic may report several per union arm
+                continue
+            seen.add(loc)
+            kind = error["type"]
+            if kind == "extra_forbidden":
+                allowed = _fields_at(model, local[:-1])
+                hint = _did_you_mean(str(loc[-1]), allowed)
+                listing = f"allowed keys: {', '.join(sorted(allowed))}" if allowed else ""
+                self.problem(
+                    loc, f"unknown key {loc[-1]!r}; {hint or listing}".rstrip("; "), key=True
+                )
+            elif kind == "missing":
+                if local not in suggested:
+                    self.problem(loc[:-1], f"missing required key `{loc[-1]}`")
+            else:
+                self.problem(loc, _message(error))
+
+    def _line(self, loc: Loc, key: bool) -> int:
+        node = self.root
+        key_node: yaml.Node | None = None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                match = [(k, v) for k, v in node.value if k.value == part]
+                if not match:
+                    break
+                key_node, node = match[-1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if part >= len(node.value):
+                    break
+                key_node, node = None, node.value[part]
+            else:
+                break
+        chosen = key_node if key and key_node is not None else node
+        return chosen.start_mark.line + 1 if chosen is not None else 0
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> Loc:
+    """Drop pydantic's validator tags (`function-after[...]`, `str`) that are not keys."""
+    return tuple(
+        part for part in loc if isinstance(part, int) or not ("[" in part or part in _TAGS)
+    )
+
+
+_TAGS = frozenset({"str", "SecretRef", "int", "float", "bool", "list", "dict", "tuple"})
+
+
+def _path(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.replace("_", "").replace("-", "").isalnum():
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "frozen_set_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    found = _describe(error.get("input"))
+    ctx = error.get("ctx") or {}
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, found {found}"
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",")]
+        hint = _did_you_mean(str(error.get("input")), [o for o in options if o])
+        return f"expected one of {expected}, found {found}; {hint}".rstrip("; ")
+    bounds = {
+        "greater_than": "greater than {gt}",
+        "greater_than_equal": "at least {ge}",
+        "less_than": "less than {lt}",
+        "less_than_equal": "at most {le}",
+    }
+    if kind in bounds:
+        return f"must be {bounds[kind].format(**ctx)}, found {found}"
+    message: str = error["msg"]
+    # Our own validators speak for themselves; pydantic prefixes plain ValueErrors.
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _close(word: str, options: Any) -> list[str]:
+    return difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    """`did you mean 'x'? ` or nothing; callers place it where the sentence needs it."""
+    close = _close(word, options)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
+    """Field names of the model found by following `loc` through nested models."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The first BaseModel in an annotation such as `X | None` or `tuple[X, ...]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, tuple, list, dict):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,167 @@
+"""/metrics: results rendered once per run, scrapes served from the rendered pieces.
+
+prometheus_client costs 5-7 us per sample, so rendering 1,000 targets x ~20 samples on every
+scrape would take 100 ms or more (DESIGN.md). Instead each finished run is rendered once, by
+prometheus_client itself, into one chunk of sample lines per metric family, and a scrape only
+joins the chunks under each family's header. A sample line is the same in the Prometheus text
+format and in OpenMetrics for the gauges and counters-without-created probes emit; only the
+headers differ, and those come from prometheus_client too, once per family and format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
+
+from stackprobe.probe import MetricSpec, ProbeResult, Sample
+from stackprobe.results import ResultStore, TargetResult
+
+# prometheus_client types its text renderer but not the OpenMetrics one.
+generate_openmetrics = cast(Callable[[Any], bytes], openmetrics_exposition.generate_latest)
+
+TARGET_LABEL = "target"
+_EOF = b"# EOF\n"
+
+PROBE_SUCCESS = MetricSpec("probe_success", "1 if the last run of the target succeeded, else 0.")
+PROBE_DURATION_SECONDS = MetricSpec(
+    "probe_duration_seconds", "Seconds the last run of the target took."
+)
+PROBE_FAILURE_REASON = MetricSpec(
+    "stackprobe_probe_failure_reason",
+    "1 with the reason the last run failed; absent while the target succeeds.",
+    ("reason",),
+)
+PROBE_LAST_RUN_TIMESTAMP = MetricSpec(
+    "stackprobe_probe_last_run_timestamp_seconds",
+    "Unix time the last finished run started; time() minus this is the result's age.",
+)
+PROBE_INTERVAL_SECONDS = MetricSpec(
+    "stackprobe_probe_interval_seconds", "The target's configured interval in seconds."
+)
+TARGET_INFO = MetricSpec(
+    "stackprobe_target_info", "Always 1; `kind` names the probe that runs the target.", ("kind",)
+)
+
+CORE_METRICS = (
+    PROBE_SUCCESS,
+    PROBE_DURATION_SECONDS,
+    PROBE_FAILURE_REASON,
+    PROBE_LAST_RUN_TIMESTAMP,
+    PROBE_INTERVAL_SECONDS,
+    TARGET_INFO,
+)
+
+
+def core_samples(
+    kind: str, result: ProbeResult, started: float, duration: float, interval: float
+) -> tuple[Sample, ...]:
+    """The samples the core adds to every run, whatever its kind."""
+    samples = [
+        PROBE_SUCCESS(1 if result.success else 0),
+        PROBE_DURATION_SECONDS(duration),
+        PROBE_LAST_RUN_TIMESTAMP(started),
+        PROBE_INTERVAL_SECONDS(interval),
+        TARGET_INFO(1, kind),
+    ]
+    if not result.success:
+        samples.append(PROBE_FAILURE_REASON(1, result.reason or "unknown"))
+    return tuple(samples)
+
+
+class _Families:
+    """The one-method Collector protocol prometheus_client renders from."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def _family(spec: MetricSpec) -> GaugeMetricFamily | CounterMetricFamily:
+    labels = (TARGET_LABEL, *spec.labels)
+    if spec.type == "counter":
+        return CounterMetricFamily(spec.name, spec.help, labels=labels)
+    return GaugeMetricFamily(spec.name, spec.help, labels=labels)
+
+
+class Renderer:
+    """Turns one run's samples into per-family chunks, and chunks into a /metrics body."""
+
+    def __init__(self, specs: Sequence[MetricSpec]) -> None:
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metric families declared twice: {names}")
+        self._specs = {spec.name: spec for spec in specs}
+        self._order = names
+        self._headers = {
+            spec.name: (
+                generate_latest(_Families([_family(spec)])),
+                generate_openmetrics(_Families([_family(spec)]))[: -len(_EOF)],
+            )
+            for spec in specs
+        }
+
+    def render(self, target: str, samples: Iterable[Sample]) -> dict[str, bytes]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for sample in samples:
+            name = sample.spec.name
+            family = families.get(name)
+            if family is None:
+                if self._specs.get(name) != sample.spec:
+                    raise ValueError(f"metric {name} is not declared in the kind table")
+                family = families[name] = _family(sample.spec)
+            family.add_metric((target, *sample.label_values), sample.value)
+        names = [name for name in self._order if name in families]
+        text = generate_latest(_Families([families[name] for name in names]))
+        chunks: dict[str, bytes] = {}
+        position = 0
+        for name in names:
+            header = self._headers[name][0]
+            start = position + len(header)
+            # Label values escape newlines, so "\n# HELP " only ever starts the next header.
+            end = text.find(b"\n# HELP ", start)
+            end = len(text) if end < 0 else end + 1
+            chunks[name] = text[start:end]
+            position = end
+        return chunks
+
+    def body(self, results: Sequence[TargetResult], openmetrics: bool) -> bytes:
+        which = 1 if openmetrics else 0
+        parts: list[bytes] = []
+        for name in self._order:
+            chunks = [c for r in results if (c := r.chunks.get(name)) is not None]
+            if chunks:
+                parts.append(self._headers[name][which])
+                parts.extend(chunks)
+        return b"".join(parts)
+
+
+class Exposition:
+    """The whole /metrics body: stackprobe's own registry first, then every target's result.
+
+    The targets' part is cached by the store's version, so a second scraper (an HA pair of
+    Prometheus servers) between two runs costs one join less.
+    """
+
+    def __init__(self, renderer: Renderer, store: ResultStore, own: CollectorRegistry) -> None:
+        self.renderer = renderer
+        self._store = store
+        self._own = own
+        self._cache: dict[bool, tuple[int, bytes]] = {}
+
+    def render(self, openmetrics: bool) -> bytes:
+        version = self._store.version
+        cached = self._cache.get(openmetrics)
+        if cached is None or cached[0] != version:
+            cached = (version, self.renderer.body(list(self._store), openmetrics))
+            self._cache[openmetrics] = cached
+        if openmetrics:
+            own = generate_openmetrics(self._own)[: -len(_EOF)]
+            return own + cached[1] + _EOF
+        return generate_latest(self._own) + cached[1]

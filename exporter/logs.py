@@ -1,0 +1,67 @@
+"""Structured logs (logfmt or JSON) from structlog and the standard library alike, scrubbed.
+
+Every line passes the `Redactor` as the last step, after rendering, so a secret cannot leak
+through an exception message, a traceback or a third-party library's own log call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from stackprobe.secrets import Redactor
+
+LogFormat = Literal["logfmt", "json"]
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(
+    fmt: LogFormat, level: str, redactor: Redactor, stream: TextIO | None = None
+) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.processors.LogfmtRenderer(
+            key_order=["ts", "level", "logger", "event"], drop_missing=True
+        )
+    )
+
+    def redact(_: Any, __: str, line: Any) -> str:
+        return redactor(line if isinstance(line, str) else line.decode())
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+            redact,
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # aiohttp's access log would log every scrape; Prometheus already knows about those.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpcore", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,97 @@
+"""The probe contract: what every probe kind receives and what it returns.
+
+After blackbox_exporter's `ProbeFn`: a probe is a plain async function
+`probe(target, ctx) -> ProbeResult`. It measures, it never touches a registry, never sleeps,
+never retries without bound and never lets an exception escape. The scheduler owns the
+deadline, the timing and `probe_success`; the core knows no kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from stackprobe.httpclients import HttpClients
+    from stackprobe.target import TargetConfig
+
+MetricType = Literal["gauge", "counter"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric family a probe may emit.
+
+    The core prepends the `target` label, so `labels` lists only the kind's own labels.
+    Specs are declared once per module, which is what the docs test and the exposition read.
+    """
+
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    type: MetricType = "gauge"
+
+    def __call__(self, value: float, *label_values: str) -> Sample:
+        if len(label_values) != len(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}, got {label_values}")
+        return Sample(self, label_values, float(value))
+
+
+class Sample(NamedTuple):
+    spec: MetricSpec
+    label_values: tuple[str, ...]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What one run measured. `reason` is a value of the kind's `Reason` enum, never free text.
+
+    `detail` is one human sentence for logs and the landing page (for example "expected
+    status 200, got 503"); it must not carry secrets and is redacted again before display.
+    """
+
+    success: bool
+    samples: tuple[Sample, ...] = ()
+    reason: str | None = None
+    detail: str = ""
+
+    @classmethod
+    def ok(cls, samples: tuple[Sample, ...] = (), detail: str = "") -> ProbeResult:
+        return cls(True, samples, None, detail)
+
+    @classmethod
+    def failed(cls, reason: StrEnum, detail: str, samples: tuple[Sample, ...] = ()) -> ProbeResult:
+        return cls(False, samples, str(reason), detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeContext:
+    """The clients and limits one run may use, handed in so tests can swap them."""
+
+    http: HttpClients
+    log: Any  # a structlog logger already bound to kind and target
+    deadline: float  # event-loop time at which the run is cancelled
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+
+T = TypeVar("T", bound="TargetConfig")
+ProbeFn = Callable[[T, ProbeContext], Awaitable[ProbeResult]]
+
+
+@dataclass(frozen=True)
+class ProbeKind(Generic[T]):
+    """One row of the kind table in `stackprobe.probes`."""
+
+    name: str
+    config: type[T]
+    probe: ProbeFn[T]
+    metrics: tuple[MetricSpec, ...]
+    reasons: type[StrEnum]
+    summary: str

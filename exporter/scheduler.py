@@ -1,0 +1,169 @@
+"""One asyncio task per target: spread start times, a deadline per run, results swapped in whole.
+
+Runs are placed at `phase + k * interval`, the phase taken from a hash of the target's name
+(as Prometheus spreads its scrapes), so load is even and stays put across reloads. The first
+run of a target comes sooner, within a few seconds of start, so a restarted stackprobe has
+answers before a long interval has passed. Nothing here knows any probe kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import zlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from stackprobe.exposition import Renderer, core_samples
+from stackprobe.httpclients import HttpClients
+from stackprobe.probe import ProbeContext, ProbeKind, ProbeResult
+from stackprobe.results import ResultStore, TargetResult
+from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.target import TargetConfig
+
+# How long past its deadline a probe may run before the scheduler cancels it. Probes enforce
+# the deadline themselves (and so can say in which phase they stopped); this is the backstop.
+GRACE_SECONDS = 0.5
+# The first runs after start (or after a target is added) are spread over at most this long.
+STARTUP_SPREAD_SECONDS = 5.0
+
+
+class CoreReason(StrEnum):
+    """Failure reasons the scheduler itself assigns, whatever the kind."""
+
+    TIMEOUT = "timeout"  # the probe ignored its deadline and was cancelled
+    INTERNAL_ERROR = "internal_error"  # the probe raised: a stackprobe bug, logged in full
+
+
+def phase_fraction(name: str) -> float:
+    """Where in its interval a target runs, in [0, 1): stable across restarts and reloads."""
+    return zlib.crc32(name.encode()) / 2**32
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        kinds: Mapping[str, ProbeKind[Any]],
+        store: ResultStore,
+        renderer: Renderer,
+        metrics: SelfMetrics,
+        http: HttpClients,
+    ) -> None:
+        self._kinds = kinds
+        self._store = store
+        self._renderer = renderer
+        self._metrics = metrics
+        self.http = http
+        self._tasks: dict[str, tuple[TargetConfig, asyncio.Task[None]]] = {}
+        self._log = structlog.get_logger("stackprobe.scheduler")
+
+    @property
+    def targets(self) -> list[TargetConfig]:
+        return [target for target, _ in self._tasks.values()]
+
+    def apply(self, targets: Sequence[TargetConfig]) -> None:
+        """Run exactly these targets: unchanged ones keep their task and their last result."""
+        wanted = {target.name: target for target in targets}
+        for name, (current, task) in list(self._tasks.items()):
+            if wanted.get(name) != current:
+                task.cancel()
+                del self._tasks[name]
+                self._store.remove(name)
+        for name, target in wanted.items():
+            if name not in self._tasks:
+                task = asyncio.create_task(self._loop(target), name=f"probe {name}")
+                self._tasks[name] = (target, task)
+        counts = Counter(target.kind for target in wanted.values())
+        self._metrics.set_kinds(dict(counts), self._kinds)
+
+    async def stop(self) -> None:
+        tasks = [task for _, task in self._tasks.values()]
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self, target: TargetConfig) -> None:
+        loop = asyncio.get_running_loop()
+        log = self._log.bind(kind=target.kind, target=target.name)
+        interval = target.interval
+        anchor = loop.time()
+        offset = phase_fraction(target.name) * interval
+        due = anchor + phase_fraction(target.name) * min(interval, STARTUP_SPREAD_SECONDS)
+        previous: ProbeResult | None = None
+        steady = False
+        while True:
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._metrics.schedule_lag.observe(max(0.0, loop.time() - due))
+            record = await self.run_once(target, log)
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                return  # replaced or removed while running: its result is no longer wanted
+            self._store.put(record)
+            _log_transition(log, previous, record.result)
+            previous = record.result
+            slots_passed = math.floor((loop.time() - anchor - offset) / interval) + 1
+            next_due = anchor + offset + slots_passed * interval
+            if steady and next_due - due > interval * 1.5:
+                skipped = round((next_due - due) / interval) - 1
+                self._metrics.runs_skipped.labels(target.kind).inc(skipped)
+            due, steady = next_due, True
+
+    async def run_once(self, target: TargetConfig, log: Any = None) -> TargetResult:
+        """One run of one target, guarded, timed and rendered; never raises but on cancel."""
+        kind = self._kinds[target.kind]
+        log = log or self._log.bind(kind=target.kind, target=target.name)
+        loop = asyncio.get_running_loop()
+        started_at = time.time()
+        started = loop.time()
+        deadline = started + target.timeout
+        ctx = ProbeContext(http=self.http, log=log, deadline=deadline)
+        try:
+            async with asyncio.timeout_at(deadline + GRACE_SECONDS):
+                result = await kind.probe(target, ctx)
+        except TimeoutError:
+            result = ProbeResult.failed(
+                CoreReason.TIMEOUT,
+                f"the probe ran past its {target.timeout:g}s deadline and was cancelled",
+            )
+        except Exception as exc:
+            log.error("probe raised; this is a stackprobe bug", exc_info=True)
+            result = ProbeResult.failed(
+                CoreReason.INTERNAL_ERROR, f"probe raised {type(exc).__name__}; see the log"
+            )
+        duration = loop.time() - started
+        outcome = "success" if result.success else "failure"
+        self._metrics.runs.labels(target.kind, outcome).inc()
+        self._metrics.run_duration.labels(target.kind).observe(duration)
+        core = core_samples(target.kind, result, started_at, duration, target.interval)
+        try:
+            chunks = self._renderer.render(target.name, (*core, *result.samples))
+        except ValueError:
+            log.error(
+                "probe returned an undeclared metric; this is a stackprobe bug", exc_info=True
+            )
+            result = ProbeResult.failed(CoreReason.INTERNAL_ERROR, "undeclared metric; see the log")
+            core = core_samples(target.kind, result, started_at, duration, target.interval)
+            chunks = self._renderer.render(target.name, core)
+        return TargetResult(target.name, target.kind, result, started_at, duration, chunks)
+
+
+def _log_transition(log: Any, previous: ProbeResult | None, result: ProbeResult) -> None:
+    """Say it once when a target starts failing, changes reason or recovers; the rest at debug."""
+    if not result.success:
+        if previous is None or previous.success or previous.reason != result.reason:
+            log.warning("probe failing", reason=result.reason, detail=result.detail)
+        else:
+            log.debug("probe still failing", reason=result.reason, detail=result.detail)
+    elif previous is not None and not previous.success:
+        log.info("probe recovered", was=previous.reason)
+    else:
+        log.debug("probe ok")

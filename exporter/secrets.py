@@ -1,0 +1,138 @@
+"""Secrets are named by where they live (`from_env`, `from_file`), never written inline.
+
+Values are read once at config load, so a missing variable is a config error with a fix rather
+than a failing probe at 3 a.m., and so the `Redactor` knows every value it must scrub from
+logs, error messages and pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
+
+REDACTED = "<redacted>"
+
+_HOW = "give it as {from_env: VARIABLE} or {from_file: /path/to/file}"
+
+
+class SecretRef(BaseModel):
+    """Where a secret lives. The value is resolved at validation and never serialised."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    from_env: str | None = None
+    from_file: Path | None = None
+    _value: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_values(cls, data: Any) -> Any:
+        if isinstance(data, str | int | float | bool):
+            # Never echo the value: it is, by construction, a secret typed into the config.
+            raise PydanticCustomError("inline_secret", "a secret cannot be written inline; " + _HOW)
+        return data
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> SecretRef:
+        if (self.from_env is None) == (self.from_file is None):
+            raise PydanticCustomError("secret_source", "name exactly one source: " + _HOW)
+        environ: Mapping[str, str] = (info.context or {}).get("environ", os.environ)
+        if self.from_env is not None:
+            if self.from_env not in environ:
+                raise PydanticCustomError(
+                    "secret_env_missing",
+                    "environment variable {name} is not set; export it before starting "
+                    "stackprobe, or use from_file",
+                    {"name": self.from_env},
+                )
+            value = environ[self.from_env]
+        else:
+            assert self.from_file is not None
+            try:
+                value = self.from_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise PydanticCustomError(
+                    "secret_file_unreadable",
+                    "cannot read secret file {path}: {error}; check the path and its permissions",
+                    {"path": str(self.from_file), "error": exc.strerror or type(exc).__name__},
+                ) from None
+        if not value:
+            raise PydanticCustomError(
+                "secret_empty", "the secret from {source} is empty", {"source": self.source()}
+            )
+        self._value = value
+        return self
+
+    def get(self) -> str:
+        return self._value
+
+    def source(self) -> str:
+        """Where the secret comes from, safe to show anywhere."""
+        return f"env {self.from_env}" if self.from_env is not None else f"file {self.from_file}"
+
+    def __repr__(self) -> str:
+        return f"SecretRef({self.source()})"
+
+    __str__ = __repr__
+
+
+def secret_or_plain(value: Any, info: ValidationInfo) -> str | SecretRef:
+    """Validator for fields that take either a plain string or a secret reference."""
+    if isinstance(value, SecretRef | str):
+        return value
+    if isinstance(value, Mapping):
+        return SecretRef.model_validate(value, context=info.context)
+    raise PydanticCustomError(
+        "string_or_secret",
+        "expected a string or {from_env: VARIABLE} / {from_file: PATH}, found {kind}",
+        {"kind": type(value).__name__},
+    )
+
+
+def collect_secrets(obj: Any) -> set[str]:
+    """Every resolved secret value reachable from a config object."""
+    found: set[str] = set()
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, SecretRef):
+            found.add(item.get())
+        elif isinstance(item, BaseModel):
+            stack.extend(getattr(item, name) for name in type(item).model_fields)
+            stack.extend((item.__pydantic_private__ or {}).values())
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+    return found
+
+
+class Redactor:
+    """Scrubs known secret values, in the forms they travel in, from any text before output."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._needles: tuple[str, ...] = ()
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        needles: set[str] = set()
+        for secret in secrets:
+            if not secret:
+                continue
+            needles.update({secret, quote(secret, safe=""), quote(secret)})
+            needles.add(base64.b64encode(secret.encode()).decode())
+        # Longest first, so a secret that contains another is replaced whole.
+        self._needles = tuple(sorted(needles, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for needle in self._needles:
+            if needle in text:
+                text = text.replace(needle, REDACTED)
+        return text

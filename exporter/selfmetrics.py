@@ -1,0 +1,94 @@
+"""stackprobe's own health, in a registry of its own rather than the process-global one."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from stackprobe._version import __version__
+
+_RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class SelfMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "stackprobe_build_info",
+            "Always 1; labels carry the stackprobe and Python versions.",
+            ["version", "python_version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.targets = Gauge(
+            "stackprobe_targets", "Targets configured, by kind.", ["kind"], registry=r
+        )
+        self.runs = Counter(
+            "stackprobe_probe_runs",
+            "Probe runs finished, by kind and result (success or failure).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.run_duration = Histogram(
+            "stackprobe_probe_run_duration_seconds",
+            "Seconds each probe run took, by kind.",
+            ["kind"],
+            buckets=_RUN_BUCKETS,
+            registry=r,
+        )
+        self.schedule_lag = Histogram(
+            "stackprobe_scheduler_lag_seconds",
+            "Seconds a run started after its scheduled time; growth means stackprobe is "
+            "overloaded.",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.runs_skipped = Counter(
+            "stackprobe_probe_runs_skipped",
+            "Scheduled runs skipped because the previous run of the target was still going.",
+            ["kind"],
+            registry=r,
+        )
+        self.reload_successful = Gauge(
+            "stackprobe_config_last_reload_successful",
+            "1 if the last config load or reload succeeded, 0 if it failed and the previous "
+            "config is still in use.",
+            registry=r,
+        )
+        self.reload_success_time = Gauge(
+            "stackprobe_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load or reload.",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "stackprobe_config_reloads",
+            "Config reload attempts, by result (success or failure).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+
+    def set_kinds(self, counts: dict[str, int], known: Iterable[str]) -> None:
+        """Targets by kind, with every known kind present so the series never vanish."""
+        for kind in known:
+            self.targets.labels(kind).set(counts.get(kind, 0))
+            for result in ("success", "failure"):
+                self.runs.labels(kind, result)
+            self.run_duration.labels(kind)
+            self.runs_skipped.labels(kind)

@@ -1,0 +1,128 @@
+"""Component health read from a readiness body, so "503 with `redis: false`" becomes a series.
+
+Readiness endpoints in the wild come in a few shapes, and all of them reduce to
+"component -> up or down":
+
+    {"status": "ok", "db": true, "redis": false}                   flat booleans
+    {"checks": {"redis": {"status": "fail"}}}                       nested status objects
+    {"status": "UP", "components": {"db": {"status": "UP"}}}        Spring Boot Actuator
+    {"status": "pass", "checks": {"redis:ping": [{"status": "warn"}]}}   IETF health+json
+
+A component is named by its key path with wrapper keys (`checks`, `components`, ...) dropped;
+an object's own status names the object, and the document's own status is `overall`. Values
+that are not recognisably healthy or unhealthy are ignored rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+UP_WORDS = frozenset(
+    {
+        "ok",
+        "up",
+        "pass",
+        "passed",
+        "passing",
+        "healthy",
+        "ready",
+        "true",
+        "green",
+        "warn",
+        "connected",
+        "available",
+        "alive",
+        "online",
+        "running",
+        "success",
+        "succeeded",
+    }
+)
+DOWN_WORDS = frozenset(
+    {
+        "fail",
+        "failed",
+        "failing",
+        "down",
+        "error",
+        "unhealthy",
+        "not_ready",
+        "notready",
+        "false",
+        "red",
+        "disconnected",
+        "unavailable",
+        "critical",
+        "offline",
+        "dead",
+        "timeout",
+    }
+)
+STATUS_KEYS = ("status", "state", "health", "healthy", "ok", "up", "ready", "alive")
+WRAPPER_KEYS = frozenset(
+    {"checks", "components", "details", "dependencies", "services", "results", "data"}
+)
+MAX_DEPTH = 4
+MAX_NAME_LENGTH = 64
+OVERALL = "overall"
+
+
+def verdict(value: Any) -> float | None:
+    """1.0 for healthy, 0.0 for unhealthy, None when the value says neither."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in UP_WORDS:
+            return 1.0
+        if word in DOWN_WORDS:
+            return 0.0
+        return None
+    if isinstance(value, dict):
+        for key in STATUS_KEYS:
+            if key in value and isinstance(value[key], bool | str):
+                return verdict(value[key])
+        return None
+    if isinstance(value, list):
+        verdicts = [v for v in map(verdict, value) if v is not None]
+        return min(verdicts) if verdicts else None
+    return None
+
+
+def components(
+    doc: Any, limit: int, ignore: frozenset[str] = frozenset()
+) -> tuple[dict[str, float], int]:
+    """Components found in `doc` (first `limit` in document order) and how many were dropped."""
+    found: dict[str, float] = {}
+    dropped = 0
+
+    def add(path: tuple[str, ...], value: float | None) -> None:
+        nonlocal dropped
+        if value is None:
+            return
+        name = ".".join(path)[:MAX_NAME_LENGTH] or OVERALL
+        if name in found or name in ignore:
+            return
+        if len(found) >= limit:
+            dropped += 1
+            return
+        found[name] = value
+
+    def walk(node: dict[Any, Any], path: tuple[str, ...], depth: int) -> None:
+        own_status_seen = False
+        for key, value in node.items():
+            if not isinstance(key, str):
+                continue
+            lowered = key.lower()
+            if lowered in STATUS_KEYS and isinstance(value, bool | str) and not own_status_seen:
+                own_status_seen = True
+                add(path, verdict(value))
+            elif isinstance(value, dict):
+                if depth < MAX_DEPTH:
+                    walk(value, path if lowered in WRAPPER_KEYS else (*path, key), depth + 1)
+            elif isinstance(value, list | bool | str) and lowered not in STATUS_KEYS:
+                add((*path, key), verdict(value))
+
+    if isinstance(doc, dict):
+        walk(doc, (), 0)
+    return found, dropped

@@ -1,0 +1,241 @@
+"""DNS probe: does the site's name still resolve, and how fast (AEP "dig the site's name").
+
+Serves RUNBOOK_SIGNALS row 22 (AEP "Incident 6: Complete Site Outage (P0)"). One query per run
+sent straight to a name server with dnspython, as blackbox_exporter's dns prober does, so the
+response code and the answer, authority and additional counts are reported as the server gave
+them rather than hidden behind a stub resolver's exceptions.
+
+Defaults worth knowing:
+- `server` defaults to the first name server in /etc/resolv.conf, read at each run.
+- Success needs a response code in `valid_rcodes` (NOERROR) and at least `min_answers` (1)
+  answer records of the asked type: a NOERROR with an empty answer means "the site does not
+  resolve" to the person running `dig`, and so it does here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from enum import StrEnum
+from typing import Literal
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.target import TargetConfig
+
+
+class Reason(StrEnum):
+    """Why a DNS probe failed; the label values of `stackprobe_probe_failure_reason`."""
+
+    TIMEOUT = "timeout"  # no response within the deadline (UDP loss, server down, firewall)
+    CONNECT_REFUSED = "connect_refused"  # nothing listens on the server's port
+    NXDOMAIN = "nxdomain"  # the name does not exist
+    SERVFAIL = "servfail"  # the server could not answer (broken delegation, DNSSEC)
+    REFUSED = "refused"  # the server refuses to answer this client or zone
+    UNEXPECTED_RCODE = "unexpected_rcode"  # any other response code outside valid_rcodes
+    NO_ANSWER = "no_answer"  # fewer than min_answers records of the asked type
+    INVALID_RESPONSE = "invalid_response"  # a response that does not parse
+    OTHER = "other"
+
+
+class DnsTarget(TargetConfig):
+    kind: Literal["dns"] = "dns"
+    query: str
+    record_type: str = "A"
+    server: str | None = None
+    transport: Literal["udp", "tcp"] = "udp"
+    valid_rcodes: tuple[str, ...] = ("NOERROR",)
+    min_answers: int = Field(1, ge=0)
+    recursion_desired: bool = True
+
+    @field_validator("query")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        try:
+            dns.name.from_text(value)
+        except dns.exception.DNSException as exc:
+            raise PydanticCustomError(
+                "dns_name",
+                "{name} is not a valid DNS name: {error}",
+                {"name": repr(value), "error": str(exc)},
+            ) from None
+        return value
+
+    @field_validator("record_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        try:
+            dns.rdatatype.from_text(value.upper())
+        except dns.exception.DNSException:
+            raise PydanticCustomError(
+                "dns_type",
+                "{found} is not a DNS record type; use A, AAAA, CNAME, MX, TXT, ...",
+                {"found": repr(value)},
+            ) from None
+        return value.upper()
+
+    @field_validator("valid_rcodes")
+    @classmethod
+    def _known_rcodes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for code in value:
+            try:
+                dns.rcode.from_text(code.upper())
+            except dns.exception.DNSException:
+                raise PydanticCustomError(
+                    "dns_rcode",
+                    "{found} is not a DNS response code; use NOERROR, NXDOMAIN, ...",
+                    {"found": repr(code), "key": value.index(code)},
+                ) from None
+        return tuple(code.upper() for code in value)
+
+    @field_validator("server")
+    @classmethod
+    def _ip_and_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            _split_server(value)
+        return value
+
+    def describe(self) -> str:
+        return f"{self.record_type} {self.query} @ {self.server or 'resolv.conf'}"
+
+
+def _split_server(text: str) -> tuple[str, int]:
+    """`1.2.3.4`, `1.2.3.4:5353`, `::1` or `[::1]:5353` -> (address, port)."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError(port)
+    except ValueError:
+        raise PydanticCustomError(
+            "dns_server",
+            "server {found} must be an IP address with an optional port, like 10.0.0.2 or "
+            "10.0.0.2:5353 or [fd00::2]:53",
+            {"found": repr(text)},
+        ) from None
+    return host, number
+
+
+PROBE_DNS_LOOKUP_TIME_SECONDS = MetricSpec(
+    "probe_dns_lookup_time_seconds", "Seconds from sending the query to its response."
+)
+PROBE_DNS_ANSWER_RRS = MetricSpec("probe_dns_answer_rrs", "Records in the answer section.")
+PROBE_DNS_AUTHORITY_RRS = MetricSpec("probe_dns_authority_rrs", "Records in the authority section.")
+PROBE_DNS_ADDITIONAL_RRS = MetricSpec(
+    "probe_dns_additional_rrs", "Records in the additional section."
+)
+PROBE_DNS_QUERY_SUCCEEDED = MetricSpec(
+    "probe_dns_query_succeeded", "1 if a response arrived with a code in valid_rcodes."
+)
+PROBE_DNS_RCODE = MetricSpec(
+    "stackprobe_dns_rcode",
+    "Numeric DNS response code (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN), -1 when no response arrived.",
+)
+
+METRICS = (
+    PROBE_DNS_LOOKUP_TIME_SECONDS,
+    PROBE_DNS_ANSWER_RRS,
+    PROBE_DNS_AUTHORITY_RRS,
+    PROBE_DNS_ADDITIONAL_RRS,
+    PROBE_DNS_QUERY_SUCCEEDED,
+    PROBE_DNS_RCODE,
+)
+
+_RCODE_REASONS = {
+    dns.rcode.NXDOMAIN: Reason.NXDOMAIN,
+    dns.rcode.SERVFAIL: Reason.SERVFAIL,
+    dns.rcode.REFUSED: Reason.REFUSED,
+}
+
+
+async def probe(target: DnsTarget, ctx: ProbeContext) -> ProbeResult:
+    try:
+        host, port = _where(target)
+    except (dns.resolver.NoResolverConfiguration, IndexError, OSError):
+        return ProbeResult.failed(
+            Reason.OTHER, "no server given and /etc/resolv.conf names none", _samples()
+        )
+    query = dns.message.make_query(target.query, target.record_type)
+    if not target.recursion_desired:
+        query.flags &= ~dns.flags.RD
+    started = time.perf_counter()
+    try:
+        if target.transport == "tcp":
+            response = await dns.asyncquery.tcp(query, host, ctx.remaining(), port)
+        else:
+            response, _ = await dns.asyncquery.udp_with_fallback(query, host, ctx.remaining(), port)
+    except (dns.exception.Timeout, TimeoutError):
+        detail = f"no response from {host}:{port} within {target.timeout:g}s"
+        return ProbeResult.failed(Reason.TIMEOUT, detail, _samples())
+    except ConnectionRefusedError:
+        return ProbeResult.failed(
+            Reason.CONNECT_REFUSED, f"{host}:{port} refused the query", _samples()
+        )
+    except dns.exception.DNSException as exc:
+        return ProbeResult.failed(
+            Reason.INVALID_RESPONSE, f"{type(exc).__name__}: {exc}", _samples()
+        )
+    except OSError as exc:
+        return ProbeResult.failed(Reason.OTHER, f"{type(exc).__name__}: {exc}", _samples())
+    elapsed = time.perf_counter() - started
+    return _judge(target, response, elapsed)
+
+
+def _where(target: DnsTarget) -> tuple[str, int]:
+    if target.server is not None:
+        return _split_server(target.server)
+    return str(dns.resolver.Resolver().nameservers[0]), 53
+
+
+def _judge(target: DnsTarget, response: dns.message.Message, elapsed: float) -> ProbeResult:
+    rcode = response.rcode()
+    rdtype = dns.rdatatype.from_text(target.record_type)
+    answers = sum(len(rrset) for rrset in response.answer if rrset.rdtype == rdtype)
+    valid = dns.rcode.to_text(rcode) in target.valid_rcodes
+    samples = (
+        PROBE_DNS_LOOKUP_TIME_SECONDS(elapsed),
+        PROBE_DNS_ANSWER_RRS(sum(len(rrset) for rrset in response.answer)),
+        PROBE_DNS_AUTHORITY_RRS(sum(len(rrset) for rrset in response.authority)),
+        PROBE_DNS_ADDITIONAL_RRS(sum(len(rrset) for rrset in response.additional)),
+        PROBE_DNS_QUERY_SUCCEEDED(1 if valid else 0),
+        PROBE_DNS_RCODE(int(rcode)),
+    )
+    if not valid:
+        reason = _RCODE_REASONS.get(rcode, Reason.UNEXPECTED_RCODE)
+        detail = f"{target.query} {target.record_type}: {dns.rcode.to_text(rcode)}"
+        return ProbeResult.failed(reason, detail, samples)
+    if answers < target.min_answers:
+        detail = (
+            f"{target.query} {target.record_type}: {answers} answer(s), "
+            f"min_answers is {target.min_answers}"
+        )
+        return ProbeResult.failed(Reason.NO_ANSWER, detail, samples)
+    return ProbeResult.ok(samples)
+
+
+def _samples() -> tuple[Sample, ...]:
+    """Samples for a run that got no response, so the series never go absent."""
+    return (
+        PROBE_DNS_LOOKUP_TIME_SECONDS(0),
+        PROBE_DNS_ANSWER_RRS(0),
+        PROBE_DNS_AUTHORITY_RRS(0),
+        PROBE_DNS_ADDITIONAL_RRS(0),
+        PROBE_DNS_QUERY_SUCCEEDED(0),
+        PROBE_DNS_RCODE(-1),
+    )

@@ -1,0 +1,553 @@
+"""HTTP probe: `/health/live`, `/health/ready`, tile URLs and external dependencies.
+
+Serves RUNBOOK_SIGNALS rows 3, 10, 26 and 29: AEP's "curl /health/ready" and "Connection
+timeout: security group blocking ALB -> task" (Incident 2: Unhealthy Targets (ALB)), VivaCampo's
+"tiles load > 5 s" (Scenario 3) and its external dependencies. Metric names follow
+blackbox_exporter's so its dashboards and rules keep working.
+
+Defaults worth knowing:
+- Every probe opens a fresh connection (see `stackprobe.httpclients`), so connect and TLS are
+  measured each time. Name resolution happens inside the connect phase; there is no separate
+  `resolve` phase as in blackbox_exporter. Use a `dns` target to watch resolution on its own.
+- The body is always read, through a bounded decoder, up to `max_body_bytes` (1 MiB): a
+  readiness body is the evidence ("503 with `redis: false`"), and a 50 MB body or a gzip bomb
+  must not cost more memory than the cap.
+- A body is parsed as JSON when the response says it is JSON (`body_format: auto`); its
+  component booleans and status strings become `stackprobe_health_component_up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import re
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import h11
+import httpx
+import jmespath
+import jmespath.exceptions
+from cryptography import x509
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from stackprobe.durations import Duration
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probes._components import components
+from stackprobe.probes._http_body import (
+    ACCEPT_ENCODING,
+    BodyTooLarge,
+    UndecodableBody,
+    read_capped,
+)
+from stackprobe.secrets import SecretRef, secret_or_plain
+from stackprobe.target import Regex, TargetConfig
+from stackprobe.tls import TLSConfig
+
+# A credential in one of these headers must come from env or file, never the config text.
+_SENSITIVE_HEADER = re.compile(
+    r"^(authorization|proxy-authorization|cookie)$|token|secret|passw|api[-_]?key", re.I
+)
+
+
+class Reason(StrEnum):
+    """Why an HTTP probe failed; the label values of `stackprobe_probe_failure_reason`."""
+
+    TIMEOUT = "timeout"  # the deadline passed after the connection was up
+    CONNECT_TIMEOUT = "connect_timeout"  # no TCP connection within the deadline: SG, NACL, route
+    CONNECT_REFUSED = "connect_refused"  # nothing listens on the port
+    UNREACHABLE = "unreachable"  # no route to the host or network
+    DNS = "dns"  # the host name does not resolve
+    TLS = "tls"  # handshake or certificate verification failed
+    TLS_CERT_EXPIRED = "tls_cert_expired"
+    CONNECTION_CLOSED = "connection_closed"  # reset or closed before a complete response
+    INVALID_RESPONSE = "invalid_response"  # not HTTP
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    HTTP_STATUS = "http_status"  # a status outside `expect_status`
+    BODY_TOO_LARGE = "body_too_large"
+    INVALID_BODY = "invalid_body"  # undecodable compression, or JSON that does not parse
+    BODY_MISMATCH = "body_mismatch"  # a body regex or JSON expectation did not hold
+    POOL_TIMEOUT = "pool_timeout"  # stackprobe's own connection limit was saturated
+    OTHER = "other"
+
+
+class BasicAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str
+    password: SecretRef
+
+
+class JsonExpectation(BaseModel):
+    """`path` is a JMESPath expression (`checks.redis.status`); the value found must equal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    equals: Any
+    _compiled: Any = PrivateAttr(default=None)
+
+    @field_validator("path")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            jmespath.compile(value)
+        except jmespath.exceptions.ParseError as exc:
+            raise PydanticCustomError(
+                "jmespath",
+                "{path} is not a JMESPath expression: {error}",
+                {"path": repr(value), "error": str(exc).splitlines()[0]},
+            ) from None
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._compiled = jmespath.compile(self.path)
+
+    def holds(self, doc: Any) -> bool:
+        return bool(self._compiled.search(doc) == self.equals)
+
+
+StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
+
+
+class HttpTarget(TargetConfig):
+    kind: Literal["http"] = "http"
+    url: StrOrSecret
+    method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
+    headers: dict[str, StrOrSecret] = Field(default_factory=dict)
+    basic_auth: BasicAuth | None = None
+    expect_status: tuple[Annotated[int, Field(ge=100, le=599)], ...] = ()
+    follow_redirects: bool = True
+    max_redirects: int = Field(10, ge=0, le=100)
+    max_body_bytes: int = Field(1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    body_format: Literal["auto", "json", "text"] = "auto"
+    expect_body_regex: tuple[Regex, ...] = ()
+    reject_body_regex: tuple[Regex, ...] = ()
+    expect_json: tuple[JsonExpectation, ...] = ()
+    health_components: bool = True
+    max_health_components: int = Field(32, ge=1, le=256)
+    ignore_components: frozenset[str] = frozenset()
+    latency_threshold: Duration | None = None
+    tls: TLSConfig = TLSConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, value: str | SecretRef) -> str | SecretRef:
+        secret = isinstance(value, SecretRef)
+        text = value.get() if isinstance(value, SecretRef) else value
+        where = f"the URL from {value.source()}" if isinstance(value, SecretRef) else "url"
+        try:
+            url = httpx.URL(text)
+        except httpx.InvalidURL:
+            raise PydanticCustomError(
+                "http_url", "{where} is not a valid URL", {"where": where}
+            ) from None
+        if url.scheme not in ("http", "https") or not url.host:
+            shown = "it" if secret else repr(text)
+            raise PydanticCustomError(
+                "http_url",
+                "{shown} must be an absolute http:// or https:// URL with a host",
+                {"shown": shown},
+            )
+        if url.password and not secret:
+            raise PydanticCustomError(
+                "inline_secret",
+                "the URL carries a password; move it to basic_auth: {username: ..., password: "
+                "{from_env: VARIABLE}}, or give the whole url as {from_env: VARIABLE}",
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _credentials_not_inline(cls, value: dict[str, str | SecretRef]) -> dict[str, Any]:
+        for name, header in value.items():
+            if isinstance(header, str) and _SENSITIVE_HEADER.search(name):
+                raise PydanticCustomError(
+                    "inline_secret",
+                    "header {name} carries a credential and cannot be written inline; give it "
+                    "as {from_env: VARIABLE} or {from_file: /path/to/file}",
+                    {"name": name, "key": name},
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _latency_threshold_within_timeout(self) -> HttpTarget:
+        if self.latency_threshold is not None and self.latency_threshold >= self.timeout:
+            raise ValueError(
+                "latency_threshold must be below the timeout, or a slow target shows as a "
+                "timeout instead of as slow"
+            )
+        return self
+
+    def url_text(self) -> str:
+        return self.url.get() if isinstance(self.url, SecretRef) else self.url
+
+    def describe(self) -> str:
+        if isinstance(self.url, SecretRef):
+            return f"{self.method} <url from {self.url.source()}>"
+        return f"{self.method} {self.url}"
+
+    def request_headers(self) -> dict[str, str]:
+        headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        for name, value in self.headers.items():
+            headers[name] = value.get() if isinstance(value, SecretRef) else value
+        return headers
+
+    def status_ok(self, status: int) -> bool:
+        return status in self.expect_status if self.expect_status else 200 <= status < 300
+
+
+_PHASES = ("connect", "tls", "processing", "transfer")
+
+PROBE_HTTP_STATUS_CODE = MetricSpec(
+    "probe_http_status_code", "HTTP status code of the final response, 0 when none arrived."
+)
+PROBE_HTTP_CONTENT_LENGTH = MetricSpec(
+    "probe_http_content_length", "Content-Length of the final response, -1 when not sent."
+)
+PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH = MetricSpec(
+    "probe_http_uncompressed_body_length",
+    "Decoded body bytes read, at most max_body_bytes + 1.",
+)
+PROBE_HTTP_DURATION_SECONDS = MetricSpec(
+    "probe_http_duration_seconds",
+    "Seconds per phase summed over redirects; connect includes name resolution.",
+    ("phase",),
+)
+PROBE_HTTP_REDIRECTS = MetricSpec("probe_http_redirects", "Redirects followed.")
+PROBE_HTTP_SSL = MetricSpec("probe_http_ssl", "1 if the final response came over TLS.")
+PROBE_HTTP_VERSION = MetricSpec("probe_http_version", "HTTP version of the final response.")
+PROBE_SSL_EARLIEST_CERT_EXPIRY = MetricSpec(
+    "probe_ssl_earliest_cert_expiry",
+    "Unix time the server's leaf certificate expires (only over TLS).",
+)
+PROBE_TLS_VERSION_INFO = MetricSpec(
+    "probe_tls_version_info", "TLS version of the final connection.", ("version",)
+)
+HEALTH_COMPONENT_UP = MetricSpec(
+    "stackprobe_health_component_up",
+    "1 if the readiness body reports the component healthy, 0 if unhealthy.",
+    ("component",),
+)
+HEALTH_COMPONENTS_DROPPED = MetricSpec(
+    "stackprobe_health_components_dropped",
+    "Components found in the body beyond max_health_components and not exported.",
+)
+HTTP_LATENCY_THRESHOLD = MetricSpec(
+    "stackprobe_http_latency_threshold_seconds",
+    "The target's configured latency_threshold, for alerting on probe_duration_seconds.",
+)
+
+METRICS = (
+    PROBE_HTTP_STATUS_CODE,
+    PROBE_HTTP_CONTENT_LENGTH,
+    PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH,
+    PROBE_HTTP_DURATION_SECONDS,
+    PROBE_HTTP_REDIRECTS,
+    PROBE_HTTP_SSL,
+    PROBE_HTTP_VERSION,
+    PROBE_SSL_EARLIEST_CERT_EXPIRY,
+    PROBE_TLS_VERSION_INFO,
+    HEALTH_COMPONENT_UP,
+    HEALTH_COMPONENTS_DROPPED,
+    HTTP_LATENCY_THRESHOLD,
+)
+
+
+class _Failure(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class _Trace:
+    """Phase timings from httpcore's trace events, summed over every hop of a redirect chain.
+
+    `phase` is where the request was when it stopped, which is what tells a connect timeout
+    (a security group dropping packets) from a slow application.
+    """
+
+    __slots__ = ("_started", "durations", "phase")
+
+    def __init__(self) -> None:
+        self.durations = dict.fromkeys(_PHASES, 0.0)
+        self.phase = "pool"
+        self._started = 0.0
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if event == "connection.connect_tcp.started":
+            self.phase, self._started = "connect", now
+        elif event == "connection.connect_tcp.complete":
+            self.durations["connect"] += now - self._started
+        elif event == "connection.start_tls.started":
+            self.phase, self._started = "tls", now
+        elif event == "connection.start_tls.complete":
+            self.durations["tls"] += now - self._started
+        elif event.endswith(".send_request_headers.started"):
+            self.phase, self._started = "processing", now
+        elif event.endswith(".receive_response_headers.complete"):
+            self.durations["processing"] += now - self._started
+            self.phase = "transfer"
+
+
+class _Observed:
+    """What the final response showed, kept apart so a failure still reports what was seen."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.content_length = -1
+        self.body_length = 0
+        self.redirects = 0
+        self.http_version = 0.0
+        self.tls_version: str | None = None
+        self.cert_expiry: float | None = None
+        self.components: dict[str, float] = {}
+        self.components_dropped = 0
+
+
+async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
+    trace = _Trace()
+    seen = _Observed()
+    try:
+        body, content_type = await _fetch(target, ctx, trace, seen)
+        _check(target, seen, body, content_type)
+    except _Failure as failure:
+        return ProbeResult.failed(failure.reason, failure.detail, _samples(target, trace, seen))
+    except TimeoutError:
+        reason = Reason.CONNECT_TIMEOUT if trace.phase == "connect" else Reason.TIMEOUT
+        if trace.phase == "pool":
+            reason = Reason.POOL_TIMEOUT
+        detail = f"no answer within {target.timeout:g}s (stopped in the {trace.phase} phase)"
+        return ProbeResult.failed(reason, detail, _samples(target, trace, seen))
+    except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+        reason = classify(exc)
+        detail = f"{reason.value}: {type(exc).__name__}: {_first_line(exc)}"
+        return ProbeResult.failed(reason, detail, _samples(target, trace, seen))
+    return ProbeResult.ok(_samples(target, trace, seen))
+
+
+async def _fetch(
+    target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed
+) -> tuple[bytes, str]:
+    client = ctx.http.client(target.tls)
+    extensions: dict[str, Any] = {"trace": trace}
+    if target.tls.server_name:
+        extensions["sni_hostname"] = target.tls.server_name
+    auth = (
+        httpx.BasicAuth(target.basic_auth.username, target.basic_auth.password.get())
+        if target.basic_auth
+        else None
+    )
+    async with asyncio.timeout_at(ctx.deadline):
+        request = client.build_request(
+            target.method,
+            target.url_text(),
+            headers=target.request_headers(),
+            extensions=extensions,
+            timeout=httpx.Timeout(max(ctx.remaining(), 0.001)),
+        )
+        while True:
+            response = await client.send(request, auth=auth, follow_redirects=False, stream=True)
+            try:
+                if target.follow_redirects and response.next_request is not None:
+                    if seen.redirects >= target.max_redirects:
+                        raise _Failure(
+                            Reason.TOO_MANY_REDIRECTS,
+                            f"more than max_redirects={target.max_redirects} redirects",
+                        )
+                    seen.redirects += 1
+                    request = response.next_request
+                    continue
+                _observe_response(response, seen)
+                started = time.perf_counter()
+                body = await _read_body(target, response, seen)
+                trace.durations["transfer"] += time.perf_counter() - started
+                return body, response.headers.get("content-type", "")
+            finally:
+                await response.aclose()
+
+
+async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observed) -> bytes:
+    if target.method == "HEAD":
+        return b""
+    announced = seen.content_length
+    if announced > target.max_body_bytes and "content-encoding" not in response.headers:
+        raise _Failure(
+            Reason.BODY_TOO_LARGE,
+            f"Content-Length {announced} is over max_body_bytes={target.max_body_bytes}",
+        )
+    try:
+        body = await read_capped(response, target.max_body_bytes)
+    except BodyTooLarge as exc:
+        seen.body_length = exc.read
+        raise _Failure(
+            Reason.BODY_TOO_LARGE,
+            f"body is over max_body_bytes={target.max_body_bytes}; stopped reading",
+        ) from None
+    except UndecodableBody as exc:
+        raise _Failure(Reason.INVALID_BODY, str(exc)) from None
+    seen.body_length = len(body)
+    return body
+
+
+def _observe_response(response: httpx.Response, seen: _Observed) -> None:
+    seen.status = response.status_code
+    try:
+        seen.content_length = int(response.headers.get("content-length", -1))
+    except ValueError:
+        seen.content_length = -1
+    version = response.http_version.removeprefix("HTTP/")
+    try:
+        seen.http_version = float(version)
+    except ValueError:
+        seen.http_version = 0.0
+    stream = response.extensions.get("network_stream")
+    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    if ssl_object is not None:
+        seen.tls_version = (ssl_object.version() or "").replace("TLSv", "TLS ")
+        der = ssl_object.getpeercert(binary_form=True)
+        if der:
+            certificate = x509.load_der_x509_certificate(der)
+            seen.cert_expiry = certificate.not_valid_after_utc.timestamp()
+
+
+def _check(target: HttpTarget, seen: _Observed, body: bytes, content_type: str) -> None:
+    """Status first, then the body: a 503 still has its components read, as they say why."""
+    doc = _parse_json(target, body, content_type)
+    if doc is not None and target.health_components:
+        seen.components, seen.components_dropped = components(
+            doc, target.max_health_components, target.ignore_components
+        )
+    if not target.status_ok(seen.status):
+        expected = ", ".join(map(str, target.expect_status)) or "2xx"
+        down = sorted(name for name, up in seen.components.items() if not up)
+        detail = f"status {seen.status}, expected {expected}"
+        if down:
+            detail += f"; unhealthy components: {', '.join(down)}"
+        raise _Failure(Reason.HTTP_STATUS, detail)
+    if isinstance(doc, _Invalid):
+        raise _Failure(Reason.INVALID_BODY, doc.detail)
+    for expectation in target.expect_json:
+        if not expectation.holds(doc):
+            raise _Failure(
+                Reason.BODY_MISMATCH, f"expect_json {expectation.path} != {expectation.equals!r}"
+            )
+    if target.expect_body_regex or target.reject_body_regex:
+        text = body.decode("utf-8", errors="replace")
+        for pattern in target.expect_body_regex:
+            if not pattern.search(text):
+                raise _Failure(Reason.BODY_MISMATCH, f"body does not match {pattern.pattern!r}")
+        for pattern in target.reject_body_regex:
+            if pattern.search(text):
+                raise _Failure(Reason.BODY_MISMATCH, f"body matches {pattern.pattern!r}")
+
+
+class _Invalid:
+    """A body that should have been JSON and is not; evaluated after the status check."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+def _parse_json(target: HttpTarget, body: bytes, content_type: str) -> Any:
+    wants_json = target.body_format == "json" or bool(target.expect_json)
+    says_json = "json" in content_type.lower()
+    if target.body_format == "text" or not (wants_json or says_json):
+        return None
+    if not body and target.method == "HEAD":
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        detail = f"body is not valid JSON ({type(exc).__name__} at byte {_error_pos(exc)})"
+        return _Invalid(detail)
+
+
+def _error_pos(exc: BaseException) -> str:
+    return str(getattr(exc, "pos", "?"))
+
+
+def _samples(target: HttpTarget, trace: _Trace, seen: _Observed) -> tuple[Sample, ...]:
+    samples = [
+        PROBE_HTTP_STATUS_CODE(seen.status),
+        PROBE_HTTP_CONTENT_LENGTH(seen.content_length),
+        PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH(seen.body_length),
+        *(PROBE_HTTP_DURATION_SECONDS(trace.durations[p], p) for p in _PHASES),
+        PROBE_HTTP_REDIRECTS(seen.redirects),
+        PROBE_HTTP_SSL(1 if seen.tls_version else 0),
+        PROBE_HTTP_VERSION(seen.http_version),
+    ]
+    if seen.tls_version:
+        samples.append(PROBE_TLS_VERSION_INFO(1, seen.tls_version))
+    if seen.cert_expiry is not None:
+        samples.append(PROBE_SSL_EARLIEST_CERT_EXPIRY(seen.cert_expiry))
+    samples.extend(HEALTH_COMPONENT_UP(up, name) for name, up in seen.components.items())
+    if target.health_components:
+        samples.append(HEALTH_COMPONENTS_DROPPED(seen.components_dropped))
+    if target.latency_threshold is not None:
+        samples.append(HTTP_LATENCY_THRESHOLD(target.latency_threshold))
+    return tuple(samples)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and its causes: httpx wraps httpcore, which wraps the socket error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def classify(exc: BaseException) -> Reason:
+    """The most specific reason in the exception chain, socket-level causes first."""
+    for error in _chain(exc):
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return Reason.TLS_CERT_EXPIRED if error.verify_code == 10 else Reason.TLS
+        if isinstance(error, ssl.SSLError):
+            return Reason.TLS
+        if isinstance(error, socket.gaierror):
+            return Reason.DNS
+        if isinstance(error, ConnectionRefusedError):
+            return Reason.CONNECT_REFUSED
+        if isinstance(error, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+            return Reason.CONNECTION_CLOSED
+        if isinstance(error, OSError) and error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return Reason.UNREACHABLE
+        if isinstance(error, h11.RemoteProtocolError):
+            return Reason.INVALID_RESPONSE
+    for error in _chain(exc):
+        if isinstance(error, httpx.PoolTimeout):
+            return Reason.POOL_TIMEOUT
+        if isinstance(error, httpx.ConnectTimeout):
+            return Reason.CONNECT_TIMEOUT
+        if isinstance(error, httpx.TimeoutException | TimeoutError):
+            return Reason.TIMEOUT
+        if isinstance(error, httpx.TooManyRedirects):
+            return Reason.TOO_MANY_REDIRECTS
+        if isinstance(error, httpx.RemoteProtocolError | httpx.ReadError):
+            return Reason.CONNECTION_CLOSED
+        if isinstance(error, httpx.ConnectError):
+            return Reason.CONNECT_REFUSED if "refused" in str(error).lower() else Reason.OTHER
+    return Reason.OTHER
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""

@@ -1,0 +1,94 @@
+"""Shared fixtures: real peers on loopback, probe contexts, and the CI rule for binaries."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stackprobe.config import parse_config
+from stackprobe.httpclients import HttpClients
+from stackprobe.probe import ProbeContext, ProbeResult
+from stackprobe.probes import KINDS
+from stackprobe.target import TargetConfig
+from tests.servers import Peers, PeerServers
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_binary(name: str) -> str:
+    """The binary's path; in CI a missing one fails the test, elsewhere it skips with why."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        message = f"{name} is not installed; `make test` (scripts/setup.sh) installs it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
+    servers = PeerServers(tmp_path_factory.mktemp("peers"))
+    yield servers.start()
+    servers.stop()
+
+
+def make_target(raw: dict[str, Any], environ: dict[str, str] | None = None) -> TargetConfig:
+    """A target validated the way the config loader does it, defaults included."""
+    config = parse_config(yaml.safe_dump({"targets": [raw]}), "<test>", KINDS, environ or {})
+    return config.targets[0]
+
+
+@pytest.fixture
+async def http_clients() -> AsyncIterator[HttpClients]:
+    clients = HttpClients(max_connections=64)
+    yield clients
+    await clients.aclose()
+
+
+RunProbe = Callable[..., Any]
+
+
+@pytest.fixture
+def run_probe(http_clients: HttpClients) -> RunProbe:
+    """Run one target's probe directly, with its deadline, the way the scheduler would."""
+
+    async def run(target: TargetConfig) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        ctx = ProbeContext(http=http_clients, log=None, deadline=loop.time() + target.timeout)
+        result: ProbeResult = await KINDS[target.kind].probe(target, ctx)
+        return result
+
+    return run
+
+
+def samples_by_name(result: ProbeResult) -> dict[str, dict[tuple[str, ...], float]]:
+    found: dict[str, dict[tuple[str, ...], float]] = {}
+    for sample in result.samples:
+        found.setdefault(sample.spec.name, {})[sample.label_values] = sample.value
+    return found
+
+
+def value(result: ProbeResult, name: str, *labels: str) -> float:
+    return samples_by_name(result)[name][labels]
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return Path(__file__).parent / "fixtures"

@@ -1,0 +1,182 @@
+"""The dns probe against a real resolver on loopback (dnsmasq) and small real UDP peers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import dns.message
+import dns.rcode
+import pytest
+
+from stackprobe.probes.dns import Reason
+from tests.conftest import RunProbe, free_port, make_target, require_binary, samples_by_name
+
+
+@pytest.fixture(scope="module")
+def dnsmasq() -> Iterator[str]:
+    """dnsmasq serving a `.test` zone: site.test has one A record, multi.test two."""
+    binary = require_binary("dnsmasq")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            f"--port={port}",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--local=/test/",
+            "--host-record=site.test,127.0.0.10",
+            "--host-record=multi.test,127.0.0.11",
+            "--host-record=multi.test,127.0.0.12",
+            "--log-facility=-",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if process.poll() is not None:
+            pytest.fail(
+                f"dnsmasq exited: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+        time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+    if process.stderr:
+        process.stderr.close()
+
+
+class _Responder(asyncio.DatagramProtocol):
+    """Answers every query with a fixed response code, or with bytes that are not DNS."""
+
+    def __init__(self, rcode: int | None) -> None:
+        self.rcode = rcode
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.rcode is None:
+            self.transport.sendto(b"\x00\x01garbage", addr)
+            return
+        response = dns.message.make_response(dns.message.from_wire(data))
+        response.set_rcode(self.rcode)
+        self.transport.sendto(response.to_wire(), addr)
+
+
+@pytest.fixture
+async def responder() -> AsyncIterator[dict[str, str]]:
+    loop = asyncio.get_running_loop()
+    endpoints: dict[str, str] = {}
+    transports = []
+    for name, rcode in (("servfail", dns.rcode.SERVFAIL), ("garbage", None)):
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda rcode=rcode: _Responder(rcode), local_addr=("127.0.0.1", 0)
+        )
+        transports.append(transport)
+        endpoints[name] = f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"
+    blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    blackhole.bind(("127.0.0.1", 0))
+    endpoints["blackhole"] = f"127.0.0.1:{blackhole.getsockname()[1]}"
+    yield endpoints
+    blackhole.close()
+    for transport in transports:
+        transport.close()
+
+
+def target(server: str, **extra: Any) -> Any:
+    raw = {
+        "name": "d",
+        "kind": "dns",
+        "query": "site.test",
+        "server": server,
+        "timeout": "1s",
+        **extra,
+    }
+    return make_target(raw)
+
+
+async def test_resolving_name_exports_blackbox_names(dnsmasq: str, run_probe: RunProbe) -> None:
+    result = await run_probe(target(dnsmasq, query="multi.test"))
+
+    assert result.success, result.detail
+    found = samples_by_name(result)
+    assert found["probe_dns_answer_rrs"] == {(): 2.0}
+    assert found["probe_dns_query_succeeded"] == {(): 1.0}
+    assert found["stackprobe_dns_rcode"] == {(): 0.0}
+    assert 0 < found["probe_dns_lookup_time_seconds"][()] < 1
+    assert set(found) == {
+        "probe_dns_lookup_time_seconds",
+        "probe_dns_answer_rrs",
+        "probe_dns_authority_rrs",
+        "probe_dns_additional_rrs",
+        "probe_dns_query_succeeded",
+        "stackprobe_dns_rcode",
+    }
+
+
+async def test_tcp_transport(dnsmasq: str, run_probe: RunProbe) -> None:
+    result = await run_probe(target(dnsmasq, transport="tcp"))
+
+    assert result.success, result.detail
+
+
+async def test_expected_nxdomain_is_a_success(dnsmasq: str, run_probe: RunProbe) -> None:
+    result = await run_probe(
+        target(dnsmasq, query="gone.test", valid_rcodes=["NXDOMAIN"], min_answers=0)
+    )
+
+    assert result.success, result.detail
+
+
+@pytest.mark.parametrize(
+    ("server", "extra", "reason"),
+    [
+        ("dnsmasq", {"query": "nope.test"}, Reason.NXDOMAIN),
+        ("dnsmasq", {"query": "example.com"}, Reason.REFUSED),
+        ("dnsmasq", {"record_type": "AAAA"}, Reason.NO_ANSWER),
+        ("dnsmasq", {"query": "multi.test", "min_answers": 3}, Reason.NO_ANSWER),
+        ("servfail", {}, Reason.SERVFAIL),
+        ("garbage", {}, Reason.INVALID_RESPONSE),
+        ("blackhole", {}, Reason.TIMEOUT),
+        ("closed-tcp", {"transport": "tcp"}, Reason.CONNECT_REFUSED),
+    ],
+)
+async def test_failure_reasons(
+    dnsmasq: str,
+    responder: dict[str, str],
+    run_probe: RunProbe,
+    server: str,
+    extra: dict[str, Any],
+    reason: Reason,
+) -> None:
+    servers = {"dnsmasq": dnsmasq, "closed-tcp": f"127.0.0.1:{free_port()}", **responder}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    result = await run_probe(target(servers[server], **extra))
+
+    assert (result.success, result.reason) == (False, reason), result.detail
+    assert loop.time() - started < 1.5
+    assert "probe_dns_query_succeeded" in samples_by_name(result)
+
+
+async def test_rcode_failure_detail_names_query_and_code(dnsmasq: str, run_probe: RunProbe) -> None:
+    result = await run_probe(target(dnsmasq, query="nope.test"))
+
+    assert result.detail == "nope.test A: NXDOMAIN"
+    assert samples_by_name(result)["stackprobe_dns_rcode"] == {(): 3.0}

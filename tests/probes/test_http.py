@@ -1,0 +1,286 @@
+"""The http probe against real misbehaving servers on loopback (tests/servers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gc
+import tracemalloc
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from stackprobe.probes.http import Reason, classify
+from tests.conftest import RunProbe, make_target, samples_by_name, value
+from tests.servers import AUTH_TOKEN, BIG_BODY_BYTES, Peers
+
+
+def target(url: str, **extra: Any) -> Any:
+    return make_target(
+        {"name": "t", "kind": "http", "url": url, "timeout": "2s", "interval": "10s", **extra}
+    )
+
+
+async def test_healthy_endpoint_exports_blackbox_names_and_components(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(f"{peers.http}/health/ready"))
+
+    assert result.success and result.reason is None
+    found = samples_by_name(result)
+    assert set(found) == {
+        "probe_http_status_code",
+        "probe_http_content_length",
+        "probe_http_uncompressed_body_length",
+        "probe_http_duration_seconds",
+        "probe_http_redirects",
+        "probe_http_ssl",
+        "probe_http_version",
+        "stackprobe_health_component_up",
+        "stackprobe_health_components_dropped",
+    }
+    assert found["probe_http_status_code"] == {(): 200.0}
+    assert (
+        found["probe_http_content_length"][()] == found["probe_http_uncompressed_body_length"][()]
+    )
+    assert set(found["probe_http_duration_seconds"]) == {
+        ("connect",),
+        ("tls",),
+        ("processing",),
+        ("transfer",),
+    }
+    assert found["probe_http_duration_seconds"][("connect",)] > 0
+    assert found["probe_http_duration_seconds"][("tls",)] == 0
+    assert found["probe_http_ssl"] == {(): 0.0}
+    assert found["probe_http_version"] == {(): 1.1}
+    assert found["stackprobe_health_component_up"] == {
+        ("overall",): 1.0,
+        ("db",): 1.0,
+        ("redis",): 1.0,
+    }
+
+
+async def test_redis_false_in_a_503_body_is_a_component_down(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    """AEP Incident 3: `/health/ready` answers 503 with `redis: false`."""
+    result = await run_probe(target(f"{peers.http}/redis-down"))
+
+    assert not result.success
+    assert result.reason == Reason.HTTP_STATUS
+    assert result.detail == "status 503, expected 2xx; unhealthy components: overall, redis"
+    assert samples_by_name(result)["stackprobe_health_component_up"] == {
+        ("overall",): 0.0,
+        ("db",): 1.0,
+        ("redis",): 0.0,
+    }
+
+
+async def test_nested_checks_and_gzip_bodies_are_parsed(peers: Peers, run_probe: RunProbe) -> None:
+    nested = await run_probe(target(f"{peers.http}/nested"))
+    assert samples_by_name(nested)["stackprobe_health_component_up"] == {
+        ("overall",): 0.0,
+        ("redis",): 0.0,
+        ("db",): 1.0,
+    }
+    gzipped = await run_probe(target(f"{peers.http}/gzip-ok"))
+    assert samples_by_name(gzipped)["stackprobe_health_component_up"][("redis",)] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("where", "extra", "reason"),
+    [
+        ("/hang", {}, Reason.TIMEOUT),
+        ("/trickle", {}, Reason.TIMEOUT),
+        ("/big", {}, Reason.BODY_TOO_LARGE),
+        ("/big-chunked", {}, Reason.BODY_TOO_LARGE),
+        ("/gzip-bomb", {}, Reason.BODY_TOO_LARGE),
+        ("/truncated-gzip", {}, Reason.INVALID_BODY),
+        ("/invalid-json", {}, Reason.INVALID_BODY),
+        ("/garbage", {"body_format": "json"}, Reason.INVALID_BODY),
+        ("/garbage", {"expect_body_regex": ["healthy"]}, Reason.BODY_MISMATCH),
+        ("/plain", {"reject_body_regex": ["^OK"]}, Reason.BODY_MISMATCH),
+        ("/ok", {"expect_json": [{"path": "redis", "equals": False}]}, Reason.BODY_MISMATCH),
+        ("/redis-down", {}, Reason.HTTP_STATUS),
+        ("/status/404", {}, Reason.HTTP_STATUS),
+        ("/ok", {"expect_status": [204]}, Reason.HTTP_STATUS),
+        ("/redirect-loop", {}, Reason.TOO_MANY_REDIRECTS),
+        ("/auth", {}, Reason.HTTP_STATUS),
+        ("reset", {}, Reason.CONNECTION_CLOSED),
+        ("close", {}, Reason.CONNECTION_CLOSED),
+        ("garbage-tcp", {}, Reason.INVALID_RESPONSE),
+        ("refused", {}, Reason.CONNECT_REFUSED),
+        ("blackhole", {}, Reason.CONNECT_TIMEOUT),
+        ("self-signed", {}, Reason.TLS),
+        ("expired", {}, Reason.TLS_CERT_EXPIRED),
+        ("no-such-host", {}, Reason.DNS),
+    ],
+)
+async def test_failure_reasons(
+    peers: Peers, run_probe: RunProbe, where: str, extra: dict[str, Any], reason: Reason
+) -> None:
+    urls = {
+        "reset": f"http://127.0.0.1:{peers.reset_port}/",
+        "close": f"http://127.0.0.1:{peers.close_port}/",
+        "garbage-tcp": f"http://127.0.0.1:{peers.garbage_port}/",
+        "refused": f"http://127.0.0.1:{peers.closed_port}/",
+        "blackhole": f"http://127.0.0.1:{peers.blackhole_port}/",
+        "self-signed": f"{peers.https_self_signed}/ok",
+        "expired": f"{peers.https_expired}/ok",
+        "no-such-host": "http://no-such-host.invalid/",
+    }
+    if where == "expired":
+        extra = {"tls": {"ca_file": str(peers.ca_file)}}
+    url = urls.get(where, f"{peers.http}{where}")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    result = await run_probe(target(url, timeout="1s", **extra))
+
+    assert (result.success, result.reason) == (False, reason), result.detail
+    assert loop.time() - started < 1.5  # the probe keeps its own deadline
+    assert "probe_http_status_code" in samples_by_name(result)  # series never go absent
+
+
+async def test_timeout_names_the_phase(peers: Peers, run_probe: RunProbe) -> None:
+    connect = await run_probe(target(f"http://127.0.0.1:{peers.blackhole_port}/", timeout="1s"))
+    hang = await run_probe(target(f"{peers.http}/hang", timeout="1s"))
+
+    assert connect.detail == "no answer within 1s (stopped in the connect phase)"
+    assert hang.detail == "no answer within 1s (stopped in the processing phase)"
+
+
+@pytest.mark.parametrize("where", ["/big", "/big-chunked", "/gzip-bomb"])
+async def test_huge_bodies_cost_no_more_memory_than_the_cap(
+    peers: Peers, run_probe: RunProbe, where: str
+) -> None:
+    """50 MB of body or 2 GiB of gzip bomb: the probe holds at most the cap plus a chunk."""
+    cap = 1024 * 1024
+    probe_target = target(f"{peers.http}{where}", max_body_bytes=cap, timeout="5s")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = await run_probe(probe_target)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert result.reason == Reason.BODY_TOO_LARGE
+    # tracemalloc sees this whole process, the peer servers' thread included.
+    assert peak < cap + 3 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+
+
+async def test_a_body_declared_too_large_is_refused_before_reading(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(f"{peers.http}/big"))
+
+    assert value(result, "probe_http_content_length") == BIG_BODY_BYTES
+    assert value(result, "probe_http_uncompressed_body_length") == 0
+    assert result.detail == f"Content-Length {BIG_BODY_BYTES} is over max_body_bytes=1048576"
+
+
+async def test_tls_with_a_private_ca_reports_certificate_and_version(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(
+        target(f"{peers.https_trusted}/ok", tls={"ca_file": str(peers.ca_file)})
+    )
+
+    assert result.success, result.detail
+    found = samples_by_name(result)
+    assert found["probe_http_ssl"] == {(): 1.0}
+    assert found["probe_http_duration_seconds"][("tls",)] > 0
+    assert set(found["probe_tls_version_info"]) == {("TLS 1.3",)}
+    expiry = dt.datetime.fromtimestamp(found["probe_ssl_earliest_cert_expiry"][()], dt.UTC)
+    assert expiry > dt.datetime.now(dt.UTC)
+
+
+async def test_insecure_skip_verify_still_reports_the_expired_certificate(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(
+        target(f"{peers.https_expired}/ok", tls={"insecure_skip_verify": True})
+    )
+
+    assert result.success, result.detail
+    expiry = value(result, "probe_ssl_earliest_cert_expiry")
+    assert expiry == dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp()
+
+
+async def test_redirects_are_followed_and_counted(peers: Peers, run_probe: RunProbe) -> None:
+    followed = await run_probe(target(f"{peers.http}/redirect-once"))
+    not_followed = await run_probe(
+        target(f"{peers.http}/redirect-once", follow_redirects=False, expect_status=[302])
+    )
+
+    assert followed.success and value(followed, "probe_http_redirects") == 1
+    assert value(followed, "probe_http_status_code") == 200
+    assert not_followed.success and value(not_followed, "probe_http_status_code") == 302
+
+
+async def test_credentials_from_env_are_sent(peers: Peers, run_probe: RunProbe) -> None:
+    raw = {
+        "name": "t",
+        "kind": "http",
+        "url": f"{peers.http}/auth",
+        "headers": {"Authorization": {"from_env": "HEALTH_TOKEN"}},
+    }
+    result = await run_probe(make_target(raw, {"HEALTH_TOKEN": AUTH_TOKEN}))
+
+    assert result.success, result.detail
+
+
+async def test_latency_threshold_is_exported_for_alerting(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(f"{peers.http}/ok", latency_threshold="500ms"))
+
+    assert value(result, "stackprobe_http_latency_threshold_seconds") == 0.5
+
+
+async def test_components_are_bounded(peers: Peers, run_probe: RunProbe) -> None:
+    result = await run_probe(target(f"{peers.http}/ok", max_health_components=2))
+
+    assert len(samples_by_name(result)["stackprobe_health_component_up"]) == 2
+    assert value(result, "stackprobe_health_components_dropped") == 1
+
+
+@respx.mock
+async def test_an_encoding_that_was_not_asked_for_is_invalid_body(run_probe: RunProbe) -> None:
+    respx.get("http://mocked.test/ready").mock(
+        return_value=httpx.Response(
+            200, content=b"\x0b\x02\x80{}\x03", headers={"Content-Encoding": "br"}
+        )
+    )
+    result = await run_probe(target("http://mocked.test/ready"))
+
+    assert result.reason == Reason.INVALID_BODY
+    assert "content-encoding 'br' was not asked for" in result.detail
+
+
+@respx.mock
+async def test_the_request_asks_only_for_encodings_it_can_bound(run_probe: RunProbe) -> None:
+    route = respx.get("http://mocked.test/ready").mock(return_value=httpx.Response(200))
+    await run_probe(target("http://mocked.test/ready"))
+
+    assert route.calls.last.request.headers["Accept-Encoding"] == "gzip, deflate"
+    assert route.calls.last.request.headers["User-Agent"].startswith("stackprobe/")
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (httpx.PoolTimeout("pool"), Reason.POOL_TIMEOUT),
+        (httpx.ConnectTimeout("connect"), Reason.CONNECT_TIMEOUT),
+        (httpx.ReadTimeout("read"), Reason.TIMEOUT),
+        (httpx.ConnectError("[Errno 111] Connection refused"), Reason.CONNECT_REFUSED),
+        (httpx.ReadError("read"), Reason.CONNECTION_CLOSED),
+        (httpx.UnsupportedProtocol("ftp"), Reason.OTHER),
+        (OSError(101, "Network is unreachable"), Reason.UNREACHABLE),
+    ],
+)
+def test_classify_maps_each_exception_to_its_reason(exc: BaseException, reason: Reason) -> None:
+    assert classify(exc) == reason

@@ -1,0 +1,313 @@
+"""Real misbehaving peers on loopback: health endpoints that hang, trickle, flood, lie or reset.
+
+They run on their own event loop in a background thread, so the same servers serve in-process
+probe tests and a stackprobe subprocess alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import socket
+import ssl
+import struct
+import threading
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trustme
+from aiohttp import web
+
+HEALTHY = {"status": "ok", "db": True, "redis": True}
+REDIS_DOWN = {"status": "fail", "db": True, "redis": False}
+NESTED = {"status": "fail", "checks": {"redis": {"status": "fail"}, "db": {"status": "ok"}}}
+BIG_BODY_BYTES = 50 * 1024 * 1024
+BOMB_INFLATED_BYTES = 2 * 1024**3
+AUTH_TOKEN = "Bearer CANARY-token-5f2c9e1d"
+
+
+def gzip_bomb(inflated: int = BOMB_INFLATED_BYTES) -> bytes:
+    """A valid gzip stream of `inflated` zero bytes, about 2 MiB for 2 GiB.
+
+    After a full flush deflate forgets its history, so every further 64 MiB of zeros
+    compresses to the same bytes and the stream is built by repetition, not by compressing
+    gigabytes; the trailer carries the true CRC and size.
+    """
+    block = bytes(64 * 1024 * 1024)
+    assert inflated % len(block) == 0
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    repeat = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    final = compressor.flush(zlib.Z_FINISH)[:-8]  # the empty last block, without its trailer
+    crc = 0
+    for _ in range(inflated // len(block)):
+        crc = zlib.crc32(block, crc)
+    trailer = struct.pack("<II", crc, inflated & 0xFFFFFFFF)
+    return head + repeat * (inflated // len(block) - 1) + final + trailer
+
+
+@dataclass
+class Peers:
+    """Base URLs and ports of every misbehaving peer, plus the CA that signs the good cert."""
+
+    http: str = ""
+    https_trusted: str = ""
+    https_self_signed: str = ""
+    https_expired: str = ""
+    reset_port: int = 0
+    garbage_port: int = 0
+    close_port: int = 0
+    closed_port: int = 0  # nothing listens here
+    blackhole_port: int = 0  # accepts nothing: its backlog is full, so SYNs are dropped
+    ca_file: Path = Path()
+    hits: dict[str, int] = field(default_factory=dict)
+
+
+async def _json(request: web.Request, body: object, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def _routes(peers: Peers, bomb: bytes) -> web.Application:
+    app = web.Application()
+
+    def count(path: str) -> None:
+        peers.hits[path] = peers.hits.get(path, 0) + 1
+
+    async def ok(request: web.Request) -> web.Response:
+        count("ok")
+        return await _json(request, HEALTHY)
+
+    async def redis_down(request: web.Request) -> web.Response:
+        return await _json(request, REDIS_DOWN, 503)
+
+    async def nested(request: web.Request) -> web.Response:
+        return await _json(request, NESTED, 503)
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.Response(text="OK\n")
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        count("hang")
+        await asyncio.sleep(3600)
+        return web.Response(text="too late")
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):  # the prober hangs up; that is the point
+            for _ in range(3600):
+                await response.write(b" ")
+                await asyncio.sleep(1)
+        return response
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.content_length = BIG_BODY_BYTES
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        with contextlib.suppress(ConnectionError):
+            for _ in range(BIG_BODY_BYTES // len(chunk)):
+                await response.write(chunk)
+        return response
+
+    async def big_chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        with contextlib.suppress(ConnectionError):
+            for _ in range(BIG_BODY_BYTES // len(chunk)):
+                await response.write(chunk)
+        return response
+
+    async def gzip_bomb_handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+        response.content_length = len(bomb)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for start in range(0, len(bomb), 65536):
+                await response.write(bomb[start : start + 65536])
+        return response
+
+    async def gzip_ok(request: web.Request) -> web.Response:
+        body = zlib.compress(json.dumps(REDIS_DOWN).encode(), wbits=16 + zlib.MAX_WBITS)
+        return web.Response(
+            body=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+
+    async def truncated_gzip(request: web.Request) -> web.Response:
+        body = zlib.compress(json.dumps(HEALTHY).encode(), wbits=16 + zlib.MAX_WBITS)[:-12]
+        return web.Response(
+            body=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(
+            body=bytes(range(256)) * 8, headers={"Content-Type": "application/octet-stream"}
+        )
+
+    async def invalid_json(request: web.Request) -> web.Response:
+        return web.Response(text='{"status": "ok", "db": tru', content_type="application/json")
+
+    async def redirect_loop(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/redirect-loop")
+
+    async def redirect_once(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/ok")
+
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]), text="status\n")
+
+    async def auth(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") == AUTH_TOKEN:
+            return await _json(request, HEALTHY)
+        return await _json(request, {"status": "unauthorized"}, 401)
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("seconds", "0.3")))
+        return await _json(request, HEALTHY)
+
+    for path, handler in {
+        "/ok": ok,
+        "/health/ready": ok,
+        "/redis-down": redis_down,
+        "/nested": nested,
+        "/plain": plain,
+        "/hang": hang,
+        "/trickle": trickle,
+        "/big": big,
+        "/big-chunked": big_chunked,
+        "/gzip-bomb": gzip_bomb_handler,
+        "/gzip-ok": gzip_ok,
+        "/truncated-gzip": truncated_gzip,
+        "/garbage": garbage,
+        "/invalid-json": invalid_json,
+        "/redirect-loop": redirect_loop,
+        "/redirect-once": redirect_once,
+        "/status/{code}": status,
+        "/auth": auth,
+        "/slow": slow,
+    }.items():
+        app.router.add_route("*", path, handler)
+    return app
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1024)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1024)
+    writer.write(b"SSH-2.0-OpenSSH_9.2\r\nnot http at all\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1024)
+    writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PeerServers:
+    """Starts every peer on a private loop in a daemon thread; `stop()` ends them."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.peers = Peers()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runners: list[web.AppRunner] = []
+        self._servers: list[asyncio.Server] = []
+
+    def start(self) -> Peers:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=60)
+        return self.peers
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _site(self, app: web.Application, ssl_context: ssl.SSLContext | None) -> str:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+
+    async def _raw(self, handler: Handler) -> int:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def _start(self) -> None:
+        bomb = await asyncio.to_thread(gzip_bomb)
+        app = _routes(self.peers, bomb)
+        self.peers.http = await self._site(app, None)
+        trusted_ca, stranger_ca = trustme.CA(), trustme.CA()
+        self.peers.ca_file = self.workdir / "ca.pem"
+        trusted_ca.cert_pem.write_to_path(str(self.peers.ca_file))
+        past = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        leaves = {
+            "https_trusted": trusted_ca.issue_cert("127.0.0.1", "localhost"),
+            "https_self_signed": stranger_ca.issue_cert("127.0.0.1", "localhost"),
+            "https_expired": trusted_ca.issue_cert(
+                "127.0.0.1", "localhost", not_before=past - dt.timedelta(days=90), not_after=past
+            ),
+        }
+        for name, leaf in leaves.items():
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            leaf.configure_cert(context)
+            setattr(self.peers, name, await self._site(_routes(self.peers, bomb), context))
+        self.peers.reset_port = await self._raw(_reset)
+        self.peers.garbage_port = await self._raw(_garbage)
+        self.peers.close_port = await self._raw(_close)
+        self.peers.closed_port = _free_port()
+        self.peers.blackhole_port = self._blackhole()
+
+    def _blackhole(self) -> int:
+        """A listener whose accept queue is full: a connect hangs as behind a dropping firewall."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        filler = socket.create_connection(("127.0.0.1", port), timeout=2)
+        self._sockets = [listener, filler]
+        return port
+
+    async def _stop(self) -> None:
+        for sock in getattr(self, "_sockets", []):
+            sock.close()
+        for server in self._servers:
+            server.close()
+        for runner in self._runners:
+            await runner.cleanup()
+        # Handlers still hanging or trickling on purpose end here, not at interpreter exit.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)

@@ -1,0 +1,151 @@
+"""Config loading: each tests/fixtures/config/invalid-*.yaml fails with exactly the messages
+listed in its own `# expect:` lines (after blackbox_exporter's testdata/invalid-*.yml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stackprobe.config import ConfigError, load_config, parse_config
+from stackprobe.durations import format_duration, parse_duration
+from stackprobe.probes.dns import DnsTarget
+from stackprobe.probes.http import HttpTarget
+from stackprobe.secrets import SecretRef
+
+FIXTURES = Path(__file__).parent / "fixtures" / "config"
+INVALID = sorted(FIXTURES.glob("invalid-*.yaml"))
+
+
+def expected_problems(path: Path) -> list[str]:
+    return [
+        line.removeprefix("# expect: ").replace("{file}", str(path))
+        for line in path.read_text().splitlines()
+        if line.startswith("# expect: ")
+    ]
+
+
+def test_there_are_at_least_ten_kinds_of_config_error() -> None:
+    assert len(INVALID) >= 10
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_config_fails_with_its_exact_messages(path: Path) -> None:
+    expected = expected_problems(path)
+    assert expected, f"{path.name} lists no `# expect:` lines"
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+
+    assert [str(p) for p in caught.value.problems] == expected
+
+
+def test_the_issue_example_loads_with_defaults_applied() -> None:
+    config = load_config(FIXTURES / "valid-issue-example.yaml", environ={"HEALTH_TOKEN": "t0k"})
+
+    http, dns = config.targets
+    assert isinstance(http, HttpTarget) and isinstance(dns, DnsTarget)
+    assert (http.name, http.interval, http.timeout) == ("backend-ready", 15.0, 5.0)
+    assert http.expect_status == (200,)
+    assert isinstance(http.headers["Authorization"], SecretRef)
+    assert http.request_headers()["Authorization"] == "t0k"
+    assert (dns.query, dns.record_type) == ("staging.example.com", "A")
+    assert config.secrets() == {"t0k"}
+
+
+def test_secret_from_file_is_read_and_trimmed(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("s3cret-value\n")
+    config = parse_config(
+        f"""
+targets:
+  - name: api
+    kind: http
+    url: http://127.0.0.1/health
+    basic_auth: {{username: probe, password: {{from_file: {secret}}}}}
+""",
+        environ={},
+    )
+
+    target = config.targets[0]
+    assert isinstance(target, HttpTarget) and target.basic_auth is not None
+    assert target.basic_auth.password.get() == "s3cret-value"
+    assert "s3cret" not in repr(target)
+
+
+def test_an_unreadable_secret_file_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "absent"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            f"targets: [{{name: a, kind: http, url: 'http://h/', "
+            f"headers: {{X-Token: {{from_file: {missing}}}}}}}]",
+            "cfg.yaml",
+            environ={},
+        )
+
+    assert str(caught.value) == (
+        f"cfg.yaml:1: targets[0].headers.X-Token: cannot read secret file {missing}: "
+        "No such file or directory; check the path and its permissions"
+    )
+
+
+def test_a_missing_config_file_is_one_clear_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.yaml")
+
+    assert (
+        str(caught.value) == f"{tmp_path / 'nope.yaml'}: cannot read the config file: "
+        "No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("15s", 15), ("1m30s", 90), ("1h", 3600), ("2d", 172800), ("0", 0)],
+)
+def test_prometheus_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 s", "1s1m", "-1s", "1.5s", "5S"])
+def test_not_prometheus_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a Prometheus duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.5, "500ms"), (90, "1m30s"), (3600, "1h")])
+def test_format_duration_round_trips(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_check_config_lists_every_problem_and_exits_1() -> None:
+    path = FIXTURES / "invalid-timeout-not-below-interval.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "stackprobe", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"{path}: 2 problems:",
+        *(f"  {line}" for line in expected_problems(path)),
+    ]
+
+
+def test_check_config_accepts_a_valid_file() -> None:
+    path = FIXTURES / "valid-issue-example.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "stackprobe", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"HEALTH_TOKEN": "x", "PATH": ""},
+    )
+
+    assert (done.returncode, done.stdout) == (0, f"{path}: OK, 2 targets (dns: 1, http: 1)\n")

@@ -1,0 +1,146 @@
+"""docs/configuration.md and docs/metrics.md must say what the code does, table by table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from stackprobe.config import Defaults, HttpClientSettings
+from stackprobe.durations import format_duration
+from stackprobe.exposition import CORE_METRICS
+from stackprobe.probes import KINDS
+from stackprobe.probes.http import BasicAuth, JsonExpectation
+from stackprobe.scheduler import CoreReason
+from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.target import TargetConfig
+from stackprobe.tls import TLSConfig
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def tables(path: Path) -> dict[str, list[list[str]]]:
+    """Heading -> rows of the first table under it, cells stripped of surrounding backticks."""
+    found: dict[str, list[list[str]]] = {}
+    heading = ""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("|") and not re.match(r"^\|\s*-", line):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows = found.setdefault(heading, [])
+            rows.append([c[1:-1] if c.startswith("`") and c.endswith("`") else c for c in cells])
+    return {h: rows[1:] for h, rows in found.items()}  # drop header rows
+
+
+CONFIG = tables(DOCS / "configuration.md")
+METRICS = tables(DOCS / "metrics.md")
+
+
+def doc_default(model: type[BaseModel], name: str) -> str:
+    field = model.model_fields[name]
+    if field.is_required():
+        return "required"
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float) and "format_duration" in repr(field.metadata):
+        return format_duration(default)
+    if isinstance(default, tuple | frozenset | list):
+        return "[" + ", ".join(map(str, default)) + "]"
+    if isinstance(default, dict | BaseModel):
+        return "{}"
+    return str(default)
+
+
+MODEL_SECTIONS: list[tuple[str, type[BaseModel], set[str]]] = [
+    ("`defaults`", Defaults, set()),
+    ("`http_client`", HttpClientSettings, set()),
+    ("`tls`", TLSConfig, set()),
+    ("`basic_auth`", BasicAuth, set()),
+    ("`expect_json` entries", JsonExpectation, set()),
+    *(
+        (f"`kind: {name}`", kind.config, set(TargetConfig.model_fields))
+        for name, kind in KINDS.items()
+    ),
+]
+
+
+@pytest.mark.parametrize(("heading", "model", "skip"), MODEL_SECTIONS, ids=lambda x: str(x))
+def test_configuration_tables_match_models(
+    heading: str, model: type[BaseModel], skip: set[str]
+) -> None:
+    rows = CONFIG[heading]
+    documented = {row[0]: row[2] for row in rows}
+    fields = [name for name in model.model_fields if name not in skip]
+
+    assert list(documented) == fields, f"{heading}: keys differ from {model.__name__}"
+    for name in fields:
+        assert documented[name] == doc_default(model, name), f"{heading}.{name} default"
+
+
+def test_every_target_table_lists_the_base_keys() -> None:
+    rows = {row[0]: row[2] for row in CONFIG["Every target"]}
+
+    assert rows == {
+        "name": "required",
+        "kind": "required",
+        "interval": "defaults.interval",
+        "timeout": "defaults.timeout",
+    }
+    assert ", ".join(f"`{k}`" for k in KINDS).replace(", ", " or ") in "".join(
+        row[3] for row in CONFIG["Every target"] if row[0] == "kind"
+    )
+
+
+def metric_rows(heading: str) -> dict[str, tuple[str, str]]:
+    return {row[0]: (row[1], row[2].replace("`", "")) for row in METRICS[heading]}
+
+
+def spec_rows(specs: Any) -> dict[str, tuple[str, str]]:
+    return {s.name: (s.type, ", ".join(("target", *s.labels))) for s in specs}
+
+
+def test_core_metrics_are_documented() -> None:
+    assert metric_rows("Every target") == spec_rows(CORE_METRICS)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_kind_metrics_are_documented(kind: str) -> None:
+    assert metric_rows(f"`kind: {kind}`") == spec_rows(KINDS[kind].metrics)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_kind_reasons_are_documented(kind: str) -> None:
+    documented = [row[0] for row in METRICS[f"Failure reasons of `kind: {kind}`"]]
+
+    assert documented == [reason.value for reason in KINDS[kind].reasons]
+
+
+def test_core_reasons_are_documented() -> None:
+    documented = [row[0] for row in METRICS["Failure reasons of every kind"]]
+
+    assert documented == [reason.value for reason in CoreReason]
+
+
+def test_own_metrics_are_documented() -> None:
+    own = SelfMetrics()
+    own.set_kinds({}, KINDS)  # creates the labelled children, so their labels show
+    expected = {}
+    for family in own.registry.collect():
+        if family.name.startswith(("process_", "python_")):
+            continue
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = sorted({k for s in family.samples for k in s.labels if k != "le"})
+        expected[name] = (family.type, labels)
+
+    documented = {
+        name: (kind, sorted(filter(None, labels.split(", "))))
+        for name, (kind, labels) in metric_rows("stackprobe itself").items()
+    }
+    assert documented == expected

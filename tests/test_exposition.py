@@ -1,0 +1,138 @@
+"""The per-run rendering must produce exactly what prometheus_client would render whole."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from stackprobe.app import all_metric_specs
+from stackprobe.exposition import (
+    CORE_METRICS,
+    Exposition,
+    Renderer,
+    _Families,
+    _family,
+    core_samples,
+)
+from stackprobe.probe import MetricSpec, ProbeResult
+from stackprobe.probes import KINDS
+from stackprobe.probes.http import HEALTH_COMPONENT_UP, PROBE_HTTP_STATUS_CODE, Reason
+from stackprobe.results import ResultStore, TargetResult
+
+TRICKY = 'we"ird\\name\nwith newline'
+
+
+def results(renderer: Renderer) -> list[TargetResult]:
+    runs = {
+        "backend-ready": ProbeResult.failed(
+            Reason.HTTP_STATUS,
+            "status 503",
+            (
+                PROBE_HTTP_STATUS_CODE(503),
+                HEALTH_COMPONENT_UP(0, "redis"),
+                HEALTH_COMPONENT_UP(1, TRICKY),
+            ),
+        ),
+        "frontend": ProbeResult.ok((PROBE_HTTP_STATUS_CODE(200),)),
+    }
+    out = []
+    for name, result in runs.items():
+        samples = (*core_samples("http", result, 1700000000.25, 0.125, 15.0), *result.samples)
+        out.append(
+            TargetResult(name, "http", result, 1700000000.25, 0.125, renderer.render(name, samples))
+        )
+    return out
+
+
+def reference(specs: list[MetricSpec], runs: list[TargetResult], openmetrics: bool) -> bytes:
+    """What prometheus_client renders from one collector holding every sample at once."""
+    families = []
+    for spec in specs:
+        family = _family(spec)
+        for run in runs:
+            samples = (
+                *core_samples(run.kind, run.result, run.started, run.duration, 15.0),
+                *run.result.samples,
+            )
+            for sample in samples:
+                if sample.spec == spec:
+                    family.add_metric((run.target, *sample.label_values), sample.value)
+        if family.samples:
+            families.append(family)
+    render = generate_openmetrics if openmetrics else generate_latest
+    return render(_Families(families))
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_joined_chunks_equal_prometheus_client_rendering(openmetrics: bool) -> None:
+    specs = all_metric_specs(KINDS)
+    renderer = Renderer(specs)
+    runs = results(renderer)
+
+    body = renderer.body(runs, openmetrics)
+
+    expected = reference(specs, runs, openmetrics)
+    if openmetrics:
+        expected = expected.removesuffix(b"# EOF\n")
+    assert body == expected
+
+
+def test_the_whole_body_parses_and_keeps_each_family_together() -> None:
+    specs = all_metric_specs(KINDS)
+    store = ResultStore()
+    exposition = Exposition(Renderer(specs), store, CollectorRegistry())
+    for run in results(exposition.renderer):
+        store.put(run)
+
+    text = exposition.render(openmetrics=False).decode()
+    families = list(text_string_to_metric_families(text))
+
+    names = [f.name for f in families]
+    assert len(names) == len(set(names))
+    component = next(f for f in families if f.name == "stackprobe_health_component_up")
+    assert {s.labels["component"] for s in component.samples} == {"redis", TRICKY}
+    reason = next(f for f in families if f.name == "stackprobe_probe_failure_reason")
+    assert [(s.labels, s.value) for s in reason.samples] == [
+        ({"target": "backend-ready", "reason": "http_status"}, 1.0)
+    ]
+
+
+def test_openmetrics_body_ends_with_eof_once() -> None:
+    store = ResultStore()
+    exposition = Exposition(Renderer(list(CORE_METRICS)), store, CollectorRegistry())
+
+    body = exposition.render(openmetrics=True)
+
+    assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
+
+
+def test_cache_follows_the_store_version() -> None:
+    store = ResultStore()
+    renderer = Renderer(all_metric_specs(KINDS))
+    exposition = Exposition(renderer, store, CollectorRegistry())
+    runs = results(renderer)
+    store.put(runs[0])
+    first = exposition.render(openmetrics=False)
+    store.put(runs[1])
+    second = exposition.render(openmetrics=False)
+    store.remove("frontend")
+
+    assert b'target="frontend"' not in first
+    assert b'target="frontend"' in second
+    assert exposition.render(openmetrics=False) == first
+
+
+def test_an_undeclared_metric_is_refused() -> None:
+    renderer = Renderer(list(CORE_METRICS))
+    stray = MetricSpec("probe_stray", "not in the kind table")
+
+    with pytest.raises(ValueError, match="probe_stray is not declared"):
+        renderer.render("t", (stray(1),))
+
+
+def test_a_family_declared_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="declared twice"):
+        Renderer([*CORE_METRICS, CORE_METRICS[0]])

@@ -1,0 +1,131 @@
+"""The scheduler with small test kinds: guards, deadlines, spread, and reload diffs."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from enum import StrEnum
+from typing import Any, Literal
+
+import pytest
+
+from stackprobe.exposition import CORE_METRICS, Renderer
+from stackprobe.httpclients import HttpClients
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult
+from stackprobe.results import ResultStore
+from stackprobe.scheduler import GRACE_SECONDS, CoreReason, Scheduler, phase_fraction
+from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.target import TargetConfig
+
+CALLS = MetricSpec("test_calls", "Runs so far.")
+
+
+class Reason(StrEnum):
+    NOPE = "nope"
+
+
+class FakeTarget(TargetConfig):
+    kind: Literal["fake"] = "fake"
+    behaviour: Literal["ok", "raise", "ignore_deadline", "stray_metric"] = "ok"
+
+
+RUNS: dict[str, int] = {}
+
+
+async def fake_probe(target: FakeTarget, ctx: ProbeContext) -> ProbeResult:
+    RUNS[target.name] = RUNS.get(target.name, 0) + 1
+    if target.behaviour == "raise":
+        raise RuntimeError("boom")
+    if target.behaviour == "ignore_deadline":
+        await asyncio.sleep(3600)
+    if target.behaviour == "stray_metric":
+        return ProbeResult.ok((MetricSpec("stray", "undeclared")(1),))
+    return ProbeResult.ok((CALLS(RUNS[target.name]),))
+
+
+KINDS: dict[str, ProbeKind[Any]] = {
+    "fake": ProbeKind("fake", FakeTarget, fake_probe, (CALLS,), Reason, "test kind")
+}
+
+
+def fake(name: str, **extra: Any) -> FakeTarget:
+    return FakeTarget(
+        name=name,
+        interval=extra.pop("interval", "1s"),
+        timeout=extra.pop("timeout", "200ms"),
+        **extra,
+    )
+
+
+@pytest.fixture
+async def scheduler() -> Any:
+    RUNS.clear()
+    clients = HttpClients(4)
+    store = ResultStore()
+    scheduler = Scheduler(
+        kinds=KINDS,
+        store=store,
+        renderer=Renderer([*CORE_METRICS, CALLS]),
+        metrics=SelfMetrics(),
+        http=clients,
+    )
+    yield scheduler, store
+    await scheduler.stop()
+    await clients.aclose()
+
+
+async def test_a_raising_probe_becomes_internal_error(scheduler: Any) -> None:
+    sched, _ = scheduler
+    record = await sched.run_once(fake("a", behaviour="raise"))
+
+    assert (record.result.success, record.result.reason) == (False, CoreReason.INTERNAL_ERROR)
+    assert record.result.detail == "probe raised RuntimeError; see the log"
+    assert b'reason="internal_error"' in record.chunks["stackprobe_probe_failure_reason"]
+
+
+async def test_a_probe_ignoring_its_deadline_is_cancelled_after_the_grace(scheduler: Any) -> None:
+    sched, _ = scheduler
+    record = await sched.run_once(fake("a", behaviour="ignore_deadline", timeout="200ms"))
+
+    assert record.result.reason == CoreReason.TIMEOUT
+    assert 0.2 + GRACE_SECONDS <= record.duration < 0.2 + GRACE_SECONDS + 0.5
+
+
+async def test_an_undeclared_metric_is_internal_error(scheduler: Any) -> None:
+    sched, _ = scheduler
+    record = await sched.run_once(fake("a", behaviour="stray_metric"))
+
+    assert record.result.reason == CoreReason.INTERNAL_ERROR
+    assert b"stray" not in b"".join(record.chunks.values())
+
+
+async def test_apply_keeps_unchanged_targets_and_restarts_changed_ones(scheduler: Any) -> None:
+    sched, store = scheduler
+    sched.apply([fake("keep"), fake("change"), fake("drop")])
+    await asyncio.sleep(1.2)  # first runs come within min(interval, 5 s)
+    kept_before = store.get("keep")
+    assert {r.target for r in store} == {"keep", "change", "drop"}
+
+    sched.apply([fake("keep"), fake("change", timeout="300ms"), fake("new")])
+
+    assert store.get("keep") is kept_before
+    assert store.get("change") is None and store.get("drop") is None
+    assert sorted(t.name for t in sched.targets) == ["change", "keep", "new"]
+
+
+async def test_runs_repeat_on_the_interval(scheduler: Any) -> None:
+    sched, store = scheduler
+    sched.apply([fake("a", interval="500ms", timeout="100ms")])
+    await asyncio.sleep(2.2)
+
+    record = store.get("a")
+    assert record is not None and 4 <= RUNS["a"] <= 6
+
+
+def test_phases_spread_evenly() -> None:
+    fractions = [phase_fraction(f"target-{i:04d}") for i in range(5000)]
+
+    assert all(0 <= f < 1 for f in fractions)
+    assert abs(statistics.mean(fractions) - 0.5) < 0.02
+    deciles = [sum(1 for f in fractions if d / 10 <= f < (d + 1) / 10) for d in range(10)]
+    assert min(deciles) > 400 and max(deciles) < 600
