@@ -80,7 +80,9 @@ class App:
                 return ReloadOutcome(False, "started without --config: there is nothing to reload")
             try:
                 new = await asyncio.to_thread(load_config, self.config_path, self.kinds)
-            except ConfigError as exc:
+            except Exception as exc:  # ConfigError, or anything the loader did not foresee
+                if not isinstance(exc, ConfigError):
+                    self._log.error("config reload raised; this is a stackprobe bug", exc_info=True)
                 self.metrics.reload_successful.set(0)
                 self.metrics.reloads.labels("failure").inc()
                 self.last_reload_error = str(exc)
@@ -98,10 +100,11 @@ class App:
         new_targets = {t.name: t for t in new.targets}
         # Old secrets stay known: a run started before the reload may still log.
         self.redactor.update(self.config.secrets() | new.secrets())
-        if new.http_client != self.config.http_client:
-            retired = self.scheduler.http
-            self.scheduler.http = HttpClients(new.http_client.max_connections)
-            self._later(self._close_after(retired, self._longest_timeout()))
+        # Fresh clients on every reload, so rotated CA, certificate and key files are read
+        # again; runs already holding the old ones finish with them.
+        retired = self.scheduler.http
+        self.scheduler.http = HttpClients(new.http_client.max_connections)
+        self._later(self._close_after(retired, self._longest_timeout()))
         self.scheduler.apply(new.targets)
         self.config = new
         self.last_reload_error = ""

@@ -22,6 +22,8 @@ from stackprobe.secrets import Redactor
 from stackprobe.server import make_web_app
 
 DEFAULT_LISTEN = ":9877"
+# ECS sends SIGKILL 30 s after SIGTERM by default; finish well before.
+SHUTDOWN_SECONDS = 10
 
 # With no --config, stackprobe watches itself, so `stackprobe run` shows a working exporter
 # on any machine; a real deployment always passes --config.
@@ -162,6 +164,10 @@ async def _serve(
         await stopping.wait()
     finally:
         log.info("stackprobe stopping")
-        await runner.cleanup()
-        await app.stop()
+        try:
+            async with asyncio.timeout(SHUTDOWN_SECONDS):
+                await runner.cleanup()
+                await app.stop()
+        except TimeoutError:
+            log.warning("shutdown took too long; exiting anyway", limit_seconds=SHUTDOWN_SECONDS)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -110,8 +111,19 @@ def parse_config(
         from stackprobe.probes import KINDS
 
         kinds = KINDS
-    loader = _Loader(source, text, kinds, os.environ if environ is None else environ)
-    return loader.load()
+    base_dir = Path(source).parent if not source.startswith("<") else Path.cwd()
+    loader = _Loader(source, text, kinds, os.environ if environ is None else environ, base_dir)
+    try:
+        return loader.load()
+    except ConfigError:
+        raise
+    except (RecursionError, TypeError, ValueError, yaml.YAMLError) as exc:
+        # Input no rule foresaw (a YAML key that is a list, nesting deep enough to recurse):
+        # still a config problem, never a traceback or a silently failed reload.
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ConfigError(
+            [Problem(source, 0, "", f"cannot load the config: {type(exc).__name__}: {detail}")]
+        ) from None
 
 
 class _Loader:
@@ -121,13 +133,21 @@ class _Loader:
         text: str,
         kinds: Mapping[str, ProbeKind[Any]],
         environ: Mapping[str, str],
+        base_dir: Path,
     ) -> None:
         self.source = source
         self.text = text
         self.kinds = kinds
-        self.context = {"environ": environ}
+        # Validators read the environment and resolve relative paths through this, and note
+        # the TLS profiles they have already checked so each is loaded once per load.
+        self.context: dict[str, Any] = {
+            "environ": environ,
+            "base_dir": base_dir,
+            "tls_checked": set(),
+        }
         self.problems: list[Problem] = []
         self.root: yaml.Node | None = None
+        self.defaults_ok = True
 
     def problem(self, loc: Loc, message: str, *, key: bool = False) -> None:
         self.problems.append(Problem(self.source, self._line(loc, key), _path(loc), message))
@@ -146,7 +166,10 @@ class _Loader:
                 {k: v for k, v in data.items() if k == "targets" and isinstance(v, list)}
             )
         defaults = top.defaults
-        if defaults.timeout >= defaults.interval:
+        # Targets inherit `defaults`; when those are wrong, that is one problem, reported once.
+        self.defaults_ok = not any(p.path.startswith("defaults") for p in self.problems)
+        if self.defaults_ok and defaults.timeout >= defaults.interval:
+            self.defaults_ok = False
             self.problem(
                 ("defaults", "timeout"),
                 f"timeout {format_duration(defaults.timeout)} is not below interval "
@@ -179,6 +202,8 @@ class _Loader:
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
             for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a list or mapping as a key: validation says what is wrong
                 key = key_node.value
                 if key in seen:
                     self.problems.append(
@@ -219,7 +244,12 @@ class _Loader:
         except ValidationError as exc:
             self._report(exc, loc, kind.config)
             return None
-        if target.timeout >= target.interval:
+        for key in ("interval", "timeout"):
+            if getattr(target, key) <= 0:
+                self.problem((*loc, key), f"{key} must be longer than 0s")
+                return None
+        own = "timeout" in raw and "interval" in raw
+        if target.timeout >= target.interval and (own or self.defaults_ok):
             culprit = "timeout" if "timeout" in raw else "interval" if "interval" in raw else None
             origin = "" if "timeout" in raw else " (from defaults.timeout)"
             self.problem(
@@ -277,7 +307,7 @@ class _Loader:
                 if local not in suggested:
                     self.problem(loc[:-1], f"missing required key `{loc[-1]}`")
             else:
-                self.problem(loc, _message(error))
+                self.problem(loc, _message(error, sensitive=_is_sensitive(loc)))
 
     def _line(self, loc: Loc, key: bool) -> int:
         node = self.root
@@ -339,9 +369,18 @@ _EXPECTED = {
 }
 
 
-def _message(error: Any) -> str:
+_SENSITIVE_KEY = re.compile(r"passw|secret|token|auth|cookie|api[-_]?key|url|headers", re.I)
+
+
+def _is_sensitive(loc: Loc) -> bool:
+    """Whether a value at this path may be a secret typed inline, so must not be echoed."""
+    return any(isinstance(part, str) and _SENSITIVE_KEY.search(part) for part in loc)
+
+
+def _message(error: Any, sensitive: bool = False) -> str:
     kind = error["type"]
-    found = _describe(error.get("input"))
+    value = error.get("input")
+    found = _describe(value) if not sensitive or not isinstance(value, str) else "a string"
     ctx = error.get("ctx") or {}
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, found {found}"
@@ -393,14 +432,17 @@ def _did_you_mean(word: str, options: Any) -> str:
 def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
     """Field names of the model found by following `loc` through nested models."""
     current: Any = model
+    skip_key = False
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or skip_key:
+            skip_key = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
         field = current.model_fields.get(part)
         if field is None:
             return []
+        skip_key = typing.get_origin(field.annotation) is dict  # the next part is a map key
         current = _model_in(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)

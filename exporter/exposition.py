@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from stackprobe.probe import MetricSpec, ProbeResult, Sample
-from stackprobe.results import ResultStore, TargetResult
+from stackprobe.results import ResultStore
 
 # prometheus_client types its text renderer but not the OpenMetrics one.
 generate_openmetrics = cast(Callable[[Any], bytes], openmetrics_exposition.generate_latest)
@@ -109,6 +109,7 @@ class Renderer:
 
     def render(self, target: str, samples: Iterable[Sample]) -> dict[str, bytes]:
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        seen: set[tuple[str, tuple[str, ...]]] = set()
         for sample in samples:
             name = sample.spec.name
             family = families.get(name)
@@ -116,6 +117,10 @@ class Renderer:
                 if self._specs.get(name) != sample.spec:
                     raise ValueError(f"metric {name} is not declared in the kind table")
                 family = families[name] = _family(sample.spec)
+            key = (name, sample.label_values)
+            if key in seen:  # two series with one identity would make the scrape invalid
+                raise ValueError(f"{name}{sample.label_values} was emitted twice")
+            seen.add(key)
             family.add_metric((target, *sample.label_values), sample.value)
         names = [name for name in self._order if name in families]
         text = generate_latest(_Families([families[name] for name in names]))
@@ -131,14 +136,14 @@ class Renderer:
             position = end
         return chunks
 
-    def body(self, results: Sequence[TargetResult], openmetrics: bool) -> bytes:
+    def body(self, store: ResultStore, openmetrics: bool) -> bytes:
         which = 1 if openmetrics else 0
         parts: list[bytes] = []
         for name in self._order:
-            chunks = [c for r in results if (c := r.chunks.get(name)) is not None]
-            if chunks:
-                parts.append(self._headers[name][which])
-                parts.extend(chunks)
+            start = len(parts)
+            parts.extend(store.family(name))
+            if len(parts) > start:
+                parts.insert(start, self._headers[name][which])
         return b"".join(parts)
 
 
@@ -159,7 +164,7 @@ class Exposition:
         version = self._store.version
         cached = self._cache.get(openmetrics)
         if cached is None or cached[0] != version:
-            cached = (version, self.renderer.body(list(self._store), openmetrics))
+            cached = (version, self.renderer.body(self._store, openmetrics))
             self._cache[openmetrics] = cached
         if openmetrics:
             own = generate_openmetrics(self._own)[: -len(_EOF)]

@@ -1,7 +1,22 @@
-"""Shared httpx clients, one per TLS profile, each under the configured connection limit."""
+"""Shared httpx clients (one per TLS profile) under one connection limit, without a pool.
+
+Every probe opens a fresh connection, so connect and TLS are measured each time, as
+blackbox_exporter does. httpcore's connection pool would only get in the way: its bookkeeping
+walks every queued request against every connection on each change, which at a few thousand
+targets took the whole CPU (measured: 5,000 targets never got their first results). So the
+clients keep httpx's request handling (URLs, redirects, auth, exception mapping) and swap the
+pool inside its transport for `FreshConnections`: one new httpcore connection per request,
+closed with the response, under a semaphore that is the connection limit.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpcore
 import httpx
 
 from stackprobe._version import __version__
@@ -10,29 +25,112 @@ from stackprobe.tls import TLSConfig
 USER_AGENT = f"stackprobe/{__version__}"
 
 
+class _ClosingStream:
+    """A response body that closes its connection, and frees its slot, when it is closed."""
+
+    def __init__(self, stream: Any, release: Callable[[], Awaitable[None]]) -> None:
+        self._stream = stream
+        self._release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._stream:
+            yield part
+
+    async def aclose(self) -> None:
+        try:
+            if hasattr(self._stream, "aclose"):
+                await self._stream.aclose()
+        finally:
+            await self._release()
+
+
+class FreshConnections:
+    """Stands in for httpcore's pool in httpx's transport: a new connection per request."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore) -> None:
+        self._ssl_context = ssl_context
+        self._slots = slots
+        self._open: set[httpcore.AsyncHTTPConnection] = set()
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        wait = request.extensions.get("timeout", {}).get("pool")
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpcore.PoolTimeout("every connection slot stayed busy") from None
+        connection = httpcore.AsyncHTTPConnection(
+            origin=request.url.origin, ssl_context=self._ssl_context
+        )
+        self._open.add(connection)
+
+        async def release() -> None:
+            if connection in self._open:
+                self._open.discard(connection)
+                try:
+                    await connection.aclose()
+                finally:
+                    self._slots.release()
+
+        try:
+            response = await connection.handle_async_request(request)
+        except BaseException:
+            await release()
+            raise
+        return httpcore.Response(
+            status=response.status,
+            headers=response.headers,
+            content=_ClosingStream(response.stream, release),
+            extensions=response.extensions,
+        )
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    async def aclose(self) -> None:
+        for connection in list(self._open):
+            self._open.discard(connection)
+            try:
+                await connection.aclose()
+            finally:
+                self._slots.release()
+
+    async def __aenter__(self) -> FreshConnections:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
 class HttpClients:
-    """Keep-alive is off on purpose: a fresh connection per probe measures connect and TLS
-    every time, as blackbox_exporter does, and httpcore's pool costs more CPU than it saves
-    under many concurrent targets (DESIGN.md, measured). `trust_env` is off so that a stray
-    HTTP_PROXY or ~/.netrc never changes what a probe measures or sends.
+    """`trust_env` is off so that a stray HTTP_PROXY or ~/.netrc never changes what a probe
+    measures or sends. TLS contexts are built when a profile is first used and kept for the
+    life of this object; a reload builds a new `HttpClients`, so rotated files are read again.
     """
 
     def __init__(self, max_connections: int) -> None:
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
+        self._slots = asyncio.Semaphore(max_connections)
         self._clients: dict[TLSConfig, httpx.AsyncClient] = {}
 
     def client(self, tls: TLSConfig) -> httpx.AsyncClient:
         client = self._clients.get(tls)
         if client is None:
+            context = tls.ssl_context()
+            transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
+            # The seam: httpx's transport delegates every request to `_pool`.
+            transport._pool = FreshConnections(context, self._slots)  # type: ignore[assignment]
             client = httpx.AsyncClient(
-                verify=tls.ssl_context(),
-                limits=self._limits,
+                transport=transport,
                 trust_env=False,
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},
             )
             self._clients[tls] = client
         return client
+
+    def pools(self) -> list[FreshConnections]:
+        return [c._transport._pool for c in self._clients.values()]  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

@@ -24,6 +24,11 @@ code{background:#f6f8fa;padding:0 .3em}
 """
 
 
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    return f"{seconds:.1f}s ago" if seconds < 120 else f"{format_duration(round(seconds))} ago"
+
+
 def render_landing(app: App) -> str:
     now = time.time()
     esc = html.escape
@@ -36,7 +41,7 @@ def render_landing(app: App) -> str:
             state = "ok" if record.result.success else "failed"
             reason = record.result.reason or ""
             detail = app.redactor(record.result.detail)
-            age = f"{format_duration(max(0.0, now - record.started))} ago"
+            age = _age(now - record.started)
             took = f"{record.duration * 1000:.1f} ms"
         rows.append(
             "<tr>"

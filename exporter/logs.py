@@ -38,7 +38,15 @@ def configure_logging(
         )
     )
 
+    def redact_fields(_: Any, __: str, event: Any) -> Any:
+        """Before rendering, while values are still plain text, not escaped for the format."""
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = redactor(value)
+        return event
+
     def redact(_: Any, __: str, line: Any) -> str:
+        """After rendering too: the last word on anything a renderer or a library added."""
         return redactor(line if isinstance(line, str) else line.decode())
 
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -46,6 +54,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_fields,
             renderer,
             redact,
         ],

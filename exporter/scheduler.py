@@ -29,8 +29,11 @@ from stackprobe.target import TargetConfig
 # How long past its deadline a probe may run before the scheduler cancels it. Probes enforce
 # the deadline themselves (and so can say in which phase they stopped); this is the backstop.
 GRACE_SECONDS = 0.5
-# The first runs after start (or after a target is added) are spread over at most this long.
+# First runs after start (or after targets are added) are spread over this long at least, and
+# longer when there are many, so that at most STARTUP_RATE runs start per second; never over
+# more than the target's interval, which is where its runs would be anyway.
 STARTUP_SPREAD_SECONDS = 5.0
+STARTUP_RATE = 200.0
 
 
 class CoreReason(StrEnum):
@@ -68,19 +71,43 @@ class Scheduler:
         return [target for target, _ in self._tasks.values()]
 
     def apply(self, targets: Sequence[TargetConfig]) -> None:
-        """Run exactly these targets: unchanged ones keep their task and their last result."""
+        """Run exactly these targets: unchanged ones keep their task and their last result.
+
+        A changed target gets a new task but keeps showing its last result until the new task
+        has one, so a reload never makes its series go absent; a removed target's go at once.
+        """
         wanted = {target.name: target for target in targets}
         for name, (current, task) in list(self._tasks.items()):
             if wanted.get(name) != current:
                 task.cancel()
                 del self._tasks[name]
-                self._store.remove(name)
-        for name, target in wanted.items():
-            if name not in self._tasks:
-                task = asyncio.create_task(self._loop(target), name=f"probe {name}")
-                self._tasks[name] = (target, task)
+                if name not in wanted:
+                    self._store.remove(name)
+        new = [target for name, target in wanted.items() if name not in self._tasks]
+        spread = max(STARTUP_SPREAD_SECONDS, len(new) / STARTUP_RATE)
+        for target in new:
+            self._start(target, spread)
         counts = Counter(target.kind for target in wanted.values())
         self._metrics.set_kinds(dict(counts), self._kinds)
+
+    def _start(self, target: TargetConfig, spread: float, pause: float = 0.0) -> None:
+        task = asyncio.create_task(self._loop(target, spread, pause), name=f"probe {target.name}")
+        task.add_done_callback(self._ended)
+        self._tasks[target.name] = (target, task)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A target's task only ends when cancelled; if it died, say so and start it again."""
+        if task.cancelled() or task.exception() is None:
+            return
+        for target, running in list(self._tasks.values()):
+            if running is task:
+                self._log.error(
+                    "a target's task died; restarting it in 1s (a stackprobe bug)",
+                    kind=target.kind,
+                    target=target.name,
+                    exc_info=task.exception(),
+                )
+                self._start(target, STARTUP_SPREAD_SECONDS, pause=1.0)
 
     async def stop(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
@@ -89,13 +116,15 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _loop(self, target: TargetConfig) -> None:
+    async def _loop(self, target: TargetConfig, startup_spread: float, pause: float) -> None:
+        if pause:
+            await asyncio.sleep(pause)
         loop = asyncio.get_running_loop()
         log = self._log.bind(kind=target.kind, target=target.name)
         interval = target.interval
         anchor = loop.time()
         offset = phase_fraction(target.name) * interval
-        due = anchor + phase_fraction(target.name) * min(interval, STARTUP_SPREAD_SECONDS)
+        due = anchor + phase_fraction(target.name) * min(interval, startup_spread)
         previous: ProbeResult | None = None
         steady = False
         while True:
@@ -134,25 +163,39 @@ class Scheduler:
                 CoreReason.TIMEOUT,
                 f"the probe ran past its {target.timeout:g}s deadline and was cancelled",
             )
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # stop() or apply() is ending this target: let it end
+            log.error(
+                "probe let a stray cancellation escape; this is a stackprobe bug", exc_info=True
+            )
+            result = ProbeResult.failed(
+                CoreReason.INTERNAL_ERROR, f"probe raised {type(exc).__name__}; see the log"
+            )
         except Exception as exc:
             log.error("probe raised; this is a stackprobe bug", exc_info=True)
             result = ProbeResult.failed(
                 CoreReason.INTERNAL_ERROR, f"probe raised {type(exc).__name__}; see the log"
             )
         duration = loop.time() - started
-        outcome = "success" if result.success else "failure"
-        self._metrics.runs.labels(target.kind, outcome).inc()
-        self._metrics.run_duration.labels(target.kind).observe(duration)
         core = core_samples(target.kind, result, started_at, duration, target.interval)
         try:
             chunks = self._renderer.render(target.name, (*core, *result.samples))
-        except ValueError:
+        except Exception:
             log.error(
-                "probe returned an undeclared metric; this is a stackprobe bug", exc_info=True
+                "cannot render the probe's samples; this is a stackprobe bug",
+                reason=result.reason,
+                exc_info=True,
             )
-            result = ProbeResult.failed(CoreReason.INTERNAL_ERROR, "undeclared metric; see the log")
+            result = ProbeResult.failed(
+                CoreReason.INTERNAL_ERROR, "its samples could not be rendered; see the log"
+            )
             core = core_samples(target.kind, result, started_at, duration, target.interval)
             chunks = self._renderer.render(target.name, core)
+        outcome = "success" if result.success else "failure"
+        self._metrics.runs.labels(target.kind, outcome).inc()
+        self._metrics.run_duration.labels(target.kind, outcome).observe(duration)
         return TargetResult(target.name, target.kind, result, started_at, duration, chunks)
 
 

@@ -8,11 +8,12 @@ logs, error messages and pages.
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
@@ -52,16 +53,18 @@ class SecretRef(BaseModel):
                     "stackprobe, or use from_file",
                     {"name": self.from_env},
                 )
-            value = environ[self.from_env]
+            # A value pasted from a file often ends in a newline nobody meant.
+            value = environ[self.from_env].rstrip("\r\n")
         else:
             assert self.from_file is not None
+            path = resolve_path(self.from_file, info)
             try:
-                value = self.from_file.read_text(encoding="utf-8").rstrip("\r\n")
+                value = path.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
                 raise PydanticCustomError(
                     "secret_file_unreadable",
                     "cannot read secret file {path}: {error}; check the path and its permissions",
-                    {"path": str(self.from_file), "error": exc.strerror or type(exc).__name__},
+                    {"path": str(path), "error": exc.strerror or type(exc).__name__},
                 ) from None
         if not value:
             raise PydanticCustomError(
@@ -83,6 +86,12 @@ class SecretRef(BaseModel):
     __str__ = __repr__
 
 
+def resolve_path(path: Path, info: ValidationInfo) -> Path:
+    """Relative paths in a config are relative to the config file, not to the working dir."""
+    base = (info.context or {}).get("base_dir")
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
 def secret_or_plain(value: Any, info: ValidationInfo) -> str | SecretRef:
     """Validator for fields that take either a plain string or a secret reference."""
     if isinstance(value, SecretRef | str):
@@ -97,7 +106,8 @@ def secret_or_plain(value: Any, info: ValidationInfo) -> str | SecretRef:
 
 
 def collect_secrets(obj: Any) -> set[str]:
-    """Every resolved secret value reachable from a config object."""
+    """Every resolved secret value reachable from a config object, and the forms a model says
+    its secrets travel in (`derived_secrets()`, such as basic auth's `user:password`)."""
     found: set[str] = set()
     stack = [obj]
     while stack:
@@ -105,6 +115,9 @@ def collect_secrets(obj: Any) -> set[str]:
         if isinstance(item, SecretRef):
             found.add(item.get())
         elif isinstance(item, BaseModel):
+            derived = getattr(item, "derived_secrets", None)
+            if callable(derived):
+                found.update(derived())
             stack.extend(getattr(item, name) for name in type(item).model_fields)
             stack.extend((item.__pydantic_private__ or {}).values())
         elif isinstance(item, Mapping):
@@ -123,11 +136,18 @@ class Redactor:
 
     def update(self, secrets: Iterable[str]) -> None:
         needles: set[str] = set()
-        for secret in secrets:
-            if not secret:
-                continue
+        pending = [s for s in secrets if s]
+        while pending:
+            secret = pending.pop()
             needles.update({secret, quote(secret, safe=""), quote(secret)})
             needles.add(base64.b64encode(secret.encode()).decode())
+            # As it reads inside a Python repr or a JSON string (escaped quotes, newlines).
+            needles.update({repr(secret)[1:-1], json.dumps(secret)[1:-1]})
+            needles.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+            parts = urlsplit(secret) if "://" in secret else None
+            if parts is not None and parts.password:
+                pending += [parts.password, f"{parts.username or ''}:{parts.password}"]
+        needles.discard("")
         # Longest first, so a secret that contains another is replaced whole.
         self._needles = tuple(sorted(needles, key=len, reverse=True))
 

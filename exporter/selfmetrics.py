@@ -46,8 +46,8 @@ class SelfMetrics:
         )
         self.run_duration = Histogram(
             "stackprobe_probe_run_duration_seconds",
-            "Seconds each probe run took, by kind.",
-            ["kind"],
+            "Seconds each probe run took, by kind and result (success or failure).",
+            ["kind", "result"],
             buckets=_RUN_BUCKETS,
             registry=r,
         )
@@ -90,5 +90,5 @@ class SelfMetrics:
             self.targets.labels(kind).set(counts.get(kind, 0))
             for result in ("success", "failure"):
                 self.runs.labels(kind, result)
-            self.run_duration.labels(kind)
+                self.run_duration.labels(kind, result)
             self.runs_skipped.labels(kind)

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+
+from stackprobe.secrets import resolve_path
+
+
+def _no_passphrase() -> str:
+    raise ValueError("the key is encrypted; stackprobe needs an unencrypted key file")
 
 
 class TLSConfig(BaseModel):
-    """Verification is on by default; `ca_file` adds a private CA instead of switching it off."""
+    """Verification is on by default; `ca_file` trusts a private CA (instead of the system's,
+    as blackbox_exporter's does) rather than switching verification off. The files are loaded
+    at config load, so a bad one is a config error, and again on every reload."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -19,14 +28,26 @@ class TLSConfig(BaseModel):
     server_name: str | None = None
     insecure_skip_verify: bool = False
 
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _relative_to_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_path(value, info)
+
     @model_validator(mode="after")
-    def _check(self) -> TLSConfig:
+    def _check(self, info: ValidationInfo) -> TLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together: give both or neither")
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{name} {str(path)!r} does not exist or is not a file")
+        checked: set[Any] = (info.context or {}).get("tls_checked", set())
+        if self != TLSConfig.model_construct() and self not in checked:
+            try:
+                self.ssl_context()
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ValueError(f"cannot use these TLS files: {exc}") from None
+            checked.add(self)
         return self
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -36,5 +57,5 @@ class TLSConfig(BaseModel):
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if self.cert_file is not None:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+            context.load_cert_chain(str(self.cert_file), str(self.key_file), _no_passphrase)
         return context

@@ -7,6 +7,7 @@ Readiness endpoints in the wild come in a few shapes, and all of them reduce to
     {"checks": {"redis": {"status": "fail"}}}                       nested status objects
     {"status": "UP", "components": {"db": {"status": "UP"}}}        Spring Boot Actuator
     {"status": "pass", "checks": {"redis:ping": [{"status": "warn"}]}}   IETF health+json
+    {"status": "DOWN", "checks": [{"name": "redis", "status": "DOWN"}]}  MicroProfile Health
 
 A component is named by its key path with wrapper keys (`checks`, `components`, ...) dropped;
 an object's own status names the object, and the document's own status is `overall`. Values
@@ -67,8 +68,10 @@ MAX_NAME_LENGTH = 64
 OVERALL = "overall"
 
 
-def verdict(value: Any) -> float | None:
+def verdict(value: Any, depth: int = 0) -> float | None:
     """1.0 for healthy, 0.0 for unhealthy, None when the value says neither."""
+    if depth > MAX_DEPTH:
+        return None
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
@@ -84,9 +87,14 @@ def verdict(value: Any) -> float | None:
                 return verdict(value[key])
         return None
     if isinstance(value, list):
-        verdicts = [v for v in map(verdict, value) if v is not None]
+        verdicts = [v for v in (verdict(item, depth + 1) for item in value) if v is not None]
         return min(verdicts) if verdicts else None
     return None
+
+
+def _label_safe(name: str) -> str:
+    """A JSON key can hold a lone surrogate, which no exposition can encode."""
+    return name.encode("utf-8", "replace").decode("utf-8")[:MAX_NAME_LENGTH]
 
 
 def components(
@@ -100,7 +108,7 @@ def components(
         nonlocal dropped
         if value is None:
             return
-        name = ".".join(path)[:MAX_NAME_LENGTH] or OVERALL
+        name = _label_safe(".".join(path)) or OVERALL
         if name in found or name in ignore:
             return
         if len(found) >= limit:
@@ -120,9 +128,20 @@ def components(
             elif isinstance(value, dict):
                 if depth < MAX_DEPTH:
                     walk(value, path if lowered in WRAPPER_KEYS else (*path, key), depth + 1)
+            elif isinstance(value, list) and _named_checks(value):
+                # MicroProfile Health: {"checks": [{"name": "redis", "status": "DOWN"}]}
+                base = path if lowered in WRAPPER_KEYS else (*path, key)
+                for item in value:
+                    add((*base, item["name"]), verdict(item))
             elif isinstance(value, list | bool | str) and lowered not in STATUS_KEYS:
                 add((*path, key), verdict(value))
 
     if isinstance(doc, dict):
         walk(doc, (), 0)
     return found, dropped
+
+
+def _named_checks(items: list[Any]) -> bool:
+    return bool(items) and all(
+        isinstance(item, dict) and isinstance(item.get("name"), str) for item in items
+    )

@@ -14,6 +14,7 @@ Defaults worth knowing:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from enum import StrEnum
@@ -176,10 +177,14 @@ async def probe(target: DnsTarget, ctx: ProbeContext) -> ProbeResult:
         query.flags &= ~dns.flags.RD
     started = time.perf_counter()
     try:
-        if target.transport == "tcp":
-            response = await dns.asyncquery.tcp(query, host, ctx.remaining(), port)
-        else:
-            response, _ = await dns.asyncquery.udp_with_fallback(query, host, ctx.remaining(), port)
+        # dnspython gives a TCP retry after a truncated UDP answer the whole timeout again.
+        async with asyncio.timeout_at(ctx.deadline):
+            if target.transport == "tcp":
+                response = await dns.asyncquery.tcp(query, host, ctx.remaining(), port)
+            else:
+                response, _ = await dns.asyncquery.udp_with_fallback(
+                    query, host, ctx.remaining(), port
+                )
     except (dns.exception.Timeout, TimeoutError):
         detail = f"no response from {host}:{port} within {target.timeout:g}s"
         return ProbeResult.failed(Reason.TIMEOUT, detail, _samples())

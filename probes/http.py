@@ -26,6 +26,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -64,6 +65,10 @@ _SENSITIVE_HEADER = re.compile(
 )
 
 
+# Visible Latin-1 and tabs: what an HTTP/1.1 field value may hold (RFC 9110, 5.5).
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+
 class Reason(StrEnum):
     """Why an HTTP probe failed; the label values of `stackprobe_probe_failure_reason`."""
 
@@ -90,6 +95,10 @@ class BasicAuth(BaseModel):
 
     username: str
     password: SecretRef
+
+    def derived_secrets(self) -> list[str]:
+        """The Authorization header carries base64 of `user:password`; the redactor needs it."""
+        return [f"{self.username}:{self.password.get()}"]
 
 
 class JsonExpectation(BaseModel):
@@ -149,25 +158,26 @@ class HttpTarget(TargetConfig):
     def _usable_url(cls, value: str | SecretRef) -> str | SecretRef:
         secret = isinstance(value, SecretRef)
         text = value.get() if isinstance(value, SecretRef) else value
-        where = f"the URL from {value.source()}" if isinstance(value, SecretRef) else "url"
-        try:
-            url = httpx.URL(text)
-        except httpx.InvalidURL:
-            raise PydanticCustomError(
-                "http_url", "{where} is not a valid URL", {"where": where}
-            ) from None
-        if url.scheme not in ("http", "https") or not url.host:
-            shown = "it" if secret else repr(text)
-            raise PydanticCustomError(
-                "http_url",
-                "{shown} must be an absolute http:// or https:// URL with a host",
-                {"shown": shown},
-            )
-        if url.password and not secret:
+        # Before anything that could echo the URL: a password in it must never be repeated.
+        userinfo = text.partition("://")[2].partition("/")[0].rpartition("@")[0]
+        if ":" in userinfo and not secret:
             raise PydanticCustomError(
                 "inline_secret",
                 "the URL carries a password; move it to basic_auth: {username: ..., password: "
                 "{from_env: VARIABLE}}, or give the whole url as {from_env: VARIABLE}",
+            )
+        shown = f"the URL from {value.source()}" if isinstance(value, SecretRef) else repr(text)
+        try:
+            url = httpx.URL(text)
+        except httpx.InvalidURL:
+            raise PydanticCustomError(
+                "http_url", "{shown} is not a valid URL", {"shown": shown}
+            ) from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise PydanticCustomError(
+                "http_url",
+                "{shown} must be an absolute http:// or https:// URL with a host",
+                {"shown": shown},
             )
         return value
 
@@ -181,6 +191,15 @@ class HttpTarget(TargetConfig):
                     "header {name} carries a credential and cannot be written inline; give it "
                     "as {from_env: VARIABLE} or {from_file: /path/to/file}",
                     {"name": name, "key": name},
+                )
+            text = header.get() if isinstance(header, SecretRef) else header
+            if not _HEADER_VALUE.match(text):
+                where = f" (from {header.source()})" if isinstance(header, SecretRef) else ""
+                raise PydanticCustomError(
+                    "header_value",
+                    "the value of header {name}{where} holds a control character or a character "
+                    "outside Latin-1, which HTTP headers cannot carry",
+                    {"name": name, "where": where, "key": name},
                 )
         return value
 
@@ -206,6 +225,9 @@ class HttpTarget(TargetConfig):
         for name, value in self.headers.items():
             headers[name] = value.get() if isinstance(value, SecretRef) else value
         return headers
+
+    def secret_header_names(self) -> list[str]:
+        return [name for name, value in self.headers.items() if isinstance(value, SecretRef)]
 
     def status_ok(self, status: int) -> bool:
         return status in self.expect_status if self.expect_status else 200 <= status < 300
@@ -325,8 +347,8 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
     trace = _Trace()
     seen = _Observed()
     try:
-        body, content_type = await _fetch(target, ctx, trace, seen)
-        _check(target, seen, body, content_type)
+        body = await _fetch(target, ctx, trace, seen)
+        _check(target, seen, body)
     except _Failure as failure:
         return ProbeResult.failed(failure.reason, failure.detail, _samples(target, trace, seen))
     except TimeoutError:
@@ -342,9 +364,15 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
     return ProbeResult.ok(_samples(target, trace, seen))
 
 
-async def _fetch(
-    target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed
-) -> tuple[bytes, str]:
+@dataclass(frozen=True, slots=True)
+class _Body:
+    data: bytes
+    content_type: str
+    # Set when the body was larger than max_body_bytes and so not kept: why, in one sentence.
+    too_large: str = ""
+
+
+async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed) -> _Body:
     client = ctx.http.client(target.tls)
     extensions: dict[str, Any] = {"trace": trace}
     if target.tls.server_name:
@@ -362,6 +390,7 @@ async def _fetch(
             extensions=extensions,
             timeout=httpx.Timeout(max(ctx.remaining(), 0.001)),
         )
+        origin = request.url
         while True:
             response = await client.send(request, auth=auth, follow_redirects=False, stream=True)
             try:
@@ -373,37 +402,52 @@ async def _fetch(
                         )
                     seen.redirects += 1
                     request = response.next_request
+                    if not _same_origin(origin, request.url):
+                        # Credentials are for the configured origin only, as in Go's client.
+                        auth = None
+                        for name in target.secret_header_names():
+                            request.headers.pop(name, None)
                     continue
                 _observe_response(response, seen)
                 started = time.perf_counter()
                 body = await _read_body(target, response, seen)
                 trace.durations["transfer"] += time.perf_counter() - started
-                return body, response.headers.get("content-type", "")
+                return body
             finally:
                 await response.aclose()
 
 
-async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observed) -> bytes:
+def _same_origin(first: httpx.URL, other: httpx.URL) -> bool:
+    """Same host and port, or the same host upgraded from http to https (as httpx allows)."""
+    if first.host != other.host:
+        return False
+    if (first.scheme, first.port) == (other.scheme, other.port):
+        return True
+    return first.scheme == "http" and other.scheme == "https" and other.port in (None, 443)
+
+
+async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observed) -> _Body:
+    content_type = response.headers.get("content-type", "")
     if target.method == "HEAD":
-        return b""
+        return _Body(b"", content_type)
+    cap = target.max_body_bytes
     announced = seen.content_length
-    if announced > target.max_body_bytes and "content-encoding" not in response.headers:
-        raise _Failure(
-            Reason.BODY_TOO_LARGE,
-            f"Content-Length {announced} is over max_body_bytes={target.max_body_bytes}",
-        )
+    if announced > cap and "content-encoding" not in response.headers:
+        return _Body(b"", content_type, f"Content-Length {announced} is over max_body_bytes={cap}")
     try:
-        body = await read_capped(response, target.max_body_bytes)
+        data = await read_capped(response, cap)
     except BodyTooLarge as exc:
         seen.body_length = exc.read
-        raise _Failure(
-            Reason.BODY_TOO_LARGE,
-            f"body is over max_body_bytes={target.max_body_bytes}; stopped reading",
-        ) from None
+        return _Body(b"", content_type, f"body is over max_body_bytes={cap}; stopped reading")
     except UndecodableBody as exc:
         raise _Failure(Reason.INVALID_BODY, str(exc)) from None
-    seen.body_length = len(body)
-    return body
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        # The headers parsed, so this is HTTP: the peer went away mid-body.
+        raise _Failure(
+            Reason.CONNECTION_CLOSED, "the connection closed before the body was complete"
+        ) from None
+    seen.body_length = len(data)
+    return _Body(data, content_type)
 
 
 def _observe_response(response: httpx.Response, seen: _Observed) -> None:
@@ -427,10 +471,15 @@ def _observe_response(response: httpx.Response, seen: _Observed) -> None:
             seen.cert_expiry = certificate.not_valid_after_utc.timestamp()
 
 
-def _check(target: HttpTarget, seen: _Observed, body: bytes, content_type: str) -> None:
-    """Status first, then the body: a 503 still has its components read, as they say why."""
-    doc = _parse_json(target, body, content_type)
-    if doc is not None and target.health_components:
+def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
+    """Status first, then the body: a 503 still has its components read, as they say why.
+
+    A body over the cap fails the run only when something needed its content; a tile or an
+    image larger than the cap is read up to the cap and passes.
+    """
+    needed = _needs_body(target, body.content_type)
+    doc = _parse_json(target, body) if needed and not body.too_large else None
+    if doc is not None and not isinstance(doc, _Invalid) and target.health_components:
         seen.components, seen.components_dropped = components(
             doc, target.max_health_components, target.ignore_components
         )
@@ -441,6 +490,8 @@ def _check(target: HttpTarget, seen: _Observed, body: bytes, content_type: str) 
         if down:
             detail += f"; unhealthy components: {', '.join(down)}"
         raise _Failure(Reason.HTTP_STATUS, detail)
+    if body.too_large and needed:
+        raise _Failure(Reason.BODY_TOO_LARGE, body.too_large)
     if isinstance(doc, _Invalid):
         raise _Failure(Reason.INVALID_BODY, doc.detail)
     for expectation in target.expect_json:
@@ -449,13 +500,28 @@ def _check(target: HttpTarget, seen: _Observed, body: bytes, content_type: str) 
                 Reason.BODY_MISMATCH, f"expect_json {expectation.path} != {expectation.equals!r}"
             )
     if target.expect_body_regex or target.reject_body_regex:
-        text = body.decode("utf-8", errors="replace")
+        text = body.data.decode("utf-8", errors="replace")
         for pattern in target.expect_body_regex:
             if not pattern.search(text):
                 raise _Failure(Reason.BODY_MISMATCH, f"body does not match {pattern.pattern!r}")
         for pattern in target.reject_body_regex:
             if pattern.search(text):
                 raise _Failure(Reason.BODY_MISMATCH, f"body matches {pattern.pattern!r}")
+
+
+def _wants_json(target: HttpTarget, content_type: str) -> bool:
+    if target.body_format == "text" or target.method == "HEAD":
+        return False
+    return (
+        target.body_format == "json" or bool(target.expect_json) or "json" in content_type.lower()
+    )
+
+
+def _needs_body(target: HttpTarget, content_type: str) -> bool:
+    wants_json = _wants_json(target, content_type)
+    if wants_json and (target.health_components or target.body_format == "json"):
+        return True
+    return bool(target.expect_json or target.expect_body_regex or target.reject_body_regex)
 
 
 class _Invalid:
@@ -465,15 +531,11 @@ class _Invalid:
         self.detail = detail
 
 
-def _parse_json(target: HttpTarget, body: bytes, content_type: str) -> Any:
-    wants_json = target.body_format == "json" or bool(target.expect_json)
-    says_json = "json" in content_type.lower()
-    if target.body_format == "text" or not (wants_json or says_json):
-        return None
-    if not body and target.method == "HEAD":
+def _parse_json(target: HttpTarget, body: _Body) -> Any:
+    if not _wants_json(target, body.content_type):
         return None
     try:
-        return json.loads(body)
+        return json.loads(body.data)
     except (ValueError, RecursionError) as exc:
         detail = f"body is not valid JSON ({type(exc).__name__} at byte {_error_pos(exc)})"
         return _Invalid(detail)
@@ -516,7 +578,14 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def classify(exc: BaseException) -> Reason:
-    """The most specific reason in the exception chain, socket-level causes first."""
+    """The most specific reason in the exception chain, socket-level causes first.
+
+    A host with several addresses (every ALB name) fails with one error per address, which
+    anyio gathers in an ExceptionGroup; the reason is the first address's.
+    """
+    for error in _chain(exc):
+        if isinstance(error, BaseExceptionGroup) and error.exceptions:
+            return classify(error.exceptions[0])
     for error in _chain(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
             return Reason.TLS_CERT_EXPIRED if error.verify_code == 10 else Reason.TLS
@@ -543,8 +612,6 @@ def classify(exc: BaseException) -> Reason:
             return Reason.TOO_MANY_REDIRECTS
         if isinstance(error, httpx.RemoteProtocolError | httpx.ReadError):
             return Reason.CONNECTION_CLOSED
-        if isinstance(error, httpx.ConnectError):
-            return Reason.CONNECT_REFUSED if "refused" in str(error).lower() else Reason.OTHER
     return Reason.OTHER
 
 

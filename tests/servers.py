@@ -63,8 +63,10 @@ class Peers:
     close_port: int = 0
     closed_port: int = 0  # nothing listens here
     blackhole_port: int = 0  # accepts nothing: its backlog is full, so SYNs are dropped
+    short_body_port: int = 0  # promises 100 bytes, sends 7, hangs up
     ca_file: Path = Path()
     hits: dict[str, int] = field(default_factory=dict)
+    recorded_headers: list[set[str]] = field(default_factory=list)
 
 
 async def _json(request: web.Request, body: object, status: int = 200) -> web.Response:
@@ -171,6 +173,15 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
             return await _json(request, HEALTHY)
         return await _json(request, {"status": "unauthorized"}, 401)
 
+    async def redirect_to(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["url"])
+
+    async def record_headers(request: web.Request) -> web.Response:
+        """Remembers which credential-like headers arrived (names only, never values)."""
+        interesting = {"authorization", "x-api-token", "x-plain", "cookie"}
+        peers.recorded_headers.append({h.lower() for h in request.headers} & interesting)
+        return await _json(request, HEALTHY)
+
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(float(request.query.get("seconds", "0.3")))
         return await _json(request, HEALTHY)
@@ -195,6 +206,8 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
         "/status/{code}": status,
         "/auth": auth,
         "/slow": slow,
+        "/redirect-to": redirect_to,
+        "/record-headers": record_headers,
     }.items():
         app.router.add_route("*", path, handler)
     return app
@@ -213,6 +226,13 @@ async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await reader.read(1024)
     writer.write(b"SSH-2.0-OpenSSH_9.2\r\nnot http at all\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _short_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1024)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
     await writer.drain()
     writer.close()
 
@@ -286,6 +306,7 @@ class PeerServers:
         self.peers.reset_port = await self._raw(_reset)
         self.peers.garbage_port = await self._raw(_garbage)
         self.peers.close_port = await self._raw(_close)
+        self.peers.short_body_port = await self._raw(_short_body)
         self.peers.closed_port = _free_port()
         self.peers.blackhole_port = self._blackhole()
 

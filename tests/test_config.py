@@ -149,3 +149,67 @@ def test_check_config_accepts_a_valid_file() -> None:
     )
 
     assert (done.returncode, done.stdout) == (0, f"{path}: OK, 2 targets (dns: 1, http: 1)\n")
+
+
+def test_secrets_typed_inline_are_never_echoed() -> None:
+    path = FIXTURES / "invalid-secrets-not-echoed.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "stackprobe", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 1 and "3 problems" in done.stderr
+    assert "CANARY" not in done.stderr + done.stdout
+
+
+def test_relative_secret_files_are_read_next_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text("relative-secret\n")
+    config = tmp_path / "stackprobe.yml"
+    config.write_text(
+        "targets:\n  - name: a\n    kind: http\n    url: http://127.0.0.1/\n"
+        "    headers: {Authorization: {from_file: secrets/token}}\n"
+    )
+
+    target = load_config(config, environ={}).targets[0]
+
+    assert isinstance(target, HttpTarget)
+    assert target.request_headers()["Authorization"] == "relative-secret"
+
+
+def test_a_trailing_newline_in_an_env_secret_is_dropped_and_an_inner_one_refused() -> None:
+    text = (
+        "targets:\n  - name: a\n    kind: http\n    url: http://127.0.0.1/\n"
+        "    headers: {Authorization: {from_env: TOKEN}}\n"
+    )
+    ok = parse_config(text, "c.yml", environ={"TOKEN": "Bearer abc\n"}).targets[0]
+    assert isinstance(ok, HttpTarget) and ok.request_headers()["Authorization"] == "Bearer abc"
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yml", environ={"TOKEN": "Bearer CANARY\nX-Evil: 1"})
+
+    assert str(caught.value) == (
+        "c.yml:5: targets[0].headers.Authorization: the value of header Authorization (from env "
+        "TOKEN) holds a control character or a character outside Latin-1, which HTTP headers "
+        "cannot carry"
+    )
+
+
+def test_reloading_reads_tls_files_again(tmp_path: Path) -> None:
+    """A CA file replaced in place is loaded anew: validation does not cache across loads."""
+    ca = tmp_path / "ca.pem"
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "targets:\n  - name: a\n    kind: http\n    url: https://127.0.0.1/\n"
+        "    tls: {ca_file: ca.pem}\n"
+    )
+    import trustme
+
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    assert load_config(config, environ={}).targets[0].tls.ca_file == ca  # type: ignore[attr-defined]
+
+    ca.write_text("garbage\n")
+    with pytest.raises(ConfigError, match="cannot use these TLS files"):
+        load_config(config, environ={})

@@ -71,8 +71,11 @@ def test_joined_chunks_equal_prometheus_client_rendering(openmetrics: bool) -> N
     specs = all_metric_specs(KINDS)
     renderer = Renderer(specs)
     runs = results(renderer)
+    store = ResultStore()
+    for run in runs:
+        store.put(run)
 
-    body = renderer.body(runs, openmetrics)
+    body = renderer.body(store, openmetrics)
 
     expected = reference(specs, runs, openmetrics)
     if openmetrics:
@@ -136,3 +139,34 @@ def test_an_undeclared_metric_is_refused() -> None:
 def test_a_family_declared_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="declared twice"):
         Renderer([*CORE_METRICS, CORE_METRICS[0]])
+
+
+def test_a_new_result_replaces_every_family_of_the_old_one() -> None:
+    """A family the new run no longer emits (a component that vanished) leaves with it."""
+    renderer = Renderer(all_metric_specs(KINDS))
+    store = ResultStore()
+    exposition = Exposition(renderer, store, CollectorRegistry())
+    failing, healthy = results(renderer)
+    store.put(failing)
+    recovered = TargetResult(
+        failing.target,
+        "http",
+        healthy.result,
+        1.0,
+        0.1,
+        renderer.render(failing.target, (PROBE_HTTP_STATUS_CODE(200),)),
+    )
+    store.put(recovered)
+
+    text = exposition.render(openmetrics=False).decode()
+
+    assert "stackprobe_health_component_up" not in text
+    assert "stackprobe_probe_failure_reason" not in text
+    assert 'probe_http_status_code{target="backend-ready"} 200.0' in text
+
+
+def test_a_series_emitted_twice_is_refused() -> None:
+    renderer = Renderer(all_metric_specs(KINDS))
+
+    with pytest.raises(ValueError, match="emitted twice"):
+        renderer.render("t", (HEALTH_COMPONENT_UP(1, "db"), HEALTH_COMPONENT_UP(0, "db")))

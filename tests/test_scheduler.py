@@ -26,7 +26,7 @@ class Reason(StrEnum):
 
 class FakeTarget(TargetConfig):
     kind: Literal["fake"] = "fake"
-    behaviour: Literal["ok", "raise", "ignore_deadline", "stray_metric"] = "ok"
+    behaviour: Literal["ok", "raise", "ignore_deadline", "stray_metric", "stray_cancel"] = "ok"
 
 
 RUNS: dict[str, int] = {}
@@ -38,6 +38,8 @@ async def fake_probe(target: FakeTarget, ctx: ProbeContext) -> ProbeResult:
         raise RuntimeError("boom")
     if target.behaviour == "ignore_deadline":
         await asyncio.sleep(3600)
+    if target.behaviour == "stray_cancel":  # a library letting a cancellation escape
+        raise asyncio.CancelledError
     if target.behaviour == "stray_metric":
         return ProbeResult.ok((MetricSpec("stray", "undeclared")(1),))
     return ProbeResult.ok((CALLS(RUNS[target.name]),))
@@ -91,6 +93,30 @@ async def test_a_probe_ignoring_its_deadline_is_cancelled_after_the_grace(schedu
     assert 0.2 + GRACE_SECONDS <= record.duration < 0.2 + GRACE_SECONDS + 0.5
 
 
+async def test_a_stray_cancellation_is_internal_error_not_a_dead_target(scheduler: Any) -> None:
+    sched, _ = scheduler
+    record = await sched.run_once(fake("a", behaviour="stray_cancel"))
+
+    assert record.result.reason == CoreReason.INTERNAL_ERROR
+
+
+async def test_a_task_that_dies_is_restarted(scheduler: Any) -> None:
+    sched, store = scheduler
+    real_put, failures = store.put, []
+
+    def put_failing_once(record: Any) -> None:
+        if not failures:
+            failures.append(record)
+            raise RuntimeError("store broke once")
+        real_put(record)
+
+    store.put = put_failing_once
+    sched.apply([fake("a", interval="1s")])
+    await asyncio.sleep(4)
+
+    assert failures and store.get("a") is not None
+
+
 async def test_an_undeclared_metric_is_internal_error(scheduler: Any) -> None:
     sched, _ = scheduler
     record = await sched.run_once(fake("a", behaviour="stray_metric"))
@@ -106,11 +132,17 @@ async def test_apply_keeps_unchanged_targets_and_restarts_changed_ones(scheduler
     kept_before = store.get("keep")
     assert {r.target for r in store} == {"keep", "change", "drop"}
 
+    changed_before = store.get("change")
+
     sched.apply([fake("keep"), fake("change", timeout="300ms"), fake("new")])
 
     assert store.get("keep") is kept_before
-    assert store.get("change") is None and store.get("drop") is None
+    assert store.get("change") is changed_before  # until the new task has a result
+    assert store.get("drop") is None
     assert sorted(t.name for t in sched.targets) == ["change", "keep", "new"]
+    await asyncio.sleep(1.2)
+    changed_after = store.get("change")
+    assert changed_after is not None and changed_after is not changed_before
 
 
 async def test_runs_repeat_on_the_interval(scheduler: Any) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -60,10 +61,12 @@ def dnsmasq() -> Iterator[str]:
 
 
 class _Responder(asyncio.DatagramProtocol):
-    """Answers every query with a fixed response code, or with bytes that are not DNS."""
+    """Answers every query with a fixed response code, or with bytes that are not DNS, or
+    (`truncate`) with an empty answer flagged TC, which sends the client on to TCP."""
 
-    def __init__(self, rcode: int | None) -> None:
+    def __init__(self, rcode: int | None, truncate: bool = False) -> None:
         self.rcode = rcode
+        self.truncate = truncate
         self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
@@ -75,6 +78,12 @@ class _Responder(asyncio.DatagramProtocol):
             return
         response = dns.message.make_response(dns.message.from_wire(data))
         response.set_rcode(self.rcode)
+        if self.truncate:  # late, so the TCP retry only has part of the deadline left
+            response.flags |= dns.flags.TC
+            asyncio.get_running_loop().call_later(
+                0.6, self.transport.sendto, response.to_wire(), addr
+            )
+            return
         self.transport.sendto(response.to_wire(), addr)
 
 
@@ -92,8 +101,18 @@ async def responder() -> AsyncIterator[dict[str, str]]:
     blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
     blackhole.bind(("127.0.0.1", 0))
     endpoints["blackhole"] = f"127.0.0.1:{blackhole.getsockname()[1]}"
+    # Truncated over UDP, and TCP on the same port accepts nothing: a firewalled TCP 53.
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Responder(dns.rcode.NOERROR, truncate=True), local_addr=("127.0.0.1", 0)
+    )
+    transports.append(transport)
+    port = transport.get_extra_info("sockname")[1]
+    tcp_listener = socket.create_server(("127.0.0.1", port), backlog=0)
+    tcp_filler = socket.create_connection(("127.0.0.1", port))
+    endpoints["truncated-then-tcp-dropped"] = f"127.0.0.1:{port}"
     yield endpoints
-    blackhole.close()
+    for sock in (blackhole, tcp_filler, tcp_listener):
+        sock.close()
     for transport in transports:
         transport.close()
 
@@ -153,6 +172,7 @@ async def test_expected_nxdomain_is_a_success(dnsmasq: str, run_probe: RunProbe)
         ("servfail", {}, Reason.SERVFAIL),
         ("garbage", {}, Reason.INVALID_RESPONSE),
         ("blackhole", {}, Reason.TIMEOUT),
+        ("truncated-then-tcp-dropped", {}, Reason.TIMEOUT),
         ("closed-tcp", {"transport": "tcp"}, Reason.CONNECT_REFUSED),
     ],
 )

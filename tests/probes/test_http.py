@@ -94,7 +94,7 @@ async def test_nested_checks_and_gzip_bodies_are_parsed(peers: Peers, run_probe:
     [
         ("/hang", {}, Reason.TIMEOUT),
         ("/trickle", {}, Reason.TIMEOUT),
-        ("/big", {}, Reason.BODY_TOO_LARGE),
+        ("/big", {"expect_body_regex": ["x"]}, Reason.BODY_TOO_LARGE),
         ("/big-chunked", {}, Reason.BODY_TOO_LARGE),
         ("/gzip-bomb", {}, Reason.BODY_TOO_LARGE),
         ("/truncated-gzip", {}, Reason.INVALID_BODY),
@@ -158,7 +158,9 @@ async def test_huge_bodies_cost_no_more_memory_than_the_cap(
 ) -> None:
     """50 MB of body or 2 GiB of gzip bomb: the probe holds at most the cap plus a chunk."""
     cap = 1024 * 1024
-    probe_target = target(f"{peers.http}{where}", max_body_bytes=cap, timeout="5s")
+    probe_target = target(
+        f"{peers.http}{where}", max_body_bytes=cap, timeout="5s", body_format="json"
+    )
     gc.collect()
     tracemalloc.start()
     try:
@@ -175,11 +177,70 @@ async def test_huge_bodies_cost_no_more_memory_than_the_cap(
 async def test_a_body_declared_too_large_is_refused_before_reading(
     peers: Peers, run_probe: RunProbe
 ) -> None:
-    result = await run_probe(target(f"{peers.http}/big"))
+    result = await run_probe(target(f"{peers.http}/big", expect_body_regex=["x"]))
 
     assert value(result, "probe_http_content_length") == BIG_BODY_BYTES
     assert value(result, "probe_http_uncompressed_body_length") == 0
     assert result.detail == f"Content-Length {BIG_BODY_BYTES} is over max_body_bytes=1048576"
+
+
+async def test_a_large_body_nothing_needs_passes(peers: Peers, run_probe: RunProbe) -> None:
+    """A tile or an image over the cap: nothing reads its content, so size alone is no failure."""
+    declared = await run_probe(target(f"{peers.http}/big"))
+    streamed = await run_probe(target(f"{peers.http}/big-chunked", body_format="text"))
+
+    assert declared.success, declared.detail
+    assert streamed.success, streamed.detail
+    assert value(streamed, "probe_http_uncompressed_body_length") == 1024 * 1024 + 1
+
+
+async def test_a_wrong_status_outranks_a_large_body(peers: Peers, run_probe: RunProbe) -> None:
+    result = await run_probe(target(f"{peers.http}/big", expect_status=[204]))
+
+    assert (result.reason, result.detail) == (Reason.HTTP_STATUS, "status 200, expected 204")
+
+
+async def test_a_body_cut_short_is_connection_closed(peers: Peers, run_probe: RunProbe) -> None:
+    result = await run_probe(target(f"http://127.0.0.1:{peers.short_body_port}/"))
+
+    assert result.reason == Reason.CONNECTION_CLOSED
+    assert result.detail == "the connection closed before the body was complete"
+
+
+async def test_credentials_stay_with_their_origin_on_redirect(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    """A redirect to another origin must not carry basic auth or secret headers along."""
+    elsewhere = f"{peers.https_trusted}/record-headers"
+    raw = {
+        "name": "t",
+        "kind": "http",
+        "url": f"{peers.http}/redirect-to?url={elsewhere}",
+        "basic_auth": {"username": "probe", "password": {"from_env": "PASSWORD"}},
+        "headers": {"X-Api-Token": {"from_env": "TOKEN"}, "X-Plain": "kept"},
+        "tls": {"ca_file": str(peers.ca_file)},
+    }
+    peers.recorded_headers.clear()
+
+    result = await run_probe(make_target(raw, {"PASSWORD": "CANARY-pw", "TOKEN": "CANARY-tok"}))
+
+    assert result.success, result.detail
+    assert peers.recorded_headers == [{"x-plain"}]
+
+
+async def test_credentials_follow_a_same_origin_redirect(peers: Peers, run_probe: RunProbe) -> None:
+    raw = {
+        "name": "t",
+        "kind": "http",
+        "url": f"{peers.http}/redirect-to?url=/record-headers",
+        "headers": {"X-Api-Token": {"from_env": "TOKEN"}},
+    }
+    peers.recorded_headers.clear()
+
+    result = await run_probe(make_target(raw, {"TOKEN": "CANARY-tok"}))
+
+    assert result.success, result.detail
+    assert peers.recorded_headers == [{"x-api-token"}]
 
 
 async def test_tls_with_a_private_ca_reports_certificate_and_version(
@@ -266,8 +327,20 @@ async def test_the_request_asks_only_for_encodings_it_can_bound(run_probe: RunPr
     route = respx.get("http://mocked.test/ready").mock(return_value=httpx.Response(200))
     await run_probe(target("http://mocked.test/ready"))
 
-    assert route.calls.last.request.headers["Accept-Encoding"] == "gzip, deflate"
+    assert route.calls.last.request.headers["Accept-Encoding"] == "gzip"
     assert route.calls.last.request.headers["User-Agent"].startswith("stackprobe/")
+
+
+def anyio_connect_error(*errors: OSError) -> httpx.ConnectError:
+    """The chain anyio and httpx raise for a refused connect: one cause per address tried."""
+    cause: BaseException = errors[0] if len(errors) == 1 else ExceptionGroup("attempts", errors)
+    try:
+        try:
+            raise OSError("All connection attempts failed") from cause
+        except OSError as exc:
+            raise httpx.ConnectError("All connection attempts failed") from exc
+    except httpx.ConnectError as wrapped:
+        return wrapped
 
 
 @pytest.mark.parametrize(
@@ -276,7 +349,14 @@ async def test_the_request_asks_only_for_encodings_it_can_bound(run_probe: RunPr
         (httpx.PoolTimeout("pool"), Reason.POOL_TIMEOUT),
         (httpx.ConnectTimeout("connect"), Reason.CONNECT_TIMEOUT),
         (httpx.ReadTimeout("read"), Reason.TIMEOUT),
-        (httpx.ConnectError("[Errno 111] Connection refused"), Reason.CONNECT_REFUSED),
+        (anyio_connect_error(ConnectionRefusedError(111, "refused")), Reason.CONNECT_REFUSED),
+        (
+            anyio_connect_error(
+                ConnectionRefusedError(111, "refused"), ConnectionRefusedError(111, "refused")
+            ),
+            Reason.CONNECT_REFUSED,
+        ),
+        (anyio_connect_error(OSError(101, "unreachable"), OSError(101, "x")), Reason.UNREACHABLE),
         (httpx.ReadError("read"), Reason.CONNECTION_CLOSED),
         (httpx.UnsupportedProtocol("ftp"), Reason.OTHER),
         (OSError(101, "Network is unreachable"), Reason.UNREACHABLE),
@@ -284,3 +364,33 @@ async def test_the_request_asks_only_for_encodings_it_can_bound(run_probe: RunPr
 )
 def test_classify_maps_each_exception_to_its_reason(exc: BaseException, reason: Reason) -> None:
     assert classify(exc) == reason
+
+
+@respx.mock
+async def test_multi_member_gzip_and_raw_deflate_bodies_decode(run_probe: RunProbe) -> None:
+    import zlib
+
+    def gz(data: bytes) -> bytes:
+        return zlib.compress(data, wbits=16 + zlib.MAX_WBITS)
+
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    deflated = raw.compress(b'{"redis": false}') + raw.flush()
+    respx.get("http://mocked.test/members").mock(
+        return_value=httpx.Response(
+            200,
+            content=gz(b'{"redis": ') + gz(b"false}"),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+    )
+    respx.get("http://mocked.test/raw").mock(
+        return_value=httpx.Response(
+            200,
+            content=deflated,
+            headers={"Content-Encoding": "deflate", "Content-Type": "application/json"},
+        )
+    )
+
+    for path in ("members", "raw"):
+        result = await run_probe(target(f"http://mocked.test/{path}"))
+        assert result.success, result.detail
+        assert samples_by_name(result)["stackprobe_health_component_up"] == {("redis",): 0.0}

@@ -1,0 +1,372 @@
+"""stackprobe next to blackbox_exporter, in one run, on the same loopback targets.
+
+For each size (100, 1,000 and 5,000 HTTP targets at a 15 s interval) it runs, one after the
+other against the same nginx:
+
+- stackprobe with a config of N http targets, scraped the way Prometheus scrapes it (every
+  15 s, OpenMetrics and gzip asked for), then scraped every 100 ms for latency;
+- Debian's prometheus-blackbox-exporter driven by a scrape loop that probes each of the N
+  targets once per interval through /probe, spread over the interval, as Prometheus would.
+
+It prints, per size: CPU seconds per 1,000 probes for each (from /proc, the driver's own CPU
+not counted), RSS for each, stackprobe's /metrics p50/p99 against blackbox's /probe p50/p99,
+and how late stackprobe's runs started against their schedule; then the floors from the issue.
+
+    make bench                                   # all sizes, about 6 minutes
+    .venv/bin/python bench/http_vs_blackbox.py --sizes 100 1000 --window 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+INTERVAL = 15.0
+TIMEOUT = 5.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+BODY = '{"status":"ok","db":true,"redis":true}'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
+    if path is None:
+        sys.exit(f"{name} is not installed: run scripts/setup.sh --bench")
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MiB."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextmanager
+def nginx(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}; proxy_temp_path {workdir}; fastcgi_temp_path {workdir};
+  uwsgi_temp_path {workdir}; scgi_temp_path {workdir};
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{ default_type application/json; return 200 '{BODY}'; }}
+  }}
+}}
+"""
+    )
+    process = subprocess.Popen([binary("nginx"), "-c", str(conf)], stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/health/ready")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def wait_http(url: str, timeout: float = 30, ok: int = 200) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == ok:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{url} did not answer {ok} within {timeout}s")
+
+
+def target_url(base: str, i: int) -> str:
+    return f"{base}/health/ready?target={i}"
+
+
+@dataclass
+class Figures:
+    cpu_per_1000: float
+    probes: int
+    rss: float
+    peak_rss: float
+    p50_ms: float
+    p99_ms: float
+    extra: dict[str, Any]
+
+
+def scrape(text: str) -> dict[str, list[Any]]:
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def stackprobe_totals(url: str) -> tuple[float, dict[float, float]]:
+    """(runs finished, lag histogram buckets) from stackprobe's own metrics."""
+    families = scrape(httpx.get(url + "/metrics", timeout=30).text)
+    runs = sum(s.value for s in families["stackprobe_probe_runs"] if s.name.endswith("_total"))
+    buckets = {
+        float(s.labels["le"]): s.value
+        for s in families["stackprobe_scheduler_lag_seconds"]
+        if s.name.endswith("_bucket")
+    }
+    return runs, buckets
+
+
+def run_stackprobe(base: str, size: int, window: float, workdir: Path) -> Figures:
+    config = {
+        "defaults": {"interval": "15s", "timeout": "5s"},
+        "http_client": {"max_connections": 1024},
+        "targets": [
+            {"name": f"t{i:05d}", "kind": "http", "url": target_url(base, i)} for i in range(size)
+        ],
+    }
+    path = workdir / f"stackprobe-{size}.yml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stackprobe",
+            "run",
+            "--config",
+            str(path),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        stderr=(workdir / f"stackprobe-{size}.log").open("w"),
+    )
+    try:
+        wait_http(url + "/-/ready", timeout=60)
+        time.sleep(INTERVAL)  # one full interval: every target in its steady-state slot
+        runs0, lag0 = stackprobe_totals(url)
+        cpu0, started = cpu_seconds(process.pid), time.monotonic()
+        client = httpx.Client(headers={"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"})
+        while time.monotonic() - started < window:  # Prometheus' own pace: one scrape per 15 s
+            client.get(url + "/metrics", timeout=10).raise_for_status()
+            time.sleep(min(INTERVAL, max(0.0, window - (time.monotonic() - started))))
+        cpu1 = cpu_seconds(process.pid)
+        runs1, lag1 = stackprobe_totals(url)
+        latencies = []
+        end = time.monotonic() + 10
+        while time.monotonic() < end:  # then fast scrapes, for the latency distribution
+            t0 = time.perf_counter()
+            # The compressed bytes as they arrive: inflating them is the scraper's cost, not ours.
+            with client.stream("GET", url + "/metrics", timeout=10) as response:
+                response.raise_for_status()
+                for _ in response.iter_raw():
+                    pass
+            latencies.append(time.perf_counter() - t0)
+            time.sleep(0.1)
+        body_bytes = len(client.get(url + "/metrics").content)
+        rss, peak = rss_mib(process.pid)
+        probes = int(runs1 - runs0)
+        lag = {le: lag1[le] - lag0.get(le, 0) for le in lag1}
+        late = lag[float("inf")] - lag[1.0]
+        worst = min((le for le, n in lag.items() if n == lag[float("inf")]), default=0.0)
+        return Figures(
+            (cpu1 - cpu0) / probes * 1000,
+            probes,
+            rss,
+            peak,
+            percentile(latencies, 0.5) * 1000,
+            percentile(latencies, 0.99) * 1000,
+            {
+                "late_runs": int(late),
+                "lag_bound": worst,
+                "runs_measured": int(lag[float("inf")]),
+                "metrics_bytes": body_bytes,
+                "scrapes": len(latencies),
+            },
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+async def drive_blackbox(bb: str, base: str, size: int, seconds: float) -> list[float]:
+    """Probe every target once per interval through /probe, evenly spread, as Prometheus would."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+    async with httpx.AsyncClient(limits=limits, timeout=TIMEOUT + 5) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tasks = []
+
+        async def one(i: int) -> None:
+            t0 = time.perf_counter()
+            response = await client.get(
+                f"{bb}/probe", params={"module": "http_2xx", "target": target_url(base, i)}
+            )
+            latencies.append(time.perf_counter() - t0)
+            if "probe_success 1" not in response.text:
+                raise RuntimeError(f"blackbox probe failed: {response.text[:200]}")
+
+        k = 0
+        while True:
+            due = start + k * INTERVAL / size
+            if due - start >= seconds:
+                break
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(k % size)))
+            k += 1
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def run_blackbox(base: str, size: int, window: float, workdir: Path) -> Figures:
+    config = workdir / "blackbox.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "modules": {
+                    "http_2xx": {
+                        "prober": "http",
+                        "timeout": "5s",
+                        "http": {"preferred_ip_protocol": "ip4"},
+                    }
+                }
+            }
+        )
+    )
+    port = free_port()
+    bb = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            binary("prometheus-blackbox-exporter"),
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stderr=(workdir / f"blackbox-{size}.log").open("w"),
+    )
+    try:
+        wait_http(bb + "/-/healthy")
+        asyncio.run(drive_blackbox(bb, base, size, INTERVAL))  # warm-up: one interval
+        cpu0 = cpu_seconds(process.pid)
+        latencies = asyncio.run(drive_blackbox(bb, base, size, window))
+        cpu1 = cpu_seconds(process.pid)
+        rss, peak = rss_mib(process.pid)
+        return Figures(
+            (cpu1 - cpu0) / len(latencies) * 1000,
+            len(latencies),
+            rss,
+            peak,
+            percentile(latencies, 0.5) * 1000,
+            percentile(latencies, 0.99) * 1000,
+            {},
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--window", type=float, default=30.0, help="seconds measured per run")
+    args = parser.parse_args()
+    verdicts = []
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} CPUs  interval {INTERVAL:g}s  "
+        f"window {args.window:g}s  python {sys.version.split()[0]}"
+    )
+    with tempfile.TemporaryDirectory() as tmp, nginx(Path(tmp)) as base:
+        for size in args.sizes:
+            sp = run_stackprobe(base, size, args.window, Path(tmp))
+            bb = run_blackbox(base, size, args.window, Path(tmp))
+            ratio = sp.cpu_per_1000 / bb.cpu_per_1000
+            print(f"\n## {size} targets")
+            print(f"{'':28}{'stackprobe':>14}{'blackbox':>14}")
+            print(f"{'probes measured':28}{sp.probes:>14}{bb.probes:>14}")
+            print(
+                f"{'CPU s per 1,000 probes':28}{sp.cpu_per_1000:>14.3f}{bb.cpu_per_1000:>14.3f}"
+                f"   ratio {ratio:.2f}"
+            )
+            print(
+                f"{'RSS MiB (peak)':28}{f'{sp.rss:.1f} ({sp.peak_rss:.1f})':>14}"
+                f"{f'{bb.rss:.1f} ({bb.peak_rss:.1f})':>14}"
+            )
+            print(
+                f"{'scrape p50 / p99 ms':28}{f'{sp.p50_ms:.1f} / {sp.p99_ms:.1f}':>14}"
+                f"{f'{bb.p50_ms:.1f} / {bb.p99_ms:.1f}':>14}   (/metrics vs /probe)"
+            )
+            print(f"{'/metrics body bytes':28}{sp.extra['metrics_bytes']:>14}")
+            late = f"{sp.extra['late_runs']} of {sp.extra['runs_measured']}"
+            print(
+                f"{'runs started > 1 s late':28}{late:>14}"
+                f"   (every run started within {sp.extra['lag_bound']:g} s of its slot)"
+            )
+            verdicts.append(
+                (f"{size}: CPU per probe <= 2x blackbox", ratio <= 2.0, f"{ratio:.2f}x")
+            )
+            if size == 1000:
+                verdicts.append(
+                    ("1000: /metrics p99 <= 20 ms", sp.p99_ms <= 20, f"{sp.p99_ms:.1f} ms")
+                )
+                verdicts.append(
+                    ("1000: RSS <= 100 MiB", sp.peak_rss <= 100, f"{sp.peak_rss:.1f} MiB peak")
+                )
+            if size == 5000:
+                verdicts.append(
+                    (
+                        "5000: no run starts > 1 s late",
+                        sp.extra["late_runs"] == 0,
+                        f"{sp.extra['late_runs']} late",
+                    )
+                )
+    print("\n## floors")
+    for name, ok, figure in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}  {name:40} {figure}")
+    return 0 if all(ok for _, ok, _ in verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
