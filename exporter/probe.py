@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
@@ -75,7 +75,6 @@ class ProbeContext:
     http: HttpClients
     log: Any  # a structlog logger already bound to kind and target
     deadline: float  # event-loop time at which the run is cancelled
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - asyncio.get_running_loop().time())

@@ -28,6 +28,11 @@ class UndecodableBody(Exception):
     """The body's content encoding is broken or not one we asked for."""
 
 
+# Inflate at most this much per call: the copy zlib hands back is transient memory on top of
+# the body, so it is kept small rather than as large as the room left under the cap.
+_STEP = 64 * 1024
+
+
 class _Deflate:
     """`deflate` as servers send it: zlib-wrapped as the RFC says, or raw as many do."""
 
@@ -44,6 +49,10 @@ class _Deflate:
                 self._inner = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
         return self._inner.decompress(data, max_length)
 
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._inner.unconsumed_tail
+
     def flush(self) -> bytes:
         return self._inner.flush()
 
@@ -51,24 +60,26 @@ class _Deflate:
     def eof(self) -> bool:
         return self._inner.eof
 
-    @property
-    def unused_data(self) -> bytes:
-        return self._inner.unused_data
-
 
 class _Gzip:
     """gzip that carries on into the next member, as `gzip -c a b` writes and curl reads."""
 
     def __init__(self) -> None:
         self._inner = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self._next_member = b""
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         out = self._inner.decompress(data, max_length)
-        while self._inner.eof and self._inner.unused_data and len(out) < max_length:
-            rest = self._inner.unused_data
+        if self._inner.eof and self._inner.unused_data:
+            self._next_member = self._inner.unused_data
             self._inner = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            out += self._inner.decompress(rest, max_length - len(out))
+        else:
+            self._next_member = b""
         return out
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._next_member or self._inner.unconsumed_tail
 
     def flush(self) -> bytes:
         return self._inner.flush()
@@ -100,11 +111,13 @@ async def read_capped(response: httpx.Response, cap: int) -> bytes:
     try:
         async for chunk in response.aiter_raw():
             raw_seen = raw_seen or bool(chunk)
-            room = cap + 1 - len(body)
             if decoder is None:
-                body += chunk[:room]
+                body += chunk[: cap + 1 - len(body)]
             else:
-                body += decoder.decompress(chunk, room)
+                pending = chunk
+                while pending and len(body) <= cap:
+                    body += decoder.decompress(pending, min(cap + 1 - len(body), _STEP))
+                    pending = decoder.unconsumed_tail
             if len(body) > cap:
                 raise BodyTooLarge(len(body))
         if decoder is not None:

@@ -106,24 +106,23 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
                 await asyncio.sleep(1)
         return response
 
+    async def stream_body(response: web.StreamResponse, request: web.Request) -> None:
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        with contextlib.suppress(ConnectionError):  # the prober stops at its cap and hangs up
+            for _ in range(BIG_BODY_BYTES // len(chunk)):
+                await response.write(chunk)
+
     async def big(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         response.content_length = BIG_BODY_BYTES
-        await response.prepare(request)
-        chunk = b"x" * 65536
-        with contextlib.suppress(ConnectionError):
-            for _ in range(BIG_BODY_BYTES // len(chunk)):
-                await response.write(chunk)
+        await stream_body(response, request)
         return response
 
     async def big_chunked(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
-        await response.prepare(request)
-        chunk = b"x" * 65536
-        with contextlib.suppress(ConnectionError):
-            for _ in range(BIG_BODY_BYTES // len(chunk)):
-                await response.write(chunk)
+        await stream_body(response, request)
         return response
 
     async def gzip_bomb_handler(request: web.Request) -> web.StreamResponse:
@@ -332,3 +331,23 @@ class PeerServers:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+
+
+def main() -> None:
+    """`python -m tests.servers DIR`: serve every peer until stdin closes; print where first.
+
+    For tests that measure the prober's own memory, which peers in the same process would
+    muddy (tracemalloc sees every thread).
+    """
+    import dataclasses
+    import sys
+
+    servers = PeerServers(Path(sys.argv[1]))
+    peers = servers.start()
+    print(json.dumps(dataclasses.asdict(peers), default=str), flush=True)
+    sys.stdin.read()
+    servers.stop()
+
+
+if __name__ == "__main__":
+    main()

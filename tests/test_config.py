@@ -19,6 +19,16 @@ FIXTURES = Path(__file__).parent / "fixtures" / "config"
 INVALID = sorted(FIXTURES.glob("invalid-*.yaml"))
 
 
+def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stackprobe", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+
+
 def expected_problems(path: Path) -> list[str]:
     return [
         line.removeprefix("# expect: ").replace("{file}", str(path))
@@ -123,12 +133,7 @@ def test_format_duration_round_trips(seconds: float, text: str) -> None:
 
 def test_check_config_lists_every_problem_and_exits_1() -> None:
     path = FIXTURES / "invalid-timeout-not-below-interval.yaml"
-    done = subprocess.run(
-        [sys.executable, "-m", "stackprobe", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = check_config(path)
 
     assert done.returncode == 1
     assert done.stdout == ""
@@ -140,25 +145,14 @@ def test_check_config_lists_every_problem_and_exits_1() -> None:
 
 def test_check_config_accepts_a_valid_file() -> None:
     path = FIXTURES / "valid-issue-example.yaml"
-    done = subprocess.run(
-        [sys.executable, "-m", "stackprobe", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"HEALTH_TOKEN": "x", "PATH": ""},
-    )
+    done = check_config(path, env={"HEALTH_TOKEN": "x", "PATH": ""})
 
     assert (done.returncode, done.stdout) == (0, f"{path}: OK, 2 targets (dns: 1, http: 1)\n")
 
 
 def test_secrets_typed_inline_are_never_echoed() -> None:
     path = FIXTURES / "invalid-secrets-not-echoed.yaml"
-    done = subprocess.run(
-        [sys.executable, "-m", "stackprobe", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = check_config(path)
 
     assert done.returncode == 1 and "3 problems" in done.stderr
     assert "CANARY" not in done.stderr + done.stdout

@@ -102,13 +102,14 @@ async def responder() -> AsyncIterator[dict[str, str]]:
     blackhole.bind(("127.0.0.1", 0))
     endpoints["blackhole"] = f"127.0.0.1:{blackhole.getsockname()[1]}"
     # Truncated over UDP, and TCP on the same port accepts nothing: a firewalled TCP 53.
+    # TCP first: its port space is the crowded one (every test connection takes a port).
+    tcp_listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = tcp_listener.getsockname()[1]
+    tcp_filler = socket.create_connection(("127.0.0.1", port))
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: _Responder(dns.rcode.NOERROR, truncate=True), local_addr=("127.0.0.1", 0)
+        lambda: _Responder(dns.rcode.NOERROR, truncate=True), local_addr=("127.0.0.1", port)
     )
     transports.append(transport)
-    port = transport.get_extra_info("sockname")[1]
-    tcp_listener = socket.create_server(("127.0.0.1", port), backlog=0)
-    tcp_filler = socket.create_connection(("127.0.0.1", port))
     endpoints["truncated-then-tcp-dropped"] = f"127.0.0.1:{port}"
     yield endpoints
     for sock in (blackhole, tcp_filler, tcp_listener):

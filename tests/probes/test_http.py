@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
+import json
+import subprocess
+import sys
 import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -152,14 +157,31 @@ async def test_timeout_names_the_phase(peers: Peers, run_probe: RunProbe) -> Non
     assert hang.detail == "no answer within 1s (stopped in the processing phase)"
 
 
+@pytest.fixture(scope="module")
+def peers_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The same peers in another process, so tracemalloc here sees only the prober."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.servers", str(tmp_path_factory.mktemp("elsewhere"))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent.parent,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    yield json.loads(process.stdout.readline())
+    process.stdin.close()
+    process.wait(timeout=30)
+    process.stdout.close()
+
+
 @pytest.mark.parametrize("where", ["/big", "/big-chunked", "/gzip-bomb"])
 async def test_huge_bodies_cost_no_more_memory_than_the_cap(
-    peers: Peers, run_probe: RunProbe, where: str
+    peers_elsewhere: dict[str, Any], run_probe: RunProbe, where: str
 ) -> None:
     """50 MB of body or 2 GiB of gzip bomb: the probe holds at most the cap plus a chunk."""
     cap = 1024 * 1024
     probe_target = target(
-        f"{peers.http}{where}", max_body_bytes=cap, timeout="5s", body_format="json"
+        f"{peers_elsewhere['http']}{where}", max_body_bytes=cap, timeout="5s", body_format="json"
     )
     gc.collect()
     tracemalloc.start()
@@ -170,8 +192,10 @@ async def test_huge_bodies_cost_no_more_memory_than_the_cap(
         tracemalloc.stop()
 
     assert result.reason == Reason.BODY_TOO_LARGE
-    # tracemalloc sees this whole process, the peer servers' thread included.
-    assert peak < cap + 3 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    # Bounded by the cap, not by the body: the body itself, a bytearray's growth slack, one
+    # network chunk and the client's own objects (measured 1.5-1.7 MiB; httpx's own decoder
+    # peaks at ~144 MiB on the same bomb).
+    assert peak < cap * 2, f"peak {peak / 2**20:.2f} MiB"
 
 
 async def test_a_body_declared_too_large_is_refused_before_reading(
