@@ -77,7 +77,7 @@ class App:
             store=self.store,
             renderer=self.exposition.renderer,
             metrics=self.metrics,
-            http=HttpClients(config.http_client.max_connections),
+            http=HttpClients(config.http_client.max_connections, config.tls_contexts),
         )
         self.started = time.time()
         self.last_reload_error = ""
@@ -116,16 +116,28 @@ class App:
     def _apply(self, new: Config) -> None:
         old_targets = {t.name: t for t in self.config.targets}
         new_targets = {t.name: t for t in new.targets}
+        added = len(new_targets.keys() - old_targets.keys())
+        removed = len(old_targets.keys() - new_targets.keys())
+        changed = sum(
+            1 for n in new_targets.keys() & old_targets.keys() if new_targets[n] != old_targets[n]
+        )
         # Old secrets stay known: a run started before the reload may still log.
         self.redactor.update(self.config.secrets() | new.secrets())
         # Fresh clients on every reload, so rotated CA, certificate and key files are read
-        # again; runs already holding the old ones finish with them.
+        # again; runs already holding the old ones finish with them, under the same limit.
         retired = self.scheduler.http
-        self.scheduler.http = HttpClients(new.http_client.max_connections)
-        self._later(self._close_after(retired, self._longest_timeout()))
+        same_limit = new.http_client.max_connections == retired.max_connections
+        self.scheduler.http = HttpClients(
+            new.http_client.max_connections,
+            new.tls_contexts,
+            retired.slots if same_limit else None,
+        )
+        retire_after = self._longest_timeout()
+        self._later(self._close_after(retired, retire_after))
         settled = self.scheduler.apply(new.targets)
         self.config = new
-        self._later(self._freeze_after(settled))
+        if added or removed or changed:  # a reload that changes nothing costs nothing
+            self._later(self._freeze_after(max(settled, retire_after)))
         self.last_reload_error = ""
         self.metrics.reload_successful.set(1)
         self.metrics.reload_success_time.set(time.time())
@@ -134,13 +146,9 @@ class App:
             "config reloaded",
             path=str(self.config_path),
             targets=len(new_targets),
-            added=len(new_targets.keys() - old_targets.keys()),
-            removed=len(old_targets.keys() - new_targets.keys()),
-            changed=sum(
-                1
-                for n in new_targets.keys() & old_targets.keys()
-                if new_targets[n] != old_targets[n]
-            ),
+            added=added,
+            removed=removed,
+            changed=changed,
         )
 
     @staticmethod

@@ -11,10 +11,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import ssl
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from stackprobe.durations import Duration, format_duration
 from stackprobe.probe import ProbeKind
 from stackprobe.secrets import collect_secrets
 from stackprobe.target import TargetConfig
+from stackprobe.tls import TLSConfig
 
 Loc = tuple[str | int, ...]
 
@@ -60,6 +62,8 @@ class Config:
     http_client: HttpClientSettings
     targets: tuple[TargetConfig, ...]
     source: str
+    # Built while validating, so the files are read once per load (see stackprobe.tls).
+    tls_contexts: Mapping[TLSConfig, ssl.SSLContext] = field(default_factory=dict)
 
     def secrets(self) -> set[str]:
         return collect_secrets(self.targets)
@@ -143,7 +147,7 @@ class _Loader:
         self.context: dict[str, Any] = {
             "environ": environ,
             "base_dir": base_dir,
-            "tls_checked": set(),
+            "tls_contexts": {},
         }
         self.problems: list[Problem] = []
         self.root: yaml.Node | None = None
@@ -180,7 +184,8 @@ class _Loader:
         if self.problems:
             raise ConfigError(self.problems)
         targets = tuple(t for t in validated if t is not None)
-        return Config(defaults, top.http_client, targets, self.source)
+        contexts = dict(self.context["tls_contexts"])
+        return Config(defaults, top.http_client, targets, self.source, contexts)
 
     def _yaml(self) -> Any:
         try:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import httpcore
@@ -105,27 +106,45 @@ class FreshConnections:
 
 class HttpClients:
     """`trust_env` is off so that a stray HTTP_PROXY or ~/.netrc never changes what a probe
-    measures or sends. TLS contexts are built when a profile is first used and kept for the
-    life of this object; a reload builds a new `HttpClients`, so rotated files are read again.
+    measures or sends, and cookies are refused: a jar shared by every target would carry an
+    ALB's stickiness cookie (AWSALB) from one probe to the next and pin them all to one task.
+    Each request says `Connection: close`, as blackbox_exporter's does, so the server closes
+    first and the TIME_WAIT sockets of thousands of probes pile up there, not here.
+
+    TLS contexts come from the config load that validated them (`contexts`), so the files
+    are read once per load; a reload builds a new `HttpClients` and so reads them again.
+    `slots` is the connection limit, shared with the previous generation of clients while
+    its last runs finish, so a reload never raises the limit.
     """
 
-    def __init__(self, max_connections: int) -> None:
-        self._slots = asyncio.Semaphore(max_connections)
+    def __init__(
+        self,
+        max_connections: int,
+        contexts: Mapping[TLSConfig, ssl.SSLContext] | None = None,
+        slots: asyncio.Semaphore | None = None,
+    ) -> None:
+        self.max_connections = max_connections
+        self.slots = slots or asyncio.Semaphore(max_connections)
+        self._contexts = dict(contexts or {})
         self._clients: dict[TLSConfig, httpx.AsyncClient] = {}
 
     def client(self, tls: TLSConfig) -> httpx.AsyncClient:
+        """The client for a TLS profile; raises ssl.SSLError, OSError or ValueError when the
+        profile's files cannot be used (they are checked at load, but may change since)."""
         client = self._clients.get(tls)
         if client is None:
-            context = tls.ssl_context()
+            context = self._contexts.get(tls) or tls.ssl_context()
             transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
             # The seam: httpx's transport delegates every request to `_pool`.
-            transport._pool = FreshConnections(context, self._slots)  # type: ignore[assignment]
+            transport._pool = FreshConnections(context, self.slots)  # type: ignore[assignment]
             client = httpx.AsyncClient(
                 transport=transport,
                 trust_env=False,
                 follow_redirects=False,
-                headers={"User-Agent": USER_AGENT},
+                headers={"User-Agent": USER_AGENT, "Connection": "close"},
             )
+            # A policy that allows no domain: nothing is ever stored, so nothing is ever sent.
+            client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
             self._clients[tls] = client
         return client
 

@@ -64,6 +64,10 @@ class Scheduler:
         self._metrics = metrics
         self.http = http
         self._tasks: dict[str, tuple[TargetConfig, asyncio.Task[None]]] = {}
+        self._restarts: dict[str, int] = {}
+        # Every target's slots are counted from this one instant, so a target keeps its
+        # place when its task is replaced (a reload, a restart after a crash).
+        self._epoch = asyncio.get_running_loop().time()
         self._log = structlog.get_logger("stackprobe.scheduler")
 
     @property
@@ -84,6 +88,7 @@ class Scheduler:
                 del self._tasks[name]
                 if name not in wanted:
                     self._store.remove(name)
+                    self._restarts.pop(name, None)
         new = [target for name, target in wanted.items() if name not in self._tasks]
         spread = max(STARTUP_SPREAD_SECONDS, len(new) / STARTUP_RATE)
         for target in new:
@@ -103,13 +108,19 @@ class Scheduler:
             return
         for target, running in list(self._tasks.values()):
             if running is task:
+                # Back off, up to the interval, so a crash on every run stays one log line a
+                # run rather than becoming a hot loop.
+                count = self._restarts[target.name] = self._restarts.get(target.name, 0) + 1
+                pause = min(target.interval, 2.0 ** (count - 1))
                 self._log.error(
-                    "a target's task died; restarting it in 1s (a stackprobe bug)",
+                    "a target's task died; restarting it (a stackprobe bug)",
                     kind=target.kind,
                     target=target.name,
+                    restart_in_seconds=pause,
                     exc_info=task.exception(),
                 )
-                self._start(target, STARTUP_SPREAD_SECONDS, pause=1.0)
+                self._metrics.task_restarts.labels(target.kind).inc()
+                self._start(target, STARTUP_SPREAD_SECONDS, pause=pause)
 
     async def stop(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
@@ -124,9 +135,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         log = self._log.bind(kind=target.kind, target=target.name)
         interval = target.interval
-        anchor = loop.time()
+        anchor = self._epoch
         offset = phase_fraction(target.name) * interval
-        due = anchor + phase_fraction(target.name) * min(interval, startup_spread)
+        due = loop.time() + phase_fraction(target.name) * min(interval, startup_spread)
         previous: ProbeResult | None = None
         steady = False
         while True:

@@ -64,6 +64,12 @@ class SelfMetrics:
             ["kind"],
             registry=r,
         )
+        self.task_restarts = Counter(
+            "stackprobe_target_task_restarts",
+            "Times a target's task died and was restarted: a stackprobe bug, logged in full.",
+            ["kind"],
+            registry=r,
+        )
         self.reload_successful = Gauge(
             "stackprobe_config_last_reload_successful",
             "1 if the last config load or reload succeeded, 0 if it failed and the previous "
@@ -92,3 +98,4 @@ class SelfMetrics:
                 self.runs.labels(kind, result)
                 self.run_duration.labels(kind, result)
             self.runs_skipped.labels(kind)
+            self.task_restarts.labels(kind)

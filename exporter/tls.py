@@ -41,13 +41,12 @@ class TLSConfig(BaseModel):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{name} {str(path)!r} does not exist or is not a file")
-        checked: set[Any] = (info.context or {}).get("tls_checked", set())
-        if self != TLSConfig.model_construct() and self not in checked:
+        built: dict[TLSConfig, Any] = (info.context or {}).get("tls_contexts", {})
+        if self != TLSConfig.model_construct() and self not in built:
             try:
-                self.ssl_context()
+                built[self] = self.ssl_context()
             except (ssl.SSLError, OSError, ValueError) as exc:
                 raise ValueError(f"cannot use these TLS files: {exc}") from None
-            checked.add(self)
         return self
 
     def ssl_context(self) -> ssl.SSLContext:

@@ -34,31 +34,34 @@ _STEP = 64 * 1024
 
 
 class _Deflate:
-    """`deflate` as servers send it: zlib-wrapped as the RFC says, or raw as many do."""
+    """`deflate` as servers send it: zlib-wrapped as the RFC says, or raw as many do. Which
+    one is decided from the first two bytes, however the body is split into chunks."""
 
     def __init__(self) -> None:
-        self._inner = zlib.decompressobj(wbits=zlib.MAX_WBITS)
-        self._started = False
+        self._inner: zlib._Decompress | None = None
+        self._head = b""
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
-        if not self._started:
-            self._started = True
-            try:
-                return self._inner.decompress(data, max_length)
-            except zlib.error:
-                self._inner = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+        if self._inner is None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            first, second = self._head[0], self._head[1]
+            zlib_header = first & 0x0F == 8 and (first << 8 | second) % 31 == 0
+            self._inner = zlib.decompressobj(wbits=zlib.MAX_WBITS if zlib_header else -15)
+            data, self._head = self._head, b""
         return self._inner.decompress(data, max_length)
 
     @property
     def unconsumed_tail(self) -> bytes:
-        return self._inner.unconsumed_tail
+        return self._inner.unconsumed_tail if self._inner is not None else b""
 
     def flush(self) -> bytes:
-        return self._inner.flush()
+        return self._inner.flush() if self._inner is not None else b""
 
     @property
     def eof(self) -> bool:
-        return self._inner.eof
+        return self._inner is not None and self._inner.eof
 
 
 class _Gzip:
@@ -69,9 +72,12 @@ class _Gzip:
         self._next_member = b""
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inner.eof and not data.strip(b"\0"):
+            return b""  # NUL padding after the last member, which gzip(1) also ignores
         out = self._inner.decompress(data, max_length)
-        if self._inner.eof and self._inner.unused_data:
-            self._next_member = self._inner.unused_data
+        rest = self._inner.unused_data
+        if self._inner.eof and rest.strip(b"\0"):
+            self._next_member = rest
             self._inner = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         else:
             self._next_member = b""

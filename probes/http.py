@@ -65,8 +65,10 @@ _SENSITIVE_HEADER = re.compile(
 )
 
 
-# Visible Latin-1 and tabs: what an HTTP/1.1 field value may hold (RFC 9110, 5.5).
-_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+# What httpx can send: visible ASCII and tabs in values (RFC 9110 allows Latin-1 too, but
+# httpx encodes values as ASCII), and a token for names.
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 class Reason(StrEnum):
@@ -159,14 +161,17 @@ class HttpTarget(TargetConfig):
         secret = isinstance(value, SecretRef)
         text = value.get() if isinstance(value, SecretRef) else value
         # Before anything that could echo the URL: a password in it must never be repeated.
-        userinfo = text.partition("://")[2].partition("/")[0].rpartition("@")[0]
-        if ":" in userinfo and not secret:
+        authority = re.split(r"[/?#]", text.split("://", 1)[-1], maxsplit=1)[0]
+        if ":" in authority.rpartition("@")[0] and not secret:
             raise PydanticCustomError(
                 "inline_secret",
                 "the URL carries a password; move it to basic_auth: {username: ..., password: "
                 "{from_env: VARIABLE}}, or give the whole url as {from_env: VARIABLE}",
             )
-        shown = f"the URL from {value.source()}" if isinstance(value, SecretRef) else repr(text)
+        # A URL holding "@" may hold credentials in a shape no parse foresaw: never echo it.
+        shown = "url" if "@" in text else repr(text)
+        if isinstance(value, SecretRef):
+            shown = f"the URL from {value.source()}"
         try:
             url = httpx.URL(text)
         except httpx.InvalidURL:
@@ -185,6 +190,12 @@ class HttpTarget(TargetConfig):
     @classmethod
     def _credentials_not_inline(cls, value: dict[str, str | SecretRef]) -> dict[str, Any]:
         for name, header in value.items():
+            if not _HEADER_NAME.match(name):
+                raise PydanticCustomError(
+                    "header_name",
+                    "{found} is not a valid header name: use letters, digits and -",
+                    {"found": repr(name), "key": name},
+                )
             if isinstance(header, str) and _SENSITIVE_HEADER.search(name):
                 raise PydanticCustomError(
                     "inline_secret",
@@ -197,8 +208,8 @@ class HttpTarget(TargetConfig):
                 where = f" (from {header.source()})" if isinstance(header, SecretRef) else ""
                 raise PydanticCustomError(
                     "header_value",
-                    "the value of header {name}{where} holds a control character or a character "
-                    "outside Latin-1, which HTTP headers cannot carry",
+                    "the value of header {name}{where} holds a control character or a non-ASCII "
+                    "character, which stackprobe cannot send in a header",
                     {"name": name, "where": where, "key": name},
                 )
         return value
@@ -373,7 +384,10 @@ class _Body:
 
 
 async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed) -> _Body:
-    client = ctx.http.client(target.tls)
+    try:
+        client = ctx.http.client(target.tls)
+    except (ssl.SSLError, OSError, ValueError) as exc:  # files changed since the config load
+        raise _Failure(Reason.TLS, f"cannot use the TLS files: {exc}") from None
     extensions: dict[str, Any] = {"trace": trace}
     if target.tls.server_name:
         extensions["sni_hostname"] = target.tls.server_name
@@ -382,48 +396,64 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
         if target.basic_auth
         else None
     )
-    async with asyncio.timeout_at(ctx.deadline):
-        request = client.build_request(
-            target.method,
-            target.url_text(),
-            headers=target.request_headers(),
-            extensions=extensions,
-            timeout=httpx.Timeout(max(ctx.remaining(), 0.001)),
-        )
-        origin = request.url
-        while True:
-            response = await client.send(request, auth=auth, follow_redirects=False, stream=True)
-            try:
-                if target.follow_redirects and response.next_request is not None:
-                    if seen.redirects >= target.max_redirects:
-                        raise _Failure(
-                            Reason.TOO_MANY_REDIRECTS,
-                            f"more than max_redirects={target.max_redirects} redirects",
-                        )
-                    seen.redirects += 1
-                    request = response.next_request
-                    if not _same_origin(origin, request.url):
-                        # Credentials are for the configured origin only, as in Go's client.
-                        auth = None
-                        for name in target.secret_header_names():
-                            request.headers.pop(name, None)
-                    continue
-                _observe_response(response, seen)
-                started = time.perf_counter()
-                body = await _read_body(target, response, seen)
-                trace.durations["transfer"] += time.perf_counter() - started
-                return body
-            finally:
-                await response.aclose()
+    body: _Body | None = None
+    try:
+        async with asyncio.timeout_at(ctx.deadline):
+            request = client.build_request(
+                target.method,
+                target.url_text(),
+                headers=target.request_headers(),
+                extensions=extensions,
+                timeout=httpx.Timeout(max(ctx.remaining(), 0.001)),
+            )
+            origin = request.url
+            while True:
+                trace.phase = "pool"
+                response = await client.send(
+                    request, auth=auth, follow_redirects=False, stream=True
+                )
+                try:
+                    if target.follow_redirects and response.next_request is not None:
+                        if seen.redirects >= target.max_redirects:
+                            raise _Failure(
+                                Reason.TOO_MANY_REDIRECTS,
+                                f"more than max_redirects={target.max_redirects} redirects",
+                            )
+                        seen.redirects += 1
+                        request = response.next_request
+                        if not _same_origin(origin, request.url):
+                            _strip_credentials(target, request)
+                            auth = None
+                        continue
+                    _observe_response(response, seen)
+                    started = time.perf_counter()
+                    body = await _read_body(target, response, seen)
+                    trace.durations["transfer"] += time.perf_counter() - started
+                    return body
+                finally:
+                    await response.aclose()
+    except TimeoutError:
+        if body is not None:  # the deadline fell while closing a response already read
+            return body
+        raise
+
+
+def _strip_credentials(target: HttpTarget, request: httpx.Request) -> None:
+    """Credentials are for the configured origin only, as in Go's client; so is its SNI name."""
+    for name in target.secret_header_names():
+        request.headers.pop(name, None)
+    request.extensions = {k: v for k, v in request.extensions.items() if k != "sni_hostname"}
 
 
 def _same_origin(first: httpx.URL, other: httpx.URL) -> bool:
-    """Same host and port, or the same host upgraded from http to https (as httpx allows)."""
+    """Same scheme, host and port, or http://host upgraded to https://host on the default
+    ports, which is the one redirect httpx itself lets credentials follow."""
     if first.host != other.host:
         return False
     if (first.scheme, first.port) == (other.scheme, other.port):
         return True
-    return first.scheme == "http" and other.scheme == "https" and other.port in (None, 443)
+    upgrade = (first.scheme, other.scheme) == ("http", "https")
+    return upgrade and first.port in (None, 80) and other.port in (None, 443)
 
 
 async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observed) -> _Body:
@@ -477,8 +507,8 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
     A body over the cap fails the run only when something needed its content; a tile or an
     image larger than the cap is read up to the cap and passes.
     """
-    needed = _needs_body(target, body.content_type)
-    doc = _parse_json(target, body) if needed and not body.too_large else None
+    needed = _needs_body(target)
+    doc = None if body.too_large else _parse_json(target, body)
     if doc is not None and not isinstance(doc, _Invalid) and target.health_components:
         seen.components, seen.components_dropped = components(
             doc, target.max_health_components, target.ignore_components
@@ -517,11 +547,15 @@ def _wants_json(target: HttpTarget, content_type: str) -> bool:
     )
 
 
-def _needs_body(target: HttpTarget, content_type: str) -> bool:
-    wants_json = _wants_json(target, content_type)
-    if wants_json and (target.health_components or target.body_format == "json"):
-        return True
-    return bool(target.expect_json or target.expect_body_regex or target.reject_body_regex)
+def _needs_body(target: HttpTarget) -> bool:
+    """Whether the run cannot be judged without the whole body. Component health alone does
+    not count: a JSON document over the cap is simply not read for components."""
+    return bool(
+        target.body_format == "json"
+        or target.expect_json
+        or target.expect_body_regex
+        or target.reject_body_regex
+    )
 
 
 class _Invalid:
@@ -577,6 +611,23 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+# With one error per address tried, the most telling wins: that a port refused says more than
+# that another family of addresses had no route (an IPv6 address on an IPv4-only task).
+_NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL)
+_GROUP_FIRST = (
+    Reason.CONNECT_REFUSED,
+    Reason.TLS_CERT_EXPIRED,
+    Reason.TLS,
+    Reason.CONNECTION_CLOSED,
+    Reason.INVALID_RESPONSE,
+    Reason.CONNECT_TIMEOUT,
+    Reason.TIMEOUT,
+    Reason.DNS,
+    Reason.UNREACHABLE,
+)
+_GROUP_PRIORITY = [*_GROUP_FIRST, *(r for r in Reason if r not in _GROUP_FIRST)]
+
+
 def classify(exc: BaseException) -> Reason:
     """The most specific reason in the exception chain, socket-level causes first.
 
@@ -585,7 +636,8 @@ def classify(exc: BaseException) -> Reason:
     """
     for error in _chain(exc):
         if isinstance(error, BaseExceptionGroup) and error.exceptions:
-            return classify(error.exceptions[0])
+            found = {classify(inner) for inner in error.exceptions}
+            return min(found, key=_GROUP_PRIORITY.index)
     for error in _chain(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
             return Reason.TLS_CERT_EXPIRED if error.verify_code == 10 else Reason.TLS
@@ -597,7 +649,7 @@ def classify(exc: BaseException) -> Reason:
             return Reason.CONNECT_REFUSED
         if isinstance(error, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
             return Reason.CONNECTION_CLOSED
-        if isinstance(error, OSError) and error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        if isinstance(error, OSError) and error.errno in _NO_ROUTE:
             return Reason.UNREACHABLE
         if isinstance(error, h11.RemoteProtocolError):
             return Reason.INVALID_RESPONSE

@@ -175,6 +175,11 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
     async def redirect_to(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["url"])
 
+    async def set_cookie(request: web.Request) -> web.Response:
+        response = await _json(request, HEALTHY)
+        response.set_cookie("AWSALB", "sticky-to-task-1", path="/")
+        return response
+
     async def record_headers(request: web.Request) -> web.Response:
         """Remembers which credential-like headers arrived (names only, never values)."""
         interesting = {"authorization", "x-api-token", "x-plain", "cookie"}
@@ -207,6 +212,7 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
         "/slow": slow,
         "/redirect-to": redirect_to,
         "/record-headers": record_headers,
+        "/set-cookie": set_cookie,
     }.items():
         app.router.add_route("*", path, handler)
     return app

@@ -154,7 +154,7 @@ def test_secrets_typed_inline_are_never_echoed() -> None:
     path = FIXTURES / "invalid-secrets-not-echoed.yaml"
     done = check_config(path)
 
-    assert done.returncode == 1 and "3 problems" in done.stderr
+    assert done.returncode == 1 and "6 problems" in done.stderr
     assert "CANARY" not in done.stderr + done.stdout
 
 
@@ -186,8 +186,8 @@ def test_a_trailing_newline_in_an_env_secret_is_dropped_and_an_inner_one_refused
 
     assert str(caught.value) == (
         "c.yml:5: targets[0].headers.Authorization: the value of header Authorization (from env "
-        "TOKEN) holds a control character or a character outside Latin-1, which HTTP headers "
-        "cannot carry"
+        "TOKEN) holds a control character or a non-ASCII character, which stackprobe cannot "
+        "send in a header"
     )
 
 

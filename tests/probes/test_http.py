@@ -17,7 +17,7 @@ import httpx
 import pytest
 import respx
 
-from stackprobe.probes.http import Reason, classify
+from stackprobe.probes.http import Reason, _same_origin, classify
 from tests.conftest import RunProbe, make_target, samples_by_name, value
 from tests.servers import AUTH_TOKEN, BIG_BODY_BYTES, Peers
 
@@ -100,8 +100,8 @@ async def test_nested_checks_and_gzip_bodies_are_parsed(peers: Peers, run_probe:
         ("/hang", {}, Reason.TIMEOUT),
         ("/trickle", {}, Reason.TIMEOUT),
         ("/big", {"expect_body_regex": ["x"]}, Reason.BODY_TOO_LARGE),
-        ("/big-chunked", {}, Reason.BODY_TOO_LARGE),
-        ("/gzip-bomb", {}, Reason.BODY_TOO_LARGE),
+        ("/big-chunked", {"body_format": "json"}, Reason.BODY_TOO_LARGE),
+        ("/gzip-bomb", {"body_format": "json"}, Reason.BODY_TOO_LARGE),
         ("/truncated-gzip", {}, Reason.INVALID_BODY),
         ("/invalid-json", {}, Reason.INVALID_BODY),
         ("/garbage", {"body_format": "json"}, Reason.INVALID_BODY),
@@ -209,9 +209,10 @@ async def test_a_body_declared_too_large_is_refused_before_reading(
 
 
 async def test_a_large_body_nothing_needs_passes(peers: Peers, run_probe: RunProbe) -> None:
-    """A tile or an image over the cap: nothing reads its content, so size alone is no failure."""
+    """A tile, an image or a big JSON document over the cap: nothing needs its content, so
+    size alone is no failure (components are simply not read from a JSON body that large)."""
     declared = await run_probe(target(f"{peers.http}/big"))
-    streamed = await run_probe(target(f"{peers.http}/big-chunked", body_format="text"))
+    streamed = await run_probe(target(f"{peers.http}/big-chunked"))
 
     assert declared.success, declared.detail
     assert streamed.success, streamed.detail
@@ -250,6 +251,31 @@ async def test_credentials_stay_with_their_origin_on_redirect(
 
     assert result.success, result.detail
     assert peers.recorded_headers == [{"x-plain"}]
+
+
+async def test_cookies_are_never_kept_between_runs(peers: Peers, run_probe: RunProbe) -> None:
+    """An ALB stickiness cookie from one target must not pin the next probe to one task."""
+    peers.recorded_headers.clear()
+    first = await run_probe(target(f"{peers.http}/set-cookie"))
+    second = await run_probe(target(f"{peers.http}/record-headers"))
+
+    assert first.success and second.success
+    assert peers.recorded_headers == [set()]
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "same"),
+    [
+        ("http://h/", "http://h/x", True),
+        ("http://h/", "https://h/", True),
+        ("http://h:8080/", "https://h/", False),
+        ("http://h/", "https://h:8443/", False),
+        ("https://h/", "http://h/", False),
+        ("http://h/", "http://other/", False),
+    ],
+)
+def test_same_origin(first: str, then: str, same: bool) -> None:
+    assert _same_origin(httpx.URL(first), httpx.URL(then)) is same
 
 
 async def test_credentials_follow_a_same_origin_redirect(peers: Peers, run_probe: RunProbe) -> None:
@@ -352,6 +378,7 @@ async def test_the_request_asks_only_for_encodings_it_can_bound(run_probe: RunPr
     await run_probe(target("http://mocked.test/ready"))
 
     assert route.calls.last.request.headers["Accept-Encoding"] == "gzip"
+    assert route.calls.last.request.headers["Connection"] == "close"
     assert route.calls.last.request.headers["User-Agent"].startswith("stackprobe/")
 
 
@@ -381,6 +408,14 @@ def anyio_connect_error(*errors: OSError) -> httpx.ConnectError:
             Reason.CONNECT_REFUSED,
         ),
         (anyio_connect_error(OSError(101, "unreachable"), OSError(101, "x")), Reason.UNREACHABLE),
+        (
+            anyio_connect_error(OSError(101, "no route"), ConnectionRefusedError(111, "refused")),
+            Reason.CONNECT_REFUSED,
+        ),
+        (
+            anyio_connect_error(OSError(99, "cannot assign"), ConnectionRefusedError(111, "r")),
+            Reason.CONNECT_REFUSED,
+        ),
         (httpx.ReadError("read"), Reason.CONNECTION_CLOSED),
         (httpx.UnsupportedProtocol("ftp"), Reason.OTHER),
         (OSError(101, "Network is unreachable"), Reason.UNREACHABLE),
