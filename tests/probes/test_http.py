@@ -453,3 +453,29 @@ async def test_multi_member_gzip_and_raw_deflate_bodies_decode(run_probe: RunPro
         result = await run_probe(target(f"http://mocked.test/{path}"))
         assert result.success, result.detail
         assert samples_by_name(result)["stackprobe_health_component_up"] == {("redis",): 0.0}
+
+
+async def test_the_connection_limit_holds_and_a_saturated_one_is_pool_timeout(
+    peers: Peers,
+) -> None:
+    """One slot, two probes of a slow endpoint: the second waits its whole deadline for the
+    slot and says so. Every connection is closed and its slot free afterwards."""
+    from stackprobe.httpclients import FreshConnections, HttpClients
+    from stackprobe.probe import ProbeContext
+    from stackprobe.probes import KINDS
+
+    clients = HttpClients(max_connections=1)
+    slow = target(f"{peers.http}/slow?seconds=1.5", timeout="1s")
+    loop = asyncio.get_running_loop()
+    try:
+        ctx = ProbeContext(http=clients, log=None, deadline=loop.time() + 1.0)
+        first, second = await asyncio.gather(
+            KINDS["http"].probe(slow, ctx), KINDS["http"].probe(slow, ctx)
+        )
+        pools = clients.pools()
+        assert len(pools) == 1 and isinstance(pools[0], FreshConnections)
+        assert pools[0].open_connections == 0 and not clients.slots.locked()
+    finally:
+        await clients.aclose()
+
+    assert sorted([first.reason, second.reason]) == sorted([Reason.TIMEOUT, Reason.POOL_TIMEOUT])
