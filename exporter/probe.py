@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from stackprobe.httpclients import HttpClients
@@ -68,6 +68,16 @@ class ProbeResult:
         return cls(False, samples, str(reason), detail)
 
 
+class TargetState(Protocol):
+    """What a kind keeps for one target between runs: a persistent connection, counters.
+
+    The scheduler creates it when the target's task starts and closes it when the task ends
+    (reload, removal, shutdown), so a kind never needs a module-level registry of its own.
+    """
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeContext:
     """The clients and limits one run may use, handed in so tests can swap them."""
@@ -75,6 +85,7 @@ class ProbeContext:
     http: HttpClients
     log: Any  # a structlog logger already bound to kind and target
     deadline: float  # event-loop time at which the run is cancelled
+    state: Any = None  # the kind's TargetState for this target, when the kind keeps one
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - asyncio.get_running_loop().time())
@@ -94,3 +105,5 @@ class ProbeKind(Generic[T]):
     metrics: tuple[MetricSpec, ...]
     reasons: type[StrEnum]
     summary: str
+    # Builds the per-target state (`ctx.state`) for kinds that keep one between runs.
+    state: Callable[[T], TargetState] | None = None

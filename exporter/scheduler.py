@@ -29,6 +29,8 @@ from stackprobe.target import TargetConfig
 # How long past its deadline a probe may run before the scheduler cancels it. Probes enforce
 # the deadline themselves (and so can say in which phase they stopped); this is the backstop.
 GRACE_SECONDS = 0.5
+# How long closing a target's state (its persistent connection) may take.
+STATE_CLOSE_SECONDS = 2.0
 # First runs after start (or after targets are added) are spread over this long at least, and
 # longer when there are many, so that at most STARTUP_RATE runs start per second; never over
 # more than the target's interval, which is where its runs would be anyway.
@@ -82,23 +84,33 @@ class Scheduler:
         Returns the seconds by which every new target will have finished its first run.
         """
         wanted = {target.name: target for target in targets}
+        replaced: dict[str, asyncio.Task[None]] = {}
         for name, (current, task) in list(self._tasks.items()):
             if wanted.get(name) != current:
                 task.cancel()
                 del self._tasks[name]
+                replaced[name] = task
                 if name not in wanted:
                     self._store.remove(name)
                     self._restarts.pop(name, None)
         new = [target for name, target in wanted.items() if name not in self._tasks]
         spread = max(STARTUP_SPREAD_SECONDS, len(new) / STARTUP_RATE)
         for target in new:
-            self._start(target, spread)
+            self._start(target, spread, after=replaced.get(target.name))
         counts = Counter(target.kind for target in wanted.values())
         self._metrics.set_kinds(dict(counts), self._kinds)
         return max((min(t.interval, spread) + t.timeout + GRACE_SECONDS for t in new), default=0.0)
 
-    def _start(self, target: TargetConfig, spread: float, pause: float = 0.0) -> None:
-        task = asyncio.create_task(self._loop(target, spread, pause), name=f"probe {target.name}")
+    def _start(
+        self,
+        target: TargetConfig,
+        spread: float,
+        pause: float = 0.0,
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
+        task = asyncio.create_task(
+            self._loop(target, spread, pause, after), name=f"probe {target.name}"
+        )
         task.add_done_callback(self._ended)
         self._tasks[target.name] = (target, task)
 
@@ -129,7 +141,17 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _loop(self, target: TargetConfig, startup_spread: float, pause: float) -> None:
+    async def _loop(
+        self,
+        target: TargetConfig,
+        startup_spread: float,
+        pause: float,
+        after: asyncio.Task[None] | None,
+    ) -> None:
+        if after is not None:
+            # The task this one replaces closes its connection first: a target never holds
+            # two, even for the moment of a reload.
+            await asyncio.wait([after])
         if pause:
             await asyncio.sleep(pause)
         loop = asyncio.get_running_loop()
@@ -140,34 +162,51 @@ class Scheduler:
         due = loop.time() + phase_fraction(target.name) * min(interval, startup_spread)
         previous: ProbeResult | None = None
         steady = False
-        while True:
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._metrics.schedule_lag.observe(max(0.0, loop.time() - due))
-            record = await self.run_once(target, log)
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                return  # replaced or removed while running: its result is no longer wanted
-            self._store.put(record)
-            _log_transition(log, previous, record.result)
-            previous = record.result
-            slots_passed = math.floor((loop.time() - anchor - offset) / interval) + 1
-            next_due = anchor + offset + slots_passed * interval
-            if steady and next_due - due > interval * 1.5:
-                skipped = round((next_due - due) / interval) - 1
-                self._metrics.runs_skipped.labels(target.kind).inc(skipped)
-            due, steady = next_due, True
+        kind = self._kinds[target.kind]
+        state = kind.state(target) if kind.state is not None else None
+        try:
+            while True:
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self._metrics.schedule_lag.observe(max(0.0, loop.time() - due))
+                record = await self.run_once(target, log, state)
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    return  # replaced or removed while running: its result is no longer wanted
+                self._store.put(record)
+                _log_transition(log, previous, record.result)
+                previous = record.result
+                slots_passed = math.floor((loop.time() - anchor - offset) / interval) + 1
+                next_due = anchor + offset + slots_passed * interval
+                if steady and next_due - due > interval * 1.5:
+                    skipped = round((next_due - due) / interval) - 1
+                    self._metrics.runs_skipped.labels(target.kind).inc(skipped)
+                due, steady = next_due, True
+        finally:
+            if state is not None:
+                await _close_state(state, log)
 
-    async def run_once(self, target: TargetConfig, log: Any = None) -> TargetResult:
-        """One run of one target, guarded, timed and rendered; never raises but on cancel."""
+    async def run_once(
+        self, target: TargetConfig, log: Any = None, state: Any = None
+    ) -> TargetResult:
+        """One run of one target, guarded, timed and rendered; never raises but on cancel.
+
+        Without a `state` for a kind that keeps one, the run gets a fresh one, closed after.
+        """
         kind = self._kinds[target.kind]
         log = log or self._log.bind(kind=target.kind, target=target.name)
+        if state is None and kind.state is not None:
+            own = kind.state(target)
+            try:
+                return await self.run_once(target, log, own)
+            finally:
+                await _close_state(own, log)
         loop = asyncio.get_running_loop()
         started_at = time.time()
         started = loop.time()
         deadline = started + target.timeout
-        ctx = ProbeContext(http=self.http, log=log, deadline=deadline)
+        ctx = ProbeContext(http=self.http, log=log, deadline=deadline, state=state)
         try:
             async with asyncio.timeout_at(deadline + GRACE_SECONDS):
                 result = await kind.probe(target, ctx)
@@ -213,6 +252,16 @@ class Scheduler:
         # collector ~20 more objects per target to walk on every full collection.
         kept = ProbeResult(result.success, (), result.reason, result.detail)
         return TargetResult(target.name, target.kind, kept, started_at, duration, chunks)
+
+
+async def _close_state(state: Any, log: Any) -> None:
+    """Close a target's state within a bound, whatever it raises: a peer that hangs on
+    goodbye must not hold up a reload or a shutdown."""
+    try:
+        async with asyncio.timeout(STATE_CLOSE_SECONDS):
+            await state.aclose()
+    except Exception:
+        log.warning("closing the target's connection failed", exc_info=True)
 
 
 def _log_transition(log: Any, previous: ProbeResult | None, result: ProbeResult) -> None:

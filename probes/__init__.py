@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stackprobe.probe import ProbeKind
-from stackprobe.probes import dns, http
+from stackprobe.probes import dns, http, postgres, redis
 
 KINDS: Mapping[str, ProbeKind[Any]] = {
     kind.name: kind
@@ -30,6 +30,24 @@ KINDS: Mapping[str, ProbeKind[Any]] = {
             metrics=dns.METRICS,
             reasons=dns.Reason,
             summary="One DNS query to a name server: response code, answers, lookup time",
+        ),
+        ProbeKind(
+            name="postgres",
+            config=postgres.PostgresTarget,
+            probe=postgres.probe,
+            metrics=postgres.METRICS,
+            reasons=postgres.Reason,
+            summary="PostgreSQL connections by database and state against the limits",
+            state=postgres.session,
+        ),
+        ProbeKind(
+            name="redis",
+            config=redis.RedisTarget,
+            probe=redis.probe,
+            metrics=redis.METRICS,
+            reasons=redis.Reason,
+            summary="Redis up, PING latency, clients, memory and connection errors",
+            state=redis.session,
         ),
     )
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what stackprobe needs on a Debian machine, idempotently; `make test` and CI run it.
-#   scripts/setup.sh           the venv with stackprobe and its test tools, and the Debian
-#                              tools the tests use (promtool, dnsmasq)
+#   scripts/setup.sh           the venv with stackprobe and its test tools, the Debian tools
+#                              the tests use (promtool, dnsmasq), and PostgreSQL and Redis,
+#                              configured and started (there is no systemd to start them)
 #   scripts/setup.sh --venv    only the venv (enough to run stackprobe)
 #   scripts/setup.sh --bench   also nginx and prometheus-blackbox-exporter for bench/
 set -euo pipefail
@@ -15,18 +16,40 @@ need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || packages+=(
 if [ "$mode" != "--venv" ]; then
   need promtool prometheus
   need dnsmasq dnsmasq-base
+  need pg_ctlcluster postgresql
+  need redis-server redis-server
 fi
 if [ "$mode" = "--bench" ]; then
   need nginx nginx-light
   need prometheus-blackbox-exporter prometheus-blackbox-exporter
+  need prometheus-postgres-exporter prometheus-postgres-exporter
+  need prometheus-redis-exporter prometheus-redis-exporter
 fi
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
 if [ "${#packages[@]}" -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "setup: installing Debian packages: ${packages[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     "${packages[@]}" >/dev/null
+fi
+
+if [ "$mode" != "--venv" ]; then
+  # PostgreSQL: Debian's cluster, with pg_stat_statements loaded, and the role the tests
+  # connect as (a superuser, so they can build the load they assert on).
+  pgver=$(ls /etc/postgresql | sort -n | tail -1)
+  conf="/etc/postgresql/$pgver/main/conf.d/stackprobe.conf"
+  if ! grep -qs pg_stat_statements "$conf"; then
+    echo "shared_preload_libraries = 'pg_stat_statements'" | $sudo tee "$conf" >/dev/null
+    $sudo pg_ctlcluster "$pgver" main stop 2>/dev/null || true
+  fi
+  $sudo pg_ctlcluster "$pgver" main status >/dev/null 2>&1 || $sudo pg_ctlcluster "$pgver" main start
+  $sudo runuser -u postgres -- psql -qAt -c "SELECT 1 FROM pg_roles WHERE rolname = 'stackprobe_test'" |
+    grep -q 1 || $sudo runuser -u postgres -- psql -q -c \
+      "CREATE ROLE stackprobe_test LOGIN SUPERUSER PASSWORD 'stackprobe_test'"
+  # Redis on its default port, without persistence (the tests start their own as well).
+  redis-cli -p 6379 ping >/dev/null 2>&1 ||
+    redis-server --daemonize yes --port 6379 --save '' --appendonly no --bind 127.0.0.1 >/dev/null
 fi
 
 python=${PYTHON:-python3}

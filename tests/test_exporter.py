@@ -10,13 +10,11 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +25,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port, require_binary
+from tests.running import Exporter, start_exporter, stop_exporter, wait_for
 from tests.servers import AUTH_TOKEN, Peers
 
 URL_PASSWORD = "CANARY-urlpw-31337"
@@ -40,79 +39,6 @@ def canary_forms() -> list[str]:
         forms += [canary, quote(canary), base64.b64encode(canary.encode()).decode()]
     forms.append(base64.b64encode(f"probe:{BASIC_PASSWORD}".encode()).decode())
     return forms
-
-
-@dataclass
-class Exporter:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    config_path: Path
-    log_file: Any
-
-    def logs(self) -> str:
-        return self.log_path.read_text()
-
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, **kwargs)
-
-    def metrics(self) -> dict[str, list[Any]]:
-        families = text_string_to_metric_families(self.get("/metrics").text)
-        return {family.name: family.samples for family in families}
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.get("/-/ready").status_code == 200:
-                return
-            time.sleep(0.2)
-        pytest.fail(f"not ready after {timeout}s: {self.get('/-/ready').text}\n{self.logs()}")
-
-
-def start_exporter(tmp: Path, config: dict[str, Any] | str, env: dict[str, str]) -> Exporter:
-    config_path = tmp / "stackprobe.yml"
-    config_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
-    port = free_port()
-    log_path = tmp / "stackprobe.log"
-    log_file = log_path.open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stackprobe",
-            "run",
-            "--config",
-            str(config_path),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-format",
-            "json",
-            "--log-level",
-            "debug",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-        env={**os.environ, **env},
-    )
-    exporter = Exporter(f"http://127.0.0.1:{port}", process, log_path, config_path, log_file)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if exporter.get("/-/healthy").status_code == 200:
-                return exporter
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"stackprobe exited {process.returncode}:\n{exporter.logs()}")
-        time.sleep(0.1)
-    pytest.fail(f"stackprobe did not answer:\n{exporter.logs()}")
-
-
-def stop_exporter(exporter: Exporter) -> None:
-    exporter.process.send_signal(signal.SIGTERM)
-    code = exporter.process.wait(timeout=20)
-    exporter.log_file.close()
-    assert code == 0, exporter.logs()
 
 
 EXPECTED_REASONS = {
@@ -341,7 +267,7 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(peers: Peers, tmp_p
         )
         exporter.config_path.write_text(yaml.safe_dump(good))
         exporter.process.send_signal(signal.SIGHUP)
-        _wait_for(lambda: "added" in reasons(exporter.metrics()), exporter)
+        wait_for(lambda: "added" in reasons(exporter.metrics()), exporter)
 
         metrics = exporter.metrics()
         assert metrics["stackprobe_config_last_reload_successful"][0].value == 1
@@ -353,15 +279,6 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(peers: Peers, tmp_p
         assert exporter.get("/-/reload").status_code == 405
     finally:
         stop_exporter(exporter)
-
-
-def _wait_for(condition: Any, exporter: Exporter, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"condition not met in {timeout}s:\n{exporter.logs()}")
 
 
 def test_a_bad_config_at_start_exits_2_with_every_problem(tmp_path: Path) -> None:
@@ -380,7 +297,7 @@ def test_a_bad_config_at_start_exits_2_with_every_problem(tmp_path: Path) -> Non
     assert done.stderr.splitlines() == [
         "stackprobe: the config is invalid, not starting:",
         f"{config}:3: targets[0].kind: unknown kind 'htp'; did you mean 'http'? known kinds: "
-        "dns, http",
+        "dns, http, postgres, redis",
         f"{config}:4: targets[1]: missing required key `query`",
         f"{config}:4: targets[1].name: duplicate target name 'a' (first used by targets[0]); "
         "names must be unique because they become the `target` label",

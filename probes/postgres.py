@@ -1,0 +1,477 @@
+"""PostgreSQL probe: connections by database and state against the server's limits.
+
+Serves RUNBOOK_SIGNALS rows 12-18: AEP "Incident 4: Database Connection Pool Exhausted"
+(`SELECT count(*) ... FROM pg_stat_activity` by state, long-running queries, "idle in
+transaction", active = pool_size x task_count) and VivaCampo "Scenario 1: Database Connection
+Pool Exhausted" ("too many clients already").
+
+What it does differently from postgres_exporter, on purpose:
+- One connection per target, kept open between runs (application_name `stackprobe`): the
+  prober can never be what exhausts the pool, and it never pays a connection per scrape. A
+  connection that fails is dropped and opened again at the next run, with a growing pause
+  after repeated failures, so a server out of slots is not hammered.
+- One SQL statement per run, answering everything at once, with a session statement_timeout
+  below the run's timeout so a slow server cannot pile up probe queries; autocommit and
+  read-only, so no transaction is ever left open.
+- Metric names follow postgres_exporter's where it has the signal (`pg_up`,
+  `pg_stat_activity_count`, `pg_stat_activity_max_tx_duration`, `pg_settings_*`), every
+  database x state pair is exported even at zero, and stackprobe's own connection is not
+  counted (it is always exactly one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+from collections import Counter
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from stackprobe.durations import Duration
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.secrets import SecretRef, secret_or_plain
+from stackprobe.target import TargetConfig
+
+# The states pg_stat_activity reports for client backends; all exported, even at zero.
+STATES = (
+    "active",
+    "idle",
+    "idle in transaction",
+    "idle in transaction (aborted)",
+    "fastpath function call",
+    "disabled",
+)
+# Longest a run waits before trying to connect again after failures (doubling from 1 s).
+MAX_RECONNECT_PAUSE = 60.0
+
+
+class Reason(StrEnum):
+    """Why a PostgreSQL probe failed; the label values of `stackprobe_probe_failure_reason`."""
+
+    TOO_MANY_CLIENTS = "too_many_clients"  # SQLSTATE 53300: all three server messages
+    AUTH_FAILED = "auth_failed"  # wrong password, unknown role, pg_hba.conf refusal
+    CONNECTION_REFUSED = "connection_refused"  # nothing listens, or the server is starting
+    TIMEOUT = "timeout"  # no connection or answer within the deadline
+    DATABASE_MISSING = "database_missing"
+    STATEMENT_TIMEOUT = "statement_timeout"  # the probe's own query was cancelled
+    CONNECTION_CLOSED = "connection_closed"  # terminated by the server or the network
+    TLS = "tls"
+    DNS = "dns"
+    OTHER = "other"
+
+
+class AppPool(BaseModel):
+    """An application's SQLAlchemy-style pool, so rules can compare connections with
+    `size + max_overflow` per running task (AEP: "active = pool_size x task_count")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(ge=1)
+    max_overflow: int = Field(0, ge=0)
+    service: str = ""  # the ECS service whose tasks hold this pool, for joins
+
+
+class StatStatements(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    top: int = Field(10, ge=1, le=100)
+
+
+StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
+
+
+class PostgresTarget(TargetConfig):
+    kind: Literal["postgres"] = "postgres"
+    dsn: StrOrSecret
+    password: SecretRef | None = None
+    long_query_threshold: Duration = 30.0
+    statement_timeout: Duration | None = None
+    app_pools: dict[str, AppPool] = Field(default_factory=dict)
+    pg_stat_statements: StatStatements = StatStatements()
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_inline_password(cls, value: str | SecretRef) -> str | SecretRef:
+        if isinstance(value, SecretRef):
+            return value
+        authority = value.split("://", 1)[-1].split("/", 1)[0]
+        if ":" in authority.rpartition("@")[0] or "password=" in value:
+            raise PydanticCustomError(
+                "inline_secret",
+                "the DSN carries a password; give it as password: {from_env: VARIABLE}, or "
+                "give the whole dsn as {from_env: VARIABLE}",
+            )
+        if not value.startswith(("postgres://", "postgresql://")):
+            raise PydanticCustomError(
+                "pg_dsn", "dsn must start with postgresql://, e.g. postgresql://probe@db:5432/app"
+            )
+        return value
+
+    def describe(self) -> str:
+        if isinstance(self.dsn, SecretRef):
+            return f"postgres <dsn from {self.dsn.source()}>"
+        return f"postgres {self.dsn}"
+
+    def session_statement_timeout(self) -> float:
+        """Below the run's timeout, so the server cancels a slow probe query by itself."""
+        return self.statement_timeout or max(0.1, self.timeout * 0.8)
+
+
+PG_UP = MetricSpec("pg_up", "1 if the probe could connect and run its query, else 0.")
+PG_STAT_ACTIVITY_COUNT = MetricSpec(
+    "pg_stat_activity_count",
+    "Client connections by database and state (stackprobe's own excluded).",
+    ("datname", "state"),
+)
+PG_STAT_ACTIVITY_MAX_TX_DURATION = MetricSpec(
+    "pg_stat_activity_max_tx_duration",
+    "Seconds the oldest open transaction has run, by database and state.",
+    ("datname", "state"),
+)
+PG_SETTINGS_MAX_CONNECTIONS = MetricSpec(
+    "pg_settings_max_connections", "The server's max_connections."
+)
+PG_SETTINGS_SUPERUSER_RESERVED = MetricSpec(
+    "pg_settings_superuser_reserved_connections",
+    "The server's superuser_reserved_connections: slots ordinary roles cannot use.",
+)
+PG_LONG_RUNNING = MetricSpec(
+    "pg_stat_activity_long_running_queries",
+    "Active queries running longer than long_query_threshold, by database.",
+    ("datname",),
+)
+PG_OLDEST_QUERY = MetricSpec(
+    "pg_stat_activity_oldest_query_seconds",
+    "Seconds the oldest active query has run, by database (0 when none).",
+    ("datname",),
+)
+PG_OLDEST_IDLE_TX = MetricSpec(
+    "pg_stat_activity_oldest_idle_in_transaction_seconds",
+    "Seconds the oldest session has sat idle in a transaction, by database (0 when none).",
+    ("datname",),
+)
+PG_WAITING_ON_LOCKS = MetricSpec(
+    "pg_stat_activity_waiting_on_locks",
+    "Sessions waiting for a lock, by database.",
+    ("datname",),
+)
+PG_STATEMENT_MEAN = MetricSpec(
+    "pg_stat_statements_mean_exec_time_seconds",
+    "Mean execution time of the slowest statements (top N), from pg_stat_statements.",
+    ("queryid", "datname"),
+)
+PG_STATEMENT_CALLS = MetricSpec(
+    "pg_stat_statements_calls",
+    "Times each of the top-N statements ran, from pg_stat_statements.",
+    ("queryid", "datname"),
+)
+PG_STAT_STATEMENTS_AVAILABLE = MetricSpec(
+    "stackprobe_pg_stat_statements_available",
+    "1 if pg_stat_statements (PostgreSQL 13+) can be read in the probe's database, else 0; "
+    "only when enabled.",
+)
+PG_LONG_QUERY_THRESHOLD = MetricSpec(
+    "stackprobe_pg_long_query_threshold_seconds",
+    "The target's long_query_threshold, for rules on long-running queries.",
+)
+PG_APP_POOL_SIZE = MetricSpec(
+    "stackprobe_pg_app_pool_size",
+    "Configured app_pools size per task, by database and ECS service.",
+    ("datname", "service"),
+)
+PG_APP_POOL_MAX_OVERFLOW = MetricSpec(
+    "stackprobe_pg_app_pool_max_overflow",
+    "Configured app_pools max_overflow per task, by database and ECS service.",
+    ("datname", "service"),
+)
+PG_CONNECTS = MetricSpec(
+    "stackprobe_pg_connects",
+    "Connections the probe has opened to the server (one per target, again after failures).",
+    type="counter",
+)
+PG_CONNECTION_ERRORS = MetricSpec(
+    "stackprobe_pg_connection_errors",
+    "Errors the probe met, by reason, since stackprobe started; a kept connection the server "
+    "closed (a restart, pg_terminate_backend) counts here even when the retry succeeds.",
+    ("reason",),
+    type="counter",
+)
+
+METRICS = (
+    PG_UP,
+    PG_STAT_ACTIVITY_COUNT,
+    PG_STAT_ACTIVITY_MAX_TX_DURATION,
+    PG_SETTINGS_MAX_CONNECTIONS,
+    PG_SETTINGS_SUPERUSER_RESERVED,
+    PG_LONG_RUNNING,
+    PG_OLDEST_QUERY,
+    PG_OLDEST_IDLE_TX,
+    PG_WAITING_ON_LOCKS,
+    PG_STATEMENT_MEAN,
+    PG_STATEMENT_CALLS,
+    PG_STAT_STATEMENTS_AVAILABLE,
+    PG_LONG_QUERY_THRESHOLD,
+    PG_APP_POOL_SIZE,
+    PG_APP_POOL_MAX_OVERFLOW,
+    PG_CONNECTS,
+    PG_CONNECTION_ERRORS,
+)
+
+# Everything in one statement: $1 is the long-query threshold in seconds. Sessions are client
+# backends other than this one; databases are those that accept connections.
+ACTIVITY_SQL = """
+WITH states(state) AS (
+  VALUES ('active'), ('idle'), ('idle in transaction'), ('idle in transaction (aborted)'),
+         ('fastpath function call'), ('disabled')
+), dbs AS (
+  SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate
+), sessions AS (
+  SELECT datname, state, xact_start, query_start, state_change, wait_event_type
+  FROM pg_stat_activity
+  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+)
+SELECT
+  (SELECT setting::int FROM pg_settings WHERE name = 'max_connections') AS max_connections,
+  (SELECT setting::int FROM pg_settings WHERE name = 'superuser_reserved_connections')
+    AS superuser_reserved,
+  (SELECT coalesce(json_agg(json_build_array(c.datname, c.state, c.n, c.max_tx)), '[]')
+   FROM (SELECT d.datname, st.state, count(s.datname) AS n,
+                coalesce(max(extract(epoch FROM now() - s.xact_start)), 0)::float8 AS max_tx
+         FROM dbs d CROSS JOIN states st
+         LEFT JOIN sessions s ON s.datname = d.datname AND s.state = st.state
+         GROUP BY d.datname, st.state) c) AS by_state,
+  (SELECT coalesce(json_agg(json_build_array(p.datname, p.long_running, p.oldest_query,
+                                             p.oldest_idle_tx, p.waiting)), '[]')
+   FROM (SELECT d.datname,
+                count(s.datname) FILTER (
+                  WHERE s.state = 'active' AND now() - s.query_start > make_interval(secs => $1)
+                ) AS long_running,
+                coalesce(max(extract(epoch FROM now() - s.query_start))
+                         FILTER (WHERE s.state = 'active'), 0)::float8 AS oldest_query,
+                coalesce(max(extract(epoch FROM now() - s.state_change))
+                         FILTER (WHERE s.state LIKE 'idle in transaction%'), 0)::float8
+                  AS oldest_idle_tx,
+                count(s.datname) FILTER (WHERE s.wait_event_type = 'Lock') AS waiting
+         FROM dbs d LEFT JOIN sessions s ON s.datname = d.datname
+         GROUP BY d.datname) p) AS per_db
+"""
+
+# Appended as one more column when pg_stat_statements is enabled and readable; $2 is N.
+STATEMENTS_COLUMN = """,
+  (SELECT coalesce(json_agg(json_build_array(t.queryid::text, t.datname, t.mean_ms, t.calls)),
+                   '[]')
+   FROM (SELECT s.queryid, d.datname, s.mean_exec_time AS mean_ms, s.calls
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+         ORDER BY s.mean_exec_time DESC LIMIT $2) t) AS top_statements
+"""
+
+# Run once per new connection, not per cycle: is pg_stat_statements (13+ columns) readable?
+STATEMENTS_CHECK_SQL = """
+SELECT current_setting('server_version_num')::int >= 130000
+   AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')
+"""
+
+
+class PgSession:
+    """The target's one connection, kept between runs, and what it learnt on connecting."""
+
+    def __init__(self, target: PostgresTarget) -> None:
+        self.connection: asyncpg.Connection | None = None
+        self.statements_available = False
+        self.connects = 0
+        self.errors: Counter[Reason] = Counter()
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_failure: tuple[Reason, str] | None = None
+
+    async def aclose(self) -> None:
+        await self.drop(graceful=True)
+
+    async def drop(self, graceful: bool = False) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None or connection.is_closed():
+            return
+        if graceful:
+            try:
+                await connection.close(timeout=1)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                pass
+        connection.terminate()
+
+
+def session(target: PostgresTarget) -> PgSession:
+    return PgSession(target)
+
+
+async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
+    state: PgSession = ctx.state
+    loop = asyncio.get_running_loop()
+    if state.connection is None and loop.time() < state.retry_at and state.last_failure:
+        reason, detail = state.last_failure
+        wait = state.retry_at - loop.time()
+        return _failed(target, state, reason, f"{detail} (next connection attempt in {wait:.0f}s)")
+    try:
+        async with asyncio.timeout_at(ctx.deadline):
+            row = await _query(target, state, ctx)
+    except Exception as exc:  # every failure: classified, connection dropped, never raised
+        reason = classify(exc)
+        state.errors[reason] += 1
+        await state.drop()
+        state.failures += 1
+        state.retry_at = loop.time() + min(MAX_RECONNECT_PAUSE, 2.0 ** (state.failures - 1))
+        state.last_failure = (reason, _detail(reason, exc, target))
+        return _failed(target, state, reason, state.last_failure[1])
+    state.failures, state.last_failure = 0, None
+    return ProbeResult.ok(_samples(target, state, row))
+
+
+async def _query(target: PostgresTarget, state: PgSession, ctx: ProbeContext) -> Any:
+    """Run the statement on the kept connection; if the server closed it since (a restart,
+    pg_terminate_backend), open a new one and try once more within the same deadline."""
+    reused = state.connection is not None
+    connection = await _connection(target, state)
+    try:
+        return await _fetch(target, state, connection)
+    except (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError):
+        if not reused:
+            raise
+        state.errors[Reason.CONNECTION_CLOSED] += 1
+        await state.drop()
+        connection = await _connection(target, state)
+        return await _fetch(target, state, connection)
+
+
+async def _connection(target: PostgresTarget, state: PgSession) -> asyncpg.Connection:
+    if state.connection is not None:
+        if not state.connection.is_closed():
+            return state.connection
+        # The server closed it between runs (a restart, pg_terminate_backend): the
+        # "connection closed" event, counted though the run goes on with a new one.
+        state.errors[Reason.CONNECTION_CLOSED] += 1
+        await state.drop()
+    dsn = target.dsn.get() if isinstance(target.dsn, SecretRef) else target.dsn
+    statement_timeout = int(target.session_statement_timeout() * 1000)
+    connection = await asyncpg.connect(
+        dsn,
+        password=target.password.get() if target.password else None,
+        timeout=target.timeout,
+        statement_cache_size=4,
+        server_settings={
+            "application_name": "stackprobe",
+            "statement_timeout": str(statement_timeout),
+            "default_transaction_read_only": "on",
+            "idle_in_transaction_session_timeout": str(statement_timeout),
+        },
+    )
+    state.connection = connection
+    state.connects += 1
+    state.statements_available = bool(
+        target.pg_stat_statements.enabled and await connection.fetchval(STATEMENTS_CHECK_SQL)
+    )
+    return connection
+
+
+async def _fetch(target: PostgresTarget, state: PgSession, connection: asyncpg.Connection) -> Any:
+    if state.statements_available:
+        return await connection.fetchrow(
+            ACTIVITY_SQL + STATEMENTS_COLUMN,
+            target.long_query_threshold,
+            target.pg_stat_statements.top,
+        )
+    return await connection.fetchrow(ACTIVITY_SQL, target.long_query_threshold)
+
+
+def _samples(target: PostgresTarget, state: PgSession, row: Any) -> tuple[Sample, ...]:
+    samples = [
+        PG_UP(1),
+        PG_SETTINGS_MAX_CONNECTIONS(row["max_connections"]),
+        PG_SETTINGS_SUPERUSER_RESERVED(row["superuser_reserved"]),
+    ]
+    for datname, state_name, count, max_tx in json.loads(row["by_state"]):
+        samples.append(PG_STAT_ACTIVITY_COUNT(count, datname, state_name))
+        samples.append(PG_STAT_ACTIVITY_MAX_TX_DURATION(max_tx, datname, state_name))
+    for datname, long_running, oldest, oldest_idle_tx, waiting in json.loads(row["per_db"]):
+        samples += [
+            PG_LONG_RUNNING(long_running, datname),
+            PG_OLDEST_QUERY(oldest, datname),
+            PG_OLDEST_IDLE_TX(oldest_idle_tx, datname),
+            PG_WAITING_ON_LOCKS(waiting, datname),
+        ]
+    if target.pg_stat_statements.enabled:
+        samples.append(PG_STAT_STATEMENTS_AVAILABLE(1 if state.statements_available else 0))
+        if state.statements_available:
+            for queryid, datname, mean_ms, calls in json.loads(row["top_statements"]):
+                samples.append(PG_STATEMENT_MEAN(mean_ms / 1000, queryid, datname))
+                samples.append(PG_STATEMENT_CALLS(calls, queryid, datname))
+    return (*samples, *_config_samples(target, state))
+
+
+def _config_samples(target: PostgresTarget, state: PgSession) -> list[Sample]:
+    """What the run reports whether or not the server answered; every error reason is present
+    from the start, so rate() sees the first one too."""
+    samples = [
+        PG_LONG_QUERY_THRESHOLD(target.long_query_threshold),
+        PG_CONNECTS(state.connects),
+        *(PG_CONNECTION_ERRORS(state.errors[r], r.value) for r in Reason),
+    ]
+    for datname, pool in target.app_pools.items():
+        samples.append(PG_APP_POOL_SIZE(pool.size, datname, pool.service))
+        samples.append(PG_APP_POOL_MAX_OVERFLOW(pool.max_overflow, datname, pool.service))
+    return samples
+
+
+def _failed(target: PostgresTarget, state: PgSession, reason: Reason, detail: str) -> ProbeResult:
+    return ProbeResult.failed(reason, detail, (PG_UP(0), *_config_samples(target, state)))
+
+
+def classify(exc: BaseException) -> Reason:
+    """asyncpg raises the server's SQLSTATE as its own class; sockets raise OSError."""
+    if isinstance(exc, asyncpg.TooManyConnectionsError):
+        return Reason.TOO_MANY_CLIENTS
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return Reason.AUTH_FAILED  # wrong password (28P01), unknown role, pg_hba refusal (28000)
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return Reason.DATABASE_MISSING
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return Reason.STATEMENT_TIMEOUT
+    if isinstance(exc, asyncpg.CannotConnectNowError | ConnectionRefusedError):
+        return Reason.CONNECTION_REFUSED  # 57P03: starting up or shutting down
+    if isinstance(exc, TimeoutError):
+        return Reason.TIMEOUT
+    if isinstance(exc, ssl.SSLError):
+        return Reason.TLS
+    if isinstance(exc, socket.gaierror):
+        return Reason.DNS
+    if isinstance(
+        exc,
+        asyncpg.ConnectionDoesNotExistError
+        | asyncpg.AdminShutdownError
+        | asyncpg.PostgresConnectionError
+        | ConnectionError,
+    ):
+        return Reason.CONNECTION_CLOSED
+    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+        return Reason.CONNECTION_CLOSED
+    return Reason.OTHER
+
+
+def _detail(reason: Reason, exc: BaseException, target: PostgresTarget) -> str:
+    """One line for logs and the landing page. Server messages name roles and databases,
+    never passwords; the redactor scrubs anything else on the way out."""
+    if reason is Reason.TIMEOUT:
+        return f"no connection or answer within {target.timeout:g}s"
+    if reason is Reason.STATEMENT_TIMEOUT:
+        return (
+            f"the probe's query ran past statement_timeout "
+            f"{target.session_statement_timeout():g}s: the server is slow"
+        )
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"

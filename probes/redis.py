@@ -1,0 +1,337 @@
+"""Redis probe: is Redis up, how fast does it answer, and how close is it to its limits.
+
+Serves RUNBOOK_SIGNALS row 11: AEP "Incident 3: Redis "Transport Closed" Error" (dead pooled
+connections, `/health/ready` 503 with `redis: false`). Metric names follow redis_exporter's.
+
+What it does differently from redis_exporter, on purpose:
+- One connection per target, kept open between runs: redis_exporter opens one per scrape.
+- Two commands per run, PING (timed) and one INFO for just the sections it reads.
+- redis-py's own retries are off and every socket operation has a timeout: its defaults retry
+  for about 4 s and wait forever on a frozen server (DESIGN.md).
+- Connection errors are counted by reason in `stackprobe_redis_connection_errors_total`,
+  never put in a label as raw text. A connection the server closed since the last run (a
+  restart: the "transport closed" family) is counted, replaced, and the run retried once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections import Counter
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+from pydantic import BeforeValidator, field_validator
+from pydantic_core import PydanticCustomError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.secrets import SecretRef, secret_or_plain
+from stackprobe.target import TargetConfig
+from stackprobe.tls import TLSConfig
+
+# The INFO sections read; one command either way. Older servers (before 7.0) take only one
+# section per INFO, so for them the probe asks for everything, once per run all the same.
+INFO_SECTIONS = ("server", "clients", "memory", "stats", "keyspace")
+MAX_RECONNECT_PAUSE = 60.0
+
+
+class Reason(StrEnum):
+    """Why a Redis probe failed; also the `reason` of stackprobe_redis_connection_errors."""
+
+    CONNECTION_CLOSED = "connection_closed"  # the "transport closed" family: closed or reset
+    CONNECTION_REFUSED = "connection_refused"
+    TIMEOUT = "timeout"  # no connection or answer within the deadline (a frozen server)
+    AUTH_FAILED = "auth_failed"  # wrong password, unknown ACL user, or no password sent
+    TLS = "tls"
+    DNS = "dns"
+    LOADING = "loading"  # the server is loading its dataset and answers nothing else
+    OTHER = "other"
+
+
+StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
+
+
+class RedisTarget(TargetConfig):
+    kind: Literal["redis"] = "redis"
+    url: StrOrSecret
+    username: str | None = None
+    password: SecretRef | None = None
+    tls: TLSConfig = TLSConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | SecretRef) -> str | SecretRef:
+        text = value.get() if isinstance(value, SecretRef) else value
+        authority = text.split("://", 1)[-1].split("/", 1)[0]
+        if not isinstance(value, SecretRef) and "@" in authority:
+            raise PydanticCustomError(
+                "inline_secret",
+                "the URL carries credentials; give them as username: NAME and password: "
+                "{from_env: VARIABLE}, or give the whole url as {from_env: VARIABLE}",
+            )
+        if not text.startswith(("redis://", "rediss://")):
+            raise PydanticCustomError(
+                "redis_url", "url must start with redis:// or rediss://, e.g. redis://cache:6379/0"
+            )
+        return value
+
+    def describe(self) -> str:
+        if isinstance(self.url, SecretRef):
+            return f"redis <url from {self.url.source()}>"
+        return f"redis {self.url}"
+
+
+REDIS_UP = MetricSpec("redis_up", "1 if the probe could PING and read INFO, else 0.")
+REDIS_PING_SECONDS = MetricSpec(
+    "stackprobe_redis_ping_duration_seconds", "Seconds the PING took, round trip."
+)
+REDIS_CONNECTED_CLIENTS = MetricSpec("redis_connected_clients", "INFO connected_clients.")
+REDIS_BLOCKED_CLIENTS = MetricSpec("redis_blocked_clients", "INFO blocked_clients.")
+REDIS_MAXCLIENTS = MetricSpec("redis_config_maxclients", "The server's maxclients.")
+REDIS_REJECTED = MetricSpec(
+    "redis_rejected_connections",
+    "Connections the server refused because of maxclients, since it started.",
+    type="counter",
+)
+REDIS_MEMORY_USED = MetricSpec("redis_memory_used_bytes", "INFO used_memory.")
+REDIS_MEMORY_MAX = MetricSpec("redis_memory_max_bytes", "INFO maxmemory; 0 means no limit.")
+REDIS_EVICTED = MetricSpec(
+    "redis_evicted_keys", "Keys evicted because of maxmemory, since start.", type="counter"
+)
+REDIS_HITS = MetricSpec("redis_keyspace_hits", "Successful key lookups.", type="counter")
+REDIS_MISSES = MetricSpec("redis_keyspace_misses", "Failed key lookups.", type="counter")
+REDIS_DB_KEYS = MetricSpec("redis_db_keys", "Keys per database (db0 always present).", ("db",))
+REDIS_UPTIME = MetricSpec("redis_uptime_in_seconds", "Seconds since the server started.")
+REDIS_CONNECTION_ERRORS = MetricSpec(
+    "stackprobe_redis_connection_errors",
+    "Connection errors the probe met, by reason, since stackprobe started.",
+    ("reason",),
+    type="counter",
+)
+REDIS_CONNECTS = MetricSpec(
+    "stackprobe_redis_connects",
+    "Connections the probe has opened (one per target, again after errors).",
+    type="counter",
+)
+
+METRICS = (
+    REDIS_UP,
+    REDIS_PING_SECONDS,
+    REDIS_CONNECTED_CLIENTS,
+    REDIS_BLOCKED_CLIENTS,
+    REDIS_MAXCLIENTS,
+    REDIS_REJECTED,
+    REDIS_MEMORY_USED,
+    REDIS_MEMORY_MAX,
+    REDIS_EVICTED,
+    REDIS_HITS,
+    REDIS_MISSES,
+    REDIS_DB_KEYS,
+    REDIS_UPTIME,
+    REDIS_CONNECTION_ERRORS,
+    REDIS_CONNECTS,
+)
+
+
+class RedisSession:
+    """The target's one connection, kept between runs, and its error counts."""
+
+    def __init__(self, target: RedisTarget) -> None:
+        self.client: aioredis.Redis | None = None
+        self.errors: Counter[Reason] = Counter()
+        self.connects = 0
+        self.multi_section_info = True
+        self.maxclients: int | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_failure: tuple[Reason, str] | None = None
+
+    async def aclose(self) -> None:
+        await self.drop()
+
+    async def drop(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(OSError, rex.RedisError):
+                await client.aclose()
+
+
+def session(target: RedisTarget) -> RedisSession:
+    return RedisSession(target)
+
+
+async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
+    state: RedisSession = ctx.state
+    loop = asyncio.get_running_loop()
+    if state.client is None and loop.time() < state.retry_at and state.last_failure:
+        reason, detail = state.last_failure
+        wait = state.retry_at - loop.time()
+        return _failed(state, reason, f"{detail} (next connection attempt in {wait:.0f}s)")
+    try:
+        async with asyncio.timeout_at(ctx.deadline):
+            ping, info = await _cycle(target, state)
+    except Exception as exc:  # every failure: classified, counted, connection dropped
+        reason = classify(exc)
+        state.errors[reason] += 1
+        await state.drop()
+        state.failures += 1
+        state.retry_at = loop.time() + min(MAX_RECONNECT_PAUSE, 2.0 ** (state.failures - 1))
+        state.last_failure = (reason, _detail(reason, exc, target))
+        return _failed(state, reason, state.last_failure[1])
+    state.failures, state.last_failure = 0, None
+    return ProbeResult.ok(_samples(state, ping, info))
+
+
+async def _cycle(target: RedisTarget, state: RedisSession) -> tuple[float, dict[str, Any]]:
+    """PING and INFO on the kept connection. If the server closed it since the last run,
+    count that, open a new one and try once more within the same deadline."""
+    reused = state.client is not None
+    client = await _client(target, state)
+    try:
+        return await _commands(client, state)
+    except (rex.ConnectionError, ConnectionError) as exc:
+        if not reused or isinstance(exc, rex.AuthenticationError):
+            raise
+        state.errors[classify(exc)] += 1
+        await state.drop()
+        client = await _client(target, state)
+        return await _commands(client, state)
+
+
+async def _client(target: RedisTarget, state: RedisSession) -> aioredis.Redis:
+    if state.client is not None:
+        return state.client
+    url = target.url.get() if isinstance(target.url, SecretRef) else target.url
+    options: dict[str, Any] = {}
+    if url.startswith("rediss://"):
+        tls = target.tls
+        options.update(
+            ssl_ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            ssl_certfile=str(tls.cert_file) if tls.cert_file else None,
+            ssl_keyfile=str(tls.key_file) if tls.key_file else None,
+            ssl_cert_reqs="none" if tls.insecure_skip_verify else "required",
+            ssl_check_hostname=not tls.insecure_skip_verify,
+        )
+    client = aioredis.Redis.from_url(
+        url,
+        username=target.username,
+        password=target.password.get() if target.password else None,
+        socket_timeout=target.timeout,
+        socket_connect_timeout=target.timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        single_connection_client=True,
+        health_check_interval=0,
+        client_name="stackprobe",
+        driver_info=None,  # no CLIENT SETINFO: nothing but what the probe needs
+        **options,
+    )
+    try:
+        await client.initialize()  # connects, authenticates and names the connection now
+    except BaseException:
+        await client.aclose()
+        raise
+    state.client = client
+    state.connects += 1
+    return client
+
+
+async def _commands(client: aioredis.Redis, state: RedisSession) -> tuple[float, dict[str, Any]]:
+    started = time.perf_counter()
+    await client.ping()
+    ping = time.perf_counter() - started
+    if state.multi_section_info:
+        try:
+            info = await client.info(*INFO_SECTIONS)
+        except rex.ResponseError:  # before Redis 7.0: one section per INFO
+            state.multi_section_info = False
+            info = await client.info("everything")
+    else:
+        info = await client.info("everything")
+    if "maxclients" not in info and state.maxclients is None:
+        try:  # older servers leave maxclients out of INFO; asked once per connection
+            state.maxclients = int((await client.config_get("maxclients"))["maxclients"] or -1)
+        except (rex.ResponseError, KeyError, ValueError):
+            state.maxclients = -1
+    return ping, info
+
+
+def _samples(state: RedisSession, ping: float, info: dict[str, Any]) -> tuple[Sample, ...]:
+    maxclients = info.get("maxclients", state.maxclients)
+    samples = [
+        REDIS_UP(1),
+        REDIS_PING_SECONDS(ping),
+        REDIS_CONNECTED_CLIENTS(info.get("connected_clients", 0)),
+        REDIS_BLOCKED_CLIENTS(info.get("blocked_clients", 0)),
+        REDIS_REJECTED(info.get("rejected_connections", 0)),
+        REDIS_MEMORY_USED(info.get("used_memory", 0)),
+        REDIS_MEMORY_MAX(info.get("maxmemory", 0)),
+        REDIS_EVICTED(info.get("evicted_keys", 0)),
+        REDIS_HITS(info.get("keyspace_hits", 0)),
+        REDIS_MISSES(info.get("keyspace_misses", 0)),
+        REDIS_UPTIME(info.get("uptime_in_seconds", 0)),
+    ]
+    if maxclients is not None and maxclients >= 0:
+        samples.append(REDIS_MAXCLIENTS(maxclients))
+    keys = {"db0": 0, **{db: v.get("keys", 0) for db, v in info.items() if _is_db(db, v)}}
+    samples.extend(REDIS_DB_KEYS(count, db) for db, count in keys.items())
+    return (*samples, *_state_samples(state))
+
+
+def _is_db(name: str, value: Any) -> bool:
+    return name.startswith("db") and name[2:].isdigit() and isinstance(value, dict)
+
+
+def _state_samples(state: RedisSession) -> list[Sample]:
+    """Every reason is present from the start, so rate() sees the first error too."""
+    return [
+        *(REDIS_CONNECTION_ERRORS(state.errors[r], r.value) for r in Reason),
+        REDIS_CONNECTS(state.connects),
+    ]
+
+
+def _failed(state: RedisSession, reason: Reason, detail: str) -> ProbeResult:
+    return ProbeResult.failed(reason, detail, (REDIS_UP(0), *_state_samples(state)))
+
+
+def classify(exc: BaseException) -> Reason:
+    """redis-py wraps socket errors in its ConnectionError; the cause says which."""
+    if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError):
+        return Reason.AUTH_FAILED
+    if isinstance(exc, rex.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS")):
+        return Reason.AUTH_FAILED
+    if isinstance(exc, rex.BusyLoadingError):
+        return Reason.LOADING
+    if isinstance(exc, TimeoutError | rex.TimeoutError):
+        return Reason.TIMEOUT
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return Reason.TLS
+        if isinstance(cause, socket.gaierror):
+            return Reason.DNS
+        if isinstance(cause, ConnectionRefusedError):
+            return Reason.CONNECTION_REFUSED
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, rex.ConnectionError | ConnectionError):
+        text = str(exc)
+        if "refused" in text or "Error 111" in text:
+            return Reason.CONNECTION_REFUSED
+        if "SSL" in text:
+            return Reason.TLS
+        return Reason.CONNECTION_CLOSED
+    return Reason.OTHER
+
+
+def _detail(reason: Reason, exc: BaseException, target: RedisTarget) -> str:
+    if reason is Reason.TIMEOUT:
+        return f"no connection or answer within {target.timeout:g}s"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"

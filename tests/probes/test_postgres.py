@@ -1,0 +1,363 @@
+"""The postgres probe against real PostgreSQL: the Debian cluster under a load the tests build,
+and throwaway clusters that are filled up, stopped and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from stackprobe.httpclients import HttpClients
+from stackprobe.probe import ProbeContext, ProbeResult
+from stackprobe.probes import KINDS
+from stackprobe.probes.postgres import STATES, PgSession, Reason
+from tests.conftest import make_target, samples_by_name
+from tests.datastores import (
+    PROBE_PASSWORD,
+    PROBE_ROLE,
+    ThrowawayCluster,
+    ensure_probe_role,
+    require_postgres,
+)
+
+
+def pg_target(dsn: str, password: str = PROBE_PASSWORD, **extra: Any) -> Any:
+    raw = {
+        "name": "db",
+        "kind": "postgres",
+        "dsn": dsn,
+        "password": {"from_env": "PGPW"},
+        "timeout": "2s",
+        **extra,
+    }
+    return make_target(raw, {"PGPW": password})
+
+
+class Runner:
+    """Runs a target the way the scheduler does: one kept state, one deadline per run."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.state: PgSession = KINDS["postgres"].state(target)  # type: ignore[misc]
+
+    async def run(self) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        ctx = ProbeContext(
+            http=HttpClients(1),
+            log=None,
+            deadline=loop.time() + self.target.timeout,
+            state=self.state,
+        )
+        result: ProbeResult = await KINDS["postgres"].probe(self.target, ctx)
+        return result
+
+    async def close(self) -> None:
+        await self.state.aclose()
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(require_postgres())
+    await ensure_probe_role(connection)
+    yield connection
+    await connection.close()
+
+
+def probe_dsn(database: str = "postgres", port: int = 5432, user: str = PROBE_ROLE) -> str:
+    return f"postgresql://{user}@127.0.0.1:{port}/{database}"
+
+
+async def ensure_database(admin: asyncpg.Connection, name: str) -> None:
+    if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+        await admin.execute(f'CREATE DATABASE "{name}"')
+
+
+async def end_sessions(admin: asyncpg.Connection, *databases: str) -> None:
+    """Server-side sessions outlive a client that just hangs up (pg_sleep never notices)."""
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid()",
+        list(databases),
+    )
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[Any]:
+    runners: list[Runner] = []
+
+    def make(target: Any) -> Runner:
+        runners.append(Runner(target))
+        return runners[-1]
+
+    yield make
+    for each in runners:
+        await each.close()
+
+
+def by_db(result: ProbeResult, name: str) -> dict[tuple[str, ...], float]:
+    return samples_by_name(result)[name]
+
+
+async def test_a_built_load_is_counted_exactly(admin: asyncpg.Connection, runner: Any) -> None:
+    for name in ("sp_load_a", "sp_load_b"):
+        await ensure_database(admin, name)
+    await end_sessions(admin, "sp_load_a", "sp_load_b")  # what an earlier run left behind
+    dsn_a, dsn_b = (
+        require_postgres().rsplit("/", 1)[0] + f"/{db}" for db in ("sp_load_a", "sp_load_b")
+    )
+    held: list[asyncpg.Connection] = []
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        for dsn, count in ((dsn_a, 3), (dsn_b, 2)):  # idle
+            held += [await asyncpg.connect(dsn) for _ in range(count)]
+        for _ in range(2):  # idle in transaction
+            connection = await asyncpg.connect(dsn_a)
+            held.append(connection)
+            await connection.execute("BEGIN; SELECT 1")
+        locker, waiter, sleeper = [await asyncpg.connect(d) for d in (dsn_a, dsn_a, dsn_b)]
+        held += [locker, waiter, sleeper]
+        await locker.execute("CREATE TABLE IF NOT EXISTS locked (id int)")
+        await locker.execute("BEGIN; LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")  # idle in tx
+        tasks.append(asyncio.create_task(waiter.fetch("SELECT * FROM locked")))  # lock wait
+        tasks.append(asyncio.create_task(sleeper.execute("SELECT pg_sleep(60)")))  # long
+        await asyncio.sleep(1.3)  # past the 1 s threshold
+
+        result = await runner(pg_target(probe_dsn(), long_query_threshold="1s")).run()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for connection in held:
+            connection.terminate()
+        await end_sessions(admin, "sp_load_a", "sp_load_b")
+
+    assert result.success, result.detail
+    counts = by_db(result, "pg_stat_activity_count")
+    expected = {
+        ("sp_load_a", "idle"): 3,
+        ("sp_load_a", "idle in transaction"): 3,
+        ("sp_load_a", "active"): 1,
+        ("sp_load_b", "idle"): 2,
+        ("sp_load_b", "active"): 1,
+    }
+    for db in ("sp_load_a", "sp_load_b"):
+        for state in STATES:  # every state exported, zero included
+            assert counts[(db, state)] == expected.get((db, state), 0), (db, state)
+    assert by_db(result, "pg_stat_activity_waiting_on_locks")[("sp_load_a",)] == 1
+    assert by_db(result, "pg_stat_activity_waiting_on_locks")[("sp_load_b",)] == 0
+    long_running = by_db(result, "pg_stat_activity_long_running_queries")
+    assert long_running[("sp_load_b",)] == 1  # pg_sleep(60)
+    assert long_running[("sp_load_a",)] == 1  # the lock waiter has been active as long
+    assert 1.3 <= by_db(result, "pg_stat_activity_oldest_query_seconds")[("sp_load_b",)] < 10
+    assert by_db(result, "pg_stat_activity_oldest_idle_in_transaction_seconds")[("sp_load_a",)] > 1
+    max_tx = by_db(result, "pg_stat_activity_max_tx_duration")
+    assert max_tx[("sp_load_a", "idle in transaction")] > 1
+    assert max_tx[("sp_load_a", "idle")] == 0
+    found = samples_by_name(result)
+    assert found["pg_settings_max_connections"] == {(): 100}
+    assert found["pg_settings_superuser_reserved_connections"] == {(): 3}
+    assert found["pg_up"] == {(): 1}
+
+
+async def test_one_statement_and_one_connection_per_target(
+    admin: asyncpg.Connection, runner: Any
+) -> None:
+    """The floor: one SQL statement per run, and the same connection run after run."""
+    await ensure_database(admin, "sp_stmts")
+    stats = await asyncpg.connect(require_postgres().rsplit("/", 1)[0] + "/sp_stmts")
+    try:
+        await stats.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        role = await stats.fetchval("SELECT oid FROM pg_roles WHERE rolname = $1", PROBE_ROLE)
+        await stats.execute("SELECT pg_stat_statements_reset($1::oid)", role)
+        probe_runner = runner(pg_target(probe_dsn("sp_stmts")))
+        results = [await probe_runner.run() for _ in range(3)]
+        rows = await stats.fetch(
+            "SELECT query, calls FROM pg_stat_statements WHERE userid = $1", role
+        )
+        sessions = await stats.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 "
+            "AND application_name = 'stackprobe'",
+            PROBE_ROLE,
+        )
+    finally:
+        await stats.close()
+
+    assert all(r.success for r in results)
+    # pg_stat_statements normalises the constants, so compare the statement's opening.
+    assert [(r["query"].split("(")[0], r["calls"]) for r in rows] == [("WITH states", 3)]
+    assert sessions == 1
+    assert samples_by_name(results[-1])["stackprobe_pg_connects"] == {(): 1}
+
+
+async def test_top_statements_when_enabled(admin: asyncpg.Connection, runner: Any) -> None:
+    await ensure_database(admin, "sp_stmts")
+    stats = await asyncpg.connect(require_postgres().rsplit("/", 1)[0] + "/sp_stmts")
+    await stats.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    await stats.close()
+
+    with_extension = await runner(
+        pg_target(probe_dsn("sp_stmts"), pg_stat_statements={"enabled": True, "top": 3})
+    ).run()
+    without = await runner(
+        pg_target(probe_dsn("postgres"), pg_stat_statements={"enabled": True})
+    ).run()
+
+    found = samples_by_name(with_extension)
+    assert found["stackprobe_pg_stat_statements_available"] == {(): 1}
+    assert 1 <= len(found["pg_stat_statements_mean_exec_time_seconds"]) <= 3
+    assert all(v >= 0 for v in found["pg_stat_statements_mean_exec_time_seconds"].values())
+    assert samples_by_name(without)["stackprobe_pg_stat_statements_available"] == {(): 0}
+    assert "pg_stat_statements_mean_exec_time_seconds" not in samples_by_name(without)
+
+
+async def test_app_pools_are_exported_for_rules(admin: asyncpg.Connection, runner: Any) -> None:
+    target = pg_target(
+        probe_dsn(), app_pools={"aep": {"size": 5, "max_overflow": 10, "service": "backend"}}
+    )
+    result = await runner(target).run()
+
+    found = samples_by_name(result)
+    assert found["stackprobe_pg_app_pool_size"] == {("aep", "backend"): 5}
+    assert found["stackprobe_pg_app_pool_max_overflow"] == {("aep", "backend"): 10}
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ("wrong_password", Reason.AUTH_FAILED),
+        ("missing_database", Reason.DATABASE_MISSING),
+        ("refused", Reason.CONNECTION_REFUSED),
+    ],
+)
+async def test_connection_failures(
+    admin: asyncpg.Connection, runner: Any, setup: str, reason: Reason
+) -> None:
+    from tests.conftest import free_port
+
+    target = {
+        "wrong_password": pg_target(probe_dsn(), password="CANARY-wrong-pw"),
+        "missing_database": pg_target(probe_dsn("sp_no_such_db")),
+        "refused": pg_target(probe_dsn(port=free_port())),
+    }[setup]
+
+    result = await runner(target).run()
+
+    assert (result.success, result.reason) == (False, reason), result.detail
+    assert samples_by_name(result)["pg_up"] == {(): 0}
+    assert "CANARY" not in result.detail
+
+
+async def test_too_many_connections_for_role(admin: asyncpg.Connection, runner: Any) -> None:
+    await admin.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sp_limited') THEN "
+        f"CREATE ROLE sp_limited LOGIN PASSWORD '{PROBE_PASSWORD}' CONNECTION LIMIT 1; "
+        "END IF; END $$"
+    )
+    holder = await asyncpg.connect(probe_dsn(user="sp_limited"), password=PROBE_PASSWORD)
+    try:
+        result = await runner(pg_target(probe_dsn(user="sp_limited"))).run()
+    finally:
+        await holder.close()
+
+    assert result.reason == Reason.TOO_MANY_CLIENTS
+    assert 'too many connections for role "sp_limited"' in result.detail
+
+
+@pytest.fixture
+def tiny_cluster() -> Iterator[ThrowawayCluster]:
+    require_postgres()
+    cluster = ThrowawayCluster(max_connections=6, reserved=2).create()
+    yield cluster
+    cluster.destroy()
+
+
+async def test_a_full_server_is_too_many_clients_and_recovers(
+    tiny_cluster: ThrowawayCluster, runner: Any
+) -> None:
+    """max_connections 6 with 2 reserved: four ordinary sessions leave only reserved slots;
+    two more superuser sessions leave none. Both messages are too_many_clients."""
+    admin = await asyncpg.connect(tiny_cluster.dsn(), password="admin")
+    await admin.execute(f"CREATE ROLE app LOGIN PASSWORD '{PROBE_PASSWORD}'")
+    await admin.close()
+    ordinary = [
+        await asyncpg.connect(tiny_cluster.dsn("app"), password=PROBE_PASSWORD) for _ in range(4)
+    ]
+    app_probe = runner(pg_target(tiny_cluster.dsn("app")))
+    reserved_full = await app_probe.run()
+    superusers = [await asyncpg.connect(tiny_cluster.dsn(), password="admin") for _ in range(2)]
+    super_probe = runner(pg_target(tiny_cluster.dsn(), password="admin"))
+    all_full = await super_probe.run()
+    for connection in [*ordinary[:2], *superusers]:  # slots free again
+        await connection.close()
+    await asyncio.sleep(1.1)  # past the first reconnect pause
+    recovered = await app_probe.run()
+    for connection in ordinary[2:]:
+        await connection.close()
+
+    assert reserved_full.reason == Reason.TOO_MANY_CLIENTS
+    assert "remaining connection slots are reserved" in reserved_full.detail
+    assert all_full.reason == Reason.TOO_MANY_CLIENTS
+    assert "too many clients already" in all_full.detail
+    assert recovered.success, recovered.detail
+    assert samples_by_name(recovered)["stackprobe_pg_connection_errors"][("too_many_clients",)] == 1
+
+
+async def test_a_server_stopped_mid_run_and_restarted(
+    tiny_cluster: ThrowawayCluster, runner: Any
+) -> None:
+    probe_runner = runner(pg_target(tiny_cluster.dsn(), password="admin"))
+    before = await probe_runner.run()
+    tiny_cluster.stop()
+    during = await probe_runner.run()
+    tiny_cluster.start()
+    await asyncio.sleep(1.1)  # past the first reconnect pause
+    after = await probe_runner.run()
+
+    assert before.success and after.success, after.detail
+    assert during.reason == Reason.CONNECTION_REFUSED, during.detail
+    errors = samples_by_name(after)["stackprobe_pg_connection_errors"]
+    assert errors[("connection_closed",)] == 1  # the kept connection died with the server
+    assert errors[("connection_refused",)] == 1
+    assert samples_by_name(after)["stackprobe_pg_connects"] == {(): 2}
+
+
+async def test_a_terminated_connection_is_replaced_within_the_run(
+    admin: asyncpg.Connection, runner: Any
+) -> None:
+    probe_runner = runner(pg_target(probe_dsn()))
+    assert (await probe_runner.run()).success
+    pid = probe_runner.state.connection.get_server_pid()  # type: ignore[union-attr]
+    assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    await asyncio.sleep(0.2)
+
+    result = await probe_runner.run()
+
+    assert result.success, result.detail
+    found = samples_by_name(result)
+    assert found["stackprobe_pg_connection_errors"][("connection_closed",)] == 1
+    assert found["stackprobe_pg_connects"] == {(): 2}
+
+
+async def test_a_slow_server_hits_statement_timeout_within_the_deadline(
+    admin: asyncpg.Connection, runner: Any
+) -> None:
+    """The probe's own query waits on a lock on pg_database; the server cancels it."""
+    probe_runner = runner(pg_target(probe_dsn(), timeout="1s"))
+    assert (await probe_runner.run()).success  # connected first: a new connection would wait
+    blocker = await asyncpg.connect(require_postgres())
+    await blocker.execute("BEGIN; LOCK TABLE pg_database IN ACCESS EXCLUSIVE MODE")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        result = await probe_runner.run()
+    finally:
+        with contextlib.suppress(Exception):
+            await blocker.execute("ROLLBACK")
+        await blocker.close()
+
+    assert result.reason == Reason.STATEMENT_TIMEOUT, result.detail
+    assert loop.time() - started < 1.0
+    assert result.detail.startswith("the probe's query ran past statement_timeout 0.8s")

@@ -1,0 +1,248 @@
+"""The redis probe against real redis-server processes that the tests kill, freeze and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from stackprobe.httpclients import HttpClients
+from stackprobe.probe import ProbeContext, ProbeResult
+from stackprobe.probes import KINDS
+from stackprobe.probes.redis import Reason, RedisSession
+from tests.conftest import make_target, samples_by_name
+from tests.datastores import RedisServer
+
+PASSWORD = "CANARY-redis-4b8e2c"
+
+
+class Runner:
+    """Runs a target the way the scheduler does: one kept state, one deadline per run."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.state: RedisSession = KINDS["redis"].state(target)  # type: ignore[misc]
+
+    async def run(self) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        ctx = ProbeContext(
+            http=HttpClients(1),
+            log=None,
+            deadline=loop.time() + self.target.timeout,
+            state=self.state,
+        )
+        result: ProbeResult = await KINDS["redis"].probe(self.target, ctx)
+        return result
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[Any]:
+    made: list[Runner] = []
+
+    def make(url: str, password: str | None = None, **extra: Any) -> Runner:
+        raw: dict[str, Any] = {
+            "name": "cache",
+            "kind": "redis",
+            "url": url,
+            "timeout": "1s",
+            **extra,
+        }
+        if password is not None:
+            raw["password"] = {"from_env": "REDIS_PASSWORD"}
+        made.append(Runner(make_target(raw, {"REDIS_PASSWORD": password or ""})))
+        return made[-1]
+
+    yield make
+    for each in made:
+        await each.state.aclose()
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    running = RedisServer().start()
+    yield running
+    running.stop()
+
+
+def errors(result: ProbeResult) -> dict[str, float]:
+    found = samples_by_name(result)["stackprobe_redis_connection_errors"]
+    return {labels[0]: value for labels, value in found.items() if value}
+
+
+def stats(server: RedisServer, section: str) -> dict[str, str]:
+    lines = server.cli("INFO", section).splitlines()
+    return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
+
+
+async def test_healthy_server_exports_redis_exporter_names(
+    server: RedisServer, runner: Any
+) -> None:
+    server.cli("SET", "a", "1")
+    server.cli("-n", "3", "SET", "b", "2")
+    server.cli("GET", "a")
+    server.cli("GET", "missing")
+
+    result = await runner(server.url()).run()
+
+    assert result.success, result.detail
+    found = samples_by_name(result)
+    assert found["redis_up"] == {(): 1}
+    assert found["redis_db_keys"] == {("db0",): 1, ("db3",): 1}
+    assert found["redis_config_maxclients"] == {(): 10000}
+    assert found["redis_connected_clients"][()] >= 1
+    assert found["redis_keyspace_hits"] == {(): 1} and found["redis_keyspace_misses"] == {(): 1}
+    assert found["redis_memory_used_bytes"][()] > 0 and found["redis_uptime_in_seconds"][()] >= 0
+    assert 0 < found["stackprobe_redis_ping_duration_seconds"][()] < 1
+    assert set(found["stackprobe_redis_connection_errors"]) == {(r.value,) for r in Reason}
+    assert set(found) == {spec.name for spec in KINDS["redis"].metrics}
+
+
+async def test_two_commands_and_no_new_connection_per_run(server: RedisServer, runner: Any) -> None:
+    """The floor: PING and INFO each run, on the connection the first run opened."""
+    probe_runner = runner(server.url())
+    assert (await probe_runner.run()).success  # connects: HELLO-free, names itself
+    before_cmds = stats(server, "commandstats")
+    before_conns = int(stats(server, "stats")["total_connections_received"])
+
+    results = [await probe_runner.run() for _ in range(3)]
+
+    after_cmds = stats(server, "commandstats")
+    after_conns = int(stats(server, "stats")["total_connections_received"])
+
+    def calls(table: dict[str, str], command: str) -> int:
+        return int(table.get(f"cmdstat_{command}", "calls=0").split(",")[0].split("=")[1])
+
+    delta = {
+        name.removeprefix("cmdstat_"): calls(after_cmds, name.removeprefix("cmdstat_"))
+        - calls(before_cmds, name.removeprefix("cmdstat_"))
+        for name in after_cmds
+    }
+    assert all(r.success for r in results)
+    # Ours: 3 PING and 3 INFO. The test's own: the first INFO commandstats, counted in the
+    # second snapshot, and one INFO stats before and after.
+    assert {k: v for k, v in delta.items() if v} == {"ping": 3, "info": 3 + 2}
+    assert after_conns - before_conns == 2  # the test's own redis-cli calls, none of ours
+    assert samples_by_name(results[-1])["stackprobe_redis_connects"] == {(): 1}
+
+
+async def test_killed_then_restarted(server: RedisServer, runner: Any) -> None:
+    probe_runner = runner(server.url())
+    assert (await probe_runner.run()).success
+    server.kill()
+
+    down = await probe_runner.run()
+    server.start()
+    await asyncio.sleep(1.1)  # past the first reconnect pause
+    back = await probe_runner.run()
+
+    assert (down.success, down.reason) == (False, Reason.CONNECTION_REFUSED), down.detail
+    assert samples_by_name(down)["redis_up"] == {(): 0}
+    assert back.success, back.detail
+    # The kept connection died with the server ("transport closed"), then connects were refused.
+    assert errors(back) == {"connection_closed": 1, "connection_refused": 1}
+
+
+async def test_restarted_between_runs_is_recovered_within_the_run(
+    server: RedisServer, runner: Any
+) -> None:
+    probe_runner = runner(server.url())
+    assert (await probe_runner.run()).success
+    server.kill()
+    server.start()
+
+    result = await probe_runner.run()
+
+    assert result.success, result.detail
+    assert errors(result) == {"connection_closed": 1}
+    assert samples_by_name(result)["stackprobe_redis_connects"] == {(): 2}
+
+
+async def test_a_frozen_server_times_out_within_the_deadline(
+    server: RedisServer, runner: Any
+) -> None:
+    probe_runner = runner(server.url())
+    assert (await probe_runner.run()).success
+    server.signal(signal.SIGSTOP)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        frozen = await probe_runner.run()
+        took = loop.time() - started
+    finally:
+        server.signal(signal.SIGCONT)
+    await asyncio.sleep(1.1)
+    thawed = await probe_runner.run()
+
+    assert frozen.reason == Reason.TIMEOUT and took < 1.2, (frozen.detail, took)
+    assert thawed.success, thawed.detail
+
+
+async def test_passwords_and_acl_users(runner: Any) -> None:
+    protected = RedisServer("--requirepass", PASSWORD).start()
+    try:
+        protected.cli(
+            "ACL",
+            "SETUSER",
+            "probe",
+            "on",
+            f">{PASSWORD}",
+            "+ping",
+            "+info",
+            "+client",
+            password=PASSWORD,
+        )
+        right = await runner(protected.url(), PASSWORD).run()
+        acl = await runner(protected.url(), PASSWORD, username="probe").run()
+        wrong = await runner(protected.url(), "CANARY-wrong").run()
+        missing = await runner(protected.url()).run()
+    finally:
+        protected.stop()
+
+    assert right.success and acl.success, (right.detail, acl.detail)
+    assert (wrong.reason, missing.reason) == (Reason.AUTH_FAILED, Reason.AUTH_FAILED)
+    for result in (right, acl, wrong, missing):
+        assert "CANARY" not in result.detail
+
+
+async def test_rediss_with_a_private_ca(runner: Any, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    from tests.conftest import free_port
+
+    tls = RedisServer(
+        "--tls-port",
+        str(free_port()),
+        "--tls-cert-file",
+        str(tmp_path / "cert.pem"),
+        "--tls-key-file",
+        str(tmp_path / "key.pem"),
+        "--tls-ca-cert-file",
+        str(tmp_path / "ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ).start()
+    try:
+        trusted = await runner(tls.url("rediss"), tls={"ca_file": str(tmp_path / "ca.pem")}).run()
+        untrusted = await runner(tls.url("rediss")).run()
+    finally:
+        tls.stop()
+
+    assert trusted.success, trusted.detail
+    assert untrusted.reason == Reason.TLS, untrusted.detail
+
+
+async def test_refused_from_the_start(runner: Any) -> None:
+    from tests.conftest import free_port
+
+    result = await runner(f"redis://127.0.0.1:{free_port()}/0").run()
+
+    assert result.reason == Reason.CONNECTION_REFUSED
+    assert errors(result) == {"connection_refused": 1}
