@@ -225,7 +225,9 @@ METRICS = (
 )
 
 # Everything in one statement: $1 is the long-query threshold in seconds. Sessions are client
-# backends other than this one; databases are those that accept connections.
+# backends other than this one; databases are those that accept connections. Settings come
+# from current_setting(), not the pg_settings view, which builds every setting to return two
+# (measured: 0.89 ms against 0.20 ms for the whole statement).
 ACTIVITY_SQL = """
 WITH states(state) AS (
   VALUES ('active'), ('idle'), ('idle in transaction'), ('idle in transaction (aborted)'),
@@ -238,9 +240,8 @@ WITH states(state) AS (
   WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
 )
 SELECT
-  (SELECT setting::int FROM pg_settings WHERE name = 'max_connections') AS max_connections,
-  (SELECT setting::int FROM pg_settings WHERE name = 'superuser_reserved_connections')
-    AS superuser_reserved,
+  current_setting('max_connections')::int AS max_connections,
+  current_setting('superuser_reserved_connections')::int AS superuser_reserved,
   (SELECT coalesce(json_agg(json_build_array(c.datname, c.state, c.n, c.max_tx)), '[]')
    FROM (SELECT d.datname, st.state, count(s.datname) AS n,
                 coalesce(max(extract(epoch FROM now() - s.xact_start)), 0)::float8 AS max_tx

@@ -198,11 +198,13 @@ async def test_top_statements_when_enabled(admin: asyncpg.Connection, runner: An
     await stats.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     await stats.close()
 
+    await ensure_database(admin, "sp_no_stmts")  # never given the extension
+
     with_extension = await runner(
         pg_target(probe_dsn("sp_stmts"), pg_stat_statements={"enabled": True, "top": 3})
     ).run()
     without = await runner(
-        pg_target(probe_dsn("postgres"), pg_stat_statements={"enabled": True})
+        pg_target(probe_dsn("sp_no_stmts"), pg_stat_statements={"enabled": True})
     ).run()
 
     found = samples_by_name(with_extension)
