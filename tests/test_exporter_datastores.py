@@ -120,6 +120,17 @@ def test_datastores_end_to_end(redis_server: RedisServer, tmp_path: Path) -> Non
         }
         assert errors["connection_closed"] == 1 and errors["connection_refused"] >= 1
 
+        # Redis frozen: the probe times out within its deadline while scrapes stay fast.
+        redis_server.signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: reasons(exporter)["cache"] == "timeout", exporter)
+            started = time.monotonic()
+            assert exporter.get("/metrics").status_code == 200
+            assert time.monotonic() - started < 1
+        finally:
+            redis_server.signal(signal.SIGCONT)
+        wait_for(lambda: reasons(exporter)["cache"] is None, exporter)
+
         # A reload that changes the target: the old connection goes before the new one comes.
         exporter.config_path.write_text(yaml.safe_dump(config(redis_server.port, "10s")))
         exporter.process.send_signal(signal.SIGHUP)
