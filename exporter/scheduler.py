@@ -66,6 +66,9 @@ class Scheduler:
         self._metrics = metrics
         self.http = http
         self._tasks: dict[str, tuple[TargetConfig, asyncio.Task[None]]] = {}
+        # Cancelled tasks of each target still closing their state, which the target's next
+        # task waits for: a target never holds two connections, however fast reloads come.
+        self._closing: dict[str, set[asyncio.Task[None]]] = {}
         self._restarts: dict[str, int] = {}
         # Every target's slots are counted from this one instant, so a target keeps its
         # place when its task is replaced (a reload, a restart after a crash).
@@ -84,33 +87,26 @@ class Scheduler:
         Returns the seconds by which every new target will have finished its first run.
         """
         wanted = {target.name: target for target in targets}
-        replaced: dict[str, asyncio.Task[None]] = {}
         for name, (current, task) in list(self._tasks.items()):
             if wanted.get(name) != current:
                 task.cancel()
                 del self._tasks[name]
-                replaced[name] = task
+                closing = self._closing.setdefault(name, set())
+                closing.add(task)
+                task.add_done_callback(closing.discard)
                 if name not in wanted:
                     self._store.remove(name)
                     self._restarts.pop(name, None)
         new = [target for name, target in wanted.items() if name not in self._tasks]
         spread = max(STARTUP_SPREAD_SECONDS, len(new) / STARTUP_RATE)
         for target in new:
-            self._start(target, spread, after=replaced.get(target.name))
+            self._start(target, spread)
         counts = Counter(target.kind for target in wanted.values())
         self._metrics.set_kinds(dict(counts), self._kinds)
         return max((min(t.interval, spread) + t.timeout + GRACE_SECONDS for t in new), default=0.0)
 
-    def _start(
-        self,
-        target: TargetConfig,
-        spread: float,
-        pause: float = 0.0,
-        after: asyncio.Task[None] | None = None,
-    ) -> None:
-        task = asyncio.create_task(
-            self._loop(target, spread, pause, after), name=f"probe {target.name}"
-        )
+    def _start(self, target: TargetConfig, spread: float, pause: float = 0.0) -> None:
+        task = asyncio.create_task(self._loop(target, spread, pause), name=f"probe {target.name}")
         task.add_done_callback(self._ended)
         self._tasks[target.name] = (target, task)
 
@@ -135,23 +131,20 @@ class Scheduler:
                 self._start(target, STARTUP_SPREAD_SECONDS, pause=pause)
 
     async def stop(self) -> None:
-        tasks = [task for _, task in self._tasks.values()]
+        running = [task for _, task in self._tasks.values()]
+        closing = [task for tasks in self._closing.values() for task in tasks]
         self._tasks.clear()
-        for task in tasks:
+        for task in running:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Tasks already closing are waited for, not cancelled again mid-close.
+        await asyncio.gather(*running, *closing, return_exceptions=True)
 
-    async def _loop(
-        self,
-        target: TargetConfig,
-        startup_spread: float,
-        pause: float,
-        after: asyncio.Task[None] | None,
-    ) -> None:
-        if after is not None:
-            # The task this one replaces closes its connection first: a target never holds
-            # two, even for the moment of a reload.
-            await asyncio.wait([after])
+    async def _loop(self, target: TargetConfig, startup_spread: float, pause: float) -> None:
+        closing = self._closing.get(target.name)
+        if closing:
+            # The tasks this one replaces close their connections first: a target never
+            # holds two, even for the moment of a reload.
+            await asyncio.wait(list(closing))
         if pause:
             await asyncio.sleep(pause)
         loop = asyncio.get_running_loop()

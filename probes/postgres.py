@@ -28,9 +28,10 @@ import ssl
 from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from stackprobe.durations import Duration
@@ -38,7 +39,9 @@ from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.secrets import SecretRef, secret_or_plain
 from stackprobe.target import TargetConfig
 
-# The states pg_stat_activity reports for client backends; all exported, even at zero.
+# The states pg_stat_activity reports for client backends, all exported even at zero:
+# `starting` is PostgreSQL 18's authentication in progress, `unknown` a session whose state
+# the probe's role may not see (it lacks pg_read_all_stats; stackprobe_pg_stats_visible 0).
 STATES = (
     "active",
     "idle",
@@ -46,8 +49,11 @@ STATES = (
     "idle in transaction (aborted)",
     "fastpath function call",
     "disabled",
+    "starting",
+    "unknown",
 )
-# Longest a run waits before trying to connect again after failures (doubling from 1 s).
+# Longest a run waits before trying to connect again after failures (doubling from 1 s); never
+# longer than the target's interval, so recovery shows at the next run.
 MAX_RECONNECT_PAUSE = 60.0
 
 
@@ -98,21 +104,39 @@ class PostgresTarget(TargetConfig):
 
     @field_validator("dsn")
     @classmethod
-    def _no_inline_password(cls, value: str | SecretRef) -> str | SecretRef:
-        if isinstance(value, SecretRef):
-            return value
-        authority = value.split("://", 1)[-1].split("/", 1)[0]
-        if ":" in authority.rpartition("@")[0] or "password=" in value:
+    def _usable_dsn(cls, value: str | SecretRef) -> str | SecretRef:
+        """Parsed here, with messages that never repeat the DSN: a password with an unencoded
+        `#`, `/` or `?` would otherwise come back in pieces in a parser's error text."""
+        text = value.get() if isinstance(value, SecretRef) else value
+        if not text.startswith(("postgres://", "postgresql://")):
+            raise PydanticCustomError(
+                "pg_dsn", "dsn must start with postgresql://, e.g. postgresql://probe@db:5432/app"
+            )
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            raise PydanticCustomError(
+                "pg_dsn",
+                "the dsn does not parse; percent-encode any '#', '/', '?' or '@' in it",
+            ) from None
+        query_keys = {key.lower() for key in parse_qs(parts.query)}
+        if not isinstance(value, SecretRef) and (parts.password or query_keys & {"password"}):
             raise PydanticCustomError(
                 "inline_secret",
                 "the DSN carries a password; give it as password: {from_env: VARIABLE}, or "
                 "give the whole dsn as {from_env: VARIABLE}",
             )
-        if not value.startswith(("postgres://", "postgresql://")):
-            raise PydanticCustomError(
-                "pg_dsn", "dsn must start with postgresql://, e.g. postgresql://probe@db:5432/app"
-            )
         return value
+
+    @model_validator(mode="after")
+    def _statement_timeout_below_timeout(self) -> PostgresTarget:
+        if self.statement_timeout is not None and self.statement_timeout >= self.timeout:
+            raise ValueError(
+                "statement_timeout must be below the timeout, or a slow server keeps running "
+                "probe queries the probe has given up on"
+            )
+        return self
 
     def describe(self) -> str:
         if isinstance(self.dsn, SecretRef):
@@ -141,6 +165,16 @@ PG_SETTINGS_MAX_CONNECTIONS = MetricSpec(
 PG_SETTINGS_SUPERUSER_RESERVED = MetricSpec(
     "pg_settings_superuser_reserved_connections",
     "The server's superuser_reserved_connections: slots ordinary roles cannot use.",
+)
+PG_SETTINGS_RESERVED = MetricSpec(
+    "pg_settings_reserved_connections",
+    "The server's reserved_connections (PostgreSQL 16+): slots only pg_use_reserved_connections "
+    "members may use.",
+)
+PG_STATS_VISIBLE = MetricSpec(
+    "stackprobe_pg_stats_visible",
+    "1 if the probe's role sees every session's state (pg_read_all_stats), else 0: then other "
+    "roles' sessions count under state unknown.",
 )
 PG_LONG_RUNNING = MetricSpec(
     "pg_stat_activity_long_running_queries",
@@ -210,6 +244,8 @@ METRICS = (
     PG_STAT_ACTIVITY_MAX_TX_DURATION,
     PG_SETTINGS_MAX_CONNECTIONS,
     PG_SETTINGS_SUPERUSER_RESERVED,
+    PG_SETTINGS_RESERVED,
+    PG_STATS_VISIBLE,
     PG_LONG_RUNNING,
     PG_OLDEST_QUERY,
     PG_OLDEST_IDLE_TX,
@@ -225,26 +261,32 @@ METRICS = (
 )
 
 # Everything in one statement: $1 is the long-query threshold in seconds. Sessions are client
-# backends other than this one; databases are those that accept connections. Settings come
-# from current_setting(), not the pg_settings view, which builds every setting to return two
-# (measured: 0.89 ms against 0.20 ms for the whole statement).
+# backends other than this one; databases are those that accept connections, and any other a
+# session is in. Settings come from current_setting(), not the pg_settings view, which builds
+# every setting to return two (measured: 0.89 ms against 0.20 ms for the whole statement).
+# `now()` is taken before the activity snapshot, hence greatest(0, ...).
 ACTIVITY_SQL = """
 WITH states(state) AS (
   VALUES ('active'), ('idle'), ('idle in transaction'), ('idle in transaction (aborted)'),
-         ('fastpath function call'), ('disabled')
-), dbs AS (
-  SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate
+         ('fastpath function call'), ('disabled'), ('starting'), ('unknown')
 ), sessions AS (
-  SELECT datname, state, xact_start, query_start, state_change, wait_event_type
+  SELECT datname, coalesce(state, 'unknown') AS state, xact_start, query_start, state_change,
+         wait_event_type
   FROM pg_stat_activity
-  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname IS NOT NULL
+), dbs AS (
+  SELECT datname FROM pg_database WHERE datallowconn
+  UNION SELECT datname FROM sessions
 )
 SELECT
   current_setting('max_connections')::int AS max_connections,
   current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+  current_setting('reserved_connections', true)::int AS reserved,
+  pg_has_role('pg_read_all_stats', 'MEMBER') AS sees_all,
   (SELECT coalesce(json_agg(json_build_array(c.datname, c.state, c.n, c.max_tx)), '[]')
    FROM (SELECT d.datname, st.state, count(s.datname) AS n,
-                coalesce(max(extract(epoch FROM now() - s.xact_start)), 0)::float8 AS max_tx
+                coalesce(greatest(0, max(extract(epoch FROM now() - s.xact_start))), 0)::float8
+                  AS max_tx
          FROM dbs d CROSS JOIN states st
          LEFT JOIN sessions s ON s.datname = d.datname AND s.state = st.state
          GROUP BY d.datname, st.state) c) AS by_state,
@@ -254,38 +296,58 @@ SELECT
                 count(s.datname) FILTER (
                   WHERE s.state = 'active' AND now() - s.query_start > make_interval(secs => $1)
                 ) AS long_running,
-                coalesce(max(extract(epoch FROM now() - s.query_start))
-                         FILTER (WHERE s.state = 'active'), 0)::float8 AS oldest_query,
-                coalesce(max(extract(epoch FROM now() - s.state_change))
-                         FILTER (WHERE s.state LIKE 'idle in transaction%'), 0)::float8
+                coalesce(greatest(0, max(extract(epoch FROM now() - s.query_start))
+                         FILTER (WHERE s.state = 'active')), 0)::float8 AS oldest_query,
+                coalesce(greatest(0, max(extract(epoch FROM now() - s.state_change))
+                         FILTER (WHERE s.state LIKE 'idle in transaction%')), 0)::float8
                   AS oldest_idle_tx,
                 count(s.datname) FILTER (WHERE s.wait_event_type = 'Lock') AS waiting
          FROM dbs d LEFT JOIN sessions s ON s.datname = d.datname
          GROUP BY d.datname) p) AS per_db
 """
 
-# Appended as one more column when pg_stat_statements is enabled and readable; $2 is N.
+# Appended as one more column when pg_stat_statements is enabled and readable; $2 is N. One row
+# per statement and database: the view has one per role (and per top-level flag) as well.
 STATEMENTS_COLUMN = """,
   (SELECT coalesce(json_agg(json_build_array(t.queryid::text, t.datname, t.mean_ms, t.calls)),
                    '[]')
-   FROM (SELECT s.queryid, d.datname, s.mean_exec_time AS mean_ms, s.calls
-         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-         ORDER BY s.mean_exec_time DESC LIMIT $2) t) AS top_statements
+   FROM (SELECT s.queryid, d.datname,
+                sum(s.total_exec_time) / nullif(sum(s.calls), 0) AS mean_ms,
+                sum(s.calls) AS calls
+         FROM {schema}.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+         WHERE s.queryid IS NOT NULL
+         GROUP BY s.queryid, d.datname
+         ORDER BY mean_ms DESC NULLS LAST LIMIT $2) t) AS top_statements
 """
 
-# Run once per new connection, not per cycle: is pg_stat_statements (13+ columns) readable?
-STATEMENTS_CHECK_SQL = """
-SELECT current_setting('server_version_num')::int >= 130000
-   AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')
+# Run once per new connection, not per cycle: where pg_stat_statements lives, if anywhere.
+STATEMENTS_SCHEMA_SQL = """
+SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = 'pg_stat_statements'
 """
+# ... and whether it can be read with PostgreSQL 13's column names: loaded through
+# shared_preload_libraries, updated after an upgrade, granted to the role.
+STATEMENTS_PROBE_SQL = "SELECT mean_exec_time FROM {schema}.pg_stat_statements LIMIT 0"
+# What the statement's statements column raises when the extension cannot be read after all.
+_STATEMENTS_UNREADABLE = (
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.ObjectNotInPrerequisiteStateError,
+    asyncpg.InsufficientPrivilegeError,
+)
 
 
 class PgSession:
-    """The target's one connection, kept between runs, and what it learnt on connecting."""
+    """The target's one connection, kept between runs, and what it learnt on connecting.
+
+    The counters live as long as the target's config: a reload that changes the target
+    starts them again, as it starts a new connection.
+    """
 
     def __init__(self, target: PostgresTarget) -> None:
         self.connection: asyncpg.Connection | None = None
-        self.statements_available = False
+        self.statements_sql: str | None = None  # the statement with its top-N column, if any
         self.connects = 0
         self.errors: Counter[Reason] = Counter()
         self.failures = 0
@@ -321,20 +383,36 @@ async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
         return _failed(target, state, reason, f"{detail} (next connection attempt in {wait:.0f}s)")
     try:
         async with asyncio.timeout_at(ctx.deadline):
-            row = await _query(target, state, ctx)
-    except Exception as exc:  # every failure: classified, connection dropped, never raised
+            row = await _query(target, state)
+    except Exception as exc:  # every failure: classified and counted, never raised
         reason = classify(exc)
         state.errors[reason] += 1
+        detail = _detail(reason, exc, target)
+        if _connection_intact(exc, state):
+            # The server answered with an error (statement_timeout, a cancel): the connection
+            # is fine. Keeping it keeps the probe's slot on a server that is running out.
+            return _failed(target, state, reason, detail)
         await state.drop()
         state.failures += 1
-        state.retry_at = loop.time() + min(MAX_RECONNECT_PAUSE, 2.0 ** (state.failures - 1))
-        state.last_failure = (reason, _detail(reason, exc, target))
-        return _failed(target, state, reason, state.last_failure[1])
+        pause = min(MAX_RECONNECT_PAUSE, target.interval, 2.0 ** (state.failures - 1))
+        state.retry_at = loop.time() + pause
+        state.last_failure = (reason, detail)
+        return _failed(target, state, reason, detail)
     state.failures, state.last_failure = 0, None
     return ProbeResult.ok(_samples(target, state, row))
 
 
-async def _query(target: PostgresTarget, state: PgSession, ctx: ProbeContext) -> Any:
+def _connection_intact(exc: BaseException, state: PgSession) -> bool:
+    connection = state.connection
+    return (
+        connection is not None
+        and not connection.is_closed()
+        and isinstance(exc, asyncpg.PostgresError)
+        and not isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.AdminShutdownError)
+    )
+
+
+async def _query(target: PostgresTarget, state: PgSession) -> Any:
     """Run the statement on the kept connection; if the server closed it since (a restart,
     pg_terminate_backend), open a new one and try once more within the same deadline."""
     reused = state.connection is not None
@@ -374,19 +452,37 @@ async def _connection(target: PostgresTarget, state: PgSession) -> asyncpg.Conne
     )
     state.connection = connection
     state.connects += 1
-    state.statements_available = bool(
-        target.pg_stat_statements.enabled and await connection.fetchval(STATEMENTS_CHECK_SQL)
-    )
+    if connection.get_server_version() >= (14, 0):
+        # A server-wide idle_session_timeout shorter than the interval would close the kept
+        # connection between runs. Not a startup setting: older servers refuse unknown ones.
+        await connection.execute("SET idle_session_timeout = 0")
+    state.statements_sql = None
+    if target.pg_stat_statements.enabled:
+        state.statements_sql = await _statements_sql(connection)
     return connection
 
 
+async def _statements_sql(connection: asyncpg.Connection) -> str | None:
+    """The statement with its top-N column, if pg_stat_statements can be read here."""
+    schema = await connection.fetchval(STATEMENTS_SCHEMA_SQL)
+    if schema is None:
+        return None
+    quoted = '"' + str(schema).replace('"', '""') + '"'
+    try:
+        await connection.fetch(STATEMENTS_PROBE_SQL.format(schema=quoted))
+    except asyncpg.PostgresError:
+        return None
+    return ACTIVITY_SQL + STATEMENTS_COLUMN.format(schema=quoted)
+
+
 async def _fetch(target: PostgresTarget, state: PgSession, connection: asyncpg.Connection) -> Any:
-    if state.statements_available:
-        return await connection.fetchrow(
-            ACTIVITY_SQL + STATEMENTS_COLUMN,
-            target.long_query_threshold,
-            target.pg_stat_statements.top,
-        )
+    if state.statements_sql is not None:
+        try:
+            return await connection.fetchrow(
+                state.statements_sql, target.long_query_threshold, target.pg_stat_statements.top
+            )
+        except _STATEMENTS_UNREADABLE:
+            state.statements_sql = None  # dropped or revoked since the connect: go on without
     return await connection.fetchrow(ACTIVITY_SQL, target.long_query_threshold)
 
 
@@ -395,7 +491,10 @@ def _samples(target: PostgresTarget, state: PgSession, row: Any) -> tuple[Sample
         PG_UP(1),
         PG_SETTINGS_MAX_CONNECTIONS(row["max_connections"]),
         PG_SETTINGS_SUPERUSER_RESERVED(row["superuser_reserved"]),
+        PG_STATS_VISIBLE(1 if row["sees_all"] else 0),
     ]
+    if row["reserved"] is not None:
+        samples.append(PG_SETTINGS_RESERVED(row["reserved"]))
     for datname, state_name, count, max_tx in json.loads(row["by_state"]):
         samples.append(PG_STAT_ACTIVITY_COUNT(count, datname, state_name))
         samples.append(PG_STAT_ACTIVITY_MAX_TX_DURATION(max_tx, datname, state_name))
@@ -407,8 +506,9 @@ def _samples(target: PostgresTarget, state: PgSession, row: Any) -> tuple[Sample
             PG_WAITING_ON_LOCKS(waiting, datname),
         ]
     if target.pg_stat_statements.enabled:
-        samples.append(PG_STAT_STATEMENTS_AVAILABLE(1 if state.statements_available else 0))
-        if state.statements_available:
+        readable = row.get("top_statements") is not None
+        samples.append(PG_STAT_STATEMENTS_AVAILABLE(1 if readable else 0))
+        if readable:
             for queryid, datname, mean_ms, calls in json.loads(row["top_statements"]):
                 samples.append(PG_STATEMENT_MEAN(mean_ms / 1000, queryid, datname))
                 samples.append(PG_STATEMENT_CALLS(calls, queryid, datname))
@@ -442,15 +542,20 @@ def classify(exc: BaseException) -> Reason:
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return Reason.DATABASE_MISSING
     if isinstance(exc, asyncpg.QueryCanceledError):
-        return Reason.STATEMENT_TIMEOUT
+        # 57014 is also pg_cancel_backend ("due to user request"): not a slow server.
+        return Reason.STATEMENT_TIMEOUT if "statement timeout" in str(exc) else Reason.OTHER
     if isinstance(exc, asyncpg.CannotConnectNowError | ConnectionRefusedError):
         return Reason.CONNECTION_REFUSED  # 57P03: starting up or shutting down
     if isinstance(exc, TimeoutError):
         return Reason.TIMEOUT
-    if isinstance(exc, ssl.SSLError):
-        return Reason.TLS
+    if isinstance(exc, ssl.SSLError) or (isinstance(exc, ConnectionError) and "SSL" in str(exc)):
+        return Reason.TLS  # the handshake, or "rejected SSL upgrade" for sslmode=require
     if isinstance(exc, socket.gaierror):
         return Reason.DNS
+    if isinstance(exc, OSError) and "Connect call failed" in str(exc):
+        # asyncio's OSError("Multiple exceptions: ...") for a host with several addresses
+        # (localhost: ::1 and 127.0.0.1), each refused; it keeps no structured causes.
+        return Reason.CONNECTION_REFUSED
     if isinstance(
         exc,
         asyncpg.ConnectionDoesNotExistError
@@ -474,5 +579,7 @@ def _detail(reason: Reason, exc: BaseException, target: PostgresTarget) -> str:
             f"the probe's query ran past statement_timeout "
             f"{target.session_statement_timeout():g}s: the server is slow"
         )
+    if isinstance(exc, ValueError):  # asyncpg's DSN parser: its text may hold password pieces
+        return f"{type(exc).__name__}: the DSN could not be used; check its escaping"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"

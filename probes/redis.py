@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -47,6 +48,7 @@ class Reason(StrEnum):
 
     CONNECTION_CLOSED = "connection_closed"  # the "transport closed" family: closed or reset
     CONNECTION_REFUSED = "connection_refused"
+    TOO_MANY_CLIENTS = "too_many_clients"  # "max number of clients reached": maxclients
     TIMEOUT = "timeout"  # no connection or answer within the deadline (a frozen server)
     AUTH_FAILED = "auth_failed"  # wrong password, unknown ACL user, or no password sent
     TLS = "tls"
@@ -68,17 +70,26 @@ class RedisTarget(TargetConfig):
     @field_validator("url")
     @classmethod
     def _redis_url(cls, value: str | SecretRef) -> str | SecretRef:
+        """Parsed here, with messages that never repeat the URL (see the postgres dsn)."""
         text = value.get() if isinstance(value, SecretRef) else value
-        authority = text.split("://", 1)[-1].split("/", 1)[0]
-        if not isinstance(value, SecretRef) and "@" in authority:
+        if not text.startswith(("redis://", "rediss://")):
+            raise PydanticCustomError(
+                "redis_url", "url must start with redis:// or rediss://, e.g. redis://cache:6379/0"
+            )
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            raise PydanticCustomError(
+                "redis_url", "the url does not parse; percent-encode any '#', '/', '?' or '@' in it"
+            ) from None
+        credentials = parts.username or parts.password
+        in_query = {key.lower() for key in parse_qs(parts.query)} & {"password", "username"}
+        if not isinstance(value, SecretRef) and (credentials or in_query):
             raise PydanticCustomError(
                 "inline_secret",
                 "the URL carries credentials; give them as username: NAME and password: "
                 "{from_env: VARIABLE}, or give the whole url as {from_env: VARIABLE}",
-            )
-        if not text.startswith(("redis://", "rediss://")):
-            raise PydanticCustomError(
-                "redis_url", "url must start with redis:// or rediss://, e.g. redis://cache:6379/0"
             )
         return value
 
@@ -141,7 +152,8 @@ METRICS = (
 
 
 class RedisSession:
-    """The target's one connection, kept between runs, and its error counts."""
+    """The target's one connection, kept between runs, and its error counts. The counters
+    live as long as the target's config: a reload that changes the target starts them again."""
 
     def __init__(self, target: RedisTarget) -> None:
         self.client: aioredis.Redis | None = None
@@ -149,6 +161,9 @@ class RedisSession:
         self.connects = 0
         self.multi_section_info = True
         self.maxclients: int | None = None
+        self.client_name: str | None = "stackprobe"  # dropped if the ACL forbids SETNAME
+        self.idle_timeout = 0.0  # the server's `timeout`, when the probe may read it
+        self.last_used = 0.0
         self.failures = 0
         self.retry_at = 0.0
         self.last_failure: tuple[Reason, str] | None = None
@@ -182,10 +197,12 @@ async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
         state.errors[reason] += 1
         await state.drop()
         state.failures += 1
-        state.retry_at = loop.time() + min(MAX_RECONNECT_PAUSE, 2.0 ** (state.failures - 1))
+        pause = min(MAX_RECONNECT_PAUSE, target.interval, 2.0 ** (state.failures - 1))
+        state.retry_at = loop.time() + pause
         state.last_failure = (reason, _detail(reason, exc, target))
         return _failed(state, reason, state.last_failure[1])
     state.failures, state.last_failure = 0, None
+    state.last_used = loop.time()
     return ProbeResult.ok(_samples(state, ping, info))
 
 
@@ -197,9 +214,12 @@ async def _cycle(target: RedisTarget, state: RedisSession) -> tuple[float, dict[
     try:
         return await _commands(client, state)
     except (rex.ConnectionError, ConnectionError) as exc:
-        if not reused or isinstance(exc, rex.AuthenticationError):
+        if not reused or isinstance(exc, rex.AuthenticationError | rex.BusyLoadingError):
             raise
-        state.errors[classify(exc)] += 1
+        idle = asyncio.get_running_loop().time() - state.last_used
+        if not (0 < state.idle_timeout <= idle):
+            # Not the server's own idle timeout at work: a restart, a proxy, the network.
+            state.errors[classify(exc)] += 1
         await state.drop()
         client = await _client(target, state)
         return await _commands(client, state)
@@ -219,27 +239,39 @@ async def _client(target: RedisTarget, state: RedisSession) -> aioredis.Redis:
             ssl_cert_reqs="none" if tls.insecure_skip_verify else "required",
             ssl_check_hostname=not tls.insecure_skip_verify,
         )
-    client = aioredis.Redis.from_url(
-        url,
-        username=target.username,
-        password=target.password.get() if target.password else None,
-        socket_timeout=target.timeout,
-        socket_connect_timeout=target.timeout,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        single_connection_client=True,
-        health_check_interval=0,
-        client_name="stackprobe",
-        driver_info=None,  # no CLIENT SETINFO: nothing but what the probe needs
-        **options,
-    )
-    try:
-        await client.initialize()  # connects, authenticates and names the connection now
-    except BaseException:
-        await client.aclose()
-        raise
+    for attempt in (1, 2):
+        client = aioredis.Redis.from_url(
+            url,
+            username=target.username,
+            password=target.password.get() if target.password else None,
+            socket_timeout=target.timeout,
+            socket_connect_timeout=target.timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            single_connection_client=True,
+            health_check_interval=0,
+            client_name=state.client_name,
+            driver_info=None,  # no CLIENT SETINFO: nothing but what the probe needs
+            protocol=2,  # no HELLO 3, which servers before Redis 6 do not know
+            **options,
+        )
+        try:
+            await client.initialize()  # connects, authenticates and names the connection now
+            break
+        except rex.NoPermissionError:
+            await client.aclose()
+            if attempt == 2 or state.client_name is None:
+                raise
+            state.client_name = None  # an ACL without +client|setname: go on unnamed
+        except BaseException:
+            await client.aclose()
+            raise
     state.client = client
     state.connects += 1
+    try:  # asked once per connection; an ACL without +config simply leaves it unknown
+        state.idle_timeout = float((await client.config_get("timeout")).get("timeout") or 0)
+    except rex.ResponseError:
+        state.idle_timeout = 0.0
     return client
 
 
@@ -309,6 +341,8 @@ def classify(exc: BaseException) -> Reason:
         return Reason.AUTH_FAILED
     if isinstance(exc, rex.BusyLoadingError):
         return Reason.LOADING
+    if "max number of clients reached" in str(exc):
+        return Reason.TOO_MANY_CLIENTS
     if isinstance(exc, TimeoutError | rex.TimeoutError):
         return Reason.TIMEOUT
     cause: BaseException | None = exc
@@ -317,8 +351,8 @@ def classify(exc: BaseException) -> Reason:
             return Reason.TLS
         if isinstance(cause, socket.gaierror):
             return Reason.DNS
-        if isinstance(cause, ConnectionRefusedError):
-            return Reason.CONNECTION_REFUSED
+        if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause):
+            return Reason.CONNECTION_REFUSED  # one address, or asyncio's "Multiple exceptions"
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, rex.ConnectionError | ConnectionError):
         text = str(exc)
@@ -333,5 +367,7 @@ def classify(exc: BaseException) -> Reason:
 def _detail(reason: Reason, exc: BaseException, target: RedisTarget) -> str:
     if reason is Reason.TIMEOUT:
         return f"no connection or answer within {target.timeout:g}s"
+    if isinstance(exc, ValueError):  # redis-py's URL parser: its text may hold password pieces
+        return f"{type(exc).__name__}: the URL could not be used; check its escaping"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"

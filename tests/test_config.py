@@ -207,3 +207,34 @@ def test_reloading_reads_tls_files_again(tmp_path: Path) -> None:
     ca.write_text("garbage\n")
     with pytest.raises(ConfigError, match="cannot use these TLS files"):
         load_config(config, environ={})
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "value", "message"),
+    [
+        (
+            "postgres",
+            "dsn",
+            "postgresql://app:CANARY#frag/ment?x@db:5432/aep",
+            "the dsn does not parse; percent-encode any '#', '/', '?' or '@' in it",
+        ),
+        (
+            "redis",
+            "url",
+            "redis://:CANARY#frag/ment?x@cache:6379/0",
+            "the url does not parse; percent-encode any '#', '/', '?' or '@' in it",
+        ),
+    ],
+)
+def test_a_secret_url_that_does_not_parse_is_never_echoed(
+    kind: str, key: str, value: str, message: str
+) -> None:
+    """A password with an unencoded '#', '/' or '?' must not come back in pieces."""
+    text = f"targets: [{{name: a, kind: {kind}, {key}: {{from_env: SECRET_URL}}}}]"
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yml", environ={"SECRET_URL": value})
+
+    assert str(caught.value) == f"c.yml:1: targets[0].{key}: {message}"
+    for fragment in ("CANARY", "frag", "ment", "x@"):
+        assert fragment not in str(caught.value)

@@ -45,8 +45,44 @@ async def fake_probe(target: FakeTarget, ctx: ProbeContext) -> ProbeResult:
     return ProbeResult.ok((CALLS(RUNS[target.name]),))
 
 
+class Connection:
+    """A stand-in for a kept connection that takes a while to close, as a real one may."""
+
+    open_now = 0
+    most_open = 0
+    opened = 0
+
+    def __init__(self, target: Any) -> None:
+        Connection.open_now += 1
+        Connection.opened += 1
+        Connection.most_open = max(Connection.most_open, Connection.open_now)
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(0.3)
+        Connection.open_now -= 1
+
+
+class StatefulTarget(TargetConfig):
+    kind: Literal["stateful"] = "stateful"
+    version: int = 1
+
+
+async def stateful_probe(target: StatefulTarget, ctx: ProbeContext) -> ProbeResult:
+    assert isinstance(ctx.state, Connection)
+    return ProbeResult.ok()
+
+
 KINDS: dict[str, ProbeKind[Any]] = {
-    "fake": ProbeKind("fake", FakeTarget, fake_probe, (CALLS,), Reason, "test kind")
+    "fake": ProbeKind("fake", FakeTarget, fake_probe, (CALLS,), Reason, "test kind"),
+    "stateful": ProbeKind(
+        "stateful",
+        StatefulTarget,
+        stateful_probe,
+        (),
+        Reason,
+        "kind with a state",
+        state=Connection,
+    ),
 }
 
 
@@ -161,3 +197,39 @@ def test_phases_spread_evenly() -> None:
     assert abs(statistics.mean(fractions) - 0.5) < 0.02
     deciles = [sum(1 for f in fractions if d / 10 <= f < (d + 1) / 10) for d in range(10)]
     assert min(deciles) > 400 and max(deciles) < 600
+
+
+def stateful(version: int) -> StatefulTarget:
+    return StatefulTarget(name="db", interval="1s", timeout="200ms", version=version)
+
+
+async def test_a_target_never_holds_two_states_however_fast_reloads_come(
+    scheduler: Any,
+) -> None:
+    sched, store = scheduler
+    Connection.open_now = Connection.most_open = Connection.opened = 0
+    sched.apply([stateful(1)])
+    await asyncio.sleep(1.2)
+    assert (Connection.open_now, Connection.opened) == (1, 1)
+
+    sched.apply([stateful(2)])  # the first is closing (0.3 s) ...
+    sched.apply([stateful(3)])  # ... when the second is replaced before it even started
+    await asyncio.sleep(1.5)
+
+    assert Connection.most_open == 1
+    assert (Connection.open_now, Connection.opened) == (1, 2)  # version 2 never opened one
+    sched.apply([])  # removed: closed
+    await asyncio.sleep(0.5)
+    assert Connection.open_now == 0 and store.get("db") is None
+
+
+async def test_stop_closes_every_state(scheduler: Any) -> None:
+    sched, _ = scheduler
+    Connection.open_now = Connection.most_open = Connection.opened = 0
+    sched.apply([stateful(1)])
+    await asyncio.sleep(1.2)
+    sched.apply([stateful(2)])
+
+    await sched.stop()
+
+    assert Connection.open_now == 0

@@ -4,13 +4,14 @@ and throwaway clusters that are filled up, stopped and restarted."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
+from stackprobe.app import all_metric_specs
+from stackprobe.exposition import Renderer
 from stackprobe.httpclients import HttpClients
 from stackprobe.probe import ProbeContext, ProbeResult
 from stackprobe.probes import KINDS
@@ -151,7 +152,7 @@ async def test_a_built_load_is_counted_exactly(admin: asyncpg.Connection, runner
     long_running = by_db(result, "pg_stat_activity_long_running_queries")
     assert long_running[("sp_load_b",)] == 1  # pg_sleep(60)
     assert long_running[("sp_load_a",)] == 1  # the lock waiter has been active as long
-    assert 1.3 <= by_db(result, "pg_stat_activity_oldest_query_seconds")[("sp_load_b",)] < 10
+    assert 1.0 < by_db(result, "pg_stat_activity_oldest_query_seconds")[("sp_load_b",)] < 10
     assert by_db(result, "pg_stat_activity_oldest_idle_in_transaction_seconds")[("sp_load_a",)] > 1
     max_tx = by_db(result, "pg_stat_activity_max_tx_duration")
     assert max_tx[("sp_load_a", "idle in transaction")] > 1
@@ -171,8 +172,9 @@ async def test_one_statement_and_one_connection_per_target(
     try:
         await stats.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         role = await stats.fetchval("SELECT oid FROM pg_roles WHERE rolname = $1", PROBE_ROLE)
-        await stats.execute("SELECT pg_stat_statements_reset($1::oid)", role)
         probe_runner = runner(pg_target(probe_dsn("sp_stmts")))
+        assert (await probe_runner.run()).success  # connects: what a connection costs, once
+        await stats.execute("SELECT pg_stat_statements_reset($1::oid)", role)
         results = [await probe_runner.run() for _ in range(3)]
         rows = await stats.fetch(
             "SELECT query, calls FROM pg_stat_statements WHERE userid = $1", role
@@ -208,6 +210,9 @@ async def test_top_statements_when_enabled(admin: asyncpg.Connection, runner: An
     ).run()
 
     found = samples_by_name(with_extension)
+    # Rendered as the scheduler does: one series per statement and database, never twice,
+    # though pg_stat_statements has a row per role.
+    Renderer(all_metric_specs(KINDS)).render("db", with_extension.samples)
     assert found["stackprobe_pg_stat_statements_available"] == {(): 1}
     assert 1 <= len(found["pg_stat_statements_mean_exec_time_seconds"]) <= 3
     assert all(v >= 0 for v in found["pg_stat_statements_mean_exec_time_seconds"].values())
@@ -343,23 +348,81 @@ async def test_a_terminated_connection_is_replaced_within_the_run(
     assert found["stackprobe_pg_connects"] == {(): 2}
 
 
-async def test_a_slow_server_hits_statement_timeout_within_the_deadline(
-    admin: asyncpg.Connection, runner: Any
+async def test_a_slow_server_hits_statement_timeout_and_the_connection_is_kept(
+    tiny_cluster: ThrowawayCluster, runner: Any
 ) -> None:
-    """The probe's own query waits on a lock on pg_database; the server cancels it."""
-    probe_runner = runner(pg_target(probe_dsn(), timeout="1s"))
+    """The probe's own query waits on a lock on pg_database; the server cancels it at the
+    session's statement_timeout, and the probe keeps its connection (and so its slot)."""
+    probe_runner = runner(
+        pg_target(tiny_cluster.dsn(), password="admin", timeout="2s", statement_timeout="1s")
+    )
     assert (await probe_runner.run()).success  # connected first: a new connection would wait
-    blocker = await asyncpg.connect(require_postgres())
+    blocker = await asyncpg.connect(tiny_cluster.dsn(), password="admin")
     await blocker.execute("BEGIN; LOCK TABLE pg_database IN ACCESS EXCLUSIVE MODE")
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        result = await probe_runner.run()
+        slow = await probe_runner.run()
+        took = loop.time() - started
     finally:
-        with contextlib.suppress(Exception):
-            await blocker.execute("ROLLBACK")
+        await blocker.execute("ROLLBACK")
         await blocker.close()
+    after = await probe_runner.run()
 
-    assert result.reason == Reason.STATEMENT_TIMEOUT, result.detail
-    assert loop.time() - started < 1.0
-    assert result.detail.startswith("the probe's query ran past statement_timeout 0.8s")
+    assert slow.reason == Reason.STATEMENT_TIMEOUT, slow.detail
+    assert 1.0 <= took < 2.0
+    assert slow.detail.startswith("the probe's query ran past statement_timeout 1s")
+    assert after.success, after.detail
+    assert samples_by_name(after)["stackprobe_pg_connects"] == {(): 1}
+
+
+async def test_a_server_that_fills_up_after_the_probe_connected_stays_visible(
+    tiny_cluster: ThrowawayCluster, runner: Any
+) -> None:
+    """The point of a kept connection: when the slots run out, the probe still sees why."""
+    admin = await asyncpg.connect(tiny_cluster.dsn(), password="admin")
+    await admin.execute(f"CREATE ROLE app LOGIN PASSWORD '{PROBE_PASSWORD}'")
+    await admin.close()
+    probe_runner = runner(pg_target(tiny_cluster.dsn("app")))
+    assert (await probe_runner.run()).success
+    others = [
+        await asyncpg.connect(tiny_cluster.dsn("app"), password=PROBE_PASSWORD) for _ in range(3)
+    ]  # with the probe's, the four slots ordinary roles may use
+    try:
+        with pytest.raises(asyncpg.TooManyConnectionsError):
+            await asyncpg.connect(tiny_cluster.dsn("app"), password=PROBE_PASSWORD)
+        full = await probe_runner.run()
+    finally:
+        for connection in others:
+            await connection.close()
+
+    assert full.success, full.detail
+    counts = samples_by_name(full)["pg_stat_activity_count"]
+    assert counts[("postgres", "idle")] == 3
+    found = samples_by_name(full)
+    assert found["pg_settings_max_connections"] == {(): 6}
+    assert found["pg_settings_superuser_reserved_connections"] == {(): 2}
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (  # asyncio, for a host with two addresses, both refusing: text only, no causes
+            OSError(
+                "Multiple exceptions: [Errno 111] Connect call failed ('::1', 5432, 0, 0), "
+                "[Errno 111] Connect call failed ('127.0.0.1', 5432)"
+            ),
+            Reason.CONNECTION_REFUSED,
+        ),
+        (ConnectionError('PostgreSQL server at "db:5432" rejected SSL upgrade'), Reason.TLS),
+        (
+            asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+            Reason.STATEMENT_TIMEOUT,
+        ),
+        (asyncpg.QueryCanceledError("canceling statement due to user request"), Reason.OTHER),
+    ],
+)
+def test_classify(exc: BaseException, reason: Reason) -> None:
+    from stackprobe.probes.postgres import classify
+
+    assert classify(exc) == reason

@@ -93,7 +93,10 @@ async def test_healthy_server_exports_redis_exporter_names(
     found = samples_by_name(result)
     assert found["redis_up"] == {(): 1}
     assert found["redis_db_keys"] == {("db0",): 1, ("db3",): 1}
-    assert found["redis_config_maxclients"] == {(): 10000}
+    # 10000 unless the open-file limit lowered it: the server's own figure either way
+    assert found["redis_config_maxclients"] == {
+        (): int(server.cli("CONFIG", "GET", "maxclients").split()[1])
+    }
     assert found["redis_connected_clients"][()] >= 1
     assert found["redis_keyspace_hits"] == {(): 1} and found["redis_keyspace_misses"] == {(): 1}
     assert found["redis_memory_used_bytes"][()] > 0 and found["redis_uptime_in_seconds"][()] >= 0
@@ -198,12 +201,17 @@ async def test_passwords_and_acl_users(runner: Any) -> None:
         )
         right = await runner(protected.url(), PASSWORD).run()
         acl = await runner(protected.url(), PASSWORD, username="probe").run()
+        protected.cli(
+            "ACL", "SETUSER", "minimal", "on", f">{PASSWORD}", "+ping", "+info", password=PASSWORD
+        )
+        minimal = await runner(protected.url(), PASSWORD, username="minimal").run()
         wrong = await runner(protected.url(), "CANARY-wrong").run()
         missing = await runner(protected.url()).run()
     finally:
         protected.stop()
 
     assert right.success and acl.success, (right.detail, acl.detail)
+    assert minimal.success, minimal.detail  # no +client|setname: it goes on unnamed
     assert (wrong.reason, missing.reason) == (Reason.AUTH_FAILED, Reason.AUTH_FAILED)
     for result in (right, acl, wrong, missing):
         assert "CANARY" not in result.detail
@@ -246,3 +254,85 @@ async def test_refused_from_the_start(runner: Any) -> None:
 
     assert result.reason == Reason.CONNECTION_REFUSED
     assert errors(result) == {"connection_refused": 1}
+
+
+async def test_maxclients_reached_is_too_many_clients(runner: Any) -> None:
+    import socket as sockets
+
+    full = RedisServer("--maxclients", "1").start()
+    for _ in range(50):  # until the start-up check's own connection has gone
+        holder = sockets.create_connection(("127.0.0.1", full.port))
+        holder.sendall(b"PING\r\n")
+        if holder.recv(64) == b"+PONG\r\n":
+            break  # the one slot is taken
+        holder.close()
+        await asyncio.sleep(0.05)
+    try:
+        result = await runner(full.url()).run()
+    finally:
+        holder.close()
+        full.stop()
+
+    assert result.reason == Reason.TOO_MANY_CLIENTS, result.detail
+    assert errors(result) == {"too_many_clients": 1}
+
+
+async def test_a_server_loading_its_dataset_is_loading(runner: Any) -> None:
+    """A peer answering every command as Redis does while it loads an RDB or AOF."""
+
+    async def loading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1024):
+            writer.write(b"-LOADING Redis is loading the dataset in memory\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(loading, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await runner(f"redis://127.0.0.1:{port}/0").run()
+    finally:
+        server.close()
+
+    assert result.reason == Reason.LOADING, result.detail
+    assert errors(result) == {"loading": 1}
+
+
+async def test_the_servers_own_idle_timeout_is_no_error(runner: Any) -> None:
+    """With `timeout 1`, Redis closes the idle connection between runs; that is expected,
+    so it is reconnected without counting a connection_closed."""
+    idle = RedisServer("--timeout", "1").start()
+    try:
+        probe_runner = runner(idle.url())
+        assert (await probe_runner.run()).success
+        await asyncio.sleep(3)  # the server's cron closes idle clients within a couple of s
+        result = await probe_runner.run()
+    finally:
+        idle.stop()
+
+    assert result.success, result.detail
+    assert errors(result) == {}
+    assert samples_by_name(result)["stackprobe_redis_connects"] == {(): 2}
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (
+            __import__("redis").exceptions.ConnectionError("Error connecting"),
+            Reason.CONNECTION_CLOSED,
+        ),
+    ],
+)
+def test_multi_address_refusal_is_refused(exc: BaseException, reason: Reason) -> None:
+    """asyncio's "Multiple exceptions" OSError for a host with two addresses, both refusing,
+    under redis-py's ConnectionError: text only, no structured causes."""
+    from stackprobe.probes.redis import classify
+
+    cause = OSError(
+        "Multiple exceptions: [Errno 111] Connect call failed ('::1', 6379, 0, 0), "
+        "[Errno 111] Connect call failed ('127.0.0.1', 6379)"
+    )
+    exc.__cause__ = cause
+    assert classify(exc) == Reason.CONNECTION_REFUSED
+    exc.__cause__ = None
+    assert classify(exc) == reason
