@@ -293,7 +293,7 @@ class _Loader:
         seen: set[Loc] = set()
         for error in errors:
             local = _clean_loc(error["loc"])
-            key = (error.get("ctx") or {}).get("key")
+            key = (error.get("ctx") or {}).get("entry")
             if key is not None:  # a validator of a whole mapping or list names the entry
                 local = (*local, key)
             loc = (*prefix, *local)

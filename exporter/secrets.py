@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
@@ -103,6 +103,26 @@ def secret_or_plain(value: Any, info: ValidationInfo) -> str | SecretRef:
         "expected a string or {from_env: VARIABLE} / {from_file: PATH}, found {kind}",
         {"kind": type(value).__name__},
     )
+
+
+def split_url(text: str, key: str, prefixes: tuple[str, ...], expected: str) -> SplitResult:
+    """A URL that may hold credentials, parsed with errors that never repeat it: a password
+    with an unencoded `#`, `/` or `?` would otherwise come back in pieces in a parser's text.
+    `expected` says what it must start with, e.g. "redis:// or rediss://, e.g. redis://c/0"."""
+    if not text.startswith(prefixes):
+        raise PydanticCustomError(
+            "url_scheme", "{what} must start with {expected}", {"what": key, "expected": expected}
+        )
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise PydanticCustomError(
+            "url_parse",
+            "the {what} does not parse; percent-encode any '#', '/', '?' or '@' in it",
+            {"what": key},
+        ) from None
+    return parts
 
 
 def collect_secrets(obj: Any) -> set[str]:

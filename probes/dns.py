@@ -95,7 +95,7 @@ class DnsTarget(TargetConfig):
                 raise PydanticCustomError(
                     "dns_rcode",
                     "{found} is not a DNS response code; use NOERROR, NXDOMAIN, ...",
-                    {"found": repr(code), "key": value.index(code)},
+                    {"found": repr(code), "entry": value.index(code)},
                 ) from None
         return tuple(code.upper() for code in value)
 

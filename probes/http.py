@@ -194,14 +194,14 @@ class HttpTarget(TargetConfig):
                 raise PydanticCustomError(
                     "header_name",
                     "{found} is not a valid header name: use letters, digits and -",
-                    {"found": repr(name), "key": name},
+                    {"found": repr(name), "entry": name},
                 )
             if isinstance(header, str) and _SENSITIVE_HEADER.search(name):
                 raise PydanticCustomError(
                     "inline_secret",
                     "header {name} carries a credential and cannot be written inline; give it "
                     "as {from_env: VARIABLE} or {from_file: /path/to/file}",
-                    {"name": name, "key": name},
+                    {"name": name, "entry": name},
                 )
             text = header.get() if isinstance(header, SecretRef) else header
             if not _HEADER_VALUE.match(text):
@@ -210,7 +210,7 @@ class HttpTarget(TargetConfig):
                     "header_value",
                     "the value of header {name}{where} holds a control character or a non-ASCII "
                     "character, which stackprobe cannot send in a header",
-                    {"name": name, "where": where, "key": name},
+                    {"name": name, "where": where, "entry": name},
                 )
         return value
 

@@ -28,15 +28,16 @@ import ssl
 from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import asyncpg
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from stackprobe.backoff import ReconnectPause
 from stackprobe.durations import Duration
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
-from stackprobe.secrets import SecretRef, secret_or_plain
+from stackprobe.secrets import SecretRef, secret_or_plain, split_url
 from stackprobe.target import TargetConfig
 
 # The states pg_stat_activity reports for client backends, all exported even at zero:
@@ -52,9 +53,6 @@ STATES = (
     "starting",
     "unknown",
 )
-# Longest a run waits before trying to connect again after failures (doubling from 1 s); never
-# longer than the target's interval, so recovery shows at the next run.
-MAX_RECONNECT_PAUSE = 60.0
 
 
 class Reason(StrEnum):
@@ -105,21 +103,13 @@ class PostgresTarget(TargetConfig):
     @field_validator("dsn")
     @classmethod
     def _usable_dsn(cls, value: str | SecretRef) -> str | SecretRef:
-        """Parsed here, with messages that never repeat the DSN: a password with an unencoded
-        `#`, `/` or `?` would otherwise come back in pieces in a parser's error text."""
-        text = value.get() if isinstance(value, SecretRef) else value
-        if not text.startswith(("postgres://", "postgresql://")):
-            raise PydanticCustomError(
-                "pg_dsn", "dsn must start with postgresql://, e.g. postgresql://probe@db:5432/app"
-            )
-        try:
-            parts = urlsplit(text)
-            parts.port  # noqa: B018  (raises on a port that is not a number)
-        except ValueError:
-            raise PydanticCustomError(
-                "pg_dsn",
-                "the dsn does not parse; percent-encode any '#', '/', '?' or '@' in it",
-            ) from None
+        """Parsed at load with messages that never repeat it (see `split_url`)."""
+        parts = split_url(
+            value.get() if isinstance(value, SecretRef) else value,
+            "dsn",
+            ("postgres://", "postgresql://"),
+            "postgresql://, e.g. postgresql://probe@db:5432/app",
+        )
         query_keys = {key.lower() for key in parse_qs(parts.query)}
         if not isinstance(value, SecretRef) and (parts.password or query_keys & {"password"}):
             raise PydanticCustomError(
@@ -350,9 +340,7 @@ class PgSession:
         self.statements_sql: str | None = None  # the statement with its top-N column, if any
         self.connects = 0
         self.errors: Counter[Reason] = Counter()
-        self.failures = 0
-        self.retry_at = 0.0
-        self.last_failure: tuple[Reason, str] | None = None
+        self.pause = ReconnectPause()
 
     async def aclose(self) -> None:
         await self.drop(graceful=True)
@@ -377,10 +365,9 @@ def session(target: PostgresTarget) -> PgSession:
 async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
     state: PgSession = ctx.state
     loop = asyncio.get_running_loop()
-    if state.connection is None and loop.time() < state.retry_at and state.last_failure:
-        reason, detail = state.last_failure
-        wait = state.retry_at - loop.time()
-        return _failed(target, state, reason, f"{detail} (next connection attempt in {wait:.0f}s)")
+    pending = state.pause.pending(loop.time()) if state.connection is None else None
+    if pending is not None:
+        return _failed(target, state, *pending)
     try:
         async with asyncio.timeout_at(ctx.deadline):
             row = await _query(target, state)
@@ -393,12 +380,9 @@ async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
             # is fine. Keeping it keeps the probe's slot on a server that is running out.
             return _failed(target, state, reason, detail)
         await state.drop()
-        state.failures += 1
-        pause = min(MAX_RECONNECT_PAUSE, target.interval, 2.0 ** (state.failures - 1))
-        state.retry_at = loop.time() + pause
-        state.last_failure = (reason, detail)
+        state.pause.failed(loop.time(), target.interval, reason, detail)
         return _failed(target, state, reason, detail)
-    state.failures, state.last_failure = 0, None
+    state.pause.succeeded()
     return ProbeResult.ok(_samples(target, state, row))
 
 
@@ -529,7 +513,7 @@ def _config_samples(target: PostgresTarget, state: PgSession) -> list[Sample]:
     return samples
 
 
-def _failed(target: PostgresTarget, state: PgSession, reason: Reason, detail: str) -> ProbeResult:
+def _failed(target: PostgresTarget, state: PgSession, reason: StrEnum, detail: str) -> ProbeResult:
     return ProbeResult.failed(reason, detail, (PG_UP(0), *_config_samples(target, state)))
 
 

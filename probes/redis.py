@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -32,15 +32,15 @@ from pydantic_core import PydanticCustomError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from stackprobe.backoff import ReconnectPause
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
-from stackprobe.secrets import SecretRef, secret_or_plain
+from stackprobe.secrets import SecretRef, secret_or_plain, split_url
 from stackprobe.target import TargetConfig
 from stackprobe.tls import TLSConfig
 
 # The INFO sections read; one command either way. Older servers (before 7.0) take only one
 # section per INFO, so for them the probe asks for everything, once per run all the same.
 INFO_SECTIONS = ("server", "clients", "memory", "stats", "keyspace")
-MAX_RECONNECT_PAUSE = 60.0
 
 
 class Reason(StrEnum):
@@ -70,19 +70,13 @@ class RedisTarget(TargetConfig):
     @field_validator("url")
     @classmethod
     def _redis_url(cls, value: str | SecretRef) -> str | SecretRef:
-        """Parsed here, with messages that never repeat the URL (see the postgres dsn)."""
-        text = value.get() if isinstance(value, SecretRef) else value
-        if not text.startswith(("redis://", "rediss://")):
-            raise PydanticCustomError(
-                "redis_url", "url must start with redis:// or rediss://, e.g. redis://cache:6379/0"
-            )
-        try:
-            parts = urlsplit(text)
-            parts.port  # noqa: B018  (raises on a port that is not a number)
-        except ValueError:
-            raise PydanticCustomError(
-                "redis_url", "the url does not parse; percent-encode any '#', '/', '?' or '@' in it"
-            ) from None
+        """Parsed at load with messages that never repeat it (see `split_url`)."""
+        parts = split_url(
+            value.get() if isinstance(value, SecretRef) else value,
+            "url",
+            ("redis://", "rediss://"),
+            "redis:// or rediss://, e.g. redis://cache:6379/0",
+        )
         credentials = parts.username or parts.password
         in_query = {key.lower() for key in parse_qs(parts.query)} & {"password", "username"}
         if not isinstance(value, SecretRef) and (credentials or in_query):
@@ -164,9 +158,7 @@ class RedisSession:
         self.client_name: str | None = "stackprobe"  # dropped if the ACL forbids SETNAME
         self.idle_timeout = 0.0  # the server's `timeout`, when the probe may read it
         self.last_used = 0.0
-        self.failures = 0
-        self.retry_at = 0.0
-        self.last_failure: tuple[Reason, str] | None = None
+        self.pause = ReconnectPause()
 
     async def aclose(self) -> None:
         await self.drop()
@@ -185,10 +177,9 @@ def session(target: RedisTarget) -> RedisSession:
 async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
     state: RedisSession = ctx.state
     loop = asyncio.get_running_loop()
-    if state.client is None and loop.time() < state.retry_at and state.last_failure:
-        reason, detail = state.last_failure
-        wait = state.retry_at - loop.time()
-        return _failed(state, reason, f"{detail} (next connection attempt in {wait:.0f}s)")
+    pending = state.pause.pending(loop.time()) if state.client is None else None
+    if pending is not None:
+        return _failed(state, *pending)
     try:
         async with asyncio.timeout_at(ctx.deadline):
             ping, info = await _cycle(target, state)
@@ -196,12 +187,10 @@ async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
         reason = classify(exc)
         state.errors[reason] += 1
         await state.drop()
-        state.failures += 1
-        pause = min(MAX_RECONNECT_PAUSE, target.interval, 2.0 ** (state.failures - 1))
-        state.retry_at = loop.time() + pause
-        state.last_failure = (reason, _detail(reason, exc, target))
-        return _failed(state, reason, state.last_failure[1])
-    state.failures, state.last_failure = 0, None
+        detail = _detail(reason, exc, target)
+        state.pause.failed(loop.time(), target.interval, reason, detail)
+        return _failed(state, reason, detail)
+    state.pause.succeeded()
     state.last_used = loop.time()
     return ProbeResult.ok(_samples(state, ping, info))
 
@@ -329,7 +318,7 @@ def _state_samples(state: RedisSession) -> list[Sample]:
     ]
 
 
-def _failed(state: RedisSession, reason: Reason, detail: str) -> ProbeResult:
+def _failed(state: RedisSession, reason: StrEnum, detail: str) -> ProbeResult:
     return ProbeResult.failed(reason, detail, (REDIS_UP(0), *_state_samples(state)))
 
 

@@ -78,6 +78,31 @@ def run_probe(http_clients: HttpClients) -> RunProbe:
     return run
 
 
+class KeptStateRunner:
+    """Runs one target the way the scheduler does for a kind with a state: one state kept
+    across runs, a fresh deadline each run."""
+
+    def __init__(self, target: TargetConfig) -> None:
+        self.target = target
+        factory = KINDS[target.kind].state
+        assert factory is not None
+        self.state: Any = factory(target)
+
+    async def run(self) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        ctx = ProbeContext(
+            http=HttpClients(1),
+            log=None,
+            deadline=loop.time() + self.target.timeout,
+            state=self.state,
+        )
+        result: ProbeResult = await KINDS[self.target.kind].probe(self.target, ctx)
+        return result
+
+    async def close(self) -> None:
+        await self.state.aclose()
+
+
 def samples_by_name(result: ProbeResult) -> dict[str, dict[tuple[str, ...], float]]:
     found: dict[str, dict[tuple[str, ...], float]] = {}
     for sample in result.samples:

@@ -12,11 +12,10 @@ import pytest
 
 from stackprobe.app import all_metric_specs
 from stackprobe.exposition import Renderer
-from stackprobe.httpclients import HttpClients
-from stackprobe.probe import ProbeContext, ProbeResult
+from stackprobe.probe import ProbeResult
 from stackprobe.probes import KINDS
-from stackprobe.probes.postgres import STATES, PgSession, Reason
-from tests.conftest import make_target, samples_by_name
+from stackprobe.probes.postgres import STATES, Reason
+from tests.conftest import KeptStateRunner, make_target, samples_by_name
 from tests.datastores import (
     PROBE_PASSWORD,
     PROBE_ROLE,
@@ -36,28 +35,6 @@ def pg_target(dsn: str, password: str = PROBE_PASSWORD, **extra: Any) -> Any:
         **extra,
     }
     return make_target(raw, {"PGPW": password})
-
-
-class Runner:
-    """Runs a target the way the scheduler does: one kept state, one deadline per run."""
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        self.state: PgSession = KINDS["postgres"].state(target)  # type: ignore[misc]
-
-    async def run(self) -> ProbeResult:
-        loop = asyncio.get_running_loop()
-        ctx = ProbeContext(
-            http=HttpClients(1),
-            log=None,
-            deadline=loop.time() + self.target.timeout,
-            state=self.state,
-        )
-        result: ProbeResult = await KINDS["postgres"].probe(self.target, ctx)
-        return result
-
-    async def close(self) -> None:
-        await self.state.aclose()
 
 
 @pytest.fixture
@@ -88,10 +65,10 @@ async def end_sessions(admin: asyncpg.Connection, *databases: str) -> None:
 
 @pytest.fixture
 async def runner() -> AsyncIterator[Any]:
-    runners: list[Runner] = []
+    runners: list[KeptStateRunner] = []
 
-    def make(target: Any) -> Runner:
-        runners.append(Runner(target))
+    def make(target: Any) -> KeptStateRunner:
+        runners.append(KeptStateRunner(target))
         return runners[-1]
 
     yield make

@@ -11,40 +11,20 @@ from typing import Any
 import pytest
 import trustme
 
-from stackprobe.httpclients import HttpClients
-from stackprobe.probe import ProbeContext, ProbeResult
+from stackprobe.probe import ProbeResult
 from stackprobe.probes import KINDS
-from stackprobe.probes.redis import Reason, RedisSession
-from tests.conftest import make_target, samples_by_name
+from stackprobe.probes.redis import Reason
+from tests.conftest import KeptStateRunner, make_target, samples_by_name
 from tests.datastores import RedisServer
 
 PASSWORD = "CANARY-redis-4b8e2c"
 
 
-class Runner:
-    """Runs a target the way the scheduler does: one kept state, one deadline per run."""
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        self.state: RedisSession = KINDS["redis"].state(target)  # type: ignore[misc]
-
-    async def run(self) -> ProbeResult:
-        loop = asyncio.get_running_loop()
-        ctx = ProbeContext(
-            http=HttpClients(1),
-            log=None,
-            deadline=loop.time() + self.target.timeout,
-            state=self.state,
-        )
-        result: ProbeResult = await KINDS["redis"].probe(self.target, ctx)
-        return result
-
-
 @pytest.fixture
 async def runner() -> AsyncIterator[Any]:
-    made: list[Runner] = []
+    made: list[KeptStateRunner] = []
 
-    def make(url: str, password: str | None = None, **extra: Any) -> Runner:
+    def make(url: str, password: str | None = None, **extra: Any) -> KeptStateRunner:
         raw: dict[str, Any] = {
             "name": "cache",
             "kind": "redis",
@@ -54,12 +34,12 @@ async def runner() -> AsyncIterator[Any]:
         }
         if password is not None:
             raw["password"] = {"from_env": "REDIS_PASSWORD"}
-        made.append(Runner(make_target(raw, {"REDIS_PASSWORD": password or ""})))
+        made.append(KeptStateRunner(make_target(raw, {"REDIS_PASSWORD": password or ""})))
         return made[-1]
 
     yield make
     for each in made:
-        await each.state.aclose()
+        await each.close()
 
 
 @pytest.fixture
