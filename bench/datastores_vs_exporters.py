@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 import yaml
+from processes import binary, free_port, rss_mib, wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 ADMIN_DSN = os.environ.get(
@@ -46,38 +45,6 @@ ADMIN_DSN = os.environ.get(
 )
 PASSWORD = "bench-only-password"
 ROLES = {"stackprobe": "bench_stackprobe", "postgres_exporter": "bench_pgexporter"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        sys.exit(f"{name} is not installed: run scripts/setup.sh --bench")
-    return path
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"{url} did not answer within {timeout}s")
 
 
 @dataclass
@@ -245,7 +212,7 @@ async def run_stackprobe(
             counts = {k: v - counts[k] for k, v in (await own(*_COUNT)).items()}
         # Wall time of a cycle: one postgres run and one redis run, as the runs timed them.
         figures["wall_s"] = sum(sums[k] / counts[k] for k in ("postgres", "redis"))
-        figures["rss_mib"] = rss_mib(process.pid)
+        figures["rss_mib"] = rss_mib(process.pid)[0]
         return figures
     finally:
         process.send_signal(signal.SIGTERM)
@@ -275,7 +242,7 @@ async def run_exporter(
 
         figures = await measure(servers, who, cycles, scrape)
         figures["wall_s"] = sum(timings[-cycles:]) / cycles
-        figures["rss_mib"] = rss_mib(process.pid)
+        figures["rss_mib"] = rss_mib(process.pid)[0]
         return figures
     finally:
         process.terminate()

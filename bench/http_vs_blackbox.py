@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from typing import Any
 
 import httpx
 import yaml
+from processes import binary, free_port, rss_mib, wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 INTERVAL = 15.0
@@ -48,32 +47,9 @@ PROMETHEUS_ACCEPT = (
 BODY = '{"status":"ok","db":true,"redis":true}'
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name) or (
-        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
-    )
-    if path is None:
-        sys.exit(f"{name} is not installed: run scripts/setup.sh --bench")
-    return path
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MiB."""
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -109,18 +85,6 @@ http {{
     finally:
         process.terminate()
         process.wait()
-
-
-def wait_http(url: str, timeout: float = 30, ok: int = 200) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == ok:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"{url} did not answer {ok} within {timeout}s")
 
 
 def target_url(base: str, i: int) -> str:
