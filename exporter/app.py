@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from stackprobe.aws import AwsClients
 from stackprobe.config import Config, ConfigError, load_config
 from stackprobe.exposition import CORE_METRICS, Exposition, Renderer
 from stackprobe.httpclients import HttpClients
@@ -78,6 +79,7 @@ class App:
             renderer=self.exposition.renderer,
             metrics=self.metrics,
             http=HttpClients(config.http_client.max_connections, config.tls_contexts),
+            aws=AwsClients(config.aws, self.metrics),
         )
         self.started = time.time()
         self.last_reload_error = ""
@@ -134,6 +136,10 @@ class App:
         )
         retire_after = self._longest_timeout()
         self._later(self._close_after(retired, retire_after))
+        if new.aws != self.config.aws:  # clients and credentials are kept while it holds
+            retired_aws = self.scheduler.aws
+            self.scheduler.aws = AwsClients(new.aws, self.metrics)
+            self._later(self._shutdown_after(retired_aws, retire_after))
         settled = self.scheduler.apply(new.targets)
         self.config = new
         if added or removed or changed:  # a reload that changes nothing costs nothing
@@ -172,6 +178,7 @@ class App:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.scheduler.http.aclose()
+        self.scheduler.aws.shutdown()
 
     def _longest_timeout(self) -> float:
         return max((t.timeout for t in self.config.targets), default=0.0) + GRACE_SECONDS
@@ -180,6 +187,13 @@ class App:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _shutdown_after(clients: AwsClients, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            clients.shutdown()
 
     @staticmethod
     async def _close_after(clients: HttpClients, delay: float) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stackprobe.aws import AwsSettings
 from stackprobe.durations import Duration, format_duration
 from stackprobe.probe import ProbeKind
 from stackprobe.secrets import collect_secrets
@@ -53,6 +54,7 @@ class _TopLevel(BaseModel):
 
     defaults: Defaults = Defaults()
     http_client: HttpClientSettings = HttpClientSettings()
+    aws: AwsSettings = AwsSettings()
     targets: list[Any] = Field(default_factory=list)
 
 
@@ -62,6 +64,7 @@ class Config:
     http_client: HttpClientSettings
     targets: tuple[TargetConfig, ...]
     source: str
+    aws: AwsSettings = field(default_factory=AwsSettings)
     # Built while validating, so the files are read once per load (see stackprobe.tls).
     tls_contexts: Mapping[TLSConfig, ssl.SSLContext] = field(default_factory=dict)
 
@@ -185,7 +188,7 @@ class _Loader:
             raise ConfigError(self.problems)
         targets = tuple(t for t in validated if t is not None)
         contexts = dict(self.context["tls_contexts"])
-        return Config(defaults, top.http_client, targets, self.source, contexts)
+        return Config(defaults, top.http_client, targets, self.source, top.aws, contexts)
 
     def _yaml(self) -> Any:
         try:

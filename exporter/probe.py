@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from stackprobe.aws import AwsClients
     from stackprobe.httpclients import HttpClients
     from stackprobe.target import TargetConfig
 
@@ -83,6 +84,7 @@ class ProbeContext:
     """The clients and limits one run may use, handed in so tests can swap them."""
 
     http: HttpClients
+    aws: AwsClients
     log: Any  # a structlog logger already bound to kind and target
     deadline: float  # event-loop time at which the run is cancelled
     state: Any = None  # the kind's TargetState for this target, when the kind keeps one

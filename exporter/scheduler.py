@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from stackprobe.aws import AwsClients
 from stackprobe.exposition import Renderer, core_samples
 from stackprobe.httpclients import HttpClients
 from stackprobe.probe import ProbeContext, ProbeKind, ProbeResult
@@ -59,12 +60,14 @@ class Scheduler:
         renderer: Renderer,
         metrics: SelfMetrics,
         http: HttpClients,
+        aws: AwsClients,
     ) -> None:
         self._kinds = kinds
         self._store = store
         self._renderer = renderer
         self._metrics = metrics
         self.http = http
+        self.aws = aws
         self._tasks: dict[str, tuple[TargetConfig, asyncio.Task[None]]] = {}
         # Cancelled tasks of each target still closing their state, which the target's next
         # task waits for: a target never holds two connections, however fast reloads come.
@@ -199,7 +202,7 @@ class Scheduler:
         started_at = time.time()
         started = loop.time()
         deadline = started + target.timeout
-        ctx = ProbeContext(http=self.http, log=log, deadline=deadline, state=state)
+        ctx = ProbeContext(http=self.http, aws=self.aws, log=log, deadline=deadline, state=state)
         try:
             async with asyncio.timeout_at(deadline + GRACE_SECONDS):
                 result = await kind.probe(target, ctx)

@@ -10,7 +10,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from stackprobe.probe import ProbeKind
-from stackprobe.probes import dns, http, postgres, redis
+from stackprobe.probes import (
+    _aws,
+    alb,
+    cloudwatch,
+    dns,
+    ecs_service,
+    http,
+    postgres,
+    redis,
+    s3,
+    sqs,
+)
 
 KINDS: Mapping[str, ProbeKind[Any]] = {
     kind.name: kind
@@ -48,6 +59,51 @@ KINDS: Mapping[str, ProbeKind[Any]] = {
             reasons=redis.Reason,
             summary="Redis up, PING latency, clients, memory and connection errors",
             state=redis.session,
+        ),
+        ProbeKind(
+            name="ecs_service",
+            config=ecs_service.EcsServiceTarget,
+            probe=ecs_service.probe,
+            metrics=ecs_service.METRICS,
+            reasons=ecs_service.Reason,
+            summary="ECS services: desired vs running, deployments, stopped tasks, env drift",
+            state=_aws.session,
+        ),
+        ProbeKind(
+            name="alb",
+            config=alb.AlbTarget,
+            probe=alb.probe,
+            metrics=alb.METRICS,
+            reasons=alb.Reason,
+            summary="ALB state, access-log posture, target health per target group",
+            state=_aws.session,
+        ),
+        ProbeKind(
+            name="sqs",
+            config=sqs.SqsTarget,
+            probe=sqs.probe,
+            metrics=sqs.METRICS,
+            reasons=sqs.Reason,
+            summary="SQS depth, redrive posture and dead-letter queue depth",
+            state=_aws.session,
+        ),
+        ProbeKind(
+            name="s3",
+            config=s3.S3Target,
+            probe=s3.probe,
+            metrics=s3.METRICS,
+            reasons=s3.Reason,
+            summary="S3 bucket size and objects (CloudWatch daily or a capped listing), lifecycle",
+            state=_aws.session,
+        ),
+        ProbeKind(
+            name="cloudwatch",
+            config=cloudwatch.CloudWatchTarget,
+            probe=cloudwatch.probe,
+            metrics=cloudwatch.METRICS,
+            reasons=cloudwatch.Reason,
+            summary="CloudWatch GetMetricData: ALB 5xx and latency, ECS CPU/memory, SQS age",
+            state=_aws.session,
         ),
     )
 }

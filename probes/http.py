@@ -49,6 +49,8 @@ from pydantic_core import PydanticCustomError
 from stackprobe.durations import Duration
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._components import components
+from stackprobe.probes._ecs_tasks import METRICS as TASK_METRICS
+from stackprobe.probes._ecs_tasks import Discover, probe_tasks
 from stackprobe.probes._http_body import (
     ACCEPT_ENCODING,
     BodyTooLarge,
@@ -89,6 +91,8 @@ class Reason(StrEnum):
     INVALID_BODY = "invalid_body"  # undecodable compression, or JSON that does not parse
     BODY_MISMATCH = "body_mismatch"  # a body regex or JSON expectation did not hold
     POOL_TIMEOUT = "pool_timeout"  # stackprobe's own connection limit was saturated
+    DISCOVERY_FAILED = "discovery_failed"  # `discover`: the ECS API calls failed
+    NO_TASKS = "no_tasks"  # `discover`: the service has no running task to probe
     OTHER = "other"
 
 
@@ -137,7 +141,9 @@ StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
 
 class HttpTarget(TargetConfig):
     kind: Literal["http"] = "http"
-    url: StrOrSecret
+    url: StrOrSecret | None = None
+    # Instead of `url`: probe every running task of an ECS service at its own address.
+    discover: Discover | None = None
     method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
     headers: dict[str, StrOrSecret] = Field(default_factory=dict)
     basic_auth: BasicAuth | None = None
@@ -157,7 +163,9 @@ class HttpTarget(TargetConfig):
 
     @field_validator("url")
     @classmethod
-    def _usable_url(cls, value: str | SecretRef) -> str | SecretRef:
+    def _usable_url(cls, value: str | SecretRef | None) -> str | SecretRef | None:
+        if value is None:
+            return None
         secret = isinstance(value, SecretRef)
         text = value.get() if isinstance(value, SecretRef) else value
         # Before anything that could echo the URL: a password in it must never be repeated.
@@ -215,6 +223,17 @@ class HttpTarget(TargetConfig):
         return value
 
     @model_validator(mode="after")
+    def _url_or_discover(self) -> HttpTarget:
+        if self.url is None and self.discover is None:
+            raise ValueError(
+                "missing required key `url` (or `discover: {ecs: ...}` to probe every task of "
+                "an ECS service)"
+            )
+        if self.url is not None and self.discover is not None:
+            raise ValueError("give url: (one endpoint) or discover: (every task), not both")
+        return self
+
+    @model_validator(mode="after")
     def _latency_threshold_within_timeout(self) -> HttpTarget:
         if self.latency_threshold is not None and self.latency_threshold >= self.timeout:
             raise ValueError(
@@ -224,9 +243,15 @@ class HttpTarget(TargetConfig):
         return self
 
     def url_text(self) -> str:
+        if self.url is None:
+            raise ValueError("a discover target has no url of its own; probe its tasks")
         return self.url.get() if isinstance(self.url, SecretRef) else self.url
 
     def describe(self) -> str:
+        if self.discover is not None:
+            ecs = self.discover.ecs
+            where = f"{ecs.scheme}://<task>:{ecs.port}{ecs.path}"
+            return f"{self.method} {where} of each task of {ecs.cluster}/{ecs.service}"
         if isinstance(self.url, SecretRef):
             return f"{self.method} <url from {self.url.source()}>"
         return f"{self.method} {self.url}"
@@ -298,6 +323,7 @@ METRICS = (
     HEALTH_COMPONENT_UP,
     HEALTH_COMPONENTS_DROPPED,
     HTTP_LATENCY_THRESHOLD,
+    *TASK_METRICS,
 )
 
 
@@ -355,6 +381,15 @@ class _Observed:
 
 
 async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
+    if target.discover is not None:
+        return await probe_tasks(
+            target,
+            ctx,
+            probe,
+            (Reason.DISCOVERY_FAILED, Reason.NO_TASKS),
+            HEALTH_COMPONENT_UP,
+            PROBE_HTTP_STATUS_CODE,
+        )
     trace = _Trace()
     seen = _Observed()
     try:

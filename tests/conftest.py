@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+from stackprobe.aws import AwsClients, AwsSettings
 from stackprobe.config import parse_config
 from stackprobe.httpclients import HttpClients
 from stackprobe.probe import ProbeContext, ProbeResult
 from stackprobe.probes import KINDS
+from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.target import TargetConfig
 from tests.servers import Peers, PeerServers
 
@@ -64,6 +66,9 @@ async def http_clients() -> AsyncIterator[HttpClients]:
 
 RunProbe = Callable[..., Any]
 
+# For the kinds that call no AWS API: a factory that is never asked for a client.
+UNUSED_AWS = AwsClients(AwsSettings(), SelfMetrics())
+
 
 @pytest.fixture
 def run_probe(http_clients: HttpClients) -> RunProbe:
@@ -71,7 +76,9 @@ def run_probe(http_clients: HttpClients) -> RunProbe:
 
     async def run(target: TargetConfig) -> ProbeResult:
         loop = asyncio.get_running_loop()
-        ctx = ProbeContext(http=http_clients, log=None, deadline=loop.time() + target.timeout)
+        ctx = ProbeContext(
+            http=http_clients, aws=UNUSED_AWS, log=None, deadline=loop.time() + target.timeout
+        )
         result: ProbeResult = await KINDS[target.kind].probe(target, ctx)
         return result
 
@@ -82,16 +89,17 @@ class KeptStateRunner:
     """Runs one target the way the scheduler does for a kind with a state: one state kept
     across runs, a fresh deadline each run."""
 
-    def __init__(self, target: TargetConfig) -> None:
+    def __init__(self, target: TargetConfig, aws: AwsClients | None = None) -> None:
         self.target = target
+        self.aws = aws or UNUSED_AWS
         factory = KINDS[target.kind].state
-        assert factory is not None
-        self.state: Any = factory(target)
+        self.state: Any = factory(target) if factory is not None else None
 
     async def run(self) -> ProbeResult:
         loop = asyncio.get_running_loop()
         ctx = ProbeContext(
             http=HttpClients(1),
+            aws=self.aws,
             log=None,
             deadline=loop.time() + self.target.timeout,
             state=self.state,
@@ -100,7 +108,8 @@ class KeptStateRunner:
         return result
 
     async def close(self) -> None:
-        await self.state.aclose()
+        if self.state is not None:
+            await self.state.aclose()
 
 
 def samples_by_name(result: ProbeResult) -> dict[str, dict[tuple[str, ...], float]]:
@@ -117,3 +126,42 @@ def value(result: ProbeResult, name: str, *labels: str) -> float:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Canary credentials and a region, and nothing from the machine's own AWS setup."""
+    from tests.aws import CANARY_KEY_ID, CANARY_SECRET, REGION
+
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "MOTO_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CANARY_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def moto(aws_env: None) -> Iterator[None]:
+    from tests.aws import faithful_aws
+
+    with faithful_aws():
+        yield
+
+
+@pytest.fixture
+def aws_metrics() -> SelfMetrics:
+    return SelfMetrics()
+
+
+@pytest.fixture
+def aws(moto: None, aws_metrics: SelfMetrics) -> Iterator[AwsClients]:
+    """A client factory talking to moto, with stackprobe's own call accounting."""
+    from tests.aws import REGION
+
+    clients = AwsClients(AwsSettings(region=REGION), aws_metrics)
+    yield clients
+    clients.shutdown()

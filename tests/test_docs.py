@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from stackprobe.aws import AwsAccess, AwsSettings, AwsTarget
 from stackprobe.config import Defaults, HttpClientSettings
 from stackprobe.durations import format_duration
 from stackprobe.exposition import CORE_METRICS
 from stackprobe.probes import KINDS
+from stackprobe.probes._ecs_tasks import EcsDiscovery
+from stackprobe.probes.cloudwatch import AlbSelection, CustomMetric, EcsSelection
 from stackprobe.probes.http import BasicAuth, JsonExpectation
 from stackprobe.probes.postgres import AppPool, StatStatements
 from stackprobe.scheduler import CoreReason
@@ -67,8 +70,19 @@ MODEL_SECTIONS: list[tuple[str, type[BaseModel], set[str]]] = [
     ("`expect_json` entries", JsonExpectation, set()),
     ("`app_pools` entries", AppPool, set()),
     ("`pg_stat_statements`", StatStatements, set()),
+    ("`aws`", AwsSettings, set()),
+    ("Every AWS target", AwsAccess, set()),
+    ("`discover.ecs`", EcsDiscovery, set()),
+    ("`albs` entries", AlbSelection, set()),
+    ("`ecs_services` entries", EcsSelection, set()),
+    ("`metrics` entries", CustomMetric, set()),
     *(
-        (f"`kind: {name}`", kind.config, set(TargetConfig.model_fields))
+        (
+            f"`kind: {name}`",
+            kind.config,
+            set(TargetConfig.model_fields)
+            | (set(AwsAccess.model_fields) if issubclass(kind.config, AwsTarget) else set()),
+        )
         for name, kind in KINDS.items()
     ),
 ]
@@ -140,6 +154,8 @@ def test_core_reasons_are_documented() -> None:
 def test_own_metrics_are_documented() -> None:
     own = SelfMetrics()
     own.set_kinds({}, KINDS)  # creates the labelled children, so their labels show
+    own.aws_calls.labels("ecs", "DescribeServices", "ok")
+    own.aws_call_duration.labels("ecs", "DescribeServices")
     expected = {}
     for family in own.registry.collect():
         if family.name.startswith(("process_", "python_")):

@@ -31,8 +31,8 @@ def test_kind_contract(name: str) -> None:
     assert kind.reasons.__doc__, "say what the reasons are for"
     for spec in kind.metrics:
         assert METRIC_NAME.match(spec.name) and spec.help.endswith(".")
-        # blackbox_exporter's, postgres_exporter's and redis_exporter's names, or our own
-        assert spec.name.startswith(("probe_", "pg_", "redis_", "stackprobe_")), spec.name
+        # blackbox, postgres and redis exporters' names, YACE's aws_, or our own
+        assert spec.name.startswith(("probe_", "pg_", "redis_", "aws_", "stackprobe_")), spec.name
         assert "target" not in spec.labels, "the core adds the target label"
         if spec.type == "counter":
             assert not spec.name.endswith("_total"), "the exposition adds _total to counters"

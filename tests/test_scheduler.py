@@ -16,6 +16,7 @@ from stackprobe.results import ResultStore
 from stackprobe.scheduler import GRACE_SECONDS, CoreReason, Scheduler, phase_fraction
 from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.target import TargetConfig
+from tests.conftest import UNUSED_AWS
 
 CALLS = MetricSpec("test_calls", "Runs so far.")
 
@@ -106,6 +107,7 @@ async def scheduler() -> Any:
         renderer=Renderer([*CORE_METRICS, CALLS]),
         metrics=SelfMetrics(),
         http=clients,
+        aws=UNUSED_AWS,
     )
     yield scheduler, store
     await scheduler.stop()

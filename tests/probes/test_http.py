@@ -18,7 +18,7 @@ import pytest
 import respx
 
 from stackprobe.probes.http import Reason, _same_origin, classify
-from tests.conftest import RunProbe, make_target, samples_by_name, value
+from tests.conftest import UNUSED_AWS, RunProbe, make_target, samples_by_name, value
 from tests.servers import AUTH_TOKEN, BIG_BODY_BYTES, Peers
 
 
@@ -468,7 +468,7 @@ async def test_the_connection_limit_holds_and_a_saturated_one_is_pool_timeout(
     slow = target(f"{peers.http}/slow?seconds=1.5", timeout="1s")
     loop = asyncio.get_running_loop()
     try:
-        ctx = ProbeContext(http=clients, log=None, deadline=loop.time() + 1.0)
+        ctx = ProbeContext(http=clients, aws=UNUSED_AWS, log=None, deadline=loop.time() + 1.0)
         first, second = await asyncio.gather(
             KINDS["http"].probe(slow, ctx), KINDS["http"].probe(slow, ctx)
         )

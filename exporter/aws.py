@@ -1,0 +1,432 @@
+"""The AWS client factory every AWS kind shares: one boto3 client per (service, region, role),
+blocking calls in one bounded thread pool, every API call counted by outcome.
+
+botocore does what it already does well: the credential chain, assume-role with refresh
+(`AssumeRoleCredentialFetcher`), retries with backoff (`standard` or `adaptive` mode), and
+timeouts. What is added here is what an exporter needs on top: a deadline per probe run, an
+outcome per attempt (ok, throttled, denied, error) as a metric, and errors that say which IAM
+action is missing instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import botocore.session
+from botocore.config import Config as BotoConfig
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    CredentialProvider,
+    CredentialResolver,
+    DeferredRefreshableCredentials,
+)
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from stackprobe._version import __version__
+from stackprobe.durations import Duration
+from stackprobe.secrets import SecretRef, secret_or_plain
+from stackprobe.target import TargetConfig
+
+if TYPE_CHECKING:
+    from stackprobe.selfmetrics import SelfMetrics
+
+# botocore's own list (botocore.retries.standard), so "throttled" means what its retry mode
+# treats as throttling.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthorizationError",
+        "UnauthorizedOperation",
+        "UnauthorizedAccess",
+        "AuthFailure",
+    }
+)
+# The credentials themselves were refused: a wrong key, an expired session.
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+    }
+)
+
+# IAM actions whose name is not `<prefix>:<Operation>`.
+_IAM_ACTIONS = {
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "HeadBucket"): "s3:ListBucket",
+    ("s3", "GetBucketLifecycleConfiguration"): "s3:GetLifecycleConfiguration",
+}
+_IAM_PREFIXES = {"monitoring": "cloudwatch"}  # signing name -> IAM service prefix
+
+
+def iam_action(signing_name: str, operation: str) -> str:
+    """The IAM action an API operation needs, as a policy names it."""
+    if (signing_name, operation) in _IAM_ACTIONS:
+        return _IAM_ACTIONS[(signing_name, operation)]
+    return f"{_IAM_PREFIXES.get(signing_name, signing_name)}:{operation}"
+
+
+class AwsProblem(StrEnum):
+    """Why an AWS call failed; every AWS kind's `Reason` carries these values."""
+
+    THROTTLED = "throttled"  # still throttled after the retry mode's retries
+    ACCESS_DENIED = "access_denied"  # the role lacks an IAM action; the detail names it
+    CREDENTIALS = "credentials"  # none found, or AWS refused them (expired, wrong key)
+    TIMEOUT = "timeout"  # no answer within the run's deadline or the read timeout
+    UNREACHABLE = "unreachable"  # the endpoint could not be connected to
+    API_ERROR = "api_error"  # any other error AWS returned
+
+
+class AwsCallError(Exception):
+    """One failed API call, already classified; `str()` is a sentence safe to log."""
+
+    def __init__(self, problem: AwsProblem, operation: str, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.operation = operation
+        self.code = code  # AWS's error code, when AWS answered with one
+
+
+class AwsSettings(BaseModel):
+    """The `aws:` section: how stackprobe talks to AWS, for every AWS target."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Used by targets that set none; without either, botocore's chain (AWS_REGION, profile).
+    region: str | None = None
+    # Threads running blocking boto3 calls; more queue, each run within its own deadline.
+    max_workers: int = Field(8, ge=1, le=64)
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    # Attempts per call, the first included: 2 means one retry, with the mode's backoff.
+    max_attempts: int = Field(2, ge=1, le=10)
+    connect_timeout: Duration = 3.0
+    read_timeout: Duration = 10.0
+    # A VPC endpoint, LocalStack or a moto server; botocore's AWS_ENDPOINT_URL works too.
+    endpoint_url: str | None = None
+
+
+_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
+StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
+
+
+class AwsAccess(BaseModel):
+    """Where and as whom to call AWS: what every AWS target has, and ECS task discovery too."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: str | None = None
+    role_arn: str | None = Field(None, pattern=_ROLE_ARN)
+    external_id: StrOrSecret | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region_shape(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("-", "").isalnum():
+            raise PydanticCustomError(
+                "aws_region", "{found} is not an AWS region; use e.g. eu-west-1", {"found": value}
+            )
+        return value
+
+
+class AwsTarget(TargetConfig, AwsAccess):
+    """A target of an AWS kind: the base keys and `AwsAccess`."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientKey:
+    service: str
+    region: str | None
+    role_arn: str | None
+    external_id: str | None
+
+
+class _AssumedRole(CredentialProvider):
+    """botocore's own assume-role fetcher, refreshed before expiry, as a session's only
+    credential provider (so nothing else in the chain is consulted for this role)."""
+
+    METHOD = "stackprobe-assume-role"
+
+    def __init__(self, fetcher: AssumeRoleCredentialFetcher) -> None:
+        super().__init__()
+        self._fetcher = fetcher
+
+    def load(self) -> DeferredRefreshableCredentials:
+        return DeferredRefreshableCredentials(self._fetcher.fetch_credentials, self.METHOD)
+
+
+class AwsClients:
+    """Clients, the thread pool and the call accounting, for one `aws:` setting."""
+
+    def __init__(self, settings: AwsSettings, metrics: SelfMetrics) -> None:
+        self.settings = settings
+        self._metrics = metrics
+        self._pool = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="stackprobe-aws")
+        self._lock = threading.Lock()  # botocore sessions are not thread-safe
+        self._base = botocore.session.Session()
+        self._sessions: dict[tuple[str | None, str | None], botocore.session.Session] = {}
+        self._clients: dict[_ClientKey, Any] = {}
+        self._boto_config = BotoConfig(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
+            max_pool_connections=settings.max_workers,
+            user_agent_extra=f"stackprobe/{__version__}",
+        )
+
+    def client(self, target: AwsAccess, service: str) -> Any:
+        """The client for this target's region and role; built once, then shared (blocking)."""
+        external_id = target.external_id
+        key = _ClientKey(
+            service,
+            target.region or self.settings.region,
+            target.role_arn,
+            external_id.get() if isinstance(external_id, SecretRef) else external_id,
+        )
+        with self._lock:
+            found = self._clients.get(key)
+            if found is None:
+                session = self._session(key.role_arn, key.external_id, key.region)
+                found = self._clients[key] = self._create(session, service, key.region)
+            return found
+
+    def _session(
+        self, role_arn: str | None, external_id: str | None, region: str | None
+    ) -> botocore.session.Session:
+        if role_arn is None:
+            return self._base
+        found = self._sessions.get((role_arn, external_id))
+        if found is None:
+            extra: dict[str, Any] = {"RoleSessionName": "stackprobe"}
+            if external_id:
+                extra["ExternalId"] = external_id
+            fetcher = AssumeRoleCredentialFetcher(
+                client_creator=lambda service, **_: self._create(self._base, service, region),
+                source_credentials=self._base.get_credentials(),
+                role_arn=role_arn,
+                extra_args=extra,
+            )
+            found = botocore.session.Session()
+            found.register_component(
+                "credential_provider", CredentialResolver([_AssumedRole(fetcher)])
+            )
+            self._sessions[(role_arn, external_id)] = found
+        return found
+
+    def _create(self, session: botocore.session.Session, service: str, region: str | None) -> Any:
+        client = session.create_client(
+            service,
+            region_name=region,
+            endpoint_url=self.settings.endpoint_url,
+            config=self._boto_config,
+        )
+        events = client.meta.events
+        events.register("request-created", _stamp_attempt)
+        events.register("needs-retry", self._count_attempt)
+        return client
+
+    def _count_attempt(
+        self,
+        response: tuple[Any, Mapping[str, Any]] | None,
+        operation: Any,
+        caught_exception: Exception | None,
+        request_dict: Mapping[str, Any],
+        **_: Any,
+    ) -> None:
+        """One attempt of one call ended: count its outcome. Returns None, so botocore's own
+        retry handler alone decides whether to retry."""
+        service = operation.service_model.service_name
+        started = request_dict.get("context", {}).get("stackprobe_attempt_started")
+        if started is not None:
+            self._metrics.aws_call_duration.labels(service, operation.name).observe(
+                time.perf_counter() - started
+            )
+        self._metrics.aws_calls.labels(service, operation.name, _outcome(response)).inc()
+        return None
+
+    async def call(
+        self, target: AwsAccess, service: str, operation: str, deadline: float, **params: Any
+    ) -> dict[str, Any]:
+        """One API call (`operation` as boto3 names it, e.g. describe_services)."""
+
+        def run() -> dict[str, Any]:
+            result: dict[str, Any] = getattr(self.client(target, service), operation)(**params)
+            return result
+
+        result: dict[str, Any] = await self._run(service, operation, deadline, run)
+        return result
+
+    async def pages(
+        self,
+        target: AwsAccess,
+        service: str,
+        operation: str,
+        deadline: float,
+        *,
+        max_pages: int = 1000,
+        **params: Any,
+    ) -> list[dict[str, Any]]:
+        """Every page of a paginated call, fetched with botocore's paginator in one job.
+
+        Stops between pages once the deadline has passed, so a huge listing cannot hold a
+        thread past its run; `max_pages` bounds what one run may list."""
+        wall_deadline = time.monotonic() + max(0.0, deadline - asyncio.get_running_loop().time())
+
+        def run() -> list[dict[str, Any]]:
+            paginator = self.client(target, service).get_paginator(operation)
+            found: list[dict[str, Any]] = []
+            for page in paginator.paginate(**params):
+                found.append(page)
+                if len(found) >= max_pages or time.monotonic() > wall_deadline:
+                    break
+            return found
+
+        pages: list[dict[str, Any]] = await self._run(service, operation, deadline, run)
+        return pages
+
+    async def _run(
+        self,
+        service: str,
+        operation: str,
+        deadline: float,
+        job: Callable[[], Any],
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, _classified, job, service, operation)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await future
+        except TimeoutError:
+            raise AwsCallError(
+                AwsProblem.TIMEOUT,
+                operation,
+                f"{_api_name(service, operation)} did not finish before the run's deadline",
+            ) from None
+
+    def shutdown(self) -> None:
+        """Stop taking calls; threads finish the calls they are in (each within its timeouts)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _stamp_attempt(request: Any, **_: Any) -> None:
+    request.context["stackprobe_attempt_started"] = time.perf_counter()
+
+
+def _outcome(response: tuple[Any, Mapping[str, Any]] | None) -> str:
+    if response is None:
+        return "error"  # no response at all: a connection or read failure
+    http, parsed = response
+    if http.status_code < 300:
+        return "ok"
+    code = parsed.get("Error", {}).get("Code", "")
+    if code in THROTTLING_CODES or http.status_code == 429:
+        return "throttled"
+    if code in DENIED_CODES:
+        return "denied"
+    return "error"
+
+
+def _api_name(service: str, operation: str) -> str:
+    return f"{service} {''.join(part.title() for part in operation.split('_'))}"
+
+
+def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
+    """Run one job in a worker thread, turning botocore's exceptions into `AwsCallError`."""
+    name = _api_name(service, operation)
+    try:
+        return job()
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        op = exc.operation_name
+        message = (error.get("Message") or "")[:300]
+        if code in THROTTLING_CODES:
+            raise AwsCallError(
+                AwsProblem.THROTTLED,
+                op,
+                f"AWS throttled {name} ({code}) through every retry; the next run tries again",
+            ) from None
+        if code in DENIED_CODES:
+            # A refused AssumeRole surfaces from whichever call needed the credentials.
+            action = iam_action("sts" if op == "AssumeRole" else _signing_name(service), op)
+            raise AwsCallError(
+                AwsProblem.ACCESS_DENIED,
+                op,
+                f"AWS denied {name} ({code}): grant the IAM action {action} to the role "
+                "stackprobe runs as (docs/iam-policy.json lists every action it needs)",
+            ) from None
+        if code in CREDENTIAL_CODES:
+            raise AwsCallError(
+                AwsProblem.CREDENTIALS,
+                op,
+                f"AWS refused the credentials for {name} ({code}): {message}",
+            ) from None
+        raise AwsCallError(
+            AwsProblem.API_ERROR, op, f"{name} failed: {code}: {message}", code
+        ) from None
+    except (NoCredentialsError, PartialCredentialsError):
+        raise AwsCallError(
+            AwsProblem.CREDENTIALS,
+            operation,
+            f"no AWS credentials for {name}: give the task a role, or set AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+        ) from None
+    except NoRegionError:
+        raise AwsCallError(
+            AwsProblem.API_ERROR,
+            operation,
+            f"no AWS region for {name}: set region: on the target or in aws:, or AWS_REGION",
+        ) from None
+    except (ConnectTimeoutError, ReadTimeoutError) as exc:
+        raise AwsCallError(AwsProblem.TIMEOUT, operation, f"{name} timed out: {exc}") from None
+    except EndpointConnectionError as exc:
+        raise AwsCallError(AwsProblem.UNREACHABLE, operation, f"{name}: {exc}") from None
+    except BotoCoreError as exc:
+        raise AwsCallError(AwsProblem.API_ERROR, operation, f"{name}: {exc}") from None
+
+
+_SIGNING_NAMES = {"elbv2": "elasticloadbalancing", "cloudwatch": "monitoring"}
+
+
+def _signing_name(service: str) -> str:
+    return _SIGNING_NAMES.get(service, service)

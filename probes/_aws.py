@@ -1,0 +1,110 @@
+"""What the AWS kinds share: the state kept between runs, batching, and how a failed call
+becomes a result.
+
+A throttled run is a skipped cycle, not an outage: the run fails with reason `throttled` (the
+metric that pages is `stackprobe_aws_api_calls_total{outcome="throttled"}`) and repeats the
+last good samples, so no gauge vanishes and no alert on it flaps. Any other failure shows no
+samples, because the state they would describe could not be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
+from stackprobe.probe import ProbeContext, ProbeResult, Sample
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class AwsState:
+    """Kept by the scheduler for one AWS target: the last good samples and what the kind
+    caches (immutable facts such as task definitions, resolved queue URLs)."""
+
+    def __init__(self, _target: AwsTarget | None = None) -> None:
+        self.last: tuple[Sample, ...] = ()
+        self.runs = 0
+        self.cache: dict[str, Any] = {}
+
+    async def aclose(self) -> None:
+        self.cache.clear()
+
+
+def session(target: AwsTarget) -> AwsState:
+    return AwsState(target)
+
+
+def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """The API's batch limit, honoured here because moto does not enforce it (DESIGN.md)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def gather_all(calls: Iterable[Awaitable[R]]) -> list[R]:
+    """Run calls side by side (the thread pool bounds them); the first failure wins."""
+    return list(await asyncio.gather(*calls))
+
+
+def failure(exc: AwsCallError, reasons: type[StrEnum], state: AwsState | None) -> ProbeResult:
+    reason = reasons(exc.problem.value)
+    if exc.problem is AwsProblem.THROTTLED and state is not None:
+        return ProbeResult.failed(reason, f"{exc} (showing the last good values)", state.last)
+    return ProbeResult.failed(reason, str(exc))
+
+
+async def measured(
+    ctx: ProbeContext,
+    reasons: type[StrEnum],
+    measure: Callable[[], Awaitable[ProbeResult]],
+) -> ProbeResult:
+    """Run one AWS kind's measurement; keep its samples when it succeeds, classify it when a
+    call fails."""
+    state: AwsState | None = ctx.state
+    try:
+        result = await measure()
+    except AwsCallError as exc:  # the scheduler logs the failure when the state changes
+        return failure(exc, reasons, state)
+    if state is not None:
+        state.runs += 1
+        if result.success or result.samples:
+            state.last = result.samples
+    return result
+
+
+GET_METRIC_DATA_MAX = 500  # queries per GetMetricData call; moto accepts more, AWS does not
+
+
+async def metric_data(
+    ctx: ProbeContext,
+    target: AwsTarget,
+    queries: Sequence[dict[str, Any]],
+    start: float,
+    end: float,
+) -> dict[str, list[tuple[float, float]]]:
+    """GetMetricData for many queries: query id -> [(unix time, value)], newest first.
+
+    500 queries a call, every page of each (NextToken) in botocore's paginator."""
+    found: dict[str, list[tuple[float, float]]] = {q["Id"]: [] for q in queries}
+    pages = await gather_all(
+        ctx.aws.pages(
+            target,
+            "cloudwatch",
+            "get_metric_data",
+            ctx.deadline,
+            MetricDataQueries=list(batch),
+            StartTime=start,
+            EndTime=end,
+            ScanBy="TimestampDescending",
+        )
+        for batch in batches(queries, GET_METRIC_DATA_MAX)
+    )
+    for page in (p for call in pages for p in call):
+        for result in page.get("MetricDataResults", ()):
+            points = zip(result.get("Timestamps", ()), result.get("Values", ()), strict=False)
+            found[result["Id"]].extend((t.timestamp(), float(v)) for t, v in points)
+    for newest_first in found.values():
+        newest_first.sort(reverse=True)
+    return found

@@ -1,0 +1,184 @@
+"""ECS task discovery for the http kind: probe every running task of a service directly.
+
+Serves RUNBOOK_SIGNALS row 8: AEP "Incident 2: Unhealthy Targets (ALB)" tells on-call to
+"curl each task's IP on 8787". The ALB's view is one number per target group; a task whose
+`/health/ready` fails while the balancer still routes to it only shows when each task is
+asked itself.
+
+Each run lists the service's running tasks (ListTasks, 100 a page, then DescribeTasks, 100 a
+call), takes each task's private IPv4 address from its network interface attachment, and
+runs the http probe against `scheme://address:port/path` for every task at once, at most
+`max_tasks`. One series set per task, labelled by task ID: bounded by the service's task count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stackprobe.aws import AwsAccess, AwsCallError
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probes._aws import batches, gather_all
+
+DESCRIBE_TASKS_MAX = 100
+
+
+class EcsDiscovery(AwsAccess):
+    cluster: str = Field(min_length=1)
+    service: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    path: str = Field("/", pattern=r"^/")
+    scheme: Literal["http", "https"] = "http"
+    # Tasks probed per run; more are counted in stackprobe_ecs_tasks_discovered but not probed.
+    max_tasks: int = Field(100, ge=1, le=1000)
+
+
+class Discover(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ecs: EcsDiscovery
+
+
+_T = ("task",)
+TASKS = MetricSpec(
+    "stackprobe_ecs_tasks_discovered", "Running tasks found for the service in the last run."
+)
+TASK_SUCCESS = MetricSpec(
+    "stackprobe_ecs_task_probe_success",
+    "1 if the task's own endpoint answered as expected, else 0.",
+    (*_T, "address"),
+)
+TASK_STATUS = MetricSpec(
+    "stackprobe_ecs_task_http_status_code",
+    "HTTP status code the task answered, 0 when none arrived.",
+    _T,
+)
+TASK_DURATION = MetricSpec(
+    "stackprobe_ecs_task_probe_duration_seconds", "Seconds the task's probe took.", _T
+)
+TASK_FAILURE = MetricSpec(
+    "stackprobe_ecs_task_failure_reason",
+    "1 with the reason the task's probe failed (the http reasons); absent while it succeeds.",
+    (*_T, "reason"),
+)
+TASK_COMPONENT = MetricSpec(
+    "stackprobe_ecs_task_health_component_up",
+    "1 if the task's readiness body reports the component healthy, 0 if unhealthy.",
+    (*_T, "component"),
+)
+
+METRICS = (TASKS, TASK_SUCCESS, TASK_STATUS, TASK_DURATION, TASK_FAILURE, TASK_COMPONENT)
+
+Check = Callable[[Any, ProbeContext], Awaitable[ProbeResult]]
+
+
+def task_address(task: Mapping[str, Any]) -> str | None:
+    """The private IPv4 address of an awsvpc task (every Fargate task is one)."""
+    for attachment in task.get("attachments", ()):
+        for detail in attachment.get("details", ()):
+            if detail.get("name") == "privateIPv4Address" and detail.get("value"):
+                return str(detail["value"])
+    for container in task.get("containers", ()):
+        for interface in container.get("networkInterfaces", ()):
+            if interface.get("privateIpv4Address"):
+                return str(interface["privateIpv4Address"])
+    return None
+
+
+async def running_tasks(discovery: EcsDiscovery, ctx: ProbeContext) -> list[tuple[str, str]]:
+    """(task ID, address) of the service's running tasks, sorted by ID."""
+    pages = await ctx.aws.pages(
+        discovery,
+        "ecs",
+        "list_tasks",
+        ctx.deadline,
+        cluster=discovery.cluster,
+        serviceName=discovery.service,
+        desiredStatus="RUNNING",
+        PaginationConfig={"PageSize": 100},
+    )
+    arns = [arn for page in pages for arn in page.get("taskArns", ())]
+    described = await gather_all(
+        ctx.aws.call(
+            discovery,
+            "ecs",
+            "describe_tasks",
+            ctx.deadline,
+            cluster=discovery.cluster,
+            tasks=list(batch),
+        )
+        for batch in batches(arns, DESCRIBE_TASKS_MAX)
+    )
+    found = []
+    for page in described:
+        for task in page.get("tasks", ()):
+            if task.get("group") != f"service:{discovery.service}":
+                continue  # what a serviceName filter should already have dropped
+            if task.get("lastStatus") != "RUNNING":
+                continue
+            address = task_address(task)
+            if address is not None:
+                found.append((str(task["taskArn"]).rsplit("/", 1)[-1], address))
+    return sorted(found)
+
+
+async def probe_tasks(
+    target: Any,
+    ctx: ProbeContext,
+    check: Check,
+    reasons: tuple[Any, Any],
+    component_spec: MetricSpec,
+    status_spec: MetricSpec,
+) -> ProbeResult:
+    """Run `check` (the http probe) against every running task of the discovered service.
+
+    `reasons` are the http kind's (discovery_failed, no_tasks); `component_spec` and
+    `status_spec` are the http families whose values are carried over per task."""
+    discovery_failed, no_tasks = reasons
+    discovery: EcsDiscovery = target.discover.ecs
+    try:
+        tasks = await running_tasks(discovery, ctx)
+    except AwsCallError as exc:
+        return ProbeResult.failed(discovery_failed, f"ECS task discovery: {exc}")
+    samples: list[Sample] = [TASKS(len(tasks))]
+    if not tasks:
+        return ProbeResult.failed(
+            no_tasks,
+            f"service {discovery.service} in cluster {discovery.cluster} has no running task",
+            tuple(samples),
+        )
+    probed = tasks[: discovery.max_tasks]
+
+    async def one(address: str) -> tuple[ProbeResult, float]:
+        url = f"{discovery.scheme}://{address}:{discovery.port}{discovery.path}"
+        started = time.perf_counter()
+        result = await check(target.model_copy(update={"url": url, "discover": None}), ctx)
+        return result, time.perf_counter() - started
+
+    results = await asyncio.gather(*(one(address) for _, address in probed))
+    failures = []
+    for (task, address), (result, duration) in zip(probed, results, strict=True):
+        samples.append(TASK_SUCCESS(1 if result.success else 0, task, address))
+        samples.append(TASK_DURATION(duration, task))
+        for sample in result.samples:
+            if sample.spec is status_spec:
+                samples.append(TASK_STATUS(sample.value, task))
+            elif sample.spec is component_spec:
+                samples.append(TASK_COMPONENT(sample.value, task, *sample.label_values))
+        if not result.success:
+            samples.append(TASK_FAILURE(1, task, result.reason or "unknown"))
+            failures.append((task, address, result))
+    if failures:
+        task, address, first = failures[0]
+        return ProbeResult(
+            False,
+            tuple(samples),
+            first.reason,
+            f"{len(failures)} of {len(probed)} tasks failing; task {task} at {address}: "
+            f"{first.detail}",
+        )
+    return ProbeResult.ok(tuple(samples))

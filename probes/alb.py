@@ -1,0 +1,195 @@
+"""Application Load Balancers: state, access-log posture, and target health per target group.
+
+Serves RUNBOOK_SIGNALS rows 6, 7, 21 and 23: AEP "Incident 2: Unhealthy Targets (ALB)"
+(`aws elbv2 describe-target-health` and its Reason; a wrong health-check path), "Incident 6"
+(`aws elbv2 describe-load-balancers` state) and "Incident 7" (are access logs on?).
+
+Per run: DescribeLoadBalancers and DescribeTargetGroups for the whole account (400 a page, one
+page for most accounts, instead of one call per balancer), then one DescribeTargetHealth per
+target group and one DescribeLoadBalancerAttributes per balancer, which have no batch form.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from stackprobe.aws import AwsTarget
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probes._aws import gather_all, measured
+
+PAGE_SIZE = 400
+STATES = ("active", "provisioning", "active_impaired", "failed", "missing")
+
+
+class Reason(StrEnum):
+    """Why an alb run failed: an AWS call, or a configured load balancer that is not there."""
+
+    THROTTLED = "throttled"
+    ACCESS_DENIED = "access_denied"
+    CREDENTIALS = "credentials"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    API_ERROR = "api_error"
+    LOAD_BALANCER_NOT_FOUND = "load_balancer_not_found"
+
+
+class AlbTarget(AwsTarget):
+    kind: Literal["alb"] = "alb"
+    load_balancers: tuple[str, ...] = Field(min_length=1)
+    # The health-check path every target group of these balancers should use...
+    expect_health_check_path: str | None = None
+    # ...or, per target group name, the path it should use (overrides the one above).
+    expect_health_check_paths: dict[str, str] = Field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"alb {', '.join(self.load_balancers)}"
+
+
+_LB = ("load_balancer",)
+_TG = ("load_balancer", "target_group")
+LB_STATE = MetricSpec(
+    "aws_alb_load_balancer_state",
+    "1 for the load balancer's current state (active, provisioning, active_impaired, failed, "
+    "missing), 0 for the others.",
+    (*_LB, "state"),
+)
+ACCESS_LOGS = MetricSpec(
+    "aws_alb_access_logs_enabled", "1 if access logs are written to S3, else 0.", _LB
+)
+TARGETS = MetricSpec(
+    "aws_alb_target_group_targets",
+    "Registered targets by health state and reason code (none while healthy).",
+    (*_TG, "state", "reason"),
+)
+HEALTHY = MetricSpec(
+    "aws_alb_target_group_healthy_targets", "Targets passing the health check.", _TG
+)
+REGISTERED = MetricSpec(
+    "aws_alb_target_group_registered_targets", "Targets registered in the target group.", _TG
+)
+HEALTH_CHECK = MetricSpec(
+    "aws_alb_target_group_health_check_info",
+    "Always 1; labels carry the configured health check.",
+    (*_TG, "path", "port", "protocol"),
+)
+PATH_MATCH = MetricSpec(
+    "aws_alb_target_group_health_check_path_match",
+    "1 if the health-check path is the expected one, else 0 (only where one is expected).",
+    _TG,
+)
+
+METRICS = (LB_STATE, ACCESS_LOGS, TARGETS, HEALTHY, REGISTERED, HEALTH_CHECK, PATH_MATCH)
+
+
+async def probe(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
+    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+
+
+async def _measure(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
+    aws, deadline = ctx.aws, ctx.deadline
+    lb_pages = await aws.pages(
+        target,
+        "elbv2",
+        "describe_load_balancers",
+        deadline,
+        PaginationConfig={"PageSize": PAGE_SIZE},
+    )
+    balancers = {
+        lb["LoadBalancerName"]: lb
+        for page in lb_pages
+        for lb in page.get("LoadBalancers", ())
+        if lb["LoadBalancerName"] in target.load_balancers
+    }
+    names = {lb["LoadBalancerArn"]: name for name, lb in balancers.items()}
+    groups: list[tuple[str, Mapping[str, Any]]] = []
+    if balancers:
+        tg_pages = await aws.pages(
+            target,
+            "elbv2",
+            "describe_target_groups",
+            deadline,
+            PaginationConfig={"PageSize": PAGE_SIZE},
+        )
+        for page in tg_pages:
+            for group in page.get("TargetGroups", ()):
+                for arn in group.get("LoadBalancerArns", ()):
+                    if arn in names:
+                        groups.append((names[arn], group))
+    health, attributes = await gather_all(
+        [
+            gather_all(
+                aws.call(
+                    target,
+                    "elbv2",
+                    "describe_target_health",
+                    deadline,
+                    TargetGroupArn=group["TargetGroupArn"],
+                )
+                for _, group in groups
+            ),
+            gather_all(
+                aws.call(
+                    target,
+                    "elbv2",
+                    "describe_load_balancer_attributes",
+                    deadline,
+                    LoadBalancerArn=lb["LoadBalancerArn"],
+                )
+                for lb in balancers.values()
+            ),
+        ]
+    )
+    samples: list[Sample] = []
+    for name in target.load_balancers:
+        lb = balancers.get(name)
+        current = str(lb["State"]["Code"]) if lb else "missing"
+        samples.extend(LB_STATE(1 if state == current else 0, name, state) for state in STATES)
+    for lb, answer in zip(balancers, attributes, strict=True):
+        found = {a["Key"]: a["Value"] for a in answer.get("Attributes", ())}
+        # absent until someone sets it, which means off (moto and AWS alike)
+        enabled = found.get("access_logs.s3.enabled", "false") == "true"
+        samples.append(ACCESS_LOGS(1 if enabled else 0, lb))
+    for (lb, group), answer in zip(groups, health, strict=True):
+        samples.extend(_group_samples(target, lb, group, answer))
+    missing = [n for n in target.load_balancers if n not in balancers]
+    if missing:
+        return ProbeResult.failed(
+            Reason.LOAD_BALANCER_NOT_FOUND,
+            f"no load balancer named {', '.join(missing)} in this region and account",
+            tuple(samples),
+        )
+    return ProbeResult.ok(tuple(samples))
+
+
+def _group_samples(
+    target: AlbTarget, lb: str, group: Mapping[str, Any], answer: Mapping[str, Any]
+) -> list[Sample]:
+    name = str(group["TargetGroupName"])
+    descriptions = answer.get("TargetHealthDescriptions", ())
+    states = Counter(
+        (str(d["TargetHealth"].get("State", "")), str(d["TargetHealth"].get("Reason", "none")))
+        for d in descriptions
+    )
+    samples = [TARGETS(n, lb, name, s, r) for (s, r), n in sorted(states.items())]
+    samples.append(HEALTHY(sum(n for (s, _), n in states.items() if s == "healthy"), lb, name))
+    samples.append(REGISTERED(len(descriptions), lb, name))
+    path = str(group.get("HealthCheckPath", ""))
+    samples.append(
+        HEALTH_CHECK(
+            1,
+            lb,
+            name,
+            path,
+            str(group.get("HealthCheckPort", "")),
+            str(group.get("HealthCheckProtocol", "")),
+        )
+    )
+    expected = target.expect_health_check_paths.get(name, target.expect_health_check_path)
+    if expected is not None:
+        samples.append(PATH_MATCH(1 if path == expected else 0, lb, name))
+    return samples

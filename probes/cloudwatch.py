@@ -1,0 +1,377 @@
+"""CloudWatch metrics the runbooks read: ALB 5xx and latency, ECS CPU and memory, SQS oldest
+message, S3 storage; and any other metric a user names.
+
+Serves RUNBOOK_SIGNALS rows 1, 5, 24 and 27: AEP "Incident 1: High 5xx Error Rate" (ALB 5xx
+over requests), "Random 502/504: check task CPU/memory" (both runbooks), VivaCampo "Scenario
+2" (bucket size) and "Scenario 4" (how old is the oldest job?).
+
+Names are YACE's, `aws_<namespace>_<metric>_<statistic>` with `dimension_<Name>` labels, so
+its dashboards and rules keep working. Other metrics go to `aws_cloudwatch_value`, labelled
+by namespace, metric, statistic and dimensions: a user's list is bounded by their config.
+
+The query window ends at a period boundary at least `delay` ago, so only closed periods are
+read: a period CloudWatch is still filling is never exported as a drop to zero (the YACE
+complaint). The newest datapoint is exported, and its own time is in
+`stackprobe_cloudwatch_datapoint_timestamp_seconds`. A metric with no datapoint in the window
+(an ALB that served no 5xx) exports nothing rather than a guessed zero. One GetMetricData
+per period length for every query of the target, 500 queries a call.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from stackprobe.aws import AwsTarget
+from stackprobe.durations import Duration
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probes._aws import gather_all, measured, metric_data
+
+DAY = 86400
+LOOKBACK_PERIODS = 5  # sparse metrics (5xx counts) may skip periods; look this far back
+
+
+class Reason(StrEnum):
+    """Why a cloudwatch run failed: an AWS call."""
+
+    THROTTLED = "throttled"
+    ACCESS_DENIED = "access_denied"
+    CREDENTIALS = "credentials"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    API_ERROR = "api_error"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlbSelection(_Strict):
+    # The LoadBalancer dimension: the ARN's tail, app/NAME/ID.
+    load_balancer: str = Field(pattern=r"^app/[^/]+/[^/]+$")
+    # TargetGroup dimensions (targetgroup/NAME/ID) for per-group 5xx and latency.
+    target_groups: tuple[str, ...] = ()
+
+
+class EcsSelection(_Strict):
+    cluster: str
+    service: str
+
+
+_STAT = re.compile(r"^(SampleCount|Average|Sum|Minimum|Maximum|p\d{1,2}(\.\d+)?)$")
+
+
+class CustomMetric(_Strict):
+    namespace: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    statistics: tuple[str, ...] = ("Average",)
+    # Its own period, e.g. 1d for daily metrics; the target's `period` otherwise.
+    period: Duration | None = None
+
+    @field_validator("statistics")
+    @classmethod
+    def _known_statistics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for stat in value:
+            if not _STAT.match(stat):
+                raise PydanticCustomError(
+                    "statistic",
+                    "{found} is not a CloudWatch statistic; use Average, Sum, Minimum, Maximum, "
+                    "SampleCount or a percentile such as p95",
+                    {"found": repr(stat)},
+                )
+        return value
+
+
+class CloudWatchTarget(AwsTarget):
+    kind: Literal["cloudwatch"] = "cloudwatch"
+    # Period of each datapoint; ALB and SQS publish every 60 s, ECS every 60 s.
+    period: Duration = 60.0
+    # How long CloudWatch may take to close a period before it is read.
+    delay: Duration = 120.0
+    albs: tuple[AlbSelection, ...] = ()
+    ecs_services: tuple[EcsSelection, ...] = ()
+    sqs_queues: tuple[str, ...] = ()
+    s3_buckets: tuple[str, ...] = ()
+    metrics: tuple[CustomMetric, ...] = ()
+
+    @field_validator("period")
+    @classmethod
+    def _whole_minutes(cls, value: float) -> float:
+        if value < 60 or value % 60:
+            raise PydanticCustomError(
+                "period", "a period must be a whole number of minutes, e.g. 60s or 5m", {}
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _each_series_once(self) -> CloudWatchTarget:
+        seen: set[tuple[str, tuple[str, ...]]] = set()
+        for query in queries(self):
+            key = (query.spec.name, query.labels)
+            if key in seen:
+                raise PydanticCustomError(
+                    "duplicate_query",
+                    "{metric} {labels} is asked for twice; list each ALB, service, queue, "
+                    "bucket and metric once",
+                    {"metric": query.spec.name, "labels": ", ".join(query.labels)},
+                )
+            seen.add(key)
+        return self
+
+    def describe(self) -> str:
+        parts = [
+            f"{len(self.albs)} ALBs" if self.albs else "",
+            f"{len(self.ecs_services)} ECS services" if self.ecs_services else "",
+            f"{len(self.sqs_queues)} queues" if self.sqs_queues else "",
+            f"{len(self.s3_buckets)} buckets" if self.s3_buckets else "",
+            f"{len(self.metrics)} metrics" if self.metrics else "",
+        ]
+        return "cloudwatch " + ", ".join(p for p in parts if p)
+
+
+_ALB = ("dimension_LoadBalancer", "dimension_TargetGroup")
+_ECS = ("dimension_ClusterName", "dimension_ServiceName")
+_SQS = ("dimension_QueueName",)
+_S3 = ("dimension_BucketName", "dimension_StorageType")
+
+
+def _spec(name: str, help_: str, labels: tuple[str, ...]) -> MetricSpec:
+    return MetricSpec(name, help_, labels)
+
+
+ALB_REQUESTS = _spec(
+    "aws_applicationelb_request_count_sum", "ALB RequestCount, Sum over the period.", _ALB
+)
+ALB_TARGET_5XX = _spec(
+    "aws_applicationelb_httpcode_target_5xx_count_sum",
+    "ALB HTTPCode_Target_5XX_Count, Sum: 5xx answered by the targets.",
+    _ALB,
+)
+ALB_ELB_5XX = _spec(
+    "aws_applicationelb_httpcode_elb_5xx_count_sum",
+    "ALB HTTPCode_ELB_5XX_Count, Sum: 5xx the balancer made itself (502, 503, 504).",
+    _ALB,
+)
+ALB_LATENCY_AVG = _spec(
+    "aws_applicationelb_target_response_time_average",
+    "ALB TargetResponseTime in seconds, Average.",
+    _ALB,
+)
+ALB_LATENCY_P95 = _spec(
+    "aws_applicationelb_target_response_time_p95", "ALB TargetResponseTime in seconds, p95.", _ALB
+)
+ALB_LATENCY_P99 = _spec(
+    "aws_applicationelb_target_response_time_p99", "ALB TargetResponseTime in seconds, p99.", _ALB
+)
+ECS_CPU_AVG = _spec(
+    "aws_ecs_cpuutilization_average", "ECS service CPUUtilization %, Average.", _ECS
+)
+ECS_CPU_MAX = _spec(
+    "aws_ecs_cpuutilization_maximum", "ECS service CPUUtilization %, Maximum.", _ECS
+)
+ECS_MEM_AVG = _spec(
+    "aws_ecs_memory_utilization_average", "ECS service MemoryUtilization %, Average.", _ECS
+)
+ECS_MEM_MAX = _spec(
+    "aws_ecs_memory_utilization_maximum", "ECS service MemoryUtilization %, Maximum.", _ECS
+)
+SQS_OLDEST = _spec(
+    "aws_sqs_approximate_age_of_oldest_message_maximum",
+    "SQS ApproximateAgeOfOldestMessage in seconds, Maximum.",
+    _SQS,
+)
+SQS_SENT = _spec(
+    "aws_sqs_number_of_messages_sent_sum", "SQS NumberOfMessagesSent, Sum over the period.", _SQS
+)
+SQS_DELETED = _spec(
+    "aws_sqs_number_of_messages_deleted_sum",
+    "SQS NumberOfMessagesDeleted, Sum: jobs finished; 0 while the queue grows means stuck.",
+    _SQS,
+)
+S3_SIZE = _spec("aws_s3_bucket_size_bytes_average", "S3 BucketSizeBytes, daily, Average.", _S3)
+S3_OBJECTS = _spec("aws_s3_number_of_objects_average", "S3 NumberOfObjects, daily, Average.", _S3)
+CUSTOM = MetricSpec(
+    "aws_cloudwatch_value",
+    "Newest closed datapoint of a metric listed under `metrics:`.",
+    ("namespace", "metric_name", "statistic", "dimensions"),
+)
+DATAPOINT_TIME = MetricSpec(
+    "stackprobe_cloudwatch_datapoint_timestamp_seconds",
+    "Unix time (period start) of the datapoint each exported CloudWatch series shows.",
+    ("namespace", "metric_name", "statistic", "dimensions"),
+)
+
+METRICS = (
+    ALB_REQUESTS,
+    ALB_TARGET_5XX,
+    ALB_ELB_5XX,
+    ALB_LATENCY_AVG,
+    ALB_LATENCY_P95,
+    ALB_LATENCY_P99,
+    ECS_CPU_AVG,
+    ECS_CPU_MAX,
+    ECS_MEM_AVG,
+    ECS_MEM_MAX,
+    SQS_OLDEST,
+    SQS_SENT,
+    SQS_DELETED,
+    S3_SIZE,
+    S3_OBJECTS,
+    CUSTOM,
+    DATAPOINT_TIME,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One MetricStat, and the sample its newest datapoint becomes."""
+
+    spec: MetricSpec
+    labels: tuple[str, ...]
+    namespace: str
+    metric: str
+    dimensions: tuple[tuple[str, str], ...]
+    stat: str
+    period: float
+
+    def request(self, query_id: str) -> dict[str, Any]:
+        return {
+            "Id": query_id,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": self.namespace,
+                    "MetricName": self.metric,
+                    "Dimensions": [{"Name": n, "Value": v} for n, v in self.dimensions],
+                },
+                "Period": int(self.period),
+                "Stat": self.stat,
+            },
+            "ReturnData": True,
+        }
+
+    def dimensions_label(self) -> str:
+        return ",".join(f"{n}={v}" for n, v in self.dimensions)
+
+
+_ALB_STATS = (
+    (ALB_REQUESTS, "RequestCount", "Sum"),
+    (ALB_TARGET_5XX, "HTTPCode_Target_5XX_Count", "Sum"),
+    (ALB_LATENCY_AVG, "TargetResponseTime", "Average"),
+    (ALB_LATENCY_P95, "TargetResponseTime", "p95"),
+    (ALB_LATENCY_P99, "TargetResponseTime", "p99"),
+)
+
+
+def queries(target: CloudWatchTarget) -> list[Query]:
+    """Every query the target makes, in a stable order."""
+    p = target.period
+    found: list[Query] = []
+    for alb in target.albs:
+        lb = (("LoadBalancer", alb.load_balancer),)
+        found.append(
+            Query(
+                ALB_ELB_5XX,
+                (alb.load_balancer, ""),
+                "AWS/ApplicationELB",
+                "HTTPCode_ELB_5XX_Count",
+                lb,
+                "Sum",
+                p,
+            )
+        )
+        for group in ("", *alb.target_groups):
+            dims = (*lb, ("TargetGroup", group)) if group else lb
+            found.extend(
+                Query(spec, (alb.load_balancer, group), "AWS/ApplicationELB", metric, dims, stat, p)
+                for spec, metric, stat in _ALB_STATS
+            )
+    for ecs in target.ecs_services:
+        dims = (("ClusterName", ecs.cluster), ("ServiceName", ecs.service))
+        for spec, metric, stat in (
+            (ECS_CPU_AVG, "CPUUtilization", "Average"),
+            (ECS_CPU_MAX, "CPUUtilization", "Maximum"),
+            (ECS_MEM_AVG, "MemoryUtilization", "Average"),
+            (ECS_MEM_MAX, "MemoryUtilization", "Maximum"),
+        ):
+            found.append(Query(spec, (ecs.cluster, ecs.service), "AWS/ECS", metric, dims, stat, p))
+    for queue in target.sqs_queues:
+        dims = (("QueueName", queue),)
+        for spec, metric, stat in (
+            (SQS_OLDEST, "ApproximateAgeOfOldestMessage", "Maximum"),
+            (SQS_SENT, "NumberOfMessagesSent", "Sum"),
+            (SQS_DELETED, "NumberOfMessagesDeleted", "Sum"),
+        ):
+            found.append(Query(spec, (queue,), "AWS/SQS", metric, dims, stat, p))
+    for bucket in target.s3_buckets:
+        for spec, metric, storage in (
+            (S3_SIZE, "BucketSizeBytes", "StandardStorage"),
+            (S3_OBJECTS, "NumberOfObjects", "AllStorageTypes"),
+        ):
+            dims = (("BucketName", bucket), ("StorageType", storage))
+            found.append(Query(spec, (bucket, storage), "AWS/S3", metric, dims, "Average", DAY))
+    for custom in target.metrics:
+        custom_dims = tuple(sorted(custom.dimensions.items()))
+        label = ",".join(f"{n}={v}" for n, v in custom_dims)
+        for stat in custom.statistics:
+            labels = (custom.namespace, custom.metric, stat, label)
+            period = custom.period or p
+            found.append(
+                Query(CUSTOM, labels, custom.namespace, custom.metric, custom_dims, stat, period)
+            )
+    return found
+
+
+def window(period: float, delay: float, now: float) -> tuple[float, float]:
+    """[start, end) of closed periods only: `end` is a period boundary at least `delay` ago."""
+    end = math.floor((now - delay) / period) * period
+    return end - LOOKBACK_PERIODS * period, end
+
+
+async def probe(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
+    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+
+
+async def _measure(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
+    wanted = queries(target)
+    by_period: dict[float, list[tuple[str, Query]]] = {}
+    for i, query in enumerate(wanted):
+        by_period.setdefault(query.period, []).append((f"q{i}", query))
+    now = time.time()
+    answers = await gather_all(
+        metric_data(
+            ctx,
+            target,
+            [q.request(qid) for qid, q in group],
+            *window(period, target.delay if period < DAY else 0.0, now),
+        )
+        for period, group in by_period.items()
+    )
+    samples: list[Sample] = []
+    for group, points in zip(by_period.values(), answers, strict=True):
+        samples.extend(_newest(group, points))
+    return ProbeResult.ok(tuple(samples))
+
+
+def _newest(
+    group: Iterable[tuple[str, Query]], points: dict[str, list[tuple[float, float]]]
+) -> list[Sample]:
+    samples: list[Sample] = []
+    for query_id, query in group:
+        found = points.get(query_id)
+        if not found:
+            continue
+        at, value = found[0]
+        samples.append(query.spec(value, *query.labels))
+        samples.append(
+            DATAPOINT_TIME(at, query.namespace, query.metric, query.stat, query.dimensions_label())
+        )
+    return samples

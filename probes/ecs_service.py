@@ -1,0 +1,339 @@
+"""ECS services: desired against running, deployments, why tasks stopped, and env drift.
+
+Serves RUNBOOK_SIGNALS rows 2, 9, 19 and 20: AEP "Incident 1" (was there a deployment in the
+last 30 minutes?), "Incident 2" / "Incident 6" (tasks not starting: image pull, secrets, OOM;
+desired count 0, all tasks stopped) and "Incident 5: Budget Enforcement Failing" (the task
+definition's `BUDGET_ENFORCEMENT_MODE`).
+
+One target is one cluster. Per run, with the API's batch limits: ListServices (when no
+services are named, 100 a page), DescribeServices (10 a call), ListTasks for stopped tasks
+(100 a page) and DescribeTasks (100 a call) only for stopped tasks not seen before, and
+DescribeTaskDefinition only for a task definition not seen before (they never change).
+Stopped tasks are attributed to services by their `group` (`service:NAME`), which is also
+right when a filter is not applied (moto ignores ListTasks' serviceName).
+
+Task definition env is read from the plain `environment` entries only: `secrets` and
+`valueFrom` are never resolved, and no value is exported, only whether it matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from stackprobe.aws import AwsCallError, AwsTarget
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probes._aws import AwsState, batches, gather_all, measured
+
+DESCRIBE_SERVICES_MAX = 10
+DESCRIBE_TASKS_MAX = 100
+LIST_MAX = 100
+
+
+class Reason(StrEnum):
+    """Why an ecs_service run failed: an AWS call, or a cluster or service that is not there."""
+
+    THROTTLED = "throttled"
+    ACCESS_DENIED = "access_denied"
+    CREDENTIALS = "credentials"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    API_ERROR = "api_error"
+    CLUSTER_NOT_FOUND = "cluster_not_found"
+    SERVICE_NOT_FOUND = "service_not_found"  # a named service is missing or INACTIVE
+
+
+class StopClass(StrEnum):
+    """Why a task stopped, from its stoppedReason, stopCode and containers' reasons."""
+
+    OOM = "oom"
+    IMAGE_PULL = "image_pull"
+    SECRETS = "secrets"
+    HEALTH_CHECK = "health_check"
+    ESSENTIAL_CONTAINER_EXITED = "essential_container_exited"
+    SCALING = "scaling"
+    USER_INITIATED = "user_initiated"
+    OTHER = "other"
+
+
+# First match wins, so the cause beats the symptom: an OOM-killed essential container also
+# stops its task with "Essential container in task exited".
+_STOP_PATTERNS: tuple[tuple[StopClass, re.Pattern[str]], ...] = (
+    (StopClass.OOM, re.compile(r"OutOfMemory|OOM|memory usage", re.I)),
+    (StopClass.SECRETS, re.compile(r"secret|ssm|parameter store|kms", re.I)),
+    (StopClass.IMAGE_PULL, re.compile(r"CannotPull|pull image|ImagePull|manifest|image", re.I)),
+    (StopClass.HEALTH_CHECK, re.compile(r"health ?check", re.I)),
+    (StopClass.SCALING, re.compile(r"Scaling activity|deployment|scale", re.I)),
+    (StopClass.USER_INITIATED, re.compile(r"stopped by user|UserInitiated", re.I)),
+    (StopClass.ESSENTIAL_CONTAINER_EXITED, re.compile(r"Essential container", re.I)),
+)
+
+
+def stop_class(task: Mapping[str, Any]) -> StopClass:
+    """The class of one stopped task (DescribeTasks' shape)."""
+    texts = [str(c.get("reason", "")) for c in task.get("containers", ())]
+    texts += [str(task.get("stoppedReason", "")), str(task.get("stopCode", ""))]
+    text = " | ".join(t for t in texts if t)
+    for cls, pattern in _STOP_PATTERNS:
+        if pattern.search(text):
+            return cls
+    if task.get("stopCode") == "EssentialContainerExited":
+        return StopClass.ESSENTIAL_CONTAINER_EXITED
+    return StopClass.OTHER
+
+
+class EcsServiceTarget(AwsTarget):
+    kind: Literal["ecs_service"] = "ecs_service"
+    cluster: str = Field(min_length=1)
+    # Named services, or every service of the cluster when empty (listed each run).
+    services: tuple[str, ...] = ()
+    # Counts the stopped tasks ECS still lists (about an hour) by reason class.
+    stopped_tasks: bool = True
+    # Plain `environment` values every running task definition must carry.
+    expect_env: dict[str, str] = Field(default_factory=dict)
+
+    def describe(self) -> str:
+        named = ", ".join(self.services) if self.services else "all services"
+        return f"ecs cluster {self.cluster}: {named}"
+
+
+_L = ("cluster", "service")
+DESIRED = MetricSpec("aws_ecs_service_desired_tasks", "The service's desired count.", _L)
+RUNNING = MetricSpec("aws_ecs_service_running_tasks", "Tasks in the RUNNING state.", _L)
+PENDING = MetricSpec("aws_ecs_service_pending_tasks", "Tasks in the PENDING state.", _L)
+ACTIVE = MetricSpec(
+    "aws_ecs_service_active", "1 if the service exists and is ACTIVE (not DRAINING), else 0.", _L
+)
+DEPLOYMENTS = MetricSpec(
+    "aws_ecs_service_deployments",
+    "Deployments of the service by status (PRIMARY, ACTIVE) and rollout state.",
+    (*_L, "status", "rollout_state"),
+)
+FAILED_TASKS = MetricSpec(
+    "aws_ecs_service_deployment_failed_tasks",
+    "Tasks that failed to start in the service's current deployments.",
+    _L,
+)
+LAST_DEPLOYMENT = MetricSpec(
+    "aws_ecs_service_last_deployment_timestamp_seconds",
+    "Unix time the service's newest deployment was created: a deploy marker.",
+    _L,
+)
+REVISION = MetricSpec(
+    "aws_ecs_service_task_definition_revision",
+    "Revision of the task definition of the service's PRIMARY deployment.",
+    (*_L, "family"),
+)
+STOPPED = MetricSpec(
+    "aws_ecs_service_stopped_tasks",
+    "Stopped tasks ECS still lists for the service (about the last hour), by reason class.",
+    (*_L, "reason"),
+)
+STOPS = MetricSpec(
+    "aws_ecs_service_tasks_stopped",
+    "Tasks seen stopping since stackprobe started, by reason class; the first run's are not "
+    "counted, so a restart does not look like a burst.",
+    (*_L, "reason"),
+    type="counter",
+)
+ENV_MATCH = MetricSpec(
+    "aws_ecs_service_expected_env_match",
+    "1 if every task definition with running tasks sets the expected plain environment "
+    "value, else 0; one series per expect_env name.",
+    (*_L, "name"),
+)
+
+METRICS = (
+    DESIRED,
+    RUNNING,
+    PENDING,
+    ACTIVE,
+    DEPLOYMENTS,
+    FAILED_TASKS,
+    LAST_DEPLOYMENT,
+    REVISION,
+    STOPPED,
+    STOPS,
+    ENV_MATCH,
+)
+
+
+def _name(arn_or_name: str) -> str:
+    return arn_or_name.rsplit("/", 1)[-1]
+
+
+def _revision(task_definition_arn: str) -> tuple[str, int] | None:
+    family, _, revision = _name(task_definition_arn).rpartition(":")
+    return (family, int(revision)) if family and revision.isdigit() else None
+
+
+async def probe(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
+    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+
+
+async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
+    state: AwsState = ctx.state if ctx.state is not None else AwsState()
+    try:
+        names = list(target.services) or await _list_services(target, ctx)
+        described = await gather_all(
+            ctx.aws.call(
+                target,
+                "ecs",
+                "describe_services",
+                ctx.deadline,
+                cluster=target.cluster,
+                services=list(batch),
+            )
+            for batch in batches(names, DESCRIBE_SERVICES_MAX)
+        )
+    except AwsCallError as exc:
+        if exc.code == "ClusterNotFoundException":
+            return ProbeResult.failed(
+                Reason.CLUSTER_NOT_FOUND, f"ECS has no cluster {target.cluster} in this region"
+            )
+        raise
+    services = {s["serviceName"]: s for page in described for s in page.get("services", ())}
+    samples: list[Sample] = []
+    missing = [n for n in names if services.get(n, {}).get("status", "INACTIVE") == "INACTIVE"]
+    for name in names:
+        service = services.get(name)
+        active = service is not None and service.get("status") == "ACTIVE"
+        samples.append(ACTIVE(1 if active else 0, target.cluster, name))
+        if service is not None and service.get("status") != "INACTIVE":
+            samples.extend(_service_samples(target.cluster, name, service))
+    present = [n for n in names if n not in missing]
+    if target.stopped_tasks:
+        samples.extend(await _stopped(target, ctx, state, present))
+    if target.expect_env:
+        samples.extend(await _env_matches(target, ctx, state, [services[n] for n in present]))
+    if missing:
+        return ProbeResult.failed(
+            Reason.SERVICE_NOT_FOUND,
+            f"cluster {target.cluster} has no active service {', '.join(missing[:5])}",
+            tuple(samples),
+        )
+    return ProbeResult.ok(tuple(samples))
+
+
+async def _list_services(target: EcsServiceTarget, ctx: ProbeContext) -> list[str]:
+    pages = await ctx.aws.pages(
+        target,
+        "ecs",
+        "list_services",
+        ctx.deadline,
+        cluster=target.cluster,
+        PaginationConfig={"PageSize": LIST_MAX},
+    )
+    return sorted(_name(arn) for page in pages for arn in page.get("serviceArns", ()))
+
+
+def _service_samples(cluster: str, name: str, service: Mapping[str, Any]) -> list[Sample]:
+    samples = [
+        DESIRED(service.get("desiredCount", 0), cluster, name),
+        RUNNING(service.get("runningCount", 0), cluster, name),
+        PENDING(service.get("pendingCount", 0), cluster, name),
+    ]
+    deployments: Sequence[Mapping[str, Any]] = service.get("deployments", ())
+    by_state = Counter(
+        (str(d.get("status", "")), str(d.get("rolloutState", ""))) for d in deployments
+    )
+    samples.extend(DEPLOYMENTS(n, cluster, name, s, r) for (s, r), n in sorted(by_state.items()))
+    samples.append(FAILED_TASKS(sum(d.get("failedTasks", 0) for d in deployments), cluster, name))
+    created = [d["createdAt"].timestamp() for d in deployments if d.get("createdAt")]
+    if created:
+        samples.append(LAST_DEPLOYMENT(max(created), cluster, name))
+    primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+    found = _revision(str((primary or service).get("taskDefinition", "")))
+    if found is not None:
+        samples.append(REVISION(found[1], cluster, name, found[0]))
+    return samples
+
+
+async def _stopped(
+    target: EcsServiceTarget, ctx: ProbeContext, state: AwsState, services: Iterable[str]
+) -> list[Sample]:
+    pages = await ctx.aws.pages(
+        target,
+        "ecs",
+        "list_tasks",
+        ctx.deadline,
+        cluster=target.cluster,
+        desiredStatus="STOPPED",
+        PaginationConfig={"PageSize": LIST_MAX},
+    )
+    listed = [arn for page in pages for arn in page.get("taskArns", ())]
+    # task ARN -> (service, class); what ECS stops listing is forgotten
+    known: dict[str, tuple[str, StopClass]] = state.cache.setdefault("stopped", {})
+    stops: Counter[tuple[str, StopClass]] = state.cache.setdefault("stops", Counter())
+    first_run = "stopped_seen" not in state.cache
+    new = [arn for arn in listed if arn not in known]
+    described = await gather_all(
+        ctx.aws.call(
+            target,
+            "ecs",
+            "describe_tasks",
+            ctx.deadline,
+            cluster=target.cluster,
+            tasks=list(batch),
+        )
+        for batch in batches(new, DESCRIBE_TASKS_MAX)
+    )
+    for page in described:
+        for task in page.get("tasks", ()):
+            group = str(task.get("group", ""))
+            service = group.removeprefix("service:") if group.startswith("service:") else ""
+            cls = stop_class(task)
+            known[task["taskArn"]] = (service, cls)
+            if not first_run and service:
+                stops[(service, cls)] += 1
+    for arn in set(known) - set(listed):
+        del known[arn]
+    state.cache["stopped_seen"] = True
+    current = Counter(known.values())
+    samples = []
+    for service in services:
+        for cls in StopClass:
+            samples.append(STOPPED(current[(service, cls)], target.cluster, service, cls))
+            samples.append(STOPS(stops[(service, cls)], target.cluster, service, cls))
+    return samples
+
+
+async def _env_matches(
+    target: EcsServiceTarget,
+    ctx: ProbeContext,
+    state: AwsState,
+    services: Sequence[Mapping[str, Any]],
+) -> list[Sample]:
+    wanted: dict[str, set[str]] = {}
+    for service in services:
+        running = [
+            str(d["taskDefinition"])
+            for d in service.get("deployments", ())
+            if d.get("runningCount", 0) > 0 or d.get("status") == "PRIMARY"
+        ]
+        wanted[service["serviceName"]] = set(running)
+    # task definition ARN -> {name: value} of its plain environment; they never change
+    envs: dict[str, dict[str, str]] = state.cache.setdefault("task_definition_env", {})
+    unseen = sorted({arn for arns in wanted.values() for arn in arns} - envs.keys())
+    answers = await gather_all(
+        ctx.aws.call(target, "ecs", "describe_task_definition", ctx.deadline, taskDefinition=arn)
+        for arn in unseen
+    )
+    for arn, answer in zip(unseen, answers, strict=True):
+        env: dict[str, str] = {}
+        for container in answer.get("taskDefinition", {}).get("containerDefinitions", ()):
+            for entry in container.get("environment", ()):
+                if entry.get("name") in target.expect_env:
+                    env[entry["name"]] = str(entry.get("value", ""))
+        envs[arn] = env
+    samples = []
+    for service_name, arns in sorted(wanted.items()):
+        for name, value in sorted(target.expect_env.items()):
+            match = bool(arns) and all(envs[arn].get(name) == value for arn in arns)
+            samples.append(ENV_MATCH(1 if match else 0, target.cluster, service_name, name))
+    return samples

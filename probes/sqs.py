@@ -1,0 +1,149 @@
+"""SQS queues: depth (visible, in flight, delayed), redrive posture, and the dead-letter queue.
+
+Serves RUNBOOK_SIGNALS rows 27 and 28: VivaCampo "Scenario 4: Worker Jobs Stuck in Queue"
+(`aws sqs get-queue-attributes ... ApproximateNumberOfMessages`; "add dead-letter queue").
+The age of the oldest message is CloudWatch's alone (ApproximateAgeOfOldestMessage): the
+`cloudwatch` kind's `sqs_queues` measures it.
+
+Per run: one GetQueueAttributes per queue and per dead-letter queue (SQS has no batch form).
+Queue URLs are resolved once (GetQueueUrl) and kept; the dead-letter queue is found from the
+queue's RedrivePolicy each run, so adding or changing one needs no config change.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from stackprobe.aws import AwsCallError, AwsTarget
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probes._aws import AwsState, gather_all, measured
+
+ATTRIBUTES = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "RedrivePolicy",
+    "QueueArn",
+]
+_MISSING_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+class Reason(StrEnum):
+    """Why an sqs run failed: an AWS call, or a queue that does not exist."""
+
+    THROTTLED = "throttled"
+    ACCESS_DENIED = "access_denied"
+    CREDENTIALS = "credentials"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    API_ERROR = "api_error"
+    QUEUE_NOT_FOUND = "queue_not_found"
+
+
+class SqsTarget(AwsTarget):
+    kind: Literal["sqs"] = "sqs"
+    # Queue names (in the target's region and account) or queue URLs.
+    queues: tuple[str, ...] = Field(min_length=1)
+
+    def describe(self) -> str:
+        return f"sqs {', '.join(self.queues)}"
+
+
+_Q = ("queue",)
+VISIBLE = MetricSpec(
+    "aws_sqs_messages_visible", "ApproximateNumberOfMessages: waiting to be received.", _Q
+)
+IN_FLIGHT = MetricSpec(
+    "aws_sqs_messages_in_flight",
+    "ApproximateNumberOfMessagesNotVisible: received, not yet deleted.",
+    _Q,
+)
+DELAYED = MetricSpec(
+    "aws_sqs_messages_delayed", "ApproximateNumberOfMessagesDelayed: not yet visible.", _Q
+)
+REDRIVE = MetricSpec(
+    "aws_sqs_redrive_policy", "1 if the queue sends failing messages to a dead-letter queue.", _Q
+)
+MAX_RECEIVES = MetricSpec(
+    "aws_sqs_max_receive_count",
+    "Receives before a message moves to the dead-letter queue (only with a redrive policy).",
+    _Q,
+)
+DLQ_VISIBLE = MetricSpec(
+    "aws_sqs_dead_letter_messages_visible",
+    "Messages waiting in the queue's dead-letter queue: jobs that failed every retry.",
+    (*_Q, "dead_letter_queue"),
+)
+
+METRICS = (VISIBLE, IN_FLIGHT, DELAYED, REDRIVE, MAX_RECEIVES, DLQ_VISIBLE)
+
+
+async def probe(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
+    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+
+
+def _queue_name(queue: str) -> str:
+    return queue.rstrip("/").rsplit("/", 1)[-1]
+
+
+async def _measure(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
+    state: AwsState = ctx.state if ctx.state is not None else AwsState()
+    urls: dict[str, str] = state.cache.setdefault("urls", {})
+    try:
+        answers = await gather_all(
+            _attributes(target, ctx, urls, queue, ATTRIBUTES) for queue in target.queues
+        )
+    except AwsCallError as exc:
+        if exc.code in _MISSING_CODES:
+            urls.clear()  # a queue re-created under the same name gets a new URL
+            return ProbeResult.failed(Reason.QUEUE_NOT_FOUND, str(exc))
+        raise
+    samples: list[Sample] = []
+    dead_letter: list[tuple[str, str, str]] = []  # (queue, dlq name, owner account)
+    for queue, attributes in zip(target.queues, answers, strict=True):
+        name = _queue_name(queue)
+        samples.append(VISIBLE(int(attributes.get("ApproximateNumberOfMessages", 0)), name))
+        samples.append(
+            IN_FLIGHT(int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)), name)
+        )
+        samples.append(DELAYED(int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)), name))
+        policy = json.loads(attributes.get("RedrivePolicy") or "{}")
+        arn = str(policy.get("deadLetterTargetArn", ""))
+        samples.append(REDRIVE(1 if arn else 0, name))
+        if arn:
+            samples.append(MAX_RECEIVES(int(policy.get("maxReceiveCount", 0)), name))
+            parts = arn.split(":")
+            dead_letter.append((name, parts[-1], parts[-2]))
+    dlq_answers = await gather_all(
+        _attributes(target, ctx, urls, dlq, ["ApproximateNumberOfMessages"], owner)
+        for _, dlq, owner in dead_letter
+    )
+    for (name, dlq, _), attributes in zip(dead_letter, dlq_answers, strict=True):
+        samples.append(
+            DLQ_VISIBLE(int(attributes.get("ApproximateNumberOfMessages", 0)), name, dlq)
+        )
+    return ProbeResult.ok(tuple(samples))
+
+
+async def _attributes(
+    target: SqsTarget,
+    ctx: ProbeContext,
+    urls: dict[str, str],
+    queue: str,
+    names: list[str],
+    owner: str | None = None,
+) -> dict[str, Any]:
+    url = queue if queue.startswith("https://") else urls.get(queue)
+    if url is None:
+        params = {"QueueName": queue, **({"QueueOwnerAWSAccountId": owner} if owner else {})}
+        found = await ctx.aws.call(target, "sqs", "get_queue_url", ctx.deadline, **params)
+        url = urls[queue] = str(found["QueueUrl"])
+    answer = await ctx.aws.call(
+        target, "sqs", "get_queue_attributes", ctx.deadline, QueueUrl=url, AttributeNames=names
+    )
+    attributes: dict[str, Any] = answer.get("Attributes", {})
+    return attributes

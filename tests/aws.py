@@ -1,0 +1,326 @@
+"""moto, made to behave like AWS where the probes depend on it (DESIGN.md lists the gaps).
+
+moto 5 answers ListServices and ListTasks in one page whatever maxResults says, ignores
+ListTasks' serviceName, and accepts DescribeServices with more than 10 names and
+DescribeTasks with more than 100, and moves a running task towards STOPPED every time it is
+described. Real AWS pages, rejects and keeps it RUNNING; so does moto once
+`faithful_aws()` is entered, so a probe that forgets to batch or paginate fails here too.
+
+Errors are injected on the wire: `inject()` answers an operation with the status and error
+body AWS would send, in the protocol the client speaks, so botocore parses it, retries it with
+its retry mode and counts it through the same hooks as in production.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+from unittest import mock
+
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+from moto.core.botocore_stubber import MockRawResponse
+from moto.core.responses import ActionResult
+from moto.ecs.exceptions import InvalidParameterException
+from moto.ecs.responses import EC2ContainerServiceResponse
+from moto.elbv2.models import FakeTargetGroup
+from moto.moto_api import state_manager
+from prometheus_client import CollectorRegistry
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+# Planted as the credentials every AWS test runs with: none may ever appear in any output.
+CANARY_KEY_ID = "AKIACANARY7Q2W9E4R1T"
+CANARY_SECRET = "canary-secret-aws-Zq8vN3xR5tL0pW2yK7mB"
+
+
+def _page(items: list[str], max_results: Any, token: Any, default: int) -> tuple[list[str], str]:
+    size = int(max_results or default)
+    if not 1 <= size <= 100:
+        raise InvalidParameterException("maxResults must be between 1 and 100.")
+    start = int(token or 0)
+    end = start + size
+    return items[start:end], (str(end) if end < len(items) else "")
+
+
+def _list_services(self: EC2ContainerServiceResponse) -> ActionResult:
+    arns = self.ecs_backend.list_services(
+        self._get_param("cluster", "default"),
+        self._get_param("schedulingStrategy"),
+        launch_type=self._get_param("launchType"),
+    )
+    # AWS's default page is 10 services, its largest 100
+    page, token = _page(arns, self._get_param("maxResults"), self._get_param("nextToken"), 10)
+    return ActionResult({"serviceArns": page, **({"nextToken": token} if token else {})})
+
+
+def _list_tasks(self: EC2ContainerServiceResponse) -> ActionResult:
+    tasks = self.ecs_backend.list_tasks(
+        self._get_param("cluster", "default"),
+        self._get_param("containerInstance"),
+        self._get_param("family"),
+        self._get_param("startedBy"),
+        None,
+        self._get_param("desiredStatus"),
+    )
+    service = self._get_param("serviceName")
+    if service:  # what AWS does and moto does not
+        tasks = [t for t in tasks if t.group == f"service:{service.rsplit('/', 1)[-1]}"]
+    arns = [t.task_arn for t in tasks]
+    page, token = _page(arns, self._get_param("maxResults"), self._get_param("nextToken"), 100)
+    return ActionResult({"taskArns": page, **({"nextToken": token} if token else {})})
+
+
+_describe_services = EC2ContainerServiceResponse.describe_services
+_describe_tasks = EC2ContainerServiceResponse.describe_tasks
+
+
+def _limited_describe_services(self: EC2ContainerServiceResponse) -> Any:
+    if len(self._get_param("services", [])) > 10:
+        raise InvalidParameterException("services can have at most 10 items.")
+    return _describe_services(self)
+
+
+def _limited_describe_tasks(self: EC2ContainerServiceResponse) -> Any:
+    if len(self._get_param("tasks", [])) > 100:
+        raise InvalidParameterException("tasks can have at most 100 items.")
+    return _describe_tasks(self)
+
+
+_health_for = FakeTargetGroup.health_for
+
+
+def _patched_health_for(self: FakeTargetGroup, target: dict[str, Any], ec2: Any) -> Any:
+    """moto reports every registered ip target healthy; `set_target_health` overrides it."""
+    status = _health_for(self, target, ec2)
+    override = getattr(self, "health_overrides", {}).get(target["Id"])
+    if override is not None:
+        status.status, status.reason, status.description = override
+    return status
+
+
+def set_target_health(group_arn: str, target_id: str, state: str, reason: str) -> None:
+    from moto.elbv2.models import elbv2_backends
+
+    group = elbv2_backends[ACCOUNT][REGION].target_groups[group_arn]
+    overrides = group.__dict__.setdefault("health_overrides", {})
+    overrides[target_id] = (state, reason, f"injected {reason}")
+
+
+@contextmanager
+def faithful_aws() -> Iterator[None]:
+    """moto for every AWS service, with AWS's paging and batch limits."""
+    with ExitStack() as stack:
+        stack.enter_context(mock_aws())
+        for name, replacement in (
+            ("list_services", _list_services),
+            ("list_tasks", _list_tasks),
+            ("describe_services", _limited_describe_services),
+            ("describe_tasks", _limited_describe_tasks),
+        ):
+            stack.enter_context(mock.patch.object(EC2ContainerServiceResponse, name, replacement))
+        stack.enter_context(mock.patch.object(FakeTargetGroup, "health_for", _patched_health_for))
+        # moto moves a task from RUNNING towards STOPPED each time it is described; on AWS a
+        # running task stays RUNNING until something stops it
+        state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
+        stack.callback(state_manager.unset_transition, "ecs::task")
+        yield
+
+
+def _error_body(request: Any, service: str, code: str, message: str) -> tuple[bytes, str]:
+    content_type = request.headers.get("Content-Type", b"")
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode()
+    if "amz-json" in content_type:
+        return json.dumps({"__type": code, "message": message}).encode(), content_type
+    if service == "s3":
+        body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        return body.encode(), "application/xml"
+    body = (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+        f"<Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
+    )
+    return body.encode(), "text/xml"
+
+
+class Injected:
+    """How many attempts an injection still answers, and how many it answered."""
+
+    def __init__(self, times: int) -> None:
+        self.remaining = times
+        self.answered = 0
+
+
+def inject(
+    client: Any, operation: str, code: str, *, times: int = 1, status: int = 400
+) -> Injected:
+    """AWS answers the next `times` attempts of `operation` (e.g. DescribeServices) on this
+    client with the error `code`, as it would on the wire."""
+    service_id = client.meta.service_model.service_id.hyphenize()
+    service = client.meta.service_model.service_name
+    state = Injected(times)
+
+    def answer(request: Any, **_: Any) -> AWSResponse | None:
+        if state.remaining <= 0:
+            return None
+        state.remaining -= 1
+        state.answered += 1
+        body, content_type = _error_body(request, service, code, f"injected {code}")
+        headers = {"Content-Type": content_type, "x-amzn-RequestId": "r-1"}
+        return AWSResponse(request.url, status, headers, MockRawResponse(body))
+
+    # First, so it answers before moto's own before-send handler does.
+    client.meta.events.register_first(f"before-send.{service_id}.{operation}", answer)
+    return state
+
+
+def api_calls(registry: CollectorRegistry) -> Counter[tuple[str, str, str]]:
+    """stackprobe_aws_api_calls_total as (service, operation, outcome) -> count."""
+    found: Counter[tuple[str, str, str]] = Counter()
+    for family in registry.collect():
+        if family.name == "stackprobe_aws_api_calls":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    labels = sample.labels
+                    key = (labels["service"], labels["operation"], labels["outcome"])
+                    found[key] += int(sample.value)
+    return found
+
+
+def by_operation(calls: Counter[tuple[str, str, str]]) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for (_, operation, _), count in calls.items():
+        found[operation] += count
+    return found
+
+
+def ecs_backend() -> Any:
+    from moto.ecs.models import ecs_backends
+
+    return ecs_backends[ACCOUNT][REGION]
+
+
+class EcsStack:
+    """A Fargate cluster in moto: task definitions, services, and tasks with private IPs."""
+
+    def __init__(self, session: Any, cluster: str = "aep") -> None:
+        self.cluster = cluster
+        self.ecs = session.client("ecs", region_name=REGION)
+        ec2 = session.client("ec2", region_name=REGION)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        # awsvpc tasks need DNS hostnames on their VPC (DESIGN.md)
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        self.security_group = ec2.create_security_group(
+            GroupName="tasks", Description="tasks", VpcId=vpc
+        )["GroupId"]
+        self.ecs.create_cluster(clusterName=cluster)
+
+    def task_definition(self, family: str, env: dict[str, str] | None = None) -> str:
+        answer = self.ecs.register_task_definition(
+            family=family,
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu="256",
+            memory="512",
+            containerDefinitions=[
+                {
+                    "name": family,
+                    "image": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/{family}:1",
+                    "memory": 512,  # moto's run_task needs a container-level memory
+                    "essential": True,
+                    "environment": [{"name": k, "value": v} for k, v in (env or {}).items()],
+                    "secrets": [
+                        {"name": "DATABASE_URL", "valueFrom": "arn:aws:ssm:eu-west-1:1:p/db"}
+                    ],
+                }
+            ],
+        )
+        arn: str = answer["taskDefinition"]["taskDefinitionArn"]
+        return arn
+
+    def service(
+        self, name: str, desired: int, running: int | None = None, task_definition: str = ""
+    ) -> None:
+        """A service whose running count is set in moto's backend (moto reads it from
+        MOTO_ECS_SERVICE_RUNNING at creation otherwise)."""
+        self.ecs.create_service(
+            cluster=self.cluster,
+            serviceName=name,
+            taskDefinition=task_definition or self.task_definition(name),
+            desiredCount=desired,
+            launchType="FARGATE",
+        )
+        self.set_counts(name, desired if running is None else running)
+
+    def set_counts(self, name: str, running: int, desired: int | None = None) -> None:
+        service = ecs_backend().services[f"{self.cluster}:{name}"]
+        if desired is not None:
+            service.desired_count = desired
+        service.running_count = running
+        service.pending_count = max(0, service.desired_count - running)
+        for deployment in service.deployments:
+            deployment["runningCount"] = running
+            deployment["desiredCount"] = service.desired_count
+            deployment["rolloutState"] = (
+                "COMPLETED" if running >= service.desired_count else "IN_PROGRESS"
+            )
+
+    def run_tasks(self, service: str, count: int = 1) -> list[str]:
+        task_definition = ecs_backend().services[f"{self.cluster}:{service}"].task_definition
+        answer = self.ecs.run_task(
+            cluster=self.cluster,
+            taskDefinition=task_definition,
+            count=count,
+            launchType="FARGATE",
+            group=f"service:{service}",
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": [self.subnet],
+                    "securityGroups": [self.security_group],
+                }
+            },
+        )
+        return [t["taskArn"] for t in answer["tasks"]]
+
+    def stop(self, task_arn: str, reason: str, container_reason: str = "") -> None:
+        self.ecs.stop_task(cluster=self.cluster, task=task_arn, reason=reason)
+        if container_reason:
+            task = ecs_backend().tasks[self.cluster][task_arn]
+            for container in task.containers:
+                container.reason = container_reason
+
+    def deploy(self, name: str, task_definition: str, running_new: int = 0) -> None:
+        """A rolling deployment as ECS shows it mid-way (moto only swaps the task definition):
+        a new PRIMARY deployment in progress, the previous one ACTIVE and still serving."""
+        from moto.core.utils import utcnow
+
+        self.ecs.update_service(cluster=self.cluster, service=name, taskDefinition=task_definition)
+        service = ecs_backend().services[f"{self.cluster}:{name}"]
+        old = service.deployments[0]
+        now = utcnow()
+        new = {
+            **old,
+            "id": f"ecs-svc/{len(service.deployments) + 1}",
+            "taskDefinition": task_definition,
+            "createdAt": now,
+            "updatedAt": now,
+            "runningCount": running_new,
+            "rolloutState": "IN_PROGRESS",
+            "rolloutStateReason": "ECS deployment in progress.",
+        }
+        old["status"] = "ACTIVE"
+        old["runningCount"] = service.running_count - running_new
+        service.deployments = [new, *service.deployments]
+
+    def set_address(self, task_arn: str, address: str) -> None:
+        """Point a task's network interface at an address the test serves (moto picks a
+        random 10.x one)."""
+        task = ecs_backend().tasks[self.cluster][task_arn]
+        for attachment in task.attachments:
+            for detail in attachment["details"]:
+                if detail["name"] == "privateIPv4Address":
+                    detail["value"] = address

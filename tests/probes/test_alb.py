@@ -1,0 +1,151 @@
+"""kind: alb against moto, with an unhealthy target patched into moto's backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+
+from stackprobe.aws import AwsClients
+from stackprobe.selfmetrics import SelfMetrics
+from tests.aws import REGION, api_calls, by_operation, inject, set_target_health
+from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+
+
+class AlbStack:
+    def __init__(self) -> None:
+        ec2 = boto3.client("ec2", region_name=REGION)
+        self.elb = boto3.client("elbv2", region_name=REGION)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(
+                VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{z}"
+            )["Subnet"]["SubnetId"]
+            for i, z in ((1, "a"), (2, "b"))
+        ]
+        self.vpc, self.subnets = vpc, subnets
+        self.groups: dict[str, str] = {}
+
+    def balancer(self, name: str, groups: dict[str, str]) -> str:
+        lb = self.elb.create_load_balancer(Name=name, Subnets=self.subnets, Type="application")
+        arn: str = lb["LoadBalancers"][0]["LoadBalancerArn"]
+        for group, path in groups.items():
+            tg = self.elb.create_target_group(
+                Name=group,
+                Protocol="HTTP",
+                Port=8787,
+                VpcId=self.vpc,
+                TargetType="ip",
+                HealthCheckPath=path,
+            )["TargetGroups"][0]["TargetGroupArn"]
+            self.groups[group] = tg
+            self.elb.register_targets(
+                TargetGroupArn=tg, Targets=[{"Id": "10.0.1.10"}, {"Id": "10.0.1.11"}]
+            )
+            listener_port = 80 + len(self.groups)
+            self.elb.create_listener(
+                LoadBalancerArn=arn,
+                Protocol="HTTP",
+                Port=listener_port,
+                DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
+            )
+        return arn
+
+
+@pytest.fixture
+def albs(moto: None) -> AlbStack:
+    return AlbStack()
+
+
+def alb_target(**extra: Any) -> Any:
+    return make_target({"name": "aep-alb", "kind": "alb", "load_balancers": ["aep-alb"], **extra})
+
+
+async def run_once(target: Any, aws: AwsClients) -> Any:
+    runner = KeptStateRunner(target, aws)
+    try:
+        return await runner.run()
+    finally:
+        await runner.close()
+
+
+async def test_target_health_state_and_posture(
+    albs: AlbStack, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    lb = albs.balancer("aep-alb", {"aep-api": "/health/live", "aep-web": "/health"})
+    albs.balancer("other-alb", {"other": "/"})
+    set_target_health(albs.groups["aep-api"], "10.0.1.11", "unhealthy", "Target.Timeout")
+    albs.elb.modify_load_balancer_attributes(
+        LoadBalancerArn=lb,
+        Attributes=[{"Key": "access_logs.s3.enabled", "Value": "true"}],
+    )
+
+    result = await run_once(alb_target(expect_health_check_path="/health/live"), aws)
+
+    assert result.success, result.detail
+    assert value(result, "aws_alb_load_balancer_state", "aep-alb", "active") == 1
+    assert value(result, "aws_alb_load_balancer_state", "aep-alb", "failed") == 0
+    assert value(result, "aws_alb_access_logs_enabled", "aep-alb") == 1
+    targets = samples_by_name(result)["aws_alb_target_group_targets"]
+    assert targets == {
+        ("aep-alb", "aep-api", "healthy", "none"): 1,
+        ("aep-alb", "aep-api", "unhealthy", "Target.Timeout"): 1,
+        ("aep-alb", "aep-web", "healthy", "none"): 2,
+    }
+    assert value(result, "aws_alb_target_group_healthy_targets", "aep-alb", "aep-api") == 1
+    assert value(result, "aws_alb_target_group_registered_targets", "aep-alb", "aep-api") == 2
+    match = samples_by_name(result)["aws_alb_target_group_health_check_path_match"]
+    assert match == {("aep-alb", "aep-api"): 1, ("aep-alb", "aep-web"): 0}
+    info = samples_by_name(result)["aws_alb_target_group_health_check_info"]
+    assert ("aep-alb", "aep-web", "/health", "traffic-port", "HTTP") in info
+    # one listing of each kind for the account, then one call per group and per balancer
+    assert by_operation(api_calls(aws_metrics.registry)) == {
+        "DescribeLoadBalancers": 1,
+        "DescribeTargetGroups": 1,
+        "DescribeTargetHealth": 2,
+        "DescribeLoadBalancerAttributes": 1,
+    }
+
+
+async def test_access_logs_absent_means_off(albs: AlbStack, aws: AwsClients) -> None:
+    albs.balancer("aep-alb", {"aep-api": "/health/live"})
+
+    result = await run_once(alb_target(), aws)
+
+    assert value(result, "aws_alb_access_logs_enabled", "aep-alb") == 0
+    assert "aws_alb_target_group_health_check_path_match" not in samples_by_name(result)
+
+
+async def test_zero_healthy_targets_and_a_missing_balancer(albs: AlbStack, aws: AwsClients) -> None:
+    albs.balancer("aep-alb", {"aep-api": "/health/live"})
+    for ip in ("10.0.1.10", "10.0.1.11"):
+        set_target_health(albs.groups["aep-api"], ip, "unhealthy", "Target.FailedHealthChecks")
+
+    result = await run_once(alb_target(load_balancers=["aep-alb", "gone-alb"]), aws)
+
+    assert result.reason == "load_balancer_not_found" and "gone-alb" in result.detail
+    assert value(result, "aws_alb_target_group_healthy_targets", "aep-alb", "aep-api") == 0
+    assert value(result, "aws_alb_load_balancer_state", "gone-alb", "missing") == 1
+    assert value(result, "aws_alb_load_balancer_state", "gone-alb", "active") == 0
+
+
+async def test_request_limit_exceeded_is_throttling(
+    albs: AlbStack, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    albs.balancer("aep-alb", {"aep-api": "/health/live"})
+    target = alb_target()
+    runner = KeptStateRunner(target, aws)
+    try:
+        good = await runner.run()
+        inject(aws.client(target, "elbv2"), "DescribeTargetHealth", "Throttling", times=2)
+        throttled = await runner.run()
+        recovered = await runner.run()
+    finally:
+        await runner.close()
+
+    assert throttled.reason == "throttled"
+    assert samples_by_name(throttled) == samples_by_name(good)
+    assert recovered.success
+    calls = api_calls(aws_metrics.registry)
+    assert calls[("elbv2", "DescribeTargetHealth", "throttled")] == 2

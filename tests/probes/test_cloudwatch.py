@@ -1,0 +1,207 @@
+"""kind: cloudwatch: moto for what it computes, botocore's Stubber for percentiles (moto 5.2
+fails on them, DESIGN.md), asserting the exact queries sent."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from stackprobe.aws import AwsClients
+from stackprobe.probes.cloudwatch import LOOKBACK_PERIODS, window
+from stackprobe.selfmetrics import SelfMetrics
+from tests.aws import REGION, api_calls, by_operation
+from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+
+
+@pytest.fixture
+def cloudwatch(moto: None) -> Any:
+    return boto3.client("cloudwatch", region_name=REGION)
+
+
+async def run_once(target: Any, aws: AwsClients) -> Any:
+    runner = KeptStateRunner(target, aws)
+    try:
+        return await runner.run()
+    finally:
+        await runner.close()
+
+
+def put(cloudwatch: Any, namespace: str, metric: str, dims: dict[str, str], at: float, v: float):
+    cloudwatch.put_metric_data(
+        Namespace=namespace,
+        MetricData=[
+            {
+                "MetricName": metric,
+                "Dimensions": [{"Name": k, "Value": x} for k, x in dims.items()],
+                "Timestamp": datetime.fromtimestamp(at, UTC),
+                "Value": v,
+            }
+        ],
+    )
+
+
+def test_the_window_holds_closed_periods_only() -> None:
+    start, end = window(60, 120, now=1_000_000_030.0)
+
+    assert end == 999_999_900  # a period boundary at least 120 s before now
+    assert end % 60 == 0 and 1_000_000_030 - end >= 120
+    assert start == end - LOOKBACK_PERIODS * 60
+
+
+async def test_a_filling_period_is_never_exported(
+    cloudwatch: Any, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    now = time.time()
+    _, end = window(60, 120, now)
+    service = {"ClusterName": "aep", "ServiceName": "aep-api"}
+    put(cloudwatch, "AWS/ECS", "CPUUtilization", service, end - 60, 42.0)  # newest closed
+    put(cloudwatch, "AWS/ECS", "CPUUtilization", service, end - 120, 10.0)
+    put(cloudwatch, "AWS/ECS", "CPUUtilization", service, now - 5, 0.5)  # still filling
+    put(
+        cloudwatch,
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        {"QueueName": "jobs"},
+        end - 60,
+        930.0,
+    )
+    target = make_target(
+        {
+            "name": "cw",
+            "kind": "cloudwatch",
+            "ecs_services": [{"cluster": "aep", "service": "aep-api"}],
+            "sqs_queues": ["jobs"],
+        }
+    )
+
+    result = await run_once(target, aws)
+
+    assert result.success, result.detail
+    assert value(result, "aws_ecs_cpuutilization_average", "aep", "aep-api") == 42.0
+    assert value(result, "aws_sqs_approximate_age_of_oldest_message_maximum", "jobs") == 930.0
+    stamps = samples_by_name(result)["stackprobe_cloudwatch_datapoint_timestamp_seconds"]
+    key = ("AWS/ECS", "CPUUtilization", "Average", "ClusterName=aep,ServiceName=aep-api")
+    assert stamps[key] == end - 60
+    # nothing was published for memory: no series rather than a zero
+    assert "aws_ecs_memory_utilization_average" not in samples_by_name(result)
+    assert by_operation(api_calls(aws_metrics.registry)) == {"GetMetricData": 1}
+
+
+async def test_six_hundred_queries_take_two_calls(
+    cloudwatch: Any, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    _, end = window(60, 120, time.time())
+    put(cloudwatch, "App", "Jobs", {"Worker": "w599"}, end - 60, 7.0)
+    metrics = [
+        {
+            "namespace": "App",
+            "metric": "Jobs",
+            "dimensions": {"Worker": f"w{i}"},
+            "statistics": ["Sum"],
+        }
+        for i in range(600)
+    ]
+    target = make_target({"name": "cw", "kind": "cloudwatch", "metrics": metrics})
+
+    result = await run_once(target, aws)
+
+    assert result.success, result.detail
+    assert value(result, "aws_cloudwatch_value", "App", "Jobs", "Sum", "Worker=w599") == 7.0
+    # moto would take all 600 in one call; AWS's limit is 500
+    assert by_operation(api_calls(aws_metrics.registry)) == {"GetMetricData": 2}
+
+
+async def test_alb_percentiles_send_the_exact_queries(aws: AwsClients) -> None:
+    target = make_target(
+        {
+            "name": "cw",
+            "kind": "cloudwatch",
+            "albs": [
+                {
+                    "load_balancer": "app/aep-alb/50dc6c49",
+                    "target_groups": ["targetgroup/aep-api/6d0ecf83"],
+                }
+            ],
+        }
+    )
+    lb = {"Name": "LoadBalancer", "Value": "app/aep-alb/50dc6c49"}
+    tg = {"Name": "TargetGroup", "Value": "targetgroup/aep-api/6d0ecf83"}
+
+    def query(i: int, metric: str, stat: str, dims: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "Id": f"q{i}",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": "AWS/ApplicationELB",
+                    "MetricName": metric,
+                    "Dimensions": dims,
+                },
+                "Period": 60,
+                "Stat": stat,
+            },
+            "ReturnData": True,
+        }
+
+    expected = [query(0, "HTTPCode_ELB_5XX_Count", "Sum", [lb])]
+    for dims in ([lb], [lb, tg]):
+        base = len(expected)
+        for j, (metric, stat) in enumerate(
+            [
+                ("RequestCount", "Sum"),
+                ("HTTPCode_Target_5XX_Count", "Sum"),
+                ("TargetResponseTime", "Average"),
+                ("TargetResponseTime", "p95"),
+                ("TargetResponseTime", "p99"),
+            ]
+        ):
+            expected.append(query(base + j, metric, stat, dims))
+    at = datetime.fromtimestamp(math.floor(time.time() / 60) * 60 - 180, UTC)
+    answers = {"q4": 0.84, "q5": 2.5, "q0": 3.0, "q1": 1000.0, "q2": 70.0}
+    client = aws.client(target, "cloudwatch")
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_metric_data",
+            {
+                "MetricDataResults": [
+                    {"Id": qid, "Timestamps": [at], "Values": [v], "StatusCode": "Complete"}
+                    for qid, v in answers.items()
+                ]
+            },
+            {
+                "MetricDataQueries": expected,
+                "StartTime": ANY,
+                "EndTime": ANY,
+                "ScanBy": "TimestampDescending",
+            },
+        )
+        result = await run_once(target, aws)
+        stub.assert_no_pending_responses()
+
+    assert result.success, result.detail
+    lb_only = ("app/aep-alb/50dc6c49", "")
+    assert value(result, "aws_applicationelb_target_response_time_p95", *lb_only) == 0.84
+    assert value(result, "aws_applicationelb_target_response_time_p99", *lb_only) == 2.5
+    assert value(result, "aws_applicationelb_httpcode_elb_5xx_count_sum", *lb_only) == 3.0
+    assert value(result, "aws_applicationelb_request_count_sum", *lb_only) == 1000.0
+    assert value(result, "aws_applicationelb_httpcode_target_5xx_count_sum", *lb_only) == 70.0
+
+
+def test_a_query_asked_twice_is_a_config_error() -> None:
+    from stackprobe.config import ConfigError
+
+    with pytest.raises(ConfigError, match="asked for twice"):
+        make_target({"name": "cw", "kind": "cloudwatch", "sqs_queues": ["jobs", "jobs"]})
+
+
+def test_a_statistic_typo_is_a_config_error() -> None:
+    from stackprobe.config import ConfigError
+
+    bad = {"namespace": "A", "metric": "B", "statistics": ["Avg"]}
+    with pytest.raises(ConfigError, match="not a CloudWatch statistic"):
+        make_target({"name": "cw", "kind": "cloudwatch", "metrics": [bad]})

@@ -1,0 +1,266 @@
+"""kind: ecs_service against moto, with AWS's batch and page limits enforced (tests/aws.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+import pytest
+
+from stackprobe.aws import AwsClients
+from stackprobe.probes.ecs_service import StopClass, stop_class
+from stackprobe.selfmetrics import SelfMetrics
+from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
+from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+
+
+@pytest.fixture
+def stack(moto: None) -> EcsStack:
+    return EcsStack(boto3.Session(region_name=REGION))
+
+
+def ecs_target(**extra: Any) -> Any:
+    return make_target({"name": "aep-ecs", "kind": "ecs_service", "cluster": "aep", **extra})
+
+
+async def run_once(target: Any, aws: AwsClients) -> Any:
+    runner = KeptStateRunner(target, aws)
+    try:
+        return await runner.run()
+    finally:
+        await runner.close()
+
+
+async def test_counts_per_service_from_the_whole_cluster(
+    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    stack.service("aep-api", desired=2, running=2)
+    stack.service("aep-worker", desired=1, running=0)
+    stack.service("aep-frontend", desired=0, running=0)
+
+    result = await run_once(ecs_target(), aws)
+
+    assert result.success, result.detail
+    assert value(result, "aws_ecs_service_desired_tasks", "aep", "aep-api") == 2
+    assert value(result, "aws_ecs_service_running_tasks", "aep", "aep-api") == 2
+    assert value(result, "aws_ecs_service_running_tasks", "aep", "aep-worker") == 0
+    assert value(result, "aws_ecs_service_pending_tasks", "aep", "aep-worker") == 1
+    assert value(result, "aws_ecs_service_desired_tasks", "aep", "aep-frontend") == 0
+    assert value(result, "aws_ecs_service_active", "aep", "aep-frontend") == 1
+    revision = samples_by_name(result)["aws_ecs_service_task_definition_revision"]
+    assert revision == {
+        ("aep", "aep-api", "aep-api"): 1.0,
+        ("aep", "aep-worker", "aep-worker"): 1.0,
+        ("aep", "aep-frontend", "aep-frontend"): 1.0,
+    }
+    deployed = value(result, "aws_ecs_service_last_deployment_timestamp_seconds", "aep", "aep-api")
+    assert time.time() - 120 < deployed <= time.time() + 1
+
+
+@pytest.mark.parametrize(("services", "describe_calls", "list_pages"), [(25, 3, 1), (105, 11, 2)])
+async def test_batches_describe_services_by_ten_and_pages_the_listing(
+    stack: EcsStack,
+    aws: AwsClients,
+    aws_metrics: SelfMetrics,
+    services: int,
+    describe_calls: int,
+    list_pages: int,
+) -> None:
+    family = stack.task_definition("shared")
+    for i in range(services):
+        stack.service(f"svc-{i:03d}", desired=1, task_definition=family)
+
+    result = await run_once(ecs_target(stopped_tasks=False), aws)
+
+    assert result.success, result.detail
+    assert len(samples_by_name(result)["aws_ecs_service_desired_tasks"]) == services
+    calls = by_operation(api_calls(aws_metrics.registry))
+    # moto itself would take one call of 105 names; tests/aws.py rejects it as AWS does
+    assert calls == {"ListServices": list_pages, "DescribeServices": describe_calls}
+
+
+async def test_a_rollout_in_progress_shows_both_deployments(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    stack.service("aep-api", desired=2, running=2)
+    new = stack.task_definition("aep-api", {"BUDGET_ENFORCEMENT_MODE": "strict"})
+    stack.deploy("aep-api", new, running_new=1)
+
+    result = await run_once(ecs_target(services=["aep-api"]), aws)
+
+    found = samples_by_name(result)["aws_ecs_service_deployments"]
+    assert found[("aep", "aep-api", "PRIMARY", "IN_PROGRESS")] == 1
+    assert found[("aep", "aep-api", "ACTIVE", "COMPLETED")] == 1
+    assert (
+        value(result, "aws_ecs_service_task_definition_revision", "aep", "aep-api", "aep-api") == 2
+    )
+
+
+async def test_stopped_tasks_are_classed_and_only_new_ones_are_described(
+    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    stack.service("aep-api", desired=2, running=1)
+    stack.service("aep-worker", desired=1, running=1)
+    oom, pull, _running = stack.run_tasks("aep-api", 3)
+    stack.stop(oom, "Essential container in task exited", "OutOfMemoryError: Container killed")
+    stack.stop(pull, "CannotPullContainerError: pull image manifest has been retried 5 times")
+    runner = KeptStateRunner(ecs_target(), aws)
+    try:
+        first = await runner.run()
+        assert first.success, first.detail
+        stopped = samples_by_name(first)["aws_ecs_service_stopped_tasks"]
+        assert stopped[("aep", "aep-api", "oom")] == 1
+        assert stopped[("aep", "aep-api", "image_pull")] == 1
+        assert sum(stopped.values()) == 2  # the running task is not listed as stopped
+        assert stopped[("aep", "aep-worker", "oom")] == 0
+        # the first run's stops are the baseline, so a restart is not a burst
+        assert set(samples_by_name(first)["aws_ecs_service_tasks_stopped"].values()) == {0}
+
+        (late,) = stack.run_tasks("aep-api", 1)
+        stack.stop(late, "Task failed ELB health checks in (target-group arn:aws:...)")
+        second = await runner.run()
+    finally:
+        await runner.close()
+
+    assert value(second, "aws_ecs_service_tasks_stopped", "aep", "aep-api", "health_check") == 1
+    assert value(second, "aws_ecs_service_stopped_tasks", "aep", "aep-api", "health_check") == 1
+    calls = by_operation(api_calls(aws_metrics.registry))
+    assert calls["DescribeTasks"] == 2  # once for the first two, once for the new one
+    assert calls["ListTasks"] == 2
+
+
+async def test_env_drift_compares_plain_environment_only(
+    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    strict = stack.task_definition("aep-api", {"BUDGET_ENFORCEMENT_MODE": "strict"})
+    drifted = stack.task_definition("aep-worker", {"BUDGET_ENFORCEMENT_MODE": "warn"})
+    stack.service("aep-api", desired=1, task_definition=strict)
+    stack.service("aep-worker", desired=1, task_definition=drifted)
+    target = ecs_target(
+        stopped_tasks=False,
+        expect_env={"BUDGET_ENFORCEMENT_MODE": "strict", "DATABASE_URL": "anything"},
+    )
+    runner = KeptStateRunner(target, aws)
+    try:
+        result = await runner.run()
+        await runner.run()
+    finally:
+        await runner.close()
+
+    match = samples_by_name(result)["aws_ecs_service_expected_env_match"]
+    assert match[("aep", "aep-api", "BUDGET_ENFORCEMENT_MODE")] == 1
+    assert match[("aep", "aep-worker", "BUDGET_ENFORCEMENT_MODE")] == 0
+    # DATABASE_URL is a secret (valueFrom): never read, so never a match
+    assert match[("aep", "aep-api", "DATABASE_URL")] == 0
+    # task definitions never change: each is described once, not once per run
+    assert by_operation(api_calls(aws_metrics.registry))["DescribeTaskDefinition"] == 2
+
+
+async def test_throttling_skips_a_cycle_and_the_next_recovers(
+    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    stack.service("aep-api", desired=2, running=2)
+    target = ecs_target(services=["aep-api"], stopped_tasks=False)
+    runner = KeptStateRunner(target, aws)
+    try:
+        good = await runner.run()
+        client = aws.client(target, "ecs")
+        injected = inject(client, "DescribeServices", "ThrottlingException", times=2)
+        throttled = await runner.run()
+        recovered = await runner.run()
+    finally:
+        await runner.close()
+
+    assert injected.answered == 2  # the first attempt and botocore's one retry
+    assert not throttled.success and throttled.reason == "throttled"
+    assert "ThrottlingException" in throttled.detail
+    # the last good values are repeated, so nothing that alerts on them flaps
+    assert samples_by_name(throttled) == samples_by_name(good)
+    assert recovered.success
+    calls = api_calls(aws_metrics.registry)
+    assert calls[("ecs", "DescribeServices", "throttled")] == 2
+    assert calls[("ecs", "DescribeServices", "ok")] == 2
+
+
+async def test_access_denied_names_the_missing_action(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-api", desired=1)
+    target = ecs_target()
+    inject(aws.client(target, "ecs"), "ListTasks", "AccessDeniedException", times=5)
+
+    result = await run_once(target, aws)
+
+    assert result.reason == "access_denied"
+    assert "ecs:ListTasks" in result.detail
+    assert result.samples == ()
+
+
+async def test_missing_cluster_and_missing_service(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-api", desired=1)
+
+    no_cluster = await run_once(
+        make_target({"name": "x", "kind": "ecs_service", "cluster": "nope"}), aws
+    )
+    no_service = await run_once(ecs_target(services=["aep-api", "aep-gone"]), aws)
+
+    assert no_cluster.reason == "cluster_not_found"
+    assert "nope" in no_cluster.detail
+    assert no_service.reason == "service_not_found"
+    assert "aep-gone" in no_service.detail
+    assert value(no_service, "aws_ecs_service_active", "aep", "aep-gone") == 0
+    assert value(no_service, "aws_ecs_service_running_tasks", "aep", "aep-api") == 1
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (
+            {
+                "stoppedReason": "Essential container in task exited",
+                "stopCode": "EssentialContainerExited",
+                "containers": [
+                    {"reason": "OutOfMemoryError: Container killed due to memory usage"}
+                ],
+            },
+            StopClass.OOM,
+        ),
+        (
+            {
+                "stoppedReason": "CannotPullContainerError: pull image manifest has been retried",
+                "stopCode": "TaskFailedToStart",
+            },
+            StopClass.IMAGE_PULL,
+        ),
+        (
+            {
+                "stoppedReason": "ResourceInitializationError: unable to pull secrets or registry "
+                "auth: execution resource retrieval failed: unable to retrieve secret from asm",
+                "stopCode": "TaskFailedToStart",
+            },
+            StopClass.SECRETS,
+        ),
+        ({"stoppedReason": "Task failed container health checks"}, StopClass.HEALTH_CHECK),
+        (
+            {
+                "stoppedReason": "Scaling activity initiated by (deployment ecs-svc/123)",
+                "stopCode": "ServiceSchedulerInitiated",
+            },
+            StopClass.SCALING,
+        ),
+        (
+            {"stoppedReason": "Task stopped by user", "stopCode": "UserInitiated"},
+            StopClass.USER_INITIATED,
+        ),
+        (
+            {
+                "stoppedReason": "Essential container in task exited",
+                "stopCode": "EssentialContainerExited",
+                "containers": [{"exitCode": 1}],
+            },
+            StopClass.ESSENTIAL_CONTAINER_EXITED,
+        ),
+        ({"stoppedReason": "Host EC2 (instance i-1) terminated."}, StopClass.OTHER),
+    ],
+)
+def test_stop_classes(task: dict[str, Any], expected: StopClass) -> None:
+    assert stop_class(task) is expected

@@ -1,0 +1,123 @@
+"""kind: http with `discover: {ecs: ...}`: every running task probed at its own address."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import boto3
+import pytest
+from aiohttp import web
+
+from stackprobe.aws import AwsClients
+from stackprobe.selfmetrics import SelfMetrics
+from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
+from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def tasks_serving() -> AsyncIterator[tuple[int, dict[str, int]]]:
+    """Two 'tasks' on one port at 127.0.0.2 and 127.0.0.3; the second one's Redis is down."""
+    port = free_port()
+    statuses = {"127.0.0.2": 200, "127.0.0.3": 503}
+    runners = []
+    for address, status in statuses.items():
+
+        async def ready(_: web.Request, status: int = status) -> web.Response:
+            return web.json_response(
+                {"status": "ok", "db": True, "redis": status == 200}, status=status
+            )
+
+        app = web.Application()
+        app.router.add_get("/health/ready", ready)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, address, port).start()
+        runners.append(runner)
+    yield port, statuses
+    for runner in runners:
+        await runner.cleanup()
+
+
+def discover_target(port: int, **extra: Any) -> Any:
+    ecs = {"cluster": "aep", "service": "aep-api", "port": port, "path": "/health/ready", **extra}
+    return make_target(
+        {"name": "aep-api-tasks", "kind": "http", "timeout": "2s", "discover": {"ecs": ecs}}
+    )
+
+
+async def run_once(target: Any, aws: AwsClients) -> Any:
+    runner = KeptStateRunner(target, aws)
+    try:
+        return await runner.run()
+    finally:
+        await runner.close()
+
+
+async def test_each_running_task_is_probed_at_its_address(
+    moto: None,
+    aws: AwsClients,
+    aws_metrics: SelfMetrics,
+    tasks_serving: tuple[int, dict[str, int]],
+) -> None:
+    port, _ = tasks_serving
+    stack = EcsStack(boto3.Session(region_name=REGION))
+    stack.service("aep-api", desired=2)
+    stack.service("aep-worker", desired=1)
+    healthy, broken, stopped = stack.run_tasks("aep-api", 3)
+    (worker,) = stack.run_tasks("aep-worker", 1)
+    stack.set_address(healthy, "127.0.0.2")
+    stack.set_address(broken, "127.0.0.3")
+    stack.stop(stopped, "Scaling activity initiated by (deployment ecs-svc/1)")
+    ids = {arn: arn.rsplit("/", 1)[-1] for arn in (healthy, broken)}
+
+    result = await run_once(discover_target(port), aws)
+
+    assert not result.success and result.reason == "http_status"
+    assert f"1 of 2 tasks failing; task {ids[broken]} at 127.0.0.3" in result.detail
+    assert value(result, "stackprobe_ecs_tasks_discovered") == 2  # not the stopped, not the worker
+    success = samples_by_name(result)["stackprobe_ecs_task_probe_success"]
+    assert success == {(ids[healthy], "127.0.0.2"): 1, (ids[broken], "127.0.0.3"): 0}
+    assert value(result, "stackprobe_ecs_task_http_status_code", ids[broken]) == 503
+    assert value(result, "stackprobe_ecs_task_health_component_up", ids[broken], "redis") == 0
+    assert value(result, "stackprobe_ecs_task_health_component_up", ids[healthy], "redis") == 1
+    reasons = samples_by_name(result)["stackprobe_ecs_task_failure_reason"]
+    assert reasons == {(ids[broken], "http_status"): 1}
+    assert by_operation(api_calls(aws_metrics.registry)) == {"ListTasks": 1, "DescribeTasks": 1}
+    assert worker
+
+
+async def test_no_running_task_and_a_failed_discovery(
+    moto: None, aws: AwsClients, tasks_serving: tuple[int, dict[str, int]]
+) -> None:
+    port, _ = tasks_serving
+    stack = EcsStack(boto3.Session(region_name=REGION))
+    stack.service("aep-api", desired=0)
+    target = discover_target(port)
+
+    empty = await run_once(target, aws)
+    inject(aws.client(target.discover.ecs, "ecs"), "ListTasks", "AccessDeniedException", times=3)
+    denied = await run_once(target, aws)
+
+    assert empty.reason == "no_tasks"
+    assert value(empty, "stackprobe_ecs_tasks_discovered") == 0
+    assert denied.reason == "discovery_failed"
+    assert "ecs:ListTasks" in denied.detail
+
+
+def test_url_and_discover_are_exclusive() -> None:
+    from stackprobe.config import ConfigError
+
+    with pytest.raises(ConfigError, match="missing required key `url`"):
+        make_target({"name": "x", "kind": "http"})
+    ecs = {"cluster": "c", "service": "s", "port": 80}
+    with pytest.raises(ConfigError, match="not both"):
+        make_target({"name": "x", "kind": "http", "url": "http://a/", "discover": {"ecs": ecs}})
