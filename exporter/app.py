@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from stackprobe.aws import AwsClients
+from stackprobe.aws import AwsClients, ambient_secrets
 from stackprobe.config import Config, ConfigError, load_config
 from stackprobe.exposition import CORE_METRICS, Exposition, Renderer
 from stackprobe.httpclients import HttpClients
@@ -88,7 +89,7 @@ class App:
         self._log = structlog.get_logger("stackprobe.app")
 
     def start(self) -> None:
-        self.redactor.update(self.config.secrets())
+        self.redactor.update(self.config.secrets() | ambient_secrets(os.environ))
         settled = self.scheduler.apply(self.config.targets)
         self.metrics.reload_successful.set(1)
         self.metrics.reload_success_time.set(time.time())
@@ -124,7 +125,7 @@ class App:
             1 for n in new_targets.keys() & old_targets.keys() if new_targets[n] != old_targets[n]
         )
         # Old secrets stay known: a run started before the reload may still log.
-        self.redactor.update(self.config.secrets() | new.secrets())
+        self.redactor.update(self.config.secrets() | new.secrets() | ambient_secrets(os.environ))
         # Fresh clients on every reload, so rotated CA, certificate and key files are read
         # again; runs already holding the old ones finish with them, under the same limit.
         retired = self.scheduler.http

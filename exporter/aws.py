@@ -97,14 +97,25 @@ _IAM_ACTIONS = {
     ("s3", "HeadBucket"): "s3:ListBucket",
     ("s3", "GetBucketLifecycleConfiguration"): "s3:GetLifecycleConfiguration",
 }
-_IAM_PREFIXES = {"monitoring": "cloudwatch"}  # signing name -> IAM service prefix
+# boto3's service name -> the IAM prefix of its actions
+_IAM_PREFIXES = {"elbv2": "elasticloadbalancing"}
 
 
-def iam_action(signing_name: str, operation: str) -> str:
-    """The IAM action an API operation needs, as a policy names it."""
-    if (signing_name, operation) in _IAM_ACTIONS:
-        return _IAM_ACTIONS[(signing_name, operation)]
-    return f"{_IAM_PREFIXES.get(signing_name, signing_name)}:{operation}"
+AMBIENT_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def ambient_secrets(environ: Mapping[str, str]) -> set[str]:
+    """The AWS credentials botocore may read from the environment: never in config, so the
+    redactor learns them here."""
+    return {environ[name] for name in AMBIENT_CREDENTIALS if len(environ.get(name, "")) >= 8}
+
+
+def iam_action(service: str, operation: str) -> str:
+    """The IAM action an API operation needs, as a policy names it (`service` as boto3 names
+    it, `operation` as the API does: elbv2, DescribeTargetHealth)."""
+    if (service, operation) in _IAM_ACTIONS:
+        return _IAM_ACTIONS[(service, operation)]
+    return f"{_IAM_PREFIXES.get(service, service)}:{operation}"
 
 
 class AwsProblem(StrEnum):
@@ -388,7 +399,7 @@ def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
             ) from None
         if code in DENIED_CODES:
             # A refused AssumeRole surfaces from whichever call needed the credentials.
-            action = iam_action("sts" if op == "AssumeRole" else _signing_name(service), op)
+            action = iam_action("sts" if op == "AssumeRole" else service, op)
             raise AwsCallError(
                 AwsProblem.ACCESS_DENIED,
                 op,
@@ -423,10 +434,3 @@ def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
         raise AwsCallError(AwsProblem.UNREACHABLE, operation, f"{name}: {exc}") from None
     except BotoCoreError as exc:
         raise AwsCallError(AwsProblem.API_ERROR, operation, f"{name}: {exc}") from None
-
-
-_SIGNING_NAMES = {"elbv2": "elasticloadbalancing", "cloudwatch": "monitoring"}
-
-
-def _signing_name(service: str) -> str:
-    return _SIGNING_NAMES.get(service, service)

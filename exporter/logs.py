@@ -66,6 +66,9 @@ def configure_logging(
     root.setLevel(numeric)
     # aiohttp's access log would log every scrape; Prometheus already knows about those.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # botocore's debug log prints signed request headers and raw responses: never at all.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     for noisy in ("httpx", "httpcore", "asyncio"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(

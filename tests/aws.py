@@ -2,7 +2,8 @@
 
 moto 5 answers ListServices and ListTasks in one page whatever maxResults says, ignores
 ListTasks' serviceName, and accepts DescribeServices with more than 10 names and
-DescribeTasks with more than 100, and moves a running task towards STOPPED every time it is
+DescribeTasks with more than 100 and GetMetricData with more than 500 queries, fails on
+percentile statistics, and moves a running task towards STOPPED every time it is
 described. Real AWS pages, rejects and keeps it RUNNING; so does moto once
 `faithful_aws()` is entered, so a probe that forgets to batch or paginate fails here too.
 
@@ -14,6 +15,8 @@ its retry mode and counts it through the same hooks as in production.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,6 +25,8 @@ from unittest import mock
 
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
+from moto.cloudwatch.exceptions import ValidationError as CloudWatchValidationError
+from moto.cloudwatch.models import CloudWatchBackend, Statistics
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.responses import ActionResult
 from moto.ecs.exceptions import InvalidParameterException
@@ -110,6 +115,30 @@ def set_target_health(group_arn: str, target_id: str, state: str, reason: str) -
     overrides[target_id] = (state, reason, f"injected {reason}")
 
 
+_statistic = Statistics.get_statistics_for_type
+_get_metric_data = CloudWatchBackend.get_metric_data
+
+
+def _with_percentiles(self: Statistics, stat: str) -> Any:
+    """moto 5.2 answers a percentile statistic with a server error; CloudWatch computes it
+    over the period's values (nearest rank here, which is what a test can check)."""
+    if re.fullmatch(r"p\d+(\.\d+)?", stat):
+        values = sorted(float(v) for v in self.metric_single_values_list)
+        if not values:
+            return None
+        rank = max(1, math.ceil(float(stat[1:]) / 100 * len(values)))
+        return values[rank - 1]
+    return _statistic(self, stat)
+
+
+def _limited_get_metric_data(self: CloudWatchBackend, queries: list[Any], *a: Any, **k: Any) -> Any:
+    if len(queries) > 500:
+        raise CloudWatchValidationError(
+            "The collection MetricDataQueries must not have a size greater than 500."
+        )
+    return _get_metric_data(self, queries, *a, **k)
+
+
 @contextmanager
 def faithful_aws() -> Iterator[None]:
     """moto for every AWS service, with AWS's paging and batch limits."""
@@ -123,6 +152,12 @@ def faithful_aws() -> Iterator[None]:
         ):
             stack.enter_context(mock.patch.object(EC2ContainerServiceResponse, name, replacement))
         stack.enter_context(mock.patch.object(FakeTargetGroup, "health_for", _patched_health_for))
+        stack.enter_context(
+            mock.patch.object(Statistics, "get_statistics_for_type", _with_percentiles)
+        )
+        stack.enter_context(
+            mock.patch.object(CloudWatchBackend, "get_metric_data", _limited_get_metric_data)
+        )
         # moto moves a task from RUNNING towards STOPPED each time it is described; on AWS a
         # running task stays RUNNING until something stops it
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
@@ -155,10 +190,10 @@ class Injected:
 
 
 def inject(
-    client: Any, operation: str, code: str, *, times: int = 1, status: int = 400
+    client: Any, operation: str | None, code: str, *, times: int = 1, status: int = 400
 ) -> Injected:
-    """AWS answers the next `times` attempts of `operation` (e.g. DescribeServices) on this
-    client with the error `code`, as it would on the wire."""
+    """AWS answers the next `times` attempts of `operation` (e.g. DescribeServices; None for
+    every operation) on this client with the error `code`, as it would on the wire."""
     service_id = client.meta.service_model.service_id.hyphenize()
     service = client.meta.service_model.service_name
     state = Injected(times)
@@ -173,7 +208,8 @@ def inject(
         return AWSResponse(request.url, status, headers, MockRawResponse(body))
 
     # First, so it answers before moto's own before-send handler does.
-    client.meta.events.register_first(f"before-send.{service_id}.{operation}", answer)
+    event = f"before-send.{service_id}" + (f".{operation}" if operation else "")
+    client.meta.events.register_first(event, answer)
     return state
 
 
@@ -324,3 +360,175 @@ class EcsStack:
             for detail in attachment["details"]:
                 if detail["name"] == "privateIPv4Address":
                     detail["value"] = address
+
+
+class Inventory:
+    """A whole stack in moto, sized as asked: clusters of services with stopped and running
+    tasks, load balancers with target groups, queues with dead-letter queues, buckets with
+    objects and daily storage metrics. `targets()` is a config probing all of it."""
+
+    def __init__(
+        self,
+        clusters: int = 1,
+        services: int = 3,
+        target_groups: int = 2,
+        queues: int = 2,
+        buckets: int = 1,
+    ) -> None:
+        import math
+        import time
+        from datetime import UTC, datetime
+
+        session = boto3_session()
+        self.clusters = [EcsStack(session, f"cluster-{c}") for c in range(clusters)]
+        self.services = [f"svc-{s}" for s in range(services)]
+        for stack in self.clusters:
+            definition = stack.task_definition("app", {"BUDGET_ENFORCEMENT_MODE": "strict"})
+            for name in self.services:
+                stack.service(name, desired=2, task_definition=definition)
+            first = self.services[0]
+            running, stopped = stack.run_tasks(first, 2)
+            stack.stop(stopped, "Essential container in task exited", "OutOfMemoryError")
+            stack.set_address(running, "127.0.0.1")  # port 9 there refuses at once
+            self.discoverable = (stack.cluster, first)
+        elb = session.client("elbv2", region_name=REGION)
+        ec2 = session.client("ec2", region_name=REGION)
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
+        vpc = vpcs["Vpcs"][0]["VpcId"]  # moto's default VPC, 172.31.0.0/16
+        subnets = [
+            ec2.create_subnet(
+                VpcId=vpc, CidrBlock=f"172.31.{200 + i}.0/24", AvailabilityZone=f"{REGION}{z}"
+            )["Subnet"]["SubnetId"]
+            for i, z in enumerate("ab")
+        ]
+        self.load_balancers: list[tuple[str, str]] = []  # (name, LoadBalancer dimension)
+        self.target_groups: list[tuple[int, str]] = []  # (balancer index, TargetGroup dim)
+        per_lb = 10
+        for b in range(max(1, math.ceil(target_groups / per_lb))):
+            lb = elb.create_load_balancer(Name=f"alb-{b}", Subnets=subnets)["LoadBalancers"][0]
+            arn = lb["LoadBalancerArn"]
+            self.load_balancers.append((f"alb-{b}", arn.split(":loadbalancer/")[1]))
+            for g in range(b * per_lb, min(target_groups, (b + 1) * per_lb)):
+                tg = elb.create_target_group(
+                    Name=f"tg-{g}",
+                    Protocol="HTTP",
+                    Port=8787,
+                    VpcId=vpc,
+                    TargetType="ip",
+                    HealthCheckPath="/health/live",
+                )["TargetGroups"][0]["TargetGroupArn"]
+                elb.register_targets(TargetGroupArn=tg, Targets=[{"Id": "10.0.1.10"}])
+                elb.create_listener(
+                    LoadBalancerArn=arn,
+                    Protocol="HTTP",
+                    Port=8000 + g,
+                    DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
+                )
+                self.target_groups.append((b, tg.split(":")[-1]))
+        sqs = session.client("sqs", region_name=REGION)
+        self.queues = [f"jobs-{q}" for q in range(queues)]
+        for name in self.queues:
+            dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
+            policy = json.dumps(
+                {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": 5}
+            )
+            url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": policy})
+            sqs.send_message(QueueUrl=url["QueueUrl"], MessageBody="job")
+        s3 = session.client("s3", region_name=REGION)
+        cloudwatch = session.client("cloudwatch", region_name=REGION)
+        self.buckets = [f"bucket-{b}" for b in range(buckets)]
+        yesterday = datetime.fromtimestamp(math.floor(time.time() / 86400 - 1) * 86400, UTC)
+        for name in self.buckets:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+            s3.put_object(Bucket=name, Key="a.tif", Body=b"x")
+            for metric, storage in (
+                ("BucketSizeBytes", "StandardStorage"),
+                ("NumberOfObjects", "AllStorageTypes"),
+            ):
+                cloudwatch.put_metric_data(
+                    Namespace="AWS/S3",
+                    MetricData=[
+                        {
+                            "MetricName": metric,
+                            "Dimensions": [
+                                {"Name": "BucketName", "Value": name},
+                                {"Name": "StorageType", "Value": storage},
+                            ],
+                            "Timestamp": yesterday,
+                            "Value": 1.0,
+                        }
+                    ],
+                )
+
+    def targets(self, *, percentiles: bool = False) -> list[dict[str, Any]]:
+        """Every AWS kind over the whole inventory. moto 5.2 fails on percentile statistics,
+        so ALB latency queries are left out unless `percentiles`."""
+        aws = {"interval": "1m", "timeout": "20s"}
+        targets: list[dict[str, Any]] = [
+            {
+                "name": f"ecs-{s.cluster}",
+                "kind": "ecs_service",
+                "cluster": s.cluster,
+                "expect_env": {"BUDGET_ENFORCEMENT_MODE": "strict"},
+                **aws,
+            }
+            for s in self.clusters
+        ]
+        targets.append(
+            {
+                "name": "albs",
+                "kind": "alb",
+                "load_balancers": [n for n, _ in self.load_balancers],
+                "expect_health_check_path": "/health/live",
+                **aws,
+            }
+        )
+        targets.append({"name": "queues", "kind": "sqs", "queues": self.queues, **aws})
+        targets.append({"name": "buckets", "kind": "s3", "buckets": self.buckets, **aws})
+        targets.append(
+            {
+                "name": "buckets-listed",
+                "kind": "s3",
+                "buckets": self.buckets[:1],
+                "mode": "list",
+                **aws,
+            }
+        )
+        cluster, service = self.discoverable
+        targets.append(
+            {
+                "name": "tasks",
+                "kind": "http",
+                "interval": "1m",
+                "timeout": "5s",
+                "discover": {"ecs": {"cluster": cluster, "service": service, "port": 9}},
+            }
+        )
+        cloudwatch: dict[str, Any] = {
+            "name": "cloudwatch",
+            "kind": "cloudwatch",
+            "ecs_services": [
+                {"cluster": s.cluster, "service": name}
+                for s in self.clusters
+                for name in self.services
+            ],
+            "sqs_queues": self.queues,
+            **aws,
+        }
+        if percentiles:
+            cloudwatch["albs"] = [
+                {
+                    "load_balancer": dim,
+                    "target_groups": [tg for b, tg in self.target_groups if b == i],
+                }
+                for i, (_, dim) in enumerate(self.load_balancers)
+            ]
+        targets.append(cloudwatch)
+        return targets
+
+
+def boto3_session() -> Any:
+    import boto3
+
+    return boto3.Session(region_name=REGION)

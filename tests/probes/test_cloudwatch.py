@@ -205,3 +205,35 @@ def test_a_statistic_typo_is_a_config_error() -> None:
     bad = {"namespace": "A", "metric": "B", "statistics": ["Avg"]}
     with pytest.raises(ConfigError, match="not a CloudWatch statistic"):
         make_target({"name": "cw", "kind": "cloudwatch", "metrics": [bad]})
+
+
+async def test_alb_latency_percentiles_from_moto(
+    cloudwatch: Any, aws: AwsClients, aws_metrics: SelfMetrics
+) -> None:
+    _, end = window(60, 120, time.time())
+    lb = {"LoadBalancer": "app/aep-alb/50dc6c49"}
+    cloudwatch.put_metric_data(
+        Namespace="AWS/ApplicationELB",
+        MetricData=[
+            {
+                "MetricName": "TargetResponseTime",
+                "Dimensions": [{"Name": "LoadBalancer", "Value": lb["LoadBalancer"]}],
+                "Timestamp": datetime.fromtimestamp(end - 30, UTC),
+                "Value": i / 100,
+            }
+            for i in range(1, 101)
+        ],
+    )
+    put(cloudwatch, "AWS/ApplicationELB", "RequestCount", lb, end - 30, 100.0)
+    target = make_target(
+        {"name": "cw", "kind": "cloudwatch", "albs": [{"load_balancer": lb["LoadBalancer"]}]}
+    )
+
+    result = await run_once(target, aws)
+
+    assert result.success, result.detail
+    lb_only = (lb["LoadBalancer"], "")
+    assert value(result, "aws_applicationelb_target_response_time_p95", *lb_only) == 0.95
+    assert value(result, "aws_applicationelb_target_response_time_p99", *lb_only) == 0.99
+    assert value(result, "aws_applicationelb_target_response_time_average", *lb_only) == 0.505
+    assert value(result, "aws_applicationelb_request_count_sum", *lb_only) == 100.0

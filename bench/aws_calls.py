@@ -1,0 +1,235 @@
+"""AWS API calls per cycle for a fixed inventory, against the batched minimum, and what the
+CloudWatch part costs.
+
+Inventory (issue floors): 3 clusters x 10 services, 20 target groups on 2 ALBs, 10 queues with
+10 dead-letter queues, 5 buckets, all in moto (in-process, made faithful by tests/aws.py: AWS's
+page and batch limits, percentiles). Every AWS kind probes all of it: three ecs_service
+targets, one alb, one sqs, one s3 (cloudwatch mode) and one cloudwatch target with the ALBs,
+the 30 services and the 10 queues.
+
+Cycle 1 is cold (queue URLs and task definitions are fetched once, stopped tasks described
+once); cycle 2 is the steady state every later cycle repeats. Cycle 3 has every AWS request
+throttled, cycle 4 must recover. Printed: calls per cycle by operation next to the minimum the
+script computes from the inventory, calls repeated within a cycle, GetMetricData metrics per
+cycle and their monthly cost at AWS's list price, wall time per cycle, and attempts per call
+in the throttled cycle.
+
+No anchor runs beside it: YACE and cloudwatch_exporter are not packaged by Debian, and YACE
+cannot be built here (proxy.golang.org is unreachable; Debian's Go is 1.19), so the figures
+stand against the computed minimum.
+
+    .venv/bin/python bench/aws_calls.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stackprobe.aws import AwsClients, AwsSettings  # noqa: E402
+from stackprobe.config import parse_config  # noqa: E402
+from stackprobe.probes import KINDS  # noqa: E402
+from stackprobe.selfmetrics import SelfMetrics  # noqa: E402
+from tests.aws import REGION, Inventory, api_calls, faithful_aws, inject  # noqa: E402
+from tests.conftest import KeptStateRunner  # noqa: E402
+
+CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS = 3, 10, 20, 10, 5
+STOPPED_PER_CLUSTER = 1  # Inventory stops one task per cluster
+PRICE_PER_1000_METRICS = 0.01  # GetMetricData, USD, AWS's list price (us-east-1)
+SECONDS_PER_MONTH = 30 * 86400
+
+
+def minimum(cold: bool, queries: int, daily_queries: int) -> Counter[str]:
+    """The fewest calls that read this inventory, given each API's batch and page limits."""
+    need: Counter[str] = Counter()
+    for _ in range(CLUSTERS):
+        need["ListServices"] += math.ceil(SERVICES / 100)
+        need["DescribeServices"] += math.ceil(SERVICES / 10)
+        need["ListTasks"] += max(1, math.ceil(STOPPED_PER_CLUSTER / 100))
+        if cold:
+            need["DescribeTasks"] += math.ceil(STOPPED_PER_CLUSTER / 100)
+            need["DescribeTaskDefinition"] += 1  # one task definition per cluster
+    balancers = math.ceil(TARGET_GROUPS / 10)
+    need["DescribeLoadBalancers"] += math.ceil(balancers / 400)
+    need["DescribeTargetGroups"] += math.ceil(TARGET_GROUPS / 400)
+    need["DescribeTargetHealth"] += TARGET_GROUPS  # no batch form
+    need["DescribeLoadBalancerAttributes"] += balancers  # no batch form
+    need["GetQueueAttributes"] += 2 * QUEUES  # queues and their dead-letter queues
+    if cold:
+        need["GetQueueUrl"] += 2 * QUEUES
+    need["GetBucketLifecycleConfiguration"] += BUCKETS
+    need["GetMetricData"] += math.ceil(queries / 500) + math.ceil(daily_queries / 500)
+    return need
+
+
+class Recorder:
+    """Every API call a cycle makes (botocore's before-parameter-build event: once per call,
+    not per retry), with its parameters, to find a call made twice for the same data."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, model: Any, params: Any, **_: Any) -> None:
+        self.calls.append((model.name, json.dumps(params, default=str, sort_keys=True)))
+
+
+@contextmanager
+def credentials() -> Iterator[None]:
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
+    yield
+
+
+async def cycle(runners: list[KeptStateRunner]) -> tuple[float, list[Any]]:
+    """One run of every target at once, as the scheduler would when their slots coincide."""
+    started = time.perf_counter()
+    results = await asyncio.gather(*(r.run() for r in runners))
+    return time.perf_counter() - started, results
+
+
+async def main() -> None:
+    with credentials(), faithful_aws():
+        print(
+            f"seeding moto: {CLUSTERS} clusters x {SERVICES} services, {TARGET_GROUPS} "
+            f"target groups, {QUEUES} queues + DLQs, {BUCKETS} buckets ...",
+            flush=True,
+        )
+        inventory = Inventory(CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS)
+        raw = [
+            t
+            for t in inventory.targets(percentiles=True)
+            if t["name"] not in ("tasks", "buckets-listed")
+        ]
+        config = parse_config(json.dumps({"targets": raw}), "<bench>", KINDS, {})
+        metrics = SelfMetrics()
+        clients = AwsClients(AwsSettings(region=REGION), metrics)
+        recorder = Recorder()
+        clients._base.register("before-parameter-build", recorder)  # every client inherits it
+        runners = [KeptStateRunner(t, clients) for t in config.targets]
+        cloudwatch = next(t for t in config.targets if t.kind == "cloudwatch")
+        from stackprobe.probes.cloudwatch import queries as cloudwatch_queries
+
+        queries = len(cloudwatch_queries(cloudwatch))  # type: ignore[arg-type]
+        daily = 2 * BUCKETS
+
+        rows = []
+        before = Counter()
+        for label, cold in (("cold", True), ("steady", False)):
+            recorder.calls.clear()
+            wall, results = await cycle(runners)
+            failed = [f"{r.reason}" for r in results if not r.success]
+            now = Counter()
+            for (_, op, _), n in api_calls(metrics.registry).items():
+                now[op] += n
+            made = now - before
+            before = now
+            repeated = [c for c, n in Counter(recorder.calls).items() if n > 1]
+            metrics_requested = sum(
+                len(json.loads(params).get("MetricDataQueries", []))
+                for op, params in recorder.calls
+                if op == "GetMetricData"
+            )
+            rows.append(
+                (
+                    label,
+                    made,
+                    minimum(cold, queries, daily),
+                    wall,
+                    failed,
+                    repeated,
+                    metrics_requested,
+                )
+            )
+
+        print()
+        for label, made, need, wall, failed, repeated, requested in rows:
+            print(
+                f"cycle {label}: {sum(made.values())} calls, minimum {sum(need.values())}, "
+                f"wall {wall * 1000:.0f} ms, failed targets {failed or 'none'}"
+            )
+            print(f"  {'operation':34} {'calls':>6} {'minimum':>8}")
+            for op in sorted(set(made) | set(need)):
+                flag = "" if made[op] == need[op] else "  <-- differs"
+                print(f"  {op:34} {made[op]:6d} {need[op]:8d}{flag}")
+            print(f"  calls repeated within the cycle for the same data: {len(repeated)}")
+            print(f"  GetMetricData metrics requested: {requested}")
+
+        steady = rows[1]
+        print()
+        print("GetMetricData cost at $0.01 per 1,000 metrics requested:")
+        for interval, name in ((60, "cloudwatch target, every 1m"), (300, "every 5m")):
+            per_month = queries * SECONDS_PER_MONTH / interval
+            print(
+                f"  {name:32} {queries} metrics/cycle -> "
+                f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
+            )
+        for interval, name in ((60, "s3 target, every 1m"), (3600, "s3 target, every 1h")):
+            per_month = daily * SECONDS_PER_MONTH / interval
+            print(
+                f"  {name:32} {daily} metrics/cycle -> "
+                f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
+            )
+        assert steady[6] == queries + daily, "metrics requested differs from the queries built"
+
+        # Throttled cycle: AWS throttles every attempt of every call.
+        throttles = []
+        for client in list(clients._clients.values()):
+            code = (
+                "Throttling"
+                if client.meta.service_model.protocol == "query"
+                else (
+                    "SlowDown"
+                    if client.meta.service_model.service_name == "s3"
+                    else "ThrottlingException"
+                )
+            )
+            status = 503 if code == "SlowDown" else 400
+            throttles.append(inject(client, None, code, times=10**6, status=status))
+        recorder.calls.clear()
+        start = Counter()
+        for (_, _, outcome), n in api_calls(metrics.registry).items():
+            start[outcome] += n
+        wall, results = await cycle(runners)
+        end = Counter()
+        for (_, _, outcome), n in api_calls(metrics.registry).items():
+            end[outcome] += n
+        attempts = sum((end - start).values())
+        calls = len(recorder.calls)
+        reasons = Counter(r.reason for r in results)
+        print()
+        print(
+            f"cycle throttled: {calls} calls, {attempts} attempts "
+            f"({attempts / max(calls, 1):.2f} per call, at most 2 = one retry), "
+            f"wall {wall * 1000:.0f} ms, results {dict(reasons)}"
+        )
+        for throttle in throttles:  # AWS stops throttling; same clients, same states
+            throttle.remaining = 0
+        wall, results = await cycle(runners)
+        print(
+            f"cycle after: {sum(r.success for r in results)} of {len(results)} targets "
+            f"succeed, wall {wall * 1000:.0f} ms"
+        )
+        for runner in runners:
+            await runner.close()
+        clients.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

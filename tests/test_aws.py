@@ -1,0 +1,181 @@
+"""The AWS client factory: assumed roles, missing credentials, deadlines, and the exporter as
+a whole over moto with canary credentials that must never show."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from typing import Any
+
+import boto3
+import pytest
+import structlog
+from aiohttp.test_utils import TestClient, TestServer
+
+from stackprobe.app import App
+from stackprobe.aws import AwsClients, AwsSettings, ambient_secrets, iam_action
+from stackprobe.config import parse_config
+from stackprobe.logs import configure_logging
+from stackprobe.probes import KINDS
+from stackprobe.secrets import Redactor
+from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.server import make_web_app
+from tests.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, EcsStack, api_calls, inject
+from tests.conftest import KeptStateRunner, make_target
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "action"),
+    [
+        ("ecs", "DescribeServices", "ecs:DescribeServices"),
+        (
+            "elbv2",
+            "DescribeTargetHealth",
+            "elasticloadbalancing:DescribeTargetHealth",
+        ),
+        ("cloudwatch", "GetMetricData", "cloudwatch:GetMetricData"),
+        ("s3", "ListObjectsV2", "s3:ListBucket"),
+        ("s3", "GetBucketLifecycleConfiguration", "s3:GetLifecycleConfiguration"),
+        ("sts", "AssumeRole", "sts:AssumeRole"),
+    ],
+)
+def test_iam_actions_as_policies_name_them(service: str, operation: str, action: str) -> None:
+    assert iam_action(service, operation) == action
+
+
+async def test_an_assumed_role_is_fetched_once_and_kept(moto: None) -> None:
+    stack = EcsStack(boto3.Session(region_name=REGION))
+    stack.service("aep-api", desired=1)
+    metrics = SelfMetrics()
+    clients = AwsClients(AwsSettings(region=REGION), metrics)
+    target = make_target(
+        {
+            "name": "x",
+            "kind": "ecs_service",
+            "cluster": "aep",
+            "role_arn": "arn:aws:iam::123456789012:role/stackprobe-read",
+            "external_id": {"from_env": "EXTERNAL_ID"},
+        },
+        environ={"EXTERNAL_ID": "ext-CANARY-77"},
+    )
+    runner = KeptStateRunner(target, clients)
+    try:
+        first = await runner.run()
+        second = await runner.run()
+    finally:
+        await runner.close()
+        clients.shutdown()
+
+    assert first.success and second.success, first.detail
+    calls = api_calls(metrics.registry)
+    assert calls[("sts", "AssumeRole", "ok")] == 1  # refreshed only near expiry
+    assert calls[("ecs", "DescribeServices", "ok")] == 2
+
+
+async def test_no_credentials_says_where_they_come_from(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    clients = AwsClients(AwsSettings(region=REGION), SelfMetrics())
+    target = make_target({"name": "q", "kind": "sqs", "queues": ["jobs"]})
+    runner = KeptStateRunner(target, clients)
+    try:
+        result = await runner.run()
+    finally:
+        await runner.close()
+        clients.shutdown()
+
+    assert result.reason == "credentials"
+    assert "AWS_PROFILE" in result.detail and "role" in result.detail
+
+
+async def test_a_hanging_call_ends_at_the_run_deadline(moto: None) -> None:
+    boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
+    clients = AwsClients(AwsSettings(region=REGION), SelfMetrics())
+    target = make_target({"name": "q", "kind": "sqs", "queues": ["jobs"], "timeout": "500ms"})
+
+    def hang(**_: Any) -> None:
+        time.sleep(1.5)
+
+    clients.client(target, "sqs").meta.events.register_first("before-send.sqs.*", hang)
+    runner = KeptStateRunner(target, clients)
+    started = time.monotonic()
+    try:
+        result = await runner.run()
+    finally:
+        await runner.close()
+        clients.shutdown()
+
+    assert result.reason == "timeout"
+    assert time.monotonic() - started < 1.0  # the thread finishes on its own; the run does not wait
+
+
+def test_ambient_credentials_are_known_secrets() -> None:
+    environ = {"AWS_ACCESS_KEY_ID": CANARY_KEY_ID, "AWS_SECRET_ACCESS_KEY": CANARY_SECRET}
+
+    assert ambient_secrets(environ) == {CANARY_KEY_ID, CANARY_SECRET}
+
+
+async def test_the_exporter_over_moto_never_shows_credentials(moto: None) -> None:
+    """Every AWS kind, failing and succeeding, through /metrics, the landing page and the logs:
+    no canary credential or external ID anywhere."""
+    stack = EcsStack(boto3.Session(region_name=REGION))
+    stack.service("aep-api", desired=1)
+    boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
+    config = parse_config(
+        f"""
+aws: {{region: {REGION}}}
+targets:
+  - {{name: ecs, kind: ecs_service, cluster: aep, interval: 1m, timeout: 10s,
+      role_arn: "arn:aws:iam::123456789012:role/read", external_id: {{from_env: EXTERNAL_ID}}}}
+  - {{name: jobs, kind: sqs, queues: [jobs, missing-queue], interval: 1m, timeout: 10s}}
+  - {{name: tasks, kind: http, interval: 1m, timeout: 5s,
+      discover: {{ecs: {{cluster: aep, service: aep-api, port: 8787}}}}}}
+""",
+        "<test>",
+        KINDS,
+        {"EXTERNAL_ID": "ext-id-CANARY-31"},
+    )
+    redactor = Redactor()
+    log = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("json", "debug", redactor, log)
+    app = App(config, kinds=KINDS, redactor=redactor, config_path=None)
+    app.start()
+    client = TestClient(TestServer(make_web_app(app)))
+    await client.start_server()
+    try:
+        inject(
+            app.scheduler.aws.client(config.targets[0], "ecs"),
+            "ListTasks",
+            "AccessDeniedException",
+            times=10,
+        )
+        for _ in range(100):
+            if (await client.get("/-/ready")).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        metrics = await (await client.get("/metrics")).text()
+        landing = await (await client.get("/")).text()
+    finally:
+        await client.close()
+        await app.stop()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        structlog.reset_defaults()
+
+    assert (
+        'stackprobe_aws_api_calls_total{operation="ListTasks",outcome="denied",service="ecs"}'
+        in metrics
+    )
+    assert 'stackprobe_probe_failure_reason{reason="queue_not_found",target="jobs"} 1.0' in metrics
+    assert "ecs:ListTasks" in landing
+    outputs = {"metrics": metrics, "landing": landing, "log": log.getvalue()}
+    assert "AssumeRole" in metrics  # the role path ran
+    for name, text in outputs.items():
+        for canary in (CANARY_KEY_ID, CANARY_SECRET, "ext-id-CANARY-31"):
+            assert canary not in text, f"{canary} in {name}"

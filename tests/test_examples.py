@@ -1,0 +1,84 @@
+"""The example configs for the two seed stacks load, cover the AWS kinds, and name what the
+runbooks name; the VivaCampo one runs against that stack built in moto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from stackprobe.aws import AwsClients, AwsSettings, AwsTarget
+from stackprobe.config import load_config
+from stackprobe.selfmetrics import SelfMetrics
+from tests.aws import REGION, EcsStack
+from tests.conftest import KeptStateRunner
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+ENV = {
+    "AEP_DATABASE_URL": "postgresql://stackprobe:pw@aep-db:5432/aep",
+    "AEP_REDIS_URL": "redis://:pw@aep-redis:6379/0",
+    "VIVACAMPO_DATABASE_URL": "postgresql://stackprobe:pw@vivacampo-db:5432/vivacampo",
+}
+
+
+def load(name: str) -> Any:
+    return load_config(EXAMPLES / name, environ=ENV)
+
+
+@pytest.mark.parametrize(
+    ("name", "named"),
+    [
+        (
+            "aep.yml",
+            [
+                "aep-staging",
+                "aep-backend-staging-svc",
+                "aep-frontend-staging-svc",
+                "aep-staging-alb",
+                "staging.navralabs.com",
+                "BUDGET_ENFORCEMENT_MODE",
+            ],
+        ),
+        ("vivacampo.yml", ["vivacampo-prod", "worker", "tiler", "vivacampo-prod-rasters"]),
+    ],
+)
+def test_examples_load_and_name_the_runbooks_resources(name: str, named: list[str]) -> None:
+    config = load(name)
+    text = repr(config.targets)
+
+    assert all(word in text for word in named)
+
+
+def test_the_examples_use_every_kind_between_them() -> None:
+    from stackprobe.probes import KINDS
+
+    used = {t.kind for name in ("aep.yml", "vivacampo.yml") for t in load(name).targets}
+
+    assert used == set(KINDS)
+
+
+async def test_vivacampo_aws_targets_run_against_its_stack(moto: None) -> None:
+    config = load("vivacampo.yml")
+    stack = EcsStack(boto3.Session(region_name=REGION), "vivacampo-prod")
+    for service in ("api", "worker", "tiler"):
+        stack.service(service, desired=2)
+    boto3.client("sqs", region_name=REGION).create_queue(QueueName="vivacampo-prod-jobs")
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket="vivacampo-prod-rasters",
+        CreateBucketConfiguration={"LocationConstraint": REGION},
+    )
+    clients = AwsClients(AwsSettings(region=REGION), SelfMetrics())  # moto's region
+    try:
+        for target in config.targets:
+            if not isinstance(target, AwsTarget):
+                continue
+            runner = KeptStateRunner(target, clients)
+            try:
+                result = await runner.run()
+            finally:
+                await runner.close()
+            assert result.success, f"{target.name}: {result.detail}"
+    finally:
+        clients.shutdown()

@@ -1,0 +1,49 @@
+"""docs/iam-policy.json grants exactly the IAM actions the AWS kinds call, as counted by
+stackprobe's own call accounting while every kind probes a whole inventory in moto."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stackprobe.aws import AwsClients, AwsSettings, iam_action
+from stackprobe.selfmetrics import SelfMetrics
+from tests.aws import REGION, Inventory, api_calls
+from tests.conftest import KeptStateRunner, make_target
+
+POLICY = Path(__file__).parent.parent / "docs" / "iam-policy.json"
+
+
+def granted() -> set[str]:
+    policy = json.loads(POLICY.read_text())
+    actions: set[str] = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions.update(statement["Action"])
+    return actions
+
+
+def test_the_policy_is_read_only() -> None:
+    verbs = {action.split(":")[1] for action in granted()}
+
+    assert all(v.startswith(("Describe", "List", "Get")) for v in verbs), verbs
+
+
+async def test_the_policy_covers_exactly_what_the_probes_call(moto: None) -> None:
+    inventory = Inventory(clusters=1, services=3, target_groups=2, queues=2, buckets=1)
+    metrics = SelfMetrics()
+    clients = AwsClients(AwsSettings(region=REGION), metrics)
+    try:
+        for raw in inventory.targets(percentiles=True):
+            runner = KeptStateRunner(make_target(raw), clients)
+            try:
+                result = await runner.run()
+            finally:
+                await runner.close()
+            if raw["kind"] != "http":  # the discovered task itself refuses: that is fine
+                assert result.success, f"{raw['name']}: {result.detail}"
+    finally:
+        clients.shutdown()
+
+    called = {iam_action(service, op) for service, op, _ in api_calls(metrics.registry)}
+    assert called == granted()
