@@ -78,6 +78,18 @@ DENIED_CODES = frozenset(
         "AuthFailure",
     }
 )
+# What the config names is not there (an S3 bucket without lifecycle rules is not this).
+NOT_FOUND_CODES = frozenset(
+    {
+        "ClusterNotFoundException",
+        "ServiceNotFoundException",
+        "LoadBalancerNotFound",
+        "TargetGroupNotFound",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NoSuchBucket",
+    }
+)
 # The credentials themselves were refused: a wrong key, an expired session.
 CREDENTIAL_CODES = frozenset(
     {
@@ -119,13 +131,15 @@ def iam_action(service: str, operation: str) -> str:
 
 
 class AwsProblem(StrEnum):
-    """Why an AWS call failed; every AWS kind's `Reason` carries these values."""
+    """Why a run of an AWS kind failed: a call AWS refused or never answered, or a resource
+    the config names that is not there. The failure reasons of every AWS kind."""
 
     THROTTLED = "throttled"  # still throttled after the retry mode's retries
     ACCESS_DENIED = "access_denied"  # the role lacks an IAM action; the detail names it
     CREDENTIALS = "credentials"  # none found, or AWS refused them (expired, wrong key)
     TIMEOUT = "timeout"  # no answer within the run's deadline or the read timeout
     UNREACHABLE = "unreachable"  # the endpoint could not be connected to
+    NOT_FOUND = "not_found"  # a cluster, service, load balancer, queue or bucket is missing
     API_ERROR = "api_error"  # any other error AWS returned
 
 
@@ -412,9 +426,8 @@ def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
                 op,
                 f"AWS refused the credentials for {name} ({code}): {message}",
             ) from None
-        raise AwsCallError(
-            AwsProblem.API_ERROR, op, f"{name} failed: {code}: {message}", code
-        ) from None
+        problem = AwsProblem.NOT_FOUND if code in NOT_FOUND_CODES else AwsProblem.API_ERROR
+        raise AwsCallError(problem, op, f"{name} failed: {code}: {message}", code) from None
     except (NoCredentialsError, PartialCredentialsError):
         raise AwsCallError(
             AwsProblem.CREDENTIALS,

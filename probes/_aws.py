@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from enum import StrEnum
 from typing import Any, TypeVar
 
 from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
@@ -48,25 +47,25 @@ async def gather_all(calls: Iterable[Awaitable[R]]) -> list[R]:
     return list(await asyncio.gather(*calls))
 
 
-def failure(exc: AwsCallError, reasons: type[StrEnum], state: AwsState | None) -> ProbeResult:
-    reason = reasons(exc.problem.value)
+# Every AWS kind fails for the same reasons; the detail says which call or resource.
+Reason = AwsProblem
+
+
+def failure(exc: AwsCallError, state: AwsState | None) -> ProbeResult:
     if exc.problem is AwsProblem.THROTTLED and state is not None:
-        return ProbeResult.failed(reason, f"{exc} (showing the last good values)", state.last)
-    return ProbeResult.failed(reason, str(exc))
+        detail = f"{exc} (showing the last good values)"
+        return ProbeResult.failed(exc.problem, detail, state.last)
+    return ProbeResult.failed(exc.problem, str(exc))
 
 
-async def measured(
-    ctx: ProbeContext,
-    reasons: type[StrEnum],
-    measure: Callable[[], Awaitable[ProbeResult]],
-) -> ProbeResult:
+async def measured(ctx: ProbeContext, measure: Callable[[], Awaitable[ProbeResult]]) -> ProbeResult:
     """Run one AWS kind's measurement; keep its samples when it succeeds, classify it when a
     call fails."""
     state: AwsState | None = ctx.state
     try:
         result = await measure()
     except AwsCallError as exc:  # the scheduler logs the failure when the state changes
-        return failure(exc, reasons, state)
+        return failure(exc, state)
     if state is not None:
         state.runs += 1
         if result.success or result.samples:

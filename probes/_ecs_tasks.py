@@ -25,6 +25,7 @@ from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import batches, gather_all
 
 DESCRIBE_TASKS_MAX = 100
+LIST_TASKS_MAX = 100
 
 
 class EcsDiscovery(AwsAccess):
@@ -89,40 +90,49 @@ def task_address(task: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def running_tasks(discovery: EcsDiscovery, ctx: ProbeContext) -> list[tuple[str, str]]:
-    """(task ID, address) of the service's running tasks, sorted by ID."""
+async def task_arns(
+    ctx: ProbeContext, access: AwsAccess, cluster: str, **filters: Any
+) -> list[str]:
+    """ListTasks, every page of 100 (serviceName, desiredStatus as `filters`)."""
     pages = await ctx.aws.pages(
-        discovery,
+        access,
         "ecs",
         "list_tasks",
         ctx.deadline,
-        cluster=discovery.cluster,
-        serviceName=discovery.service,
-        desiredStatus="RUNNING",
-        PaginationConfig={"PageSize": 100},
+        cluster=cluster,
+        PaginationConfig={"PageSize": LIST_TASKS_MAX},
+        **filters,
     )
-    arns = [arn for page in pages for arn in page.get("taskArns", ())]
+    return [arn for page in pages for arn in page.get("taskArns", ())]
+
+
+async def describe_tasks(
+    ctx: ProbeContext, access: AwsAccess, cluster: str, arns: list[str]
+) -> list[dict[str, Any]]:
+    """DescribeTasks, 100 tasks a call, the calls side by side."""
     described = await gather_all(
         ctx.aws.call(
-            discovery,
-            "ecs",
-            "describe_tasks",
-            ctx.deadline,
-            cluster=discovery.cluster,
-            tasks=list(batch),
+            access, "ecs", "describe_tasks", ctx.deadline, cluster=cluster, tasks=list(batch)
         )
         for batch in batches(arns, DESCRIBE_TASKS_MAX)
     )
+    return [task for page in described for task in page.get("tasks", ())]
+
+
+async def running_tasks(discovery: EcsDiscovery, ctx: ProbeContext) -> list[tuple[str, str]]:
+    """(task ID, address) of the service's running tasks, sorted by ID."""
+    arns = await task_arns(
+        ctx, discovery, discovery.cluster, serviceName=discovery.service, desiredStatus="RUNNING"
+    )
     found = []
-    for page in described:
-        for task in page.get("tasks", ()):
-            if task.get("group") != f"service:{discovery.service}":
-                continue  # what a serviceName filter should already have dropped
-            if task.get("lastStatus") != "RUNNING":
-                continue
-            address = task_address(task)
-            if address is not None:
-                found.append((str(task["taskArn"]).rsplit("/", 1)[-1], address))
+    for task in await describe_tasks(ctx, discovery, discovery.cluster, arns):
+        if task.get("group") != f"service:{discovery.service}":
+            continue  # what a serviceName filter should already have dropped
+        if task.get("lastStatus") != "RUNNING":
+            continue
+        address = task_address(task)
+        if address is not None:
+            found.append((str(task["taskArn"]).rsplit("/", 1)[-1], address))
     return sorted(found)
 
 

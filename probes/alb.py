@@ -13,29 +13,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.aws import AwsTarget
+from stackprobe.aws import AwsProblem, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import gather_all, measured
 
 PAGE_SIZE = 400
 STATES = ("active", "provisioning", "active_impaired", "failed", "missing")
-
-
-class Reason(StrEnum):
-    """Why an alb run failed: an AWS call, or a configured load balancer that is not there."""
-
-    THROTTLED = "throttled"
-    ACCESS_DENIED = "access_denied"
-    CREDENTIALS = "credentials"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    API_ERROR = "api_error"
-    LOAD_BALANCER_NOT_FOUND = "load_balancer_not_found"
 
 
 class AlbTarget(AwsTarget):
@@ -87,7 +74,7 @@ METRICS = (LB_STATE, ACCESS_LOGS, TARGETS, HEALTHY, REGISTERED, HEALTH_CHECK, PA
 
 
 async def probe(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
-    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+    return await measured(ctx, lambda: _measure(target, ctx))
 
 
 async def _measure(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
@@ -159,7 +146,7 @@ async def _measure(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
     missing = [n for n in target.load_balancers if n not in balancers]
     if missing:
         return ProbeResult.failed(
-            Reason.LOAD_BALANCER_NOT_FOUND,
+            AwsProblem.NOT_FOUND,
             f"no load balancer named {', '.join(missing)} in this region and account",
             tuple(samples),
         )

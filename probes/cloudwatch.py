@@ -24,7 +24,6 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,17 +36,6 @@ from stackprobe.probes._aws import gather_all, measured, metric_data
 
 DAY = 86400
 LOOKBACK_PERIODS = 5  # sparse metrics (5xx counts) may skip periods; look this far back
-
-
-class Reason(StrEnum):
-    """Why a cloudwatch run failed: an AWS call."""
-
-    THROTTLED = "throttled"
-    ACCESS_DENIED = "access_denied"
-    CREDENTIALS = "credentials"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    API_ERROR = "api_error"
 
 
 class _Strict(BaseModel):
@@ -337,7 +325,7 @@ def window(period: float, delay: float, now: float) -> tuple[float, float]:
 
 
 async def probe(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
-    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+    return await measured(ctx, lambda: _measure(target, ctx))
 
 
 async def _measure(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:

@@ -26,26 +26,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.aws import AwsCallError, AwsTarget
+from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import AwsState, batches, gather_all, measured
+from stackprobe.probes._ecs_tasks import describe_tasks, task_arns
 
 DESCRIBE_SERVICES_MAX = 10
-DESCRIBE_TASKS_MAX = 100
 LIST_MAX = 100
-
-
-class Reason(StrEnum):
-    """Why an ecs_service run failed: an AWS call, or a cluster or service that is not there."""
-
-    THROTTLED = "throttled"
-    ACCESS_DENIED = "access_denied"
-    CREDENTIALS = "credentials"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    API_ERROR = "api_error"
-    CLUSTER_NOT_FOUND = "cluster_not_found"
-    SERVICE_NOT_FOUND = "service_not_found"  # a named service is missing or INACTIVE
 
 
 class StopClass(StrEnum):
@@ -173,7 +160,7 @@ def _revision(task_definition_arn: str) -> tuple[str, int] | None:
 
 
 async def probe(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
-    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+    return await measured(ctx, lambda: _measure(target, ctx))
 
 
 async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
@@ -194,7 +181,7 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
     except AwsCallError as exc:
         if exc.code == "ClusterNotFoundException":
             return ProbeResult.failed(
-                Reason.CLUSTER_NOT_FOUND, f"ECS has no cluster {target.cluster} in this region"
+                AwsProblem.NOT_FOUND, f"ECS has no cluster {target.cluster} in this region"
             )
         raise
     services = {s["serviceName"]: s for page in described for s in page.get("services", ())}
@@ -213,7 +200,7 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
         samples.extend(await _env_matches(target, ctx, state, [services[n] for n in present]))
     if missing:
         return ProbeResult.failed(
-            Reason.SERVICE_NOT_FOUND,
+            AwsProblem.NOT_FOUND,
             f"cluster {target.cluster} has no active service {', '.join(missing[:5])}",
             tuple(samples),
         )
@@ -257,40 +244,19 @@ def _service_samples(cluster: str, name: str, service: Mapping[str, Any]) -> lis
 async def _stopped(
     target: EcsServiceTarget, ctx: ProbeContext, state: AwsState, services: Iterable[str]
 ) -> list[Sample]:
-    pages = await ctx.aws.pages(
-        target,
-        "ecs",
-        "list_tasks",
-        ctx.deadline,
-        cluster=target.cluster,
-        desiredStatus="STOPPED",
-        PaginationConfig={"PageSize": LIST_MAX},
-    )
-    listed = [arn for page in pages for arn in page.get("taskArns", ())]
+    listed = await task_arns(ctx, target, target.cluster, desiredStatus="STOPPED")
     # task ARN -> (service, class); what ECS stops listing is forgotten
     known: dict[str, tuple[str, StopClass]] = state.cache.setdefault("stopped", {})
     stops: Counter[tuple[str, StopClass]] = state.cache.setdefault("stops", Counter())
     first_run = "stopped_seen" not in state.cache
     new = [arn for arn in listed if arn not in known]
-    described = await gather_all(
-        ctx.aws.call(
-            target,
-            "ecs",
-            "describe_tasks",
-            ctx.deadline,
-            cluster=target.cluster,
-            tasks=list(batch),
-        )
-        for batch in batches(new, DESCRIBE_TASKS_MAX)
-    )
-    for page in described:
-        for task in page.get("tasks", ()):
-            group = str(task.get("group", ""))
-            service = group.removeprefix("service:") if group.startswith("service:") else ""
-            cls = stop_class(task)
-            known[task["taskArn"]] = (service, cls)
-            if not first_run and service:
-                stops[(service, cls)] += 1
+    for task in await describe_tasks(ctx, target, target.cluster, new):
+        group = str(task.get("group", ""))
+        service = group.removeprefix("service:") if group.startswith("service:") else ""
+        cls = stop_class(task)
+        known[task["taskArn"]] = (service, cls)
+        if not first_run and service:
+            stops[(service, cls)] += 1
     for arn in set(known) - set(listed):
         del known[arn]
     state.cache["stopped_seen"] = True

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
@@ -25,18 +24,6 @@ from stackprobe.probes._aws import gather_all, measured, metric_data
 
 DAY = 86400
 LIST_PAGE = 1000
-
-
-class Reason(StrEnum):
-    """Why an s3 run failed: an AWS call, or a bucket that does not exist."""
-
-    THROTTLED = "throttled"
-    ACCESS_DENIED = "access_denied"
-    CREDENTIALS = "credentials"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    API_ERROR = "api_error"
-    BUCKET_NOT_FOUND = "bucket_not_found"
 
 
 class S3Target(AwsTarget):
@@ -77,20 +64,15 @@ METRICS = (SIZE, OBJECTS, MEASURED_AT, TRUNCATED, LIFECYCLE)
 
 
 async def probe(target: S3Target, ctx: ProbeContext) -> ProbeResult:
-    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+    return await measured(ctx, lambda: _measure(target, ctx))
 
 
 async def _measure(target: S3Target, ctx: ProbeContext) -> ProbeResult:
-    try:
-        rules = await gather_all(_lifecycle_rules(target, ctx, b) for b in target.buckets)
-        if target.mode == "list":
-            samples = await _listed(target, ctx)
-        else:
-            samples = await _from_cloudwatch(target, ctx)
-    except AwsCallError as exc:
-        if exc.code == "NoSuchBucket":
-            return ProbeResult.failed(Reason.BUCKET_NOT_FOUND, str(exc))
-        raise
+    rules = await gather_all(_lifecycle_rules(target, ctx, b) for b in target.buckets)
+    if target.mode == "list":
+        samples = await _listed(target, ctx)
+    else:
+        samples = await _from_cloudwatch(target, ctx)
     samples.extend(LIFECYCLE(n, b) for b, n in zip(target.buckets, rules, strict=True))
     return ProbeResult.ok(tuple(samples))
 

@@ -13,12 +13,11 @@ queue's RedrivePolicy each run, so adding or changing one needs no config change
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.aws import AwsCallError, AwsTarget
+from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import AwsState, gather_all, measured
 
@@ -29,19 +28,6 @@ ATTRIBUTES = [
     "RedrivePolicy",
     "QueueArn",
 ]
-_MISSING_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
-
-
-class Reason(StrEnum):
-    """Why an sqs run failed: an AWS call, or a queue that does not exist."""
-
-    THROTTLED = "throttled"
-    ACCESS_DENIED = "access_denied"
-    CREDENTIALS = "credentials"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    API_ERROR = "api_error"
-    QUEUE_NOT_FOUND = "queue_not_found"
 
 
 class SqsTarget(AwsTarget):
@@ -83,7 +69,7 @@ METRICS = (VISIBLE, IN_FLIGHT, DELAYED, REDRIVE, MAX_RECEIVES, DLQ_VISIBLE)
 
 
 async def probe(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
-    return await measured(ctx, Reason, lambda: _measure(target, ctx))
+    return await measured(ctx, lambda: _measure(target, ctx))
 
 
 def _queue_name(queue: str) -> str:
@@ -98,9 +84,8 @@ async def _measure(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
             _attributes(target, ctx, urls, queue, ATTRIBUTES) for queue in target.queues
         )
     except AwsCallError as exc:
-        if exc.code in _MISSING_CODES:
+        if exc.problem is AwsProblem.NOT_FOUND:
             urls.clear()  # a queue re-created under the same name gets a new URL
-            return ProbeResult.failed(Reason.QUEUE_NOT_FOUND, str(exc))
         raise
     samples: list[Sample] = []
     dead_letter: list[tuple[str, str, str]] = []  # (queue, dlq name, owner account)

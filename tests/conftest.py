@@ -112,6 +112,15 @@ class KeptStateRunner:
             await self.state.aclose()
 
 
+async def run_once(target: TargetConfig, aws: AwsClients) -> ProbeResult:
+    """One run with a state of its own, closed after, as a newly started target's first run."""
+    runner = KeptStateRunner(target, aws)
+    try:
+        return await runner.run()
+    finally:
+        await runner.close()
+
+
 def samples_by_name(result: ProbeResult) -> dict[str, dict[tuple[str, ...], float]]:
     found: dict[str, dict[tuple[str, ...], float]] = {}
     for sample in result.samples:

@@ -172,7 +172,7 @@ targets:
         'stackprobe_aws_api_calls_total{operation="ListTasks",outcome="denied",service="ecs"}'
         in metrics
     )
-    assert 'stackprobe_probe_failure_reason{reason="queue_not_found",target="jobs"} 1.0' in metrics
+    assert 'stackprobe_probe_failure_reason{reason="not_found",target="jobs"} 1.0' in metrics
     assert "ecs:ListTasks" in landing
     outputs = {"metrics": metrics, "landing": landing, "log": log.getvalue()}
     assert "AssumeRole" in metrics  # the role path ran

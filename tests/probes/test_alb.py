@@ -10,7 +10,7 @@ import pytest
 from stackprobe.aws import AwsClients
 from stackprobe.selfmetrics import SelfMetrics
 from tests.aws import REGION, api_calls, by_operation, inject, set_target_health
-from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+from tests.conftest import KeptStateRunner, make_target, run_once, samples_by_name, value
 
 
 class AlbStack:
@@ -60,14 +60,6 @@ def albs(moto: None) -> AlbStack:
 
 def alb_target(**extra: Any) -> Any:
     return make_target({"name": "aep-alb", "kind": "alb", "load_balancers": ["aep-alb"], **extra})
-
-
-async def run_once(target: Any, aws: AwsClients) -> Any:
-    runner = KeptStateRunner(target, aws)
-    try:
-        return await runner.run()
-    finally:
-        await runner.close()
 
 
 async def test_target_health_state_and_posture(
@@ -124,7 +116,7 @@ async def test_zero_healthy_targets_and_a_missing_balancer(albs: AlbStack, aws: 
 
     result = await run_once(alb_target(load_balancers=["aep-alb", "gone-alb"]), aws)
 
-    assert result.reason == "load_balancer_not_found" and "gone-alb" in result.detail
+    assert result.reason == "not_found" and "gone-alb" in result.detail
     assert value(result, "aws_alb_target_group_healthy_targets", "aep-alb", "aep-api") == 0
     assert value(result, "aws_alb_load_balancer_state", "gone-alb", "missing") == 1
     assert value(result, "aws_alb_load_balancer_state", "gone-alb", "active") == 0

@@ -16,20 +16,12 @@ from stackprobe.aws import AwsClients
 from stackprobe.probes.cloudwatch import LOOKBACK_PERIODS, window
 from stackprobe.selfmetrics import SelfMetrics
 from tests.aws import REGION, api_calls, by_operation
-from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+from tests.conftest import make_target, run_once, samples_by_name, value
 
 
 @pytest.fixture
 def cloudwatch(moto: None) -> Any:
     return boto3.client("cloudwatch", region_name=REGION)
-
-
-async def run_once(target: Any, aws: AwsClients) -> Any:
-    runner = KeptStateRunner(target, aws)
-    try:
-        return await runner.run()
-    finally:
-        await runner.close()
 
 
 def put(cloudwatch: Any, namespace: str, metric: str, dims: dict[str, str], at: float, v: float):

@@ -12,7 +12,7 @@ from stackprobe.aws import AwsClients
 from stackprobe.probes.ecs_service import StopClass, stop_class
 from stackprobe.selfmetrics import SelfMetrics
 from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
-from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+from tests.conftest import KeptStateRunner, make_target, run_once, samples_by_name, value
 
 
 @pytest.fixture
@@ -22,14 +22,6 @@ def stack(moto: None) -> EcsStack:
 
 def ecs_target(**extra: Any) -> Any:
     return make_target({"name": "aep-ecs", "kind": "ecs_service", "cluster": "aep", **extra})
-
-
-async def run_once(target: Any, aws: AwsClients) -> Any:
-    runner = KeptStateRunner(target, aws)
-    try:
-        return await runner.run()
-    finally:
-        await runner.close()
 
 
 async def test_counts_per_service_from_the_whole_cluster(
@@ -203,9 +195,9 @@ async def test_missing_cluster_and_missing_service(stack: EcsStack, aws: AwsClie
     )
     no_service = await run_once(ecs_target(services=["aep-api", "aep-gone"]), aws)
 
-    assert no_cluster.reason == "cluster_not_found"
+    assert no_cluster.reason == "not_found"
     assert "nope" in no_cluster.detail
-    assert no_service.reason == "service_not_found"
+    assert no_service.reason == "not_found"
     assert "aep-gone" in no_service.detail
     assert value(no_service, "aws_ecs_service_active", "aep", "aep-gone") == 0
     assert value(no_service, "aws_ecs_service_running_tasks", "aep", "aep-api") == 1

@@ -13,7 +13,7 @@ from aiohttp import web
 from stackprobe.aws import AwsClients
 from stackprobe.selfmetrics import SelfMetrics
 from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
-from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+from tests.conftest import make_target, run_once, samples_by_name, value
 
 
 def free_port() -> int:
@@ -52,14 +52,6 @@ def discover_target(port: int, **extra: Any) -> Any:
     return make_target(
         {"name": "aep-api-tasks", "kind": "http", "timeout": "2s", "discover": {"ecs": ecs}}
     )
-
-
-async def run_once(target: Any, aws: AwsClients) -> Any:
-    runner = KeptStateRunner(target, aws)
-    try:
-        return await runner.run()
-    finally:
-        await runner.close()
 
 
 async def test_each_running_task_is_probed_at_its_address(

@@ -13,7 +13,7 @@ import pytest
 from stackprobe.aws import AwsClients
 from stackprobe.selfmetrics import SelfMetrics
 from tests.aws import REGION, api_calls, by_operation
-from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+from tests.conftest import make_target, run_once, samples_by_name, value
 
 DAY = 86400
 
@@ -44,14 +44,6 @@ def s3(moto: None) -> Any:
         },
     )
     return client
-
-
-async def run_once(target: Any, aws: AwsClients) -> Any:
-    runner = KeptStateRunner(target, aws)
-    try:
-        return await runner.run()
-    finally:
-        await runner.close()
 
 
 async def test_list_mode_pages_past_a_thousand_objects(
@@ -137,4 +129,4 @@ async def test_a_missing_bucket(s3: Any, aws: AwsClients) -> None:
 
     result = await run_once(target, aws)
 
-    assert result.reason == "bucket_not_found"
+    assert result.reason == "not_found"

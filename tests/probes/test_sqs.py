@@ -70,7 +70,7 @@ async def test_a_missing_queue(sqs: Any, aws: AwsClients) -> None:
     finally:
         await runner.close()
 
-    assert result.reason == "queue_not_found"
+    assert result.reason == "not_found"
     assert "nope" in result.detail or "NonExistentQueue" in result.detail
 
 
