@@ -31,6 +31,7 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
@@ -167,7 +168,8 @@ class AwsSettings(BaseModel):
     max_attempts: int = Field(2, ge=1, le=10)
     connect_timeout: Duration = 3.0
     read_timeout: Duration = 10.0
-    # A VPC endpoint, LocalStack or a moto server; botocore's AWS_ENDPOINT_URL works too.
+    # One endpoint for every service: LocalStack or a moto server. For VPC endpoints, which
+    # are per service, use botocore's AWS_ENDPOINT_URL_<SERVICE> variables instead.
     endpoint_url: str | None = None
 
 
@@ -227,7 +229,9 @@ class AwsClients:
         self.settings = settings
         self._metrics = metrics
         self._pool = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="stackprobe-aws")
-        self._lock = threading.Lock()  # botocore sessions are not thread-safe
+        # botocore sessions are not thread-safe: every client is created under this lock,
+        # including the STS client a credential refresh creates in a worker thread
+        self._lock = threading.RLock()
         self._base = botocore.session.Session()
         self._sessions: dict[tuple[str | None, str | None], botocore.session.Session] = {}
         self._clients: dict[_ClientKey, Any] = {}
@@ -265,9 +269,12 @@ class AwsClients:
             extra: dict[str, Any] = {"RoleSessionName": "stackprobe"}
             if external_id:
                 extra["ExternalId"] = external_id
+            source = self._base.get_credentials()
+            if source is None:  # not cached: the next run looks again (a metadata blip)
+                raise NoCredentialsError()
             fetcher = AssumeRoleCredentialFetcher(
-                client_creator=lambda service, **_: self._create(self._base, service, region),
-                source_credentials=self._base.get_credentials(),
+                client_creator=lambda service, **_: self._sts(service, region),
+                source_credentials=source,
                 role_arn=role_arn,
                 extra_args=extra,
             )
@@ -277,6 +284,10 @@ class AwsClients:
             )
             self._sessions[(role_arn, external_id)] = found
         return found
+
+    def _sts(self, service: str, region: str | None) -> Any:
+        with self._lock:
+            return self._create(self._base, service, region)
 
     def _create(self, session: botocore.session.Session, service: str, region: str | None) -> Any:
         client = session.create_client(
@@ -329,24 +340,28 @@ class AwsClients:
         deadline: float,
         *,
         max_pages: int = 1000,
+        keep: Callable[[dict[str, Any]], Any] | None = None,
         **params: Any,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Any]:
         """Every page of a paginated call, fetched with botocore's paginator in one job.
 
-        Stops between pages once the deadline has passed, so a huge listing cannot hold a
-        thread past its run; `max_pages` bounds what one run may list."""
-        wall_deadline = time.monotonic() + max(0.0, deadline - asyncio.get_running_loop().time())
+        `keep` reduces each page as it arrives (a listing of a million objects is then never
+        held whole). Paging stops after `max_pages`, or once 80 % of the run's time is spent,
+        so a huge listing returns what it has (its last page still says IsTruncated) instead
+        of timing out with nothing."""
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        stop_at = time.monotonic() + 0.8 * remaining
 
-        def run() -> list[dict[str, Any]]:
+        def run() -> list[Any]:
             paginator = self.client(target, service).get_paginator(operation)
-            found: list[dict[str, Any]] = []
+            found: list[Any] = []
             for page in paginator.paginate(**params):
-                found.append(page)
-                if len(found) >= max_pages or time.monotonic() > wall_deadline:
+                found.append(keep(page) if keep is not None else page)
+                if len(found) >= max_pages or time.monotonic() > stop_at:
                     break
             return found
 
-        pages: list[dict[str, Any]] = await self._run(service, operation, deadline, run)
+        pages: list[Any] = await self._run(service, operation, deadline, run)
         return pages
 
     async def _run(
@@ -411,9 +426,17 @@ def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
                 op,
                 f"AWS throttled {name} ({code}) through every retry; the next run tries again",
             ) from None
-        if code in DENIED_CODES:
+        if code in DENIED_CODES and op == "AssumeRole":
             # A refused AssumeRole surfaces from whichever call needed the credentials.
-            action = iam_action("sts" if op == "AssumeRole" else service, op)
+            raise AwsCallError(
+                AwsProblem.ACCESS_DENIED,
+                op,
+                f"AWS denied AssumeRole ({code}) for {name}: the identity stackprobe runs as "
+                "needs sts:AssumeRole on the role, and the role's trust policy must name that "
+                "identity (and the ExternalId, when it asks for one)",
+            ) from None
+        if code in DENIED_CODES:
+            action = iam_action(service, op)
             raise AwsCallError(
                 AwsProblem.ACCESS_DENIED,
                 op,
@@ -434,6 +457,10 @@ def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
             operation,
             f"no AWS credentials for {name}: give the task a role, or set AWS_PROFILE or "
             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+        ) from None
+    except CredentialRetrievalError as exc:  # the task role's or an assumed role's fetch
+        raise AwsCallError(
+            AwsProblem.CREDENTIALS, operation, f"cannot fetch AWS credentials for {name}: {exc}"
         ) from None
     except NoRegionError:
         raise AwsCallError(

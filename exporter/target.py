@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 from stackprobe.durations import Duration
@@ -36,6 +36,23 @@ def _compile(value: Any) -> re.Pattern[str]:
 
 # A Python regular expression, compiled at load so a typo is a config error, not a failing probe.
 Regex = Annotated[re.Pattern[str], BeforeValidator(_compile)]
+
+
+def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise PydanticCustomError(
+                "duplicate_entry",
+                "{found} is listed twice; list each once (each becomes one set of series)",
+                {"found": repr(value)[:80]},
+            )
+        seen.add(value)
+    return values
+
+
+# A list of names that each become a label value: a repeat would emit every series twice.
+UniqueNames = Annotated[tuple[str, ...], AfterValidator(_unique)]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 

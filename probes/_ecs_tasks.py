@@ -119,21 +119,20 @@ async def describe_tasks(
     return [task for page in described for task in page.get("tasks", ())]
 
 
-async def running_tasks(discovery: EcsDiscovery, ctx: ProbeContext) -> list[tuple[str, str]]:
-    """(task ID, address) of the service's running tasks, sorted by ID."""
+async def running_tasks(discovery: EcsDiscovery, ctx: ProbeContext) -> list[tuple[str, str | None]]:
+    """(task ID, address) of the service's running tasks, sorted by ID; the address is None
+    for a task without a private IPv4 address (not awsvpc, or not attached yet)."""
     arns = await task_arns(
         ctx, discovery, discovery.cluster, serviceName=discovery.service, desiredStatus="RUNNING"
     )
-    found = []
+    found: list[tuple[str, str | None]] = []
     for task in await describe_tasks(ctx, discovery, discovery.cluster, arns):
         if task.get("group") != f"service:{discovery.service}":
             continue  # what a serviceName filter should already have dropped
         if task.get("lastStatus") != "RUNNING":
             continue
-        address = task_address(task)
-        if address is not None:
-            found.append((str(task["taskArn"]).rsplit("/", 1)[-1], address))
-    return sorted(found)
+        found.append((str(task["taskArn"]).rsplit("/", 1)[-1], task_address(task)))
+    return sorted(found, key=lambda found: found[0])
 
 
 async def probe_tasks(
@@ -161,7 +160,15 @@ async def probe_tasks(
             f"service {discovery.service} in cluster {discovery.cluster} has no running task",
             tuple(samples),
         )
-    probed = tasks[: discovery.max_tasks]
+    probed = [(task, address) for task, address in tasks if address is not None]
+    if not probed:
+        return ProbeResult.failed(
+            no_tasks,
+            f"{len(tasks)} running tasks of {discovery.service}, none with a private IPv4 "
+            "address to probe (discovery needs awsvpc networking, which Fargate always has)",
+            tuple(samples),
+        )
+    probed = probed[: discovery.max_tasks]
 
     async def one(address: str) -> tuple[ProbeResult, float]:
         url = f"{discovery.scheme}://{address}:{discovery.port}{discovery.path}"

@@ -20,6 +20,7 @@ from pydantic import Field
 from stackprobe.aws import AwsProblem, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import gather_all, measured
+from stackprobe.target import UniqueNames
 
 PAGE_SIZE = 400
 STATES = ("active", "provisioning", "active_impaired", "failed", "missing")
@@ -27,7 +28,7 @@ STATES = ("active", "provisioning", "active_impaired", "failed", "missing")
 
 class AlbTarget(AwsTarget):
     kind: Literal["alb"] = "alb"
-    load_balancers: tuple[str, ...] = Field(min_length=1)
+    load_balancers: UniqueNames = Field(min_length=1)
     # The health-check path every target group of these balancers should use...
     expect_health_check_path: str | None = None
     # ...or, per target group name, the path it should use (overrides the one above).

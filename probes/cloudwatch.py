@@ -11,10 +11,13 @@ by namespace, metric, statistic and dimensions: a user's list is bounded by thei
 
 The query window ends at a period boundary at least `delay` ago, so only closed periods are
 read: a period CloudWatch is still filling is never exported as a drop to zero (the YACE
-complaint). The newest datapoint is exported, and its own time is in
-`stackprobe_cloudwatch_datapoint_timestamp_seconds`. A metric with no datapoint in the window
-(an ALB that served no 5xx) exports nothing rather than a guessed zero. One GetMetricData
-per period length for every query of the target, 500 queries a call.
+complaint). Counts of events that CloudWatch publishes only when some happened (ALB requests
+and 5xx, SQS messages sent and deleted) are read from the last closed period alone, and are 0
+when it has no datapoint, so a ratio never pairs this minute's requests with an older
+minute's errors. Other statistics export their newest datapoint within the last five periods,
+and nothing when there is none (an ALB with no requests has no latency). Each datapoint's own
+time is in `stackprobe_cloudwatch_datapoint_timestamp_seconds`. One GetMetricData per period
+length for every query of the target, 500 queries a call.
 """
 
 from __future__ import annotations
@@ -65,6 +68,18 @@ class CustomMetric(_Strict):
     # Its own period, e.g. 1d for daily metrics; the target's `period` otherwise.
     period: Duration | None = None
 
+    @field_validator("period")
+    @classmethod
+    def _a_cloudwatch_period(cls, value: float | None) -> float | None:
+        if value is not None and value not in (1, 5, 10, 30) and (value < 60 or value % 60):
+            raise PydanticCustomError(
+                "period",
+                "CloudWatch takes periods of 1s, 5s, 10s, 30s (high-resolution metrics) or a "
+                "whole number of minutes, e.g. 1m or 1d",
+                {},
+            )
+        return value
+
     @field_validator("statistics")
     @classmethod
     def _known_statistics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -102,17 +117,18 @@ class CloudWatchTarget(AwsTarget):
 
     @model_validator(mode="after")
     def _each_series_once(self) -> CloudWatchTarget:
-        seen: set[tuple[str, tuple[str, ...]]] = set()
+        seen: set[tuple[str, ...]] = set()
         for query in queries(self):
-            key = (query.spec.name, query.labels)
-            if key in seen:
+            # the series itself, and the datapoint-time series beside it
+            stamp = (query.namespace, query.metric, query.stat, query.dimensions_label())
+            if (query.spec.name, *query.labels) in seen or ("@", *stamp) in seen:
                 raise PydanticCustomError(
                     "duplicate_query",
                     "{metric} {labels} is asked for twice; list each ALB, service, queue, "
                     "bucket and metric once",
                     {"metric": query.spec.name, "labels": ", ".join(query.labels)},
                 )
-            seen.add(key)
+            seen.update({(query.spec.name, *query.labels), ("@", *stamp)})
         return self
 
     def describe(self) -> str:
@@ -231,6 +247,14 @@ class Query:
     stat: str
     period: float
 
+    @property
+    def counts_events(self) -> bool:
+        """A Sum of events CloudWatch publishes only when some happened (ALB 5xx, SQS sent):
+        its newest closed period is read alone, and no datapoint there means 0. Taking an
+        older datapoint instead would set a 5xx burst from minutes ago beside this minute's
+        requests, and page on an error rate that is over."""
+        return self.stat == "Sum" and self.metric in EVENT_COUNTS
+
     def request(self, query_id: str) -> dict[str, Any]:
         return {
             "Id": query_id,
@@ -250,6 +274,15 @@ class Query:
         return ",".join(f"{n}={v}" for n, v in self.dimensions)
 
 
+EVENT_COUNTS = frozenset(
+    {
+        "RequestCount",
+        "HTTPCode_Target_5XX_Count",
+        "HTTPCode_ELB_5XX_Count",
+        "NumberOfMessagesSent",
+        "NumberOfMessagesDeleted",
+    }
+)
 _ALB_STATS = (
     (ALB_REQUESTS, "RequestCount", "Sum"),
     (ALB_TARGET_5XX, "HTTPCode_Target_5XX_Count", "Sum"),
@@ -334,27 +367,29 @@ async def _measure(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
     for i, query in enumerate(wanted):
         by_period.setdefault(query.period, []).append((f"q{i}", query))
     now = time.time()
+    windows = {p: window(p, target.delay if p < DAY else 0.0, now) for p in by_period}
     answers = await gather_all(
-        metric_data(
-            ctx,
-            target,
-            [q.request(qid) for qid, q in group],
-            *window(period, target.delay if period < DAY else 0.0, now),
-        )
+        metric_data(ctx, target, [q.request(qid) for qid, q in group], *windows[period])
         for period, group in by_period.items()
     )
     samples: list[Sample] = []
-    for group, points in zip(by_period.values(), answers, strict=True):
-        samples.extend(_newest(group, points))
+    for (period, group), points in zip(by_period.items(), answers, strict=True):
+        samples.extend(_newest(group, points, windows[period][1] - period))
     return ProbeResult.ok(tuple(samples))
 
 
 def _newest(
-    group: Iterable[tuple[str, Query]], points: dict[str, list[tuple[float, float]]]
+    group: Iterable[tuple[str, Query]],
+    points: dict[str, list[tuple[float, float]]],
+    last_closed: float,
 ) -> list[Sample]:
+    """Each query's newest datapoint; for event counts, the last closed period's or 0."""
     samples: list[Sample] = []
     for query_id, query in group:
         found = points.get(query_id)
+        if query.counts_events:
+            value = next((v for at, v in found or () if at == last_closed), 0.0)
+            found = [(last_closed, value)]
         if not found:
             continue
         at, value = found[0]

@@ -6,8 +6,9 @@ desired count 0, all tasks stopped) and "Incident 5: Budget Enforcement Failing"
 definition's `BUDGET_ENFORCEMENT_MODE`).
 
 One target is one cluster. Per run, with the API's batch limits: ListServices (when no
-services are named, 100 a page), DescribeServices (10 a call), ListTasks for stopped tasks
-(100 a page) and DescribeTasks (100 a call) only for stopped tasks not seen before, and
+services are named, 100 a page), DescribeServices (10 a call), one cluster-wide ListTasks for
+stopped tasks (100 a page: its cost grows with the cluster's stopped tasks, not the services
+named) and DescribeTasks (100 a call) only for stopped tasks not seen before, and
 DescribeTaskDefinition only for a task definition not seen before (they never change).
 Stopped tasks are attributed to services by their `group` (`service:NAME`), which is also
 right when a filter is not applied (moto ignores ListTasks' serviceName).
@@ -30,6 +31,7 @@ from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import AwsState, batches, gather_all, measured
 from stackprobe.probes._ecs_tasks import describe_tasks, task_arns
+from stackprobe.target import UniqueNames
 
 DESCRIBE_SERVICES_MAX = 10
 LIST_MAX = 100
@@ -48,28 +50,43 @@ class StopClass(StrEnum):
     OTHER = "other"
 
 
-# First match wins, so the cause beats the symptom: an OOM-killed essential container also
-# stops its task with "Essential container in task exited".
-_STOP_PATTERNS: tuple[tuple[StopClass, re.Pattern[str]], ...] = (
-    (StopClass.OOM, re.compile(r"OutOfMemory|OOM|memory usage", re.I)),
-    (StopClass.SECRETS, re.compile(r"secret|ssm|parameter store|kms", re.I)),
-    (StopClass.IMAGE_PULL, re.compile(r"CannotPull|pull image|ImagePull|manifest|image", re.I)),
-    (StopClass.HEALTH_CHECK, re.compile(r"health ?check", re.I)),
-    (StopClass.SCALING, re.compile(r"Scaling activity|deployment|scale", re.I)),
-    (StopClass.USER_INITIATED, re.compile(r"stopped by user|UserInitiated", re.I)),
-    (StopClass.ESSENTIAL_CONTAINER_EXITED, re.compile(r"Essential container", re.I)),
+# ECS's messages open with their error type; only that opening is matched, never the rest,
+# which names repositories, target groups and ARNs ("classroom-api" holds no OOM).
+_PULL = re.compile(r"(CannotPullContainerError|CannotPullImageManifestError)\b")
+_INIT = re.compile(r"ResourceInitializationError\b")
+_SECRET = re.compile(r"retrieve secrets?\b|secret from asm\b|secrets from ssm\b", re.I)
+_REASONS: tuple[tuple[StopClass, re.Pattern[str]], ...] = (
+    (StopClass.OOM, re.compile(r"OutOfMemoryError\b")),
+    (StopClass.IMAGE_PULL, _PULL),
+    (StopClass.HEALTH_CHECK, re.compile(r"Task failed (ELB|container) health checks\b")),
+    (StopClass.SCALING, re.compile(r"Scaling activity initiated by\b")),
+    (StopClass.USER_INITIATED, re.compile(r"Task stopped by user\b")),
+    (StopClass.ESSENTIAL_CONTAINER_EXITED, re.compile(r"Essential container in task exited\b")),
 )
 
 
 def stop_class(task: Mapping[str, Any]) -> StopClass:
-    """The class of one stopped task (DescribeTasks' shape)."""
-    texts = [str(c.get("reason", "")) for c in task.get("containers", ())]
-    texts += [str(task.get("stoppedReason", "")), str(task.get("stopCode", ""))]
-    text = " | ".join(t for t in texts if t)
-    for cls, pattern in _STOP_PATTERNS:
-        if pattern.search(text):
+    """The class of one stopped task (DescribeTasks' shape). The cause beats the symptom: an
+    essential container killed for memory stops its task with "Essential container in task
+    exited", and its own reason says OutOfMemoryError."""
+    for container in task.get("containers", ()):
+        reason = str(container.get("reason", ""))
+        if re.match(r"OutOfMemoryError\b", reason):
+            return StopClass.OOM
+        if _PULL.match(reason):
+            return StopClass.IMAGE_PULL
+    stopped = str(task.get("stoppedReason", ""))
+    if _INIT.match(stopped):  # secrets, or the registry's credentials, could not be fetched
+        if _SECRET.search(stopped):
+            return StopClass.SECRETS
+        return StopClass.IMAGE_PULL if "registry auth" in stopped else StopClass.OTHER
+    for cls, pattern in _REASONS:
+        if pattern.match(stopped):
             return cls
-    if task.get("stopCode") == "EssentialContainerExited":
+    code = task.get("stopCode")
+    if code == "UserInitiated":
+        return StopClass.USER_INITIATED
+    if code == "EssentialContainerExited":
         return StopClass.ESSENTIAL_CONTAINER_EXITED
     return StopClass.OTHER
 
@@ -78,7 +95,7 @@ class EcsServiceTarget(AwsTarget):
     kind: Literal["ecs_service"] = "ecs_service"
     cluster: str = Field(min_length=1)
     # Named services, or every service of the cluster when empty (listed each run).
-    services: tuple[str, ...] = ()
+    services: UniqueNames = ()
     # Counts the stopped tasks ECS still lists (about an hour) by reason class.
     stopped_tasks: bool = True
     # Plain `environment` values every running task definition must carry.

@@ -21,6 +21,7 @@ from pydantic import Field
 from stackprobe.aws import AwsCallError, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import gather_all, measured, metric_data
+from stackprobe.target import UniqueNames
 
 DAY = 86400
 LIST_PAGE = 1000
@@ -28,12 +29,12 @@ LIST_PAGE = 1000
 
 class S3Target(AwsTarget):
     kind: Literal["s3"] = "s3"
-    buckets: tuple[str, ...] = Field(min_length=1)
+    buckets: UniqueNames = Field(min_length=1)
     mode: Literal["cloudwatch", "list"] = "cloudwatch"
     # `cloudwatch` mode: the StorageType dimensions whose sizes are read.
-    storage_types: tuple[str, ...] = ("StandardStorage",)
-    # `list` mode: objects counted per bucket before the listing stops.
-    max_objects: int = Field(100_000, ge=1000, le=10_000_000)
+    storage_types: UniqueNames = ("StandardStorage",)
+    # `list` mode: objects counted per bucket before the listing stops, in pages of 1,000.
+    max_objects: int = Field(100_000, ge=1000, le=1_000_000, multiple_of=LIST_PAGE)
 
     def describe(self) -> str:
         return f"s3 {', '.join(self.buckets)} ({self.mode})"
@@ -131,15 +132,21 @@ def _daily_query(query_id: str, bucket: str, metric: str, storage: str) -> dict[
     }
 
 
+def _page_summary(page: dict[str, Any]) -> tuple[int, int, bool]:
+    """(objects, bytes, more to come) of one page: all a listing keeps of it."""
+    contents = page.get("Contents", ())
+    return len(contents), sum(o.get("Size", 0) for o in contents), bool(page.get("IsTruncated"))
+
+
 async def _listed(target: S3Target, ctx: ProbeContext) -> list[Sample]:
-    pages_each = math.ceil(target.max_objects / LIST_PAGE)
     listings = await gather_all(
         ctx.aws.pages(
             target,
             "s3",
             "list_objects_v2",
             ctx.deadline,
-            max_pages=pages_each,
+            max_pages=target.max_objects // LIST_PAGE,
+            keep=_page_summary,
             Bucket=b,
             PaginationConfig={"PageSize": LIST_PAGE},
         )
@@ -148,12 +155,10 @@ async def _listed(target: S3Target, ctx: ProbeContext) -> list[Sample]:
     now = time.time()
     samples: list[Sample] = []
     for bucket, pages in zip(target.buckets, listings, strict=True):
-        objects = [o for page in pages for o in page.get("Contents", ())][: target.max_objects]
-        truncated = bool(pages and pages[-1].get("IsTruncated")) or len(objects) < sum(
-            len(page.get("Contents", ())) for page in pages
-        )
-        samples.append(SIZE(sum(o.get("Size", 0) for o in objects), bucket, "listed"))
-        samples.append(OBJECTS(len(objects), bucket))
+        # a listing stopped by max_objects or by the run's time still says "more to come"
+        truncated = bool(pages) and pages[-1][2]
+        samples.append(SIZE(sum(size for _, size, _ in pages), bucket, "listed"))
+        samples.append(OBJECTS(sum(count for count, _, _ in pages), bucket))
         samples.append(MEASURED_AT(now, bucket))
         samples.append(TRUNCATED(1 if truncated else 0, bucket))
     return samples

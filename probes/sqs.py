@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
@@ -34,6 +35,24 @@ class SqsTarget(AwsTarget):
     kind: Literal["sqs"] = "sqs"
     # Queue names (in the target's region and account) or queue URLs.
     queues: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("queues")
+    @classmethod
+    def _one_entry_per_queue_name(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """A queue is labelled by its name, so a name and its URL, or two accounts' queues
+        of one name, would emit the same series twice."""
+        seen: dict[str, str] = {}
+        for queue in value:
+            name = _queue_name(queue)
+            if name in seen:
+                raise PydanticCustomError(
+                    "duplicate_entry",
+                    "{first} and {second} are both queue {name}: the `queue` label would repeat; "
+                    "list each queue once, or use a target per account",
+                    {"first": seen[name], "second": queue, "name": name},
+                )
+            seen[name] = queue
+        return value
 
     def describe(self) -> str:
         return f"sqs {', '.join(self.queues)}"
@@ -65,7 +84,13 @@ DLQ_VISIBLE = MetricSpec(
     (*_Q, "dead_letter_queue"),
 )
 
-METRICS = (VISIBLE, IN_FLIGHT, DELAYED, REDRIVE, MAX_RECEIVES, DLQ_VISIBLE)
+DLQ_EXISTS = MetricSpec(
+    "aws_sqs_dead_letter_queue_exists",
+    "1 if the dead-letter queue the redrive policy names exists, 0 if it was deleted.",
+    (*_Q, "dead_letter_queue"),
+)
+
+METRICS = (VISIBLE, IN_FLIGHT, DELAYED, REDRIVE, MAX_RECEIVES, DLQ_VISIBLE, DLQ_EXISTS)
 
 
 async def probe(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
@@ -104,14 +129,36 @@ async def _measure(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
             parts = arn.split(":")
             dead_letter.append((name, parts[-1], parts[-2]))
     dlq_answers = await gather_all(
-        _attributes(target, ctx, urls, dlq, ["ApproximateNumberOfMessages"], owner)
-        for _, dlq, owner in dead_letter
+        _dead_letter_depth(target, ctx, urls, dlq, owner) for _, dlq, owner in dead_letter
     )
-    for (name, dlq, _), attributes in zip(dead_letter, dlq_answers, strict=True):
-        samples.append(
-            DLQ_VISIBLE(int(attributes.get("ApproximateNumberOfMessages", 0)), name, dlq)
+    gone = []
+    for (name, dlq, _), depth in zip(dead_letter, dlq_answers, strict=True):
+        samples.append(DLQ_EXISTS(0 if depth is None else 1, name, dlq))
+        if depth is None:
+            gone.append(f"{name} -> {dlq}")
+        else:
+            samples.append(DLQ_VISIBLE(depth, name, dlq))
+    if gone:  # the queues themselves were measured: keep their samples
+        return ProbeResult.failed(
+            AwsProblem.NOT_FOUND,
+            f"the dead-letter queue of a redrive policy does not exist: {', '.join(gone)}",
+            tuple(samples),
         )
     return ProbeResult.ok(tuple(samples))
+
+
+async def _dead_letter_depth(
+    target: SqsTarget, ctx: ProbeContext, urls: dict[str, str], dlq: str, owner: str
+) -> int | None:
+    """Messages in a dead-letter queue, or None when the policy names one that is gone."""
+    try:
+        answer = await _attributes(target, ctx, urls, dlq, ["ApproximateNumberOfMessages"], owner)
+    except AwsCallError as exc:
+        if exc.problem is AwsProblem.NOT_FOUND:
+            urls.pop(dlq, None)
+            return None
+        raise
+    return int(answer.get("ApproximateNumberOfMessages", 0))
 
 
 async def _attributes(

@@ -119,9 +119,20 @@ def test_ambient_credentials_are_known_secrets() -> None:
     assert ambient_secrets(environ) == {CANARY_KEY_ID, CANARY_SECRET}
 
 
-async def test_the_exporter_over_moto_never_shows_credentials(moto: None) -> None:
+class BlindRedactor(Redactor):
+    """Knows no secret: what it lets through shows what stackprobe writes before scrubbing."""
+
+    def update(self, secrets: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("redactor_class", [Redactor, BlindRedactor], ids=["scrubbed", "raw"])
+async def test_the_exporter_over_moto_never_shows_credentials(
+    moto: None, redactor_class: type[Redactor]
+) -> None:
     """Every AWS kind, failing and succeeding, through /metrics, the landing page and the logs:
-    no canary credential or external ID anywhere."""
+    no canary credential, external ID or assumed-role credential anywhere, whether or not
+    the redactor knows them (it never learns the assumed role's)."""
     stack = EcsStack(boto3.Session(region_name=REGION))
     stack.service("aep-api", desired=1)
     boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
@@ -139,7 +150,7 @@ targets:
         KINDS,
         {"EXTERNAL_ID": "ext-id-CANARY-31"},
     )
-    redactor = Redactor()
+    redactor = redactor_class()
     log = io.StringIO()
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
@@ -161,6 +172,8 @@ targets:
             await asyncio.sleep(0.1)
         metrics = await (await client.get("/metrics")).text()
         landing = await (await client.get("/")).text()
+        signer = app.scheduler.aws.client(config.targets[0], "ecs")._request_signer
+        assumed = signer._credentials.get_frozen_credentials()  # what moto's STS issued
     finally:
         await client.close()
         await app.stop()
@@ -177,5 +190,72 @@ targets:
     outputs = {"metrics": metrics, "landing": landing, "log": log.getvalue()}
     assert "AssumeRole" in metrics  # the role path ran
     for name, text in outputs.items():
-        for canary in (CANARY_KEY_ID, CANARY_SECRET, "ext-id-CANARY-31"):
+        for canary in (
+            CANARY_KEY_ID,
+            CANARY_SECRET,
+            "ext-id-CANARY-31",
+            assumed.access_key,
+            assumed.secret_key,
+            assumed.token,
+        ):
             assert canary not in text, f"{canary} in {name}"
+
+
+async def test_a_role_with_no_base_credentials_fails_and_recovers(
+    moto: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A credentials blip at start (the container endpoint not up yet) is a `credentials`
+    failure, not a crash, and the next run assumes the role once credentials are there."""
+    boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    metrics = SelfMetrics()
+    clients = AwsClients(AwsSettings(region=REGION), metrics)
+    target = make_target(
+        {
+            "name": "q",
+            "kind": "sqs",
+            "queues": ["jobs"],
+            "role_arn": "arn:aws:iam::123456789012:role/stackprobe-read",
+        }
+    )
+    runner = KeptStateRunner(target, clients)
+    try:
+        blip = await runner.run()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", CANARY_KEY_ID)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY_SECRET)
+        recovered = await runner.run()
+    finally:
+        await runner.close()
+        clients.shutdown()
+
+    assert blip.reason == "credentials", blip.detail
+    assert recovered.success, recovered.detail
+    assert api_calls(metrics.registry)[("sts", "AssumeRole", "ok")] == 1
+
+
+async def test_a_reload_that_changes_aws_settings_replaces_the_clients(
+    moto: None, tmp_path: Any
+) -> None:
+    boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
+    path = tmp_path / "stackprobe.yml"
+    body = "targets: [{name: q, kind: sqs, queues: [jobs], interval: 1m, timeout: 5s}]\n"
+    path.write_text(f"aws: {{region: {REGION}, max_workers: 2}}\n" + body)
+    from stackprobe.config import load_config
+
+    app = App(load_config(path, KINDS), kinds=KINDS, redactor=Redactor(), config_path=path)
+    app.start()
+    try:
+        first = app.scheduler.aws
+        same = await app.reload()
+        kept = app.scheduler.aws
+        path.write_text(f"aws: {{region: {REGION}, max_workers: 4}}\n" + body)
+        changed = await app.reload()
+        replaced = app.scheduler.aws
+    finally:
+        await app.stop()
+
+    assert same.ok and changed.ok
+    assert kept is first  # an unchanged aws: keeps its clients and their credentials
+    assert replaced is not first and replaced.settings.max_workers == 4
+    assert first._pool._shutdown  # retired: shut after its runs' timeout, or at stop at the latest

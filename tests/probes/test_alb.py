@@ -73,7 +73,11 @@ async def test_target_health_state_and_posture(
         Attributes=[{"Key": "access_logs.s3.enabled", "Value": "true"}],
     )
 
-    result = await run_once(alb_target(expect_health_check_path="/health/live"), aws)
+    target = alb_target(
+        expect_health_check_path="/health/live",
+        expect_health_check_paths={"aep-web": "/health"},  # per group, over the one above
+    )
+    result = await run_once(target, aws)
 
     assert result.success, result.detail
     assert value(result, "aws_alb_load_balancer_state", "aep-alb", "active") == 1
@@ -88,7 +92,7 @@ async def test_target_health_state_and_posture(
     assert value(result, "aws_alb_target_group_healthy_targets", "aep-alb", "aep-api") == 1
     assert value(result, "aws_alb_target_group_registered_targets", "aep-alb", "aep-api") == 2
     match = samples_by_name(result)["aws_alb_target_group_health_check_path_match"]
-    assert match == {("aep-alb", "aep-api"): 1, ("aep-alb", "aep-web"): 0}
+    assert match == {("aep-alb", "aep-api"): 1, ("aep-alb", "aep-web"): 1}
     info = samples_by_name(result)["aws_alb_target_group_health_check_info"]
     assert ("aep-alb", "aep-web", "/health", "traffic-port", "HTTP") in info
     # one listing of each kind for the account, then one call per group and per balancer
@@ -141,3 +145,33 @@ async def test_request_limit_exceeded_is_throttling(
     assert recovered.success
     calls = api_calls(aws_metrics.registry)
     assert calls[("elbv2", "DescribeTargetHealth", "throttled")] == 2
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"name": "a", "kind": "alb", "load_balancers": ["x", "x"]},
+        {"name": "e", "kind": "ecs_service", "cluster": "c", "services": ["s", "s"]},
+        {"name": "b", "kind": "s3", "buckets": ["b", "b"]},
+        {"name": "b", "kind": "s3", "buckets": ["b"], "storage_types": ["S", "S"]},
+        {
+            "name": "cw",
+            "kind": "cloudwatch",
+            "sqs_queues": ["jobs"],
+            "metrics": [
+                {
+                    "namespace": "AWS/SQS",
+                    "metric": "ApproximateAgeOfOldestMessage",
+                    "dimensions": {"QueueName": "jobs"},
+                    "statistics": ["Maximum"],
+                }
+            ],
+        },
+    ],
+    ids=["alb", "ecs_service", "s3-buckets", "s3-storage-types", "cloudwatch-overlap"],
+)
+def test_a_repeat_that_would_emit_a_series_twice_is_a_config_error(raw: dict[str, Any]) -> None:
+    from stackprobe.config import ConfigError
+
+    with pytest.raises(ConfigError, match="twice"):
+        make_target(raw)

@@ -3,14 +3,13 @@ fails on them, DESIGN.md), asserting the exact queries sent."""
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import Stubber
 
 from stackprobe.aws import AwsClients
 from stackprobe.probes.cloudwatch import LOOKBACK_PERIODS, window
@@ -109,7 +108,12 @@ async def test_six_hundred_queries_take_two_calls(
     assert by_operation(api_calls(aws_metrics.registry)) == {"GetMetricData": 2}
 
 
-async def test_alb_percentiles_send_the_exact_queries(aws: AwsClients) -> None:
+async def test_alb_percentiles_send_the_exact_queries(
+    aws: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = 1_800_000_030.0
+    monkeypatch.setattr("stackprobe.probes.cloudwatch.time.time", lambda: now)
+    end = 1_799_999_880.0  # the last minute boundary at least 120 s before now
     target = make_target(
         {
             "name": "cw",
@@ -153,7 +157,7 @@ async def test_alb_percentiles_send_the_exact_queries(aws: AwsClients) -> None:
             ]
         ):
             expected.append(query(base + j, metric, stat, dims))
-    at = datetime.fromtimestamp(math.floor(time.time() / 60) * 60 - 180, UTC)
+    at = datetime.fromtimestamp(end - 60, UTC)
     answers = {"q4": 0.84, "q5": 2.5, "q0": 3.0, "q1": 1000.0, "q2": 70.0}
     client = aws.client(target, "cloudwatch")
     with Stubber(client) as stub:
@@ -167,8 +171,8 @@ async def test_alb_percentiles_send_the_exact_queries(aws: AwsClients) -> None:
             },
             {
                 "MetricDataQueries": expected,
-                "StartTime": ANY,
-                "EndTime": ANY,
+                "StartTime": end - LOOKBACK_PERIODS * 60,
+                "EndTime": end,
                 "ScanBy": "TimestampDescending",
             },
         )
@@ -229,3 +233,39 @@ async def test_alb_latency_percentiles_from_moto(
     assert value(result, "aws_applicationelb_target_response_time_p99", *lb_only) == 0.99
     assert value(result, "aws_applicationelb_target_response_time_average", *lb_only) == 0.505
     assert value(result, "aws_applicationelb_request_count_sum", *lb_only) == 100.0
+
+
+async def test_event_counts_read_the_last_closed_period_alone(
+    cloudwatch: Any, aws: AwsClients
+) -> None:
+    """A 5xx burst four minutes ago must not stand beside this minute's requests."""
+    _, end = window(60, 120, time.time())
+    lb = {"LoadBalancer": "app/aep-alb/50dc6c49"}
+    put(cloudwatch, "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", lb, end - 240, 200.0)
+    put(cloudwatch, "AWS/ApplicationELB", "RequestCount", lb, end - 240, 400.0)
+    put(cloudwatch, "AWS/ApplicationELB", "RequestCount", lb, end - 30, 1000.0)
+    put(cloudwatch, "AWS/ApplicationELB", "TargetResponseTime", lb, end - 240, 0.2)
+    target = make_target(
+        {"name": "cw", "kind": "cloudwatch", "albs": [{"load_balancer": lb["LoadBalancer"]}]}
+    )
+
+    result = await run_once(target, aws)
+
+    lb_only = (lb["LoadBalancer"], "")
+    assert value(result, "aws_applicationelb_request_count_sum", *lb_only) == 1000.0
+    assert value(result, "aws_applicationelb_httpcode_target_5xx_count_sum", *lb_only) == 0.0
+    assert value(result, "aws_applicationelb_httpcode_elb_5xx_count_sum", *lb_only) == 0.0
+    stamps = samples_by_name(result)["stackprobe_cloudwatch_datapoint_timestamp_seconds"]
+    key = ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "Sum", "LoadBalancer=" + lb_only[0])
+    assert stamps[key] == end - 60
+    # a statistic that is not an event count keeps its newest datapoint, with its age
+    assert value(result, "aws_applicationelb_target_response_time_average", *lb_only) == 0.2
+
+
+@pytest.mark.parametrize("period", ["90s", "2s", "45s"])
+def test_a_custom_period_cloudwatch_refuses_is_a_config_error(period: str) -> None:
+    from stackprobe.config import ConfigError
+
+    metric = {"namespace": "A", "metric": "B", "period": period}
+    with pytest.raises(ConfigError, match="whole number of minutes"):
+        make_target({"name": "cw", "kind": "cloudwatch", "metrics": [metric]})

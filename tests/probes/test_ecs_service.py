@@ -149,8 +149,9 @@ async def test_env_drift_compares_plain_environment_only(
     assert by_operation(api_calls(aws_metrics.registry))["DescribeTaskDefinition"] == 2
 
 
+@pytest.mark.parametrize("code", ["ThrottlingException", "RequestLimitExceeded"])
 async def test_throttling_skips_a_cycle_and_the_next_recovers(
-    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics
+    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics, code: str
 ) -> None:
     stack.service("aep-api", desired=2, running=2)
     target = ecs_target(services=["aep-api"], stopped_tasks=False)
@@ -158,7 +159,7 @@ async def test_throttling_skips_a_cycle_and_the_next_recovers(
     try:
         good = await runner.run()
         client = aws.client(target, "ecs")
-        injected = inject(client, "DescribeServices", "ThrottlingException", times=2)
+        injected = inject(client, "DescribeServices", code, times=2)
         throttled = await runner.run()
         recovered = await runner.run()
     finally:
@@ -166,7 +167,7 @@ async def test_throttling_skips_a_cycle_and_the_next_recovers(
 
     assert injected.answered == 2  # the first attempt and botocore's one retry
     assert not throttled.success and throttled.reason == "throttled"
-    assert "ThrottlingException" in throttled.detail
+    assert code in throttled.detail
     # the last good values are repeated, so nothing that alerts on them flaps
     assert samples_by_name(throttled) == samples_by_name(good)
     assert recovered.success
@@ -252,6 +253,47 @@ async def test_missing_cluster_and_missing_service(stack: EcsStack, aws: AwsClie
             StopClass.ESSENTIAL_CONTAINER_EXITED,
         ),
         ({"stoppedReason": "Host EC2 (instance i-1) terminated."}, StopClass.OTHER),
+        # resource names that hold the words the classes look for
+        (
+            {
+                "stoppedReason": "Task failed ELB health checks in (target-group "
+                "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/classroom-api/6d0e)"
+            },
+            StopClass.HEALTH_CHECK,
+        ),
+        (
+            {
+                "stoppedReason": "Task failed ELB health checks in (target-group "
+                "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/image-api/6d0e)"
+            },
+            StopClass.HEALTH_CHECK,
+        ),
+        (
+            {
+                "stoppedReason": "CannotPullContainerError: pull image manifest has been retried 5 "
+                "time(s): 1.dkr.ecr.eu-west-1.amazonaws.com/classmate-api:v3 not found"
+            },
+            StopClass.IMAGE_PULL,
+        ),
+        (
+            {
+                "stoppedReason": "Essential container in task exited",
+                "containers": [{"reason": "CannotPullContainerError: ref zoom-worker:latest"}],
+            },
+            StopClass.IMAGE_PULL,
+        ),
+        (
+            {
+                "stoppedReason": "ResourceInitializationError: unable to pull secrets or registry "
+                "auth: execution resource retrieval failed: unable to retrieve ecr registry auth: "
+                "service call has been retried 3 time(s)"
+            },
+            StopClass.IMAGE_PULL,
+        ),
+        (
+            {"stoppedReason": "Scaling activity initiated by (deployment ecs-svc/oom-kms-ssm)"},
+            StopClass.SCALING,
+        ),
     ],
 )
 def test_stop_classes(task: dict[str, Any], expected: StopClass) -> None:

@@ -65,7 +65,7 @@ async def test_each_running_task_is_probed_at_its_address(
     stack.service("aep-api", desired=2)
     stack.service("aep-worker", desired=1)
     healthy, broken, stopped = stack.run_tasks("aep-api", 3)
-    (worker,) = stack.run_tasks("aep-worker", 1)
+    stack.run_tasks("aep-worker", 1)  # another service's task: never probed
     stack.set_address(healthy, "127.0.0.2")
     stack.set_address(broken, "127.0.0.3")
     stack.stop(stopped, "Scaling activity initiated by (deployment ecs-svc/1)")
@@ -84,7 +84,6 @@ async def test_each_running_task_is_probed_at_its_address(
     reasons = samples_by_name(result)["stackprobe_ecs_task_failure_reason"]
     assert reasons == {(ids[broken], "http_status"): 1}
     assert by_operation(api_calls(aws_metrics.registry)) == {"ListTasks": 1, "DescribeTasks": 1}
-    assert worker
 
 
 async def test_no_running_task_and_a_failed_discovery(
@@ -113,3 +112,20 @@ def test_url_and_discover_are_exclusive() -> None:
     ecs = {"cluster": "c", "service": "s", "port": 80}
     with pytest.raises(ConfigError, match="not both"):
         make_target({"name": "x", "kind": "http", "url": "http://a/", "discover": {"ecs": ecs}})
+
+
+async def test_max_tasks_bounds_the_tasks_probed(
+    moto: None, aws: AwsClients, tasks_serving: tuple[int, dict[str, int]]
+) -> None:
+    port, _ = tasks_serving
+    stack = EcsStack(boto3.Session(region_name=REGION))
+    stack.service("aep-api", desired=3)
+    arns = stack.run_tasks("aep-api", 3)
+    for arn in arns:
+        stack.set_address(arn, "127.0.0.2")
+
+    result = await run_once(discover_target(port, max_tasks=2), aws)
+
+    assert result.success, result.detail
+    assert value(result, "stackprobe_ecs_tasks_discovered") == 3
+    assert len(samples_by_name(result)["stackprobe_ecs_task_probe_success"]) == 2

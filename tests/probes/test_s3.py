@@ -130,3 +130,36 @@ async def test_a_missing_bucket(s3: Any, aws: AwsClients) -> None:
     result = await run_once(target, aws)
 
     assert result.reason == "not_found"
+
+
+async def test_cloudwatch_mode_reads_each_storage_type(s3: Any, aws: AwsClients) -> None:
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    yesterday = datetime.fromtimestamp(math.floor(time.time() / DAY - 1) * DAY, UTC)
+    for storage, size in (("StandardStorage", 10.0), ("StandardIAStorage", 90.0)):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/S3",
+            MetricData=[
+                {
+                    "MetricName": "BucketSizeBytes",
+                    "Dimensions": [
+                        {"Name": "BucketName", "Value": "rasters"},
+                        {"Name": "StorageType", "Value": storage},
+                    ],
+                    "Timestamp": yesterday,
+                    "Value": size,
+                }
+            ],
+        )
+    target = make_target(
+        {
+            "name": "b",
+            "kind": "s3",
+            "buckets": ["rasters"],
+            "storage_types": ["StandardStorage", "StandardIAStorage"],
+        }
+    )
+
+    result = await run_once(target, aws)
+
+    sizes = samples_by_name(result)["aws_s3_bucket_size_bytes"]
+    assert sizes == {("rasters", "StandardStorage"): 10.0, ("rasters", "StandardIAStorage"): 90.0}

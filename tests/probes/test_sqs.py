@@ -86,3 +86,32 @@ async def test_access_denied_names_the_sqs_action(sqs: Any, aws: AwsClients) -> 
 
     assert result.reason == "access_denied"
     assert "sqs:GetQueueAttributes" in result.detail
+
+
+async def test_a_deleted_dead_letter_queue_keeps_the_depth(sqs: Any, aws: AwsClients) -> None:
+    dlq = sqs.create_queue(QueueName="jobs-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"})
+    jobs = sqs.create_queue(QueueName="jobs", Attributes={"RedrivePolicy": policy})["QueueUrl"]
+    sqs.send_message(QueueUrl=jobs, MessageBody="job")
+    sqs.delete_queue(QueueUrl=dlq)
+    runner = KeptStateRunner(queues_target("jobs"), aws)
+    try:
+        result = await runner.run()
+    finally:
+        await runner.close()
+
+    assert result.reason == "not_found" and "jobs -> jobs-dlq" in result.detail
+    assert value(result, "aws_sqs_messages_visible", "jobs") == 1  # the page-worthy signal stays
+    assert value(result, "aws_sqs_dead_letter_queue_exists", "jobs", "jobs-dlq") == 0
+    assert "aws_sqs_dead_letter_messages_visible" not in samples_by_name(result)
+
+
+def test_a_queue_listed_by_name_and_by_url_is_a_config_error() -> None:
+    from stackprobe.config import ConfigError
+
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs"
+    with pytest.raises(ConfigError, match="are both queue jobs"):
+        queues_target("jobs", url)
