@@ -1,4 +1,4 @@
-"""Command line: `stackprobe run`, `stackprobe check-config`, `stackprobe --version`."""
+"""Command line: `stackprobe run`, `check-config`, `rules`, `runbook check`, `--version`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+import yaml
 from aiohttp import web
 
+from stackprobe import runbooks
 from stackprobe._version import __version__
 from stackprobe.app import App
 from stackprobe.config import Config, ConfigError, load_config, parse_config
@@ -67,14 +69,69 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 if the config is valid, else list every problem and exit 1.",
     )
     check.add_argument("config", type=Path)
+    rules = commands.add_parser(
+        "rules",
+        help="write the alert rules with your team's runbook links",
+        description="Copy the rule files to --out with each alert's runbook_url taken from "
+        "--runbook-map (YAML: alert name -> URL#section); unmapped alerts keep stackprobe's "
+        "own runbook.",
+    )
+    rules.add_argument("--runbook-map", type=Path, required=True)
+    rules.add_argument("--out", type=Path, required=True)
+    rules.add_argument("--rules", type=Path, default=Path("alert_rules"), help=RULES_HELP)
+    runbook = commands.add_parser("runbook", help="check runbook links")
+    runbook_commands = runbook.add_subparsers(dest="runbook_command", required=True)
+    runbook_check = runbook_commands.add_parser(
+        "check",
+        help="fail when an alert's runbook_url anchor is not a heading of the runbook",
+        description="Exit 0 when every alert's runbook_url anchor is a heading of the "
+        "Markdown runbook (GitHub's anchors), else name each alert and missing anchor, exit 1.",
+    )
+    runbook_check.add_argument("--rules", type=Path, default=Path("alert_rules"), help=RULES_HELP)
+    runbook_check.add_argument("--runbook", type=Path, required=True, help="the Markdown file")
+    runbook_check.add_argument(
+        "--url-prefix", help="the URL the runbook is published at (default: match its name)"
+    )
     return parser
+
+
+RULES_HELP = "folder of *.rules.yml files (default: ./alert_rules)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.config)
+    if args.command == "rules":
+        return _rules(args.rules, args.runbook_map, args.out)
+    if args.command == "runbook":
+        return _runbook_check(args.rules, args.runbook, args.url_prefix)
     return _run(args)
+
+
+def _rules(rules_dir: Path, map_path: Path, out: Path) -> int:
+    try:
+        written = runbooks.render(rules_dir, runbooks.load_map(map_path), out)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"stackprobe rules: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} rule files to {out}")
+    return 0
+
+
+def _runbook_check(rules_dir: Path, runbook: Path, url_prefix: str | None) -> int:
+    try:
+        result = runbooks.check(rules_dir, runbook, url_prefix)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"stackprobe runbook check: {exc}", file=sys.stderr)
+        return 1
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    if result.problems:
+        return 1
+    total = len(runbooks.alerts(rules_dir))
+    print(f"{result.checked} of {total} alerts link into {runbook}; every anchor is a heading")
+    return 0
 
 
 def _check_config(path: Path) -> int:

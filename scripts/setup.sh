@@ -15,6 +15,7 @@ packages=()
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || packages+=("$2"); }
 if [ "$mode" != "--venv" ]; then
   need promtool prometheus
+  need amtool prometheus-alertmanager
   need dnsmasq dnsmasq-base
   need pg_ctlcluster postgresql
   need redis-server redis-server

@@ -1,0 +1,309 @@
+"""The alert rules, their unit tests, their runbook links and the Alertmanager routing, checked
+by the real promtool and amtool."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stackprobe.runbooks import alerts, anchors, headings, slug
+from tests.conftest import require_binary
+
+ROOT = Path(__file__).parent.parent
+RULES = ROOT / "alert_rules"
+UNIT_TESTS = RULES / "tests"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+ALERTMANAGER = RULES / "alertmanager.yml"
+SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "P3": "info"}
+OWN_RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.md"
+
+RULE_FILES = sorted(RULES.glob("*.rules.yml"))
+ALERTS = alerts(RULES)
+
+
+def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_every_area_has_its_rule_file() -> None:
+    names = {path.name.removesuffix(".rules.yml") for path in RULE_FILES}
+
+    assert names == {"health", "ecs", "alb", "sqs", "s3", "postgres", "redis", "stackprobe"}
+
+
+def test_promtool_checks_the_rules_clean() -> None:
+    promtool = require_binary("promtool")
+
+    done = run(promtool, "check", "rules", *RULE_FILES)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("SUCCESS") == len(RULE_FILES)
+
+
+@pytest.mark.parametrize("path", sorted(UNIT_TESTS.glob("*.test.yml")), ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(path: Path) -> None:
+    promtool = require_binary("promtool")
+
+    done = run(promtool, "test", "rules", path)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def unit_test_cases() -> dict[str, list[list[Any]]]:
+    """alertname -> the exp_alerts of every evaluation the unit tests make of it."""
+    cases: dict[str, list[list[Any]]] = {}
+    for path in UNIT_TESTS.glob("*.test.yml"):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", ()):
+                cases.setdefault(case["alertname"], []).append(case.get("exp_alerts") or [])
+    return cases
+
+
+@pytest.mark.parametrize("alert", ALERTS, ids=lambda a: a.name)
+def test_every_alert_is_unit_tested_before_and_after_it_fires(alert: Any) -> None:
+    cases = unit_test_cases().get(alert.name, [])
+
+    assert cases, f"{alert.name} has no unit test in {UNIT_TESTS}"
+    fired = [expected for expected in cases if expected]
+    assert fired, f"{alert.name}: no evaluation where it fires"
+    if alert.name != "Watchdog":  # always firing, by design
+        assert any(not expected for expected in cases), f"{alert.name}: no evaluation before"
+    for expected in fired:
+        for one in expected:
+            annotations = one.get("exp_annotations", {})
+            assert set(annotations) >= {"summary", "description", "runbook_url", "dashboard_url"}
+            assert one["exp_labels"]["priority"] == alert.rule["labels"]["priority"]
+
+
+@pytest.mark.parametrize("alert", ALERTS, ids=lambda a: a.name)
+def test_every_alert_carries_priority_severity_and_links(alert: Any) -> None:
+    labels = alert.rule["labels"]
+    annotations = alert.rule["annotations"]
+
+    if alert.name != "Watchdog":
+        assert labels["priority"] in SEVERITY
+        assert labels["severity"] == SEVERITY[labels["priority"]]
+    assert annotations["summary"].endswith(".") and "{{" not in annotations["summary"]
+    # the affected target and the value, templated; absent() and the watchdog have neither
+    assert "{{" in annotations["description"] or alert.name in ("Watchdog", "StackprobeAbsent")
+    assert annotations["runbook_url"] == f"{OWN_RUNBOOK}#{slug(alert.name)}"
+    assert annotations["dashboard_url"].startswith("https://")
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_every_alert_says_why_its_for_is_what_it_is(path: Path) -> None:
+    blocks = re.split(r"\n(?=      - (?:alert|record):)", path.read_text())
+    for block in blocks:
+        name = re.search(r"- alert:\s*(\S+)", block)
+        if name:
+            assert re.search(r"^\s+# ", block, re.M), f"{name.group(1)}: no comment on its for:"
+
+
+def test_the_runbook_has_a_section_per_alert_in_four_parts() -> None:
+    found = list(headings(RUNBOOK.read_text()))
+    for alert in ALERTS:
+        assert alert.name in found, f"docs/runbook.md has no section {alert.name}"
+        at = found.index(alert.name)
+        assert found[at + 1 : at + 5] == ["Meaning", "Impact", "Diagnosis", "Mitigation"]
+    assert len(found) == 1 + 5 * len(ALERTS), "a section without an alert, or one out of shape"
+
+
+def stackprobe(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "stackprobe", *argv)
+
+
+def test_the_own_runbook_resolves_every_link() -> None:
+    done = stackprobe("runbook", "check", "--rules", RULES, "--runbook", RUNBOOK)
+
+    assert done.returncode == 0, done.stderr
+    assert f"{len(ALERTS)} of {len(ALERTS)} alerts link into" in done.stdout
+
+
+def test_a_missing_anchor_fails_naming_the_alert_and_the_anchor(tmp_path: Path) -> None:
+    runbook = tmp_path / "runbook.md"
+    runbook.write_text(RUNBOOK.read_text().replace("## RedisDown\n", "## Redis is down\n"))
+
+    done = stackprobe("runbook", "check", "--rules", RULES, "--runbook", runbook)
+
+    assert done.returncode == 1
+    assert "redis.rules.yml: RedisDown: #redisdown is not a heading of" in done.stderr
+    assert done.stderr.count("\n") == 1  # only that one
+
+
+@pytest.mark.parametrize(
+    ("heading", "expected"),
+    [
+        ('Incident 3: Redis "Transport Closed" Error', "incident-3-redis-transport-closed-error"),
+        ("Incident 6: Complete Site Outage (P0)", "incident-6-complete-site-outage-p0"),
+        ("Immediate Actions (< 5 min)", "immediate-actions--5-min"),
+        (
+            "Scenario 2: S3 Bucket Full / Quota Exceeded",
+            "scenario-2-s3-bucket-full--quota-exceeded",
+        ),
+        ("🚨 Site down 🚨", "-site-down-"),
+        ("Café crème & Ünïcödé", "café-crème--ünïcödé"),
+        ("Runbook — Incident Response", "runbook--incident-response"),
+        ("snake_case and kebab-case", "snake_case-and-kebab-case"),
+        ("  spaced  out ", "--spaced--out-"),
+        ("日本語の見出し", "日本語の見出し"),
+    ],
+)
+def test_slugs_are_githubs(heading: str, expected: str) -> None:
+    assert slug(heading) == expected
+
+
+def test_anchors_number_repeats_and_skip_code() -> None:
+    markdown = "\n".join(
+        [
+            "# Runbook",
+            "## Symptoms",
+            "## Symptoms",
+            "```sh",
+            "# not a heading",
+            "```",
+            "Symptoms",
+            "--------",
+            "## [Linked](https://example.com) `code` heading",
+            "## Symptoms-1",
+        ]
+    )
+
+    assert anchors(markdown) == [
+        "runbook",
+        "symptoms",
+        "symptoms-1",
+        "symptoms-2",
+        "linked-code-heading",
+        "symptoms-1-1",
+    ]
+
+
+SEEDS = Path(os.environ.get("STACKPROBE_SEEDS", ROOT.parent / "shared" / "seeds"))
+AEP_URL = "https://github.com/navralabs/aep/blob/main/docs/INCIDENT_RUNBOOK.md"
+VIVA_URL = "https://wiki.vivacampo.example/runbook"
+# Each team's alerts, onto the section of their own runbook that says what to do.
+SEED_MAPS = {
+    "000_b9c89ee92470956a.txt": (
+        AEP_URL,
+        {
+            "AlbHigh5xxRate": "incident-1-high-5xx-error-rate",
+            "EcsDeploymentFailed": "incident-1-high-5xx-error-rate",
+            "HealthReadyFailing": "incident-2-unhealthy-targets-alb",
+            "EcsTaskReadyFailing": "incident-2-unhealthy-targets-alb",
+            "AlbNoHealthyTargets": "incident-2-unhealthy-targets-alb",
+            "AlbUnhealthyTargets": "incident-2-unhealthy-targets-alb",
+            "AlbHealthCheckPathDrift": "incident-2-unhealthy-targets-alb",
+            "EcsServiceCrashLooping": "incident-2-unhealthy-targets-alb",
+            "RedisDown": "incident-3-redis-transport-closed-error",
+            "RedisConnectionErrors": "incident-3-redis-transport-closed-error",
+            "DependencyComponentDown": "incident-3-redis-transport-closed-error",
+            "PostgresAppPoolExhausted": "incident-4-database-connection-pool-exhausted",
+            "PostgresLongRunningQueries": "root-cause-investigation-2",
+            "PostgresIdleInTransaction": "root-cause-investigation-2",
+            "PostgresConnectionLeak": "root-cause-investigation-2",
+            "EcsTaskDefinitionEnvDrift": "incident-5-budget-enforcement-failing",
+            "HealthLiveFailing": "incident-6-complete-site-outage-p0",
+            "DnsNotResolving": "incident-6-complete-site-outage-p0",
+            "AlbNotActive": "incident-6-complete-site-outage-p0",
+            "EcsServiceScaledToZero": "incident-6-complete-site-outage-p0",
+            "EcsServiceNoRunningTasks": "incident-6-complete-site-outage-p0",
+            "AlbAccessLogsDisabled": "containment",
+        },
+    ),
+    "004_37bdbe2dcf880ee0.txt": (
+        VIVA_URL,
+        {
+            "PostgresDown": "scenario-1-database-connection-pool-exhausted",
+            "PostgresConnectionsNearLimit": "scenario-1-database-connection-pool-exhausted",
+            "PostgresSlowStatements": "3-investigation-parallel-with-mitigation",
+            "ExternalDependencyFailing": "3-investigation-parallel-with-mitigation",
+            "S3BucketGrowingFast": "scenario-2-s3-bucket-full--quota-exceeded",
+            "S3NoLifecycleRule": "scenario-2-s3-bucket-full--quota-exceeded",
+            "EndpointSlow": "scenario-3-titiler-slow--unresponsive",
+            "AlbHighLatency": "scenario-3-titiler-slow--unresponsive",
+            "EcsServiceResourcesSaturated": "scenario-3-titiler-slow--unresponsive",
+            "SqsJobsStuck": "scenario-4-worker-jobs-stuck-in-queue",
+            "SqsOldestMessageTooOld": "scenario-4-worker-jobs-stuck-in-queue",
+            "SqsDeadLetterMessages": "scenario-4-worker-jobs-stuck-in-queue",
+            "SqsDeadLetterQueueMissing": "scenario-4-worker-jobs-stuck-in-queue",
+            "SqsNoRedrivePolicy": "scenario-4-worker-jobs-stuck-in-queue",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("seed", sorted(SEED_MAPS))
+def test_alerts_map_onto_the_seed_runbooks(seed: str, tmp_path: Path) -> None:
+    runbook = SEEDS / seed
+    if not runbook.is_file():
+        pytest.skip(f"the seed runbooks are not at {SEEDS} (set STACKPROBE_SEEDS)")
+    prefix, sections = SEED_MAPS[seed]
+    mapping = tmp_path / "map.yml"
+    mapping.write_text(yaml.safe_dump({a: f"{prefix}#{s}" for a, s in sections.items()}))
+
+    rendered = stackprobe("rules", "--rules", RULES, "--runbook-map", mapping, "--out", tmp_path)
+    checked = stackprobe(
+        "runbook", "check", "--rules", tmp_path, "--runbook", runbook, "--url-prefix", prefix
+    )
+
+    assert rendered.returncode == 0, rendered.stderr
+    assert checked.returncode == 0, checked.stderr
+    assert f"{len(sections)} of {len(ALERTS)} alerts link into" in checked.stdout
+    for alert in alerts(tmp_path):
+        url = alert.rule["annotations"]["runbook_url"]
+        expected = f"{prefix}#{sections[alert.name]}" if alert.name in sections else None
+        assert url == (expected or f"{OWN_RUNBOOK}#{slug(alert.name)}")
+
+
+def test_a_map_naming_an_unknown_alert_is_refused(tmp_path: Path) -> None:
+    mapping = tmp_path / "map.yml"
+    mapping.write_text("RedisDwon: https://wiki.example/runbook#redis\n")
+
+    done = stackprobe("rules", "--rules", RULES, "--runbook-map", mapping, "--out", tmp_path)
+
+    assert done.returncode == 1
+    assert "RedisDwon" in done.stderr
+
+
+def test_amtool_checks_the_routing_config() -> None:
+    amtool = require_binary("amtool")
+
+    done = run(amtool, "check-config", ALERTMANAGER)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "6 inhibit rules" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("labels", "receivers"),
+    [
+        (["priority=P0", "alertname=HealthLiveFailing"], "pager,incident-channel"),
+        (["priority=P1", "alertname=RedisDown"], "pager"),
+        (["priority=P2", "alertname=SqsDeadLetterMessages"], "chat"),
+        (["priority=P3", "alertname=S3NoLifecycleRule"], "tickets"),
+        (["priority=none", "alertname=Watchdog"], "blackhole"),
+    ],
+)
+def test_amtool_routes_each_priority(labels: list[str], receivers: str) -> None:
+    amtool = require_binary("amtool")
+
+    done = run(
+        amtool,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={ALERTMANAGER}",
+        f"--verify.receivers={receivers}",
+        *labels,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
