@@ -73,10 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         "rules",
         help="write the alert rules with your team's runbook links",
         description="Copy the rule files to --out with each alert's runbook_url taken from "
-        "--runbook-map (YAML: alert name -> URL#section); unmapped alerts keep stackprobe's "
-        "own runbook.",
+        "--runbook-map (YAML: alert name -> URL#section; unmapped alerts keep stackprobe's "
+        "own runbook) and dashboard_url pointing at --grafana-url.",
     )
-    rules.add_argument("--runbook-map", type=Path, required=True)
+    rules.add_argument("--runbook-map", type=Path, help="YAML: alert name -> URL#section")
+    rules.add_argument(
+        "--grafana-url", help="where your Grafana is, for dashboard_url (e.g. https://grafana.corp)"
+    )
     rules.add_argument("--out", type=Path, required=True)
     rules.add_argument("--rules", type=Path, default=Path("alert_rules"), help=RULES_HELP)
     runbook = commands.add_parser("runbook", help="check runbook links")
@@ -103,15 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.config)
     if args.command == "rules":
-        return _rules(args.rules, args.runbook_map, args.out)
+        return _rules(args.rules, args.runbook_map, args.out, args.grafana_url)
     if args.command == "runbook":
         return _runbook_check(args.rules, args.runbook, args.url_prefix)
     return _run(args)
 
 
-def _rules(rules_dir: Path, map_path: Path, out: Path) -> int:
+def _rules(rules_dir: Path, map_path: Path | None, out: Path, grafana_url: str | None) -> int:
     try:
-        written = runbooks.render(rules_dir, runbooks.load_map(map_path), out)
+        mapping = runbooks.load_map(map_path) if map_path else {}
+        written = runbooks.render(rules_dir, mapping, out, grafana_url)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"stackprobe rules: {exc}", file=sys.stderr)
         return 1

@@ -139,11 +139,20 @@ def check(rules_dir: Path, runbook: Path, url_prefix: str | None = None) -> Chec
     return CheckResult(checked, problems)
 
 
-def render(rules_dir: Path, runbook_map: Mapping[str, str], out_dir: Path) -> list[Path]:
-    """Copy the rule files to `out_dir` with each mapped alert's runbook_url replaced.
+DEFAULT_GRAFANA = "https://grafana.example.com"
 
-    Only the `runbook_url:` lines change, so comments and layout survive; an alert in the
-    map that no rule has is an error (a typo would silently keep the default link)."""
+
+def render(
+    rules_dir: Path,
+    runbook_map: Mapping[str, str],
+    out_dir: Path,
+    grafana_url: str | None = None,
+) -> list[Path]:
+    """Copy the rule files to `out_dir` with each mapped alert's runbook_url replaced, and
+    the dashboards' address when `grafana_url` is given.
+
+    Only those lines change, so comments and layout survive; an alert in the map that no
+    rule has is an error (a typo would silently keep the default link)."""
     names = {alert.name for alert in alerts(rules_dir)}
     unknown = sorted(set(runbook_map) - names)
     if unknown:
@@ -160,6 +169,8 @@ def render(rules_dir: Path, runbook_map: Mapping[str, str], out_dir: Path) -> li
             url = re.match(r"^(\s*runbook_url:\s*)", line)
             if url and current in runbook_map:
                 line = f"{url.group(1)}{yaml.safe_dump(runbook_map[current]).splitlines()[0]}\n"
+            if grafana_url and re.match(r"^\s*dashboard_url:", line):
+                line = line.replace(DEFAULT_GRAFANA, grafana_url.rstrip("/"), 1)
             lines.append(line)
         target = out_dir / path.name
         target.write_text("".join(lines), encoding="utf-8")

@@ -3,6 +3,7 @@ by the real promtool and amtool."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -307,3 +308,85 @@ def test_amtool_routes_each_priority(labels: list[str], receivers: str) -> None:
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_message_templates_show_priority_summary_and_runbook(tmp_path: Path) -> None:
+    amtool = require_binary("amtool")
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "RedisDown", "priority": "P1"},
+        "annotations": {
+            "summary": "stackprobe cannot PING Redis.",
+            "description": "aep-redis is down (reason: connection_refused).",
+            "runbook_url": f"{OWN_RUNBOOK}#redisdown",
+            "dashboard_url": "https://grafana.example.com/d/stackprobe-overview/stackprobe",
+        },
+        "startsAt": "2026-11-23T22:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": "1",
+    }
+    data = tmp_path / "data.json"
+    data.write_text(
+        json.dumps(
+            {
+                "receiver": "chat",
+                "status": "firing",
+                "alerts": [alert],
+                "groupLabels": {"alertname": "RedisDown"},
+                "commonLabels": alert["labels"],
+                "commonAnnotations": {},
+                "externalURL": "http://alertmanager",
+            }
+        )
+    )
+    text = '{{ template "stackprobe.title" . }}\n{{ template "stackprobe.text" . }}'
+
+    done = run(
+        amtool,
+        "template",
+        "render",
+        f"--template.glob={RULES / 'templates' / '*.tmpl'}",
+        f"--template.data={data}",
+        f"--template.text={text}",
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[FIRING:1] P1 RedisDown",
+        "*P1* stackprobe cannot PING Redis.",
+        "aep-redis is down (reason: connection_refused).",
+        f"Runbook: {OWN_RUNBOOK}#redisdown",
+        "Dashboard: https://grafana.example.com/d/stackprobe-overview/stackprobe",
+    ]
+
+
+def test_rules_point_dashboards_at_your_grafana(tmp_path: Path) -> None:
+    done = stackprobe(
+        "rules", "--rules", RULES, "--grafana-url", "https://grafana.corp/", "--out", tmp_path
+    )
+
+    assert done.returncode == 0, done.stderr
+    urls = [a.rule["annotations"]["dashboard_url"] for a in alerts(tmp_path)]
+    assert len(urls) == len(ALERTS)
+    assert all(url.startswith("https://grafana.corp/d/stackprobe-overview/") for url in urls)
+    # the copies keep their comments: a rendered file is still a documented file
+    assert "# 5m: the runbook's own threshold" in (tmp_path / "alb.rules.yml").read_text()
+
+
+def test_docs_alerts_lists_every_alert_as_its_rule_says() -> None:
+    rows = {}
+    for line in (ROOT / "docs" / "alerts.md").read_text().splitlines():
+        found = re.match(
+            r"^\| \[`(\w+)`\]\(runbook\.md#(\w+)\) \| (\S+) \| (\S+) \| (\w+) \|", line
+        )
+        if found:
+            rows[found.group(1)] = found.groups()[1:]
+
+    assert set(rows) == {alert.name for alert in ALERTS}
+    for alert in ALERTS:
+        anchor, priority, for_, area = rows[alert.name]
+        assert anchor == slug(alert.name)
+        assert priority == alert.rule["labels"]["priority"]
+        assert for_ == alert.rule.get("for", "0m")
+        assert area == alert.rule["labels"]["area"]

@@ -1,0 +1,193 @@
+"""The example routing in a real Alertmanager on loopback: alerts posted to it reach the
+receiver their priority names, carry the runbook link, and inhibit what they explain."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from aiohttp import web
+
+from tests.conftest import require_binary
+
+ALERTMANAGER = Path(__file__).parent.parent / "alert_rules" / "alertmanager.yml"
+RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.md"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def fast(node: Any) -> Any:
+    """The example's timings, shortened so a test does not wait minutes for a group."""
+    if isinstance(node, dict):
+        return {
+            k: ("1s" if k in ("group_wait", "group_interval") else fast(v)) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [fast(v) for v in node]
+    return node
+
+
+class Webhooks:
+    """The receivers' far end: every notification, by receiver."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[dict[str, Any]]] = {}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.setdefault(request.match_info["receiver"], []).append(await request.json())
+        return web.Response(text="ok")
+
+    def alerts(self, receiver: str, status: str = "firing") -> dict[str, dict[str, Any]]:
+        return {
+            alert["labels"]["alertname"]: alert
+            for payload in self.received.get(receiver, [])
+            for alert in payload["alerts"]
+            if alert["status"] == status
+        }
+
+
+@pytest.fixture
+async def webhooks() -> AsyncIterator[tuple[Webhooks, int]]:
+    hooks = Webhooks()
+    app = web.Application()
+    app.router.add_post("/{receiver}", hooks.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield hooks, port
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def alertmanager(tmp_path: Path, webhooks: tuple[Webhooks, int]) -> AsyncIterator[str]:
+    binary = require_binary("prometheus-alertmanager")
+    _, hook_port = webhooks
+    config = fast(yaml.safe_load(ALERTMANAGER.read_text()))
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", ()):
+            hook["url"] = f"http://127.0.0.1:{hook_port}/{receiver['name']}"
+    config["templates"] = [str(ALERTMANAGER.parent / "templates" / "*.tmpl")]
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = tmp_path / "alertmanager.log"
+    with log.open("w") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            f"--config.file={path}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # no gossip: a single instance
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await wait_ready(url, log)
+            yield url
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 10)
+
+
+async def wait_ready(url: str, log: Path) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(100):
+            try:
+                if (await client.get(f"{url}/-/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    pytest.fail(f"alertmanager did not start: {await asyncio.to_thread(log.read_text)}")
+
+
+def alert(name: str, priority: str, **labels: str) -> dict[str, Any]:
+    severity = {"P0": "critical", "P1": "critical", "P2": "warning", "P3": "info"}
+    return {
+        "labels": {
+            "alertname": name,
+            "priority": priority,
+            "severity": severity.get(priority, "none"),
+            **labels,
+        },
+        "annotations": {
+            "summary": f"{name} summary.",
+            "runbook_url": f"{RUNBOOK}#{name.lower()}",
+        },
+    }
+
+
+async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
+    alertmanager: str, webhooks: tuple[Webhooks, int]
+) -> None:
+    hooks, _ = webhooks
+    posted = [
+        alert("EcsServiceNoRunningTasks", "P0", area="ecs", cluster="aep", service="api"),
+        alert("AlbNoHealthyTargets", "P0", area="alb", target="alb", target_group="api"),
+        alert("RedisDown", "P1", area="redis", target="aep-redis"),
+        alert("RedisConnectionErrors", "P1", area="redis", target="aep-redis"),
+        alert("SqsDeadLetterMessages", "P2", area="sqs", target="jobs", queue="jobs"),
+        alert("S3NoLifecycleRule", "P3", area="s3", target="b", bucket="rasters"),
+        alert("Watchdog", "none", area="stackprobe"),
+    ]
+    async with httpx.AsyncClient(base_url=alertmanager) as client:
+        assert (await client.post("/api/v2/alerts", json=posted)).status_code == 200
+        for _ in range(100):
+            if all(hooks.received.get(r) for r in ("pager", "incident-channel", "chat", "tickets")):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # a group interval more, for anything that should not come
+        state = (await client.get("/api/v2/alerts")).json()
+
+    assert set(hooks.alerts("pager")) == {"EcsServiceNoRunningTasks", "RedisDown"}
+    assert set(hooks.alerts("incident-channel")) == {"EcsServiceNoRunningTasks"}
+    assert set(hooks.alerts("chat")) == {"SqsDeadLetterMessages"}
+    assert set(hooks.alerts("tickets")) == {"S3NoLifecycleRule"}
+    assert "blackhole" not in hooks.received  # the watchdog goes nowhere here
+    paged = hooks.alerts("pager")["RedisDown"]
+    assert paged["labels"]["priority"] == "P1"
+    assert paged["annotations"]["runbook_url"] == f"{RUNBOOK}#redisdown"
+    inhibited = {
+        a["labels"]["alertname"]: a["status"]["inhibitedBy"]
+        for a in state
+        if a["status"]["inhibitedBy"]
+    }
+    assert set(inhibited) == {"AlbNoHealthyTargets", "RedisConnectionErrors"}
+
+
+async def test_a_resolved_cause_lets_its_symptom_through(
+    alertmanager: str, webhooks: tuple[Webhooks, int]
+) -> None:
+    hooks, _ = webhooks
+    cause = alert("RedisDown", "P1", area="redis", target="aep-redis")
+    symptom = alert("RedisConnectionErrors", "P1", area="redis", target="aep-redis")
+    async with httpx.AsyncClient(base_url=alertmanager) as client:
+        await client.post("/api/v2/alerts", json=[cause, symptom])
+        for _ in range(50):
+            if hooks.alerts("pager"):
+                break
+            await asyncio.sleep(0.1)
+        assert set(hooks.alerts("pager")) == {"RedisDown"}
+        # Redis is back (the alert resolves) but its connections still fail
+        cause["endsAt"] = "2000-01-01T00:00:00Z"
+        await client.post("/api/v2/alerts", json=[cause, symptom])
+        for _ in range(80):
+            if "RedisConnectionErrors" in hooks.alerts("pager"):
+                break
+            await asyncio.sleep(0.1)
+
+    assert "RedisConnectionErrors" in hooks.alerts("pager")
+    assert "RedisDown" in hooks.alerts("pager", status="resolved")
