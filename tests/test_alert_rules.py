@@ -390,3 +390,41 @@ def test_docs_alerts_lists_every_alert_as_its_rule_says() -> None:
         assert priority == alert.rule["labels"]["priority"]
         assert for_ == alert.rule.get("for", "0m")
         assert area == alert.rule["labels"]["area"]
+
+
+def exported_names() -> set[str]:
+    """Every series name stackprobe exports (counters with _total), and what rules record."""
+    from stackprobe.exposition import CORE_METRICS
+    from stackprobe.probes import KINDS
+    from stackprobe.selfmetrics import SelfMetrics
+
+    names = set()
+    for spec in (*CORE_METRICS, *(s for kind in KINDS.values() for s in kind.metrics)):
+        names.add(spec.name + ("_total" if spec.type == "counter" else ""))
+    own = SelfMetrics()
+    for family in own.registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+        names.update(family.name + s for s in suffixes.get(family.type, [""]))
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names.update(rule["record"] for rule in group["rules"] if "record" in rule)
+    return names
+
+
+SERIES = re.compile(r"(?<![\w:.\"])([a-zA-Z_][a-zA-Z0-9_]*(?::[a-zA-Z0-9_]+)*)")
+OURS = ("probe_", "pg_", "redis_", "aws_", "stackprobe_", "pg:", "aws_applicationelb:", "aws_sqs:")
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_rules_query_only_series_stackprobe_exports(path: Path) -> None:
+    """A typo in a metric name makes an alert that can never fire; promtool cannot see it."""
+    known = exported_names()
+    texts = []
+    for group in yaml.safe_load(path.read_text())["groups"]:
+        for rule in group["rules"]:
+            texts.append(rule["expr"])
+            texts.extend(rule.get("annotations", {}).values())
+    used = {name for text in texts for name in SERIES.findall(text) if name.startswith(OURS)}
+
+    assert used, "no stackprobe series in the file"
+    assert not used - known, f"{path.name} queries series stackprobe does not export"
