@@ -10,6 +10,7 @@ collapsed or trimmed; a repeated slug gets `-1`, `-2`, ...
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,11 +21,21 @@ from urllib.parse import unquote, urldefrag
 
 import yaml
 
-_KEPT = ("L", "M", "N", "Pc")  # letters, marks, numbers, connector punctuation (`_`)
+# Letters, marks, decimal and letter numbers, connector punctuation (`_`); github-slugger
+# drops other numbers (`²`, `½`) like any symbol.
+_KEPT = ("L", "M", "Nd", "Nl", "Pc")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_INLINE = re.compile(r"!?\[([^\]]*)\]\([^)]*\)|<[^>]+>|[`*~]|(?<!\w)_|_(?!\w)")
+# A line a setext underline can turn into a heading: paragraph text, not a list item, a
+# quote, a table row or indented code.
+_PARAGRAPH = re.compile(r"^ {0,3}(?![-*+] |\d+[.)] |>|\|)\S")
+_CODE = re.compile(r"(`+)(.+?)\1")
+_LINK = re.compile(r"!?\[([^\]]*)\](?:\([^)]*\)|\[[^\]]*\])")
+_AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^>\s]*)>")
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^>]*)?/?>")
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+_EMPHASIS = re.compile(r"(?<![\w\\])(\*{1,3}|_{1,3})(?=\S)(.+?)(?<=\S)\1(?!\w)")
 
 
 def slug(heading: str) -> str:
@@ -37,8 +48,27 @@ def slug(heading: str) -> str:
 
 
 def _plain(text: str) -> str:
-    """The heading as GitHub slugs it: the text of links and code, not the markup."""
-    return _INLINE.sub(lambda m: m.group(1) or "", text).strip()
+    """The heading's text as GitHub renders it, which is what it slugs: code spans verbatim,
+    the text of links, no emphasis markers or tags, escapes and entities resolved."""
+    pieces = []
+    position = 0
+    for code in _CODE.finditer(text):
+        pieces.append(_inline(text[position : code.start()]))
+        pieces.append(code.group(2))
+        position = code.end()
+    pieces.append(_inline(text[position:]))
+    return "".join(pieces).strip()
+
+
+def _inline(text: str) -> str:
+    text = _LINK.sub(lambda m: m.group(1), text)
+    text = _AUTOLINK.sub(lambda m: m.group(1), text)
+    text = _TAG.sub("", text)
+    previous = None
+    while previous != text:  # nested emphasis, outermost first
+        previous, text = text, _EMPHASIS.sub(lambda m: m.group(2), text)
+    text = _ESCAPE.sub(lambda m: m.group(1), text)
+    return html.unescape(text)
 
 
 def headings(markdown: str) -> Iterator[str]:
@@ -60,7 +90,7 @@ def headings(markdown: str) -> Iterator[str]:
         if atx:
             yield _plain(atx.group(2) or "")
             previous = ""
-        elif _SETEXT.match(line) and previous.strip() and not previous.startswith(" " * 4):
+        elif _SETEXT.match(line) and _PARAGRAPH.match(previous):
             yield _plain(previous)
             previous = ""
         else:

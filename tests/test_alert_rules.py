@@ -162,6 +162,29 @@ def test_slugs_are_githubs(heading: str, expected: str) -> None:
     assert slug(heading) == expected
 
 
+@pytest.mark.parametrize(
+    ("heading", "expected"),
+    [
+        ("`__init__` hook", "__init__-hook"),
+        ("Using _ as a name", "using-_-as-a-name"),
+        ("snake_case_ trailing", "snake_case_-trailing"),
+        ("\\_private", "_private"),
+        ("Q&amp;A", "qa"),
+        ("Docs <https://x.io>", "docs-httpsxio"),
+        ("a < b > c", "a--b--c"),
+        ("CO₂ and m²", "co-and-m"),
+        ("**Bold** and _it_ and *em*", "bold-and-it-and-em"),
+        ("[text][ref] and [link](https://x.io)", "text-and-link"),
+    ],
+)
+def test_anchors_slug_the_rendered_text(heading: str, expected: str) -> None:
+    assert anchors(f"## {heading}\n") == [expected]
+
+
+def test_a_list_item_over_a_rule_is_no_heading() -> None:
+    assert anchors("- item\n---\n\nText\n====\n") == ["text"]
+
+
 def test_anchors_number_repeats_and_skip_code() -> None:
     markdown = "\n".join(
         [
@@ -411,7 +434,7 @@ def exported_names() -> set[str]:
     return names
 
 
-SERIES = re.compile(r"(?<![\w:.\"])([a-zA-Z_][a-zA-Z0-9_]*(?::[a-zA-Z0-9_]+)*)")
+SERIES = re.compile(r"(?<![\w:.])([a-zA-Z_][a-zA-Z0-9_]*(?::[a-zA-Z0-9_]+)*)")
 OURS = ("probe_", "pg_", "redis_", "aws_", "stackprobe_", "pg:", "aws_applicationelb:", "aws_sqs:")
 
 

@@ -136,7 +136,12 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
     hooks, _ = webhooks
     posted = [
         alert("EcsServiceNoRunningTasks", "P0", area="ecs", cluster="aep", service="api"),
-        alert("AlbNoHealthyTargets", "P0", area="alb", target="alb", target_group="api"),
+        # the same service's target group (labelled by relabeling, docs/alerts.md): muted
+        alert(
+            "AlbNoHealthyTargets", "P0", area="alb", target="alb", target_group="api", service="api"
+        ),
+        # another service's readiness: an outage of api does not explain it
+        alert("HealthReadyFailing", "P1", area="health", target="worker-ready", service="worker"),
         alert("RedisDown", "P1", area="redis", target="aep-redis"),
         alert("RedisConnectionErrors", "P1", area="redis", target="aep-redis"),
         alert("SqsDeadLetterMessages", "P2", area="sqs", target="jobs", queue="jobs"),
@@ -152,11 +157,16 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         await asyncio.sleep(1.5)  # a group interval more, for anything that should not come
         state = (await client.get("/api/v2/alerts")).json()
 
-    assert set(hooks.alerts("pager")) == {"EcsServiceNoRunningTasks", "RedisDown"}
+    assert set(hooks.alerts("pager")) == {
+        "EcsServiceNoRunningTasks",
+        "RedisDown",
+        "HealthReadyFailing",
+    }
     assert set(hooks.alerts("incident-channel")) == {"EcsServiceNoRunningTasks"}
     assert set(hooks.alerts("chat")) == {"SqsDeadLetterMessages"}
     assert set(hooks.alerts("tickets")) == {"S3NoLifecycleRule"}
-    assert "blackhole" not in hooks.received  # the watchdog goes nowhere here
+    delivered = {name for receiver in hooks.received for name in hooks.alerts(receiver)}
+    assert "Watchdog" not in delivered  # its route's receiver has no integration here
     paged = hooks.alerts("pager")["RedisDown"]
     assert paged["labels"]["priority"] == "P1"
     assert paged["annotations"]["runbook_url"] == f"{RUNBOOK}#redisdown"
@@ -191,3 +201,25 @@ async def test_a_resolved_cause_lets_its_symptom_through(
 
     assert "RedisConnectionErrors" in hooks.alerts("pager")
     assert "RedisDown" in hooks.alerts("pager", status="resolved")
+
+
+async def test_one_stackprobe_down_does_not_mute_another_ones_alerts(
+    alertmanager: str, webhooks: tuple[Webhooks, int]
+) -> None:
+    hooks, _ = webhooks
+    down = alert("StackprobeDown", "P1", area="stackprobe", job="stackprobe", instance="a:9877")
+    its = alert(
+        "PostgresDown", "P0", area="postgres", target="db", job="stackprobe", instance="a:9877"
+    )
+    other = alert(
+        "RedisDown", "P1", area="redis", target="cache", job="stackprobe", instance="b:9877"
+    )
+    async with httpx.AsyncClient(base_url=alertmanager) as client:
+        await client.post("/api/v2/alerts", json=[down, its, other])
+        for _ in range(50):
+            if {"StackprobeDown", "RedisDown"} <= set(hooks.alerts("pager")):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+
+    assert set(hooks.alerts("pager")) == {"StackprobeDown", "RedisDown"}
