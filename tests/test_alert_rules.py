@@ -97,6 +97,7 @@ def test_every_alert_carries_priority_severity_and_links(alert: Any) -> None:
     # the affected target and the value, templated; absent() and the watchdog have neither
     assert "{{" in annotations["description"] or alert.name in ("Watchdog", "StackprobeAbsent")
     assert annotations["runbook_url"] == f"{OWN_RUNBOOK}#{slug(alert.name)}"
+    assert labels["runbook_url"] == annotations["runbook_url"]  # ALERTS carries labels only
     assert annotations["dashboard_url"].startswith("https://")
 
 
@@ -106,7 +107,10 @@ def test_every_alert_says_why_its_for_is_what_it_is(path: Path) -> None:
     for block in blocks:
         name = re.search(r"- alert:\s*(\S+)", block)
         if name:
-            assert re.search(r"^\s+# ", block, re.M), f"{name.group(1)}: no comment on its for:"
+            # the comment right above `for:`, or above `labels:` for an alert without one
+            anchor = "for:" if re.search(r"^\s+for:", block, re.M) else "labels:"
+            why = re.search(rf"^\s+# [^\n]*\n\s+{anchor}", block, re.M)
+            assert why, f"{name.group(1)}: no comment on its for:"
 
 
 def test_the_runbook_has_a_section_per_alert_in_four_parts() -> None:
@@ -286,6 +290,7 @@ def test_alerts_map_onto_the_seed_runbooks(seed: str, tmp_path: Path) -> None:
         url = alert.rule["annotations"]["runbook_url"]
         expected = f"{prefix}#{sections[alert.name]}" if alert.name in sections else None
         assert url == (expected or f"{OWN_RUNBOOK}#{slug(alert.name)}")
+        assert alert.rule["labels"]["runbook_url"] == url
 
 
 def test_a_map_naming_an_unknown_alert_is_refused(tmp_path: Path) -> None:
