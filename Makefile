@@ -2,7 +2,7 @@
 VENV := .venv
 LISTEN ?= :9877
 
-.PHONY: run test lint bench bench-datastores bench-aws clean
+.PHONY: run test lint bench bench-datastores bench-aws dashboards clean
 
 run:  ## run stackprobe with its built-in self-check config (no AWS account needed)
 	scripts/setup.sh --venv
@@ -21,6 +21,10 @@ lint:
 bench:  ## stackprobe next to blackbox_exporter on the same loopback targets
 	scripts/setup.sh --bench
 	$(VENV)/bin/python bench/http_vs_blackbox.py
+
+dashboards:  ## regenerate grafana/dashboards/*.json from grafana/generate.py
+	scripts/setup.sh --venv
+	$(VENV)/bin/python grafana/generate.py
 
 bench-aws:  ## AWS API calls per cycle against the batched minimum, in moto
 	scripts/setup.sh --venv

@@ -165,6 +165,19 @@ ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "EcsServiceCrashLooping",
             ),
             Signal(
+                21,
+                "Deployments by rollout state",
+                (
+                    (
+                        f"sum by (cluster, service, rollout_state) "
+                        f"(aws_ecs_service_deployments{{{SERVICE}}})",
+                        "{{service}} {{rollout_state}}",
+                    ),
+                ),
+                "More than one deployment is a rollout under way; FAILED is ECS giving up.",
+                "EcsDeploymentFailed",
+            ),
+            Signal(
                 16,
                 "CPU and memory",
                 (
@@ -216,6 +229,13 @@ ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "Bytes per bucket, daily: growth is VivaCampo Scenario 2.",
                 "S3BucketGrowingFast",
                 unit="bytes",
+            ),
+            Signal(
+                22,
+                "Bucket objects",
+                (("aws_s3_bucket_objects", "{{bucket}}"),),
+                "Objects per bucket; rasters with no lifecycle rule only ever add up.",
+                "S3NoLifecycleRule",
             ),
         ),
     ),
@@ -283,6 +303,17 @@ ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "RedisConnectionErrors",
                 width=12,
             ),
+            Signal(
+                23,
+                "Redis clients against maxclients",
+                (
+                    (f"redis_connected_clients{{{TARGET}}}", "clients {{target}}"),
+                    (f"redis_config_maxclients{{{TARGET}}}", "maxclients {{target}}"),
+                ),
+                "Connected clients; at maxclients new connections are refused.",
+                "RedisTooManyClients",
+                width=12,
+            ),
         ),
     ),
     (
@@ -309,6 +340,21 @@ ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "Requests per second to AWS; throttled and denied need attention.",
                 "StackprobeAwsThrottled",
                 unit="reqps",
+                width=12,
+            ),
+            Signal(
+                24,
+                "Result age",
+                (
+                    (
+                        f"time() - stackprobe_probe_last_run_timestamp_seconds{{{TARGET}}}",
+                        "{{target}}",
+                    ),
+                ),
+                "Seconds since each target's last run ended; more than a few intervals means "
+                "its results are stale.",
+                "StackprobeProbesStale",
+                unit="s",
                 width=12,
             ),
         ),
@@ -339,6 +385,216 @@ def _panel(signal: Signal, x: int, y: int) -> timeseries.Panel:
             prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(letter)
         )
     return panel
+
+
+ECS_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
+    (
+        "Deployments",
+        (
+            Signal(
+                40,
+                "Deployments by status and rollout state",
+                (
+                    (
+                        f"aws_ecs_service_deployments{{{SERVICE}}}",
+                        "{{service}} {{status}} {{rollout_state}}",
+                    ),
+                ),
+                "PRIMARY is the newest deployment; ACTIVE ones still run the previous version.",
+                "EcsDeploymentFailed",
+            ),
+            Signal(
+                41,
+                "Task definition revision",
+                (
+                    (
+                        f"aws_ecs_service_task_definition_revision{{{SERVICE}}}",
+                        "{{service}} {{family}}",
+                    ),
+                ),
+                "The PRIMARY deployment's revision: a step is a deploy.",
+                "EcsDeploymentFailed",
+            ),
+            Signal(
+                45,
+                "Minutes since the newest deployment",
+                (
+                    (
+                        "(time() - aws_ecs_service_last_deployment_timestamp_seconds"
+                        f"{{{SERVICE}}}) / 60",
+                        "{{service}}",
+                    ),
+                ),
+                "A deploy in the last 30 minutes is the first suspect (AEP Incident 1).",
+                "AlbHigh5xxRate",
+                unit="m",
+            ),
+        ),
+    ),
+    (
+        "Tasks",
+        (
+            Signal(
+                42,
+                "Failed tasks in current deployments",
+                ((f"aws_ecs_service_deployment_failed_tasks{{{SERVICE}}}", "{{service}}"),),
+                "Tasks that failed to start in the deployments under way.",
+                "EcsServiceCrashLooping",
+            ),
+            Signal(
+                43,
+                "Stopped tasks ECS lists, by reason",
+                (
+                    (
+                        f"sum by (service, reason) (aws_ecs_service_stopped_tasks{{{SERVICE}}})",
+                        "{{service}} {{reason}}",
+                    ),
+                ),
+                "Tasks stopped in about the last hour: oom, image_pull, secrets, health_check, "
+                "scaling, user_initiated, essential_container_exited, other.",
+                "EcsServiceCrashLooping",
+            ),
+            Signal(
+                46,
+                "Pending tasks",
+                ((f"aws_ecs_service_pending_tasks{{{SERVICE}}}", "{{service}}"),),
+                "Tasks waiting to start: pending that never turn running fail to start.",
+                "EcsServiceNoRunningTasks",
+            ),
+            Signal(
+                44,
+                "Expected environment values",
+                ((f"aws_ecs_service_expected_env_match{{{SERVICE}}}", "{{service}} {{name}}"),),
+                "1 while every running task definition sets the expected value (AEP Incident 5).",
+                "EcsTaskDefinitionEnvDrift",
+            ),
+            Signal(
+                47,
+                "CPU and memory, maximum",
+                (
+                    (
+                        f"aws_ecs_cpuutilization_maximum{{{ECS_DIMENSIONS}}}",
+                        "cpu {{dimension_ServiceName}}",
+                    ),
+                    (
+                        f"aws_ecs_memory_utilization_maximum{{{ECS_DIMENSIONS}}}",
+                        "memory {{dimension_ServiceName}}",
+                    ),
+                ),
+                "The busiest task's share of its reservation.",
+                "EcsServiceResourcesSaturated",
+                unit="percent",
+            ),
+        ),
+    ),
+)
+
+DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
+    (
+        "PostgreSQL",
+        (
+            Signal(
+                60,
+                "Connections by database and state",
+                ((f"pg_stat_activity_count{{{TARGET}}}", "{{datname}} {{state}}"),),
+                "Who holds the connections: many idle means big pools, many idle in "
+                "transaction means code that does not commit.",
+                "PostgresConnectionsNearLimit",
+            ),
+            Signal(
+                61,
+                "Share of the connection limit in use",
+                (("pg:connections:used_ratio", "{{target}}"),),
+                "Connections over max_connections minus the reserved slots.",
+                "PostgresConnectionsNearLimit",
+                unit="percentunit",
+            ),
+            Signal(
+                62,
+                "Share of the application pools in use",
+                (("pg:app_pool_connections:used_ratio", "{{datname}} {{service}}"),),
+                "Connections over (pool_size + max_overflow) x running tasks (AEP Incident 4).",
+                "PostgresAppPoolExhausted",
+                unit="percentunit",
+            ),
+            Signal(
+                63,
+                "Sessions waiting on locks",
+                ((f"pg_stat_activity_waiting_on_locks{{{TARGET}}}", "{{datname}}"),),
+                "Sessions blocked by another's lock, often behind a long transaction.",
+                "PostgresLongRunningQueries",
+            ),
+            Signal(
+                64,
+                "Slowest statements by mean time",
+                (
+                    (
+                        f"topk(10, pg_stat_statements_mean_exec_time_seconds{{{TARGET}}})",
+                        "{{datname}} {{queryid}}",
+                    ),
+                ),
+                "pg_stat_statements' top statements by mean execution time.",
+                "PostgresSlowStatements",
+                unit="s",
+            ),
+            Signal(
+                68,
+                "Connections the probes opened",
+                (
+                    (
+                        f"increase(stackprobe_pg_connects_total{{{TARGET}}}[1h])",
+                        "postgres {{target}}",
+                    ),
+                    (
+                        f"increase(stackprobe_redis_connects_total{{{TARGET}}}[1h])",
+                        "redis {{target}}",
+                    ),
+                ),
+                "stackprobe keeps one connection per target; more means the server drops it.",
+                "PostgresDown",
+            ),
+        ),
+    ),
+    (
+        "Redis",
+        (
+            Signal(
+                65,
+                "Memory against maxmemory",
+                (
+                    (f"redis_memory_used_bytes{{{TARGET}}}", "used {{target}}"),
+                    (f"redis_memory_max_bytes{{{TARGET}}}", "max {{target}}"),
+                ),
+                "Memory in use; at maxmemory Redis evicts keys or refuses writes.",
+                "RedisDown",
+                unit="bytes",
+            ),
+            Signal(
+                66,
+                "Evictions and refused connections",
+                (
+                    (f"rate(redis_evicted_keys_total{{{TARGET}}}[5m])", "evicted {{target}}"),
+                    (
+                        f"rate(redis_rejected_connections_total{{{TARGET}}}[5m])",
+                        "rejected {{target}}",
+                    ),
+                ),
+                "Keys evicted for memory and connections refused for maxclients, per second.",
+                "RedisTooManyClients",
+            ),
+            Signal(
+                67,
+                "Keyspace hits and misses",
+                (
+                    (f"rate(redis_keyspace_hits_total{{{TARGET}}}[5m])", "hits {{target}}"),
+                    (f"rate(redis_keyspace_misses_total{{{TARGET}}}[5m])", "misses {{target}}"),
+                ),
+                "Lookups per second that found their key, and those that did not.",
+                "RedisDown",
+            ),
+        ),
+    ),
+)
 
 
 FIRING = 'ALERTS{alertstate="firing"}'
@@ -383,17 +639,29 @@ def _firing_alerts(y: int) -> table.Panel:
     )
 
 
-def overview() -> dashboard.Dashboard:
+Rows = tuple[tuple[str, tuple[Signal, ...]], ...]
+
+
+def _board(uid: str, title: str, description: str, rows: Rows, firing: bool) -> dashboard.Dashboard:
+    """A dashboard with the shared variables and annotations, its rows laid out in a grid."""
     board = (
-        dashboard.Dashboard("stackprobe overview")
-        .uid("stackprobe-overview")
-        .description("What broke, since when, and did a deploy cause it.")
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
         .tags(["stackprobe"])
         .refresh("1m")
         .time("now-6h", "now")
         .timezone("browser")
         .with_variable(
             dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        )
+        .link(
+            dashboard.DashboardLink("stackprobe dashboards")
+            .type(DashboardLinkType.DASHBOARDS)
+            .tags(["stackprobe"])
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
         )
     )
     for name, query in (
@@ -430,12 +698,14 @@ def overview() -> dashboard.Dashboard:
         .icon_color("red")
         .expr(FIRING)
     )
-    board = board.with_panel(_firing_alerts(0))
-    y = 6
+    y = 0
+    if firing:
+        board = board.with_panel(_firing_alerts(0))
+        y = 6
     row_id = 100
-    for title, signals in ROWS:
+    for row_title, signals in rows:
         board = board.with_row(
-            dashboard.Row(title).id(row_id).grid_pos(GridPos(h=1, w=24, x=0, y=y))
+            dashboard.Row(row_title).id(row_id).grid_pos(GridPos(h=1, w=24, x=0, y=y))
         )
         row_id += 1
         y += 1
@@ -449,7 +719,41 @@ def overview() -> dashboard.Dashboard:
     return board
 
 
-DASHBOARDS = {"stackprobe-overview.json": overview}
+def overview() -> dashboard.Dashboard:
+    return _board(
+        "stackprobe-overview",
+        "stackprobe overview",
+        "What broke, since when, and did a deploy cause it.",
+        ROWS,
+        firing=True,
+    )
+
+
+def ecs() -> dashboard.Dashboard:
+    return _board(
+        "stackprobe-ecs",
+        "stackprobe ECS",
+        "Deployments, task definitions, why tasks stop, and expected environment values.",
+        ECS_ROWS,
+        firing=False,
+    )
+
+
+def datastores() -> dashboard.Dashboard:
+    return _board(
+        "stackprobe-datastores",
+        "stackprobe PostgreSQL and Redis",
+        "Connections against every limit, slow statements, Redis memory and clients.",
+        DATASTORE_ROWS,
+        firing=False,
+    )
+
+
+DASHBOARDS = {
+    "stackprobe-overview.json": overview,
+    "stackprobe-ecs.json": ecs,
+    "stackprobe-datastores.json": datastores,
+}
 
 
 def render(name: str) -> str:

@@ -57,8 +57,13 @@ def queries(board: dict[str, Any]) -> list[str]:
     return [re.sub(r"\$\{?\w+\}?", ".*", expr) for expr in found]
 
 
-def test_there_is_an_overview() -> None:
-    assert [f.name for f in FILES] == ["stackprobe-overview.json"]
+def test_an_overview_and_a_drill_down_per_crowded_area() -> None:
+    assert [f.name for f in FILES] == [
+        "stackprobe-datastores.json",
+        "stackprobe-ecs.json",
+        "stackprobe-overview.json",
+    ]
+    assert sorted(generator().DASHBOARDS) == [f.name for f in FILES]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -124,9 +129,9 @@ def test_every_alerts_dashboard_url_opens_a_panel_of_the_overview() -> None:
         assert int(parse_qs(url.query)["viewPanel"][0]) in ids, alert.name
 
 
-def test_panel_ids_are_unique() -> None:
-    board = load(DASHBOARDS / "stackprobe-overview.json")
-    ids = [panel["id"] for panel in board["panels"]]
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_panel_ids_are_unique(path: Path) -> None:
+    ids = [panel["id"] for panel in load(path)["panels"]]
 
     assert len(ids) == len(set(ids))
 

@@ -101,6 +101,8 @@ def config_text(inventory: Inventory, health: int, dns: str, redis_url: str) -> 
             "kind": "postgres",
             "dsn": ADMIN_DSN.replace(":stackprobe_test@", "@"),
             "password": {"from_env": "PG_PASSWORD"},
+            "app_pools": {"postgres": {"size": 5, "max_overflow": 5, "service": "svc-0"}},
+            "pg_stat_statements": {"enabled": True},
         },
         {"name": "cache", "kind": "redis", "url": redis_url},
     ]
@@ -125,6 +127,7 @@ async def stack(moto: None, dnsmasq: str) -> AsyncIterator[tuple[str, Inventory]
     redis = RedisServer().start()
     # a session idle in a transaction, so the panel for them has one to show
     idle = await asyncpg.connect(ADMIN_DSN)
+    await idle.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     transaction = idle.transaction()
     await transaction.start()
     await idle.execute("SELECT 1")
@@ -175,10 +178,12 @@ async def prometheus(stack: tuple[str, Inventory], tmp_path: Path) -> AsyncItera
 
 def dashboard_queries() -> dict[str, list[str]]:
     """Panel title (or variable / annotation name) -> its queries, variables set to All."""
-    board = load(DASHBOARDS / "stackprobe-overview.json")
     found: dict[str, list[str]] = {}
-    for panel in panels(board):
-        found[f"panel {panel['id']} {panel['title']}"] = [t["expr"] for t in panel["targets"]]
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for panel in panels(load(path)):
+            exprs = [t["expr"] for t in panel["targets"]]
+            found[f"{path.stem} panel {panel['id']} {panel['title']}"] = exprs
+    board = load(DASHBOARDS / "stackprobe-overview.json")  # the same variables everywhere
     for variable in board["templating"]["list"]:
         query = variable.get("query", "")
         if query.startswith("label_values("):
