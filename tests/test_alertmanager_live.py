@@ -4,7 +4,6 @@ receiver their priority names, carry the runbook link, and inhibit what they exp
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,17 +13,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.conftest import require_binary
+from tests.conftest import free_port, require_binary
 
 ALERTMANAGER = Path(__file__).parent.parent / "alert_rules" / "alertmanager.yml"
 RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.md"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def fast(node: Any) -> Any:

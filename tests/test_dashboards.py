@@ -45,16 +45,26 @@ def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in board["panels"] if p.get("type") != "row"]
 
 
-def queries(board: dict[str, Any]) -> list[str]:
-    """Every PromQL of the dashboard: panels, variables (the selector inside label_values)
-    and annotations; Grafana's variables replaced by what `All` sends."""
-    found = [t["expr"] for p in panels(board) for t in p.get("targets", ())]
+def named_queries(board: dict[str, Any]) -> dict[str, str]:
+    """Every PromQL of the dashboard by where it is: panels' targets, variables (the selector
+    inside label_values) and annotations; Grafana's variables replaced by what `All` sends."""
+    found = {
+        f"{p['id']} {p['title']} {t['refId']}": t["expr"]
+        for p in panels(board)
+        for t in p.get("targets", ())
+    }
     for variable in board.get("templating", {}).get("list", ()):
         inner = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable.get("query", "") or "")
         if inner:
-            found.append(inner.group(1))
-    found.extend(a["expr"] for a in board.get("annotations", {}).get("list", ()) if "expr" in a)
-    return [re.sub(r"\$\{?\w+\}?", ".*", expr) for expr in found]
+            found[f"variable {variable['name']}"] = inner.group(1)
+    for annotation in board.get("annotations", {}).get("list", ()):
+        if "expr" in annotation:
+            found[f"annotation {annotation['name']}"] = annotation["expr"]
+    return {name: re.sub(r"\$\{?\w+\}?", ".*", expr) for name, expr in found.items()}
+
+
+def queries(board: dict[str, Any]) -> list[str]:
+    return list(named_queries(board).values())
 
 
 def test_an_overview_and_a_drill_down_per_crowded_area() -> None:

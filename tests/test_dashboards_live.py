@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -29,19 +28,12 @@ from stackprobe.probes import KINDS
 from stackprobe.secrets import Redactor
 from stackprobe.server import make_web_app
 from tests.aws import REGION, Inventory
-from tests.conftest import require_binary
+from tests.conftest import free_port, require_binary
 from tests.datastores import ADMIN_DSN, RedisServer, require_postgres
 from tests.probes.test_dns import dnsmasq  # noqa: F401  (the fixture)
-from tests.test_dashboards import DASHBOARDS, load, panels
+from tests.test_dashboards import DASHBOARDS, load, named_queries
 
 ROOT = Path(__file__).parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -212,25 +204,11 @@ async def prometheus(stack: tuple[str, Inventory], tmp_path: Path) -> AsyncItera
 
 
 def dashboard_queries() -> dict[str, str]:
-    """Each query of every panel, variable and annotation, by where it is; variables All."""
-    found: dict[str, str] = {}
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        board = load(path)
-        for panel in panels(board):
-            for target in panel["targets"]:
-                found[f"{path.stem} {panel['id']} {panel['title']} {target['refId']}"] = target[
-                    "expr"
-                ]
-        for variable in board["templating"]["list"]:
-            query = variable.get("query", "")
-            if query.startswith("label_values("):
-                selector = query.removeprefix("label_values(").rsplit(",", 1)[0]
-                found[f"{path.stem} variable {variable['name']}"] = selector
-        for annotation in board["annotations"]["list"]:
-            found[f"{path.stem} annotation {annotation['name']}"] = annotation["expr"]
+    """Each query of every panel, variable and annotation of every dashboard, by where."""
     return {
-        name: expr.replace("$cluster", ".*").replace("$service", ".*").replace("$target", ".*")
-        for name, expr in found.items()
+        f"{path.stem} {name}": expr
+        for path in sorted(DASHBOARDS.glob("*.json"))
+        for name, expr in named_queries(load(path)).items()
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,14 +12,7 @@ from aiohttp import web
 from stackprobe.aws import AwsClients
 from stackprobe.selfmetrics import SelfMetrics
 from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
-from tests.conftest import make_target, run_once, samples_by_name, value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.conftest import free_port, make_target, run_once, samples_by_name, value
 
 
 @pytest.fixture
