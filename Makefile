@@ -1,8 +1,12 @@
-# The two commands a newcomer needs: `make run` and `make test`.
+# The two commands a newcomer needs: `make demo` and `make test`.
 VENV := .venv
 LISTEN ?= :9877
 
-.PHONY: run test lint bench bench-datastores bench-aws dashboards clean
+demo:  ## stackprobe against a demo ECS stack on this machine (no AWS account needed)
+	scripts/setup.sh --venv
+	$(VENV)/bin/stackprobe demo --listen $(LISTEN)
+
+.PHONY: demo run test lint bench bench-datastores bench-aws dashboards clean
 
 run:  ## run stackprobe with its built-in self-check config (no AWS account needed)
 	scripts/setup.sh --venv

@@ -1,4 +1,4 @@
-"""Command line: `stackprobe run`, `check-config`, `rules`, `runbook check`, `--version`."""
+"""Command line: `stackprobe run`, `demo`, `check-config`, `rules`, `runbook check`, `--version`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import asyncio
 import signal
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import structlog
 import yaml
 from aiohttp import web
@@ -18,6 +20,7 @@ from stackprobe import runbooks
 from stackprobe._version import __version__
 from stackprobe.app import App
 from stackprobe.config import Config, ConfigError, load_config, parse_config
+from stackprobe.durations import parse_duration
 from stackprobe.logs import LEVELS, configure_logging
 from stackprobe.probes import KINDS
 from stackprobe.secrets import Redactor
@@ -62,6 +65,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})"
+    )
+    demo = commands.add_parser(
+        "demo",
+        parents=[logging_options],
+        help="run stackprobe against a demo ECS stack on this machine (no AWS account)",
+        description=(
+            "Start a demo ECS Fargate stack (AWS in moto, a web app, DNS) and stackprobe "
+            "probing it, plus PostgreSQL and Redis at their usual local addresses. With "
+            "--fault or --clear while a demo runs, switch its faults and exit."
+        ),
+    )
+    demo.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT for /metrics")
+    demo.add_argument(
+        "--app-listen",
+        default="127.0.0.1:8787",
+        help="HOST:PORT of the demo app and its fault switch (default: 127.0.0.1:8787)",
+    )
+    demo.add_argument("--interval", default="5s", help="how often each target is probed")
+    demo.add_argument(
+        "--postgres-dsn",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL to probe; a password goes in PGPASSWORD, never in the DSN",
+    )
+    demo.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to probe")
+    demo.add_argument(
+        "--fault", action="append", default=[], metavar="NAME", help="switch a fault on"
+    )
+    demo.add_argument(
+        "--clear", action="append", default=[], metavar="NAME", help="switch a fault off (or all)"
+    )
+    demo.add_argument(
+        "--print-config", action="store_true", help="print the config stackprobe runs, and exit"
     )
     check = commands.add_parser(
         "check-config",
@@ -109,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _rules(args.rules, args.runbook_map, args.out, args.grafana_url)
     if args.command == "runbook":
         return _runbook_check(args.rules, args.runbook, args.url_prefix)
+    if args.command == "demo":
+        return _demo(args)
     return _run(args)
 
 
@@ -177,14 +214,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"stackprobe: the config is invalid, not starting:\n{exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(config, args.config, host, port, redactor))
+        return asyncio.run(serve(config, args.config, host, port, redactor))
     except KeyboardInterrupt:
         return 0
 
 
-async def _serve(
-    config: Config, path: Path | None, host: str | None, port: int, redactor: Redactor
+async def serve(
+    config: Config,
+    path: Path | None,
+    host: str | None,
+    port: int,
+    redactor: Redactor,
+    banner: Callable[[], str] | None = None,
 ) -> int:
+    """Serve /metrics until SIGTERM or SIGINT; SIGHUP reloads the config file."""
     log = structlog.get_logger("stackprobe")
     app = App(config, kinds=KINDS, redactor=redactor, config_path=path)
     runner = web.AppRunner(make_web_app(app), access_log=None, handle_signals=False)
@@ -200,14 +243,16 @@ async def _serve(
         )
         return 1
     app.start()
-    if path is None:
+    if banner is not None:
+        print(banner(), flush=True)
+    elif path is None:
         log.info("no --config given: probing stackprobe itself; see docs/configuration.md")
     log.info(
         "stackprobe started",
         version=__version__,
         listen=f"{host or '*'}:{port}",
         targets=len(config.targets),
-        config=str(path) if path else "built-in",
+        config=str(path) if path else config.source.strip("<>"),
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -232,3 +277,97 @@ async def _serve(
         except TimeoutError:
             log.warning("shutdown took too long; exiting anyway", limit_seconds=SHUTDOWN_SECONDS)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        listen, app_listen = parse_listen(args.listen), parse_listen(args.app_listen)
+    except ValueError as exc:
+        print(f"stackprobe demo: {exc}", file=sys.stderr)
+        return 2
+    if urlsplit(args.postgres_dsn).password:
+        print(
+            "stackprobe demo: --postgres-dsn carries a password; drop it from the DSN and "
+            "set PGPASSWORD instead",
+            file=sys.stderr,
+        )
+        return 2
+    if args.fault or args.clear:
+        switched = _switch_running_demo(app_listen, args.fault, args.clear)
+        if switched is not None:
+            return switched
+        if args.clear:
+            print(f"stackprobe demo: no demo answers at {args.app_listen}", file=sys.stderr)
+            return 1
+    try:
+        from stackprobe.demo import main as demo
+    except ImportError as exc:
+        print(
+            f"stackprobe demo needs moto's server ({exc.name} is missing): "
+            "pip install 'stackprobe[demo]', or run `make demo`",
+            file=sys.stderr,
+        )
+        return 2
+    unknown = [name for name in args.fault if name not in demo.FAULTS]
+    if unknown:
+        print(
+            f"stackprobe demo: no fault {', '.join(unknown)}; the faults are: "
+            f"{', '.join(demo.FAULTS)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        interval = parse_duration(args.interval)
+    except ValueError as exc:
+        print(f"stackprobe demo: --interval: {exc}", file=sys.stderr)
+        return 2
+    options = demo.Options(
+        listen=listen,
+        app_listen=app_listen,
+        interval=interval,
+        postgres_dsn=args.postgres_dsn,
+        redis_url=args.redis_url,
+        faults=args.fault,
+    )
+    redactor = Redactor()
+    configure_logging(args.log_format, args.log_level, redactor)
+
+    async def run() -> int:
+        try:
+            async with demo.demo_stack(options) as running:
+                if args.print_config:
+                    print(running.config_text, end="")
+                    return 0
+                return await serve(running.config, None, *listen, redactor, running.banner)
+        except (OSError, ConfigError, demo.FaultError) as exc:
+            print(f"stackprobe demo: cannot start: {exc}", file=sys.stderr)
+            return 1
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+
+
+def _switch_running_demo(
+    app_listen: tuple[str | None, int], on: list[str], off: list[str]
+) -> int | None:
+    """Switch the faults of a demo already running at app_listen; None when none answers."""
+    host, port = app_listen
+    base = f"http://{host or '127.0.0.1'}:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            names = [f["name"] for f in client.get("/faults").json()]
+            failed = 0
+            wanted = [("POST", n) for n in on]
+            wanted += [("DELETE", n) for n in (names if "all" in off else off)]
+            for method, name in wanted:
+                answer = client.request(method, f"/faults/{name}").json()
+                if "error" in answer:
+                    failed += 1
+                    print(f"{name}: {answer['error']}", file=sys.stderr)
+                else:
+                    print(f"{name}: {'on' if answer['on'] else 'off'}")
+            return 1 if failed else 0
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None

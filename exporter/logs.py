@@ -69,7 +69,8 @@ def configure_logging(
     # botocore's debug log prints signed request headers and raw responses: never at all.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
-    for noisy in ("httpx", "httpcore", "asyncio"):
+    # werkzeug serves moto in `stackprobe demo` and logs every request at info.
+    for noisy in ("httpx", "httpcore", "asyncio", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

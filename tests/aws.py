@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,16 +25,17 @@ from unittest import mock
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.cloudwatch.exceptions import ValidationError as CloudWatchValidationError
-from moto.cloudwatch.models import CloudWatchBackend, Statistics
+from moto.cloudwatch.models import CloudWatchBackend
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.responses import ActionResult
 from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.responses import EC2ContainerServiceResponse
-from moto.elbv2.models import FakeTargetGroup
-from moto.moto_api import state_manager
 from prometheus_client import CollectorRegistry
 
-ACCOUNT = "123456789012"
+from stackprobe.demo import moto_stack
+from stackprobe.demo.moto_stack import behave_like_aws
+from stackprobe.demo.moto_stack import set_target_health as set_target_health
+
 REGION = "eu-west-1"
 # Planted as the credentials every AWS test runs with: none may ever appear in any output.
 CANARY_KEY_ID = "AKIACANARY7Q2W9E4R1T"
@@ -95,40 +95,7 @@ def _limited_describe_tasks(self: EC2ContainerServiceResponse) -> Any:
     return _describe_tasks(self)
 
 
-_health_for = FakeTargetGroup.health_for
-
-
-def _patched_health_for(self: FakeTargetGroup, target: dict[str, Any], ec2: Any) -> Any:
-    """moto reports every registered ip target healthy; `set_target_health` overrides it."""
-    status = _health_for(self, target, ec2)
-    override = getattr(self, "health_overrides", {}).get(target["Id"])
-    if override is not None:
-        status.status, status.reason, status.description = override
-    return status
-
-
-def set_target_health(group_arn: str, target_id: str, state: str, reason: str) -> None:
-    from moto.elbv2.models import elbv2_backends
-
-    group = elbv2_backends[ACCOUNT][REGION].target_groups[group_arn]
-    overrides = group.__dict__.setdefault("health_overrides", {})
-    overrides[target_id] = (state, reason, f"injected {reason}")
-
-
-_statistic = Statistics.get_statistics_for_type
 _get_metric_data = CloudWatchBackend.get_metric_data
-
-
-def _with_percentiles(self: Statistics, stat: str) -> Any:
-    """moto 5.2 answers a percentile statistic with a server error; CloudWatch computes it
-    over the period's values (nearest rank here, which is what a test can check)."""
-    if re.fullmatch(r"p\d+(\.\d+)?", stat):
-        values = sorted(float(v) for v in self.metric_single_values_list)
-        if not values:
-            return None
-        rank = max(1, math.ceil(float(stat[1:]) / 100 * len(values)))
-        return values[rank - 1]
-    return _statistic(self, stat)
 
 
 def _limited_get_metric_data(self: CloudWatchBackend, queries: list[Any], *a: Any, **k: Any) -> Any:
@@ -151,17 +118,10 @@ def faithful_aws() -> Iterator[None]:
             ("describe_tasks", _limited_describe_tasks),
         ):
             stack.enter_context(mock.patch.object(EC2ContainerServiceResponse, name, replacement))
-        stack.enter_context(mock.patch.object(FakeTargetGroup, "health_for", _patched_health_for))
-        stack.enter_context(
-            mock.patch.object(Statistics, "get_statistics_for_type", _with_percentiles)
-        )
+        stack.enter_context(behave_like_aws())
         stack.enter_context(
             mock.patch.object(CloudWatchBackend, "get_metric_data", _limited_get_metric_data)
         )
-        # moto moves a task from RUNNING towards STOPPED each time it is described; on AWS a
-        # running task stays RUNNING until something stops it
-        state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
-        stack.callback(state_manager.unset_transition, "ecs::task")
         yield
 
 
@@ -234,132 +194,16 @@ def by_operation(calls: Counter[tuple[str, str, str]]) -> Counter[str]:
 
 
 def ecs_backend() -> Any:
-    from moto.ecs.models import ecs_backends
-
-    return ecs_backends[ACCOUNT][REGION]
+    return moto_stack.ecs_backend(REGION)
 
 
-class EcsStack:
-    """A Fargate cluster in moto: task definitions, services, and tasks with private IPs."""
+class EcsStack(moto_stack.EcsStack):
+    """The demo's Fargate cluster, in the region and account the tests use."""
 
     def __init__(self, session: Any, cluster: str = "aep") -> None:
-        self.cluster = cluster
-        self.ecs = session.client("ecs", region_name=REGION)
-        ec2 = session.client("ec2", region_name=REGION)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        # awsvpc tasks need DNS hostnames on their VPC (DESIGN.md)
-        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-        self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-        self.security_group = ec2.create_security_group(
-            GroupName="tasks", Description="tasks", VpcId=vpc
-        )["GroupId"]
-        self.ecs.create_cluster(clusterName=cluster)
-
-    def task_definition(self, family: str, env: dict[str, str] | None = None) -> str:
-        answer = self.ecs.register_task_definition(
-            family=family,
-            networkMode="awsvpc",
-            requiresCompatibilities=["FARGATE"],
-            cpu="256",
-            memory="512",
-            containerDefinitions=[
-                {
-                    "name": family,
-                    "image": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/{family}:1",
-                    "memory": 512,  # moto's run_task needs a container-level memory
-                    "essential": True,
-                    "environment": [{"name": k, "value": v} for k, v in (env or {}).items()],
-                    "secrets": [
-                        {"name": "DATABASE_URL", "valueFrom": "arn:aws:ssm:eu-west-1:1:p/db"}
-                    ],
-                }
-            ],
+        super().__init__(
+            lambda service: session.client(service, region_name=REGION), cluster, REGION
         )
-        arn: str = answer["taskDefinition"]["taskDefinitionArn"]
-        return arn
-
-    def service(
-        self, name: str, desired: int, running: int | None = None, task_definition: str = ""
-    ) -> None:
-        """A service whose running count is set in moto's backend (moto reads it from
-        MOTO_ECS_SERVICE_RUNNING at creation otherwise)."""
-        self.ecs.create_service(
-            cluster=self.cluster,
-            serviceName=name,
-            taskDefinition=task_definition or self.task_definition(name),
-            desiredCount=desired,
-            launchType="FARGATE",
-        )
-        self.set_counts(name, desired if running is None else running)
-
-    def set_counts(self, name: str, running: int, desired: int | None = None) -> None:
-        service = ecs_backend().services[f"{self.cluster}:{name}"]
-        if desired is not None:
-            service.desired_count = desired
-        service.running_count = running
-        service.pending_count = max(0, service.desired_count - running)
-        for deployment in service.deployments:
-            deployment["runningCount"] = running
-            deployment["desiredCount"] = service.desired_count
-            deployment["rolloutState"] = (
-                "COMPLETED" if running >= service.desired_count else "IN_PROGRESS"
-            )
-
-    def run_tasks(self, service: str, count: int = 1) -> list[str]:
-        task_definition = ecs_backend().services[f"{self.cluster}:{service}"].task_definition
-        answer = self.ecs.run_task(
-            cluster=self.cluster,
-            taskDefinition=task_definition,
-            count=count,
-            launchType="FARGATE",
-            group=f"service:{service}",
-            networkConfiguration={
-                "awsvpcConfiguration": {
-                    "subnets": [self.subnet],
-                    "securityGroups": [self.security_group],
-                }
-            },
-        )
-        return [t["taskArn"] for t in answer["tasks"]]
-
-    def stop(self, task_arn: str, reason: str, container_reason: str = "") -> None:
-        self.ecs.stop_task(cluster=self.cluster, task=task_arn, reason=reason)
-        if container_reason:
-            task = ecs_backend().tasks[self.cluster][task_arn]
-            for container in task.containers:
-                container.reason = container_reason
-
-    def deploy(self, name: str, task_definition: str, running_new: int = 0) -> None:
-        """A rolling deployment as ECS shows it mid-way (moto only swaps the task definition):
-        a new PRIMARY deployment in progress, the previous one ACTIVE and still serving."""
-        from moto.core.utils import utcnow
-
-        self.ecs.update_service(cluster=self.cluster, service=name, taskDefinition=task_definition)
-        service = ecs_backend().services[f"{self.cluster}:{name}"]
-        old = service.deployments[0]
-        now = utcnow()
-        new = {
-            **old,
-            "id": f"ecs-svc/{len(service.deployments) + 1}",
-            "taskDefinition": task_definition,
-            "createdAt": now,
-            "updatedAt": now,
-            "runningCount": running_new,
-            "rolloutState": "IN_PROGRESS",
-            "rolloutStateReason": "ECS deployment in progress.",
-        }
-        old["status"] = "ACTIVE"
-        old["runningCount"] = service.running_count - running_new
-        service.deployments = [new, *service.deployments]
-
-    def set_address(self, task_arn: str, address: str) -> None:
-        """Point a task's network interface at an address the test serves (moto picks a
-        random 10.x one)."""
-        task = ecs_backend().tasks[self.cluster][task_arn]
-        for attachment in task.attachments:
-            for detail in attachment["details"]:
-                if detail["name"] == "privateIPv4Address":
-                    detail["value"] = address
 
 
 class Inventory:
@@ -375,7 +219,6 @@ class Inventory:
         queues: int = 2,
         buckets: int = 1,
     ) -> None:
-        import math
         import time
         from datetime import UTC, datetime
 

@@ -30,6 +30,16 @@ def fast(node: Any) -> Any:
     return node
 
 
+def example_config(hooks: str) -> dict[str, Any]:
+    """The example routing as shipped, each receiver a webhook at `hooks`/<receiver name>."""
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER.read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", ()):
+            hook["url"] = f"{hooks}/{receiver['name']}"
+    config["templates"] = [str(ALERTMANAGER.parent / "templates" / "*.tmpl")]
+    return config
+
+
 class Webhooks:
     """The receivers' far end: every notification, by receiver."""
 
@@ -66,11 +76,7 @@ async def webhooks() -> AsyncIterator[tuple[Webhooks, int]]:
 async def alertmanager(tmp_path: Path, webhooks: tuple[Webhooks, int]) -> AsyncIterator[str]:
     binary = require_binary("prometheus-alertmanager")
     _, hook_port = webhooks
-    config = fast(yaml.safe_load(ALERTMANAGER.read_text()))
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", ()):
-            hook["url"] = f"http://127.0.0.1:{hook_port}/{receiver['name']}"
-    config["templates"] = [str(ALERTMANAGER.parent / "templates" / "*.tmpl")]
+    config = fast(example_config(f"http://127.0.0.1:{hook_port}"))
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()

@@ -63,6 +63,15 @@ def named_queries(board: dict[str, Any]) -> dict[str, str]:
     return {name: re.sub(r"\$\{?\w+\}?", ".*", expr) for name, expr in found.items()}
 
 
+def dashboard_queries() -> dict[str, str]:
+    """Each query of every panel, variable and annotation of every dashboard, by where."""
+    return {
+        f"{path.stem} {name}": expr
+        for path in sorted(DASHBOARDS.glob("*.json"))
+        for name, expr in named_queries(load(path)).items()
+    }
+
+
 def queries(board: dict[str, Any]) -> list[str]:
     return list(named_queries(board).values())
 

@@ -1,0 +1,124 @@
+"""The config stackprobe runs in the demo: every kind, pointed at the demo stack, written as
+a user would write it (`stackprobe demo --print-config` shows it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from stackprobe.demo import world
+from stackprobe.demo.faults import POOL_MAX_OVERFLOW, POOL_SIZE
+from stackprobe.demo.site import SITE_NAME
+from stackprobe.durations import format_duration
+
+
+@dataclass(frozen=True)
+class Addresses:
+    aws_endpoint: str
+    https_port: int  # the site, as its users reach it
+    tasks_port: int  # the backend tasks' own port
+    dns_port: int
+    ca_file: str
+    load_balancer_dimension: str
+    postgres_dsn: str
+    postgres_password_env: str | None  # the variable holding the password, if one is set
+    redis_url: str
+
+
+def demo_config(at: Addresses, interval: float) -> str:
+    """Every check each `interval`, given 80 % of it to finish."""
+    # by address: the demo's DNS serves the aep-dns check, not this machine's resolver
+    site = f"https://127.0.0.1:{at.https_port}"
+    tls = {"ca_file": at.ca_file}
+    postgres: dict[str, Any] = {
+        "name": "aep-db",
+        "kind": "postgres",
+        "dsn": at.postgres_dsn,
+        "app_pools": {
+            _database(at.postgres_dsn): {
+                "size": POOL_SIZE,
+                "max_overflow": POOL_MAX_OVERFLOW,
+                "service": world.BACKEND,
+            }
+        },
+        "pg_stat_statements": {"enabled": True},
+    }
+    if at.postgres_password_env:
+        postgres["password"] = {"from_env": at.postgres_password_env}
+    targets: list[dict[str, Any]] = [
+        {
+            "name": "aep-live",
+            "kind": "http",
+            "url": f"{site}/health/live",
+            "tls": tls,
+        },
+        {
+            "name": "aep-ready",
+            "kind": "http",
+            "url": f"{site}/health/ready",
+            "tls": tls,
+            "latency_threshold": "500ms",
+        },
+        {
+            "name": "aep-backend-tasks",
+            "kind": "http",
+            "discover": {
+                "ecs": {
+                    "cluster": world.CLUSTER,
+                    "service": world.BACKEND,
+                    "port": at.tasks_port,
+                    "path": "/health/ready",
+                }
+            },
+        },
+        {
+            "name": "aep-dns",
+            "kind": "dns",
+            "query": SITE_NAME,
+            "server": f"127.0.0.1:{at.dns_port}",
+        },
+        postgres,
+        {"name": "aep-redis", "kind": "redis", "url": at.redis_url},
+        {
+            "name": "aep-ecs",
+            "kind": "ecs_service",
+            "cluster": world.CLUSTER,
+            "expect_env": world.EXPECTED_ENV,
+        },
+        {
+            "name": "aep-alb",
+            "kind": "alb",
+            "load_balancers": [world.LOAD_BALANCER],
+            "expect_health_check_path": "/health/live",
+        },
+        {"name": "aep-jobs", "kind": "sqs", "queues": [world.QUEUE]},
+        {"name": "aep-rasters", "kind": "s3", "buckets": [world.BUCKET]},
+        {
+            "name": "aep-cloudwatch",
+            "kind": "cloudwatch",
+            # the demo writes its datapoints as they happen; CloudWatch would take a minute
+            "delay": "0s",
+            "albs": [{"load_balancer": at.load_balancer_dimension}],
+            "ecs_services": [
+                {"cluster": world.CLUSTER, "service": name} for name in world.SERVICES
+            ],
+            "sqs_queues": [world.QUEUE],
+        },
+    ]
+    document = {
+        "defaults": {
+            "interval": format_duration(interval),
+            "timeout": format_duration(round(interval * 0.8, 3)),
+        },
+        "aws": {"region": world.REGION, "endpoint_url": at.aws_endpoint},
+        "targets": targets,
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def _database(dsn: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(dsn).path.lstrip("/") or "postgres"

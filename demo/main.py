@@ -1,0 +1,197 @@
+"""`stackprobe demo`: the demo stack, its fault switch, and stackprobe probing all of it in
+one process, with no AWS account and no config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from stackprobe.config import Config, parse_config
+from stackprobe.demo import world as stack
+from stackprobe.demo.config import Addresses, demo_config
+from stackprobe.demo.faults import FAULTS as FAULTS
+from stackprobe.demo.faults import POOL_MAX_OVERFLOW, POOL_SIZE, Faults
+from stackprobe.demo.faults import FaultError as FaultError
+from stackprobe.demo.site import SiteState, health_app, self_signed, serve_dns
+from stackprobe.probes import KINDS
+
+DEFAULT_APP_LISTEN = "127.0.0.1:8787"
+DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class Options:
+    listen: tuple[str | None, int]
+    app_listen: tuple[str | None, int]
+    interval: float = 5.0
+    postgres_dsn: str = DEFAULT_POSTGRES_DSN
+    redis_url: str = DEFAULT_REDIS_URL
+    faults: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def control_routes(app: web.Application, faults: Faults) -> None:
+    """The fault switch: GET /faults, POST /faults/NAME (on), DELETE /faults/NAME (off)."""
+
+    async def index(request: web.Request) -> web.Response:
+        base = f"http://{request.host}"
+        lines = ["stackprobe demo: the AEP-like stack's web app and its fault switch", ""]
+        for fault in faults.state():
+            mark = "ON " if fault["on"] else "off"
+            lines.append(f"  [{mark}] {fault['name']:<24} {fault['incident']}: {fault['what']}")
+        lines += [
+            "",
+            f"switch on:  curl -X POST {base}/faults/NAME   (or: stackprobe demo --fault NAME)",
+            f"switch off: curl -X DELETE {base}/faults/NAME (or: stackprobe demo --clear NAME)",
+        ]
+        return web.Response(text="\n".join(lines) + "\n")
+
+    async def listing(_: web.Request) -> web.Response:
+        return web.json_response(faults.state())
+
+    async def switch(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        on = request.method in ("POST", "PUT")
+        try:
+            await faults.switch(name, on)
+        except FaultError as exc:
+            status = 404 if name not in FAULTS else 409
+            return web.json_response({"name": name, "error": str(exc)}, status=status)
+        return web.json_response({"name": name, "on": name in faults.on})
+
+    app.router.add_get("/", index)
+    app.router.add_get("/faults", listing)
+    for method in ("POST", "PUT", "DELETE"):
+        app.router.add_route(method, "/faults/{name}", switch)
+
+
+def _password_env() -> str | None:
+    """libpq's own variable: asyncpg reads it too, so the DSN never needs a password."""
+    return "PGPASSWORD" if os.environ.get("PGPASSWORD") else None
+
+
+@dataclass(frozen=True)
+class Running:
+    config: Config  # stackprobe's, probing all of the demo
+    config_text: str  # the same, as YAML
+    faults: Faults
+    banner: Callable[[], str]
+
+
+@contextlib.asynccontextmanager
+async def demo_stack(options: Options) -> AsyncIterator[Running]:
+    """Everything but stackprobe: AWS in moto, the web app, its DNS, the traffic."""
+    log = structlog.get_logger("stackprobe.demo")
+    # Only the demo's own credentials: a real key in the environment never signs a request
+    # to the demo's AWS.
+    os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo")
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN"):
+        os.environ.pop(name, None)
+    site = SiteState()
+    runners: list[web.AppRunner] = []
+    traffic: asyncio.Task[None] | None = None
+    dns_transport = None
+    aws = stack.World(free_port(), task_address="127.0.0.1")
+    pool = POOL_SIZE + POOL_MAX_OVERFLOW
+    faults = Faults(aws, site, options.postgres_dsn, options.redis_url, pool * 2)
+    with tempfile.TemporaryDirectory(prefix="stackprobe-demo-") as tmp:
+        try:
+            tls, ca_file = self_signed(Path(tmp))
+            tasks_app = health_app(site)
+            control_routes(tasks_app, faults)
+            app_host, app_port = options.app_listen
+            https_port = free_port()
+            for app, port, context in (
+                (tasks_app, app_port, None),
+                (health_app(site), https_port, tls),
+            ):
+                runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                await runner.setup()
+                runners.append(runner)
+                host = app_host if port == app_port else "127.0.0.1"
+                await web.TCPSite(runner, host, port, ssl_context=context).start()
+            dns_transport, dns_port = await serve_dns()
+            await asyncio.to_thread(aws.start)
+            traffic = asyncio.create_task(_traffic(aws, log))
+            for name in options.faults:
+                await faults.switch(name, True)
+            addresses = Addresses(
+                aws_endpoint=aws.endpoint,
+                https_port=https_port,
+                tasks_port=app_port,
+                dns_port=dns_port,
+                ca_file=str(ca_file),
+                load_balancer_dimension=aws.load_balancer_dimension,
+                postgres_dsn=options.postgres_dsn,
+                postgres_password_env=_password_env(),
+                redis_url=options.redis_url,
+            )
+            text = demo_config(addresses, options.interval)
+            config = parse_config(text, "<demo>", KINDS)
+            yield Running(config, text, faults, lambda: _banner(options, aws.endpoint))
+        finally:
+            if traffic is not None:
+                traffic.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await traffic
+            with contextlib.suppress(Exception):
+                await faults.clear()
+            if dns_transport is not None:
+                dns_transport.close()
+            for runner in runners:
+                await runner.cleanup()
+            await asyncio.to_thread(aws.stop)
+
+
+async def _traffic(aws: stack.World, log: structlog.stdlib.BoundLogger) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(aws.tick)
+        except Exception as exc:  # the demo keeps running; the next tick tries again
+            log.warning("demo traffic failed", error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(stack.TICK)
+
+
+def _url(address: tuple[str | None, int]) -> str:
+    host, port = address
+    return f"http://{host or '127.0.0.1'}:{port}"
+
+
+def _banner(options: Options, aws_endpoint: str) -> str:
+    metrics = _url(options.listen)
+    app = _url(options.app_listen)
+    return f"""
+stackprobe demo: an ECS Fargate stack like AEP's, on this machine, no AWS account needed.
+
+  stackprobe      {metrics}/           (what it checks, and why a check fails)
+  /metrics        {metrics}/metrics
+  the demo app    {app}/           (its faults, and how to switch them)
+  AWS (moto)      {aws_endpoint}
+  PostgreSQL      {options.postgres_dsn}
+  Redis           {options.redis_url}
+
+PostgreSQL and Redis are probed where they usually run; if they are not running, the
+aep-db and aep-redis targets show down with the reason, as they would in production.
+
+Play an incident from the runbooks, then look at /metrics again:
+  stackprobe demo --fault unhealthy-targets      (and --clear unhealthy-targets)
+  curl -X POST {app}/faults/jobs-stuck
+The faults: {", ".join(FAULTS)}.
+Ctrl-C stops the demo.
+"""

@@ -1,0 +1,384 @@
+"""The demo's AWS: moto's server on loopback, seeded like a small ECS Fargate stack, with the
+traffic that keeps its queue and CloudWatch figures moving, and the AWS side of each fault.
+
+The stack is AEP's, shrunk: cluster `aep-demo` with backend, frontend and worker services, an
+ALB with a target group per web service, a jobs queue with its dead-letter queue, and a
+rasters bucket with a lifecycle rule and S3's daily storage metrics. Every 10 seconds the
+frontend "serves" requests and the worker takes jobs, and what AWS would record of it goes
+to CloudWatch, so the demo's dashboards move as a live stack's do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from stackprobe.demo.moto_stack import ACCOUNT, EcsStack, behave_like_aws, set_target_health
+
+REGION = "eu-west-1"
+CLUSTER = "aep-demo"
+BACKEND, FRONTEND, WORKER = "aep-backend", "aep-frontend", "aep-worker"
+SERVICES = {BACKEND: 2, FRONTEND: 2, WORKER: 1}  # desired tasks
+LOAD_BALANCER = "aep-demo-alb"
+TARGET_GROUPS = {BACKEND: "aep-backend-tg", FRONTEND: "aep-frontend-tg"}
+QUEUE, DEAD_LETTER_QUEUE = "aep-jobs", "aep-jobs-dlq"
+BUCKET = "aep-demo-rasters"
+# What the backend must run with (AEP Incident 5: budget enforcement off after a deploy).
+EXPECTED_ENV = {"BUDGET_ENFORCEMENT_MODE": "strict"}
+GIB = 1024**3
+BUCKET_BYTES = 42 * GIB  # yesterday's BucketSizeBytes; the day before held 40 GiB
+TICK = 10.0  # seconds between the traffic's CloudWatch datapoints
+
+OOM_REASON = "Essential container in task exited"
+SCALE_IN_REASON = "Scaling activity initiated by (deployment ecs-svc/1)"
+
+
+class World:
+    """moto's server with the stack in it. Blocking (boto3): the demo calls it from a thread."""
+
+    def __init__(self, port: int, task_address: str) -> None:
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.task_address = task_address  # where the backend's tasks answer health checks
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.lock = threading.Lock()  # one change to the stack at a time
+        self.jobs_stuck = False
+        self.crash_looping = False
+        self._oldest_job: float | None = None
+        self._deleted = 0
+
+    def client(self, service: str) -> Any:
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            region_name=REGION,
+            endpoint_url=self.endpoint,
+            aws_access_key_id="demo",
+            aws_secret_access_key="demo",
+        )
+
+    def start(self) -> None:
+        self._patches = ExitStack()
+        self._patches.enter_context(behave_like_aws())
+        self.server.start()
+        self.ecs = EcsStack(self.client, CLUSTER, REGION)
+        self.elb = self.client("elbv2")
+        self.sqs = self.client("sqs")
+        self.s3 = self.client("s3")
+        self.cloudwatch = self.client("cloudwatch")
+        self._seed_ecs()
+        self._seed_alb()
+        self._seed_sqs()
+        self._seed_s3()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self._patches.close()
+
+    # -- the stack ---------------------------------------------------------------------------
+
+    def _seed_ecs(self) -> None:
+        for name, desired in SERVICES.items():
+            definition = self.ecs.task_definition(name, {**EXPECTED_ENV, "ENVIRONMENT": "demo"})
+            self.ecs.service(name, desired=desired, task_definition=definition)
+            self._start_tasks(name, desired)
+
+    def _start_tasks(self, service: str, count: int) -> None:
+        for arn in self.ecs.run_tasks(service, count):
+            if service == BACKEND:  # so stackprobe's per-task checks reach the demo app
+                self.ecs.set_address(arn, self.task_address)
+
+    def _seed_alb(self) -> None:
+        ec2 = self.client("ec2")
+        vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
+        vpc_id = vpc["Vpcs"][0]["VpcId"]
+        subnets = [
+            ec2.create_subnet(
+                VpcId=vpc_id, CidrBlock=f"172.31.{200 + i}.0/24", AvailabilityZone=f"{REGION}{z}"
+            )["Subnet"]["SubnetId"]
+            for i, z in enumerate("ab")
+        ]
+        lb = self.elb.create_load_balancer(Name=LOAD_BALANCER, Subnets=subnets)["LoadBalancers"][0]
+        self.load_balancer_arn = lb["LoadBalancerArn"]
+        # CloudWatch's LoadBalancer dimension: app/<name>/<id>
+        self.load_balancer_dimension = self.load_balancer_arn.split(":loadbalancer/")[1]
+        self.elb.modify_load_balancer_attributes(
+            LoadBalancerArn=self.load_balancer_arn,
+            Attributes=[
+                {"Key": "access_logs.s3.enabled", "Value": "true"},
+                {"Key": "access_logs.s3.bucket", "Value": BUCKET},
+            ],
+        )
+        self.target_groups: dict[str, str] = {}
+        for port, (service, name) in enumerate(TARGET_GROUPS.items(), start=8000):
+            arn = self.elb.create_target_group(
+                Name=name,
+                Protocol="HTTP",
+                Port=port,
+                VpcId=vpc_id,
+                TargetType="ip",
+                HealthCheckPath="/health/live",
+            )["TargetGroups"][0]["TargetGroupArn"]
+            self.target_groups[service] = arn
+            self.elb.create_listener(
+                LoadBalancerArn=self.load_balancer_arn,
+                Protocol="HTTP",
+                Port=port,
+                DefaultActions=[{"Type": "forward", "TargetGroupArn": arn}],
+            )
+            self._register(service)
+
+    def _target_ids(self, service: str) -> list[str]:
+        base = 10 if service == BACKEND else 20
+        return [f"172.31.200.{base + i}" for i in range(SERVICES[service])]
+
+    def _register(self, service: str) -> None:
+        self.elb.register_targets(
+            TargetGroupArn=self.target_groups[service],
+            Targets=[{"Id": ip} for ip in self._target_ids(service)],
+        )
+
+    def _seed_sqs(self) -> None:
+        dlq = self.sqs.create_queue(QueueName=DEAD_LETTER_QUEUE)["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
+        policy = {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": 5}
+        self.queue_url = self.sqs.create_queue(
+            QueueName=QUEUE, Attributes={"RedrivePolicy": json.dumps(policy)}
+        )["QueueUrl"]
+
+    def _seed_s3(self) -> None:
+        self.s3.create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        for i in range(12):
+            self.s3.put_object(Bucket=BUCKET, Key=f"rasters/2026/tile-{i:03}.tif", Body=b"x" * 4096)
+        self.s3.put_bucket_lifecycle_configuration(
+            Bucket=BUCKET,
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "expire-old-rasters",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": "rasters/"},
+                        "Expiration": {"Days": 90},
+                    }
+                ]
+            },
+        )
+        today = math.floor(time.time() / 86400) * 86400
+        for days_ago, size in ((2, 40 * GIB), (1, BUCKET_BYTES)):
+            at = datetime.fromtimestamp(today - 86400 * days_ago, UTC)
+            self._put(
+                "AWS/S3",
+                [
+                    ("BucketSizeBytes", {"StorageType": "StandardStorage"}, size),
+                    ("NumberOfObjects", {"StorageType": "AllStorageTypes"}, size / (3 * 2**20)),
+                ],
+                {"BucketName": BUCKET},
+                at,
+            )
+
+    def _put(
+        self,
+        namespace: str,
+        metrics: list[tuple[str, dict[str, str], float]],
+        dimensions: dict[str, str],
+        at: datetime,
+    ) -> None:
+        self.cloudwatch.put_metric_data(
+            Namespace=namespace,
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": [
+                        {"Name": k, "Value": v} for k, v in {**dimensions, **extra}.items()
+                    ],
+                    "Timestamp": at,
+                    "Value": value,
+                }
+                for name, extra, value in metrics
+            ],
+        )
+
+    # -- traffic -----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Ten seconds of a working day: requests on the ALB, jobs in and (unless the workers
+        are stuck) out of the queue, CPU and memory on each service, all as CloudWatch has it."""
+        with self.lock:
+            now = datetime.now(UTC)
+            self._traffic(now)
+            self._jobs(now)
+            if self.crash_looping:
+                self._crash()
+
+    def _traffic(self, now: datetime) -> None:
+        requests = random.randint(250, 350)
+        lb = {"LoadBalancer": self.load_balancer_dimension}
+        self._put(
+            "AWS/ApplicationELB",
+            [
+                ("RequestCount", {}, requests),
+                ("HTTPCode_Target_5XX_Count", {}, random.choice((0, 0, 1))),
+                ("HTTPCode_ELB_5XX_Count", {}, 0),
+            ],
+            lb,
+            now,
+        )
+        self.cloudwatch.put_metric_data(
+            Namespace="AWS/ApplicationELB",
+            MetricData=[
+                {
+                    "MetricName": "TargetResponseTime",
+                    "Dimensions": [{"Name": "LoadBalancer", "Value": lb["LoadBalancer"]}],
+                    "Timestamp": now,
+                    "Values": [0.04, 0.06, 0.08, 0.12, 0.2, 0.35],
+                    "Counts": [40, 30, 15, 8, 5, 2],
+                }
+            ],
+        )
+        for service in SERVICES:
+            dims = {"ClusterName": CLUSTER, "ServiceName": service}
+            self._put(
+                "AWS/ECS",
+                [
+                    ("CPUUtilization", {}, random.uniform(20, 45)),
+                    ("MemoryUtilization", {}, random.uniform(45, 65)),
+                ],
+                dims,
+                now,
+            )
+
+    def _jobs(self, now: datetime) -> None:
+        sent = random.randint(2, 4)
+        self.sqs.send_message_batch(
+            QueueUrl=self.queue_url,
+            Entries=[{"Id": str(i), "MessageBody": f'{{"job": {i}}}'} for i in range(sent)],
+        )
+        deleted = 0
+        if not self.jobs_stuck:
+            for _ in range(10):  # the workers catch up with a backlog within a tick
+                answer = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+                messages = answer.get("Messages", [])
+                if not messages:
+                    break
+                self.sqs.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(messages)
+                    ],
+                )
+                deleted += len(messages)
+            self._oldest_job = None
+        elif self._oldest_job is None:
+            self._oldest_job = time.time()
+        age = time.time() - self._oldest_job if self._oldest_job else TICK
+        metrics: list[tuple[str, dict[str, str], float]] = [
+            ("NumberOfMessagesSent", {}, float(sent)),
+            ("ApproximateAgeOfOldestMessage", {}, age),
+        ]
+        if deleted:  # CloudWatch has no datapoint for a period with nothing deleted
+            metrics.append(("NumberOfMessagesDeleted", {}, float(deleted)))
+        self._put("AWS/SQS", metrics, {"QueueName": QUEUE}, now)
+
+    # -- the AWS side of the faults ------------------------------------------------------------
+
+    def scale_backend_to_zero(self) -> None:
+        """The desired count first, as the API takes it; the tasks go in `drain_backend`."""
+        with self.lock:
+            self.ecs.ecs.update_service(cluster=CLUSTER, service=BACKEND, desiredCount=0)
+            service = self.ecs.backend_service(BACKEND)
+            service.desired_count = 0
+            service.pending_count = 0
+
+    def drain_backend(self) -> None:
+        """ECS stops the tasks and takes them out of the target group."""
+        with self.lock:
+            for arn in self.ecs.running_tasks(BACKEND):
+                self.ecs.stop(arn, SCALE_IN_REASON)
+            self.elb.deregister_targets(
+                TargetGroupArn=self.target_groups[BACKEND],
+                Targets=[{"Id": ip} for ip in self._target_ids(BACKEND)],
+            )
+            self.ecs.set_counts(BACKEND, 0, desired=0)
+
+    def restore_backend(self) -> None:
+        with self.lock:
+            desired = SERVICES[BACKEND]
+            self.ecs.ecs.update_service(cluster=CLUSTER, service=BACKEND, desiredCount=desired)
+            running = self.ecs.running_tasks(BACKEND)
+            self._start_tasks(BACKEND, max(0, desired - len(running)))
+            self._register(BACKEND)
+            self.ecs.set_counts(BACKEND, desired, desired=desired)
+
+    def backend_targets_unhealthy(self, unhealthy: bool) -> None:
+        """The ALB's health checks on the backend get a 502 from every task."""
+        with self.lock:
+            for ip in self._target_ids(BACKEND):
+                state = "unhealthy" if unhealthy else None
+                set_target_health(
+                    self.target_groups[BACKEND], ip, state, "Target.ResponseCodeMismatch"
+                )
+
+    def crash_loop(self, on: bool) -> None:
+        """A backend task runs out of memory; while on, each replacement does too."""
+        with self.lock:
+            self.crash_looping = on
+            if on:
+                self._crash()
+            else:
+                running = self.ecs.running_tasks(BACKEND)
+                self._start_tasks(BACKEND, max(0, SERVICES[BACKEND] - len(running)))
+                self.ecs.set_counts(BACKEND, SERVICES[BACKEND])
+
+    def _crash(self) -> None:
+        running = self.ecs.running_tasks(BACKEND)
+        # at full strength a running task dies; below it, ECS's replacement dies the same way
+        full = len(running) >= SERVICES[BACKEND]
+        victim = running[0] if full else self.ecs.run_tasks(BACKEND)[0]
+        self.ecs.stop(victim, OOM_REASON, "OutOfMemoryError: Container killed due to memory usage")
+        self.ecs.set_counts(BACKEND, SERVICES[BACKEND] - 1)
+
+    def deploy_backend(self, drifted: bool) -> None:
+        """A deployment of the backend, without the expected environment when `drifted`."""
+        with self.lock:
+            env = {"ENVIRONMENT": "demo"} if drifted else {**EXPECTED_ENV, "ENVIRONMENT": "demo"}
+            definition = self.ecs.task_definition(BACKEND, env)
+            self.ecs.deploy(BACKEND, definition)
+            self.ecs.complete_deployment(BACKEND)
+
+    def bucket_grew(self, grew: bool) -> None:
+        """Yesterday's BucketSizeBytes as S3 reports it: +50 % when something stopped
+        cleaning up (VivaCampo Scenario 2)."""
+        from moto.cloudwatch.models import MetricDatum, cloudwatch_backends
+
+        size = BUCKET_BYTES * 1.5 if grew else BUCKET_BYTES
+        yesterday = datetime.fromtimestamp(math.floor(time.time() / 86400 - 1) * 86400, UTC)
+        with self.lock:
+            for datum in cloudwatch_backends[ACCOUNT][REGION].metric_data:
+                stamp = getattr(datum, "timestamp", None)
+                if stamp is not None and stamp.tzinfo is None:  # moto keeps naive UTC
+                    stamp = stamp.replace(tzinfo=UTC)
+                if (
+                    isinstance(datum, MetricDatum)
+                    and datum.namespace == "AWS/S3"
+                    and datum.name == "BucketSizeBytes"
+                    and stamp is not None
+                    and stamp >= yesterday
+                ):
+                    datum.value = size
+
+    def queue_depth(self) -> int:
+        answer = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return int(answer["Attributes"]["ApproximateNumberOfMessages"])

@@ -1,0 +1,344 @@
+"""The on-call loop on one machine: `stackprobe demo` (with the test's PostgreSQL and its own
+Redis), a real Prometheus with the shipped rules, a real Alertmanager with the example
+routing, and the receivers' far end.
+
+Time runs 60 times faster for the rules: every `for`, range and offset in them is divided
+by 60 (1m becomes 1s, 15m 15s, 1d 24m), the expressions are otherwise as shipped. An alert
+that waits an hour in production waits a minute here; one that compares with yesterday
+compares with 24 minutes ago, which Prometheus learns from a block backfilled by promtool
+(what the bucket held "yesterday").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import yaml
+
+from stackprobe.demo import world
+from stackprobe.durations import format_duration, parse_duration
+from tests.conftest import free_port, require_binary
+from tests.datastores import ADMIN_DSN, RedisServer, require_postgres
+from tests.test_alertmanager_live import example_config
+
+ROOT = Path(__file__).parent.parent.parent
+SPEED = 60
+DATABASE = "aep_e2e"
+PG_USER, PG_PASSWORD = "stackprobe_test", "stackprobe_test"
+_DURATION = r"\d+(?:ms|[smhdwy])(?:\d+(?:ms|[smhdwy]))*"
+
+
+def faster(duration: str) -> str:
+    """A rule's duration on the test's clock (never under a second, Prometheus's step)."""
+    seconds = parse_duration(duration)
+    return format_duration(max(1.0, seconds / SPEED)) if seconds else duration
+
+
+def faster_expr(expr: str) -> str:
+    expr = re.sub(
+        rf"\[({_DURATION})(?::({_DURATION})?)?\]",
+        lambda m: f"[{faster(m[1])}" + (f":{faster(m[2])}" if m[2] else "") + "]",
+        expr,
+    )
+    return re.sub(rf"\boffset ({_DURATION})", lambda m: f"offset {faster(m[1])}", expr)
+
+
+def faster_rules(out: Path) -> list[Path]:
+    out.mkdir()
+    written = []
+    for path in sorted((ROOT / "alert_rules").glob("*.rules.yml")):
+        document = yaml.safe_load(path.read_text())
+        for group in document["groups"]:
+            for rule in group["rules"]:
+                rule["expr"] = faster_expr(rule["expr"])
+                if "for" in rule:
+                    rule["for"] = faster(rule["for"])
+        target = out / path.name
+        target.write_text(yaml.safe_dump(document, sort_keys=False))
+        written.append(target)
+    return written
+
+
+class Receivers:
+    """The far end of every webhook receiver: each notification with when it came."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: list[tuple[float, str, dict[str, Any]]] = []
+        receivers = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with receivers.lock:
+                    receivers.received.append((time.time(), self.path.strip("/"), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(
+        self, receiver: str, alertname: str, status: str = "firing", since: float = 0
+    ) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                alert
+                for at, name, payload in self.received
+                if name == receiver and at >= since
+                for alert in payload["alerts"]
+                if alert["labels"]["alertname"] == alertname and alert["status"] == status
+            ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class E2E:
+    demo: str  # stackprobe's /metrics address
+    app: str  # the demo app and its fault switch
+    prometheus: str
+    alertmanager: str
+    receivers: Receivers
+    redis: RedisServer
+    started: float = field(default_factory=time.time)
+
+    def fault(self, name: str, on: bool = True) -> None:
+        answer = httpx.request("POST" if on else "DELETE", f"{self.app}/faults/{name}", timeout=30)
+        assert answer.status_code == 200, answer.text
+
+    def am_alerts(self, alertname: str) -> list[dict[str, Any]]:
+        answer = httpx.get(
+            f"{self.alertmanager}/api/v2/alerts",
+            params={"filter": f'alertname="{alertname}"'},
+            timeout=5,
+        )
+        alerts: list[dict[str, Any]] = answer.json()
+        return alerts
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+        result: list[dict[str, Any]] = answer.json()["data"]["result"]
+        return result
+
+
+def wait(what: str, check: Any, timeout: float, logs: list[Path]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
+    raise AssertionError(f"waited {timeout:.0f}s for {what}\n{tails}")
+
+
+def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{url} exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer:\n{log.read_text()[-3000:]}")
+
+
+def _spawn(
+    stack: ExitStack, args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    out = stack.enter_context(log.open("wb"))
+    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    stack.callback(stop)
+    return process
+
+
+async def _database() -> None:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {DATABASE}")
+    finally:
+        await admin.close()
+    db = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{DATABASE}")
+    try:
+        await db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await db.close()
+
+
+def _backfill(promtool: str, data: Path, demo: str, work: Path) -> None:
+    """What Prometheus scraped "yesterday" (24 minutes ago on the test's clock): the bucket's
+    size before it grew, with the labels the demo's series carry."""
+    labels = (
+        f'bucket="{world.BUCKET}",instance="{demo}",job="stackprobe",'
+        f'storage_type="StandardStorage",target="aep-rasters"'
+    )
+    now = int(time.time())
+    lines = [
+        f"aws_s3_bucket_size_bytes{{{labels}}} {world.BUCKET_BYTES} {t}"
+        for t in range(now - 45 * 60, now - 12 * 60, 15)
+    ]
+    source = work / "yesterday.om"
+    source.write_text("# TYPE aws_s3_bucket_size_bytes gauge\n" + "\n".join(lines) + "\n# EOF\n")
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@contextmanager
+def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
+    prometheus_bin = require_binary("prometheus")
+    promtool = require_binary("promtool")
+    alertmanager_bin = require_binary("prometheus-alertmanager")
+    require_postgres()
+    asyncio.run(_database())
+    ports = {name: free_port() for name in ("demo", "app", "prometheus", "alertmanager")}
+    demo = f"127.0.0.1:{ports['demo']}"
+    logs = [work / f"{name}.log" for name in ("demo", "prometheus", "alertmanager")]
+    with ExitStack() as stack:
+        redis = RedisServer().start()
+        stack.callback(redis.stop)
+        receivers = Receivers()
+        stack.callback(receivers.close)
+
+        env = {**os.environ, "PGPASSWORD": PG_PASSWORD}
+        demo_process = _spawn(
+            stack,
+            [
+                sys.executable,
+                "-m",
+                "stackprobe",
+                "demo",
+                f"--listen={demo}",
+                f"--app-listen=127.0.0.1:{ports['app']}",
+                "--interval=1s",
+                f"--postgres-dsn=postgresql://{PG_USER}@127.0.0.1:5432/{DATABASE}",
+                f"--redis-url={redis.url()}",
+            ],
+            logs[0],
+            env,
+        )
+
+        am_config = example_config(receivers.url)
+        timing(am_config)
+        (work / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
+        am_process = _spawn(
+            stack,
+            [
+                alertmanager_bin,
+                f"--config.file={work / 'alertmanager.yml'}",
+                f"--storage.path={work / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
+                "--cluster.listen-address=",
+            ],
+            logs[2],
+        )
+
+        data = work / "prom-data"
+        _backfill(promtool, data, demo, work)
+        prometheus_config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in faster_rules(work / "rules")],
+            "alerting": {
+                "alertmanagers": [
+                    {"static_configs": [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]}
+                ]
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "stackprobe",
+                    "static_configs": [{"targets": [demo]}],
+                    "metric_relabel_configs": SERVICE_RELABELING,
+                }
+            ],
+        }
+        (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config))
+        prometheus_process = _spawn(
+            stack,
+            [
+                prometheus_bin,
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+            ],
+            logs[1],
+        )
+        e2e = E2E(
+            demo=demo,
+            app=f"http://127.0.0.1:{ports['app']}",
+            prometheus=f"http://127.0.0.1:{ports['prometheus']}",
+            alertmanager=f"http://127.0.0.1:{ports['alertmanager']}",
+            receivers=receivers,
+            redis=redis,
+        )
+        _ready(f"http://{demo}/metrics", demo_process, logs[0])
+        _ready(f"{e2e.alertmanager}/-/ready", am_process, logs[2])
+        _ready(f"{e2e.prometheus}/-/ready", prometheus_process, logs[1])
+        yield e2e, logs
+
+
+# docs/alerts.md: name the ECS service on the health and ALB series, so an ECS outage
+# mutes its symptoms.
+SERVICE_RELABELING = [
+    {
+        "source_labels": ["target"],
+        "regex": "aep-(live|ready|backend-tasks)",
+        "target_label": "service",
+        "replacement": world.BACKEND,
+    },
+    {
+        "source_labels": ["target_group"],
+        "regex": world.TARGET_GROUPS[world.BACKEND],
+        "target_label": "service",
+        "replacement": world.BACKEND,
+    },
+]
+
+
+def timing(config: dict[str, Any]) -> None:
+    """The example's waits, shorter: a group waits 5 s (long enough for a cause that fires
+    in the same second as its symptom to mute it) and repeats changes every 2 s."""
+    route = config["route"]
+    for node in [route, *route.get("routes", ())]:
+        if "group_wait" in node:
+            node["group_wait"] = "5s"
+        if "group_interval" in node:
+            node["group_interval"] = "2s"
+    route.setdefault("group_interval", "2s")

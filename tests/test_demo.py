@@ -1,0 +1,255 @@
+"""`stackprobe demo` as a newcomer runs it: no AWS account, PostgreSQL and Redis absent or
+refusing, each fault switched on and off while it runs, and no secret in anything it shows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from stackprobe.demo import world
+from stackprobe.demo.faults import FAULTS
+from tests.conftest import free_port
+from tests.datastores import require_postgres
+
+# Planted as the PostgreSQL password: the server rejects it, and nothing may repeat it.
+CANARY = "canary-demo-pg-Vb7Qx2Lw9"
+
+
+class Demo:
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.metrics = f"http://127.0.0.1:{free_port()}"
+        self.app = f"http://127.0.0.1:{free_port()}"
+        self.redis_port = free_port()  # nothing listens there
+
+    def args(self, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "stackprobe",
+            "demo",
+            f"--listen={self.metrics.removeprefix('http://')}",
+            f"--app-listen={self.app.removeprefix('http://')}",
+            "--interval=1s",
+            "--postgres-dsn=postgresql://stackprobe_test@127.0.0.1:5432/postgres",
+            f"--redis-url=redis://127.0.0.1:{self.redis_port}/0",
+            *extra,
+        ]
+
+    def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        text = httpx.get(f"{self.metrics}/metrics", timeout=5).text
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float | None:
+        for (sample, found), value in self.samples().items():
+            if sample == name and set(labels.items()) <= found:
+                return value
+        return None
+
+    def until(self, what: str, check: object, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if callable(check) and check():
+                    return
+            except httpx.TransportError:  # not listening yet
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"waited {timeout:.0f}s for {what}\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, str]]:
+    require_postgres()
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    running = Demo(log)
+    env = {**os.environ, "PGPASSWORD": CANARY}
+    with log.open("wb") as out:
+        process = subprocess.Popen(running.args(), stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            running.until(
+                "the demo's first results", lambda: running.value("probe_success", target="aep-ecs")
+            )
+            yield running, log.read_text()
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def test_everything_but_the_absent_datastores_is_green_and_they_say_why(
+    demo: tuple[Demo, str],
+) -> None:
+    running, banner = demo
+    running.until(
+        "every target's first run",
+        lambda: running.value("probe_success", target="aep-db") is not None,
+    )
+    for target in (
+        "aep-live",
+        "aep-ready",
+        "aep-backend-tasks",
+        "aep-dns",
+        "aep-ecs",
+        "aep-alb",
+        "aep-jobs",
+        "aep-rasters",
+        "aep-cloudwatch",
+    ):
+        running.until(
+            f"{target} up", lambda t=target: running.value("probe_success", target=t) == 1
+        )
+    assert running.value("probe_success", target="aep-db") == 0
+    assert (
+        running.value("stackprobe_probe_failure_reason", target="aep-db", reason="auth_failed") == 1
+    )
+    assert running.value("probe_success", target="aep-redis") == 0
+    reason = {"target": "aep-redis", "reason": "connection_refused"}
+    assert running.value("stackprobe_probe_failure_reason", **reason) == 1
+    # the banner says where to look
+    assert f"{running.metrics}/metrics" in banner
+    assert f"{running.app}/" in banner
+    landing = httpx.get(f"{running.metrics}/", timeout=5).text
+    assert "aep-redis" in landing and "connection_refused" in landing
+
+
+FAULT_SIGNALS = {
+    "scaled-to-zero": lambda d: (
+        d.value("aws_ecs_service_desired_tasks", service=world.BACKEND) == 0
+        and d.value("probe_success", target="aep-live") == 0
+    ),
+    "unhealthy-targets": lambda d: (
+        d.value(
+            "aws_alb_target_group_healthy_targets", target_group=world.TARGET_GROUPS[world.BACKEND]
+        )
+        == 0
+    ),
+    "redis-transport-closed": lambda d: (
+        d.value("stackprobe_health_component_up", target="aep-ready", component="redis") == 0
+        and d.value("probe_success", target="aep-ready") == 0
+    ),
+    "jobs-stuck": lambda d: (d.value("aws_sqs_messages_visible", queue=world.QUEUE) or 0) >= 2,
+    # stopped tasks stay listed for an hour; the running count tells the loop has ended
+    "oom-kill": lambda d: (
+        d.value("aws_ecs_service_running_tasks", service=world.BACKEND) == 1
+        and (d.value("aws_ecs_service_stopped_tasks", service=world.BACKEND, reason="oom") or 0)
+        >= 1
+    ),
+    "env-drift": lambda d: (
+        d.value("aws_ecs_service_expected_env_match", service=world.BACKEND) == 0
+    ),
+    "s3-growth": lambda d: (
+        d.value("aws_s3_bucket_size_bytes", bucket=world.BUCKET, storage_type="StandardStorage")
+        == world.BUCKET_BYTES * 1.5
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULT_SIGNALS))
+def test_each_fault_shows_in_its_signal_and_goes_away(demo: tuple[Demo, str], fault: str) -> None:
+    running, _ = demo
+    signal = FAULT_SIGNALS[fault]
+    assert not signal(running), f"{fault}'s signal before the fault"
+    answer = httpx.post(f"{running.app}/faults/{fault}", timeout=30)
+    assert answer.json() == {"name": fault, "on": True}
+    running.until(f"{fault} in /metrics", lambda: signal(running))
+    listed = {f["name"]: f["on"] for f in httpx.get(f"{running.app}/faults", timeout=5).json()}
+    assert listed[fault] is True
+    httpx.delete(f"{running.app}/faults/{fault}", timeout=30)
+    running.until(f"{fault} gone from /metrics", lambda: not signal(running))
+
+
+def test_every_fault_has_a_signal_test() -> None:
+    # db-pool-exhausted needs a PostgreSQL that lets the demo in; tests/e2e plays it
+    assert set(FAULTS) == {*FAULT_SIGNALS, "db-pool-exhausted"}
+
+
+def test_a_fault_that_cannot_be_played_says_why(demo: tuple[Demo, str]) -> None:
+    running, _ = demo
+    answer = httpx.post(f"{running.app}/faults/db-pool-exhausted", timeout=30)
+    assert answer.status_code == 409
+    assert "cannot open connections to PostgreSQL" in answer.json()["error"]
+    assert "--postgres-dsn" in answer.json()["error"]
+    unknown = httpx.post(f"{running.app}/faults/disk-full", timeout=5)
+    assert unknown.status_code == 404
+    assert "jobs-stuck" in unknown.json()["error"]
+
+
+def test_the_command_line_switches_the_running_demo(demo: tuple[Demo, str]) -> None:
+    running, _ = demo
+    on = subprocess.run(
+        running.args("--fault", "env-drift"), capture_output=True, text=True, timeout=60
+    )
+    assert on.returncode == 0, on.stderr
+    assert on.stdout.strip() == "env-drift: on"
+    off = subprocess.run(running.args("--clear", "all"), capture_output=True, text=True, timeout=60)
+    assert off.returncode == 0, off.stderr
+    assert "env-drift: off" in off.stdout.splitlines()
+    states = {f["name"]: f["on"] for f in httpx.get(f"{running.app}/faults", timeout=5).json()}
+    assert not any(states.values())
+
+
+def test_nothing_it_shows_holds_the_password(demo: tuple[Demo, str]) -> None:
+    running, _ = demo
+    shown = [
+        httpx.get(f"{running.metrics}/metrics", timeout=5).text,
+        httpx.get(f"{running.metrics}/", timeout=5).text,
+        httpx.get(f"{running.app}/", timeout=5).text,
+        running.log.read_text(),
+    ]
+    assert "aep-db" in shown[0]
+    assert not [text for text in shown if CANARY in text]
+
+
+def test_wrong_input_is_refused_with_how_to_fix_it(tmp_path: Path) -> None:
+    base = Demo(tmp_path / "unused.log")
+    unknown = subprocess.run(
+        base.args("--fault", "disk-full"), capture_output=True, text=True, timeout=60
+    )
+    assert unknown.returncode == 2
+    assert "no fault disk-full" in unknown.stderr and "jobs-stuck" in unknown.stderr
+    password = subprocess.run(
+        [*base.args(), "--postgres-dsn=postgresql://app:hunter2@db/app"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert password.returncode == 2
+    assert "PGPASSWORD" in password.stderr and "hunter2" not in password.stderr
+    nothing = subprocess.run(
+        base.args("--clear", "jobs-stuck"), capture_output=True, text=True, timeout=60
+    )
+    assert nothing.returncode == 1 and "no demo answers" in nothing.stderr
+
+
+def test_print_config_shows_a_config_of_every_kind(tmp_path: Path) -> None:
+    base = Demo(tmp_path / "unused.log")
+    done = subprocess.run(base.args("--print-config"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    kinds = {t["kind"] for t in config["targets"]}
+    assert kinds == {
+        "http",
+        "dns",
+        "postgres",
+        "redis",
+        "ecs_service",
+        "alb",
+        "sqs",
+        "s3",
+        "cloudwatch",
+    }
+    assert config["aws"]["endpoint_url"].startswith("http://127.0.0.1:")
