@@ -4,7 +4,7 @@ LISTEN ?= :9877
 
 demo:  ## stackprobe against a demo ECS stack on this machine (no AWS account needed)
 	scripts/setup.sh --venv
-	$(VENV)/bin/stackprobe demo --listen $(LISTEN)
+	$(VENV)/bin/stackprobe demo
 
 .PHONY: demo run test lint bench bench-datastores bench-aws dashboards clean
 

@@ -52,7 +52,8 @@ FAULTS = {
         Fault(
             "unhealthy-targets",
             "AEP Incident 2",
-            "the ALB's health checks fail on every backend target (Target.ResponseCodeMismatch)",
+            "the backend's target group checks /health, which the app does not serve: every "
+            "target fails with Target.ResponseCodeMismatch",
         ),
         Fault(
             "db-pool-exhausted",
@@ -92,13 +93,13 @@ class Faults:
     """Which faults are on, and the switch. World calls block, so they run in a thread."""
 
     def __init__(
-        self, world: World, site: SiteState, postgres_dsn: str, redis_url: str, pool_size: int
+        self, world: World, site: SiteState, postgres_dsn: str, redis_url: str, pools: int
     ) -> None:
         self.world = world
         self.site = site
         self.postgres_dsn = postgres_dsn
         self.redis_url = redis_url
-        self.pool_size = pool_size
+        self.pools = pools  # connections the backend's pools may hold, all tasks together
         self.on: set[str] = set()
         self.lock = asyncio.Lock()
         self._held: list[Any] = []  # the exhausted pool's connections
@@ -111,22 +112,41 @@ class Faults:
             for f in FAULTS.values()
         ]
 
-    async def switch(self, name: str, on: bool) -> None:
+    async def switch(self, name: str, on: bool) -> bool:
+        """Switch a fault; whether it is on afterwards."""
         if name not in FAULTS:
             raise FaultError(f"no fault {name!r}; the faults are: {', '.join(FAULTS)}")
         async with self.lock:
             if (name in self.on) == on:
-                return
-            await getattr(self, "_" + name.replace("-", "_"))(on)
+                return on
+            switch = getattr(self, "_" + name.replace("-", "_"))
+            try:
+                await switch(on)
+            except Exception as exc:  # the demo keeps running; the caller hears what failed
+                if on:  # undo what the switch did before it failed, so the stack is whole
+                    with contextlib.suppress(Exception):
+                        await switch(False)
+                if isinstance(exc, FaultError):
+                    raise
+                self.log.exception("fault switch failed", fault=name, on=on)
+                raise FaultError(
+                    f"switching {name} {'on' if on else 'off'} failed: {type(exc).__name__}: "
+                    f"{exc}; see the demo's log"
+                ) from None
             if on:
                 self.on.add(name)
             else:
                 self.on.discard(name)
             self.log.info("fault switched", fault=name, on=on)
+            return on
 
     async def clear(self) -> None:
-        for name in list(self.on):
-            await self.switch(name, False)
+        """Every fault off, each tried whatever the others do (at shutdown)."""
+        for name in FAULTS:
+            try:
+                await self.switch(name, False)
+            except FaultError as exc:
+                self.log.warning("could not switch a fault off", fault=name, error=str(exc))
 
     async def _redis_transport_closed(self, on: bool) -> None:
         self.site.redis = not on
@@ -139,13 +159,16 @@ class Faults:
             self._killer = None
 
     async def _close_redis_clients(self) -> None:
-        """CLIENT KILL on every normal client but this one, each second: the connections the
-        app (and stackprobe) keep are closed under them, as in the incident."""
+        """Each second, Redis closes the connections stackprobe keeps (it names them
+        `stackprobe`), as the incident's closed their app's; no other client of this Redis
+        (yours, on a laptop) is touched."""
         client = aioredis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
             while True:
                 try:
-                    await client.client_kill_filter(_type="normal", skipme=True)
+                    for connection in await client.client_list():
+                        if connection.get("name") == "stackprobe":
+                            await client.client_kill_filter(_id=connection["id"])
                 except (aioredis.RedisError, OSError) as exc:
                     self.log.warning("cannot reach Redis to close its clients", error=str(exc))
                 await asyncio.sleep(1)
@@ -175,13 +198,15 @@ class Faults:
             self._held.clear()
             return
         try:
-            for _ in range(self.pool_size):
+            for _ in range(self.pools):
                 connection = await asyncpg.connect(self.postgres_dsn, timeout=5)
                 self._held.append(connection)
-                # what a leaked SQLAlchemy session looks like: idle, in a transaction
-                await connection.execute("BEGIN; SELECT 1")
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            await self._db_pool_exhausted(False)
+                # what a leaked SQLAlchemy session looks like: idle, in a transaction (kept
+                # even where the server would end such sessions)
+                await connection.execute(
+                    "SET idle_in_transaction_session_timeout = 0; BEGIN; SELECT 1"
+                )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise FaultError(
                 f"cannot open connections to PostgreSQL ({type(exc).__name__}); start it, or "
                 "point the demo at one with --postgres-dsn"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -39,15 +38,12 @@ class Options:
     faults: list[str] = field(default_factory=list)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def control_routes(app: web.Application, faults: Faults, config: dict[str, str]) -> None:
+    """The fault switch: GET /faults, POST /faults/NAME (on), DELETE /faults/NAME (off);
+    and GET /config, the config stackprobe runs (`config["text"]` once it is made)."""
 
-
-def control_routes(app: web.Application, faults: Faults) -> None:
-    """The fault switch: GET /faults, POST /faults/NAME (on), DELETE /faults/NAME (off)."""
+    async def config_text(_: web.Request) -> web.Response:
+        return web.Response(text=config.get("text", ""), content_type="application/yaml")
 
     async def index(request: web.Request) -> web.Response:
         base = f"http://{request.host}"
@@ -67,18 +63,33 @@ def control_routes(app: web.Application, faults: Faults) -> None:
 
     async def switch(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        on = request.method in ("POST", "PUT")
+        if "Origin" in request.headers:  # a web page's script, not curl or the CLI
+            error = "the fault switch takes no requests from web pages"
+            return web.json_response({"name": name, "error": error}, status=403)
         try:
-            await faults.switch(name, on)
+            on = await faults.switch(name, request.method in ("POST", "PUT"))
         except FaultError as exc:
-            status = 404 if name not in FAULTS else 409
+            status = 404 if name not in FAULTS else 409  # 409: the stack cannot do it now
             return web.json_response({"name": name, "error": str(exc)}, status=status)
-        return web.json_response({"name": name, "on": name in faults.on})
+        return web.json_response({"name": name, "on": on})
 
     app.router.add_get("/", index)
     app.router.add_get("/faults", listing)
+    app.router.add_get("/config", config_text)
     for method in ("POST", "PUT", "DELETE"):
         app.router.add_route(method, "/faults/{name}", switch)
+
+
+def demo_environment() -> None:
+    """For the demo's process only (the CLI calls it first): the demo's own AWS credentials,
+    so a real key in the environment never signs a request to the demo's AWS, and loopback
+    kept away from any HTTP proxy."""
+    os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo")
+    for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN"):
+        os.environ.pop(name, None)
+    for name in ("NO_PROXY", "no_proxy"):
+        kept = [h for h in os.environ.get(name, "").split(",") if h]
+        os.environ[name] = ",".join([*kept, "127.0.0.1", "localhost"])
 
 
 def _password_env() -> str | None:
@@ -98,34 +109,29 @@ class Running:
 async def demo_stack(options: Options) -> AsyncIterator[Running]:
     """Everything but stackprobe: AWS in moto, the web app, its DNS, the traffic."""
     log = structlog.get_logger("stackprobe.demo")
-    # Only the demo's own credentials: a real key in the environment never signs a request
-    # to the demo's AWS.
-    os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo")
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN"):
-        os.environ.pop(name, None)
     site = SiteState()
     runners: list[web.AppRunner] = []
     traffic: asyncio.Task[None] | None = None
     dns_transport = None
-    aws = stack.World(free_port(), task_address="127.0.0.1")
-    pool = POOL_SIZE + POOL_MAX_OVERFLOW
-    faults = Faults(aws, site, options.postgres_dsn, options.redis_url, pool * 2)
+    aws = stack.World(task_address="127.0.0.1")
+    pools = (POOL_SIZE + POOL_MAX_OVERFLOW) * stack.SERVICES[stack.BACKEND]
+    faults = Faults(aws, site, options.postgres_dsn, options.redis_url, pools)
     with tempfile.TemporaryDirectory(prefix="stackprobe-demo-") as tmp:
         try:
             tls, ca_file = self_signed(Path(tmp))
             tasks_app = health_app(site)
-            control_routes(tasks_app, faults)
+            config_holder: dict[str, str] = {}
+            control_routes(tasks_app, faults, config_holder)
             app_host, app_port = options.app_listen
-            https_port = free_port()
-            for app, port, context in (
-                (tasks_app, app_port, None),
-                (health_app(site), https_port, tls),
+            for app, host, port, context in (
+                (tasks_app, app_host, app_port, None),
+                (health_app(site), "127.0.0.1", 0, tls),  # its port: the kernel's choice
             ):
                 runner = web.AppRunner(app, access_log=None, handle_signals=False)
                 await runner.setup()
                 runners.append(runner)
-                host = app_host if port == app_port else "127.0.0.1"
                 await web.TCPSite(runner, host, port, ssl_context=context).start()
+            https_port = runners[-1].addresses[0][1]
             dns_transport, dns_port = await serve_dns()
             await asyncio.to_thread(aws.start)
             traffic = asyncio.create_task(_traffic(aws, log))
@@ -142,7 +148,7 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
                 postgres_password_env=_password_env(),
                 redis_url=options.redis_url,
             )
-            text = demo_config(addresses, options.interval)
+            text = config_holder["text"] = demo_config(addresses, options.interval)
             config = parse_config(text, "<demo>", KINDS)
             yield Running(config, text, faults, lambda: _banner(options, aws.endpoint))
         finally:
@@ -150,8 +156,7 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
                 traffic.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await traffic
-            with contextlib.suppress(Exception):
-                await faults.clear()
+            await faults.clear()
             if dns_transport is not None:
                 dns_transport.close()
             for runner in runners:
@@ -176,6 +181,9 @@ def _url(address: tuple[str | None, int]) -> str:
 def _banner(options: Options, aws_endpoint: str) -> str:
     metrics = _url(options.listen)
     app = _url(options.app_listen)
+    host, port = options.app_listen
+    default = f"{host}:{port}" == DEFAULT_APP_LISTEN
+    where = "" if default else f" --app-listen {host or ''}:{port}"
     return f"""
 stackprobe demo: an ECS Fargate stack like AEP's, on this machine, no AWS account needed.
 
@@ -187,10 +195,11 @@ stackprobe demo: an ECS Fargate stack like AEP's, on this machine, no AWS accoun
   Redis           {options.redis_url}
 
 PostgreSQL and Redis are probed where they usually run; if they are not running, the
-aep-db and aep-redis targets show down with the reason, as they would in production.
+aep-db and aep-redis targets show down with the reason, as they would in production
+(auth_failed: give the password in PGPASSWORD, or another server with --postgres-dsn).
 
 Play an incident from the runbooks, then look at /metrics again:
-  stackprobe demo --fault unhealthy-targets      (and --clear unhealthy-targets)
+  stackprobe demo{where} --fault unhealthy-targets   (and --clear unhealthy-targets)
   curl -X POST {app}/faults/jobs-stuck
 The faults: {", ".join(FAULTS)}.
 Ctrl-C stops the demo.

@@ -17,10 +17,11 @@ from typing import Any
 from unittest import mock
 
 from moto.cloudwatch.models import Statistics
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.elbv2.models import FakeTargetGroup
 from moto.moto_api import state_manager
 
-ACCOUNT = "123456789012"
+ACCOUNT = DEFAULT_ACCOUNT_ID  # MOTO_ACCOUNT_ID, when set
 
 _health_for = FakeTargetGroup.health_for
 _statistic = Statistics.get_statistics_for_type

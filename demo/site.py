@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -110,7 +111,7 @@ class _Resolver(asyncio.DatagramProtocol):
             return
         response = dns.message.make_response(query)
         question = query.question[0] if query.question else None
-        if question is not None and question.name.to_text(omit_final_dot=True) == SITE_NAME:
+        if question is not None and question.name.to_text(omit_final_dot=True).lower() == SITE_NAME:
             if question.rdtype == dns.rdatatype.A:
                 answer = dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.1")
                 response.answer.append(answer)

@@ -37,7 +37,9 @@ EXPECTED_ENV = {"BUDGET_ENFORCEMENT_MODE": "strict"}
 GIB = 1024**3
 BUCKET_BYTES = 42 * GIB  # yesterday's BucketSizeBytes; the day before held 40 GiB
 TICK = 10.0  # seconds between the traffic's CloudWatch datapoints
+KEPT_SECONDS = 3600.0  # how long datapoints and stopped tasks are kept
 
+BROKEN_HEALTH_CHECK_PATH = "/health"
 OOM_REASON = "Essential container in task exited"
 SCALE_IN_REASON = "Scaling activity initiated by (deployment ecs-svc/1)"
 
@@ -45,16 +47,19 @@ SCALE_IN_REASON = "Scaling activity initiated by (deployment ecs-svc/1)"
 class World:
     """moto's server with the stack in it. Blocking (boto3): the demo calls it from a thread."""
 
-    def __init__(self, port: int, task_address: str) -> None:
-        self.port = port
-        self.endpoint = f"http://127.0.0.1:{port}"
+    def __init__(self, task_address: str) -> None:
         self.task_address = task_address  # where the backend's tasks answer health checks
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        # port 0: the kernel picks a free one as moto binds, so no other process can take it
+        # between a choice and the bind (a failed bind would leave moto's start() waiting)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = ""
+        self._started = False
         self.lock = threading.Lock()  # one change to the stack at a time
         self.jobs_stuck = False
         self.crash_looping = False
+        self.bucket_grown = False
+        self._stopped_at: dict[str, float] = {}  # task ARN -> when the demo saw it stopped
         self._oldest_job: float | None = None
-        self._deleted = 0
 
     def client(self, service: str) -> Any:
         return boto3.client(  # type: ignore[call-overload]
@@ -69,6 +74,8 @@ class World:
         self._patches = ExitStack()
         self._patches.enter_context(behave_like_aws())
         self.server.start()
+        self._started = True
+        self.endpoint = f"http://127.0.0.1:{self.server.get_host_and_port()[1]}"
         self.ecs = EcsStack(self.client, CLUSTER, REGION)
         self.elb = self.client("elbv2")
         self.sqs = self.client("sqs")
@@ -80,8 +87,10 @@ class World:
         self._seed_s3()
 
     def stop(self) -> None:
-        self.server.stop()
-        self._patches.close()
+        if self._started:
+            self.server.stop()
+            self._patches.close()
+            self._started = False
 
     # -- the stack ---------------------------------------------------------------------------
 
@@ -173,8 +182,17 @@ class World:
                 ]
             },
         )
+        self._storage_day = 0.0
+        self._daily_storage()
+
+    def _daily_storage(self) -> None:
+        """S3's daily storage figures for the two days before today, once a day: after
+        midnight UTC, yesterday is a new day with its own datapoint."""
         today = math.floor(time.time() / 86400) * 86400
-        for days_ago, size in ((2, 40 * GIB), (1, BUCKET_BYTES)):
+        if today == self._storage_day:
+            return
+        self._storage_day = today
+        for days_ago, size in ((2, 40 * GIB), (1, self._bucket_bytes())):
             at = datetime.fromtimestamp(today - 86400 * days_ago, UTC)
             self._put(
                 "AWS/S3",
@@ -185,6 +203,9 @@ class World:
                 {"BucketName": BUCKET},
                 at,
             )
+
+    def _bucket_bytes(self) -> float:
+        return BUCKET_BYTES * 1.5 if self.bucket_grown else BUCKET_BYTES
 
     def _put(
         self,
@@ -219,6 +240,29 @@ class World:
             self._jobs(now)
             if self.crash_looping:
                 self._crash()
+            self._daily_storage()
+            self._forget(now.timestamp() - KEPT_SECONDS)
+
+    def _forget(self, before: float) -> None:
+        """What AWS would no longer show: datapoints older than the probes ever read (S3's
+        daily ones aside) and stopped tasks past ECS's hour; a demo left running for days
+        stays small."""
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        from stackprobe.demo.moto_stack import ecs_backend
+
+        backend = cloudwatch_backends[ACCOUNT][REGION]
+        backend.metric_data = [
+            d
+            for d in backend.metric_data
+            if d.namespace == "AWS/S3" or _timestamp(d.timestamp) >= before
+        ]
+        tasks = ecs_backend(REGION).tasks.get(CLUSTER, {})
+        stopped = self._stopped_at
+        for arn, task in list(tasks.items()):
+            if task.last_status == "STOPPED" and stopped.setdefault(arn, time.time()) < before:
+                del tasks[arn]
+                del stopped[arn]
 
     def _traffic(self, now: datetime) -> None:
         requests = random.randint(250, 350)
@@ -284,10 +328,9 @@ class World:
         age = time.time() - self._oldest_job if self._oldest_job else TICK
         metrics: list[tuple[str, dict[str, str], float]] = [
             ("NumberOfMessagesSent", {}, float(sent)),
+            ("NumberOfMessagesDeleted", {}, float(deleted)),  # 0 too, on an active queue
             ("ApproximateAgeOfOldestMessage", {}, age),
         ]
-        if deleted:  # CloudWatch has no datapoint for a period with nothing deleted
-            metrics.append(("NumberOfMessagesDeleted", {}, float(deleted)))
         self._put("AWS/SQS", metrics, {"QueueName": QUEUE}, now)
 
     # -- the AWS side of the faults ------------------------------------------------------------
@@ -321,8 +364,14 @@ class World:
             self.ecs.set_counts(BACKEND, desired, desired=desired)
 
     def backend_targets_unhealthy(self, unhealthy: bool) -> None:
-        """The ALB's health checks on the backend get a 502 from every task."""
+        """The target group's health check moved to a path the app does not serve (a
+        Terraform change: /health instead of /health/live): every check gets a 404, while
+        the app itself, asked at its own path, is fine."""
         with self.lock:
+            self.elb.modify_target_group(
+                TargetGroupArn=self.target_groups[BACKEND],
+                HealthCheckPath=BROKEN_HEALTH_CHECK_PATH if unhealthy else "/health/live",
+            )
             for ip in self._target_ids(BACKEND):
                 state = "unhealthy" if unhealthy else None
                 set_target_health(
@@ -336,17 +385,21 @@ class World:
             if on:
                 self._crash()
             else:
+                desired = self.ecs.backend_service(BACKEND).desired_count
                 running = self.ecs.running_tasks(BACKEND)
-                self._start_tasks(BACKEND, max(0, SERVICES[BACKEND] - len(running)))
-                self.ecs.set_counts(BACKEND, SERVICES[BACKEND])
+                self._start_tasks(BACKEND, max(0, desired - len(running)))
+                self.ecs.set_counts(BACKEND, desired)
 
     def _crash(self) -> None:
+        desired = self.ecs.backend_service(BACKEND).desired_count
+        if desired == 0:  # scaled to zero: nothing runs that could crash
+            return
         running = self.ecs.running_tasks(BACKEND)
         # at full strength a running task dies; below it, ECS's replacement dies the same way
-        full = len(running) >= SERVICES[BACKEND]
+        full = len(running) >= desired
         victim = running[0] if full else self.ecs.run_tasks(BACKEND)[0]
         self.ecs.stop(victim, OOM_REASON, "OutOfMemoryError: Container killed due to memory usage")
-        self.ecs.set_counts(BACKEND, SERVICES[BACKEND] - 1)
+        self.ecs.set_counts(BACKEND, desired - 1)
 
     def deploy_backend(self, drifted: bool) -> None:
         """A deployment of the backend, without the expected environment when `drifted`."""
@@ -361,19 +414,16 @@ class World:
         cleaning up (VivaCampo Scenario 2)."""
         from moto.cloudwatch.models import MetricDatum, cloudwatch_backends
 
-        size = BUCKET_BYTES * 1.5 if grew else BUCKET_BYTES
+        self.bucket_grown = grew
+        size = self._bucket_bytes()
         yesterday = datetime.fromtimestamp(math.floor(time.time() / 86400 - 1) * 86400, UTC)
         with self.lock:
             for datum in cloudwatch_backends[ACCOUNT][REGION].metric_data:
-                stamp = getattr(datum, "timestamp", None)
-                if stamp is not None and stamp.tzinfo is None:  # moto keeps naive UTC
-                    stamp = stamp.replace(tzinfo=UTC)
                 if (
                     isinstance(datum, MetricDatum)
                     and datum.namespace == "AWS/S3"
                     and datum.name == "BucketSizeBytes"
-                    and stamp is not None
-                    and stamp >= yesterday
+                    and _timestamp(datum.timestamp) >= yesterday.timestamp()
                 ):
                     datum.value = size
 
@@ -382,3 +432,11 @@ class World:
             QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
         )
         return int(answer["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def _timestamp(stamp: Any) -> float:
+    if stamp is None:
+        return 0.0
+    if stamp.tzinfo is None:  # moto keeps naive UTC
+        stamp = stamp.replace(tzinfo=UTC)
+    return float(stamp.timestamp())

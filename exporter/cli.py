@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--fault or --clear while a demo runs, switch its faults and exit."
         ),
     )
-    demo.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT for /metrics")
+    demo.add_argument(
+        "--listen",
+        default="127.0.0.1:9877",
+        help="HOST:PORT for /metrics (default: 127.0.0.1:9877)",
+    )
     demo.add_argument(
         "--app-listen",
         default="127.0.0.1:8787",
@@ -96,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--clear", action="append", default=[], metavar="NAME", help="switch a fault off (or all)"
     )
     demo.add_argument(
-        "--print-config", action="store_true", help="print the config stackprobe runs, and exit"
+        "--print-config",
+        action="store_true",
+        help="print the config the running demo's stackprobe uses (or a new demo's), and exit",
     )
     check = commands.add_parser(
         "check-config",
@@ -292,6 +298,11 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.print_config:
+        running = _running_demo_config(app_listen)
+        if running is not None:
+            print(running, end="")
+            return 0
     if args.fault or args.clear:
         switched = _switch_running_demo(app_listen, args.fault, args.clear)
         if switched is not None:
@@ -321,6 +332,7 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"stackprobe demo: --interval: {exc}", file=sys.stderr)
         return 2
+    demo.demo_environment()
     options = demo.Options(
         listen=listen,
         app_listen=app_listen,
@@ -349,25 +361,39 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
 
 
+def _running_demo_config(app_listen: tuple[str | None, int]) -> str | None:
+    host, port = app_listen
+    try:
+        answer = httpx.get(f"http://{host or '127.0.0.1'}:{port}/config", timeout=5)
+    except httpx.HTTPError:
+        return None
+    return answer.text if answer.status_code == 200 and "targets:" in answer.text else None
+
+
 def _switch_running_demo(
     app_listen: tuple[str | None, int], on: list[str], off: list[str]
 ) -> int | None:
     """Switch the faults of a demo already running at app_listen; None when none answers."""
     host, port = app_listen
-    base = f"http://{host or '127.0.0.1'}:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            names = [f["name"] for f in client.get("/faults").json()]
-            failed = 0
-            wanted = [("POST", n) for n in on]
-            wanted += [("DELETE", n) for n in (names if "all" in off else off)]
-            for method, name in wanted:
-                answer = client.request(method, f"/faults/{name}").json()
-                if "error" in answer:
-                    failed += 1
-                    print(f"{name}: {answer['error']}", file=sys.stderr)
-                else:
-                    print(f"{name}: {'on' if answer['on'] else 'off'}")
-            return 1 if failed else 0
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        return None
+    with httpx.Client(base_url=f"http://{host or '127.0.0.1'}:{port}", timeout=60) as client:
+        try:
+            names = [f["name"] for f in client.get("/faults", timeout=5).json()]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None  # nothing there, or not a demo
+        status = 0
+        wanted = [("POST", n) for n in on]
+        wanted += [("DELETE", n) for n in (names if "all" in off else off)]
+        for method, name in wanted:
+            try:
+                answer = client.request(method, f"/faults/{name}")
+                state = answer.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                print(f"{name}: the demo did not answer: {exc}", file=sys.stderr)
+                status = max(status, 1)
+                continue
+            if "error" in state:
+                print(f"{name}: {state['error']}", file=sys.stderr)
+                status = max(status, 2 if answer.status_code == 404 else 1)
+            else:
+                print(f"{name}: {'on' if state['on'] else 'off'}")
+        return status

@@ -140,8 +140,26 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         ),
         # another service's readiness: an outage of api does not explain it
         alert("HealthReadyFailing", "P1", area="health", target="worker-ready", service="worker"),
-        alert("RedisDown", "P1", area="redis", target="aep-redis"),
-        alert("RedisConnectionErrors", "P1", area="redis", target="aep-redis"),
+        alert("RedisDown", "P1", area="redis", target="aep-redis", service="api"),
+        alert("RedisConnectionErrors", "P1", area="redis", target="aep-redis", service="api"),
+        # api's readiness says redis: false: its Redis being down explains it
+        alert(
+            "DependencyComponentDown",
+            "P1",
+            area="health",
+            target="api-ready",
+            service="api",
+            component="redis",
+        ),
+        # another service's Redis is another Redis: not muted
+        alert(
+            "DependencyComponentDown",
+            "P1",
+            area="health",
+            target="worker-ready",
+            service="worker",
+            component="redis",
+        ),
         alert("SqsDeadLetterMessages", "P2", area="sqs", target="jobs", queue="jobs"),
         alert("S3NoLifecycleRule", "P3", area="s3", target="b", bucket="rasters"),
         alert("Watchdog", "none", area="stackprobe"),
@@ -159,7 +177,9 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         "EcsServiceNoRunningTasks",
         "RedisDown",
         "HealthReadyFailing",
+        "DependencyComponentDown",
     }
+    assert hooks.alerts("pager")["DependencyComponentDown"]["labels"]["service"] == "worker"
     assert set(hooks.alerts("incident-channel")) == {"EcsServiceNoRunningTasks"}
     assert set(hooks.alerts("chat")) == {"SqsDeadLetterMessages"}
     assert set(hooks.alerts("tickets")) == {"S3NoLifecycleRule"}
@@ -169,11 +189,15 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
     assert paged["labels"]["priority"] == "P1"
     assert paged["annotations"]["runbook_url"] == f"{RUNBOOK}#redisdown"
     inhibited = {
-        a["labels"]["alertname"]: a["status"]["inhibitedBy"]
+        (a["labels"]["alertname"], a["labels"].get("service"))
         for a in state
         if a["status"]["inhibitedBy"]
     }
-    assert set(inhibited) == {"AlbNoHealthyTargets", "RedisConnectionErrors"}
+    assert inhibited == {
+        ("AlbNoHealthyTargets", "api"),
+        ("RedisConnectionErrors", "api"),
+        ("DependencyComponentDown", "api"),
+    }
 
 
 async def test_a_resolved_cause_lets_its_symptom_through(

@@ -20,8 +20,14 @@ from stackprobe.demo.faults import FAULTS
 from tests.conftest import free_port
 from tests.datastores import require_postgres
 
-# Planted as the PostgreSQL password: the server rejects it, and nothing may repeat it.
+# Planted as the PostgreSQL password (the server rejects it) and as ambient AWS credentials
+# (the demo must not use them): nothing it shows may repeat any of them.
 CANARY = "canary-demo-pg-Vb7Qx2Lw9"
+AWS_CANARIES = {
+    "AWS_ACCESS_KEY_ID": "AKIACANARYDEMO4Q7W2E",
+    "AWS_SECRET_ACCESS_KEY": "canary-demo-aws-secret-Jq3Zr8Tn",
+    "AWS_SESSION_TOKEN": "canary-demo-aws-token-Pm5Xc1Kd",
+}
 
 
 class Demo:
@@ -76,7 +82,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, str]]
     require_postgres()
     log = tmp_path_factory.mktemp("demo") / "demo.log"
     running = Demo(log)
-    env = {**os.environ, "PGPASSWORD": CANARY}
+    env = {**os.environ, "PGPASSWORD": CANARY, **AWS_CANARIES}
     with log.open("wb") as out:
         process = subprocess.Popen(running.args(), stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
@@ -86,7 +92,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, str]]
             yield running, log.read_text()
         finally:
             process.terminate()
-            process.wait(timeout=20)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     assert process.returncode == 0, log.read_text()[-3000:]
 
 
@@ -136,6 +146,11 @@ FAULT_SIGNALS = {
             "aws_alb_target_group_healthy_targets", target_group=world.TARGET_GROUPS[world.BACKEND]
         )
         == 0
+        and d.value(
+            "aws_alb_target_group_health_check_path_match",
+            target_group=world.TARGET_GROUPS[world.BACKEND],
+        )
+        == 0
     ),
     "redis-transport-closed": lambda d: (
         d.value("stackprobe_health_component_up", target="aep-ready", component="redis") == 0
@@ -168,7 +183,8 @@ def test_each_fault_shows_in_its_signal_and_goes_away(demo: tuple[Demo, str], fa
     running.until(f"{fault} in /metrics", lambda: signal(running))
     listed = {f["name"]: f["on"] for f in httpx.get(f"{running.app}/faults", timeout=5).json()}
     assert listed[fault] is True
-    httpx.delete(f"{running.app}/faults/{fault}", timeout=30)
+    off = httpx.delete(f"{running.app}/faults/{fault}", timeout=30)
+    assert off.json() == {"name": fault, "on": False}
     running.until(f"{fault} gone from /metrics", lambda: not signal(running))
 
 
@@ -211,7 +227,37 @@ def test_nothing_it_shows_holds_the_password(demo: tuple[Demo, str]) -> None:
         running.log.read_text(),
     ]
     assert "aep-db" in shown[0]
-    assert not [text for text in shown if CANARY in text]
+    printed = subprocess.run(
+        running.args("--print-config"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PGPASSWORD": CANARY, **AWS_CANARIES},
+    )
+    assert printed.returncode == 0, printed.stderr
+    shown += [printed.stdout, printed.stderr]
+    for canary in (CANARY, *AWS_CANARIES.values()):
+        assert not [text for text in shown if canary in text], canary
+
+
+def test_a_second_demo_on_the_same_port_says_so(demo: tuple[Demo, str]) -> None:
+    running, _ = demo
+    second = Demo(running.log)
+    second.app = running.app  # taken
+    done = subprocess.run(second.args(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "cannot start" in done.stderr and "address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_switch_takes_no_request_from_a_web_page(demo: tuple[Demo, str]) -> None:
+    running, _ = demo
+    answer = httpx.post(
+        f"{running.app}/faults/jobs-stuck", headers={"Origin": "https://evil.example"}, timeout=5
+    )
+    assert answer.status_code == 403
+    states = {f["name"]: f["on"] for f in httpx.get(f"{running.app}/faults", timeout=5).json()}
+    assert states["jobs-stuck"] is False
 
 
 def test_wrong_input_is_refused_with_how_to_fix_it(tmp_path: Path) -> None:
@@ -253,3 +299,15 @@ def test_print_config_shows_a_config_of_every_kind(tmp_path: Path) -> None:
         "cloudwatch",
     }
     assert config["aws"]["endpoint_url"].startswith("http://127.0.0.1:")
+
+
+def test_without_the_demo_extra_it_says_what_to_install() -> None:
+    blocked = (
+        "import sys; sys.modules['moto'] = None; "
+        "from stackprobe.cli import main; sys.exit(main(['demo']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "pip install 'stackprobe[demo]'" in done.stderr and "make demo" in done.stderr

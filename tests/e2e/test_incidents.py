@@ -21,7 +21,10 @@ from tests.test_dashboards import dashboard_queries
 
 RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.md"
 RECEIVERS = {"P0": ("pager", "incident-channel"), "P1": ("pager",), "P2": ("chat",)}
-FIRE_WITHIN = 150.0  # seconds; CloudWatch-fed alerts wait for the next closed minute
+FIRE_WITHIN = 90.0  # seconds
+# CloudWatch-fed alerts: the minute the fault began in still counts what happened before
+# it, so its effect is read up to two minutes later, then the range and `for` pass
+CLOUDWATCH_WITHIN = 2 * 60 + 60.0
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,7 @@ class Incident:
     fault: str
     alerts: dict[str, dict[str, str]]  # alertname -> labels it must carry (priority included)
     muted: dict[str, dict[str, str]] = field(default_factory=dict)  # suppressed while it fires
+    within: float = FIRE_WITHIN
     # what the demo's fault cannot do from inside, done before the alert it causes is awaited
     also: tuple[str, Callable[[E2E, bool], None]] | None = None
 
@@ -56,7 +60,7 @@ def play(e2e: E2E, logs: list[Path], incident: Incident) -> None:
                 lambda r=receiver, n=name, lb=labels: [
                     a for a in e2e.receivers.alerts(r, n, since=since) if matches(a, lb)
                 ],
-                FIRE_WITHIN,
+                incident.within,
                 logs,
             )
             assert found[0]["annotations"]["runbook_url"] == f"{RUNBOOK}#{name.lower()}"
@@ -96,6 +100,15 @@ def play(e2e: E2E, logs: list[Path], incident: Incident) -> None:
             FIRE_WITHIN,
             logs,
         )
+    for name, labels in incident.muted.items():
+        if name in incident.alerts:
+            continue
+        # not on the way back either: a symptom that outlives its cause would page now
+        for receiver in {r for rs in RECEIVERS.values() for r in rs}:
+            heard = [
+                a for a in e2e.receivers.alerts(receiver, name, since=since) if matches(a, labels)
+            ]
+            assert not heard, f"{incident.runbook}: {name} reached {receiver} on recovery"
 
 
 def redis_down(e2e: E2E, on: bool) -> None:
@@ -125,6 +138,11 @@ WAVE_ONE = [
                 "priority": "P0",
                 "target_group": world.TARGET_GROUPS[world.BACKEND],
             },
+            # and the cause, named: the health check asks a path the app does not serve
+            "AlbHealthCheckPathDrift": {
+                "priority": "P1",
+                "target_group": world.TARGET_GROUPS[world.BACKEND],
+            },
         },
     ),
     Incident(
@@ -136,17 +154,14 @@ WAVE_ONE = [
                 "target": "aep-redis",
                 "reason": "connection_closed",
             },
-            "DependencyComponentDown": {
-                "priority": "P1",
-                "target": "aep-ready",
-                "component": "redis",
-            },
+            # the site's readiness and each task's
+            "DependencyComponentDown": {"priority": "P1", "component": "redis"},
             # the symptom the runbook starts from: /health/ready 503, on the site and each task
             "HealthReadyFailing": {"priority": "P1", "target": "aep-ready"},
             "EcsTaskReadyFailing": {"priority": "P1", "target": "aep-backend-tasks"},
             "RedisDown": {"priority": "P1", "target": "aep-redis"},
         },
-        muted={"DependencyComponentDown": {"target": "aep-ready", "component": "redis"}},
+        muted={"DependencyComponentDown": {"component": "redis"}},
         also=("RedisDown", redis_down),
     ),
     Incident(
@@ -163,6 +178,7 @@ WAVE_ONE = [
         "VivaCampo Scenario 4: worker jobs stuck",
         "jobs-stuck",
         {"SqsJobsStuck": {"priority": "P1", "queue": world.QUEUE}},
+        within=CLOUDWATCH_WITHIN,
     ),
 ]
 
@@ -180,6 +196,9 @@ OUTAGE = Incident(
 )
 
 
+PLAYED: list[bool] = []  # the incidents' run, whose history the dashboards are checked on
+
+
 def test_incidents_fire_route_mute_and_resolve(e2e: tuple[E2E, list[Path]]) -> None:
     stack, logs = e2e
     # independent incidents at once (each on its own part of the stack), so the run takes
@@ -188,21 +207,24 @@ def test_incidents_fire_route_mute_and_resolve(e2e: tuple[E2E, list[Path]]) -> N
         for future in [pool.submit(play, stack, logs, i) for i in WAVE_ONE]:
             future.result()
     play(stack, logs, OUTAGE)
-    # the healthy stack pages for nothing else: every notification is an incident's
-    expected = {name for i in [*WAVE_ONE, OUTAGE] for name in i.alerts}
-    heard = {
-        alert["labels"]["alertname"]
-        for _, receiver, payload in stack.receivers.received
-        if receiver != "blackhole"
-        for alert in payload["alerts"]
-    }
-    assert heard == expected, f"unexpected: {heard - expected}, missing: {expected - heard}"
+    PLAYED.append(True)
+    # nothing else came anywhere: each notification is an incident's alert, with its labels,
+    # at a receiver its priority names
+    expected = [(n, lb) for i in [*WAVE_ONE, OUTAGE] for n, lb in i.alerts.items()]
+    for _, receiver, payload in stack.receivers.received:
+        for alert in payload["alerts"]:
+            name = alert["labels"]["alertname"]
+            owners = [lb for n, lb in expected if n == name and matches(alert, lb)]
+            assert owners, f"unexpected at {receiver}: {alert['labels']}"
+            assert receiver in RECEIVERS[owners[0]["priority"]], (receiver, alert["labels"])
 
 
 def test_every_dashboard_query_has_data(e2e: tuple[E2E, list[Path]]) -> None:
     """Over the run so far, as a dashboard's time range shows it, with a crash loop and an
     env drift on so their panels (and the firing-alerts table) have something to show."""
     stack, _ = e2e
+    if not PLAYED:
+        pytest.skip("needs the incidents' history: run the whole module")
     stack.fault("oom-kill")
     stack.fault("env-drift")
     try:
