@@ -23,8 +23,12 @@ from stackprobe.demo.world import World
 # The backend's SQLAlchemy pool per task (AEP Incident 4: "Default: 5 connections per task").
 POOL_SIZE = 5
 POOL_MAX_OVERFLOW = 0
-# Between a service's desired count reaching 0 and its tasks leaving the load balancer.
+# Between a service's desired count reaching 0 and its tasks leaving the load balancer, and
+# between its new targets registering and passing their health checks: 300 s and up to
+# 150 s on AWS by default, here shortened, the second still longer than the e2e's shortest
+# `for` (5 s), as AWS's is longer than the rules' 1m.
 DRAIN_SECONDS = 5.0
+REGISTRATION_SECONDS = 8.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,9 @@ class Faults:
     async def _scaled_to_zero(self, on: bool) -> None:
         if not on:
             await asyncio.to_thread(self.world.restore_backend)
+            # new targets register (`initial`) before their health checks pass
+            await asyncio.sleep(REGISTRATION_SECONDS)
+            await asyncio.to_thread(self.world.backend_targets_registered)
             self.site.up = True
             return
         await asyncio.to_thread(self.world.scale_backend_to_zero)

@@ -362,6 +362,15 @@ class World:
             self._start_tasks(BACKEND, max(0, desired - len(running)))
             self._register(BACKEND)
             self.ecs.set_counts(BACKEND, desired, desired=desired)
+            for ip in self._target_ids(BACKEND):  # until their first checks pass
+                set_target_health(
+                    self.target_groups[BACKEND], ip, "initial", "Elb.RegistrationInProgress"
+                )
+
+    def backend_targets_registered(self) -> None:
+        with self.lock:
+            for ip in self._target_ids(BACKEND):
+                set_target_health(self.target_groups[BACKEND], ip, None)
 
     def backend_targets_unhealthy(self, unhealthy: bool) -> None:
         """The target group's health check moved to a path the app does not serve (a

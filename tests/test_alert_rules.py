@@ -309,7 +309,7 @@ def test_amtool_checks_the_routing_config() -> None:
     done = run(amtool, "check-config", ALERTMANAGER)
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "6 inhibit rules" in done.stdout
+    assert "7 inhibit rules" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,9 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         ),
         # another service's readiness: an outage of api does not explain it
         alert("HealthReadyFailing", "P1", area="health", target="worker-ready", service="worker"),
+        # a site that is not alive is not ready either
+        alert("HealthLiveFailing", "P0", area="health", target="web-live", service="web"),
+        alert("HealthReadyFailing", "P1", area="health", target="web-ready", service="web"),
         alert("RedisDown", "P1", area="redis", target="aep-redis", service="api"),
         alert("RedisConnectionErrors", "P1", area="redis", target="aep-redis", service="api"),
         # api's readiness says redis: false: its Redis being down explains it
@@ -175,12 +178,17 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
 
     assert set(hooks.alerts("pager")) == {
         "EcsServiceNoRunningTasks",
+        "HealthLiveFailing",
         "RedisDown",
         "HealthReadyFailing",
         "DependencyComponentDown",
     }
     assert hooks.alerts("pager")["DependencyComponentDown"]["labels"]["service"] == "worker"
-    assert set(hooks.alerts("incident-channel")) == {"EcsServiceNoRunningTasks"}
+    assert set(hooks.alerts("incident-channel")) == {
+        "EcsServiceNoRunningTasks",
+        "HealthLiveFailing",
+    }
+    assert hooks.alerts("pager")["HealthReadyFailing"]["labels"]["service"] == "worker"
     assert set(hooks.alerts("chat")) == {"SqsDeadLetterMessages"}
     assert set(hooks.alerts("tickets")) == {"S3NoLifecycleRule"}
     delivered = {name for receiver in hooks.received for name in hooks.alerts(receiver)}
@@ -197,6 +205,7 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         ("AlbNoHealthyTargets", "api"),
         ("RedisConnectionErrors", "api"),
         ("DependencyComponentDown", "api"),
+        ("HealthReadyFailing", "web"),
     }
 
 
