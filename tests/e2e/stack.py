@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -126,6 +127,7 @@ class E2E:
     alertmanager: str
     receivers: Receivers
     redis: RedisServer
+    bystander: str = ""  # CLIENT ID of a connection of someone else's, opened at start
     started: float = field(default_factory=time.time)
 
     def fault(self, name: str, on: bool = True) -> None:
@@ -156,6 +158,18 @@ def wait(what: str, check: Any, timeout: float, logs: list[Path]) -> Any:
         time.sleep(0.5)
     tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
     raise AssertionError(f"waited {timeout:.0f}s for {what}\n{tails}")
+
+
+def _client_id(redis: RedisServer) -> str:
+    for line in redis.cli("CLIENT", "LIST").splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("name") == "bystander":
+            return fields["id"]
+    return ""
+
+
+def bystander_id(e2e: E2E) -> str:
+    return _client_id(e2e.redis)
 
 
 def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -312,6 +326,12 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
             receivers=receivers,
             redis=redis,
         )
+        # someone else's client of the same Redis: the demo's faults must leave it alone
+        bystander = socket.create_connection(("127.0.0.1", redis.port), timeout=5)
+        stack.callback(bystander.close)
+        bystander.sendall(b"CLIENT SETNAME bystander\r\n")
+        assert bystander.recv(16).startswith(b"+OK")
+        e2e.bystander = wait("the bystander's connection", lambda: _client_id(redis), 10, [])
         _ready(f"http://{demo}/metrics", demo_process, logs[0])
         _ready(f"{e2e.alertmanager}/-/ready", am_process, logs[2])
         _ready(f"{e2e.prometheus}/-/ready", prometheus_process, logs[1])

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from stackprobe.demo import world
-from tests.e2e.stack import E2E, running, wait
+from tests.e2e.stack import E2E, bystander_id, running, wait
 from tests.test_dashboards import dashboard_queries
 
 RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.md"
@@ -114,6 +114,8 @@ def play(e2e: E2E, logs: list[Path], incident: Incident) -> None:
 def redis_down(e2e: E2E, on: bool) -> None:
     """Beyond transport errors: Redis itself goes away, then comes back on its port."""
     if on:
+        # the closed connections were stackprobe's only: another client's is still there
+        assert bystander_id(e2e) == e2e.bystander, "the fault closed someone else's client"
         e2e.redis.kill()
     else:
         e2e.redis.start()
