@@ -101,7 +101,6 @@ def _password_env() -> str | None:
 class Running:
     config: Config  # stackprobe's, probing all of the demo
     config_text: str  # the same, as YAML
-    faults: Faults
     banner: Callable[[], str]
 
 
@@ -150,7 +149,7 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
             )
             text = config_holder["text"] = demo_config(addresses, options.interval)
             config = parse_config(text, "<demo>", KINDS)
-            yield Running(config, text, faults, lambda: _banner(options, aws.endpoint))
+            yield Running(config, text, lambda: _banner(options, aws.endpoint))
         finally:
             if traffic is not None:
                 traffic.cancel()

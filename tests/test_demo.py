@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackprobe.demo import world
 from stackprobe.demo.faults import FAULTS
-from tests.conftest import free_port
+from tests.conftest import free_port, stop
 from tests.datastores import require_postgres
 
 # Planted as the PostgreSQL password (the server rejects it) and as ambient AWS credentials
@@ -91,12 +91,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, str]]
             )
             yield running, log.read_text()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=20)
     assert process.returncode == 0, log.read_text()[-3000:]
 
 

@@ -34,7 +34,7 @@ import yaml
 
 from stackprobe.demo import world
 from stackprobe.durations import format_duration, parse_duration
-from tests.conftest import free_port, require_binary
+from tests.conftest import free_port, require_binary, stop
 from tests.datastores import ADMIN_DSN, RedisServer, require_postgres
 from tests.test_alertmanager_live import example_config
 
@@ -160,16 +160,13 @@ def wait(what: str, check: Any, timeout: float, logs: list[Path]) -> Any:
     raise AssertionError(f"waited {timeout:.0f}s for {what}\n{tails}")
 
 
-def _client_id(redis: RedisServer) -> str:
+def bystander_id(redis: RedisServer) -> str:
+    """The CLIENT ID of the connection named `bystander`, or "" when it is gone."""
     for line in redis.cli("CLIENT", "LIST").splitlines():
         fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
         if fields.get("name") == "bystander":
             return fields["id"]
     return ""
-
-
-def bystander_id(e2e: E2E) -> str:
-    return _client_id(e2e.redis)
 
 
 def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -191,16 +188,7 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     out = stack.enter_context(log.open("wb"))
     process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    stack.callback(stop)
+    stack.callback(stop, process)
     return process
 
 
@@ -331,7 +319,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
         stack.callback(bystander.close)
         bystander.sendall(b"CLIENT SETNAME bystander\r\n")
         assert bystander.recv(16).startswith(b"+OK")
-        e2e.bystander = wait("the bystander's connection", lambda: _client_id(redis), 10, [])
+        e2e.bystander = wait("the bystander's connection", lambda: bystander_id(redis), 10, [])
         _ready(f"http://{demo}/metrics", demo_process, logs[0])
         _ready(f"{e2e.alertmanager}/-/ready", am_process, logs[2])
         _ready(f"{e2e.prometheus}/-/ready", prometheus_process, logs[1])

@@ -115,7 +115,7 @@ def redis_down(e2e: E2E, on: bool) -> None:
     """Beyond transport errors: Redis itself goes away, then comes back on its port."""
     if on:
         # the closed connections were stackprobe's only: another client's is still there
-        assert bystander_id(e2e) == e2e.bystander, "the fault closed someone else's client"
+        assert bystander_id(e2e.redis) == e2e.bystander, "the fault closed someone else's client"
         e2e.redis.kill()
     else:
         e2e.redis.start()
