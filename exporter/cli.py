@@ -19,7 +19,7 @@ from aiohttp import web
 from stackprobe import runbooks
 from stackprobe._version import __version__
 from stackprobe.app import App
-from stackprobe.config import Config, ConfigError, load_config, parse_config
+from stackprobe.config import Config, ConfigError, Problem, load_config, parse_config
 from stackprobe.durations import parse_duration
 from stackprobe.logs import LEVELS, configure_logging
 from stackprobe.probes import KINDS
@@ -107,9 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config",
         help="validate a config file and exit",
-        description="Exit 0 if the config is valid, else list every problem and exit 1.",
+        description="Exit 0 if the config is valid, else list every problem and exit 1. "
+        "Secrets that cannot be read (an unset variable, an unreadable file) are warnings, "
+        "so a config checks where its secrets are not, as in CI; so are alerts that cannot "
+        "fire for lack of a companion target.",
     )
     check.add_argument("config", type=Path)
+    check.add_argument(
+        "--require-secrets",
+        action="store_true",
+        help="a secret that cannot be read is an error, as for `run` (a deploy's last check)",
+    )
     rules = commands.add_parser(
         "rules",
         help="write the alert rules with your team's runbook links",
@@ -145,7 +153,7 @@ RULES_HELP = "folder of *.rules.yml files (default: ./alert_rules)"
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
-        return _check_config(args.config)
+        return _check_config(args.config, args.require_secrets)
     if args.command == "rules":
         return _rules(args.rules, args.runbook_map, args.out, args.grafana_url)
     if args.command == "runbook":
@@ -181,19 +189,28 @@ def _runbook_check(rules_dir: Path, runbook: Path, url_prefix: str | None) -> in
     return 0
 
 
-def _check_config(path: Path) -> int:
+def _check_config(path: Path, require_secrets: bool = False) -> int:
     try:
-        config = load_config(path, KINDS)
+        config = load_config(path, KINDS, defer_secrets=not require_secrets)
     except ConfigError as exc:
+        _print_warnings(exc.warnings)
         count = len(exc.problems)
         print(f"{path}: {count} problem{'s' if count != 1 else ''}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    kinds = Counter(target.kind for target in config.targets)
+    _print_warnings(config.warnings)
+    kinds = Counter([*(target.kind for target in config.targets), *config.partial])
     summary = ", ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items())) or "none"
-    print(f"{path}: OK, {len(config.targets)} targets ({summary})")
+    count = len(config.warnings)
+    warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
+    print(f"{path}: OK, {kinds.total()} targets ({summary}){warned}")
     return 0
+
+
+def _print_warnings(warnings: Sequence[Problem]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def parse_listen(text: str) -> tuple[str | None, int]:
@@ -219,6 +236,9 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"stackprobe: the config is invalid, not starting:\n{exc}", file=sys.stderr)
         return 2
+    log = structlog.get_logger("stackprobe")
+    for warning in config.warnings:  # at start only: a reload does not repeat them
+        log.warning(warning.message, config=warning.source, path=warning.path)
     try:
         return asyncio.run(serve(config, args.config, host, port, redactor))
     except KeyboardInterrupt:

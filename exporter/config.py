@@ -4,6 +4,10 @@ Every problem names the file, the line, the key path (`targets[0].timeout`), wha
 and what would fix it, and all problems are reported at once. Targets are dispatched to their
 kind's model by hand rather than through a pydantic union, so that an unknown kind or a
 misspelled key gets one clear message with a did-you-mean instead of one error per union arm.
+
+Warnings are what does not stop a load: a secret `check-config` could not read (it defers
+secrets, see `stackprobe.secrets`), and a kind's `advice` (an alert of this target that cannot
+fire without another target), which only the kind knows.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stackprobe.aws import AwsSettings
 from stackprobe.durations import Duration, format_duration
+from stackprobe.exposition import CORE_METRICS
 from stackprobe.probe import ProbeKind
-from stackprobe.secrets import collect_secrets
+from stackprobe.secrets import SecretRef, collect_secrets
 from stackprobe.target import TargetConfig
 from stackprobe.tls import TLSConfig
 
@@ -67,6 +72,11 @@ class Config:
     aws: AwsSettings = field(default_factory=AwsSettings)
     # Built while validating, so the files are read once per load (see stackprobe.tls).
     tls_contexts: Mapping[TLSConfig, ssl.SSLContext] = field(default_factory=dict)
+    # Findings that do not stop a load: secrets left unread, companion targets missing.
+    warnings: tuple[Problem, ...] = ()
+    # The kinds of targets left out of `targets` because checking them needed a secret a
+    # deferred load could not read (`check-config` counts them; `run` never has any).
+    partial: tuple[str, ...] = ()
 
     def secrets(self) -> set[str]:
         return collect_secrets(self.targets)
@@ -87,8 +97,9 @@ class Problem:
 class ConfigError(Exception):
     """Every problem found in one config; `str()` lists them one per line."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], warnings: Sequence[Problem] = ()) -> None:
         self.problems = sorted(problems)
+        self.warnings = list(warnings)  # shown by check-config, never part of the message
         super().__init__("\n".join(map(str, self.problems)))
 
 
@@ -96,7 +107,11 @@ def load_config(
     path: str | Path,
     kinds: Mapping[str, ProbeKind[Any]] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    defer_secrets: bool = False,
 ) -> Config:
+    """`defer_secrets`: a secret that cannot be read is a warning and stays unresolved (for
+    checking a config where its secrets are not); such a config must never be run."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -105,7 +120,7 @@ def load_config(
         raise ConfigError(
             [Problem(source, 0, "", f"cannot read the config file: {reason}")]
         ) from None
-    return parse_config(text, source, kinds, environ)
+    return parse_config(text, source, kinds, environ, defer_secrets=defer_secrets)
 
 
 def parse_config(
@@ -113,6 +128,8 @@ def parse_config(
     source: str = "<config>",
     kinds: Mapping[str, ProbeKind[Any]] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    defer_secrets: bool = False,
 ) -> Config:
     if kinds is None:
         from stackprobe.probes import KINDS
@@ -120,6 +137,8 @@ def parse_config(
         kinds = KINDS
     base_dir = Path(source).parent if not source.startswith("<") else Path.cwd()
     loader = _Loader(source, text, kinds, os.environ if environ is None else environ, base_dir)
+    if defer_secrets:
+        loader.context["secrets"] = "defer"
     try:
         return loader.load()
     except ConfigError:
@@ -151,13 +170,23 @@ class _Loader:
             "environ": environ,
             "base_dir": base_dir,
             "tls_contexts": {},
+            "unresolved": [],  # (SecretRef, why) for each secret a deferred load left unread
         }
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        # Keys whose check stopped at an unresolved secret, in the last `_report`.
+        self.unchecked: list[Loc] = []
+        self.partial: list[str] = []
         self.root: yaml.Node | None = None
         self.defaults_ok = True
 
     def problem(self, loc: Loc, message: str, *, key: bool = False) -> None:
         self.problems.append(Problem(self.source, self._line(loc, key), _path(loc), message))
+
+    def warning(self, loc: Loc, message: str) -> None:
+        found = Problem(self.source, self._line(loc, False), _path(loc), message)
+        if found not in self.warnings:
+            self.warnings.append(found)
 
     def load(self) -> Config:
         data = self._yaml()
@@ -182,13 +211,45 @@ class _Loader:
                 f"timeout {format_duration(defaults.timeout)} is not below interval "
                 f"{format_duration(defaults.interval)}; a run must end before the next begins",
             )
+        self._note_unresolved(0, (), data)
         validated = [self._target(i, raw, defaults) for i, raw in enumerate(top.targets)]
         self._check_unique_names(top.targets)
+        warnings = sorted(self.warnings)
         if self.problems:
-            raise ConfigError(self.problems)
+            raise ConfigError(self.problems, warnings)
         targets = tuple(t for t in validated if t is not None)
+        warnings += self._advice(validated, targets)
         contexts = dict(self.context["tls_contexts"])
-        return Config(defaults, top.http_client, targets, self.source, top.aws, contexts)
+        return Config(
+            defaults,
+            top.http_client,
+            targets,
+            self.source,
+            top.aws,
+            contexts,
+            tuple(warnings),
+            tuple(self.partial),
+        )
+
+    def _advice(
+        self, validated: Sequence[TargetConfig | None], targets: Sequence[TargetConfig]
+    ) -> list[Problem]:
+        """Each kind's word on what its target needs from the others for its alerts to fire:
+        the core cannot know which alert joins which kinds' series."""
+        found = []
+        for index, target in enumerate(validated):
+            advice = self.kinds[target.kind].advice if target is not None else None
+            if target is not None and advice is not None:
+                where = f"targets[{index}] ({target.name})"
+                found += [Problem(self.source, 0, where, text) for text in advice(target, targets)]
+        return found
+
+    def _note_unresolved(self, start: int, loc: Loc, raw: Any) -> None:
+        """Warn about each secret the last validation could not read, at every key under `loc`
+        that names it (the secret itself does not know where it sits)."""
+        for ref, why in self.context["unresolved"][start:]:
+            for place in _places_of(ref, raw, loc) or [loc]:
+                self.warning(place, why)
 
     def _yaml(self) -> Any:
         try:
@@ -247,15 +308,33 @@ class _Loader:
         merged = dict(raw)
         for key in ("interval", "timeout"):  # as strings, so defaults take one validation path
             merged.setdefault(key, format_duration(getattr(defaults, key)))
+        start = len(self.context["unresolved"])
         try:
             target: TargetConfig = kind.config.model_validate(merged, context=self.context)
         except ValidationError as exc:
             self._report(exc, loc, kind.config)
+            if self.unchecked:  # a validator stopped at a secret it needed the value of
+                self.partial.append(kind.name)
+                keys = ", ".join(_path(part[len(loc) :]) for part in self.unchecked)
+                self.warning(
+                    loc,
+                    f"checked only in part: checking {keys} needs the secret's value, and so "
+                    "do the checks across this target's keys",
+                )
             return None
+        finally:
+            self._note_unresolved(start, loc, raw)
         for key in ("interval", "timeout"):
             if getattr(target, key) <= 0:
                 self.problem((*loc, key), f"{key} must be longer than 0s")
                 return None
+        clash = sorted(set(target.labels) & _kind_labels(kind))
+        if clash:
+            self.problem(
+                (*loc, "labels", clash[0]),
+                f"label {clash[0]} is one of the {kind.name} kind's own labels; name it otherwise",
+            )
+            return None
         own = "timeout" in raw and "interval" in raw
         if target.timeout >= target.interval and (own or self.defaults_ok):
             culprit = "timeout" if "timeout" in raw else "interval" if "interval" in raw else None
@@ -285,6 +364,7 @@ class _Loader:
 
     def _report(self, exc: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
         errors = exc.errors(include_url=False)
+        self.unchecked = []
         # A misspelled key shows up twice: as unknown, and its intended key as missing. Keep the
         # one that carries the fix.
         suggested = {
@@ -304,6 +384,9 @@ class _Loader:
                 continue
             seen.add(loc)
             kind = error["type"]
+            if kind == "secret_unresolved":  # not wrong, only not checked (see secrets.py)
+                self.unchecked.append(loc)
+                continue
             if kind == "extra_forbidden":
                 allowed = _fields_at(model, local[:-1])
                 hint = _did_you_mean(str(loc[-1]), allowed)
@@ -334,6 +417,27 @@ class _Loader:
                 break
         chosen = key_node if key and key_node is not None else node
         return chosen.start_mark.line + 1 if chosen is not None else 0
+
+
+def _kind_labels(kind: ProbeKind[Any]) -> set[str]:
+    """Every label the kind's series (and the core's) carry: a target's `labels:` must not
+    repeat one, or a series would have it twice."""
+    return {label for spec in (*CORE_METRICS, *kind.metrics) for label in spec.labels}
+
+
+def _places_of(ref: SecretRef, raw: Any, loc: Loc) -> list[Loc]:
+    """Where in `raw` (found at `loc`) a mapping names the same source as `ref`."""
+    if isinstance(raw, dict):
+        if ref.from_env is not None and raw.get("from_env") == ref.from_env:
+            return [loc]
+        if ref.from_file is not None and Path(str(raw.get("from_file"))) == ref.from_file:
+            return [loc]
+        items: Any = raw.items()
+    elif isinstance(raw, list):
+        items = enumerate(raw)
+    else:
+        return []
+    return [place for key, value in items for place in _places_of(ref, value, (*loc, key))]
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> Loc:

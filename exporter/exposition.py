@@ -83,8 +83,10 @@ class _Families:
         return iter(self._families)
 
 
-def _family(spec: MetricSpec) -> GaugeMetricFamily | CounterMetricFamily:
-    labels = (TARGET_LABEL, *spec.labels)
+def _family(
+    spec: MetricSpec, constant: tuple[str, ...] = ()
+) -> GaugeMetricFamily | CounterMetricFamily:
+    labels = (TARGET_LABEL, *constant, *spec.labels)
     if spec.type == "counter":
         return CounterMetricFamily(spec.name, spec.help, labels=labels)
     return GaugeMetricFamily(spec.name, spec.help, labels=labels)
@@ -107,7 +109,16 @@ class Renderer:
             for spec in specs
         }
 
-    def render(self, target: str, samples: Iterable[Sample]) -> dict[str, bytes]:
+    def render(
+        self,
+        target: str,
+        samples: Iterable[Sample],
+        labels: tuple[tuple[str, str], ...] = (),
+    ) -> dict[str, bytes]:
+        """One run's samples as chunks, each series with `target`, the target's constant
+        `labels` (its config's `labels:`) and the kind's own."""
+        label_names = tuple(name for name, _ in labels)
+        values = tuple(value for _, value in labels)
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         seen: set[tuple[str, tuple[str, ...]]] = set()
         for sample in samples:
@@ -116,12 +127,12 @@ class Renderer:
             if family is None:
                 if self._specs.get(name) != sample.spec:
                     raise ValueError(f"metric {name} is not declared in the kind table")
-                family = families[name] = _family(sample.spec)
+                family = families[name] = _family(sample.spec, label_names)
             key = (name, sample.label_values)
             if key in seen:  # two series with one identity would make the scrape invalid
                 raise ValueError(f"{name}{sample.label_values} was emitted twice")
             seen.add(key)
-            family.add_metric((target, *sample.label_values), sample.value)
+            family.add_metric((target, *values, *sample.label_values), sample.value)
         names = [name for name in self._order if name in families]
         text = generate_latest(_Families([families[name] for name in names]))
         chunks: dict[str, bytes] = {}

@@ -9,7 +9,7 @@ deadline, the timing and `probe_success`; the core knows no kind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
@@ -109,3 +109,7 @@ class ProbeKind(Generic[T]):
     summary: str
     # Builds the per-target state (`ctx.state`) for kinds that keep one between runs.
     state: Callable[[T], TargetState] | None = None
+    # What this target needs from the other targets (all of the config's, given second) for
+    # its alerts to fire, one sentence each: naming the alert and what to add. Some rules join
+    # two kinds' series, and only the kind knows which; `check-config` and `run` warn.
+    advice: Callable[[T, Sequence[TargetConfig]], list[str]] | None = None

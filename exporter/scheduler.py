@@ -229,7 +229,9 @@ class Scheduler:
         duration = loop.time() - started
         core = core_samples(target.kind, result, started_at, duration, target.interval)
         try:
-            chunks = self._renderer.render(target.name, (*core, *result.samples))
+            chunks = self._renderer.render(
+                target.name, (*core, *result.samples), target.series_labels
+            )
         except Exception:
             log.error(
                 "cannot render the probe's samples; this is a stackprobe bug",
@@ -240,7 +242,7 @@ class Scheduler:
                 CoreReason.INTERNAL_ERROR, "its samples could not be rendered; see the log"
             )
             core = core_samples(target.kind, result, started_at, duration, target.interval)
-            chunks = self._renderer.render(target.name, core)
+            chunks = self._renderer.render(target.name, core, target.series_labels)
         outcome = "success" if result.success else "failure"
         self._metrics.runs.labels(target.kind, outcome).inc()
         self._metrics.run_duration.labels(target.kind, outcome).observe(duration)

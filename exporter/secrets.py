@@ -3,11 +3,18 @@
 Values are read once at config load, so a missing variable is a config error with a fix rather
 than a failing probe at 3 a.m., and so the `Redactor` knows every value it must scrub from
 logs, error messages and pages.
+
+`check-config` runs where the secrets are not (CI, as `promtool check config` does): with
+`"secrets": "defer"` in the validation context, a secret that cannot be read is noted in the
+context's `unresolved` list instead of failing the load, and stays unresolved. Validators that
+need a value check `resolved` first; `get()` on an unresolved secret raises `SecretUnresolved`,
+which the loader reads as "not checked", never as a config error.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -23,6 +30,11 @@ REDACTED = "<redacted>"
 _HOW = "give it as {from_env: VARIABLE} or {from_file: /path/to/file}"
 
 
+class SecretUnresolved(PydanticCustomError):
+    """`get()` on a secret left unresolved by a deferred load: a validator that needs the value
+    stops there, and the loader reports the key as not checked rather than as wrong."""
+
+
 class SecretRef(BaseModel):
     """Where a secret lives. The value is resolved at validation and never serialised."""
 
@@ -30,7 +42,7 @@ class SecretRef(BaseModel):
 
     from_env: str | None = None
     from_file: Path | None = None
-    _value: str = PrivateAttr(default="")
+    _value: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -44,10 +56,21 @@ class SecretRef(BaseModel):
     def _resolve(self, info: ValidationInfo) -> SecretRef:
         if (self.from_env is None) == (self.from_file is None):
             raise PydanticCustomError("secret_source", "name exactly one source: " + _HOW)
-        environ: Mapping[str, str] = (info.context or {}).get("environ", os.environ)
+        context = info.context or {}
+        problem = self._read(context.get("environ", os.environ), info)
+        if problem is None:
+            return self
+        if context.get("secrets") != "defer":
+            raise problem
+        context.setdefault("unresolved", []).append((self, problem.message()))
+        return self
+
+    def _read(self, environ: Mapping[str, str], info: ValidationInfo) -> PydanticCustomError | None:
+        """Resolve the value, or return (not raise) why it cannot be, for `_resolve` to raise
+        or to defer."""
         if self.from_env is not None:
             if self.from_env not in environ:
-                raise PydanticCustomError(
+                return PydanticCustomError(
                     "secret_env_missing",
                     "environment variable {name} is not set; export it before starting "
                     "stackprobe, or use from_file",
@@ -61,19 +84,30 @@ class SecretRef(BaseModel):
             try:
                 value = path.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
-                raise PydanticCustomError(
+                return PydanticCustomError(
                     "secret_file_unreadable",
                     "cannot read secret file {path}: {error}; check the path and its permissions",
                     {"path": str(path), "error": exc.strerror or type(exc).__name__},
-                ) from None
+                )
         if not value:
-            raise PydanticCustomError(
+            return PydanticCustomError(
                 "secret_empty", "the secret from {source} is empty", {"source": self.source()}
             )
         self._value = value
-        return self
+        return None
+
+    @property
+    def resolved(self) -> bool:
+        """False only after a load that deferred secrets and could not read this one."""
+        return self._value is not None
 
     def get(self) -> str:
+        if self._value is None:
+            raise SecretUnresolved(
+                "secret_unresolved",
+                "not checked: it needs the secret from {source}, which could not be read",
+                {"source": self.source()},
+            )
         return self._value
 
     def source(self) -> str:
@@ -133,11 +167,13 @@ def collect_secrets(obj: Any) -> set[str]:
     while stack:
         item = stack.pop()
         if isinstance(item, SecretRef):
-            found.add(item.get())
+            if item.resolved:
+                found.add(item.get())
         elif isinstance(item, BaseModel):
             derived = getattr(item, "derived_secrets", None)
             if callable(derived):
-                found.update(derived())
+                with contextlib.suppress(SecretUnresolved):  # no value, so no form of it
+                    found.update(derived())
             stack.extend(getattr(item, name) for name in type(item).model_fields)
             stack.extend((item.__pydantic_private__ or {}).values())
         elif isinstance(item, Mapping):

@@ -1,15 +1,28 @@
-"""The base every kind's target model extends: name, kind, interval and timeout.
+"""The base every kind's target model extends: name, kind, interval, timeout and labels.
 
 The loader fills `interval` and `timeout` from `defaults` before validation and checks that the
 timeout is below the interval, so a kind's model only adds what is its own.
+
+`labels` are static labels on every series of the target, as Prometheus' `static_configs`
+labels are: the alert rules key on them (`service`, a `priority` override) instead of on
+target names, and Alertmanager's inhibitions match on them. The loader also refuses a label
+that clashes with one of the kind's own labels, which only it knows.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from stackprobe.durations import Duration
@@ -55,6 +68,65 @@ def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
 UniqueNames = Annotated[tuple[str, ...], AfterValidator(_unique)]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_VALUE = re.compile(r"^[\x20-\x7e]{1,128}$")
+MAX_LABELS = 10
+PRIORITIES = ("P0", "P1", "P2", "P3")
+# Labels stackprobe or Prometheus set themselves: a target's own would be overwritten or
+# would make two series of one. `role` is an http target's own key.
+RESERVED_LABELS = {
+    "target": "it is the target's name",
+    "job": "Prometheus sets it from the scrape config",
+    "instance": "Prometheus sets it from the scrape config",
+    "kind": "stackprobe_target_info carries the kind",
+    "reason": "failure reasons carry it",
+    "alertname": "alerts carry the rule's name",
+    "severity": "the rules derive it from `priority`; set `priority` instead",
+    "area": "the rules set it to their rule file",
+    "runbook_url": "the rules set it; point it elsewhere with `stackprobe rules --runbook-map`",
+    "role": "it is an http target's own key: set `role:` on the target",
+}
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_LABELS:
+        raise PydanticCustomError(
+            "labels_count",
+            "{count} labels; at most {most} (each is on every series of the target)",
+            {"count": len(value), "most": MAX_LABELS},
+        )
+    for name, text in value.items():
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            raise PydanticCustomError(
+                "label_name",
+                "{found} is not a Prometheus label name: use letters, digits and _, not "
+                "starting with a digit or __",
+                {"found": repr(name)[:80], "entry": name},
+            )
+        if name in RESERVED_LABELS:
+            raise PydanticCustomError(
+                "label_reserved",
+                "label {name} is reserved: {why}",
+                {"name": name, "why": RESERVED_LABELS[name], "entry": name},
+            )
+        if not isinstance(text, str) or not _LABEL_VALUE.match(text):
+            raise PydanticCustomError(
+                "label_value",
+                "the value of label {name} must be 1-128 printable ASCII characters",
+                {"name": name, "entry": name},
+            )
+        if name == "priority" and text not in PRIORITIES:
+            raise PydanticCustomError(
+                "label_priority",
+                "priority {found} is not one of P0, P1, P2, P3 (the runbooks' levels, which "
+                "Alertmanager routes on)",
+                {"found": repr(text)[:20], "entry": name},
+            )
+    return value
+
+
+# Static labels on every series of a target; strings only, so a YAML number is an error.
+Labels = Annotated[dict[str, str], AfterValidator(_labels)]
 
 
 class TargetConfig(BaseModel):
@@ -66,6 +138,7 @@ class TargetConfig(BaseModel):
     kind: str
     interval: Duration
     timeout: Duration
+    labels: Labels = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -82,3 +155,13 @@ class TargetConfig(BaseModel):
     def describe(self) -> str:
         """What the target probes, in one line safe to show on the landing page."""
         return ""
+
+    def own_labels(self) -> dict[str, str]:
+        """Labels a kind adds from its own keys (an http target's `role`); none by default."""
+        return {}
+
+    @cached_property
+    def series_labels(self) -> tuple[tuple[str, str], ...]:
+        """The constant labels of every series of this target, by name: computed once, as
+        every run renders them."""
+        return tuple(sorted({**self.own_labels(), **self.labels}.items()))

@@ -50,6 +50,7 @@ KINDS: Mapping[str, ProbeKind[Any]] = {
             reasons=postgres.Reason,
             summary="PostgreSQL connections by database and state against the limits",
             state=postgres.session,
+            advice=postgres.advice,
         ),
         ProbeKind(
             name="redis",
@@ -77,6 +78,7 @@ KINDS: Mapping[str, ProbeKind[Any]] = {
             reasons=_aws.Reason,
             summary="ALB state, access-log posture, target health per target group",
             state=_aws.session,
+            advice=alb.advice,
         ),
         ProbeKind(
             name="sqs",
@@ -86,6 +88,7 @@ KINDS: Mapping[str, ProbeKind[Any]] = {
             reasons=_aws.Reason,
             summary="SQS depth, redrive posture and dead-letter queue depth",
             state=_aws.session,
+            advice=sqs.advice,
         ),
         ProbeKind(
             name="s3",

@@ -12,7 +12,7 @@ target group and one DescribeLoadBalancerAttributes per balancer, which have no 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -20,7 +20,8 @@ from pydantic import Field
 from stackprobe.aws import AwsProblem, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import gather_all, measured
-from stackprobe.target import UniqueNames
+from stackprobe.probes.cloudwatch import CloudWatchTarget
+from stackprobe.target import TargetConfig, UniqueNames
 
 PAGE_SIZE = 400
 STATES = ("active", "provisioning", "active_impaired", "failed", "missing")
@@ -36,6 +37,24 @@ class AlbTarget(AwsTarget):
 
     def describe(self) -> str:
         return f"alb {', '.join(self.load_balancers)}"
+
+
+def advice(target: AlbTarget, targets: Sequence[TargetConfig]) -> list[str]:
+    """The 5xx rate and latency are CloudWatch's, not the ALB API's: those alerts need a
+    cloudwatch target watching the balancer, whose dimension `app/NAME/ID` carries the name."""
+    watched = {
+        alb.load_balancer.split("/")[1]
+        for t in targets
+        if isinstance(t, CloudWatchTarget)
+        for alb in t.albs
+    }
+    return [
+        f"AlbMostRequests5xx, AlbHigh5xxRate and AlbHighLatency cannot fire for load balancer "
+        f"{name}: no cloudwatch target lists it under albs; add it there as load_balancer: "
+        f"app/{name}/ID (the tail of its ARN)"
+        for name in target.load_balancers
+        if name not in watched
+    ]
 
 
 _LB = ("load_balancer",)

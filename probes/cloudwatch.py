@@ -60,6 +60,17 @@ class EcsSelection(_Strict):
 _STAT = re.compile(r"^(SampleCount|Average|Sum|Minimum|Maximum|p\d{1,2}(\.\d+)?)$")
 
 
+def _cloudwatch_period(value: float) -> float:
+    if value not in (1, 5, 10, 30) and (value < 60 or value % 60):
+        raise PydanticCustomError(
+            "period",
+            "CloudWatch takes periods of 1s, 5s, 10s, 30s (high-resolution metrics) or a "
+            "whole number of minutes, e.g. 1m or 1d",
+            {},
+        )
+    return value
+
+
 class CustomMetric(_Strict):
     namespace: str = Field(min_length=1)
     metric: str = Field(min_length=1)
@@ -71,14 +82,7 @@ class CustomMetric(_Strict):
     @field_validator("period")
     @classmethod
     def _a_cloudwatch_period(cls, value: float | None) -> float | None:
-        if value is not None and value not in (1, 5, 10, 30) and (value < 60 or value % 60):
-            raise PydanticCustomError(
-                "period",
-                "CloudWatch takes periods of 1s, 5s, 10s, 30s (high-resolution metrics) or a "
-                "whole number of minutes, e.g. 1m or 1d",
-                {},
-            )
-        return value
+        return None if value is None else _cloudwatch_period(value)
 
     @field_validator("statistics")
     @classmethod
@@ -96,7 +100,9 @@ class CustomMetric(_Strict):
 
 class CloudWatchTarget(AwsTarget):
     kind: Literal["cloudwatch"] = "cloudwatch"
-    # Period of each datapoint; ALB and SQS publish every 60 s, ECS every 60 s.
+    # Period of each datapoint; ALB and SQS publish every 60 s, ECS every 60 s. A
+    # high-resolution period (1s, 5s, 10s, 30s) only has data for metrics published at high
+    # resolution (the demo's are); AWS's own ALB, ECS and SQS metrics are not.
     period: Duration = 60.0
     # How long CloudWatch may take to close a period before it is read.
     delay: Duration = 120.0
@@ -108,12 +114,8 @@ class CloudWatchTarget(AwsTarget):
 
     @field_validator("period")
     @classmethod
-    def _whole_minutes(cls, value: float) -> float:
-        if value < 60 or value % 60:
-            raise PydanticCustomError(
-                "period", "a period must be a whole number of minutes, e.g. 60s or 5m", {}
-            )
-        return value
+    def _a_period(cls, value: float) -> float:
+        return _cloudwatch_period(value)
 
     @model_validator(mode="after")
     def _each_series_once(self) -> CloudWatchTarget:

@@ -152,6 +152,13 @@ ENV_MATCH = MetricSpec(
     (*_L, "name"),
 )
 
+TARGET_GROUP = MetricSpec(
+    "aws_ecs_service_target_group_info",
+    "Always 1: the service registers its tasks in this ALB target group. The alert rules join "
+    "target-group health to the service with it.",
+    (*_L, "target_group"),
+)
+
 METRICS = (
     DESIRED,
     RUNNING,
@@ -164,6 +171,7 @@ METRICS = (
     STOPPED,
     STOPS,
     ENV_MATCH,
+    TARGET_GROUP,
 )
 
 
@@ -255,7 +263,19 @@ def _service_samples(cluster: str, name: str, service: Mapping[str, Any]) -> lis
     found = _revision(str((primary or service).get("taskDefinition", "")))
     if found is not None:
         samples.append(REVISION(found[1], cluster, name, found[0]))
+    groups = {
+        _target_group_name(str(lb["targetGroupArn"]))
+        for lb in service.get("loadBalancers", ())
+        if lb.get("targetGroupArn")
+    }
+    samples.extend(TARGET_GROUP(1, cluster, name, group) for group in sorted(groups))
     return samples
+
+
+def _target_group_name(arn: str) -> str:
+    """`arn:aws:elasticloadbalancing:...:targetgroup/NAME/ID` -> NAME, the alb kind's label."""
+    parts = arn.split(":targetgroup/", 1)[-1].split("/")
+    return parts[0]
 
 
 async def _stopped(

@@ -139,8 +139,30 @@ class JsonExpectation(BaseModel):
 StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
 
 
+Role = Literal["liveness", "readiness", "endpoint", "dependency"]
+_ROLE_BY_LAST_SEGMENT: dict[str, Role] = {
+    "live": "liveness",
+    "livez": "liveness",
+    "liveness": "liveness",
+    "ready": "readiness",
+    "readyz": "readiness",
+    "readiness": "readiness",
+}
+
+
+def _role_from_path(path: str) -> Role:
+    """`/health/live` is a liveness check and `/health/ready` a readiness check (the runbooks'
+    paths, and Kubernetes' `/livez`, `/readyz`); any other URL is one of the team's endpoints."""
+    last = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
+    return _ROLE_BY_LAST_SEGMENT.get(last, "endpoint")
+
+
 class HttpTarget(TargetConfig):
     kind: Literal["http"] = "http"
+    # What the check stands for, which sets its alert's priority: liveness (site down, P0),
+    # readiness (a dependency down, P1), endpoint (a team URL such as a tile server, P1),
+    # dependency (a third party, P2). Unset: from the URL's path (`_role_from_path`).
+    role: Role | None = None
     url: StrOrSecret | None = None
     # Instead of `url`: probe every running task of an ECS service at its own address.
     discover: Discover | None = None
@@ -166,6 +188,8 @@ class HttpTarget(TargetConfig):
     def _usable_url(cls, value: str | SecretRef | None) -> str | SecretRef | None:
         if value is None:
             return None
+        if isinstance(value, SecretRef) and not value.resolved:
+            return value  # check-config without the secret: nothing to check here
         secret = isinstance(value, SecretRef)
         text = value.get() if isinstance(value, SecretRef) else value
         # Before anything that could echo the URL: a password in it must never be repeated.
@@ -211,6 +235,8 @@ class HttpTarget(TargetConfig):
                     "as {from_env: VARIABLE} or {from_file: /path/to/file}",
                     {"name": name, "entry": name},
                 )
+            if isinstance(header, SecretRef) and not header.resolved:
+                continue  # check-config without the secret
             text = header.get() if isinstance(header, SecretRef) else header
             if not _HEADER_VALUE.match(text):
                 where = f" (from {header.source()})" if isinstance(header, SecretRef) else ""
@@ -241,6 +267,21 @@ class HttpTarget(TargetConfig):
                 "timeout instead of as slow"
             )
         return self
+
+    def inferred_role(self) -> Role:
+        if self.role is not None:
+            return self.role
+        if self.discover is not None:
+            return _role_from_path(self.discover.ecs.path)
+        if isinstance(self.url, str):
+            return _role_from_path(httpx.URL(self.url).path)
+        return "endpoint"  # a URL from a secret is not read for this
+
+    def own_labels(self) -> dict[str, str]:
+        # The tasks of an ECS service are that service's: the rules and inhibitions that
+        # match on `service` need no relabeling for them.
+        service = {"service": self.discover.ecs.service} if self.discover is not None else {}
+        return {"role": self.inferred_role(), **service}
 
     def url_text(self) -> str:
         if self.url is None:

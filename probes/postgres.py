@@ -26,6 +26,7 @@ import json
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
@@ -37,6 +38,7 @@ from pydantic_core import PydanticCustomError
 from stackprobe.backoff import ReconnectPause
 from stackprobe.durations import Duration
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probes.ecs_service import EcsServiceTarget
 from stackprobe.secrets import SecretRef, secret_or_plain, split_url
 from stackprobe.target import TargetConfig
 
@@ -71,13 +73,17 @@ class Reason(StrEnum):
 
 
 class AppPool(BaseModel):
-    """An application's SQLAlchemy-style pool, so rules can compare connections with
-    `size + max_overflow` per running task (AEP: "active = pool_size x task_count")."""
+    """An application's SQLAlchemy-style pool, so rules can compare the connections it has
+    checked out with `size + max_overflow` per running task (AEP: "active = pool_size x
+    task_count").
+
+    `max_overflow` has no default: SQLAlchemy's is 10, and a guess either way is wrong for
+    someone (0 pages for a pool with room left, 10 misses one that is full)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     size: int = Field(ge=1)
-    max_overflow: int = Field(0, ge=0)
+    max_overflow: int = Field(ge=0)
     service: str = ""  # the ECS service whose tasks hold this pool, for joins
 
 
@@ -103,7 +109,10 @@ class PostgresTarget(TargetConfig):
     @field_validator("dsn")
     @classmethod
     def _usable_dsn(cls, value: str | SecretRef) -> str | SecretRef:
-        """Parsed at load with messages that never repeat it (see `split_url`)."""
+        """Parsed at load with messages that never repeat it (see `split_url`); a secret DSN
+        `check-config` could not read is left unchecked."""
+        if isinstance(value, SecretRef) and not value.resolved:
+            return value
         parts = split_url(
             value.get() if isinstance(value, SecretRef) else value,
             "dsn",
@@ -136,6 +145,30 @@ class PostgresTarget(TargetConfig):
     def session_statement_timeout(self) -> float:
         """Below the run's timeout, so the server cancels a slow probe query by itself."""
         return self.statement_timeout or max(0.1, self.timeout * 0.8)
+
+
+def advice(target: PostgresTarget, targets: Sequence[TargetConfig]) -> list[str]:
+    """A pool's capacity is its size times the service's running tasks, which only an
+    ecs_service target measures: the rule joins the two on `service`."""
+    found = []
+    for datname, pool in target.app_pools.items():
+        if not pool.service:
+            found.append(
+                f"PostgresAppPoolExhausted cannot fire for database {datname}: "
+                f"app_pools.{datname} names no service; set service: to the ECS service whose "
+                "tasks hold the pool, and cover it with an ecs_service target"
+            )
+        elif not any(
+            isinstance(t, EcsServiceTarget) and (not t.services or pool.service in t.services)
+            for t in targets
+        ):
+            found.append(
+                f"PostgresAppPoolExhausted cannot fire for database {datname}: no ecs_service "
+                f"target covers service {pool.service} (the rule joins on "
+                f"aws_ecs_service_running_tasks); add {pool.service} to the services of an "
+                "ecs_service target for its cluster"
+            )
+    return found
 
 
 PG_UP = MetricSpec("pg_up", "1 if the probe could connect and run its query, else 0.")

@@ -70,7 +70,10 @@ class RedisTarget(TargetConfig):
     @field_validator("url")
     @classmethod
     def _redis_url(cls, value: str | SecretRef) -> str | SecretRef:
-        """Parsed at load with messages that never repeat it (see `split_url`)."""
+        """Parsed at load with messages that never repeat it (see `split_url`); a secret URL
+        `check-config` could not read is left unchecked."""
+        if isinstance(value, SecretRef) and not value.resolved:
+            return value
         parts = split_url(
             value.get() if isinstance(value, SecretRef) else value,
             "url",

@@ -13,6 +13,7 @@ queue's RedrivePolicy each run, so adding or changing one needs no config change
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -21,6 +22,8 @@ from pydantic_core import PydanticCustomError
 from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import AwsState, gather_all, measured
+from stackprobe.probes.cloudwatch import CloudWatchTarget
+from stackprobe.target import TargetConfig
 
 ATTRIBUTES = [
     "ApproximateNumberOfMessages",
@@ -56,6 +59,18 @@ class SqsTarget(AwsTarget):
 
     def describe(self) -> str:
         return f"sqs {', '.join(self.queues)}"
+
+
+def advice(target: SqsTarget, targets: Sequence[TargetConfig]) -> list[str]:
+    """SqsJobsStuck fires on a growing queue only when no message was deleted, and deletions
+    are CloudWatch's alone: without them the rule has nothing to join."""
+    watched = {q for t in targets if isinstance(t, CloudWatchTarget) for q in t.sqs_queues}
+    return [
+        f"SqsJobsStuck cannot fire for queue {name}: no cloudwatch target lists it under "
+        f"sqs_queues (the rule needs its NumberOfMessagesDeleted); add it there"
+        for name in map(_queue_name, target.queues)
+        if name not in watched
+    ]
 
 
 _Q = ("queue",)

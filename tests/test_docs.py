@@ -109,6 +109,7 @@ def test_every_target_table_lists_the_base_keys() -> None:
         "kind": "required",
         "interval": "defaults.interval",
         "timeout": "defaults.timeout",
+        "labels": "{}",
     }
     kind_cell = next(row[3] for row in CONFIG["Every target"] if row[0] == "kind")
     assert all(f"`{kind}`" in kind_cell for kind in KINDS)

@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from stackprobe.aws import AwsClients, AwsSettings, AwsTarget
 from stackprobe.config import load_config
@@ -51,6 +52,19 @@ def test_examples_load_and_name_the_runbooks_resources(name: str, named: list[st
     assert all(word in text for word in named)
 
 
+@pytest.mark.parametrize("name", ["aep.yml", "vivacampo.yml"])
+def test_examples_pass_check_config_with_no_secret_set(name: str) -> None:
+    """As CI checks them: every target whole, and the only warnings the unset secrets (no
+    alert of theirs lacks a companion target)."""
+    config = load_config(EXAMPLES / name, environ={}, defer_secrets=True)
+    raw = yaml.safe_load((EXAMPLES / name).read_text())
+
+    assert len(config.targets) == len(raw["targets"]) and not config.partial
+    unset = {w.message.split()[2] for w in config.warnings}
+    assert all("is not set" in w.message for w in config.warnings)
+    assert unset == {v for v in ENV if v.startswith(name.removesuffix(".yml").upper())}
+
+
 def test_the_examples_use_every_kind_between_them() -> None:
     from stackprobe.probes import KINDS
 
@@ -64,6 +78,24 @@ async def test_vivacampo_aws_targets_run_against_its_stack(moto: None) -> None:
     stack = EcsStack(boto3.Session(region_name=REGION), "vivacampo-prod")
     for service in ("api", "worker", "tiler"):
         stack.service(service, desired=2)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    subnets = [
+        ec2.create_subnet(
+            VpcId=vpc["VpcId"], CidrBlock=f"172.31.{200 + i}.0/24", AvailabilityZone=f"{REGION}{z}"
+        )["Subnet"]["SubnetId"]
+        for i, z in enumerate("ab")
+    ]
+    elb = boto3.client("elbv2", region_name=REGION)
+    elb.create_load_balancer(Name="vivacampo-prod-alb", Subnets=subnets)
+    elb.create_target_group(
+        Name="vivacampo-api-tg",
+        Protocol="HTTP",
+        Port=8000,
+        VpcId=vpc["VpcId"],
+        TargetType="ip",
+        HealthCheckPath="/health/live",
+    )
     boto3.client("sqs", region_name=REGION).create_queue(QueueName="vivacampo-prod-jobs")
     boto3.client("s3", region_name=REGION).create_bucket(
         Bucket="vivacampo-prod-rasters",

@@ -170,3 +170,27 @@ def test_a_series_emitted_twice_is_refused() -> None:
 
     with pytest.raises(ValueError, match="emitted twice"):
         renderer.render("t", (HEALTH_COMPONENT_UP(1, "db"), HEALTH_COMPONENT_UP(0, "db")))
+
+
+def test_a_targets_constant_labels_are_on_every_series() -> None:
+    renderer = Renderer(all_metric_specs(KINDS))
+    result = ProbeResult.failed(
+        Reason.HTTP_STATUS, "status 503", (HEALTH_COMPONENT_UP(0, "redis"),)
+    )
+    labels = (("priority", "P2"), ("role", "readiness"), ("service", TRICKY))
+    samples = (*core_samples("http", result, 1700000000.0, 0.1, 15.0), *result.samples)
+    store = ResultStore()
+    store.put(
+        TargetResult("ready", "http", result, 1.0, 0.1, renderer.render("ready", samples, labels))
+    )
+
+    text = Exposition(renderer, store, CollectorRegistry()).render(openmetrics=False).decode()
+
+    parsed = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    assert len(parsed) == len(samples)
+    for sample in parsed:
+        assert {k: sample.labels[k] for k, _ in labels} == dict(labels)
+    assert (
+        'stackprobe_health_component_up{component="redis",priority="P2",role="readiness",'
+        'service="we\\"ird\\\\name\\nwith newline",target="ready"} 0.0'
+    ) in text

@@ -269,3 +269,14 @@ def test_a_custom_period_cloudwatch_refuses_is_a_config_error(period: str) -> No
     metric = {"namespace": "A", "metric": "B", "period": period}
     with pytest.raises(ConfigError, match="whole number of minutes"):
         make_target({"name": "cw", "kind": "cloudwatch", "metrics": [metric]})
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.period: CloudWatch takes periods"):
+        make_target({"name": "cw", "kind": "cloudwatch", "sqs_queues": ["q"], "period": period})
+
+
+@pytest.mark.parametrize("period", ["10s", "1m", "5m"])
+def test_a_target_takes_high_resolution_and_whole_minute_periods(period: str) -> None:
+    target = make_target(
+        {"name": "cw", "kind": "cloudwatch", "sqs_queues": ["q"], "period": period}
+    )
+
+    assert target.period in (10.0, 60.0, 300.0)  # type: ignore[attr-defined]

@@ -479,3 +479,40 @@ async def test_the_connection_limit_holds_and_a_saturated_one_is_pool_timeout(
         await clients.aclose()
 
     assert sorted([first.reason, second.reason]) == sorted([Reason.TIMEOUT, Reason.POOL_TIMEOUT])
+
+
+@pytest.mark.parametrize(
+    ("config", "labels"),
+    [
+        ({"url": "https://x.example/health/live"}, {"role": "liveness"}),
+        ({"url": "https://x.example/livez"}, {"role": "liveness"}),
+        ({"url": "https://x.example/health/ready/"}, {"role": "readiness"}),
+        ({"url": "https://x.example/readyz?verbose=1"}, {"role": "readiness"}),
+        ({"url": "https://tiles.example/tiles/3/4/2.png"}, {"role": "endpoint"}),
+        ({"url": "https://x.example/health/live", "role": "dependency"}, {"role": "dependency"}),
+        ({"url": {"from_env": "HEALTH_URL"}}, {"role": "endpoint"}),
+        (
+            {
+                "discover": {
+                    "ecs": {"cluster": "c", "service": "api", "port": 8787, "path": "/health/ready"}
+                }
+            },
+            {"role": "readiness", "service": "api"},
+        ),
+        (
+            {
+                "discover": {"ecs": {"cluster": "c", "service": "api", "port": 8787}},
+                "labels": {"service": "api-staging"},
+            },
+            {"role": "endpoint", "service": "api-staging"},
+        ),
+    ],
+)
+def test_role_and_service_labels_come_from_the_config(
+    config: dict[str, Any], labels: dict[str, str]
+) -> None:
+    target = make_target(
+        {"name": "t", "kind": "http", **config}, {"HEALTH_URL": "https://x.example/health/live"}
+    )
+
+    assert dict(target.series_labels) == labels
