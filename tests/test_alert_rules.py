@@ -27,6 +27,18 @@ OWN_RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.m
 
 RULE_FILES = sorted(RULES.glob("*.rules.yml"))
 ALERTS = alerts(RULES)
+# A target's `priority` label overrides the rule's; severity follows the priority.
+PRIORITY = '{{{{ or $labels.priority "{}" }}}}'
+SEVERITY_OF_PRIORITY = (
+    '{{{{ $p := or $labels.priority "{}" }}}}{{{{ if le $p "P1" }}}}critical'
+    '{{{{ else if eq $p "P2" }}}}warning{{{{ else }}}}info{{{{ end }}}}'
+)
+
+
+def default_priority(rule: dict[str, Any]) -> str:
+    """The priority an alert has unless its series carry a `priority` label."""
+    found = re.fullmatch(r'\{\{ or \$labels\.priority "(P[0-3])" \}\}', rule["labels"]["priority"])
+    return found.group(1) if found else str(rule["labels"]["priority"])
 
 
 def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -82,7 +94,9 @@ def test_every_alert_is_unit_tested_before_and_after_it_fires(alert: Any) -> Non
         for one in expected:
             annotations = one.get("exp_annotations", {})
             assert set(annotations) >= {"summary", "description", "runbook_url", "dashboard_url"}
-            assert one["exp_labels"]["priority"] == alert.rule["labels"]["priority"]
+            assert one["exp_labels"]["priority"] in (*SEVERITY, "none")
+    priorities = {one["exp_labels"]["priority"] for expected in fired for one in expected}
+    assert default_priority(alert.rule) in priorities, f"{alert.name}: never at its priority"
 
 
 @pytest.mark.parametrize("alert", ALERTS, ids=lambda a: a.name)
@@ -91,8 +105,10 @@ def test_every_alert_carries_priority_severity_and_links(alert: Any) -> None:
     annotations = alert.rule["annotations"]
 
     if alert.name != "Watchdog":
-        assert labels["priority"] in SEVERITY
-        assert labels["severity"] == SEVERITY[labels["priority"]]
+        priority = default_priority(alert.rule)
+        assert priority in SEVERITY
+        assert labels["priority"] == PRIORITY.format(priority)
+        assert labels["severity"] == SEVERITY_OF_PRIORITY.format(priority)
     assert annotations["summary"].endswith(".") and "{{" not in annotations["summary"]
     # the affected target and the value, templated; absent() and the watchdog have neither
     assert "{{" in annotations["description"] or alert.name in ("Watchdog", "StackprobeAbsent")
@@ -233,7 +249,9 @@ SEED_MAPS = {
             "EcsServiceCrashLooping": "incident-2-unhealthy-targets-alb",
             "RedisDown": "incident-3-redis-transport-closed-error",
             "RedisConnectionErrors": "incident-3-redis-transport-closed-error",
-            "DependencyComponentDown": "incident-3-redis-transport-closed-error",
+            "AppRedisPoolBroken": "incident-3-redis-transport-closed-error",
+            "DependencyComponentDown": "incident-2-unhealthy-targets-alb",
+            "AlbMostRequests5xx": "incident-1-high-5xx-error-rate",
             "PostgresAppPoolExhausted": "incident-4-database-connection-pool-exhausted",
             "PostgresLongRunningQueries": "root-cause-investigation-2",
             "PostgresIdleInTransaction": "root-cause-investigation-2",
@@ -257,6 +275,7 @@ SEED_MAPS = {
             "S3BucketGrowingFast": "scenario-2-s3-bucket-full--quota-exceeded",
             "S3NoLifecycleRule": "scenario-2-s3-bucket-full--quota-exceeded",
             "EndpointSlow": "scenario-3-titiler-slow--unresponsive",
+            "EndpointFailing": "scenario-3-titiler-slow--unresponsive",
             "AlbHighLatency": "scenario-3-titiler-slow--unresponsive",
             "EcsServiceResourcesSaturated": "scenario-3-titiler-slow--unresponsive",
             "SqsJobsStuck": "scenario-4-worker-jobs-stuck-in-queue",
@@ -309,7 +328,7 @@ def test_amtool_checks_the_routing_config() -> None:
     done = run(amtool, "check-config", ALERTMANAGER)
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "7 inhibit rules" in done.stdout
+    assert "9 inhibit rules" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -415,9 +434,69 @@ def test_docs_alerts_lists_every_alert_as_its_rule_says() -> None:
     for alert in ALERTS:
         anchor, priority, for_, area = rows[alert.name]
         assert anchor == slug(alert.name)
-        assert priority == alert.rule["labels"]["priority"]
+        assert priority == default_priority(alert.rule)
         assert for_ == alert.rule.get("for", "0m")
         assert area == alert.rule["labels"]["area"]
+
+
+def proof_table() -> list[tuple[int, str, str, str, str]]:
+    """docs/alerts.md's "Runbook rows, proven end to end": row, heading, alert, priority, proof."""
+    text = (ROOT / "docs" / "alerts.md").read_text()
+    section = text.split("## Runbook rows, proven end to end", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].isdigit():
+            rows.append((int(cells[0]), cells[1], cells[2], cells[3], cells[4]))
+    return rows
+
+
+def test_every_p0_and_p1_of_a_runbook_row_is_proven_by_an_e2e_incident() -> None:
+    from tests.e2e.incidents import INCIDENTS
+
+    incidents = {incident.name: incident for incident in INCIDENTS}
+    rows = proof_table()
+    by_name = {alert.name: alert for alert in ALERTS}
+    signals = (ROOT.parent / "shared" / "RUNBOOK_SIGNALS.md").read_text()
+    assert rows
+    for row, heading, name, priority, proof in rows:
+        assert name in by_name, f"row {row}: no alert {name}"
+        assert priority == default_priority(by_name[name].rule), (row, name)
+        assert heading[:4] in ("A · ", "V · "), heading
+        seed = SEEDS / (
+            "000_b9c89ee92470956a.txt" if heading[0] == "A" else "004_37bdbe2dcf880ee0.txt"
+        )
+        if seed.is_file():
+            title = heading[4:].split(" (")[0] if '("' in heading else heading[4:]
+            assert f" {title}" in seed.read_text(), (
+                f"row {row}: no heading {title!r} in {seed.name}"
+            )
+        if f"\n| {row} |" not in signals and (ROOT.parent / "shared").is_dir():
+            pytest.fail(f"row {row} is not a row of RUNBOOK_SIGNALS.md")
+        named = re.findall(r"`([\w-]+)`", proof)
+        if priority in ("P0", "P1"):
+            assert proof.startswith("e2e"), f"row {row}: {name} is a {priority}, proven by {proof}"
+        if proof.startswith("e2e"):
+            assert named, proof
+            for incident in named:
+                assert incident in incidents, f"row {row}: no e2e incident {incident}"
+                fired = incidents[incident].alerts
+                assert name in fired, f"row {row}: incident {incident} does not fire {name}"
+                assert fired[name]["priority"] == priority
+        else:
+            assert proof.startswith("promtool"), proof
+    # every alert a row names in the reference table above is in this one
+    rows_of = {}
+    for line in (ROOT / "docs" / "alerts.md").read_text().splitlines():
+        found = re.match(
+            r"^\| \[`(\w+)`\]\(runbook\.md#\w+\) \| \S+ \| \S+ \| \w+ \| ([\d, ]+) \|", line
+        )
+        if found:
+            rows_of[found.group(1)] = {int(r) for r in found.group(2).split(",")}
+    proven = {(name, row) for row, _, name, _, _ in rows}
+    for name, numbers in rows_of.items():
+        for row in numbers - {31, 2, 10}:
+            assert (name, row) in proven, f"{name} serves row {row}, which the proofs omit"
 
 
 def exported_names() -> set[str]:
@@ -456,3 +535,42 @@ def test_rules_query_only_series_stackprobe_exports(path: Path) -> None:
 
     assert used, "no stackprobe series in the file"
     assert not used - known, f"{path.name} queries series stackprobe does not export"
+
+
+@pytest.mark.parametrize("alert", [a for a in ALERTS if a.name != "Watchdog"], ids=lambda a: a.name)
+def test_every_alert_has_a_healthy_and_a_boundary_group(alert: Any) -> None:
+    """`<Alert>: healthy` keeps the alert silent on healthy inputs past its for; `<Alert>:
+    boundary` evaluates it at least twice, silent (past its for) and firing: the threshold
+    itself and one step across it. Both in a test file that loads the alert's rule file, or
+    the alert could not fire there at all."""
+    from stackprobe.durations import parse_duration
+
+    groups: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for path in sorted(UNIT_TESTS.glob("*.test.yml")):
+        document = yaml.safe_load(path.read_text())
+        for group in document["tests"]:
+            if "name" in group:
+                assert group["name"] not in groups, f"two test groups named {group['name']!r}"
+                groups[group["name"]] = (document["rule_files"], group)
+    wait = parse_duration(alert.rule["for"])
+
+    found = {}
+    for kind in ("healthy", "boundary"):
+        name = f"{alert.name}: {kind}"
+        assert name in groups, f"no test group named {name!r}"
+        rule_files, group = groups[name]
+        assert alert.file.name in {Path(f).name for f in rule_files}, f"{name}: wrong rule file"
+        found[kind] = [
+            (parse_duration(str(case["eval_time"])), bool(case.get("exp_alerts")))
+            for case in group.get("alert_rule_test", ())
+            if case["alertname"] == alert.name
+        ]
+
+    healthy, boundary = found["healthy"], found["boundary"]
+    assert any(at >= wait for at, _ in healthy), f"{alert.name}: healthy only before its for"
+    assert not any(fires for _, fires in healthy), f"{alert.name}: fires on healthy inputs"
+    assert len(boundary) >= 2, f"{alert.name}: the boundary group evaluates it once or never"
+    assert any(fires for _, fires in boundary), f"{alert.name}: never fires at the boundary"
+    assert any(at >= wait and not fires for at, fires in boundary), (
+        f"{alert.name}: no silent evaluation past its for at the boundary"
+    )

@@ -147,7 +147,7 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         alert("RedisConnectionErrors", "P1", area="redis", target="aep-redis", service="api"),
         # api's readiness says redis: false: its Redis being down explains it
         alert(
-            "DependencyComponentDown",
+            "AppRedisPoolBroken",
             "P1",
             area="health",
             target="api-ready",
@@ -156,13 +156,24 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         ),
         # another service's Redis is another Redis: not muted
         alert(
-            "DependencyComponentDown",
+            "AppRedisPoolBroken",
             "P1",
             area="health",
-            target="worker-ready",
+            target="worker-tasks",
+            task="t1",
             service="worker",
             component="redis",
         ),
+        # a readiness body naming the broken dependency explains that check's failure
+        alert(
+            "DependencyComponentDown",
+            "P1",
+            area="health",
+            target="billing-ready",
+            service="billing",
+            component="database",
+        ),
+        alert("HealthReadyFailing", "P1", area="health", target="billing-ready", service="billing"),
         alert("SqsDeadLetterMessages", "P2", area="sqs", target="jobs", queue="jobs"),
         alert("S3NoLifecycleRule", "P3", area="s3", target="b", bucket="rasters"),
         alert("Watchdog", "none", area="stackprobe"),
@@ -181,9 +192,10 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         "HealthLiveFailing",
         "RedisDown",
         "HealthReadyFailing",
+        "AppRedisPoolBroken",
         "DependencyComponentDown",
     }
-    assert hooks.alerts("pager")["DependencyComponentDown"]["labels"]["service"] == "worker"
+    assert hooks.alerts("pager")["AppRedisPoolBroken"]["labels"]["service"] == "worker"
     assert set(hooks.alerts("incident-channel")) == {
         "EcsServiceNoRunningTasks",
         "HealthLiveFailing",
@@ -204,8 +216,9 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
     assert inhibited == {
         ("AlbNoHealthyTargets", "api"),
         ("RedisConnectionErrors", "api"),
-        ("DependencyComponentDown", "api"),
+        ("AppRedisPoolBroken", "api"),
         ("HealthReadyFailing", "web"),
+        ("HealthReadyFailing", "billing"),
     }
 
 
