@@ -47,17 +47,32 @@ def demo_config(at: Addresses, interval: float) -> str:
     }
     if at.postgres_password_env:
         postgres["password"] = {"from_env": at.postgres_password_env}
+    # the ECS service behind the site's checks: the alerts name it, and an outage of the
+    # service mutes the checks' own alerts in Alertmanager
+    backend = {"service": world.BACKEND}
     targets: list[dict[str, Any]] = [
         {
             "name": "aep-live",
             "kind": "http",
+            "role": "liveness",
             "url": f"{site}/health/live",
             "tls": tls,
+            "labels": backend,
         },
         {
             "name": "aep-ready",
             "kind": "http",
+            "role": "readiness",
             "url": f"{site}/health/ready",
+            "tls": tls,
+            "latency_threshold": "500ms",
+            "labels": backend,
+        },
+        {
+            "name": "aep-tiles",
+            "kind": "http",
+            "role": "endpoint",
+            "url": f"{site}/tiles/WebMercatorQuad/3/4/2.png",
             "tls": tls,
             "latency_threshold": "500ms",
         },
@@ -80,7 +95,8 @@ def demo_config(at: Addresses, interval: float) -> str:
             "server": f"127.0.0.1:{at.dns_port}",
         },
         postgres,
-        {"name": "aep-redis", "kind": "redis", "url": at.redis_url},
+        # the Redis the backend uses: Redis down then explains the backend's `redis: false`
+        {"name": "aep-redis", "kind": "redis", "url": at.redis_url, "labels": backend},
         {
             "name": "aep-ecs",
             "kind": "ecs_service",
@@ -98,7 +114,9 @@ def demo_config(at: Addresses, interval: float) -> str:
         {
             "name": "aep-cloudwatch",
             "kind": "cloudwatch",
-            # the demo writes its datapoints as they happen; CloudWatch would take a minute
+            # the demo writes its datapoints as they happen, at high resolution; CloudWatch
+            # would take a minute, and AWS's own ALB, ECS and SQS metrics have 60 s periods
+            "period": "10s",
             "delay": "0s",
             "albs": [{"load_balancer": at.load_balancer_dimension}],
             "ecs_services": [

@@ -2,8 +2,10 @@
 series, and the alerts on them, show it as they would in production.
 
 A fault changes the world the way the incident does, not stackprobe's view of it: the ALB
-reports the targets unhealthy, ECS stops the tasks, the queue really grows, connections to
-the real PostgreSQL are really held and the real Redis really closes its clients.
+reports the targets unhealthy, ECS stops the tasks, the queue really grows, the app's
+connections to the real PostgreSQL are really held and the real Redis really closes
+stackprobe's connections. The backend's pools are warm from the start, as a running app's
+are: `pools` connections open and idle.
 """
 
 from __future__ import annotations
@@ -42,10 +44,26 @@ FAULTS = {
     f.name: f
     for f in (
         Fault(
+            "bad-deploy",
+            "AEP Incident 1 (all requests 5xx: roll back)",
+            "the backend is deployed with code that fails every request but /health/live: "
+            "/health/ready answers 500 and the ALB's requests end in 5xx",
+        ),
+        Fault(
+            "5xx-spike",
+            "AEP Incident 1 (ALB 5xx > 5 %)",
+            "one request in ten to the backend ends in a 5xx",
+        ),
+        Fault(
             "redis-transport-closed",
             "AEP Incident 3",
-            "/health/ready answers 503 with redis: false, and Redis closes its clients' "
-            "connections every second",
+            "the app's pooled Redis connections are dead: /health/ready answers 503 with "
+            "redis: false, while Redis itself answers",
+        ),
+        Fault(
+            "redis-flapping",
+            "AEP Incident 3 (Redis dropping clients)",
+            "Redis closes stackprobe's connections every second",
         ),
         Fault(
             "scaled-to-zero",
@@ -54,26 +72,53 @@ FAULTS = {
             "/health/live and /health/ready answer 503",
         ),
         Fault(
+            "tasks-failing",
+            "AEP Incident 6 (all tasks stopped: bad deploy)",
+            "a backend deployment whose image cannot be pulled: the old tasks stop, every new "
+            "one fails to start and the rollout FAILS; the site answers 503",
+        ),
+        Fault(
+            "alb-failed",
+            "AEP Incident 6 (ALB offline)",
+            "the load balancer leaves the active state",
+        ),
+        Fault(
+            "dns-broken",
+            "AEP Incident 6 (DNS not resolving)",
+            "the site's name has no record any more: NXDOMAIN",
+        ),
+        Fault(
+            "worker-deleted",
+            "AEP Incident 6 (a service deleted by accident)",
+            "the worker service is deleted",
+        ),
+        Fault(
+            "db-unreachable",
+            "AEP Incident 2 (/health/ready 503: DB connection failing)",
+            "the app's tasks cannot reach PostgreSQL (a security group change): /health/ready "
+            "answers 503 with database: false, while PostgreSQL itself answers",
+        ),
+        Fault(
             "unhealthy-targets",
             "AEP Incident 2",
             "the backend's target group checks /health, which the app does not serve: every "
             "target fails with Target.ResponseCodeMismatch",
         ),
         Fault(
+            "oom-kill",
+            "AEP Incident 2 / 6 (task not starting: OOM)",
+            "a backend task is killed for running out of memory, and so is each replacement",
+        ),
+        Fault(
             "db-pool-exhausted",
             "AEP Incident 4",
-            "the backend's connection pools are used up: as many PostgreSQL connections as "
-            "its tasks may hold sit idle in a transaction",
+            "the backend's pools are used up: every connection of its warmed pools sits idle "
+            "in a transaction",
         ),
         Fault(
-            "jobs-stuck",
-            "VivaCampo Scenario 4",
-            "the workers stop taking jobs: the queue grows and nothing is deleted",
-        ),
-        Fault(
-            "oom-kill",
-            "AEP Incident 1 (tasks restarting)",
-            "a backend task is killed for running out of memory, and so is each replacement",
+            "db-too-many-clients",
+            "VivaCampo Scenario 1",
+            "connections leak until PostgreSQL refuses new ones: too many clients already",
         ),
         Fault(
             "env-drift",
@@ -81,12 +126,30 @@ FAULTS = {
             "the backend is deployed without BUDGET_ENFORCEMENT_MODE=strict",
         ),
         Fault(
+            "access-logs-off",
+            "AEP Incident 7 (containment: enable ALB access logs)",
+            "the load balancer's access logs are switched off",
+        ),
+        Fault(
             "s3-growth",
             "VivaCampo Scenario 2",
             "S3 reports yesterday's bucket size 50 % above the day before's",
         ),
+        Fault(
+            "jobs-stuck",
+            "VivaCampo Scenario 4",
+            "the workers stop taking jobs: the queue grows and nothing is deleted",
+        ),
+        Fault(
+            "tiles-down",
+            "VivaCampo Scenario 3 (map tiles not loading)",
+            "the tile server answers 503",
+        ),
     )
 }
+
+# Connections db-too-many-clients opens at most, whatever the server's max_connections.
+LEAK_MAX = 1000
 
 
 class FaultError(Exception):
@@ -106,7 +169,8 @@ class Faults:
         self.pools = pools  # connections the backend's pools may hold, all tasks together
         self.on: set[str] = set()
         self.lock = asyncio.Lock()
-        self._held: list[Any] = []  # the exhausted pool's connections
+        self._pool: list[Any] = []  # the backend's warmed pools: open, idle between requests
+        self._leaked: list[Any] = []  # db-too-many-clients' connections
         self._killer: asyncio.Task[None] | None = None
         self.log = structlog.get_logger("stackprobe.demo")
 
@@ -152,8 +216,40 @@ class Faults:
             except FaultError as exc:
                 self.log.warning("could not switch a fault off", fault=name, error=str(exc))
 
+    async def warm(self) -> None:
+        """Open the backend's pools as a running app keeps them: `pools` connections, idle.
+        Best effort: without a reachable PostgreSQL the database faults say why."""
+        try:
+            await self._fill_pool()
+        except FaultError as exc:
+            self.log.warning("the backend's pools stay cold", error=str(exc))
+
+    async def close(self) -> None:
+        await self.clear()
+        for connection in self._pool:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=5)
+        self._pool.clear()
+
+    async def _connect(self) -> Any:
+        try:
+            return await asyncpg.connect(self.postgres_dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise FaultError(
+                f"cannot open connections to PostgreSQL ({type(exc).__name__}); start it, or "
+                "point the demo at one with --postgres-dsn"
+            ) from None
+
+    async def _fill_pool(self) -> None:
+        self._pool = [c for c in self._pool if not c.is_closed()]
+        while len(self._pool) < self.pools:
+            self._pool.append(await self._connect())
+
     async def _redis_transport_closed(self, on: bool) -> None:
+        # Redis is fine and so is stackprobe's connection to it; only the app's are dead
         self.site.redis = not on
+
+    async def _redis_flapping(self, on: bool) -> None:
         if on:
             self._killer = asyncio.create_task(self._close_redis_clients())
         elif self._killer is not None:
@@ -164,7 +260,7 @@ class Faults:
 
     async def _close_redis_clients(self) -> None:
         """Each second, Redis closes the connections stackprobe keeps (it names them
-        `stackprobe`), as the incident's closed their app's; no other client of this Redis
+        `stackprobe`), as a Redis dropping its clients would; no other client of this Redis
         (yours, on a laptop) is touched."""
         client = aioredis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
@@ -199,25 +295,34 @@ class Faults:
 
     async def _db_pool_exhausted(self, on: bool) -> None:
         if not on:
-            for connection in self._held:
+            for connection in self._pool:
+                with contextlib.suppress(Exception):
+                    await connection.execute("ROLLBACK")
+            return
+        await self._fill_pool()
+        for connection in self._pool:
+            # what a leaked SQLAlchemy session looks like: checked out, idle in a transaction
+            # (kept even where the server would end such sessions)
+            await connection.execute("SET idle_in_transaction_session_timeout = 0; BEGIN")
+            await connection.execute("SELECT 1")
+
+    async def _db_too_many_clients(self, on: bool) -> None:
+        if not on:
+            for connection in self._leaked:
                 with contextlib.suppress(Exception):
                     await connection.close(timeout=5)
-            self._held.clear()
+            self._leaked.clear()
             return
-        try:
-            for _ in range(self.pools):
-                connection = await asyncpg.connect(self.postgres_dsn, timeout=5)
-                self._held.append(connection)
-                # what a leaked SQLAlchemy session looks like: idle, in a transaction (kept
-                # even where the server would end such sessions)
-                await connection.execute(
-                    "SET idle_in_transaction_session_timeout = 0; BEGIN; SELECT 1"
-                )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            raise FaultError(
-                f"cannot open connections to PostgreSQL ({type(exc).__name__}); start it, or "
-                "point the demo at one with --postgres-dsn"
-            ) from None
+        while len(self._leaked) < LEAK_MAX:
+            try:
+                self._leaked.append(await asyncpg.connect(self.postgres_dsn, timeout=5))
+            except asyncpg.TooManyConnectionsError:
+                return  # "sorry, too many clients already": the leak has filled it
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                if self._leaked:
+                    return  # a server that stops answering new connections is full too
+                await self._connect()  # says why none could be opened at all
+        self.log.warning("stopped leaking connections before PostgreSQL refused one")
 
     async def _jobs_stuck(self, on: bool) -> None:
         self.world.jobs_stuck = on
@@ -227,6 +332,37 @@ class Faults:
 
     async def _env_drift(self, on: bool) -> None:
         await asyncio.to_thread(self.world.deploy_backend, on)
+
+    async def _bad_deploy(self, on: bool) -> None:
+        # on: the broken release goes out; off: the rollback, a deployment of its own
+        await asyncio.to_thread(self.world.deploy_backend)
+        self.site.broken = on
+        self.world.error_ratio = 1.0 if on else 0.0
+
+    async def _5xx_spike(self, on: bool) -> None:
+        self.world.error_ratio = 0.1 if on else 0.0
+
+    async def _tasks_failing(self, on: bool) -> None:
+        await asyncio.to_thread(self.world.backend_cannot_start, on)
+        self.site.up = not on
+
+    async def _alb_failed(self, on: bool) -> None:
+        await asyncio.to_thread(self.world.load_balancer_failed, on)
+
+    async def _db_unreachable(self, on: bool) -> None:
+        self.site.database = not on
+
+    async def _dns_broken(self, on: bool) -> None:
+        self.site.dns = not on
+
+    async def _worker_deleted(self, on: bool) -> None:
+        await asyncio.to_thread(self.world.worker_deleted, on)
+
+    async def _access_logs_off(self, on: bool) -> None:
+        await asyncio.to_thread(self.world.access_logs, not on)
+
+    async def _tiles_down(self, on: bool) -> None:
+        self.site.tiles = not on
 
     async def _s3_growth(self, on: bool) -> None:
         await asyncio.to_thread(self.world.bucket_grew, on)

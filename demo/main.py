@@ -131,9 +131,13 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
                 runners.append(runner)
                 await web.TCPSite(runner, host, port, ssl_context=context).start()
             https_port = runners[-1].addresses[0][1]
-            dns_transport, dns_port = await serve_dns()
+            dns_transport, dns_port = await serve_dns(site)
             await asyncio.to_thread(aws.start)
-            traffic = asyncio.create_task(_traffic(aws, log))
+            # the traffic ticks at most every 10 s, and twice an interval apart for a demo
+            # that checks faster (the tests' 1 s), so CloudWatch figures keep up with it
+            tick = min(stack.TICK, max(1.0, 2 * options.interval))
+            traffic = asyncio.create_task(_traffic(aws, log, tick))
+            await faults.warm()
             for name in options.faults:
                 await faults.switch(name, True)
             addresses = Addresses(
@@ -155,7 +159,7 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
                 traffic.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await traffic
-            await faults.clear()
+            await faults.close()
             if dns_transport is not None:
                 dns_transport.close()
             for runner in runners:
@@ -163,13 +167,13 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
             await asyncio.to_thread(aws.stop)
 
 
-async def _traffic(aws: stack.World, log: structlog.stdlib.BoundLogger) -> None:
+async def _traffic(aws: stack.World, log: structlog.stdlib.BoundLogger, tick: float) -> None:
     while True:
         try:
             await asyncio.to_thread(aws.tick)
         except Exception as exc:  # the demo keeps running; the next tick tries again
             log.warning("demo traffic failed", error=f"{type(exc).__name__}: {exc}")
-        await asyncio.sleep(stack.TICK)
+        await asyncio.sleep(tick)
 
 
 def _url(address: tuple[str | None, int]) -> str:

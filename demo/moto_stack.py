@@ -92,10 +92,12 @@ class EcsStack:
         self.region = region
         self.ecs = client("ecs")
         ec2 = client("ec2")
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        # Task addresses on loopback (moto takes any range): a task nobody pointed at a
+        # server (`set_address`) refuses a probe instead of sending it into a private network.
+        vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
         # awsvpc tasks need DNS hostnames on their VPC (DESIGN.md)
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-        self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.1.0/24")["Subnet"]["SubnetId"]
         self.security_group = ec2.create_security_group(
             GroupName=f"{cluster}-tasks", Description="tasks", VpcId=vpc
         )["GroupId"]
@@ -131,16 +133,28 @@ class EcsStack:
         return arn
 
     def service(
-        self, name: str, desired: int, running: int | None = None, task_definition: str = ""
+        self,
+        name: str,
+        desired: int,
+        running: int | None = None,
+        task_definition: str = "",
+        target_group: str = "",
     ) -> None:
         """A service whose running count is set in moto's backend (moto reads it from
-        MOTO_ECS_SERVICE_RUNNING at creation otherwise)."""
+        MOTO_ECS_SERVICE_RUNNING at creation otherwise), registering its tasks in
+        `target_group` (an ARN) when given."""
+        balancers = (
+            [{"targetGroupArn": target_group, "containerName": name, "containerPort": 8787}]
+            if target_group
+            else []
+        )
         self.ecs.create_service(
             cluster=self.cluster,
             serviceName=name,
             taskDefinition=task_definition or self.task_definition(name),
             desiredCount=desired,
             launchType="FARGATE",
+            loadBalancers=balancers,
         )
         self.set_counts(name, desired if running is None else running)
 
@@ -153,9 +167,10 @@ class EcsStack:
         for deployment in service.deployments:
             deployment["runningCount"] = running
             deployment["desiredCount"] = service.desired_count
-            deployment["rolloutState"] = (
-                "COMPLETED" if running >= service.desired_count else "IN_PROGRESS"
-            )
+            if deployment.get("rolloutState") != "FAILED":  # ECS gave up on it for good
+                deployment["rolloutState"] = (
+                    "COMPLETED" if running >= service.desired_count else "IN_PROGRESS"
+                )
 
     def run_tasks(self, service: str, count: int = 1) -> list[str]:
         answer = self.ecs.run_task(

@@ -1,5 +1,6 @@
-"""The demo's web app, as its users and stackprobe see it: `/health/live` and `/health/ready`
-over HTTPS under a name the demo's DNS answers for, and over plain HTTP on the tasks' port.
+"""The demo's web app, as its users and stackprobe see it: `/health/live`, `/health/ready` and
+a tile route over HTTPS under a name the demo's DNS answers for, and over plain HTTP on the
+tasks' port.
 
 The TLS certificate is made at start (60 days, for 127.0.0.1 and the site's name), so the
 certificate-expiry panel has a figure; the DNS server answers A queries for the site's name
@@ -36,7 +37,18 @@ class SiteState:
     """What the app would report right now; the faults change it."""
 
     up: bool = True  # False: no task behind the load balancer (the site answers 503)
-    redis: bool = True
+    redis: bool = True  # False: the app's pooled Redis connections are dead
+    database: bool = True  # False: the app's tasks cannot reach PostgreSQL
+    broken: bool = False  # a deployment broke every route but /health/live
+    tiles: bool = True  # False: the tile server does not answer
+    dns: bool = True  # False: the site's name has no record
+
+
+# A 1x1 transparent PNG: what a tile URL answers.
+TILE = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082"
+)
 
 
 def health_app(state: SiteState) -> web.Application:
@@ -48,16 +60,25 @@ def health_app(state: SiteState) -> web.Application:
     async def ready(_: web.Request) -> web.Response:
         if not state.up:
             return web.Response(status=503, text="503 Service Temporarily Unavailable")
+        if state.broken:  # the new code fails before its handler can say what is wrong
+            return web.Response(status=500, text="Internal Server Error")
         # the database check passes even with the pool exhausted: it has its own connection
         # (AEP Incident 4)
-        components = {"database": True, "redis": state.redis}
+        components = {"database": state.database, "redis": state.redis}
         healthy = all(components.values())
         body = {"status": "ok" if healthy else "degraded", **components}
         return web.json_response(body, status=200 if healthy else 503)
 
+    async def tile(_: web.Request) -> web.Response:
+        # the tile server is a service of its own: the backend's outage leaves it up
+        if not state.tiles:
+            return web.Response(status=503, text="503 Service Temporarily Unavailable")
+        return web.Response(body=TILE, content_type="image/png")
+
     app = web.Application()
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
+    app.router.add_get("/tiles/{tile:.+}.png", tile)
     return app
 
 
@@ -100,7 +121,11 @@ def self_signed(directory: Path) -> tuple[ssl.SSLContext, Path]:
 
 
 class _Resolver(asyncio.DatagramProtocol):
-    """Answers A queries for the site's name with 127.0.0.1; NXDOMAIN for any other name."""
+    """Answers A queries for the site's name with 127.0.0.1; NXDOMAIN for any other name, and
+    for the site's own while its record is gone (`SiteState.dns`)."""
+
+    def __init__(self, state: SiteState) -> None:
+        self.state = state
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: Any = transport
@@ -112,7 +137,9 @@ class _Resolver(asyncio.DatagramProtocol):
             return
         response = dns.message.make_response(query)
         question = query.question[0] if query.question else None
-        if question is not None and question.name.to_text(omit_final_dot=True).lower() == SITE_NAME:
+        # (a question is an RRset without records: falsy, so compare with None)
+        name = question.name.to_text(omit_final_dot=True).lower() if question is not None else ""
+        if question is not None and name == SITE_NAME and self.state.dns:
             if question.rdtype == dns.rdatatype.A:
                 answer = dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.1")
                 response.answer.append(answer)
@@ -121,8 +148,12 @@ class _Resolver(asyncio.DatagramProtocol):
         self.transport.sendto(response.to_wire(), addr)
 
 
-async def serve_dns(host: str = "127.0.0.1") -> tuple[asyncio.DatagramTransport, int]:
+async def serve_dns(
+    state: SiteState, host: str = "127.0.0.1"
+) -> tuple[asyncio.DatagramTransport, int]:
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(_Resolver, local_addr=(host, 0))
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Resolver(state), local_addr=(host, 0)
+    )
     port: int = transport.get_extra_info("sockname")[1]
     return transport, port

@@ -36,12 +36,13 @@ BUCKET = "aep-demo-rasters"
 EXPECTED_ENV = {"BUDGET_ENFORCEMENT_MODE": "strict"}
 GIB = 1024**3
 BUCKET_BYTES = 42 * GIB  # yesterday's BucketSizeBytes; the day before held 40 GiB
-TICK = 10.0  # seconds between the traffic's CloudWatch datapoints
+TICK = 10.0  # seconds between the traffic's CloudWatch datapoints (at most)
 KEPT_SECONDS = 3600.0  # how long datapoints and stopped tasks are kept
 
 BROKEN_HEALTH_CHECK_PATH = "/health"
 OOM_REASON = "Essential container in task exited"
 SCALE_IN_REASON = "Scaling activity initiated by (deployment ecs-svc/1)"
+PULL_REASON = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
 
 
 class World:
@@ -57,7 +58,9 @@ class World:
         self.lock = threading.Lock()  # one change to the stack at a time
         self.jobs_stuck = False
         self.crash_looping = False
+        self.cannot_start = False  # the backend's image cannot be pulled
         self.bucket_grown = False
+        self.error_ratio = 0.0  # share of requests the targets answer with 5xx
         self._stopped_at: dict[str, float] = {}  # task ARN -> when the demo saw it stopped
         self._oldest_job: float | None = None
 
@@ -81,8 +84,8 @@ class World:
         self.sqs = self.client("sqs")
         self.s3 = self.client("s3")
         self.cloudwatch = self.client("cloudwatch")
-        self._seed_ecs()
         self._seed_alb()
+        self._seed_ecs()
         self._seed_sqs()
         self._seed_s3()
 
@@ -96,9 +99,13 @@ class World:
 
     def _seed_ecs(self) -> None:
         for name, desired in SERVICES.items():
-            definition = self.ecs.task_definition(name, {**EXPECTED_ENV, "ENVIRONMENT": "demo"})
-            self.ecs.service(name, desired=desired, task_definition=definition)
-            self._start_tasks(name, desired)
+            self._create_service(name, desired)
+
+    def _create_service(self, name: str, desired: int) -> None:
+        definition = self.ecs.task_definition(name, {**EXPECTED_ENV, "ENVIRONMENT": "demo"})
+        group = self.target_groups.get(name, "")
+        self.ecs.service(name, desired=desired, task_definition=definition, target_group=group)
+        self._start_tasks(name, desired)
 
     def _start_tasks(self, service: str, count: int) -> None:
         for arn in self.ecs.run_tasks(service, count):
@@ -240,6 +247,8 @@ class World:
             self._jobs(now)
             if self.crash_looping:
                 self._crash()
+            if self.cannot_start:
+                self._fail_to_start()
             self._daily_storage()
             self._forget(now.timestamp() - KEPT_SECONDS)
 
@@ -266,12 +275,13 @@ class World:
 
     def _traffic(self, now: datetime) -> None:
         requests = random.randint(250, 350)
+        failed = round(requests * self.error_ratio) or random.choice((0, 0, 1))
         lb = {"LoadBalancer": self.load_balancer_dimension}
         self._put(
             "AWS/ApplicationELB",
             [
                 ("RequestCount", {}, requests),
-                ("HTTPCode_Target_5XX_Count", {}, random.choice((0, 0, 1))),
+                ("HTTPCode_Target_5XX_Count", {}, failed),
                 ("HTTPCode_ELB_5XX_Count", {}, 0),
             ],
             lb,
@@ -410,13 +420,75 @@ class World:
         self.ecs.stop(victim, OOM_REASON, "OutOfMemoryError: Container killed due to memory usage")
         self.ecs.set_counts(BACKEND, desired - 1)
 
-    def deploy_backend(self, drifted: bool) -> None:
+    def deploy_backend(self, drifted: bool = False) -> None:
         """A deployment of the backend, without the expected environment when `drifted`."""
         with self.lock:
             env = {"ENVIRONMENT": "demo"} if drifted else {**EXPECTED_ENV, "ENVIRONMENT": "demo"}
             definition = self.ecs.task_definition(BACKEND, env)
             self.ecs.deploy(BACKEND, definition)
             self.ecs.complete_deployment(BACKEND)
+
+    def backend_cannot_start(self, on: bool) -> None:
+        """A deployment whose image cannot be pulled: ECS stops the old tasks as it rolls,
+        every new task fails to start, and the circuit breaker marks the rollout FAILED.
+        Off: a rollback that starts."""
+        with self.lock:
+            self.cannot_start = on
+            desired = SERVICES[BACKEND]
+            env = {**EXPECTED_ENV, "ENVIRONMENT": "demo"}
+            self.ecs.deploy(BACKEND, self.ecs.task_definition(BACKEND, env))
+            if on:
+                for arn in self.ecs.running_tasks(BACKEND):
+                    self.ecs.stop(arn, SCALE_IN_REASON)
+                self.elb.deregister_targets(
+                    TargetGroupArn=self.target_groups[BACKEND],
+                    Targets=[{"Id": ip} for ip in self._target_ids(BACKEND)],
+                )
+                self.ecs.set_counts(BACKEND, 0, desired=desired)
+                self._fail_to_start()
+                service = self.ecs.backend_service(BACKEND)
+                service.deployments[0].update(
+                    rolloutState="FAILED",
+                    rolloutStateReason="ECS deployment circuit breaker: tasks failed to start.",
+                )
+                return
+            self.ecs.complete_deployment(BACKEND)
+            self._start_tasks(BACKEND, desired)
+            self._register(BACKEND)
+            self.ecs.set_counts(BACKEND, desired, desired=desired)
+
+    def _fail_to_start(self) -> None:
+        """ECS tries to start a backend task, and the task stops: its image cannot be
+        pulled."""
+        for arn in self.ecs.run_tasks(BACKEND, 2):
+            self.ecs.stop(arn, "Task failed to start", PULL_REASON)
+        self.ecs.set_counts(BACKEND, 0)
+
+    def load_balancer_failed(self, failed: bool) -> None:
+        """The load balancer leaves `active` (AEP Incident 6: "ALB offline")."""
+        from moto.elbv2.models import elbv2_backends
+
+        with self.lock:
+            balancer = elbv2_backends[ACCOUNT][REGION].load_balancers[self.load_balancer_arn]
+            balancer.state = "failed" if failed else "active"
+
+    def access_logs(self, enabled: bool) -> None:
+        with self.lock:
+            self.elb.modify_load_balancer_attributes(
+                LoadBalancerArn=self.load_balancer_arn,
+                Attributes=[{"Key": "access_logs.s3.enabled", "Value": str(enabled).lower()}],
+            )
+
+    def worker_deleted(self, deleted: bool) -> None:
+        """The worker service deleted by accident, and created again."""
+        with self.lock:
+            if deleted:
+                self.ecs.ecs.update_service(cluster=CLUSTER, service=WORKER, desiredCount=0)
+                for arn in self.ecs.running_tasks(WORKER):
+                    self.ecs.stop(arn, SCALE_IN_REASON)
+                self.ecs.ecs.delete_service(cluster=CLUSTER, service=WORKER, force=True)
+            else:
+                self._create_service(WORKER, SERVICES[WORKER])
 
     def bucket_grew(self, grew: bool) -> None:
         """Yesterday's BucketSizeBytes as S3 reports it: +50 % when something stopped
@@ -435,12 +507,6 @@ class World:
                     and _timestamp(datum.timestamp) >= yesterday.timestamp()
                 ):
                     datum.value = size
-
-    def queue_depth(self) -> int:
-        answer = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
-        )
-        return int(answer["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def _timestamp(stamp: Any) -> float:

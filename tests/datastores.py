@@ -77,7 +77,7 @@ class ThrowawayCluster:
     """A PostgreSQL cluster of its own (own port and data directory) with small limits,
     for filling up, stopping and restarting without disturbing anything else."""
 
-    def __init__(self, max_connections: int = 6, reserved: int = 2) -> None:
+    def __init__(self, max_connections: int = 6, reserved: int = 2, extra: str = "") -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="stackprobe-pg-", dir="/tmp"))
         if os.geteuid() == 0:
@@ -86,8 +86,8 @@ class ThrowawayCluster:
         self.options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
             f"-c max_connections={max_connections} "
-            f"-c superuser_reserved_connections={reserved} -c fsync=off"
-        )
+            f"-c superuser_reserved_connections={reserved} -c fsync=off {extra}"
+        ).strip()
 
     def create(self) -> ThrowawayCluster:
         pwfile = self.dir / "pw"

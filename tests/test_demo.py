@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -165,7 +166,53 @@ FAULT_SIGNALS = {
         d.value("aws_s3_bucket_size_bytes", bucket=world.BUCKET, storage_type="StandardStorage")
         == world.BUCKET_BYTES * 1.5
     ),
+    "bad-deploy": lambda d: (
+        d.value("probe_http_status_code", target="aep-ready") == 500
+        and d.value("probe_success", target="aep-live") == 1
+        and failed_share(d) >= 0.9
+    ),
+    "5xx-spike": lambda d: 0.05 < failed_share(d) < 0.2,
+    "tasks-failing": lambda d: (
+        d.value("aws_ecs_service_running_tasks", service=world.BACKEND) == 0
+        and (
+            d.value("aws_ecs_service_deployments", service=world.BACKEND, rollout_state="FAILED")
+            or 0
+        )
+        >= 1
+        and (
+            d.value("aws_ecs_service_stopped_tasks", service=world.BACKEND, reason="image_pull")
+            or 0
+        )
+        >= 1
+    ),
+    "alb-failed": lambda d: (
+        d.value("aws_alb_load_balancer_state", load_balancer=world.LOAD_BALANCER, state="failed")
+        == 1
+    ),
+    "dns-broken": lambda d: (
+        d.value("stackprobe_probe_failure_reason", target="aep-dns", reason="nxdomain") == 1
+    ),
+    "worker-deleted": lambda d: d.value("aws_ecs_service_active", service=world.WORKER) == 0,
+    "db-unreachable": lambda d: (
+        d.value("stackprobe_health_component_up", target="aep-ready", component="database") == 0
+    ),
+    "access-logs-off": lambda d: (
+        d.value("aws_alb_access_logs_enabled", load_balancer=world.LOAD_BALANCER) == 0
+    ),
+    "tiles-down": lambda d: (
+        d.value("probe_http_status_code", target="aep-tiles") == 503
+        and d.value("probe_success", target="aep-live") == 1
+    ),
 }
+# These need a PostgreSQL or a Redis that lets the demo in; tests/e2e plays them.
+DATASTORE_FAULTS = {"db-pool-exhausted", "db-too-many-clients", "redis-flapping"}
+
+
+def failed_share(d: Any) -> float:
+    """The share of the ALB's requests its targets answered with 5xx, in the newest period."""
+    requests = d.value("aws_applicationelb_request_count_sum") or 0
+    failed = d.value("aws_applicationelb_httpcode_target_5xx_count_sum") or 0
+    return float(failed / requests) if requests else 0.0
 
 
 @pytest.mark.parametrize("fault", sorted(FAULT_SIGNALS))
@@ -184,8 +231,7 @@ def test_each_fault_shows_in_its_signal_and_goes_away(demo: tuple[Demo, str], fa
 
 
 def test_every_fault_has_a_signal_test() -> None:
-    # db-pool-exhausted needs a PostgreSQL that lets the demo in; tests/e2e plays it
-    assert set(FAULTS) == {*FAULT_SIGNALS, "db-pool-exhausted"}
+    assert set(FAULTS) == {*FAULT_SIGNALS, *DATASTORE_FAULTS}
 
 
 def test_a_fault_that_cannot_be_played_says_why(demo: tuple[Demo, str]) -> None:

@@ -1,6 +1,6 @@
-"""The on-call loop on one machine: `stackprobe demo` (with the test's PostgreSQL and its own
-Redis), a real Prometheus with the shipped rules, a real Alertmanager with the example
-routing, and the receivers' far end.
+"""The on-call loop on one machine: `stackprobe demo` (with a PostgreSQL cluster and a Redis of
+the test's own, to fill, stop and restart), a real Prometheus with the shipped rules, a real
+Alertmanager with the example routing, and the receivers' far end.
 
 Time runs 60 times faster for the rules: every `for`, range and offset in them is divided
 by 60 (15m becomes 15s, 1d 24m; a `for` stays at least 5s), the expressions are otherwise
@@ -35,13 +35,22 @@ import yaml
 from stackprobe.demo import world
 from stackprobe.durations import format_duration, parse_duration
 from tests.conftest import free_port, require_binary, stop
-from tests.datastores import ADMIN_DSN, RedisServer, require_postgres
+from tests.datastores import (
+    PROBE_PASSWORD,
+    PROBE_ROLE,
+    RedisServer,
+    ThrowawayCluster,
+    ensure_probe_role,
+    pg_bin,
+)
 from tests.test_alertmanager_live import example_config
 
 ROOT = Path(__file__).parent.parent.parent
 SPEED = 60
 DATABASE = "aep_e2e"
-PG_USER, PG_PASSWORD = "stackprobe_test", "stackprobe_test"
+# Small enough for db-too-many-clients to fill: the app's warmed pools (10), stackprobe's own
+# connection and a few leaked ones.
+MAX_CONNECTIONS, RESERVED = 20, 3
 _DURATION = r"\d+(?:ms|[smhdwy])(?:\d+(?:ms|[smhdwy]))*"
 
 
@@ -53,6 +62,8 @@ def faster(duration: str, floor: float = 1.0) -> str:
 
 
 def faster_expr(expr: str) -> str:
+    # predict_linear's horizon is in seconds, not a duration: `4 * 3600` becomes 4 minutes
+    expr = re.sub(r"(\d+) \* 3600\)", rf"\1 * 3600 / {SPEED})", expr)
     expr = re.sub(
         rf"\[({_DURATION})(?::({_DURATION})?)?\]",
         lambda m: f"[{faster(m[1])}" + (f":{faster(m[2])}" if m[2] else "") + "]",
@@ -127,12 +138,30 @@ class E2E:
     alertmanager: str
     receivers: Receivers
     redis: RedisServer
+    postgres: ThrowawayCluster
     bystander: str = ""  # CLIENT ID of a connection of someone else's, opened at start
+    bystander_socket: socket.socket | None = None
     started: float = field(default_factory=time.time)
 
     def fault(self, name: str, on: bool = True) -> None:
         answer = httpx.request("POST" if on else "DELETE", f"{self.app}/faults/{name}", timeout=30)
         assert answer.status_code == 200, answer.text
+
+    def connect_bystander(self) -> None:
+        """Someone else's client of the same Redis: the demo's faults must leave it alone."""
+        if self.bystander_socket is not None:
+            self.bystander_socket.close()
+        self.bystander_socket = socket.create_connection(("127.0.0.1", self.redis.port), timeout=5)
+        self.bystander_command("CLIENT SETNAME bystander")
+        self.bystander = wait(
+            "the bystander's connection", lambda: bystander_id(self.redis), 10, []
+        )
+
+    def bystander_command(self, command: str) -> None:
+        assert self.bystander_socket is not None
+        self.bystander_socket.sendall(command.encode() + b"\r\n")
+        answer = self.bystander_socket.recv(256)
+        assert answer.startswith(b"+OK"), (command, answer)
 
     def am_alerts(self, alertname: str) -> list[dict[str, Any]]:
         answer = httpx.get(
@@ -192,14 +221,16 @@ def _spawn(
     return process
 
 
-async def _database() -> None:
-    admin = await asyncpg.connect(ADMIN_DSN)
+async def _database(cluster: ThrowawayCluster) -> None:
+    """The app's database, with pg_stat_statements, and the role stackprobe and the app log in
+    as: no superuser, so a full server refuses it as it refuses the app."""
+    admin = await asyncpg.connect(cluster.dsn(), password="admin")
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         await admin.execute(f"CREATE DATABASE {DATABASE}")
+        await ensure_probe_role(admin)
     finally:
         await admin.close()
-    db = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{DATABASE}")
+    db = await asyncpg.connect(cluster.dsn(database=DATABASE), password="admin")
     try:
         await db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     finally:
@@ -233,18 +264,22 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
     prometheus_bin = require_binary("prometheus")
     promtool = require_binary("promtool")
     alertmanager_bin = require_binary("prometheus-alertmanager")
-    require_postgres()
-    asyncio.run(_database())
+    pg_bin("initdb")
     ports = {name: free_port() for name in ("demo", "app", "prometheus", "alertmanager")}
     demo = f"127.0.0.1:{ports['demo']}"
     logs = [work / f"{name}.log" for name in ("demo", "prometheus", "alertmanager")]
     with ExitStack() as stack:
         redis = RedisServer().start()
         stack.callback(redis.stop)
+        postgres = ThrowawayCluster(
+            MAX_CONNECTIONS, RESERVED, "-c shared_preload_libraries=pg_stat_statements"
+        ).create()
+        stack.callback(postgres.destroy)
+        asyncio.run(_database(postgres))
         receivers = Receivers()
         stack.callback(receivers.close)
 
-        env = {**os.environ, "PGPASSWORD": PG_PASSWORD}
+        env = {**os.environ, "PGPASSWORD": PROBE_PASSWORD}
         demo_process = _spawn(
             stack,
             [
@@ -255,7 +290,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
                 f"--listen={demo}",
                 f"--app-listen=127.0.0.1:{ports['app']}",
                 "--interval=1s",
-                f"--postgres-dsn=postgresql://{PG_USER}@127.0.0.1:5432/{DATABASE}",
+                f"--postgres-dsn={postgres.dsn(PROBE_ROLE, DATABASE)}",
                 f"--redis-url={redis.url()}",
             ],
             logs[0],
@@ -287,13 +322,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
                     {"static_configs": [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]}
                 ]
             },
-            "scrape_configs": [
-                {
-                    "job_name": "stackprobe",
-                    "static_configs": [{"targets": [demo]}],
-                    "metric_relabel_configs": SERVICE_RELABELING,
-                }
-            ],
+            "scrape_configs": [{"job_name": "stackprobe", "static_configs": [{"targets": [demo]}]}],
         }
         (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config))
         prometheus_process = _spawn(
@@ -313,35 +342,14 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
             alertmanager=f"http://127.0.0.1:{ports['alertmanager']}",
             receivers=receivers,
             redis=redis,
+            postgres=postgres,
         )
-        # someone else's client of the same Redis: the demo's faults must leave it alone
-        bystander = socket.create_connection(("127.0.0.1", redis.port), timeout=5)
-        stack.callback(bystander.close)
-        bystander.sendall(b"CLIENT SETNAME bystander\r\n")
-        assert bystander.recv(16).startswith(b"+OK")
-        e2e.bystander = wait("the bystander's connection", lambda: bystander_id(redis), 10, [])
+        e2e.connect_bystander()
+        stack.callback(lambda: e2e.bystander_socket and e2e.bystander_socket.close())
         _ready(f"http://{demo}/metrics", demo_process, logs[0])
         _ready(f"{e2e.alertmanager}/-/ready", am_process, logs[2])
         _ready(f"{e2e.prometheus}/-/ready", prometheus_process, logs[1])
         yield e2e, logs
-
-
-# docs/alerts.md: name the ECS service on the health, ALB and Redis series, so an ECS
-# outage or its Redis going down mutes their symptoms.
-SERVICE_RELABELING = [
-    {
-        "source_labels": ["target"],
-        "regex": "aep-(live|ready|backend-tasks|redis)",
-        "target_label": "service",
-        "replacement": world.BACKEND,
-    },
-    {
-        "source_labels": ["target_group"],
-        "regex": world.TARGET_GROUPS[world.BACKEND],
-        "target_label": "service",
-        "replacement": world.BACKEND,
-    },
-]
 
 
 def timing(config: dict[str, Any]) -> None:
