@@ -81,9 +81,12 @@ def faster_rules(out: Path) -> list[Path]:
             for rule in group["rules"]:
                 rule["expr"] = faster_expr(rule["expr"])
                 if "for" in rule:
-                    # at least 5 s: five probe runs, so one slow run on a busy machine (its
-                    # timeout is 0.8 s) pages no more here than one slow minute would there
-                    rule["for"] = faster(rule["for"], floor=5.0)
+                    # 5 s more than the scaled wait: five probe runs, so one slow run on a
+                    # busy machine (its timeout is 0.8 s) pages no more here than one slow
+                    # minute would there. Added, not a floor: a floor would give 2m and 5m
+                    # the same wait, and a cause (AlbMostRequests5xx, 2m) must still fire
+                    # before the symptom it mutes (AlbHigh5xxRate, 5m), as it does there.
+                    rule["for"] = format_duration(5.0 + parse_duration(rule["for"]) / SPEED)
         target = out / path.name
         target.write_text(yaml.safe_dump(document, sort_keys=False))
         written.append(target)
