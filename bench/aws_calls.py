@@ -38,10 +38,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stackprobe.aws import AwsClients, AwsSettings  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+
 from stackprobe.config import parse_config  # noqa: E402
 from stackprobe.probes import KINDS  # noqa: E402
-from stackprobe.selfmetrics import SelfMetrics  # noqa: E402
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics, AwsSettings  # noqa: E402
 from tests.aws import REGION, Inventory, api_calls, faithful_aws, inject  # noqa: E402
 from tests.conftest import KeptStateRunner  # noqa: E402
 
@@ -118,7 +119,7 @@ async def main() -> None:
             if t["name"] not in ("tasks", "buckets-listed")
         ]
         config = parse_config(json.dumps({"targets": raw}), "<bench>", KINDS, {})
-        metrics = SelfMetrics()
+        metrics = AwsMetrics(CollectorRegistry())
         clients = AwsClients(AwsSettings(region=REGION), metrics)
         recorder = Recorder()
         clients._base.register("before-parameter-build", recorder)  # every client inherits it

@@ -18,11 +18,10 @@ from typing import Any
 
 import structlog
 
-from stackprobe.aws import AwsClients, ambient_secrets
 from stackprobe.config import Config, ConfigError, load_config
-from stackprobe.exposition import CORE_METRICS, Exposition, Renderer
-from stackprobe.httpclients import HttpClients
-from stackprobe.probe import ProbeKind
+from stackprobe.exposition import CORE_METRICS, Exposition
+from stackprobe.probe import MetricSpec, ProbeKind
+from stackprobe.resource import ResourceEnv, Shared, declared
 from stackprobe.results import ResultStore
 from stackprobe.scheduler import GRACE_SECONDS, Scheduler
 from stackprobe.secrets import Redactor
@@ -46,12 +45,14 @@ def _freeze_long_lived() -> None:
 
 
 @dataclass(frozen=True)
-class ReloadOutcome:
+class Outcome:
+    """Whether a reload worked, or whether the exporter is ready, with why in words."""
+
     ok: bool
     message: str
 
 
-def all_metric_specs(kinds: Mapping[str, ProbeKind[Any]]) -> list[Any]:
+def all_metric_specs(kinds: Mapping[str, ProbeKind[Any]]) -> list[MetricSpec]:
     """Every per-target family, core first, then each kind's in kind-table order."""
     return [*CORE_METRICS, *(spec for kind in kinds.values() for spec in kind.metrics)]
 
@@ -71,16 +72,11 @@ class App:
         self.config_path = config_path
         self.store = ResultStore()
         self.metrics = SelfMetrics()
-        self.exposition = Exposition(
-            Renderer(all_metric_specs(kinds)), self.store, self.metrics.registry
-        )
+        self.exposition = Exposition(all_metric_specs(kinds), self.store, self.metrics.registry)
+        self._shared = declared(kinds.values())
+        self.resources = self._open_resources(config, {})
         self.scheduler = Scheduler(
-            kinds=kinds,
-            store=self.store,
-            renderer=self.exposition.renderer,
-            metrics=self.metrics,
-            http=HttpClients(config.http_client.max_connections, config.tls_contexts),
-            aws=AwsClients(config.aws, self.metrics),
+            kinds=kinds, exposition=self.exposition, metrics=self.metrics, resources=self.resources
         )
         self.started = time.time()
         self.last_reload_error = ""
@@ -89,16 +85,16 @@ class App:
         self._log = structlog.get_logger("stackprobe.app")
 
     def start(self) -> None:
-        self.redactor.update(self.config.secrets() | ambient_secrets(os.environ))
+        self.redactor.update(self.config.secrets() | self._ambient_secrets())
         settled = self.scheduler.apply(self.config.targets)
         self.metrics.reload_successful.set(1)
         self.metrics.reload_success_time.set(time.time())
         self._later(self._freeze_after(settled))
 
-    async def reload(self) -> ReloadOutcome:
+    async def reload(self) -> Outcome:
         async with self._reload_lock:
             if self.config_path is None:
-                return ReloadOutcome(False, "started without --config: there is nothing to reload")
+                return Outcome(False, "started without --config: there is nothing to reload")
             try:
                 new = await asyncio.to_thread(load_config, self.config_path, self.kinds)
             except Exception as exc:  # ConfigError, or anything the loader did not foresee
@@ -112,9 +108,9 @@ class App:
                     path=str(self.config_path),
                     problems=str(exc),
                 )
-                return ReloadOutcome(False, str(exc))
+                return Outcome(False, str(exc))
             self._apply(new)
-            return ReloadOutcome(True, f"config reloaded: {len(new.targets)} targets")
+            return Outcome(True, f"config reloaded: {len(new.targets)} targets")
 
     def _apply(self, new: Config) -> None:
         old_targets = {t.name: t for t in self.config.targets}
@@ -125,22 +121,14 @@ class App:
             1 for n in new_targets.keys() & old_targets.keys() if new_targets[n] != old_targets[n]
         )
         # Old secrets stay known: a run started before the reload may still log.
-        self.redactor.update(self.config.secrets() | new.secrets() | ambient_secrets(os.environ))
-        # Fresh clients on every reload, so rotated CA, certificate and key files are read
-        # again; runs already holding the old ones finish with them, under the same limit.
-        retired = self.scheduler.http
-        same_limit = new.http_client.max_connections == retired.max_connections
-        self.scheduler.http = HttpClients(
-            new.http_client.max_connections,
-            new.tls_contexts,
-            retired.slots if same_limit else None,
-        )
+        self.redactor.update(self.config.secrets() | new.secrets() | self._ambient_secrets())
+        retired = self.resources
+        self.resources = self._open_resources(new, retired)
+        self.scheduler.use(self.resources)
         retire_after = self._longest_timeout()
-        self._later(self._close_after(retired, retire_after))
-        if new.aws != self.config.aws:  # clients and credentials are kept while it holds
-            retired_aws = self.scheduler.aws
-            self.scheduler.aws = AwsClients(new.aws, self.metrics)
-            self._later(self._shutdown_after(retired_aws, retire_after))
+        for shared, resource in retired.items():
+            if self.resources[shared] is not resource:
+                self._later(self._close_after(resource, retire_after))
         settled = self.scheduler.apply(new.targets)
         self.config = new
         if added or removed or changed:  # a reload that changes nothing costs nothing
@@ -164,22 +152,40 @@ class App:
         await asyncio.sleep(seconds)
         _freeze_long_lived()
 
-    def ready(self) -> ReloadOutcome:
+    def ready(self) -> Outcome:
         """Ready once every target has a first result, so a first scrape is never partial."""
         pending = [t.name for t in self.scheduler.targets if self.store.get(t.name) is None]
         if pending:
-            return ReloadOutcome(
+            return Outcome(
                 False, f"{len(pending)} of {len(self.scheduler.targets)} targets have no result yet"
             )
-        return ReloadOutcome(True, "ready")
+        return Outcome(True, "ready")
 
     async def stop(self) -> None:
         await self.scheduler.stop()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.scheduler.http.aclose()
-        self.scheduler.aws.shutdown()
+        for resource in self.resources.values():
+            await _close(resource, self._log)
+
+    def _open_resources(
+        self, config: Config, previous: Mapping[Shared[Any, Any], Any]
+    ) -> dict[Shared[Any, Any], Any]:
+        """Every resource the kinds declare, from the config's sections; on reload each is
+        given the one in use and keeps it, or replaces it, as its settings say."""
+        env = ResourceEnv(self.metrics.registry, config.built)
+        return {
+            shared: shared.open(config.section(shared), env, previous.get(shared))
+            for shared in self._shared
+        }
+
+    def _ambient_secrets(self) -> set[str]:
+        found: set[str] = set()
+        for shared in self._shared:
+            if shared.ambient_secrets is not None:
+                found |= shared.ambient_secrets(os.environ)
+        return found
 
     def _longest_timeout(self) -> float:
         return max((t.timeout for t in self.config.targets), default=0.0) + GRACE_SECONDS
@@ -189,17 +195,17 @@ class App:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    @staticmethod
-    async def _shutdown_after(clients: AwsClients, delay: float) -> None:
+    @classmethod
+    async def _close_after(cls, resource: Any, delay: float) -> None:
+        """Close a retired resource once every run that may still hold it has ended."""
         try:
             await asyncio.sleep(delay)
         finally:
-            clients.shutdown()
+            await _close(resource, structlog.get_logger("stackprobe.app"))
 
-    @staticmethod
-    async def _close_after(clients: HttpClients, delay: float) -> None:
-        """Close retired clients once every run that may still hold them has ended."""
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            await clients.aclose()
+
+async def _close(resource: Any, log: Any) -> None:
+    try:
+        await resource.aclose()
+    except Exception:
+        log.warning("closing a shared resource failed", exc_info=True)

@@ -1,4 +1,5 @@
-"""Command line: `stackprobe run`, `demo`, `check-config`, `rules`, `runbook check`, `--version`."""
+"""Command line: `stackprobe run`, `check-config`, `--version`, and the commands that ship
+beside the exporter (`rules`, `runbook check`, `demo`), found by their entry points."""
 
 from __future__ import annotations
 
@@ -8,19 +9,16 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
-import httpx
 import structlog
-import yaml
 from aiohttp import web
 
-from stackprobe import runbooks
 from stackprobe._version import __version__
 from stackprobe.app import App
 from stackprobe.config import Config, ConfigError, Problem, load_config, parse_config
-from stackprobe.durations import parse_duration
 from stackprobe.logs import LEVELS, configure_logging
 from stackprobe.probes import KINDS
 from stackprobe.secrets import Redactor
@@ -41,13 +39,26 @@ targets:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    logging_options = argparse.ArgumentParser(add_help=False)
-    logging_options.add_argument(
+# Commands that ship beside the exporter (the runbook tooling, the demo) register under this
+# entry-point group, each a function that adds its subcommand; one that cannot be imported
+# (the demo without its extra) is left out of `--help`.
+COMMANDS_GROUP = "stackprobe.commands"
+
+
+def logging_options() -> argparse.ArgumentParser:
+    """The flags every long-running command takes, as an argparse parent."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
         "--log-format", choices=("logfmt", "json"), default="logfmt", help="log line format"
     )
-    logging_options.add_argument("--log-level", choices=LEVELS, default="info")
+    options.add_argument("--log-level", choices=LEVELS, default="info")
+    return options
 
+
+Commands = Any  # argparse's private _SubParsersAction: what add_subparsers() returns
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stackprobe",
         description="Prometheus exporter and synthetic prober for web stacks on AWS ECS Fargate.",
@@ -56,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
-        parents=[logging_options],
+        parents=[logging_options()],
         help="run the exporter",
         description="Probe the configured targets and serve /metrics.",
     )
@@ -66,44 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})"
     )
-    demo = commands.add_parser(
-        "demo",
-        parents=[logging_options],
-        help="run stackprobe against a demo ECS stack on this machine (no AWS account)",
-        description=(
-            "Start a demo ECS Fargate stack (AWS in moto, a web app, DNS) and stackprobe "
-            "probing it, plus PostgreSQL and Redis at their usual local addresses. With "
-            "--fault or --clear while a demo runs, switch its faults and exit."
-        ),
-    )
-    demo.add_argument(
-        "--listen",
-        default="127.0.0.1:9877",
-        help="HOST:PORT for /metrics (default: 127.0.0.1:9877)",
-    )
-    demo.add_argument(
-        "--app-listen",
-        default="127.0.0.1:8787",
-        help="HOST:PORT of the demo app and its fault switch (default: 127.0.0.1:8787)",
-    )
-    demo.add_argument("--interval", default="5s", help="how often each target is probed")
-    demo.add_argument(
-        "--postgres-dsn",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="PostgreSQL to probe; a password goes in PGPASSWORD, never in the DSN",
-    )
-    demo.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to probe")
-    demo.add_argument(
-        "--fault", action="append", default=[], metavar="NAME", help="switch a fault on"
-    )
-    demo.add_argument(
-        "--clear", action="append", default=[], metavar="NAME", help="switch a fault off (or all)"
-    )
-    demo.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the config the running demo's stackprobe uses (or a new demo's), and exit",
-    )
+    run.set_defaults(handler=_run)
     check = commands.add_parser(
         "check-config",
         help="validate a config file and exit",
@@ -118,75 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a secret that cannot be read is an error, as for `run` (a deploy's last check)",
     )
-    rules = commands.add_parser(
-        "rules",
-        help="write the alert rules with your team's runbook links",
-        description="Copy the rule files to --out with each alert's runbook_url taken from "
-        "--runbook-map (YAML: alert name -> URL#section; unmapped alerts keep stackprobe's "
-        "own runbook) and dashboard_url pointing at --grafana-url.",
-    )
-    rules.add_argument("--runbook-map", type=Path, help="YAML: alert name -> URL#section")
-    rules.add_argument(
-        "--grafana-url", help="where your Grafana is, for dashboard_url (e.g. https://grafana.corp)"
-    )
-    rules.add_argument("--out", type=Path, required=True)
-    rules.add_argument("--rules", type=Path, default=Path("alert_rules"), help=RULES_HELP)
-    runbook = commands.add_parser("runbook", help="check runbook links")
-    runbook_commands = runbook.add_subparsers(dest="runbook_command", required=True)
-    runbook_check = runbook_commands.add_parser(
-        "check",
-        help="fail when an alert's runbook_url anchor is not a heading of the runbook",
-        description="Exit 0 when every alert's runbook_url anchor is a heading of the "
-        "Markdown runbook (GitHub's anchors), else name each alert and missing anchor, exit 1.",
-    )
-    runbook_check.add_argument("--rules", type=Path, default=Path("alert_rules"), help=RULES_HELP)
-    runbook_check.add_argument("--runbook", type=Path, required=True, help="the Markdown file")
-    runbook_check.add_argument(
-        "--url-prefix", help="the URL the runbook is published at (default: match its name)"
-    )
+    check.set_defaults(handler=lambda args: _check_config(args.config, args.require_secrets))
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            register: Callable[[Commands], None] = entry.load()
+        except ImportError:
+            continue  # installed without what it needs (the demo without moto's server)
+        register(commands)
     return parser
-
-
-RULES_HELP = "folder of *.rules.yml files (default: ./alert_rules)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "check-config":
-        return _check_config(args.config, args.require_secrets)
-    if args.command == "rules":
-        return _rules(args.rules, args.runbook_map, args.out, args.grafana_url)
-    if args.command == "runbook":
-        return _runbook_check(args.rules, args.runbook, args.url_prefix)
-    if args.command == "demo":
-        return _demo(args)
-    return _run(args)
-
-
-def _rules(rules_dir: Path, map_path: Path | None, out: Path, grafana_url: str | None) -> int:
-    try:
-        mapping = runbooks.load_map(map_path) if map_path else {}
-        written = runbooks.render(rules_dir, mapping, out, grafana_url)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        print(f"stackprobe rules: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(written)} rule files to {out}")
-    return 0
-
-
-def _runbook_check(rules_dir: Path, runbook: Path, url_prefix: str | None) -> int:
-    try:
-        result = runbooks.check(rules_dir, runbook, url_prefix)
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"stackprobe runbook check: {exc}", file=sys.stderr)
-        return 1
-    for problem in result.problems:
-        print(problem, file=sys.stderr)
-    if result.problems:
-        return 1
-    total = len(runbooks.alerts(rules_dir))
-    print(f"{result.checked} of {total} alerts link into {runbook}; every anchor is a heading")
-    return 0
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 def _check_config(path: Path, require_secrets: bool = False) -> int:
@@ -303,117 +222,3 @@ async def serve(
         except TimeoutError:
             log.warning("shutdown took too long; exiting anyway", limit_seconds=SHUTDOWN_SECONDS)
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    try:
-        listen, app_listen = parse_listen(args.listen), parse_listen(args.app_listen)
-    except ValueError as exc:
-        print(f"stackprobe demo: {exc}", file=sys.stderr)
-        return 2
-    if urlsplit(args.postgres_dsn).password:
-        print(
-            "stackprobe demo: --postgres-dsn carries a password; drop it from the DSN and "
-            "set PGPASSWORD instead",
-            file=sys.stderr,
-        )
-        return 2
-    if args.print_config:
-        running = _running_demo_config(app_listen)
-        if running is not None:
-            print(running, end="")
-            return 0
-    if args.fault or args.clear:
-        switched = _switch_running_demo(app_listen, args.fault, args.clear)
-        if switched is not None:
-            return switched
-        if args.clear:
-            print(f"stackprobe demo: no demo answers at {args.app_listen}", file=sys.stderr)
-            return 1
-    try:
-        from stackprobe.demo import main as demo
-    except ImportError as exc:
-        print(
-            f"stackprobe demo needs moto's server ({exc.name} is missing): "
-            "pip install 'stackprobe[demo]', or run `make demo`",
-            file=sys.stderr,
-        )
-        return 2
-    unknown = [name for name in args.fault if name not in demo.FAULTS]
-    if unknown:
-        print(
-            f"stackprobe demo: no fault {', '.join(unknown)}; the faults are: "
-            f"{', '.join(demo.FAULTS)}",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        interval = parse_duration(args.interval)
-    except ValueError as exc:
-        print(f"stackprobe demo: --interval: {exc}", file=sys.stderr)
-        return 2
-    demo.demo_environment()
-    options = demo.Options(
-        listen=listen,
-        app_listen=app_listen,
-        interval=interval,
-        postgres_dsn=args.postgres_dsn,
-        redis_url=args.redis_url,
-        faults=args.fault,
-    )
-    redactor = Redactor()
-    configure_logging(args.log_format, args.log_level, redactor)
-
-    async def run() -> int:
-        try:
-            async with demo.demo_stack(options) as running:
-                if args.print_config:
-                    print(running.config_text, end="")
-                    return 0
-                return await serve(running.config, None, *listen, redactor, running.banner)
-        except (OSError, ConfigError, demo.FaultError) as exc:
-            print(f"stackprobe demo: cannot start: {exc}", file=sys.stderr)
-            return 1
-
-    try:
-        return asyncio.run(run())
-    except KeyboardInterrupt:
-        return 0
-
-
-def _running_demo_config(app_listen: tuple[str | None, int]) -> str | None:
-    host, port = app_listen
-    try:
-        answer = httpx.get(f"http://{host or '127.0.0.1'}:{port}/config", timeout=5)
-    except httpx.HTTPError:
-        return None
-    return answer.text if answer.status_code == 200 and "targets:" in answer.text else None
-
-
-def _switch_running_demo(
-    app_listen: tuple[str | None, int], on: list[str], off: list[str]
-) -> int | None:
-    """Switch the faults of a demo already running at app_listen; None when none answers."""
-    host, port = app_listen
-    with httpx.Client(base_url=f"http://{host or '127.0.0.1'}:{port}", timeout=60) as client:
-        try:
-            names = [f["name"] for f in client.get("/faults", timeout=5).json()]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return None  # nothing there, or not a demo
-        status = 0
-        wanted = [("POST", n) for n in on]
-        wanted += [("DELETE", n) for n in (names if "all" in off else off)]
-        for method, name in wanted:
-            try:
-                answer = client.request(method, f"/faults/{name}")
-                state = answer.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                print(f"{name}: the demo did not answer: {exc}", file=sys.stderr)
-                status = max(status, 1)
-                continue
-            if "error" in state:
-                print(f"{name}: {state['error']}", file=sys.stderr)
-                status = max(status, 2 if answer.status_code == 404 else 1)
-            else:
-                print(f"{name}: {'on' if state['on'] else 'off'}")
-        return status

@@ -13,26 +13,25 @@ fire without another target), which only the kind knows.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
-import ssl
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from stackprobe.aws import AwsSettings
 from stackprobe.durations import Duration, format_duration
 from stackprobe.exposition import CORE_METRICS
 from stackprobe.probe import ProbeKind
+from stackprobe.resource import Shared, declared
 from stackprobe.secrets import SecretRef, collect_secrets
 from stackprobe.target import TargetConfig
-from stackprobe.tls import TLSConfig
 
 Loc = tuple[str | int, ...]
 
@@ -46,32 +45,33 @@ class Defaults(BaseModel):
     timeout: Duration = 5.0
 
 
-class HttpClientSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Connections open at once across all http targets sharing a TLS profile; a probe waiting
-    # past its deadline for one fails with reason pool_timeout.
-    max_connections: int = Field(512, ge=1, le=65536)
-
-
-class _TopLevel(BaseModel):
+class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     defaults: Defaults = Defaults()
-    http_client: HttpClientSettings = HttpClientSettings()
-    aws: AwsSettings = AwsSettings()
     targets: list[Any] = Field(default_factory=list)
+
+
+@functools.cache
+def _top_level(resources: tuple[Shared[Any, Any], ...]) -> type[BaseModel]:
+    """The file's top level: `defaults`, `targets`, and each resource's own section."""
+    sections: dict[str, Any] = {r.section: (r.settings, r.settings()) for r in resources}
+    model: type[BaseModel] = create_model("TopLevel", __base__=_Base, **sections)
+    return model
+
+
+S = TypeVar("S", bound=BaseModel)
 
 
 @dataclass(frozen=True)
 class Config:
     defaults: Defaults
-    http_client: HttpClientSettings
     targets: tuple[TargetConfig, ...]
     source: str
-    aws: AwsSettings = field(default_factory=AwsSettings)
-    # Built while validating, so the files are read once per load (see stackprobe.tls).
-    tls_contexts: Mapping[TLSConfig, ssl.SSLContext] = field(default_factory=dict)
+    # Each shared resource's section, by its name (`http_client`, `aws`).
+    sections: Mapping[str, BaseModel] = field(default_factory=dict)
+    # What validators built while checking, so files are read once per load (TLS contexts).
+    built: Mapping[str, Any] = field(default_factory=dict)
     # Findings that do not stop a load: secrets left unread, companion targets missing.
     warnings: tuple[Problem, ...] = ()
     # The kinds of targets left out of `targets` because checking them needed a secret a
@@ -80,6 +80,11 @@ class Config:
 
     def secrets(self) -> set[str]:
         return collect_secrets(self.targets)
+
+    def section(self, shared: Shared[S, Any]) -> S:
+        """A resource's settings: the file's section, or its defaults when it has none."""
+        found = self.sections.get(shared.section)
+        return found if isinstance(found, shared.settings) else shared.settings()
 
 
 @dataclass(frozen=True, order=True)
@@ -105,7 +110,7 @@ class ConfigError(Exception):
 
 def load_config(
     path: str | Path,
-    kinds: Mapping[str, ProbeKind[Any]] | None = None,
+    kinds: Mapping[str, ProbeKind[Any]],
     environ: Mapping[str, str] | None = None,
     *,
     defer_secrets: bool = False,
@@ -125,16 +130,12 @@ def load_config(
 
 def parse_config(
     text: str,
-    source: str = "<config>",
-    kinds: Mapping[str, ProbeKind[Any]] | None = None,
+    source: str,
+    kinds: Mapping[str, ProbeKind[Any]],
     environ: Mapping[str, str] | None = None,
     *,
     defer_secrets: bool = False,
 ) -> Config:
-    if kinds is None:
-        from stackprobe.probes import KINDS
-
-        kinds = KINDS
     base_dir = Path(source).parent if not source.startswith("<") else Path.cwd()
     loader = _Loader(source, text, kinds, os.environ if environ is None else environ, base_dir)
     if defer_secrets:
@@ -169,7 +170,7 @@ class _Loader:
         self.context: dict[str, Any] = {
             "environ": environ,
             "base_dir": base_dir,
-            "tls_contexts": {},
+            "built": {},
             "unresolved": [],  # (SecretRef, why) for each secret a deferred load left unread
         }
         self.problems: list[Problem] = []
@@ -194,11 +195,12 @@ class _Loader:
             found = "an empty file" if data is None else f"a {_type_name(data)}"
             self.problem((), f"expected a mapping with a `targets:` list, found {found}")
             raise ConfigError(self.problems)
+        model = _top_level(tuple(declared(self.kinds.values())))
         try:
-            top = _TopLevel.model_validate(data, context=self.context)
+            top: Any = model.model_validate(data, context=self.context)
         except ValidationError as exc:
-            self._report(exc, (), _TopLevel)
-            top = _TopLevel.model_validate(
+            self._report(exc, (), model)
+            top = model.model_validate(
                 {k: v for k, v in data.items() if k == "targets" and isinstance(v, list)}
             )
         defaults = top.defaults
@@ -219,14 +221,17 @@ class _Loader:
             raise ConfigError(self.problems, warnings)
         targets = tuple(t for t in validated if t is not None)
         warnings += self._advice(validated, targets)
-        contexts = dict(self.context["tls_contexts"])
+        sections = {
+            name: getattr(top, name)
+            for name in type(top).model_fields
+            if name not in _Base.model_fields
+        }
         return Config(
             defaults,
-            top.http_client,
             targets,
             self.source,
-            top.aws,
-            contexts,
+            sections,
+            dict(self.context["built"]),
             tuple(warnings),
             tuple(self.partial),
         )

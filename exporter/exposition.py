@@ -1,5 +1,8 @@
 """/metrics: results rendered once per run, scrapes served from the rendered pieces.
 
+The scheduler hands every finished run here; this module adds the core's own samples,
+renders them, keeps the result in the store and builds /metrics bodies from it.
+
 prometheus_client costs 5-7 us per sample, so rendering 1,000 targets x ~20 samples on every
 scrape would take 100 ms or more (DESIGN.md). Instead each finished run is rendered once, by
 prometheus_client itself, into one chunk of sample lines per metric family, and a scrape only
@@ -11,15 +14,19 @@ headers differ, and those come from prometheus_client too, once per family and f
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
-from stackprobe.probe import MetricSpec, ProbeResult, Sample
-from stackprobe.results import ResultStore
+from stackprobe.probe import CoreReason, MetricSpec, ProbeResult, Sample
+from stackprobe.results import ResultStore, TargetResult
+
+if TYPE_CHECKING:
+    from stackprobe.target import TargetConfig
 
 # prometheus_client types its text renderer but not the OpenMetrics one.
 generate_openmetrics = cast(Callable[[Any], bytes], openmetrics_exposition.generate_latest)
@@ -159,23 +166,61 @@ class Renderer:
 
 
 class Exposition:
-    """The whole /metrics body: stackprobe's own registry first, then every target's result.
+    """Every target's latest result, rendered, and the whole /metrics body: stackprobe's own
+    registry first, then the targets'.
 
     The targets' part is cached by the store's version, so a second scraper (an HA pair of
     Prometheus servers) between two runs costs one join less.
     """
 
-    def __init__(self, renderer: Renderer, store: ResultStore, own: CollectorRegistry) -> None:
-        self.renderer = renderer
-        self._store = store
+    def __init__(
+        self, specs: Sequence[MetricSpec], store: ResultStore, own: CollectorRegistry
+    ) -> None:
+        self.renderer = Renderer(specs)
+        self.store = store
         self._own = own
         self._cache: dict[bool, tuple[int, bytes]] = {}
+        self._log = structlog.get_logger("stackprobe.exposition")
 
-    def render(self, openmetrics: bool) -> bytes:
-        version = self._store.version
+    def render(
+        self, target: TargetConfig, result: ProbeResult, started: float, duration: float
+    ) -> TargetResult:
+        """One finished run with the core's samples, rendered; a run whose samples cannot
+        be rendered (an undeclared family, a series twice) becomes an internal error."""
+        core = core_samples(target.kind, result, started, duration, target.interval)
+        try:
+            chunks = self.renderer.render(
+                target.name, (*core, *result.samples), target.series_labels
+            )
+        except Exception:
+            self._log.error(
+                "cannot render the probe's samples; this is a stackprobe bug",
+                kind=target.kind,
+                target=target.name,
+                reason=result.reason,
+                exc_info=True,
+            )
+            result = ProbeResult.failed(
+                CoreReason.INTERNAL_ERROR, "its samples could not be rendered; see the log"
+            )
+            core = core_samples(target.kind, result, started, duration, target.interval)
+            chunks = self.renderer.render(target.name, core, target.series_labels)
+        # The samples live on in `chunks`; keeping them too would only give the garbage
+        # collector ~20 more objects per target to walk on every full collection.
+        kept = ProbeResult(result.success, (), result.reason, result.detail)
+        return TargetResult(target.name, target.kind, kept, started, duration, chunks)
+
+    def put(self, record: TargetResult) -> None:
+        self.store.put(record)
+
+    def remove(self, target: str) -> None:
+        self.store.remove(target)
+
+    def body(self, openmetrics: bool) -> bytes:
+        version = self.store.version
         cached = self._cache.get(openmetrics)
         if cached is None or cached[0] != version:
-            cached = (version, self.renderer.body(self._store, openmetrics))
+            cached = (version, self.renderer.body(self.store, openmetrics))
             self._cache[openmetrics] = cached
         if openmetrics:
             own = generate_openmetrics(self._own)[: -len(_EOF)]

@@ -9,14 +9,14 @@ deadline, the timing and `probe_success`; the core knows no kind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar, cast
+
+from stackprobe.resource import Resource, Shared
 
 if TYPE_CHECKING:
-    from stackprobe.aws import AwsClients
-    from stackprobe.httpclients import HttpClients
     from stackprobe.target import TargetConfig
 
 MetricType = Literal["gauge", "counter"]
@@ -69,8 +69,15 @@ class ProbeResult:
         return cls(False, samples, str(reason), detail)
 
 
+class CoreReason(StrEnum):
+    """Failure reasons the core itself assigns, whatever the kind."""
+
+    TIMEOUT = "timeout"  # the probe ignored its deadline and was cancelled
+    INTERNAL_ERROR = "internal_error"  # the probe raised, or its samples did not render
+
+
 class TargetState(Protocol):
-    """What a kind keeps for one target between runs: a persistent connection, counters.
+    """What a kind keeps for one target between runs: a kept connection, counters, caches.
 
     The scheduler creates it when the target's task starts and closes it when the task ends
     (reload, removal, shutdown), so a kind never needs a module-level registry of its own.
@@ -79,18 +86,29 @@ class TargetState(Protocol):
     async def aclose(self) -> None: ...
 
 
+R = TypeVar("R", bound=Resource)
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeContext:
-    """The clients and limits one run may use, handed in so tests can swap them."""
+    """What one run may use, handed in so tests can swap it: its deadline, the target's
+    state, and the shared resources its kind declared."""
 
-    http: HttpClients
-    aws: AwsClients
-    log: Any  # a structlog logger already bound to kind and target
     deadline: float  # event-loop time at which the run is cancelled
     state: Any = None  # the kind's TargetState for this target, when the kind keeps one
+    resources: Mapping[Shared[Any, Any], Any] = field(default_factory=dict)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def use(self, shared: Shared[Any, R]) -> R:
+        """The open resource; a kind gets only those its `ProbeKind.resources` declares."""
+        try:
+            return cast(R, self.resources[shared])
+        except KeyError:
+            raise LookupError(
+                f"the kind did not declare the {shared.section} resource it uses"
+            ) from None
 
 
 T = TypeVar("T", bound="TargetConfig")
@@ -99,7 +117,8 @@ ProbeFn = Callable[[T, ProbeContext], Awaitable[ProbeResult]]
 
 @dataclass(frozen=True)
 class ProbeKind(Generic[T]):
-    """One row of the kind table in `stackprobe.probes`."""
+    """What the core knows of a kind: each kind module ends with its own `KIND`, and the
+    table in `stackprobe.probes` lists them."""
 
     name: str
     config: type[T]
@@ -109,6 +128,8 @@ class ProbeKind(Generic[T]):
     summary: str
     # Builds the per-target state (`ctx.state`) for kinds that keep one between runs.
     state: Callable[[T], TargetState] | None = None
+    # The shared resources its probe uses (`ctx.use(...)`): opened once by the core.
+    resources: tuple[Shared[Any, Any], ...] = ()
     # What this target needs from the other targets (all of the config's, given second) for
     # its alerts to fire, one sentence each: naming the alert and what to add. Some rules join
     # two kinds' series, and only the kind knows which; `check-config` and `run` warn.

@@ -14,16 +14,14 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
 import structlog
 
-from stackprobe.aws import AwsClients
-from stackprobe.exposition import Renderer, core_samples
-from stackprobe.httpclients import HttpClients
-from stackprobe.probe import ProbeContext, ProbeKind, ProbeResult
-from stackprobe.results import ResultStore, TargetResult
+from stackprobe.exposition import Exposition
+from stackprobe.probe import CoreReason, ProbeContext, ProbeKind, ProbeResult
+from stackprobe.resource import Shared
+from stackprobe.results import TargetResult
 from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.target import TargetConfig
 
@@ -39,35 +37,27 @@ STARTUP_SPREAD_SECONDS = 5.0
 STARTUP_RATE = 200.0
 
 
-class CoreReason(StrEnum):
-    """Failure reasons the scheduler itself assigns, whatever the kind."""
-
-    TIMEOUT = "timeout"  # the probe ignored its deadline and was cancelled
-    INTERNAL_ERROR = "internal_error"  # the probe raised: a stackprobe bug, logged in full
-
-
 def phase_fraction(name: str) -> float:
     """Where in its interval a target runs, in [0, 1): stable across restarts and reloads."""
     return zlib.crc32(name.encode()) / 2**32
 
 
 class Scheduler:
+    """Runs the targets and hands each finished run to the exposition; knows no kind."""
+
     def __init__(
         self,
         *,
         kinds: Mapping[str, ProbeKind[Any]],
-        store: ResultStore,
-        renderer: Renderer,
+        exposition: Exposition,
         metrics: SelfMetrics,
-        http: HttpClients,
-        aws: AwsClients,
+        resources: Mapping[Shared[Any, Any], Any],
     ) -> None:
         self._kinds = kinds
-        self._store = store
-        self._renderer = renderer
+        self._exposition = exposition
         self._metrics = metrics
-        self.http = http
-        self.aws = aws
+        self._by_kind: dict[str, Mapping[Shared[Any, Any], Any]] = {}
+        self.use(resources)
         self._tasks: dict[str, tuple[TargetConfig, asyncio.Task[None]]] = {}
         # Cancelled tasks of each target still closing their state, which the target's next
         # task waits for: a target never holds two connections, however fast reloads come.
@@ -77,6 +67,14 @@ class Scheduler:
         # place when its task is replaced (a reload, a restart after a crash).
         self._epoch = asyncio.get_running_loop().time()
         self._log = structlog.get_logger("stackprobe.scheduler")
+
+    def use(self, resources: Mapping[Shared[Any, Any], Any]) -> None:
+        """The open resources for runs from now on (a reload renews them); each kind's runs
+        see only those it declared."""
+        self._by_kind = {
+            name: {shared: resources[shared] for shared in kind.resources}
+            for name, kind in self._kinds.items()
+        }
 
     @property
     def targets(self) -> list[TargetConfig]:
@@ -98,7 +96,7 @@ class Scheduler:
                 closing.add(task)
                 task.add_done_callback(closing.discard)
                 if name not in wanted:
-                    self._store.remove(name)
+                    self._exposition.remove(name)
                     self._restarts.pop(name, None)
         new = [target for name, target in wanted.items() if name not in self._tasks]
         spread = max(STARTUP_SPREAD_SECONDS, len(new) / STARTUP_RATE)
@@ -166,11 +164,11 @@ class Scheduler:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 self._metrics.schedule_lag.observe(max(0.0, loop.time() - due))
-                record = await self.run_once(target, log, state)
+                record = await self.run_once(target, state, log)
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     return  # replaced or removed while running: its result is no longer wanted
-                self._store.put(record)
+                self._exposition.put(record)
                 _log_transition(log, previous, record.result)
                 previous = record.result
                 slots_passed = math.floor((loop.time() - anchor - offset) / interval) + 1
@@ -184,25 +182,17 @@ class Scheduler:
                 await _close_state(state, log)
 
     async def run_once(
-        self, target: TargetConfig, log: Any = None, state: Any = None
+        self, target: TargetConfig, state: Any = None, log: Any = None
     ) -> TargetResult:
-        """One run of one target, guarded, timed and rendered; never raises but on cancel.
-
-        Without a `state` for a kind that keeps one, the run gets a fresh one, closed after.
-        """
+        """One run of one target, guarded and timed; never raises but on cancel. Rendered
+        by the exposition, not yet published: a run its target no longer wants is dropped."""
         kind = self._kinds[target.kind]
         log = log or self._log.bind(kind=target.kind, target=target.name)
-        if state is None and kind.state is not None:
-            own = kind.state(target)
-            try:
-                return await self.run_once(target, log, own)
-            finally:
-                await _close_state(own, log)
         loop = asyncio.get_running_loop()
         started_at = time.time()
         started = loop.time()
         deadline = started + target.timeout
-        ctx = ProbeContext(http=self.http, aws=self.aws, log=log, deadline=deadline, state=state)
+        ctx = ProbeContext(deadline, state, self._by_kind[target.kind])
         try:
             async with asyncio.timeout_at(deadline + GRACE_SECONDS):
                 result = await kind.probe(target, ctx)
@@ -227,29 +217,11 @@ class Scheduler:
                 CoreReason.INTERNAL_ERROR, f"probe raised {type(exc).__name__}; see the log"
             )
         duration = loop.time() - started
-        core = core_samples(target.kind, result, started_at, duration, target.interval)
-        try:
-            chunks = self._renderer.render(
-                target.name, (*core, *result.samples), target.series_labels
-            )
-        except Exception:
-            log.error(
-                "cannot render the probe's samples; this is a stackprobe bug",
-                reason=result.reason,
-                exc_info=True,
-            )
-            result = ProbeResult.failed(
-                CoreReason.INTERNAL_ERROR, "its samples could not be rendered; see the log"
-            )
-            core = core_samples(target.kind, result, started_at, duration, target.interval)
-            chunks = self._renderer.render(target.name, core, target.series_labels)
-        outcome = "success" if result.success else "failure"
+        record = self._exposition.render(target, result, started_at, duration)
+        outcome = "success" if record.result.success else "failure"
         self._metrics.runs.labels(target.kind, outcome).inc()
         self._metrics.run_duration.labels(target.kind, outcome).observe(duration)
-        # The samples live on in `chunks`; keeping them too would only give the garbage
-        # collector ~20 more objects per target to walk on every full collection.
-        kept = ProbeResult(result.success, (), result.reason, result.detail)
-        return TargetResult(target.name, target.kind, kept, started_at, duration, chunks)
+        return record
 
 
 async def _close_state(state: Any, log: Any) -> None:

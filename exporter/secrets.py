@@ -19,10 +19,17 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import SplitResult, quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 REDACTED = "<redacted>"
@@ -137,6 +144,20 @@ def secret_or_plain(value: Any, info: ValidationInfo) -> str | SecretRef:
         "expected a string or {from_env: VARIABLE} / {from_file: PATH}, found {kind}",
         {"kind": type(value).__name__},
     )
+
+
+# A config value given either inline or, where it may carry a secret, as a reference.
+StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
+
+
+def unresolved(value: object) -> bool:
+    """A secret a deferred load could not read: validators that need its value skip it."""
+    return isinstance(value, SecretRef) and not value.resolved
+
+
+def reveal(value: str | SecretRef) -> str:
+    """The value to use, whether given inline or as a secret."""
+    return value.get() if isinstance(value, SecretRef) else value
 
 
 def split_url(text: str, key: str, prefixes: tuple[str, ...], expected: str) -> SplitResult:

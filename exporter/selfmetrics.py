@@ -18,7 +18,6 @@ from prometheus_client import (
 from stackprobe._version import __version__
 
 _RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_AWS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -90,20 +89,6 @@ class SelfMetrics:
         )
         for result in ("success", "failure"):
             self.reloads.labels(result)
-        self.aws_calls = Counter(
-            "stackprobe_aws_api_calls",
-            "AWS API requests sent, retries included, by service, operation and outcome (ok, "
-            "throttled, denied or error).",
-            ["service", "operation", "outcome"],
-            registry=r,
-        )
-        self.aws_call_duration = Histogram(
-            "stackprobe_aws_api_call_duration_seconds",
-            "Seconds each AWS API request took, by service and operation.",
-            ["service", "operation"],
-            buckets=_AWS_BUCKETS,
-            registry=r,
-        )
 
     def set_kinds(self, counts: dict[str, int], known: Iterable[str]) -> None:
         """Targets by kind, with every known kind present so the series never vanish."""

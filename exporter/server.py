@@ -23,7 +23,7 @@ async def _metrics(request: web.Request) -> web.Response:
     app = request.app[APP_KEY]
     accept = ",".join(request.headers.getall("Accept", []))
     _, content_type = choose_encoder(accept)
-    body = app.exposition.render(content_type.startswith("application/openmetrics-text"))
+    body = app.exposition.body(content_type.startswith("application/openmetrics-text"))
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if gzip_accepted(request.headers.get("Accept-Encoding", "")):
         # On the loop: ~2.5 ms for 1,000 targets, less than a hop to a thread and back costs.

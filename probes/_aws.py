@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probe import ProbeContext, ProbeResult, Sample
+from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -26,15 +26,10 @@ class AwsState:
 
     def __init__(self, _target: AwsTarget | None = None) -> None:
         self.last: tuple[Sample, ...] = ()
-        self.runs = 0
         self.cache: dict[str, Any] = {}
 
     async def aclose(self) -> None:
         self.cache.clear()
-
-
-def session(target: AwsTarget) -> AwsState:
-    return AwsState(target)
 
 
 def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
@@ -66,10 +61,8 @@ async def measured(ctx: ProbeContext, measure: Callable[[], Awaitable[ProbeResul
         result = await measure()
     except AwsCallError as exc:  # the scheduler logs the failure when the state changes
         return failure(exc, state)
-    if state is not None:
-        state.runs += 1
-        if result.success or result.samples:
-            state.last = result.samples
+    if state is not None and (result.success or result.samples):
+        state.last = result.samples
     return result
 
 
@@ -88,7 +81,7 @@ async def metric_data(
     500 queries a call, every page of each (NextToken) in botocore's paginator."""
     found: dict[str, list[tuple[float, float]]] = {q["Id"]: [] for q in queries}
     pages = await gather_all(
-        ctx.aws.pages(
+        ctx.use(AWS).pages(
             target,
             "cloudwatch",
             "get_metric_data",

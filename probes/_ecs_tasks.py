@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stackprobe.aws import AwsAccess, AwsCallError
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import batches, gather_all
+from stackprobe.probes._aws_api import AWS, AwsAccess, AwsCallError
 
 DESCRIBE_TASKS_MAX = 100
 LIST_TASKS_MAX = 100
@@ -94,7 +94,7 @@ async def task_arns(
     ctx: ProbeContext, access: AwsAccess, cluster: str, **filters: Any
 ) -> list[str]:
     """ListTasks, every page of 100 (serviceName, desiredStatus as `filters`)."""
-    pages = await ctx.aws.pages(
+    pages = await ctx.use(AWS).pages(
         access,
         "ecs",
         "list_tasks",
@@ -111,7 +111,7 @@ async def describe_tasks(
 ) -> list[dict[str, Any]]:
     """DescribeTasks, 100 tasks a call, the calls side by side."""
     described = await gather_all(
-        ctx.aws.call(
+        ctx.use(AWS).call(
             access, "ecs", "describe_tasks", ctx.deadline, cluster=cluster, tasks=list(batch)
         )
         for batch in batches(arns, DESCRIBE_TASKS_MAX)

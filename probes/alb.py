@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.aws import AwsProblem, AwsTarget
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
-from stackprobe.probes._aws import gather_all, measured
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.probes._aws import AwsState, Reason, gather_all, measured
+from stackprobe.probes._aws_api import AWS, AwsProblem, AwsTarget
 from stackprobe.probes.cloudwatch import CloudWatchTarget
 from stackprobe.target import TargetConfig, UniqueNames
 
@@ -98,7 +98,7 @@ async def probe(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
 
 
 async def _measure(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
-    aws, deadline = ctx.aws, ctx.deadline
+    aws, deadline = ctx.use(AWS), ctx.deadline
     lb_pages = await aws.pages(
         target,
         "elbv2",
@@ -200,3 +200,16 @@ def _group_samples(
     if expected is not None:
         samples.append(PATH_MATCH(1 if path == expected else 0, lb, name))
     return samples
+
+
+KIND = ProbeKind(
+    "alb",
+    AlbTarget,
+    probe,
+    METRICS,
+    Reason,
+    "ALB state, access-log posture, target health per target group",
+    state=AwsState,
+    advice=advice,
+    resources=(AWS,),
+)

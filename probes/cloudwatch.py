@@ -32,10 +32,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from stackprobe.aws import AwsTarget
 from stackprobe.durations import Duration
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
-from stackprobe.probes._aws import gather_all, measured, metric_data
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.probes._aws import AwsState, Reason, gather_all, measured, metric_data
+from stackprobe.probes._aws_api import AWS, AwsTarget
 
 DAY = 86400
 LOOKBACK_PERIODS = 5  # sparse metrics (5xx counts) may skip periods; look this far back
@@ -400,3 +400,15 @@ def _newest(
             DATAPOINT_TIME(at, query.namespace, query.metric, query.stat, query.dimensions_label())
         )
     return samples
+
+
+KIND = ProbeKind(
+    "cloudwatch",
+    CloudWatchTarget,
+    probe,
+    METRICS,
+    Reason,
+    "CloudWatch GetMetricData: ALB 5xx and latency, ECS CPU/memory, SQS age",
+    state=AwsState,
+    resources=(AWS,),
+)

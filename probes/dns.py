@@ -31,7 +31,7 @@ import dns.resolver
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.target import TargetConfig
 
 
@@ -244,3 +244,13 @@ def _samples() -> tuple[Sample, ...]:
         PROBE_DNS_QUERY_SUCCEEDED(0),
         PROBE_DNS_RCODE(-1),
     )
+
+
+KIND = ProbeKind(
+    "dns",
+    DnsTarget,
+    probe,
+    METRICS,
+    Reason,
+    "One DNS query to a name server: response code, answers, lookup time",
+)

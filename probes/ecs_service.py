@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
-from stackprobe.probes._aws import AwsState, batches, gather_all, measured
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.probes._aws import AwsState, Reason, batches, gather_all, measured
+from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probes._ecs_tasks import describe_tasks, task_arns
 from stackprobe.target import UniqueNames
 
@@ -193,7 +193,7 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
     try:
         names = list(target.services) or await _list_services(target, ctx)
         described = await gather_all(
-            ctx.aws.call(
+            ctx.use(AWS).call(
                 target,
                 "ecs",
                 "describe_services",
@@ -233,7 +233,7 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
 
 
 async def _list_services(target: EcsServiceTarget, ctx: ProbeContext) -> list[str]:
-    pages = await ctx.aws.pages(
+    pages = await ctx.use(AWS).pages(
         target,
         "ecs",
         "list_services",
@@ -324,7 +324,9 @@ async def _env_matches(
     envs: dict[str, dict[str, str]] = state.cache.setdefault("task_definition_env", {})
     unseen = sorted({arn for arns in wanted.values() for arn in arns} - envs.keys())
     answers = await gather_all(
-        ctx.aws.call(target, "ecs", "describe_task_definition", ctx.deadline, taskDefinition=arn)
+        ctx.use(AWS).call(
+            target, "ecs", "describe_task_definition", ctx.deadline, taskDefinition=arn
+        )
         for arn in unseen
     )
     for arn, answer in zip(unseen, answers, strict=True):
@@ -340,3 +342,15 @@ async def _env_matches(
             match = bool(arns) and all(envs[arn].get(name) == value for arn in arns)
             samples.append(ENV_MATCH(1 if match else 0, target.cluster, service_name, name))
     return samples
+
+
+KIND = ProbeKind(
+    "ecs_service",
+    EcsServiceTarget,
+    probe,
+    METRICS,
+    Reason,
+    "ECS services: desired vs running, deployments, stopped tasks, env drift",
+    state=AwsState,
+    resources=(AWS,),
+)

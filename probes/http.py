@@ -6,9 +6,10 @@ timeout: security group blocking ALB -> task" (Incident 2: Unhealthy Targets (AL
 blackbox_exporter's so its dashboards and rules keep working.
 
 Defaults worth knowing:
-- Every probe opens a fresh connection (see `stackprobe.httpclients`), so connect and TLS are
-  measured each time. Name resolution happens inside the connect phase; there is no separate
-  `resolve` phase as in blackbox_exporter. Use a `dns` target to watch resolution on its own.
+- Every probe opens a fresh connection (see `probes/_http_clients.py`), so connect and TLS
+  are measured each time. Name resolution happens inside the connect phase; there is no
+  separate `resolve` phase as in blackbox_exporter. Use a `dns` target to watch resolution
+  on its own.
 - The body is always read, through a bounded decoder, up to `max_body_bytes` (1 MiB): a
   readiness body is the evidence ("503 with `redis: false`"), and a 50 MB body or a gzip bomb
   must not cost more memory than the cap.
@@ -37,7 +38,6 @@ import jmespath.exceptions
 from cryptography import x509
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -47,7 +47,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from stackprobe.durations import Duration
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.probes._aws_api import AWS
 from stackprobe.probes._components import components
 from stackprobe.probes._ecs_tasks import METRICS as TASK_METRICS
 from stackprobe.probes._ecs_tasks import Discover, probe_tasks
@@ -57,9 +58,10 @@ from stackprobe.probes._http_body import (
     UndecodableBody,
     read_capped,
 )
-from stackprobe.secrets import SecretRef, secret_or_plain
+from stackprobe.probes._http_clients import HTTP_CLIENTS
+from stackprobe.probes._tls import TLSConfig
+from stackprobe.secrets import SecretRef, StrOrSecret, reveal, unresolved
 from stackprobe.target import Regex, TargetConfig
-from stackprobe.tls import TLSConfig
 
 # A credential in one of these headers must come from env or file, never the config text.
 _SENSITIVE_HEADER = re.compile(
@@ -136,9 +138,6 @@ class JsonExpectation(BaseModel):
         return bool(self._compiled.search(doc) == self.equals)
 
 
-StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
-
-
 Role = Literal["liveness", "readiness", "endpoint", "dependency"]
 _ROLE_BY_LAST_SEGMENT: dict[str, Role] = {
     "live": "liveness",
@@ -188,10 +187,10 @@ class HttpTarget(TargetConfig):
     def _usable_url(cls, value: str | SecretRef | None) -> str | SecretRef | None:
         if value is None:
             return None
-        if isinstance(value, SecretRef) and not value.resolved:
+        if unresolved(value):
             return value  # check-config without the secret: nothing to check here
         secret = isinstance(value, SecretRef)
-        text = value.get() if isinstance(value, SecretRef) else value
+        text = reveal(value)
         # Before anything that could echo the URL: a password in it must never be repeated.
         authority = re.split(r"[/?#]", text.split("://", 1)[-1], maxsplit=1)[0]
         if ":" in authority.rpartition("@")[0] and not secret:
@@ -235,9 +234,9 @@ class HttpTarget(TargetConfig):
                     "as {from_env: VARIABLE} or {from_file: /path/to/file}",
                     {"name": name, "entry": name},
                 )
-            if isinstance(header, SecretRef) and not header.resolved:
+            if unresolved(header):
                 continue  # check-config without the secret
-            text = header.get() if isinstance(header, SecretRef) else header
+            text = reveal(header)
             if not _HEADER_VALUE.match(text):
                 where = f" (from {header.source()})" if isinstance(header, SecretRef) else ""
                 raise PydanticCustomError(
@@ -286,7 +285,7 @@ class HttpTarget(TargetConfig):
     def url_text(self) -> str:
         if self.url is None:
             raise ValueError("a discover target has no url of its own; probe its tasks")
-        return self.url.get() if isinstance(self.url, SecretRef) else self.url
+        return reveal(self.url)
 
     def describe(self) -> str:
         if self.discover is not None:
@@ -300,7 +299,7 @@ class HttpTarget(TargetConfig):
     def request_headers(self) -> dict[str, str]:
         headers = {"Accept-Encoding": ACCEPT_ENCODING}
         for name, value in self.headers.items():
-            headers[name] = value.get() if isinstance(value, SecretRef) else value
+            headers[name] = reveal(value)
         return headers
 
     def secret_header_names(self) -> list[str]:
@@ -461,7 +460,7 @@ class _Body:
 
 async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed) -> _Body:
     try:
-        client = ctx.http.client(target.tls)
+        client = ctx.use(HTTP_CLIENTS).client(target.tls)
     except (ssl.SSLError, OSError, ValueError) as exc:  # files changed since the config load
         raise _Failure(Reason.TLS, f"cannot use the TLS files: {exc}") from None
     extensions: dict[str, Any] = {"trace": trace}
@@ -746,3 +745,14 @@ def classify(exc: BaseException) -> Reason:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else ""
+
+
+KIND = ProbeKind(
+    "http",
+    HttpTarget,
+    probe,
+    METRICS,
+    Reason,
+    "HTTP(S) request: status, phases, TLS, capped body, health components",
+    resources=(HTTP_CLIENTS, AWS),
+)

@@ -28,18 +28,18 @@ import ssl
 from collections import Counter
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import asyncpg
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from stackprobe.backoff import ReconnectPause
 from stackprobe.durations import Duration
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.probes._kept import ReconnectPause
 from stackprobe.probes.ecs_service import EcsServiceTarget
-from stackprobe.secrets import SecretRef, secret_or_plain, split_url
+from stackprobe.secrets import SecretRef, StrOrSecret, reveal, split_url, unresolved
 from stackprobe.target import TargetConfig
 
 # The states pg_stat_activity reports for client backends, all exported even at zero:
@@ -94,9 +94,6 @@ class StatStatements(BaseModel):
     top: int = Field(10, ge=1, le=100)
 
 
-StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
-
-
 class PostgresTarget(TargetConfig):
     kind: Literal["postgres"] = "postgres"
     dsn: StrOrSecret
@@ -111,10 +108,10 @@ class PostgresTarget(TargetConfig):
     def _usable_dsn(cls, value: str | SecretRef) -> str | SecretRef:
         """Parsed at load with messages that never repeat it (see `split_url`); a secret DSN
         `check-config` could not read is left unchecked."""
-        if isinstance(value, SecretRef) and not value.resolved:
+        if unresolved(value):
             return value
         parts = split_url(
-            value.get() if isinstance(value, SecretRef) else value,
+            reveal(value),
             "dsn",
             ("postgres://", "postgresql://"),
             "postgresql://, e.g. postgresql://probe@db:5432/app",
@@ -361,7 +358,7 @@ _STATEMENTS_UNREADABLE = (
 )
 
 
-class PgSession:
+class PostgresState:
     """The target's one connection, kept between runs, and what it learnt on connecting.
 
     The counters live as long as the target's config: a reload that changes the target
@@ -391,12 +388,8 @@ class PgSession:
         connection.terminate()
 
 
-def session(target: PostgresTarget) -> PgSession:
-    return PgSession(target)
-
-
 async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
-    state: PgSession = ctx.state
+    state: PostgresState = ctx.state
     loop = asyncio.get_running_loop()
     pending = state.pause.pending(loop.time()) if state.connection is None else None
     if pending is not None:
@@ -419,7 +412,7 @@ async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
     return ProbeResult.ok(_samples(target, state, row))
 
 
-def _connection_intact(exc: BaseException, state: PgSession) -> bool:
+def _connection_intact(exc: BaseException, state: PostgresState) -> bool:
     connection = state.connection
     return (
         connection is not None
@@ -429,7 +422,7 @@ def _connection_intact(exc: BaseException, state: PgSession) -> bool:
     )
 
 
-async def _query(target: PostgresTarget, state: PgSession) -> Any:
+async def _query(target: PostgresTarget, state: PostgresState) -> Any:
     """Run the statement on the kept connection; if the server closed it since (a restart,
     pg_terminate_backend), open a new one and try once more within the same deadline."""
     reused = state.connection is not None
@@ -445,7 +438,7 @@ async def _query(target: PostgresTarget, state: PgSession) -> Any:
         return await _fetch(target, state, connection)
 
 
-async def _connection(target: PostgresTarget, state: PgSession) -> asyncpg.Connection:
+async def _connection(target: PostgresTarget, state: PostgresState) -> asyncpg.Connection:
     if state.connection is not None:
         if not state.connection.is_closed():
             return state.connection
@@ -453,7 +446,7 @@ async def _connection(target: PostgresTarget, state: PgSession) -> asyncpg.Conne
         # "connection closed" event, counted though the run goes on with a new one.
         state.errors[Reason.CONNECTION_CLOSED] += 1
         await state.drop()
-    dsn = target.dsn.get() if isinstance(target.dsn, SecretRef) else target.dsn
+    dsn = reveal(target.dsn)
     statement_timeout = int(target.session_statement_timeout() * 1000)
     connection = await asyncpg.connect(
         dsn,
@@ -492,7 +485,9 @@ async def _statements_sql(connection: asyncpg.Connection) -> str | None:
     return ACTIVITY_SQL + STATEMENTS_COLUMN.format(schema=quoted)
 
 
-async def _fetch(target: PostgresTarget, state: PgSession, connection: asyncpg.Connection) -> Any:
+async def _fetch(
+    target: PostgresTarget, state: PostgresState, connection: asyncpg.Connection
+) -> Any:
     if state.statements_sql is not None:
         try:
             return await connection.fetchrow(
@@ -503,7 +498,7 @@ async def _fetch(target: PostgresTarget, state: PgSession, connection: asyncpg.C
     return await connection.fetchrow(ACTIVITY_SQL, target.long_query_threshold)
 
 
-def _samples(target: PostgresTarget, state: PgSession, row: Any) -> tuple[Sample, ...]:
+def _samples(target: PostgresTarget, state: PostgresState, row: Any) -> tuple[Sample, ...]:
     samples = [
         PG_UP(1),
         PG_SETTINGS_MAX_CONNECTIONS(row["max_connections"]),
@@ -532,7 +527,7 @@ def _samples(target: PostgresTarget, state: PgSession, row: Any) -> tuple[Sample
     return (*samples, *_config_samples(target, state))
 
 
-def _config_samples(target: PostgresTarget, state: PgSession) -> list[Sample]:
+def _config_samples(target: PostgresTarget, state: PostgresState) -> list[Sample]:
     """What the run reports whether or not the server answered; every error reason is present
     from the start, so rate() sees the first one too."""
     samples = [
@@ -546,7 +541,9 @@ def _config_samples(target: PostgresTarget, state: PgSession) -> list[Sample]:
     return samples
 
 
-def _failed(target: PostgresTarget, state: PgSession, reason: StrEnum, detail: str) -> ProbeResult:
+def _failed(
+    target: PostgresTarget, state: PostgresState, reason: StrEnum, detail: str
+) -> ProbeResult:
     return ProbeResult.failed(reason, detail, (PG_UP(0), *_config_samples(target, state)))
 
 
@@ -600,3 +597,15 @@ def _detail(reason: Reason, exc: BaseException, target: PostgresTarget) -> str:
         return f"{type(exc).__name__}: the DSN could not be used; check its escaping"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+KIND = ProbeKind(
+    "postgres",
+    PostgresTarget,
+    probe,
+    METRICS,
+    Reason,
+    "PostgreSQL connections by database and state against the limits",
+    state=PostgresState,
+    advice=advice,
+)

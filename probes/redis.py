@@ -22,21 +22,21 @@ import ssl
 import time
 from collections import Counter
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
-from pydantic import BeforeValidator, field_validator
+from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from stackprobe.backoff import ReconnectPause
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
-from stackprobe.secrets import SecretRef, secret_or_plain, split_url
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.probes._kept import ReconnectPause
+from stackprobe.probes._tls import TLSConfig
+from stackprobe.secrets import SecretRef, StrOrSecret, reveal, split_url, unresolved
 from stackprobe.target import TargetConfig
-from stackprobe.tls import TLSConfig
 
 # The INFO sections read; one command either way. Older servers (before 7.0) take only one
 # section per INFO, so for them the probe asks for everything, once per run all the same.
@@ -57,9 +57,6 @@ class Reason(StrEnum):
     OTHER = "other"
 
 
-StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
-
-
 class RedisTarget(TargetConfig):
     kind: Literal["redis"] = "redis"
     url: StrOrSecret
@@ -72,10 +69,10 @@ class RedisTarget(TargetConfig):
     def _redis_url(cls, value: str | SecretRef) -> str | SecretRef:
         """Parsed at load with messages that never repeat it (see `split_url`); a secret URL
         `check-config` could not read is left unchecked."""
-        if isinstance(value, SecretRef) and not value.resolved:
+        if unresolved(value):
             return value
         parts = split_url(
-            value.get() if isinstance(value, SecretRef) else value,
+            reveal(value),
             "url",
             ("redis://", "rediss://"),
             "redis:// or rediss://, e.g. redis://cache:6379/0",
@@ -148,7 +145,7 @@ METRICS = (
 )
 
 
-class RedisSession:
+class RedisState:
     """The target's one connection, kept between runs, and its error counts. The counters
     live as long as the target's config: a reload that changes the target starts them again."""
 
@@ -173,12 +170,8 @@ class RedisSession:
                 await client.aclose()
 
 
-def session(target: RedisTarget) -> RedisSession:
-    return RedisSession(target)
-
-
 async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
-    state: RedisSession = ctx.state
+    state: RedisState = ctx.state
     loop = asyncio.get_running_loop()
     pending = state.pause.pending(loop.time()) if state.client is None else None
     if pending is not None:
@@ -198,7 +191,7 @@ async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
     return ProbeResult.ok(_samples(state, ping, info))
 
 
-async def _cycle(target: RedisTarget, state: RedisSession) -> tuple[float, dict[str, Any]]:
+async def _cycle(target: RedisTarget, state: RedisState) -> tuple[float, dict[str, Any]]:
     """PING and INFO on the kept connection. If the server closed it since the last run,
     count that, open a new one and try once more within the same deadline."""
     reused = state.client is not None
@@ -217,10 +210,10 @@ async def _cycle(target: RedisTarget, state: RedisSession) -> tuple[float, dict[
         return await _commands(client, state)
 
 
-async def _client(target: RedisTarget, state: RedisSession) -> aioredis.Redis:
+async def _client(target: RedisTarget, state: RedisState) -> aioredis.Redis:
     if state.client is not None:
         return state.client
-    url = target.url.get() if isinstance(target.url, SecretRef) else target.url
+    url = reveal(target.url)
     options: dict[str, Any] = {}
     if url.startswith("rediss://"):
         tls = target.tls
@@ -267,7 +260,7 @@ async def _client(target: RedisTarget, state: RedisSession) -> aioredis.Redis:
     return client
 
 
-async def _commands(client: aioredis.Redis, state: RedisSession) -> tuple[float, dict[str, Any]]:
+async def _commands(client: aioredis.Redis, state: RedisState) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     await client.ping()
     ping = time.perf_counter() - started
@@ -287,7 +280,7 @@ async def _commands(client: aioredis.Redis, state: RedisSession) -> tuple[float,
     return ping, info
 
 
-def _samples(state: RedisSession, ping: float, info: dict[str, Any]) -> tuple[Sample, ...]:
+def _samples(state: RedisState, ping: float, info: dict[str, Any]) -> tuple[Sample, ...]:
     maxclients = info.get("maxclients", state.maxclients)
     samples = [
         REDIS_UP(1),
@@ -313,7 +306,7 @@ def _is_db(name: str, value: Any) -> bool:
     return name.startswith("db") and name[2:].isdigit() and isinstance(value, dict)
 
 
-def _state_samples(state: RedisSession) -> list[Sample]:
+def _state_samples(state: RedisState) -> list[Sample]:
     """Every reason is present from the start, so rate() sees the first error too."""
     return [
         *(REDIS_CONNECTION_ERRORS(state.errors[r], r.value) for r in Reason),
@@ -321,7 +314,7 @@ def _state_samples(state: RedisSession) -> list[Sample]:
     ]
 
 
-def _failed(state: RedisSession, reason: StrEnum, detail: str) -> ProbeResult:
+def _failed(state: RedisState, reason: StrEnum, detail: str) -> ProbeResult:
     return ProbeResult.failed(reason, detail, (REDIS_UP(0), *_state_samples(state)))
 
 
@@ -363,3 +356,14 @@ def _detail(reason: Reason, exc: BaseException, target: RedisTarget) -> str:
         return f"{type(exc).__name__}: the URL could not be used; check its escaping"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+KIND = ProbeKind(
+    "redis",
+    RedisTarget,
+    probe,
+    METRICS,
+    Reason,
+    "Redis up, PING latency, clients, memory and connection errors",
+    state=RedisState,
+)

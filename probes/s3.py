@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.aws import AwsCallError, AwsTarget
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
-from stackprobe.probes._aws import gather_all, measured, metric_data
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.probes._aws import AwsState, Reason, gather_all, measured, metric_data
+from stackprobe.probes._aws_api import AWS, AwsCallError, AwsTarget
 from stackprobe.target import UniqueNames
 
 DAY = 86400
@@ -80,7 +80,7 @@ async def _measure(target: S3Target, ctx: ProbeContext) -> ProbeResult:
 
 async def _lifecycle_rules(target: S3Target, ctx: ProbeContext, bucket: str) -> int:
     try:
-        answer = await ctx.aws.call(
+        answer = await ctx.use(AWS).call(
             target, "s3", "get_bucket_lifecycle_configuration", ctx.deadline, Bucket=bucket
         )
     except AwsCallError as exc:
@@ -140,7 +140,7 @@ def _page_summary(page: dict[str, Any]) -> tuple[int, int, bool]:
 
 async def _listed(target: S3Target, ctx: ProbeContext) -> list[Sample]:
     listings = await gather_all(
-        ctx.aws.pages(
+        ctx.use(AWS).pages(
             target,
             "s3",
             "list_objects_v2",
@@ -162,3 +162,15 @@ async def _listed(target: S3Target, ctx: ProbeContext) -> list[Sample]:
         samples.append(MEASURED_AT(now, bucket))
         samples.append(TRUNCATED(1 if truncated else 0, bucket))
     return samples
+
+
+KIND = ProbeKind(
+    "s3",
+    S3Target,
+    probe,
+    METRICS,
+    Reason,
+    "S3 bucket size and objects (CloudWatch daily or a capped listing), lifecycle",
+    state=AwsState,
+    resources=(AWS,),
+)

@@ -19,9 +19,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from stackprobe.aws import AwsCallError, AwsProblem, AwsTarget
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
-from stackprobe.probes._aws import AwsState, gather_all, measured
+from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.probes._aws import AwsState, Reason, gather_all, measured
+from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probes.cloudwatch import CloudWatchTarget
 from stackprobe.target import TargetConfig
 
@@ -187,10 +187,23 @@ async def _attributes(
     url = queue if queue.startswith("https://") else urls.get(queue)
     if url is None:
         params = {"QueueName": queue, **({"QueueOwnerAWSAccountId": owner} if owner else {})}
-        found = await ctx.aws.call(target, "sqs", "get_queue_url", ctx.deadline, **params)
+        found = await ctx.use(AWS).call(target, "sqs", "get_queue_url", ctx.deadline, **params)
         url = urls[queue] = str(found["QueueUrl"])
-    answer = await ctx.aws.call(
+    answer = await ctx.use(AWS).call(
         target, "sqs", "get_queue_attributes", ctx.deadline, QueueUrl=url, AttributeNames=names
     )
     attributes: dict[str, Any] = answer.get("Attributes", {})
     return attributes
+
+
+KIND = ProbeKind(
+    "sqs",
+    SqsTarget,
+    probe,
+    METRICS,
+    Reason,
+    "SQS depth, redrive posture and dead-letter queue depth",
+    state=AwsState,
+    advice=advice,
+    resources=(AWS,),
+)

@@ -62,7 +62,7 @@ fi
 # The strict editable mode installs a tree of links to the source files that mypy can follow
 # (the default import hook cannot be followed); edits show at once, but a new module needs a
 # reinstall, so the stamp covers the list of modules as well as pyproject.toml.
-stamp="$venv/.installed-$( (cat pyproject.toml; find exporter probes demo -name '*.py' | sort) |
+stamp="$venv/.installed-$( (cat pyproject.toml; find exporter probes tools demo -name '*.py' | sort) |
   sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ] || ! ls -d build/__editable__.stackprobe-* >/dev/null 2>&1; then
   "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]' \

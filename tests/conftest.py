@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from stackprobe.aws import AwsClients, AwsSettings
 from stackprobe.config import parse_config
-from stackprobe.httpclients import HttpClients
 from stackprobe.probe import ProbeContext, ProbeResult
 from stackprobe.probes import KINDS
-from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.probes._aws_api import AWS, AwsClients, AwsMetrics, AwsSettings
+from stackprobe.probes._http_clients import HTTP_CLIENTS, HttpClients
 from stackprobe.target import TargetConfig
 from tests.servers import Peers, PeerServers
 
@@ -78,7 +78,7 @@ async def http_clients() -> AsyncIterator[HttpClients]:
 RunProbe = Callable[..., Any]
 
 # For the kinds that call no AWS API: a factory that is never asked for a client.
-UNUSED_AWS = AwsClients(AwsSettings(), SelfMetrics())
+UNUSED_AWS = AwsClients(AwsSettings(), AwsMetrics(CollectorRegistry()))
 
 
 @pytest.fixture
@@ -86,35 +86,35 @@ def run_probe(http_clients: HttpClients) -> RunProbe:
     """Run one target's probe directly, with its deadline, the way the scheduler would."""
 
     async def run(target: TargetConfig) -> ProbeResult:
-        loop = asyncio.get_running_loop()
-        ctx = ProbeContext(
-            http=http_clients, aws=UNUSED_AWS, log=None, deadline=loop.time() + target.timeout
-        )
-        result: ProbeResult = await KINDS[target.kind].probe(target, ctx)
-        return result
+        runner = KeptStateRunner(target, http=http_clients)
+        try:
+            return await runner.run()
+        finally:
+            await runner.close()
 
     return run
 
 
 class KeptStateRunner:
-    """Runs one target the way the scheduler does for a kind with a state: one state kept
-    across runs, a fresh deadline each run."""
+    """Runs one target the way the scheduler does: its kind's state kept across runs, a
+    fresh deadline each run, and the shared resources its kind declares."""
 
-    def __init__(self, target: TargetConfig, aws: AwsClients | None = None) -> None:
+    def __init__(
+        self,
+        target: TargetConfig,
+        aws: AwsClients | None = None,
+        *,
+        http: HttpClients | None = None,
+    ) -> None:
         self.target = target
-        self.aws = aws or UNUSED_AWS
-        factory = KINDS[target.kind].state
-        self.state: Any = factory(target) if factory is not None else None
+        kind = KINDS[target.kind]
+        self.resources = {HTTP_CLIENTS: http or HttpClients(1), AWS: aws or UNUSED_AWS}
+        self.resources = {shared: self.resources[shared] for shared in kind.resources}
+        self.state: Any = kind.state(target) if kind.state is not None else None
 
     async def run(self) -> ProbeResult:
         loop = asyncio.get_running_loop()
-        ctx = ProbeContext(
-            http=HttpClients(1),
-            aws=self.aws,
-            log=None,
-            deadline=loop.time() + self.target.timeout,
-            state=self.state,
-        )
+        ctx = ProbeContext(loop.time() + self.target.timeout, self.state, self.resources)
         result: ProbeResult = await KINDS[self.target.kind].probe(self.target, ctx)
         return result
 
@@ -173,12 +173,12 @@ def moto(aws_env: None) -> Iterator[None]:
 
 
 @pytest.fixture
-def aws_metrics() -> SelfMetrics:
-    return SelfMetrics()
+def aws_metrics() -> AwsMetrics:
+    return AwsMetrics(CollectorRegistry())
 
 
 @pytest.fixture
-def aws(moto: None, aws_metrics: SelfMetrics) -> Iterator[AwsClients]:
+def aws(moto: None, aws_metrics: AwsMetrics) -> Iterator[AwsClients]:
     """A client factory talking to moto, with stackprobe's own call accounting."""
     from tests.aws import REGION
 

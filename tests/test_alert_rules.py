@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stackprobe.runbooks import alerts, anchors, headings, slug
+from stackprobe.tools.runbooks import alerts, anchors, headings, slug
 from tests.conftest import require_binary
 
 ROOT = Path(__file__).parent.parent
@@ -503,12 +503,14 @@ def exported_names() -> set[str]:
     """Every series name stackprobe exports (counters with _total), and what rules record."""
     from stackprobe.exposition import CORE_METRICS
     from stackprobe.probes import KINDS
+    from stackprobe.probes._aws_api import AwsMetrics
     from stackprobe.selfmetrics import SelfMetrics
 
     names = set()
     for spec in (*CORE_METRICS, *(s for kind in KINDS.values() for s in kind.metrics)):
         names.add(spec.name + ("_total" if spec.type == "counter" else ""))
     own = SelfMetrics()
+    AwsMetrics(own.registry)  # the AWS resource's own, which it registers when it opens
     for family in own.registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
         names.update(family.name + s for s in suffixes.get(family.type, [""]))

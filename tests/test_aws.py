@@ -13,14 +13,21 @@ import boto3
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
 
 from stackprobe.app import App
-from stackprobe.aws import AwsClients, AwsSettings, ambient_secrets, iam_action
 from stackprobe.config import parse_config
 from stackprobe.logs import configure_logging
 from stackprobe.probes import KINDS
+from stackprobe.probes._aws_api import (
+    AWS,
+    AwsClients,
+    AwsMetrics,
+    AwsSettings,
+    ambient_secrets,
+    iam_action,
+)
 from stackprobe.secrets import Redactor
-from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.server import make_web_app
 from tests.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, EcsStack, api_calls, inject
 from tests.conftest import KeptStateRunner, make_target
@@ -48,7 +55,7 @@ def test_iam_actions_as_policies_name_them(service: str, operation: str, action:
 async def test_an_assumed_role_is_fetched_once_and_kept(moto: None) -> None:
     stack = EcsStack(boto3.Session(region_name=REGION))
     stack.service("aep-api", desired=1)
-    metrics = SelfMetrics()
+    metrics = AwsMetrics(CollectorRegistry())
     clients = AwsClients(AwsSettings(region=REGION), metrics)
     target = make_target(
         {
@@ -79,7 +86,7 @@ async def test_no_credentials_says_where_they_come_from(
 ) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    clients = AwsClients(AwsSettings(region=REGION), SelfMetrics())
+    clients = AwsClients(AwsSettings(region=REGION), AwsMetrics(CollectorRegistry()))
     target = make_target({"name": "q", "kind": "sqs", "queues": ["jobs"]})
     runner = KeptStateRunner(target, clients)
     try:
@@ -94,7 +101,7 @@ async def test_no_credentials_says_where_they_come_from(
 
 async def test_a_hanging_call_ends_at_the_run_deadline(moto: None) -> None:
     boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
-    clients = AwsClients(AwsSettings(region=REGION), SelfMetrics())
+    clients = AwsClients(AwsSettings(region=REGION), AwsMetrics(CollectorRegistry()))
     target = make_target({"name": "q", "kind": "sqs", "queues": ["jobs"], "timeout": "500ms"})
 
     def hang(**_: Any) -> None:
@@ -161,7 +168,7 @@ targets:
     await client.start_server()
     try:
         inject(
-            app.scheduler.aws.client(config.targets[0], "ecs"),
+            app.resources[AWS].client(config.targets[0], "ecs"),
             "ListTasks",
             "AccessDeniedException",
             times=10,
@@ -172,7 +179,7 @@ targets:
             await asyncio.sleep(0.1)
         metrics = await (await client.get("/metrics")).text()
         landing = await (await client.get("/")).text()
-        signer = app.scheduler.aws.client(config.targets[0], "ecs")._request_signer
+        signer = app.resources[AWS].client(config.targets[0], "ecs")._request_signer
         assumed = signer._credentials.get_frozen_credentials()  # what moto's STS issued
     finally:
         await client.close()
@@ -209,7 +216,7 @@ async def test_a_role_with_no_base_credentials_fails_and_recovers(
     boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    metrics = SelfMetrics()
+    metrics = AwsMetrics(CollectorRegistry())
     clients = AwsClients(AwsSettings(region=REGION), metrics)
     target = make_target(
         {
@@ -246,12 +253,12 @@ async def test_a_reload_that_changes_aws_settings_replaces_the_clients(
     app = App(load_config(path, KINDS), kinds=KINDS, redactor=Redactor(), config_path=path)
     app.start()
     try:
-        first = app.scheduler.aws
+        first = app.resources[AWS]
         same = await app.reload()
-        kept = app.scheduler.aws
+        kept = app.resources[AWS]
         path.write_text(f"aws: {{region: {REGION}, max_workers: 4}}\n" + body)
         changed = await app.reload()
-        replaced = app.scheduler.aws
+        replaced = app.resources[AWS]
     finally:
         await app.stop()
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from stackprobe.config import load_config
+from stackprobe.probes import KINDS
 from tests.running import start_exporter, stop_exporter
 
 ROOT = Path(__file__).parent.parent
@@ -367,7 +368,7 @@ def test_the_warnings_come_with_the_config_that_run_loads(tmp_path: Path) -> Non
     path = tmp_path / "stackprobe.yml"
     path.write_text(targets(SQS))
 
-    config = load_config(path, environ={})
+    config = load_config(path, KINDS, environ={})
 
     assert [str(w) for w in config.warnings] == [
         f"{path}: targets[0] (jobs): SqsJobsStuck cannot fire for queue {queue}: no cloudwatch "

@@ -11,6 +11,7 @@ import pytest
 
 from stackprobe.config import ConfigError, load_config, parse_config
 from stackprobe.durations import format_duration, parse_duration
+from stackprobe.probes import KINDS
 from stackprobe.probes.dns import DnsTarget
 from stackprobe.probes.http import HttpTarget
 from stackprobe.secrets import SecretRef
@@ -47,13 +48,15 @@ def test_invalid_config_fails_with_its_exact_messages(path: Path) -> None:
     assert expected, f"{path.name} lists no `# expect:` lines"
 
     with pytest.raises(ConfigError) as caught:
-        load_config(path, environ={})
+        load_config(path, KINDS, environ={})
 
     assert [str(p) for p in caught.value.problems] == expected
 
 
 def test_the_issue_example_loads_with_defaults_applied() -> None:
-    config = load_config(FIXTURES / "valid-issue-example.yaml", environ={"HEALTH_TOKEN": "t0k"})
+    config = load_config(
+        FIXTURES / "valid-issue-example.yaml", KINDS, environ={"HEALTH_TOKEN": "t0k"}
+    )
 
     http, dns = config.targets
     assert isinstance(http, HttpTarget) and isinstance(dns, DnsTarget)
@@ -76,6 +79,8 @@ targets:
     url: http://127.0.0.1/health
     basic_auth: {{username: probe, password: {{from_file: {secret}}}}}
 """,
+        "<test>",
+        KINDS,
         environ={},
     )
 
@@ -92,6 +97,7 @@ def test_an_unreadable_secret_file_names_the_path(tmp_path: Path) -> None:
             f"targets: [{{name: a, kind: http, url: 'http://h/', "
             f"headers: {{X-Token: {{from_file: {missing}}}}}}}]",
             "cfg.yaml",
+            KINDS,
             environ={},
         )
 
@@ -103,7 +109,7 @@ def test_an_unreadable_secret_file_names_the_path(tmp_path: Path) -> None:
 
 def test_a_missing_config_file_is_one_clear_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config(tmp_path / "nope.yaml")
+        load_config(tmp_path / "nope.yaml", KINDS)
 
     assert (
         str(caught.value) == f"{tmp_path / 'nope.yaml'}: cannot read the config file: "
@@ -167,7 +173,7 @@ def test_relative_secret_files_are_read_next_to_the_config(tmp_path: Path) -> No
         "    headers: {Authorization: {from_file: secrets/token}}\n"
     )
 
-    target = load_config(config, environ={}).targets[0]
+    target = load_config(config, KINDS, environ={}).targets[0]
 
     assert isinstance(target, HttpTarget)
     assert target.request_headers()["Authorization"] == "relative-secret"
@@ -178,11 +184,11 @@ def test_a_trailing_newline_in_an_env_secret_is_dropped_and_an_inner_one_refused
         "targets:\n  - name: a\n    kind: http\n    url: http://127.0.0.1/\n"
         "    headers: {Authorization: {from_env: TOKEN}}\n"
     )
-    ok = parse_config(text, "c.yml", environ={"TOKEN": "Bearer abc\n"}).targets[0]
+    ok = parse_config(text, "c.yml", KINDS, environ={"TOKEN": "Bearer abc\n"}).targets[0]
     assert isinstance(ok, HttpTarget) and ok.request_headers()["Authorization"] == "Bearer abc"
 
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, "c.yml", environ={"TOKEN": "Bearer CANARY\nX-Evil: 1"})
+        parse_config(text, "c.yml", KINDS, environ={"TOKEN": "Bearer CANARY\nX-Evil: 1"})
 
     assert str(caught.value) == (
         "c.yml:5: targets[0].headers.Authorization: the value of header Authorization (from env "
@@ -202,11 +208,11 @@ def test_reloading_reads_tls_files_again(tmp_path: Path) -> None:
     import trustme
 
     trustme.CA().cert_pem.write_to_path(str(ca))
-    assert load_config(config, environ={}).targets[0].tls.ca_file == ca  # type: ignore[attr-defined]
+    assert load_config(config, KINDS, environ={}).targets[0].tls.ca_file == ca  # type: ignore[attr-defined]
 
     ca.write_text("garbage\n")
     with pytest.raises(ConfigError, match="cannot use these TLS files"):
-        load_config(config, environ={})
+        load_config(config, KINDS, environ={})
 
 
 @pytest.mark.parametrize(
@@ -233,7 +239,7 @@ def test_a_secret_url_that_does_not_parse_is_never_echoed(
     text = f"targets: [{{name: a, kind: {kind}, {key}: {{from_env: SECRET_URL}}}}]"
 
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, "c.yml", environ={"SECRET_URL": value})
+        parse_config(text, "c.yml", KINDS, environ={"SECRET_URL": value})
 
     assert str(caught.value) == f"c.yml:1: targets[0].{key}: {message}"
     for fragment in ("CANARY", "frag", "ment", "x@"):

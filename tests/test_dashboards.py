@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from stackprobe.runbooks import alerts, anchors
+from stackprobe.tools.runbooks import alerts, anchors
 from tests.conftest import require_binary
 from tests.test_alert_rules import exported_names, run
 

@@ -9,19 +9,21 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from stackprobe.aws import AwsAccess, AwsSettings, AwsTarget
-from stackprobe.config import Defaults, HttpClientSettings
+from stackprobe.config import Defaults
 from stackprobe.durations import format_duration
 from stackprobe.exposition import CORE_METRICS
+from stackprobe.probe import CoreReason
 from stackprobe.probes import KINDS
+from stackprobe.probes._aws_api import AWS, AwsAccess, AwsSettings, AwsTarget
 from stackprobe.probes._ecs_tasks import EcsDiscovery
+from stackprobe.probes._http_clients import HttpClientSettings
+from stackprobe.probes._tls import TLSConfig
 from stackprobe.probes.cloudwatch import AlbSelection, CustomMetric, EcsSelection
 from stackprobe.probes.http import BasicAuth, JsonExpectation
 from stackprobe.probes.postgres import AppPool, StatStatements
-from stackprobe.scheduler import CoreReason
+from stackprobe.resource import ResourceEnv
 from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.target import TargetConfig
-from stackprobe.tls import TLSConfig
 
 DOCS = Path(__file__).parent.parent / "docs"
 
@@ -155,8 +157,11 @@ def test_core_reasons_are_documented() -> None:
 def test_own_metrics_are_documented() -> None:
     own = SelfMetrics()
     own.set_kinds({}, KINDS)  # creates the labelled children, so their labels show
-    own.aws_calls.labels("ecs", "DescribeServices", "ok")
-    own.aws_call_duration.labels("ecs", "DescribeServices")
+    # and the shared resources' own, registered when they open
+    aws = AWS.open(AwsSettings(), ResourceEnv(own.registry), None)
+    aws.metrics.calls.labels("ecs", "DescribeServices", "ok")
+    aws.metrics.call_duration.labels("ecs", "DescribeServices")
+    aws.shutdown()
     expected = {}
     for family in own.registry.collect():
         if family.name.startswith(("process_", "python_")):

@@ -9,10 +9,11 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from stackprobe.aws import AwsClients, AwsSettings, AwsTarget
 from stackprobe.config import load_config
-from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.probes import KINDS
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics, AwsSettings, AwsTarget
 from tests.aws import REGION, EcsStack
 from tests.conftest import KeptStateRunner
 
@@ -25,7 +26,7 @@ ENV = {
 
 
 def load(name: str) -> Any:
-    return load_config(EXAMPLES / name, environ=ENV)
+    return load_config(EXAMPLES / name, KINDS, environ=ENV)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,7 @@ def test_examples_load_and_name_the_runbooks_resources(name: str, named: list[st
 def test_examples_pass_check_config_with_no_secret_set(name: str) -> None:
     """As CI checks them: every target whole, and the only warnings the unset secrets (no
     alert of theirs lacks a companion target)."""
-    config = load_config(EXAMPLES / name, environ={}, defer_secrets=True)
+    config = load_config(EXAMPLES / name, KINDS, environ={}, defer_secrets=True)
     raw = yaml.safe_load((EXAMPLES / name).read_text())
 
     assert len(config.targets) == len(raw["targets"]) and not config.partial
@@ -101,7 +102,9 @@ async def test_vivacampo_aws_targets_run_against_its_stack(moto: None) -> None:
         Bucket="vivacampo-prod-rasters",
         CreateBucketConfiguration={"LocationConstraint": REGION},
     )
-    clients = AwsClients(AwsSettings(region=REGION), SelfMetrics())  # moto's region
+    clients = AwsClients(
+        AwsSettings(region=REGION), AwsMetrics(CollectorRegistry())
+    )  # moto's region
     try:
         for target in config.targets:
             if not isinstance(target, AwsTarget):

@@ -86,11 +86,11 @@ def test_joined_chunks_equal_prometheus_client_rendering(openmetrics: bool) -> N
 def test_the_whole_body_parses_and_keeps_each_family_together() -> None:
     specs = all_metric_specs(KINDS)
     store = ResultStore()
-    exposition = Exposition(Renderer(specs), store, CollectorRegistry())
+    exposition = Exposition(specs, store, CollectorRegistry())
     for run in results(exposition.renderer):
         store.put(run)
 
-    text = exposition.render(openmetrics=False).decode()
+    text = exposition.body(openmetrics=False).decode()
     families = list(text_string_to_metric_families(text))
 
     names = [f.name for f in families]
@@ -105,27 +105,27 @@ def test_the_whole_body_parses_and_keeps_each_family_together() -> None:
 
 def test_openmetrics_body_ends_with_eof_once() -> None:
     store = ResultStore()
-    exposition = Exposition(Renderer(list(CORE_METRICS)), store, CollectorRegistry())
+    exposition = Exposition(list(CORE_METRICS), store, CollectorRegistry())
 
-    body = exposition.render(openmetrics=True)
+    body = exposition.body(openmetrics=True)
 
     assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
 
 
 def test_cache_follows_the_store_version() -> None:
     store = ResultStore()
-    renderer = Renderer(all_metric_specs(KINDS))
-    exposition = Exposition(renderer, store, CollectorRegistry())
+    exposition = Exposition(all_metric_specs(KINDS), store, CollectorRegistry())
+    renderer = exposition.renderer
     runs = results(renderer)
     store.put(runs[0])
-    first = exposition.render(openmetrics=False)
+    first = exposition.body(openmetrics=False)
     store.put(runs[1])
-    second = exposition.render(openmetrics=False)
+    second = exposition.body(openmetrics=False)
     store.remove("frontend")
 
     assert b'target="frontend"' not in first
     assert b'target="frontend"' in second
-    assert exposition.render(openmetrics=False) == first
+    assert exposition.body(openmetrics=False) == first
 
 
 def test_an_undeclared_metric_is_refused() -> None:
@@ -143,9 +143,9 @@ def test_a_family_declared_twice_is_refused() -> None:
 
 def test_a_new_result_replaces_every_family_of_the_old_one() -> None:
     """A family the new run no longer emits (a component that vanished) leaves with it."""
-    renderer = Renderer(all_metric_specs(KINDS))
     store = ResultStore()
-    exposition = Exposition(renderer, store, CollectorRegistry())
+    exposition = Exposition(all_metric_specs(KINDS), store, CollectorRegistry())
+    renderer = exposition.renderer
     failing, healthy = results(renderer)
     store.put(failing)
     recovered = TargetResult(
@@ -158,7 +158,7 @@ def test_a_new_result_replaces_every_family_of_the_old_one() -> None:
     )
     store.put(recovered)
 
-    text = exposition.render(openmetrics=False).decode()
+    text = exposition.body(openmetrics=False).decode()
 
     assert "stackprobe_health_component_up" not in text
     assert "stackprobe_probe_failure_reason" not in text
@@ -184,7 +184,11 @@ def test_a_targets_constant_labels_are_on_every_series() -> None:
         TargetResult("ready", "http", result, 1.0, 0.1, renderer.render("ready", samples, labels))
     )
 
-    text = Exposition(renderer, store, CollectorRegistry()).render(openmetrics=False).decode()
+    text = (
+        Exposition(all_metric_specs(KINDS), store, CollectorRegistry())
+        .body(openmetrics=False)
+        .decode()
+    )
 
     parsed = [s for f in text_string_to_metric_families(text) for s in f.samples]
     assert len(parsed) == len(samples)

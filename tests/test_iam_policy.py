@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stackprobe.aws import AwsClients, AwsSettings, iam_action
-from stackprobe.selfmetrics import SelfMetrics
+from prometheus_client import CollectorRegistry
+
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics, AwsSettings, iam_action
 from tests.aws import REGION, Inventory, api_calls
 from tests.conftest import KeptStateRunner, make_target
 
@@ -31,7 +32,7 @@ def test_the_policy_is_read_only() -> None:
 
 async def test_the_policy_covers_exactly_what_the_probes_call(moto: None) -> None:
     inventory = Inventory(clusters=1, services=3, target_groups=2, queues=2, buckets=1)
-    metrics = SelfMetrics()
+    metrics = AwsMetrics(CollectorRegistry())
     clients = AwsClients(AwsSettings(region=REGION), metrics)
     try:
         for raw in inventory.targets(percentiles=True):

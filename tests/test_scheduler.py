@@ -8,15 +8,14 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from stackprobe.exposition import CORE_METRICS, Renderer
-from stackprobe.httpclients import HttpClients
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult
+from stackprobe.exposition import CORE_METRICS, Exposition
+from stackprobe.probe import CoreReason, MetricSpec, ProbeContext, ProbeKind, ProbeResult
 from stackprobe.results import ResultStore
-from stackprobe.scheduler import GRACE_SECONDS, CoreReason, Scheduler, phase_fraction
+from stackprobe.scheduler import GRACE_SECONDS, Scheduler, phase_fraction
 from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.target import TargetConfig
-from tests.conftest import UNUSED_AWS
 
 CALLS = MetricSpec("test_calls", "Runs so far.")
 
@@ -99,19 +98,11 @@ def fake(name: str, **extra: Any) -> FakeTarget:
 @pytest.fixture
 async def scheduler() -> Any:
     RUNS.clear()
-    clients = HttpClients(4)
     store = ResultStore()
-    scheduler = Scheduler(
-        kinds=KINDS,
-        store=store,
-        renderer=Renderer([*CORE_METRICS, CALLS]),
-        metrics=SelfMetrics(),
-        http=clients,
-        aws=UNUSED_AWS,
-    )
+    exposition = Exposition([*CORE_METRICS, CALLS], store, CollectorRegistry())
+    scheduler = Scheduler(kinds=KINDS, exposition=exposition, metrics=SelfMetrics(), resources={})
     yield scheduler, store
     await scheduler.stop()
-    await clients.aclose()
 
 
 async def test_a_raising_probe_becomes_internal_error(scheduler: Any) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 import boto3
 import pytest
 
-from stackprobe.aws import AwsClients
-from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from tests.aws import REGION, api_calls, by_operation, inject, set_target_health
 from tests.conftest import KeptStateRunner, make_target, run_once, samples_by_name, value
 
@@ -63,7 +62,7 @@ def alb_target(**extra: Any) -> Any:
 
 
 async def test_target_health_state_and_posture(
-    albs: AlbStack, aws: AwsClients, aws_metrics: SelfMetrics
+    albs: AlbStack, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     lb = albs.balancer("aep-alb", {"aep-api": "/health/live", "aep-web": "/health"})
     albs.balancer("other-alb", {"other": "/"})
@@ -127,7 +126,7 @@ async def test_zero_healthy_targets_and_a_missing_balancer(albs: AlbStack, aws: 
 
 
 async def test_request_limit_exceeded_is_throttling(
-    albs: AlbStack, aws: AwsClients, aws_metrics: SelfMetrics
+    albs: AlbStack, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     albs.balancer("aep-alb", {"aep-api": "/health/live"})
     target = alb_target()

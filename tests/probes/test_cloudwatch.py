@@ -11,9 +11,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from stackprobe.aws import AwsClients
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.cloudwatch import LOOKBACK_PERIODS, window
-from stackprobe.selfmetrics import SelfMetrics
 from tests.aws import REGION, api_calls, by_operation
 from tests.conftest import make_target, run_once, samples_by_name, value
 
@@ -46,7 +45,7 @@ def test_the_window_holds_closed_periods_only() -> None:
 
 
 async def test_a_filling_period_is_never_exported(
-    cloudwatch: Any, aws: AwsClients, aws_metrics: SelfMetrics
+    cloudwatch: Any, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     now = time.time()
     _, end = window(60, 120, now)
@@ -85,7 +84,7 @@ async def test_a_filling_period_is_never_exported(
 
 
 async def test_six_hundred_queries_take_two_calls(
-    cloudwatch: Any, aws: AwsClients, aws_metrics: SelfMetrics
+    cloudwatch: Any, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     _, end = window(60, 120, time.time())
     put(cloudwatch, "App", "Jobs", {"Worker": "w599"}, end - 60, 7.0)
@@ -204,7 +203,7 @@ def test_a_statistic_typo_is_a_config_error() -> None:
 
 
 async def test_alb_latency_percentiles_from_moto(
-    cloudwatch: Any, aws: AwsClients, aws_metrics: SelfMetrics
+    cloudwatch: Any, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     _, end = window(60, 120, time.time())
     lb = {"LoadBalancer": "app/aep-alb/50dc6c49"}

@@ -8,9 +8,8 @@ from typing import Any
 import boto3
 import pytest
 
-from stackprobe.aws import AwsClients
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.ecs_service import StopClass, stop_class
-from stackprobe.selfmetrics import SelfMetrics
 from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
 from tests.conftest import KeptStateRunner, make_target, run_once, samples_by_name, value
 
@@ -25,7 +24,7 @@ def ecs_target(**extra: Any) -> Any:
 
 
 async def test_counts_per_service_from_the_whole_cluster(
-    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics
+    stack: EcsStack, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     stack.service("aep-api", desired=2, running=2)
     stack.service("aep-worker", desired=1, running=0)
@@ -54,7 +53,7 @@ async def test_counts_per_service_from_the_whole_cluster(
 async def test_batches_describe_services_by_ten_and_pages_the_listing(
     stack: EcsStack,
     aws: AwsClients,
-    aws_metrics: SelfMetrics,
+    aws_metrics: AwsMetrics,
     services: int,
     describe_calls: int,
     list_pages: int,
@@ -90,7 +89,7 @@ async def test_a_rollout_in_progress_shows_both_deployments(
 
 
 async def test_stopped_tasks_are_classed_and_only_new_ones_are_described(
-    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics
+    stack: EcsStack, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     stack.service("aep-api", desired=2, running=1)
     stack.service("aep-worker", desired=1, running=1)
@@ -123,7 +122,7 @@ async def test_stopped_tasks_are_classed_and_only_new_ones_are_described(
 
 
 async def test_env_drift_compares_plain_environment_only(
-    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics
+    stack: EcsStack, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     strict = stack.task_definition("aep-api", {"BUDGET_ENFORCEMENT_MODE": "strict"})
     drifted = stack.task_definition("aep-worker", {"BUDGET_ENFORCEMENT_MODE": "warn"})
@@ -151,7 +150,7 @@ async def test_env_drift_compares_plain_environment_only(
 
 @pytest.mark.parametrize("code", ["ThrottlingException", "RequestLimitExceeded"])
 async def test_throttling_skips_a_cycle_and_the_next_recovers(
-    stack: EcsStack, aws: AwsClients, aws_metrics: SelfMetrics, code: str
+    stack: EcsStack, aws: AwsClients, aws_metrics: AwsMetrics, code: str
 ) -> None:
     stack.service("aep-api", desired=2, running=2)
     target = ecs_target(services=["aep-api"], stopped_tasks=False)

@@ -460,15 +460,16 @@ async def test_the_connection_limit_holds_and_a_saturated_one_is_pool_timeout(
 ) -> None:
     """One slot, two probes of a slow endpoint: the second waits its whole deadline for the
     slot and says so. Every connection is closed and its slot free afterwards."""
-    from stackprobe.httpclients import FreshConnections, HttpClients
     from stackprobe.probe import ProbeContext
     from stackprobe.probes import KINDS
+    from stackprobe.probes._aws_api import AWS
+    from stackprobe.probes._http_clients import HTTP_CLIENTS, FreshConnections, HttpClients
 
     clients = HttpClients(max_connections=1)
     slow = target(f"{peers.http}/slow?seconds=1.5", timeout="1s")
     loop = asyncio.get_running_loop()
     try:
-        ctx = ProbeContext(http=clients, aws=UNUSED_AWS, log=None, deadline=loop.time() + 1.0)
+        ctx = ProbeContext(loop.time() + 1.0, resources={HTTP_CLIENTS: clients, AWS: UNUSED_AWS})
         first, second = await asyncio.gather(
             KINDS["http"].probe(slow, ctx), KINDS["http"].probe(slow, ctx)
         )

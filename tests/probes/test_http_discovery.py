@@ -9,8 +9,7 @@ import boto3
 import pytest
 from aiohttp import web
 
-from stackprobe.aws import AwsClients
-from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
 from tests.conftest import free_port, make_target, run_once, samples_by_name, value
 
@@ -49,7 +48,7 @@ def discover_target(port: int, **extra: Any) -> Any:
 async def test_each_running_task_is_probed_at_its_address(
     moto: None,
     aws: AwsClients,
-    aws_metrics: SelfMetrics,
+    aws_metrics: AwsMetrics,
     tasks_serving: tuple[int, dict[str, int]],
 ) -> None:
     port, _ = tasks_serving

@@ -10,8 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from stackprobe.aws import AwsClients
-from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from tests.aws import REGION, api_calls, by_operation
 from tests.conftest import make_target, run_once, samples_by_name, value
 
@@ -47,7 +46,7 @@ def s3(moto: None) -> Any:
 
 
 async def test_list_mode_pages_past_a_thousand_objects(
-    s3: Any, aws: AwsClients, aws_metrics: SelfMetrics
+    s3: Any, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     for i in range(1500):
         s3.put_object(Bucket="rasters", Key=f"tiles/{i:05d}.tif", Body=b"x" * 10)
@@ -82,7 +81,7 @@ async def test_list_mode_says_when_the_cap_cut_it_short(s3: Any, aws: AwsClients
 
 
 async def test_cloudwatch_mode_reads_the_newest_daily_figure(
-    s3: Any, aws: AwsClients, aws_metrics: SelfMetrics
+    s3: Any, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     cloudwatch = boto3.client("cloudwatch", region_name=REGION)
     midnight = math.floor(time.time() / DAY) * DAY

@@ -8,8 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
-from stackprobe.aws import AwsClients
-from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from tests.aws import REGION, api_calls, by_operation, inject
 from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
 
@@ -24,7 +23,7 @@ def queues_target(*queues: str) -> Any:
 
 
 async def test_depth_redrive_and_dead_letter_queue(
-    sqs: Any, aws: AwsClients, aws_metrics: SelfMetrics
+    sqs: Any, aws: AwsClients, aws_metrics: AwsMetrics
 ) -> None:
     dlq = sqs.create_queue(QueueName="jobs-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][

@@ -1,4 +1,4 @@
-"""TLS settings shared by every kind that speaks TLS (http now; redis and postgres later)."""
+"""TLS settings shared by the kinds that speak TLS (http, redis)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from stackprobe.secrets import resolve_path
+
+# Where a config load keeps the contexts it built while validating (`Config.built`), so the
+# files are read once per load; the `http_client` resource takes them from there.
+BUILT_CONTEXTS = "tls_contexts"
 
 
 def _no_passphrase() -> str:
@@ -41,7 +45,8 @@ class TLSConfig(BaseModel):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{name} {str(path)!r} does not exist or is not a file")
-        built: dict[TLSConfig, Any] = (info.context or {}).get("tls_contexts", {})
+        cache = (info.context or {}).get("built", {})
+        built: dict[TLSConfig, Any] = cache.setdefault(BUILT_CONTEXTS, {})
         if self != TLSConfig.model_construct() and self not in built:
             try:
                 built[self] = self.ssl_context()

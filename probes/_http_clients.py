@@ -1,4 +1,5 @@
-"""Shared httpx clients (one per TLS profile) under one connection limit, without a pool.
+"""The `http_client:` resource: shared httpx clients (one per TLS profile) under one
+connection limit, without a pool.
 
 Every probe opens a fresh connection, so connect and TLS are measured each time, as
 blackbox_exporter does. httpcore's connection pool would only get in the way: its bookkeeping
@@ -19,9 +20,11 @@ from typing import Any
 
 import httpcore
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from stackprobe._version import __version__
-from stackprobe.tls import TLSConfig
+from stackprobe.probes._tls import BUILT_CONTEXTS, TLSConfig
+from stackprobe.resource import ResourceEnv, Shared
 
 USER_AGENT = f"stackprobe/{__version__}"
 
@@ -104,6 +107,16 @@ class FreshConnections:
         await self.aclose()
 
 
+class HttpClientSettings(BaseModel):
+    """The `http_client:` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Connections open at once across all http targets sharing a TLS profile; a probe waiting
+    # past its deadline for one fails with reason pool_timeout.
+    max_connections: int = Field(512, ge=1, le=65536)
+
+
 class HttpClients:
     """`trust_env` is off so that a stray HTTP_PROXY or ~/.netrc never changes what a probe
     measures or sends, and cookies are refused: a jar shared by every target would carry an
@@ -155,3 +168,19 @@ class HttpClients:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+
+def _open(
+    settings: HttpClientSettings, env: ResourceEnv, previous: HttpClients | None
+) -> HttpClients:
+    """Fresh clients on every load, so rotated CA, certificate and key files are read again;
+    runs already holding the old ones finish with them, under the same limit."""
+    same_limit = previous is not None and previous.max_connections == settings.max_connections
+    return HttpClients(
+        settings.max_connections,
+        env.built.get(BUILT_CONTEXTS),
+        previous.slots if previous is not None and same_limit else None,
+    )
+
+
+HTTP_CLIENTS = Shared("http_client", HttpClientSettings, _open)

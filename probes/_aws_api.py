@@ -1,5 +1,6 @@
-"""The AWS client factory every AWS kind shares: one boto3 client per (service, region, role),
-blocking calls in one bounded thread pool, every API call counted by outcome.
+"""The AWS client factory every AWS kind shares (the `aws:` resource): one boto3 client per
+(service, region, role), blocking calls in one bounded thread pool, every API call counted by
+outcome.
 
 botocore does what it already does well: the credential chain, assume-role with refresh
 (`AssumeRoleCredentialFetcher`), retries with backoff (`standard` or `adaptive` mode), and
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any, Literal
 
 import botocore.session
 from botocore.config import Config as BotoConfig
@@ -38,16 +39,15 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from stackprobe._version import __version__
 from stackprobe.durations import Duration
-from stackprobe.secrets import SecretRef, secret_or_plain
+from stackprobe.resource import ResourceEnv, Shared
+from stackprobe.secrets import StrOrSecret, reveal
 from stackprobe.target import TargetConfig
-
-if TYPE_CHECKING:
-    from stackprobe.selfmetrics import SelfMetrics
 
 # botocore's own list (botocore.retries.standard), so "throttled" means what its retry mode
 # treats as throttling.
@@ -174,7 +174,6 @@ class AwsSettings(BaseModel):
 
 
 _ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
-StrOrSecret = Annotated[str | SecretRef, BeforeValidator(secret_or_plain)]
 
 
 class AwsAccess(BaseModel):
@@ -222,12 +221,37 @@ class _AssumedRole(CredentialProvider):
         return DeferredRefreshableCredentials(self._fetcher.fetch_credentials, self.METHOD)
 
 
+_CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class AwsMetrics:
+    """The call accounting, in stackprobe's own registry: registered once per process and
+    carried over to the clients a reload builds, so the counters never restart."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.calls = Counter(
+            "stackprobe_aws_api_calls",
+            "AWS API requests sent, retries included, by service, operation and outcome (ok, "
+            "throttled, denied or error).",
+            ["service", "operation", "outcome"],
+            registry=registry,
+        )
+        self.call_duration = Histogram(
+            "stackprobe_aws_api_call_duration_seconds",
+            "Seconds each AWS API request took, by service and operation.",
+            ["service", "operation"],
+            buckets=_CALL_BUCKETS,
+            registry=registry,
+        )
+
+
 class AwsClients:
     """Clients, the thread pool and the call accounting, for one `aws:` setting."""
 
-    def __init__(self, settings: AwsSettings, metrics: SelfMetrics) -> None:
+    def __init__(self, settings: AwsSettings, metrics: AwsMetrics) -> None:
         self.settings = settings
-        self._metrics = metrics
+        self.metrics = metrics
         self._pool = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="stackprobe-aws")
         # botocore sessions are not thread-safe: every client is created under this lock,
         # including the STS client a credential refresh creates in a worker thread
@@ -250,7 +274,7 @@ class AwsClients:
             service,
             target.region or self.settings.region,
             target.role_arn,
-            external_id.get() if isinstance(external_id, SecretRef) else external_id,
+            None if external_id is None else reveal(external_id),
         )
         with self._lock:
             found = self._clients.get(key)
@@ -314,10 +338,10 @@ class AwsClients:
         service = operation.service_model.service_name
         started = request_dict.get("context", {}).get("stackprobe_attempt_started")
         if started is not None:
-            self._metrics.aws_call_duration.labels(service, operation.name).observe(
+            self.metrics.call_duration.labels(service, operation.name).observe(
                 time.perf_counter() - started
             )
-        self._metrics.aws_calls.labels(service, operation.name, _outcome(response)).inc()
+        self.metrics.calls.labels(service, operation.name, _outcome(response)).inc()
         return None
 
     async def call(
@@ -386,6 +410,21 @@ class AwsClients:
     def shutdown(self) -> None:
         """Stop taking calls; threads finish the calls they are in (each within its timeouts)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        self.shutdown()
+
+
+def _open(settings: AwsSettings, env: ResourceEnv, previous: AwsClients | None) -> AwsClients:
+    """Clients and their credentials are kept while the `aws:` settings hold."""
+    if previous is None:
+        return AwsClients(settings, AwsMetrics(env.registry))
+    if previous.settings == settings:
+        return previous
+    return AwsClients(settings, previous.metrics)
+
+
+AWS = Shared("aws", AwsSettings, _open, ambient_secrets)
 
 
 def _stamp_attempt(request: Any, **_: Any) -> None:

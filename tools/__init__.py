@@ -1,0 +1,1 @@
+"""What ships beside the exporter but never runs inside it: the runbook-link tooling."""
