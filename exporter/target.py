@@ -12,8 +12,9 @@ that clashes with one of the kind's own labels, which only it knows.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -73,7 +74,8 @@ _LABEL_VALUE = re.compile(r"^[\x20-\x7e]{1,128}$")
 MAX_LABELS = 10
 PRIORITIES = ("P0", "P1", "P2", "P3")
 # Labels stackprobe or Prometheus set themselves: a target's own would be overwritten or
-# would make two series of one. `role` is an http target's own key.
+# would make two series of one. A kind's own (an http target's `role`) are its model's
+# `OWN_LABELS`.
 RESERVED_LABELS = {
     "target": "it is the target's name",
     "job": "Prometheus sets it from the scrape config",
@@ -84,7 +86,6 @@ RESERVED_LABELS = {
     "severity": "the rules derive it from `priority`; set `priority` instead",
     "area": "the rules set it to their rule file",
     "runbook_url": "the rules set it; point it elsewhere with `stackprobe rules --runbook-map`",
-    "role": "it is an http target's own key: set `role:` on the target",
 }
 
 
@@ -140,6 +141,10 @@ class TargetConfig(BaseModel):
     timeout: Duration
     labels: Labels = Field(default_factory=dict)
 
+    # Labels the kind sets from its own keys (see `own_labels`), each with why `labels:`
+    # must not: the rules key on them, so there is one place to set each.
+    OWN_LABELS: ClassVar[Mapping[str, str]] = {}
+
     @field_validator("name")
     @classmethod
     def _label_safe_name(cls, value: str) -> str:
@@ -150,6 +155,18 @@ class TargetConfig(BaseModel):
                 "1-128 letters, digits and _ . : / - (starting with a letter or digit)",
                 {"found": repr(value)[:80]},
             )
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _not_the_kinds_own(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name in cls.OWN_LABELS:
+                raise PydanticCustomError(
+                    "label_reserved",
+                    "label {name} is reserved: {why}",
+                    {"name": name, "why": cls.OWN_LABELS[name], "entry": name},
+                )
         return value
 
     def describe(self) -> str:

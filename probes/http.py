@@ -26,10 +26,10 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import h11
 import httpx
@@ -162,6 +162,10 @@ class HttpTarget(TargetConfig):
     # readiness (a dependency down, P1), endpoint (a team URL such as a tile server, P1),
     # dependency (a third party, P2). Unset: from the URL's path (`_role_from_path`).
     role: Role | None = None
+
+    OWN_LABELS: ClassVar[Mapping[str, str]] = {
+        "role": "it is an http target's own key: set `role:` on the target"
+    }
     url: StrOrSecret | None = None
     # Instead of `url`: probe every running task of an ECS service at its own address.
     discover: Discover | None = None
