@@ -95,7 +95,7 @@ class EcsStack:
         # Task addresses on loopback (moto takes any range): a task nobody pointed at a
         # server (`set_address`) refuses a probe instead of sending it into a private network.
         vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
-        # awsvpc tasks need DNS hostnames on their VPC (DESIGN.md)
+        # awsvpc tasks need DNS hostnames on their VPC, as in AWS
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.1.0/24")["Subnet"]["SubnetId"]
         self.security_group = ec2.create_security_group(

@@ -4,11 +4,12 @@ The scheduler hands every finished run here; this module adds the core's own sam
 renders them, keeps the result in the store and builds /metrics bodies from it.
 
 prometheus_client costs 5-7 us per sample, so rendering 1,000 targets x ~20 samples on every
-scrape would take 100 ms or more (DESIGN.md). Instead each finished run is rendered once, by
-prometheus_client itself, into one chunk of sample lines per metric family, and a scrape only
-joins the chunks under each family's header. A sample line is the same in the Prometheus text
-format and in OpenMetrics for the gauges and counters-without-created probes emit; only the
-headers differ, and those come from prometheus_client too, once per family and format.
+scrape would take 100 ms or more (bench/http_vs_blackbox.py measures /metrics). Instead each
+finished run is rendered once, by prometheus_client itself, into one chunk of sample lines
+per metric family, and a scrape only joins the chunks under each family's header. A sample
+line is the same in the Prometheus text format and in OpenMetrics for the gauges and
+counters-without-created probes emit; only the headers differ, and those come from
+prometheus_client too, once per family and format.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ class AwsState:
 
 
 def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    """The API's batch limit, honoured here because moto does not enforce it (DESIGN.md)."""
+    """The API's batch limit, honoured here because moto does not enforce it (tests/ make
+    moto enforce it)."""
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 

@@ -1,9 +1,8 @@
 """ECS task discovery for the http kind: probe every running task of a service directly.
 
-Serves RUNBOOK_SIGNALS row 8: AEP "Incident 2: Unhealthy Targets (ALB)" tells on-call to
-"curl each task's IP on 8787". The ALB's view is one number per target group; a task whose
-`/health/ready` fails while the balancer still routes to it only shows when each task is
-asked itself.
+When targets turn unhealthy, a runbook tells on-call to curl each task's IP. The ALB's view is
+one number per target group; a task whose `/health/ready` fails while the balancer still
+routes to it only shows when each task is asked itself.
 
 Each run lists the service's running tasks (ListTasks, 100 a page, then DescribeTasks, 100 a
 call), takes each task's private IPv4 address from its network interface attachment, and

@@ -1,8 +1,8 @@
 """Application Load Balancers: state, access-log posture, and target health per target group.
 
-Serves RUNBOOK_SIGNALS rows 6, 7, 21 and 23: AEP "Incident 2: Unhealthy Targets (ALB)"
-(`aws elbv2 describe-target-health` and its Reason; a wrong health-check path), "Incident 6"
-(`aws elbv2 describe-load-balancers` state) and "Incident 7" (are access logs on?).
+What on-call checks by hand when targets turn unhealthy (`aws elbv2 describe-target-health`
+and its Reason; a wrong health-check path), when the whole site is down (the balancer's
+state) and when an audit asks whether access logs are on. docs/alerts.md lists the alerts.
 
 Per run: DescribeLoadBalancers and DescribeTargetGroups for the whole account (400 a page, one
 page for most accounts, instead of one call per balancer), then one DescribeTargetHealth per

@@ -1,9 +1,8 @@
 """CloudWatch metrics the runbooks read: ALB 5xx and latency, ECS CPU and memory, SQS oldest
 message, S3 storage; and any other metric a user names.
 
-Serves RUNBOOK_SIGNALS rows 1, 5, 24 and 27: AEP "Incident 1: High 5xx Error Rate" (ALB 5xx
-over requests), "Random 502/504: check task CPU/memory" (both runbooks), VivaCampo "Scenario
-2" (bucket size) and "Scenario 4" (how old is the oldest job?).
+The figures a runbook reads from CloudWatch: the 5xx share of requests, task CPU and memory
+when 502/504s come at random, a bucket's size, and how old the oldest queued job is.
 
 Names are YACE's, `aws_<namespace>_<metric>_<statistic>` with `dimension_<Name>` labels, so
 its dashboards and rules keep working. Other metrics go to `aws_cloudwatch_value`, labelled

@@ -1,6 +1,6 @@
-"""DNS probe: does the site's name still resolve, and how fast (AEP "dig the site's name").
+"""DNS probe: does the site's name still resolve, and how fast (the `dig` of a site outage).
 
-Serves RUNBOOK_SIGNALS row 22 (AEP "Incident 6: Complete Site Outage (P0)"). One query per run
+One query per run
 sent straight to a name server with dnspython, as blackbox_exporter's dns prober does, so the
 response code and the answer, authority and additional counts are reported as the server gave
 them rather than hidden behind a stub resolver's exceptions.

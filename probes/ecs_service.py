@@ -1,9 +1,8 @@
 """ECS services: desired against running, deployments, why tasks stopped, and env drift.
 
-Serves RUNBOOK_SIGNALS rows 2, 9, 19 and 20: AEP "Incident 1" (was there a deployment in the
-last 30 minutes?), "Incident 2" / "Incident 6" (tasks not starting: image pull, secrets, OOM;
-desired count 0, all tasks stopped) and "Incident 5: Budget Enforcement Failing" (the task
-definition's `BUDGET_ENFORCEMENT_MODE`).
+What a runbook asks of ECS: was there a deployment in the last 30 minutes (roll back?), why
+tasks do not start (image pull, secrets, OOM; desired count 0, every task stopped), and
+whether a task definition's environment drifted from what the config expects.
 
 One target is one cluster. Per run, with the API's batch limits: ListServices (when no
 services are named, 100 a page), DescribeServices (10 a call), one cluster-wide ListTasks for

@@ -1,8 +1,8 @@
 """HTTP probe: `/health/live`, `/health/ready`, tile URLs and external dependencies.
 
-Serves RUNBOOK_SIGNALS rows 3, 10, 26 and 29: AEP's "curl /health/ready" and "Connection
-timeout: security group blocking ALB -> task" (Incident 2: Unhealthy Targets (ALB)), VivaCampo's
-"tiles load > 5 s" (Scenario 3) and its external dependencies. Metric names follow
+A runbook's first checks: `curl /health/ready` (and which dependency its body says is
+down), a connection that times out (a security group between balancer and task), a page
+that loads too slowly, and the external services the site depends on. Metric names follow
 blackbox_exporter's so its dashboards and rules keep working.
 
 Defaults worth knowing:

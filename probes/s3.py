@@ -1,7 +1,7 @@
 """S3 buckets: size and object count, and whether a lifecycle rule cleans them up.
 
-Serves RUNBOOK_SIGNALS rows 24 and 25: VivaCampo "Scenario 2: S3 Bucket Full / Quota
-Exceeded" (`aws s3 ls --recursive --summarize`; "no cleanup policy for old rasters").
+What a runbook checks when a bucket fills up (`aws s3 ls --recursive --summarize`) and the
+usual cause it names: no lifecycle rule cleaning old objects up.
 
 Two modes. `cloudwatch` (the default) reads S3's daily storage metrics (BucketSizeBytes,
 NumberOfObjects) with one GetMetricData for every bucket: cheap at any size, a day behind, and

@@ -1,7 +1,7 @@
 """SQS queues: depth (visible, in flight, delayed), redrive posture, and the dead-letter queue.
 
-Serves RUNBOOK_SIGNALS rows 27 and 28: VivaCampo "Scenario 4: Worker Jobs Stuck in Queue"
-(`aws sqs get-queue-attributes ... ApproximateNumberOfMessages`; "add dead-letter queue").
+What a runbook checks when worker jobs are stuck (`aws sqs get-queue-attributes ...
+ApproximateNumberOfMessages`) and the fix it names: a dead-letter queue.
 The age of the oldest message is CloudWatch's alone (ApproximateAgeOfOldestMessage): the
 `cloudwatch` kind's `sqs_queues` measures it.
 
