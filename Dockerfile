@@ -5,14 +5,21 @@
 # /usr/share/stackprobe, so `stackprobe rules` and `stackprobe runbook check` work in the image.
 FROM python:3.11-slim AS wheel
 WORKDIR /src
+# Exactly what the wheel is built from: pyproject.toml, its readme, and the folder of each
+# package in [tool.setuptools] (one COPY each: a COPY of a folder copies its contents).
+# demo/ is in every wheel, so its entry point never dangles; moto, which it needs, is not.
 COPY pyproject.toml README.md ./
 COPY exporter exporter
 COPY probes probes
+COPY tools tools
+COPY demo demo
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin stackprobe
 COPY --from=wheel /wheels /wheels
+# no extras: the base dependencies only, so none of the demo's (moto, flask, ...);
+# `stackprobe demo` here says what it needs and exits 2
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY alert_rules /usr/share/stackprobe/alert_rules
 COPY grafana/dashboards /usr/share/stackprobe/dashboards

@@ -40,8 +40,8 @@ targets:
 
 
 # Commands that ship beside the exporter (the runbook tooling, the demo) register under this
-# entry-point group, each a function that adds its subcommand; one that cannot be imported
-# (the demo without its extra) is left out of `--help`.
+# entry-point group, each a function that adds its subcommand; one whose module cannot be
+# imported (a broken install) is left out of `--help` rather than breaking `run`.
 COMMANDS_GROUP = "stackprobe.commands"
 
 
