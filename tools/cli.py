@@ -62,7 +62,7 @@ def _rules(args: argparse.Namespace) -> int:
 def _runbook_check(args: argparse.Namespace) -> int:
     try:
         result = runbooks.check(args.rules, args.runbook, args.url_prefix)
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: a file not UTF-8
         print(f"stackprobe runbook check: {exc}", file=sys.stderr)
         return 1
     for problem in result.problems:

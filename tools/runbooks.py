@@ -2,16 +2,17 @@
 heading, and rendering the rules with a team's own runbook URLs.
 
 An alert that links to an anchor the runbook does not have opens the top of a long page at
-3 a.m.; `stackprobe runbook check` fails on it before it ships. Anchors follow GitHub's own
-algorithm (github-slugger): lower-case; drop every character that is not a letter, a mark, a
-number, a connector (`_`), a space or `-`, Unicode-aware; each space becomes `-`; nothing is
-collapsed or trimmed; a repeated slug gets `-1`, `-2`, ...
+3 a.m.; `stackprobe runbook check` fails on it before it ships. Headings are found the way
+GitHub renders Markdown (markdown-it-py: CommonMark, plus GFM tables), and slugged with
+GitHub's own algorithm (`slug`). The rendered rule files are written back by ruamel.yaml's
+round trip, so a team's copy keeps the comments that say why each threshold is what it is.
 """
 
 from __future__ import annotations
 
-import html
-import re
+import io
+import itertools
+import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,26 +21,29 @@ from typing import Any
 from urllib.parse import unquote, urldefrag
 
 import yaml
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarstring import ScalarString
 
 # Letters, marks, decimal and letter numbers, connector punctuation (`_`); github-slugger
 # drops other numbers (`²`, `½`) like any symbol.
 _KEPT = ("L", "M", "Nd", "Nl", "Pc")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-# A line a setext underline can turn into a heading: paragraph text, not a list item, a
-# quote, a table row or indented code.
-_PARAGRAPH = re.compile(r"^ {0,3}(?![-*+] |\d+[.)] |>|\|)\S")
-_CODE = re.compile(r"(`+)(.+?)\1")
-_LINK = re.compile(r"!?\[([^\]]*)\](?:\([^)]*\)|\[[^\]]*\])")
-_AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^>\s]*)>")
-_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^>]*)?/?>")
-_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
-_EMPHASIS = re.compile(r"(?<![\w\\])(\*{1,3}|_{1,3})(?=\S)(.+?)(?<=\S)\1(?!\w)")
+# GFM's tables and strikethrough too: on GitHub a `| a |` row over `---` is a table, not a
+# setext heading.
+_MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+# What a heading's rendered text is made of; images count for nothing (an <img> has no text).
+_TEXT = {"text", "text_special", "code_inline"}
+_BREAKS = {"softbreak", "hardbreak"}
 
 
 def slug(heading: str) -> str:
-    """GitHub's anchor for one heading's text, before de-duplication."""
+    """GitHub's anchor for one heading's rendered text, before de-duplication.
+
+    github-slugger, which no library here implements: lower-case; drop every character that
+    is not a letter, a mark, a number, a connector (`_`), a space or `-`, Unicode-aware; each
+    space becomes `-`; nothing is collapsed or trimmed."""
     kept = []
     for char in heading.lower():
         if char in (" ", "-") or unicodedata.category(char).startswith(_KEPT):
@@ -47,58 +51,36 @@ def slug(heading: str) -> str:
     return "".join(kept)
 
 
-def _plain(text: str) -> str:
-    """The heading's text as GitHub renders it, which is what it slugs: code spans verbatim,
-    the text of links, no emphasis markers or tags, escapes and entities resolved."""
-    pieces = []
-    position = 0
-    for code in _CODE.finditer(text):
-        pieces.append(_inline(text[position : code.start()]))
-        pieces.append(code.group(2))
-        position = code.end()
-    pieces.append(_inline(text[position:]))
-    return "".join(pieces).strip()
+class _AnyReference(dict[str, Any]):
+    """Link references where every label resolves, so `[text][ref]` slugs as `text` even when
+    `ref` is defined elsewhere (a wiki include); GitHub shows an undefined one as it is."""
+
+    def get(self, label: str, default: Any = None) -> Any:
+        return super().get(label) or {"href": "", "title": ""}
 
 
-def _inline(text: str) -> str:
-    text = _LINK.sub(lambda m: m.group(1), text)
-    text = _AUTOLINK.sub(lambda m: m.group(1), text)
-    text = _TAG.sub("", text)
-    previous = None
-    while previous != text:  # nested emphasis, outermost first
-        previous, text = text, _EMPHASIS.sub(lambda m: m.group(2), text)
-    text = _ESCAPE.sub(lambda m: m.group(1), text)
-    return html.unescape(text)
+def _text(inline: list[Token]) -> str:
+    """The text content GitHub slugs: text, code spans verbatim, link text, line breaks; no
+    markup, no raw HTML tags, no image alt text."""
+    return "".join(
+        token.content if token.type in _TEXT else "\n"
+        for token in inline
+        if token.type in _TEXT or token.type in _BREAKS
+    )
 
 
 def headings(markdown: str) -> Iterator[str]:
-    """Each heading's text (ATX and setext), outside fenced code blocks."""
-    fence = ""
-    previous = ""
-    for line in markdown.splitlines():
-        opened = _FENCE.match(line)
-        if fence:
-            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
-                fence = ""
-            previous = ""
-            continue
-        if opened:
-            fence = opened.group(1)
-            previous = ""
-            continue
-        atx = _ATX.match(line)
-        if atx:
-            yield _plain(atx.group(2) or "")
-            previous = ""
-        elif _SETEXT.match(line) and _PARAGRAPH.match(previous):
-            yield _plain(previous)
-            previous = ""
-        else:
-            previous = line
+    """Each heading's rendered text, ATX and setext, wherever CommonMark sees one (not in
+    code, not a list item over a `---`)."""
+    tokens = _MARKDOWN.parse(markdown, {"references": _AnyReference()})
+    for opening, inline in itertools.pairwise(tokens):
+        if opening.type == "heading_open" and inline.type == "inline":
+            yield _text(inline.children or [])
 
 
 def anchors(markdown: str) -> list[str]:
-    """Every anchor GitHub gives the document's headings, in order, duplicates numbered."""
+    """Every anchor GitHub gives the document's headings, in order; a repeated slug gets
+    `-1`, `-2`, ..."""
     seen: dict[str, int] = {}
     found = []
     for text in headings(markdown):
@@ -123,11 +105,8 @@ def alerts(rules_dir: Path) -> list[Alert]:
     """Every alerting rule of every rule file in the folder, in file order."""
     found = []
     for path in sorted(rules_dir.glob("*.rules.yml")):
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for group in document.get("groups", ()):
-            for rule in group.get("rules", ()):
-                if "alert" in rule:
-                    found.append(Alert(path, str(rule["alert"]), rule))
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        found += [Alert(path, str(r["alert"]), r) for r in _rules(document) if "alert" in r]
     return found
 
 
@@ -178,34 +157,100 @@ def render(
     out_dir: Path,
     grafana_url: str | None = None,
 ) -> list[Path]:
-    """Copy the rule files to `out_dir` with each mapped alert's runbook_url replaced, and
-    the dashboards' address when `grafana_url` is given.
+    """Copy the rule files to `out_dir` with each mapped alert's runbook_url (label and
+    annotation) replaced, and the dashboards' address when `grafana_url` is given.
 
-    Only those lines change, so comments and layout survive; an alert in the map that no
-    rule has is an error (a typo would silently keep the default link)."""
-    names = {alert.name for alert in alerts(rules_dir)}
+    Only those values change, so comments and layout survive; a file with nothing to change
+    is copied as it is. An alert in the map that no rule has is an error (a typo would
+    silently keep the default link)."""
+    round_trip = _round_trip()
+    files = {path: _load(round_trip, path) for path in sorted(rules_dir.glob("*.rules.yml"))}
+    names = {
+        str(rule["alert"]) for _, doc in files.values() for rule in _rules(doc) if "alert" in rule
+    }
     unknown = sorted(set(runbook_map) - names)
     if unknown:
         raise ValueError(f"the runbook map names alerts no rule has: {', '.join(unknown)}")
+    grafana = grafana_url.rstrip("/") if grafana_url else None
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in sorted(rules_dir.glob("*.rules.yml")):
-        lines = []
-        current = ""
-        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-            found = re.match(r"^\s*- alert:\s*(\S+)", line)
-            if found:
-                current = found.group(1)
-            url = re.match(r"^(\s*runbook_url:\s*)", line)
-            if url and current in runbook_map:
-                line = f"{url.group(1)}{yaml.safe_dump(runbook_map[current]).splitlines()[0]}\n"
-            if grafana_url and re.match(r"^\s*dashboard_url:", line):
-                line = line.replace(DEFAULT_GRAFANA, grafana_url.rstrip("/"), 1)
-            lines.append(line)
+    for path, (text, document) in files.items():
+        changed = False
+        for rule in _rules(document):
+            url = runbook_map.get(str(rule["alert"])) if "alert" in rule else None
+            for section in (rule.get("labels"), rule.get("annotations")):
+                if not isinstance(section, dict):
+                    continue
+                if url is not None and "runbook_url" in section:
+                    changed |= _replace(section, "runbook_url", url)
+                dashboard = section.get("dashboard_url")
+                if grafana and isinstance(dashboard, str):
+                    new = dashboard.replace(DEFAULT_GRAFANA, grafana, 1)
+                    changed |= _replace(section, "dashboard_url", new)
+        if changed:
+            dumped = io.StringIO()
+            round_trip.dump(document, dumped)
+            text = _preamble(text) + dumped.getvalue()
         target = out_dir / path.name
-        target.write_text("".join(lines), encoding="utf-8")
+        target.write_text(text, encoding="utf-8")
         written.append(target)
     return written
+
+
+def _rules(document: Any) -> Iterator[Mapping[str, Any]]:
+    """The rules of a loaded rule file, in order; none when it is not one."""
+    groups = document.get("groups") if isinstance(document, Mapping) else None
+    for group in groups or ():
+        rules = group.get("rules") if isinstance(group, Mapping) else None
+        yield from (rule for rule in rules or () if isinstance(rule, Mapping))
+
+
+def _round_trip() -> YAML:
+    """ruamel set to write a rule file back as it was written: quotes as they were, the
+    shipped files' indentation, and no line re-wrapped, so a folded `expr: >-` keeps its
+    lines (at the default width of 80 over a thousand lines of the shipped rules move)."""
+    round_trip = YAML(typ="rt")
+    round_trip.preserve_quotes = True
+    round_trip.width = sys.maxsize
+    round_trip.indent(mapping=2, sequence=4, offset=2)
+    return round_trip
+
+
+def _load(round_trip: YAML, path: Path) -> tuple[str, Any]:
+    """The file's text and document; a YAML error becomes a one-line ValueError naming
+    where it is, for the command to print."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        return text, round_trip.load(text)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(exc.problem or exc.context).split())
+        raise ValueError(f"{path}{where}: {problem}") from exc
+    except YAMLError as exc:
+        raise ValueError(f"{path}: {' '.join(str(exc).split())}") from exc
+
+
+def _replace(section: dict[str, Any], key: str, value: str) -> bool:
+    """Set one value, quoted as the old one was; whether it changed."""
+    old = section[key]
+    if old == value:
+        return False
+    section[key] = type(old)(value) if isinstance(old, ScalarString) else value
+    return True
+
+
+def _preamble(text: str) -> str:
+    """A leading `---` line and the comments above it, which ruamel's dump drops."""
+    lines = text.splitlines(keepends=True)
+    for at, line in enumerate(lines):
+        if line.rstrip() == "---":
+            return "".join(lines[: at + 1])
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+    return ""
 
 
 def load_map(path: Path) -> dict[str, str]:
