@@ -1,12 +1,26 @@
-"""The pause before a kind reconnects after failures: shared by the kinds that keep one."""
+"""The one connection a target keeps between runs, for the kinds that keep one (postgres,
+redis): its counters, its reconnect pause, and the run around it. Each kind brings only how to
+open, use, close and judge its own connection."""
 
 from __future__ import annotations
 
+import asyncio
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
+
+from stackprobe.probe import ProbeContext, ProbeResult
+from stackprobe.target import TargetConfig
 
 # Longest pause, whatever the interval.
 MAX_PAUSE_SECONDS = 60.0
+
+C = TypeVar("C")  # the client library's connection
+R = TypeVar("R", bound=StrEnum)  # the kind's failure reasons
+W = TypeVar("W")  # what one run's work returns
 
 
 @dataclass
@@ -33,3 +47,110 @@ class ReconnectPause:
 
     def succeeded(self) -> None:
         self.failures, self.last = 0, None
+
+
+def _never(exc: BaseException) -> bool:
+    return False
+
+
+def one_line(exc: BaseException) -> str:
+    """A failure's detail for logs and the landing page: its class and the start of its text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+class KeptConnection(ABC, Generic[C, R]):
+    """A target's one connection, kept between runs, with its error counts by reason.
+
+    The counters live as long as the target's config: a reload that changes the target
+    starts them again, as it starts a new connection.
+    """
+
+    def __init__(self) -> None:
+        self.connection: C | None = None
+        self.errors: Counter[R] = Counter()
+        self.connects = 0
+        self.pause = ReconnectPause()
+        self.last_used = 0.0  # event-loop time of the last run that succeeded
+
+    @abstractmethod
+    async def close(self, connection: C, graceful: bool) -> None:
+        """Close a connection the state has let go of, raising nothing. `graceful` when the
+        target is going away (a goodbye is worth a short wait), not after a failure."""
+
+    async def aclose(self) -> None:
+        await self.drop(graceful=True)
+
+    async def drop(self, graceful: bool = False) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await self.close(connection, graceful)
+
+    def adopt(self, connection: C) -> None:
+        """Keep a connection just opened, before the kind sets it up: a setup that fails
+        still has it counted, and dropped with the failure."""
+        self.connection = connection
+        self.connects += 1
+
+    async def use(
+        self,
+        connect: Callable[[], Awaitable[C]],
+        work: Callable[[C], Awaitable[W]],
+        *,
+        closed: Callable[[BaseException], bool],
+        counted: Callable[[BaseException], R | None],
+    ) -> W:
+        """Run `work` on the connection `connect` gives (the kept one, or a new one). If it
+        fails because the server closed the kept connection since the last run (a restart, a
+        proxy, an idle timeout), count that under `counted` (None: not an error), open a new
+        one and try once more within the same deadline; a new connection is not retried."""
+        reused = self.connection is not None
+        connection = await connect()
+        try:
+            return await work(connection)
+        except Exception as exc:
+            if not reused or not closed(exc):
+                raise
+            reason = counted(exc)
+            if reason is not None:
+                self.errors[reason] += 1
+            await self.drop()
+            # Inside the handler: a failure of the retry keeps the first as its context,
+            # which a kind's classify may read.
+            return await work(await connect())
+
+    async def run(
+        self,
+        target: TargetConfig,
+        ctx: ProbeContext,
+        work: Callable[[], Awaitable[W]],
+        *,
+        ok: Callable[[W], ProbeResult],
+        failed: Callable[[StrEnum, str], ProbeResult],
+        classify: Callable[[BaseException], R],
+        detail: Callable[[R, BaseException], str],
+        keep: Callable[[BaseException], bool] = _never,
+    ) -> ProbeResult:
+        """One run of the target: `work` within the run's deadline, and `ok` of what it returns.
+        A failure is classified, counted and returned, never raised; the connection is dropped
+        and the reconnect pause grows, unless `keep` says the connection is still sound. While
+        the pause runs and no connection is kept, the run reports the last failure."""
+        loop = asyncio.get_running_loop()
+        pending = self.pause.pending(loop.time()) if self.connection is None else None
+        if pending is not None:
+            return failed(*pending)
+        try:
+            async with asyncio.timeout_at(ctx.deadline):
+                value = await work()
+        except Exception as exc:
+            reason = classify(exc)
+            self.errors[reason] += 1
+            text = detail(reason, exc)
+            if keep(exc):
+                return failed(reason, text)
+            await self.drop()
+            self.pause.failed(loop.time(), target.interval, reason, text)
+            return failed(reason, text)
+        self.pause.succeeded()
+        self.last_used = loop.time()
+        return ok(value)

@@ -1,9 +1,8 @@
 """PostgreSQL probe: connections by database and state against the server's limits.
 
-Serves RUNBOOK_SIGNALS rows 12-18: AEP "Incident 4: Database Connection Pool Exhausted"
-(`SELECT count(*) ... FROM pg_stat_activity` by state, long-running queries, "idle in
-transaction", active = pool_size x task_count) and VivaCampo "Scenario 1: Database Connection
-Pool Exhausted" ("too many clients already").
+An exhausted connection pool shows first as sessions piling up by state (active, "idle in
+transaction"), long-running queries, an application's checked-out connections reaching
+pool_size x task_count, and at last "too many clients already": this probe measures each.
 
 What it does differently from postgres_exporter, on purpose:
 - One connection per target, kept open between runs (application_name `stackprobe`): the
@@ -21,11 +20,9 @@ What it does differently from postgres_exporter, on purpose:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import ssl
-from collections import Counter
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal
@@ -37,7 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from stackprobe.durations import Duration
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
-from stackprobe.probes._kept import ReconnectPause
+from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes.ecs_service import EcsServiceTarget
 from stackprobe.secrets import SecretRef, StrOrSecret, reveal, split_url, unresolved
 from stackprobe.target import TargetConfig
@@ -74,8 +71,8 @@ class Reason(StrEnum):
 
 class AppPool(BaseModel):
     """An application's SQLAlchemy-style pool, so rules can compare the connections it has
-    checked out with `size + max_overflow` per running task (AEP: "active = pool_size x
-    task_count").
+    checked out with `size + max_overflow` per running task: an application whose sessions
+    reach that many has no connection left to hand out, whatever the server's limits.
 
     `max_overflow` has no default: SQLAlchemy's is 10, and a guess either way is wrong for
     someone (0 pages for a pool with room left, 10 misses one that is full)."""
@@ -358,26 +355,19 @@ _STATEMENTS_UNREADABLE = (
 )
 
 
-class PostgresState:
-    """The target's one connection, kept between runs, and what it learnt on connecting.
+# What a kept connection the server has closed since the last run raises on its next use.
+_CLOSED = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
 
-    The counters live as long as the target's config: a reload that changes the target
-    starts them again, as it starts a new connection.
-    """
+
+class PostgresState(KeptConnection[asyncpg.Connection, Reason]):
+    """The target's kept connection, and what it learnt on connecting."""
 
     def __init__(self, target: PostgresTarget) -> None:
-        self.connection: asyncpg.Connection | None = None
+        super().__init__()
         self.statements_sql: str | None = None  # the statement with its top-N column, if any
-        self.connects = 0
-        self.errors: Counter[Reason] = Counter()
-        self.pause = ReconnectPause()
 
-    async def aclose(self) -> None:
-        await self.drop(graceful=True)
-
-    async def drop(self, graceful: bool = False) -> None:
-        connection, self.connection = self.connection, None
-        if connection is None or connection.is_closed():
+    async def close(self, connection: asyncpg.Connection, graceful: bool) -> None:
+        if connection.is_closed():
             return
         if graceful:
             try:
@@ -390,29 +380,21 @@ class PostgresState:
 
 async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
     state: PostgresState = ctx.state
-    loop = asyncio.get_running_loop()
-    pending = state.pause.pending(loop.time()) if state.connection is None else None
-    if pending is not None:
-        return _failed(target, state, *pending)
-    try:
-        async with asyncio.timeout_at(ctx.deadline):
-            row = await _query(target, state)
-    except Exception as exc:  # every failure: classified and counted, never raised
-        reason = classify(exc)
-        state.errors[reason] += 1
-        detail = _detail(reason, exc, target)
-        if _connection_intact(exc, state):
-            # The server answered with an error (statement_timeout, a cancel): the connection
-            # is fine. Keeping it keeps the probe's slot on a server that is running out.
-            return _failed(target, state, reason, detail)
-        await state.drop()
-        state.pause.failed(loop.time(), target.interval, reason, detail)
-        return _failed(target, state, reason, detail)
-    state.pause.succeeded()
-    return ProbeResult.ok(_samples(target, state, row))
+    return await state.run(
+        target,
+        ctx,
+        lambda: _query(target, state),
+        ok=lambda row: ProbeResult.ok(_samples(target, state, row)),
+        failed=lambda reason, detail: _failed(target, state, reason, detail),
+        classify=classify,
+        detail=lambda reason, exc: _detail(reason, exc, target),
+        keep=lambda exc: _connection_intact(exc, state),
+    )
 
 
 def _connection_intact(exc: BaseException, state: PostgresState) -> bool:
+    """The server answered with an error (statement_timeout, a cancel) and the connection is
+    fine: keeping it keeps the probe's slot on a server that is running out."""
     connection = state.connection
     return (
         connection is not None
@@ -423,19 +405,14 @@ def _connection_intact(exc: BaseException, state: PostgresState) -> bool:
 
 
 async def _query(target: PostgresTarget, state: PostgresState) -> Any:
-    """Run the statement on the kept connection; if the server closed it since (a restart,
-    pg_terminate_backend), open a new one and try once more within the same deadline."""
-    reused = state.connection is not None
-    connection = await _connection(target, state)
-    try:
-        return await _fetch(target, state, connection)
-    except (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError):
-        if not reused:
-            raise
-        state.errors[Reason.CONNECTION_CLOSED] += 1
-        await state.drop()
-        connection = await _connection(target, state)
-        return await _fetch(target, state, connection)
+    """The statement on the kept connection or a new one; a kept one the server closed (a
+    restart, pg_terminate_backend) counts as connection_closed, and the run goes on."""
+    return await state.use(
+        lambda: _connection(target, state),
+        lambda connection: _fetch(target, state, connection),
+        closed=lambda exc: isinstance(exc, _CLOSED),
+        counted=lambda exc: Reason.CONNECTION_CLOSED,
+    )
 
 
 async def _connection(target: PostgresTarget, state: PostgresState) -> asyncpg.Connection:
@@ -460,8 +437,7 @@ async def _connection(target: PostgresTarget, state: PostgresState) -> asyncpg.C
             "idle_in_transaction_session_timeout": str(statement_timeout),
         },
     )
-    state.connection = connection
-    state.connects += 1
+    state.adopt(connection)
     if connection.get_server_version() >= (14, 0):
         # A server-wide idle_session_timeout shorter than the interval would close the kept
         # connection between runs. Not a startup setting: older servers refuse unknown ones.
@@ -595,8 +571,7 @@ def _detail(reason: Reason, exc: BaseException, target: PostgresTarget) -> str:
         )
     if isinstance(exc, ValueError):  # asyncpg's DSN parser: its text may hold password pieces
         return f"{type(exc).__name__}: the DSN could not be used; check its escaping"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+    return one_line(exc)
 
 
 KIND = ProbeKind(

@@ -1,13 +1,14 @@
 """Redis probe: is Redis up, how fast does it answer, and how close is it to its limits.
 
-Serves RUNBOOK_SIGNALS row 11: AEP "Incident 3: Redis "Transport Closed" Error" (dead pooled
-connections, `/health/ready` 503 with `redis: false`). Metric names follow redis_exporter's.
+A restarted or overloaded Redis leaves applications holding dead pooled connections
+("transport closed") and failing their readiness checks; this probe shows the server's side
+of it. Metric names follow redis_exporter's.
 
 What it does differently from redis_exporter, on purpose:
 - One connection per target, kept open between runs: redis_exporter opens one per scrape.
 - Two commands per run, PING (timed) and one INFO for just the sections it reads.
 - redis-py's own retries are off and every socket operation has a timeout: its defaults retry
-  for about 4 s and wait forever on a frozen server (DESIGN.md).
+  for about 4 s and wait forever on a frozen server, past any run's deadline.
 - Connection errors are counted by reason in `stackprobe_redis_connection_errors_total`,
   never put in a label as raw text. A connection the server closed since the last run (a
   restart: the "transport closed" family) is counted, replaced, and the run retried once.
@@ -20,7 +21,6 @@ import contextlib
 import socket
 import ssl
 import time
-from collections import Counter
 from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -33,7 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
-from stackprobe.probes._kept import ReconnectPause
+from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.secrets import SecretRef, StrOrSecret, reveal, split_url, unresolved
 from stackprobe.target import TargetConfig
@@ -145,74 +145,63 @@ METRICS = (
 )
 
 
-class RedisState:
-    """The target's one connection, kept between runs, and its error counts. The counters
-    live as long as the target's config: a reload that changes the target starts them again."""
+class RedisState(KeptConnection[aioredis.Redis, Reason]):
+    """The target's kept connection, and what it learnt of the server."""
 
     def __init__(self, target: RedisTarget) -> None:
-        self.client: aioredis.Redis | None = None
-        self.errors: Counter[Reason] = Counter()
-        self.connects = 0
+        super().__init__()
         self.multi_section_info = True
         self.maxclients: int | None = None
         self.client_name: str | None = "stackprobe"  # dropped if the ACL forbids SETNAME
         self.idle_timeout = 0.0  # the server's `timeout`, when the probe may read it
-        self.last_used = 0.0
-        self.pause = ReconnectPause()
 
-    async def aclose(self) -> None:
-        await self.drop()
-
-    async def drop(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            with contextlib.suppress(OSError, rex.RedisError):
-                await client.aclose()
+    async def close(self, connection: aioredis.Redis, graceful: bool) -> None:
+        # The same either way: Redis has no goodbye, closing the client only closes its socket.
+        with contextlib.suppress(OSError, rex.RedisError):
+            await connection.aclose()
 
 
 async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
     state: RedisState = ctx.state
-    loop = asyncio.get_running_loop()
-    pending = state.pause.pending(loop.time()) if state.client is None else None
-    if pending is not None:
-        return _failed(state, *pending)
-    try:
-        async with asyncio.timeout_at(ctx.deadline):
-            ping, info = await _cycle(target, state)
-    except Exception as exc:  # every failure: classified, counted, connection dropped
-        reason = classify(exc)
-        state.errors[reason] += 1
-        await state.drop()
-        detail = _detail(reason, exc, target)
-        state.pause.failed(loop.time(), target.interval, reason, detail)
-        return _failed(state, reason, detail)
-    state.pause.succeeded()
-    state.last_used = loop.time()
-    return ProbeResult.ok(_samples(state, ping, info))
+    return await state.run(
+        target,
+        ctx,
+        lambda: _cycle(target, state),
+        ok=lambda result: ProbeResult.ok(_samples(state, *result)),
+        failed=lambda reason, detail: _failed(state, reason, detail),
+        classify=classify,
+        detail=lambda reason, exc: _detail(reason, exc, target),
+    )
 
 
 async def _cycle(target: RedisTarget, state: RedisState) -> tuple[float, dict[str, Any]]:
-    """PING and INFO on the kept connection. If the server closed it since the last run,
-    count that, open a new one and try once more within the same deadline."""
-    reused = state.client is not None
-    client = await _client(target, state)
-    try:
-        return await _commands(client, state)
-    except (rex.ConnectionError, ConnectionError) as exc:
-        if not reused or isinstance(exc, rex.AuthenticationError | rex.BusyLoadingError):
-            raise
-        idle = asyncio.get_running_loop().time() - state.last_used
-        if not (0 < state.idle_timeout <= idle):
-            # Not the server's own idle timeout at work: a restart, a proxy, the network.
-            state.errors[classify(exc)] += 1
-        await state.drop()
-        client = await _client(target, state)
-        return await _commands(client, state)
+    """PING and INFO on the kept connection or a new one; a kept one the server closed counts
+    by its reason, unless the server's own idle timeout closed it."""
+    return await state.use(
+        lambda: _client(target, state),
+        lambda client: _commands(client, state),
+        closed=_closed,
+        counted=lambda exc: None if _idle_timed_out(state) else classify(exc),
+    )
+
+
+def _closed(exc: BaseException) -> bool:
+    """A connection error that is not the server refusing the probe (a password, loading)."""
+    return isinstance(exc, rex.ConnectionError | ConnectionError) and not isinstance(
+        exc, rex.AuthenticationError | rex.BusyLoadingError
+    )
+
+
+def _idle_timed_out(state: RedisState) -> bool:
+    """Whether the server's own idle timeout explains a closed connection: that is expected,
+    not an error. Otherwise it was a restart, a proxy, the network."""
+    idle = asyncio.get_running_loop().time() - state.last_used
+    return 0 < state.idle_timeout <= idle
 
 
 async def _client(target: RedisTarget, state: RedisState) -> aioredis.Redis:
-    if state.client is not None:
-        return state.client
+    if state.connection is not None:
+        return state.connection
     url = reveal(target.url)
     options: dict[str, Any] = {}
     if url.startswith("rediss://"):
@@ -251,8 +240,7 @@ async def _client(target: RedisTarget, state: RedisState) -> aioredis.Redis:
         except BaseException:
             await client.aclose()
             raise
-    state.client = client
-    state.connects += 1
+    state.adopt(client)
     try:  # asked once per connection; an ACL without +config simply leaves it unknown
         state.idle_timeout = float((await client.config_get("timeout")).get("timeout") or 0)
     except rex.ResponseError:
@@ -354,8 +342,7 @@ def _detail(reason: Reason, exc: BaseException, target: RedisTarget) -> str:
         return f"no connection or answer within {target.timeout:g}s"
     if isinstance(exc, ValueError):  # redis-py's URL parser: its text may hold password pieces
         return f"{type(exc).__name__}: the URL could not be used; check its escaping"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+    return one_line(exc)
 
 
 KIND = ProbeKind(
