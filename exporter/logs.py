@@ -63,15 +63,11 @@ def configure_logging(
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(numeric)
-    # aiohttp's access log would log every scrape; Prometheus already knows about those.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # botocore's debug log prints signed request headers and raw responses: never at all.
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
-    # werkzeug serves moto in `stackprobe demo` and logs every request at info.
-    for noisy in ("httpx", "httpcore", "asyncio", "werkzeug"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    # Libraries say only what went wrong, whatever the level: their debug and info lines
+    # (every scrape in aiohttp's access log, signed request headers and raw responses in
+    # botocore's) are noise at best and secrets at worst. `--log-level` is stackprobe's own.
+    root.setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("stackprobe").setLevel(numeric)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
