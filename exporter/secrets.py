@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import SplitResult, quote, urlsplit
+from urllib.parse import SplitResult, parse_qs, quote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -178,6 +178,29 @@ def split_url(text: str, key: str, prefixes: tuple[str, ...], expected: str) -> 
             {"what": key},
         ) from None
     return parts
+
+
+def credential_free_url(
+    value: str | SecretRef,
+    key: str,
+    prefixes: tuple[str, ...],
+    expected: str,
+    *,
+    carries: frozenset[str],
+    fix: str,
+) -> str | SecretRef:
+    """A URL field that may be given as a secret: parsed at load with messages that never
+    repeat it (see `split_url`). Given inline, it must carry none of `carries` ("username",
+    "password": in its userinfo or its query), or a secret is written in the config; `fix`
+    says where they go instead. A secret `check-config` could not read is left unchecked."""
+    if unresolved(value):
+        return value
+    parts = split_url(reveal(value), key, prefixes, expected)
+    found = {name.lower() for name in parse_qs(parts.query)}
+    found |= {name for name in ("username", "password") if getattr(parts, name)}
+    if not isinstance(value, SecretRef) and found & carries:
+        raise PydanticCustomError("inline_secret", fix)
+    return value
 
 
 def collect_secrets(obj: Any) -> set[str]:

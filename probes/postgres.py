@@ -26,17 +26,15 @@ import ssl
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal
-from urllib.parse import parse_qs
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from stackprobe.durations import Duration
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes.ecs_service import EcsServiceTarget
-from stackprobe.secrets import SecretRef, StrOrSecret, reveal, split_url, unresolved
+from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal
 from stackprobe.target import TargetConfig
 
 # The states pg_stat_activity reports for client backends, all exported even at zero:
@@ -103,24 +101,15 @@ class PostgresTarget(TargetConfig):
     @field_validator("dsn")
     @classmethod
     def _usable_dsn(cls, value: str | SecretRef) -> str | SecretRef:
-        """Parsed at load with messages that never repeat it (see `split_url`); a secret DSN
-        `check-config` could not read is left unchecked."""
-        if unresolved(value):
-            return value
-        parts = split_url(
-            reveal(value),
+        return credential_free_url(
+            value,
             "dsn",
             ("postgres://", "postgresql://"),
             "postgresql://, e.g. postgresql://probe@db:5432/app",
+            carries=frozenset({"password"}),
+            fix="the DSN carries a password; give it as password: {from_env: VARIABLE}, or "
+            "give the whole dsn as {from_env: VARIABLE}",
         )
-        query_keys = {key.lower() for key in parse_qs(parts.query)}
-        if not isinstance(value, SecretRef) and (parts.password or query_keys & {"password"}):
-            raise PydanticCustomError(
-                "inline_secret",
-                "the DSN carries a password; give it as password: {from_env: VARIABLE}, or "
-                "give the whole dsn as {from_env: VARIABLE}",
-            )
-        return value
 
     @model_validator(mode="after")
     def _statement_timeout_below_timeout(self) -> PostgresTarget:

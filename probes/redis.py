@@ -23,19 +23,17 @@ import ssl
 import time
 from enum import StrEnum
 from typing import Any, Literal
-from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from pydantic import field_validator
-from pydantic_core import PydanticCustomError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes._tls import TLSConfig
-from stackprobe.secrets import SecretRef, StrOrSecret, reveal, split_url, unresolved
+from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal
 from stackprobe.target import TargetConfig
 
 # The INFO sections read; one command either way. Older servers (before 7.0) take only one
@@ -67,25 +65,15 @@ class RedisTarget(TargetConfig):
     @field_validator("url")
     @classmethod
     def _redis_url(cls, value: str | SecretRef) -> str | SecretRef:
-        """Parsed at load with messages that never repeat it (see `split_url`); a secret URL
-        `check-config` could not read is left unchecked."""
-        if unresolved(value):
-            return value
-        parts = split_url(
-            reveal(value),
+        return credential_free_url(
+            value,
             "url",
             ("redis://", "rediss://"),
             "redis:// or rediss://, e.g. redis://cache:6379/0",
+            carries=frozenset({"username", "password"}),
+            fix="the URL carries credentials; give them as username: NAME and password: "
+            "{from_env: VARIABLE}, or give the whole url as {from_env: VARIABLE}",
         )
-        credentials = parts.username or parts.password
-        in_query = {key.lower() for key in parse_qs(parts.query)} & {"password", "username"}
-        if not isinstance(value, SecretRef) and (credentials or in_query):
-            raise PydanticCustomError(
-                "inline_secret",
-                "the URL carries credentials; give them as username: NAME and password: "
-                "{from_env: VARIABLE}, or give the whole url as {from_env: VARIABLE}",
-            )
-        return value
 
     def describe(self) -> str:
         if isinstance(self.url, SecretRef):
