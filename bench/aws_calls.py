@@ -2,10 +2,10 @@
 CloudWatch part costs.
 
 Inventory (issue floors): 3 clusters x 10 services, 20 target groups on 2 ALBs, 10 queues with
-10 dead-letter queues, 5 buckets, all in moto (in-process, made faithful by tests/aws.py: AWS's
-page and batch limits, percentiles). Every AWS kind probes all of it: three ecs_service
-targets, one alb, one sqs, one s3 (cloudwatch mode) and one cloudwatch target with the ALBs,
-the 30 services and the 10 queues.
+10 dead-letter queues, 5 buckets, all in moto (in-process, made faithful by
+tests/support/aws.py: AWS's page and batch limits, percentiles). Every AWS kind probes all of
+it: three ecs_service targets, one alb, one sqs, one s3 (cloudwatch mode) and one cloudwatch
+target with the ALBs, the 30 services and the 10 queues.
 
 Cycle 1 is cold (queue URLs and task definitions are fetched once, stopped tasks described
 once); cycle 2 is the steady state every later cycle repeats. Cycle 3 has every AWS request
@@ -43,8 +43,8 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from stackprobe.config import parse_config  # noqa: E402
 from stackprobe.probes import KINDS  # noqa: E402
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics, AwsSettings  # noqa: E402
-from tests.aws import REGION, Inventory, api_calls, faithful_aws, inject  # noqa: E402
-from tests.conftest import KeptStateRunner  # noqa: E402
+from tests.support.aws import REGION, Inventory, api_calls, faithful_aws, inject  # noqa: E402
+from tests.support.probing import ProbeRunner  # noqa: E402
 
 CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS = 3, 10, 20, 10, 5
 STOPPED_PER_CLUSTER = 1  # Inventory stops one task per cluster
@@ -98,7 +98,7 @@ def credentials() -> Iterator[None]:
     yield
 
 
-async def cycle(runners: list[KeptStateRunner]) -> tuple[float, list[Any]]:
+async def cycle(runners: list[ProbeRunner]) -> tuple[float, list[Any]]:
     """One run of every target at once, as the scheduler would when their slots coincide."""
     started = time.perf_counter()
     results = await asyncio.gather(*(r.run() for r in runners))
@@ -123,7 +123,7 @@ async def main() -> None:
         clients = AwsClients(AwsSettings(region=REGION), metrics)
         recorder = Recorder()
         clients._base.register("before-parameter-build", recorder)  # every client inherits it
-        runners = [KeptStateRunner(t, clients) for t in config.targets]
+        runners = [ProbeRunner(t, aws=clients) for t in config.targets]
         cloudwatch = next(t for t in config.targets if t.kind == "cloudwatch")
         from stackprobe.probes.cloudwatch import queries as cloudwatch_queries
 
@@ -228,7 +228,7 @@ async def main() -> None:
             f"succeed, wall {wall * 1000:.0f} ms"
         )
         for runner in runners:
-            await runner.close()
+            await runner.aclose()
         clients.shutdown()
 
 

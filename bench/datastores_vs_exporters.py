@@ -37,7 +37,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 import yaml
-from processes import binary, free_port, rss_mib, wait_http
+from processes import binary, free_port, rss_mib, stackprobe_run, wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 ADMIN_DSN = os.environ.get(
@@ -168,18 +168,7 @@ async def run_stackprobe(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stackprobe",
-            "run",
-            "--config",
-            str(path),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
+        stackprobe_run(path, port, "--log-level", "warning"),
         env={**os.environ, "PGPW": PASSWORD},
     )
     try:

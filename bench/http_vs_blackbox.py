@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 import yaml
-from processes import binary, free_port, rss_mib, wait_http
+from processes import binary, free_port, rss_mib, stackprobe_run, wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 INTERVAL = 15.0
@@ -131,18 +131,7 @@ def run_stackprobe(base: str, size: int, window: float, workdir: Path) -> Figure
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stackprobe",
-            "run",
-            "--config",
-            str(path),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
+        stackprobe_run(path, port, "--log-level", "warning"),
         stderr=(workdir / f"stackprobe-{size}.log").open("w"),
     )
     try:

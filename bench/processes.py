@@ -1,21 +1,21 @@
-"""What every benchmark here needs to run and watch the processes it compares."""
+"""What every benchmark here needs to run and watch the processes it compares: the tests' own
+helpers (tests/support) where a benchmark does the same, and what only a benchmark does."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
-import time
 from pathlib import Path
 
-import httpx
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+from tests.support import polling  # noqa: E402
+from tests.support.exporter import stackprobe_run  # noqa: E402
+from tests.support.processes import free_port  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["binary", "free_port", "rss_mib", "stackprobe_run", "wait_http"]
 
 
 def binary(name: str) -> str:
@@ -36,12 +36,8 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"{url} did not answer 200 within {timeout}s")
+    """Until `url` answers 200; a benchmark whose process never does exits saying so."""
+    try:
+        polling.wait_http(url, timeout)
+    except AssertionError as error:
+        sys.exit(str(error))

@@ -15,17 +15,14 @@ import pytest
 import yaml
 
 from stackprobe.tools.runbooks import alerts, anchors, headings, slug
-from tests.conftest import require_binary
+from tests.support.alerting import ALERTMANAGER, ROOT, RULE_FILES, RULES, exported_names
+from tests.support.processes import require_binary, run
 
-ROOT = Path(__file__).parent.parent
-RULES = ROOT / "alert_rules"
 UNIT_TESTS = RULES / "tests"
 RUNBOOK = ROOT / "docs" / "runbook.md"
-ALERTMANAGER = RULES / "alertmanager.yml"
 SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "P3": "info"}
 OWN_RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.md"
 
-RULE_FILES = sorted(RULES.glob("*.rules.yml"))
 ALERTS = alerts(RULES)
 # A target's `priority` label overrides the rule's; severity follows the priority.
 PRIORITY = '{{{{ or $labels.priority "{}" }}}}'
@@ -39,12 +36,6 @@ def default_priority(rule: dict[str, Any]) -> str:
     """The priority an alert has unless its series carry a `priority` label."""
     found = re.fullmatch(r'\{\{ or \$labels\.priority "(P[0-3])" \}\}', rule["labels"]["priority"])
     return found.group(1) if found else str(rule["labels"]["priority"])
-
-
-def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 def test_every_area_has_its_rule_file() -> None:
@@ -452,7 +443,7 @@ def proof_table() -> list[tuple[int, str, str, str, str]]:
 
 
 def test_every_p0_and_p1_of_a_runbook_row_is_proven_by_an_e2e_incident() -> None:
-    from tests.e2e.incidents import INCIDENTS
+    from tests.support.incidents import INCIDENTS
 
     incidents = {incident.name: incident for incident in INCIDENTS}
     rows = proof_table()
@@ -497,27 +488,6 @@ def test_every_p0_and_p1_of_a_runbook_row_is_proven_by_an_e2e_incident() -> None
     for name, numbers in rows_of.items():
         for row in numbers - {31, 2, 10}:
             assert (name, row) in proven, f"{name} serves row {row}, which the proofs omit"
-
-
-def exported_names() -> set[str]:
-    """Every series name stackprobe exports (counters with _total), and what rules record."""
-    from stackprobe.exposition import CORE_METRICS
-    from stackprobe.probes import KINDS
-    from stackprobe.probes._aws_api import AwsMetrics
-    from stackprobe.selfmetrics import SelfMetrics
-
-    names = set()
-    for spec in (*CORE_METRICS, *(s for kind in KINDS.values() for s in kind.metrics)):
-        names.add(spec.name + ("_total" if spec.type == "counter" else ""))
-    own = SelfMetrics()
-    AwsMetrics(own.registry)  # the AWS resource's own, which it registers when it opens
-    for family in own.registry.collect():
-        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
-        names.update(family.name + s for s in suffixes.get(family.type, [""]))
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            names.update(rule["record"] for rule in group["rules"] if "record" in rule)
-    return names
 
 
 SERIES = re.compile(r"(?<![\w:.])([a-zA-Z_][a-zA-Z0-9_]*(?::[a-zA-Z0-9_]+)*)")

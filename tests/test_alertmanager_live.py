@@ -4,7 +4,7 @@ receiver their priority names, carry the runbook link, and inhibit what they exp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.conftest import free_port, require_binary
+from tests.support.alerting import example_config
+from tests.support.polling import wait_until_async
+from tests.support.processes import free_port, require_binary
 
-ALERTMANAGER = Path(__file__).parent.parent / "alert_rules" / "alertmanager.yml"
 RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.md"
 
 
@@ -28,16 +29,6 @@ def fast(node: Any) -> Any:
     if isinstance(node, list):
         return [fast(v) for v in node]
     return node
-
-
-def example_config(hooks: str) -> dict[str, Any]:
-    """The example routing as shipped, each receiver a webhook at `hooks`/<receiver name>."""
-    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER.read_text())
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", ()):
-            hook["url"] = f"{hooks}/{receiver['name']}"
-    config["templates"] = [str(ALERTMANAGER.parent / "templates" / "*.tmpl")]
-    return config
 
 
 class Webhooks:
@@ -57,6 +48,14 @@ class Webhooks:
             for alert in payload["alerts"]
             if alert["status"] == status
         }
+
+    async def until(self, what: str, condition: Callable[[], object], seconds: float) -> None:
+        """Until what was received meets `condition`; the test's loop serves the webhooks."""
+
+        async def met() -> object:
+            return condition()
+
+        await wait_until_async(met, seconds, what=what)
 
 
 @pytest.fixture
@@ -93,23 +92,22 @@ async def alertmanager(tmp_path: Path, webhooks: tuple[Webhooks, int]) -> AsyncI
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            await wait_ready(url, log)
+            async with httpx.AsyncClient() as client:
+
+                async def ready() -> bool:
+                    return (await client.get(f"{url}/-/ready")).status_code == 200
+
+                await wait_until_async(
+                    ready,
+                    10,
+                    what="alertmanager to start",
+                    logs=[log],
+                    ignore=(httpx.TransportError,),
+                )
             yield url
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), 10)
-
-
-async def wait_ready(url: str, log: Path) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(100):
-            try:
-                if (await client.get(f"{url}/-/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    pytest.fail(f"alertmanager did not start: {await asyncio.to_thread(log.read_text)}")
 
 
 def alert(name: str, priority: str, **labels: str) -> dict[str, Any]:
@@ -180,10 +178,13 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
     ]
     async with httpx.AsyncClient(base_url=alertmanager) as client:
         assert (await client.post("/api/v2/alerts", json=posted)).status_code == 200
-        for _ in range(100):
-            if all(hooks.received.get(r) for r in ("pager", "incident-channel", "chat", "tickets")):
-                break
-            await asyncio.sleep(0.1)
+        await hooks.until(
+            "a notification at every receiver",
+            lambda: all(
+                hooks.received.get(r) for r in ("pager", "incident-channel", "chat", "tickets")
+            ),
+            10,
+        )
         await asyncio.sleep(1.5)  # a group interval more, for anything that should not come
         state = (await client.get("/api/v2/alerts")).json()
 
@@ -230,18 +231,16 @@ async def test_a_resolved_cause_lets_its_symptom_through(
     symptom = alert("RedisConnectionErrors", "P1", area="redis", target="aep-redis")
     async with httpx.AsyncClient(base_url=alertmanager) as client:
         await client.post("/api/v2/alerts", json=[cause, symptom])
-        for _ in range(50):
-            if hooks.alerts("pager"):
-                break
-            await asyncio.sleep(0.1)
+        await hooks.until("a page", lambda: hooks.alerts("pager"), 5)
         assert set(hooks.alerts("pager")) == {"RedisDown"}
         # Redis is back (the alert resolves) but its connections still fail
         cause["endsAt"] = "2000-01-01T00:00:00Z"
         await client.post("/api/v2/alerts", json=[cause, symptom])
-        for _ in range(80):
-            if "RedisConnectionErrors" in hooks.alerts("pager"):
-                break
-            await asyncio.sleep(0.1)
+        await hooks.until(
+            "RedisConnectionErrors paged once its cause resolved",
+            lambda: "RedisConnectionErrors" in hooks.alerts("pager"),
+            8,
+        )
 
     assert "RedisConnectionErrors" in hooks.alerts("pager")
     assert "RedisDown" in hooks.alerts("pager", status="resolved")
@@ -260,10 +259,11 @@ async def test_one_stackprobe_down_does_not_mute_another_ones_alerts(
     )
     async with httpx.AsyncClient(base_url=alertmanager) as client:
         await client.post("/api/v2/alerts", json=[down, its, other])
-        for _ in range(50):
-            if {"StackprobeDown", "RedisDown"} <= set(hooks.alerts("pager")):
-                break
-            await asyncio.sleep(0.1)
+        await hooks.until(
+            "StackprobeDown and RedisDown paged",
+            lambda: {"StackprobeDown", "RedisDown"} <= set(hooks.alerts("pager")),
+            5,
+        )
         await asyncio.sleep(1.5)
 
     assert set(hooks.alerts("pager")) == {"StackprobeDown", "RedisDown"}

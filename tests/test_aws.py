@@ -3,7 +3,6 @@ a whole over moto with canary credentials that must never show."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import time
@@ -29,8 +28,9 @@ from stackprobe.probes._aws_api import (
 )
 from stackprobe.secrets import Redactor
 from stackprobe.server import make_web_app
-from tests.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, EcsStack, api_calls, inject
-from tests.conftest import KeptStateRunner, make_target
+from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, EcsStack, api_calls, inject
+from tests.support.polling import wait_until_async
+from tests.support.probing import ProbeRunner, make_target
 
 
 @pytest.mark.parametrize(
@@ -67,12 +67,11 @@ async def test_an_assumed_role_is_fetched_once_and_kept(moto: None) -> None:
         },
         environ={"EXTERNAL_ID": "ext-CANARY-77"},
     )
-    runner = KeptStateRunner(target, clients)
     try:
-        first = await runner.run()
-        second = await runner.run()
+        async with ProbeRunner(target, aws=clients) as runner:
+            first = await runner.run()
+            second = await runner.run()
     finally:
-        await runner.close()
         clients.shutdown()
 
     assert first.success and second.success, first.detail
@@ -88,11 +87,9 @@ async def test_no_credentials_says_where_they_come_from(
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     clients = AwsClients(AwsSettings(region=REGION), AwsMetrics(CollectorRegistry()))
     target = make_target({"name": "q", "kind": "sqs", "queues": ["jobs"]})
-    runner = KeptStateRunner(target, clients)
     try:
-        result = await runner.run()
+        result = await ProbeRunner.once(target, aws=clients)
     finally:
-        await runner.close()
         clients.shutdown()
 
     assert result.reason == "credentials"
@@ -108,12 +105,10 @@ async def test_a_hanging_call_ends_at_the_run_deadline(moto: None) -> None:
         time.sleep(1.5)
 
     clients.client(target, "sqs").meta.events.register_first("before-send.sqs.*", hang)
-    runner = KeptStateRunner(target, clients)
     started = time.monotonic()
     try:
-        result = await runner.run()
+        result = await ProbeRunner.once(target, aws=clients)
     finally:
-        await runner.close()
         clients.shutdown()
 
     assert result.reason == "timeout"
@@ -173,10 +168,11 @@ targets:
             "AccessDeniedException",
             times=10,
         )
-        for _ in range(100):
-            if (await client.get("/-/ready")).status == 200:
-                break
-            await asyncio.sleep(0.1)
+
+        async def ready() -> bool:
+            return (await client.get("/-/ready")).status == 200
+
+        await wait_until_async(ready, 10, what="/-/ready to answer 200")
         metrics = await (await client.get("/metrics")).text()
         landing = await (await client.get("/")).text()
         signer = app.resources[AWS].client(config.targets[0], "ecs")._request_signer
@@ -226,14 +222,13 @@ async def test_a_role_with_no_base_credentials_fails_and_recovers(
             "role_arn": "arn:aws:iam::123456789012:role/stackprobe-read",
         }
     )
-    runner = KeptStateRunner(target, clients)
     try:
-        blip = await runner.run()
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", CANARY_KEY_ID)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY_SECRET)
-        recovered = await runner.run()
+        async with ProbeRunner(target, aws=clients) as runner:
+            blip = await runner.run()
+            monkeypatch.setenv("AWS_ACCESS_KEY_ID", CANARY_KEY_ID)
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY_SECRET)
+            recovered = await runner.run()
     finally:
-        await runner.close()
         clients.shutdown()
 
     assert blip.reason == "credentials", blip.detail

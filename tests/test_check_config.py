@@ -15,7 +15,7 @@ import yaml
 
 from stackprobe.config import load_config
 from stackprobe.probes import KINDS
-from tests.running import start_exporter, stop_exporter
+from tests.support.exporter import start_exporter, stop_exporter
 
 ROOT = Path(__file__).parent.parent
 CANARY = "CANARY-check-config-7f3a"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackprobe.demo import world
 from stackprobe.demo.faults import FAULTS
-from tests.conftest import free_port, stop
-from tests.datastores import require_postgres
+from tests.support.datastores import require_postgres
+from tests.support.polling import wait_until
+from tests.support.processes import free_port, stop
 
 # Planted as the PostgreSQL password (the server rejects it) and as ambient AWS credentials
 # (the demo must not use them): nothing it shows may repeat any of them.
@@ -66,16 +66,17 @@ class Demo:
                 return value
         return None
 
-    def until(self, what: str, check: object, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if callable(check) and check():
-                    return
-            except httpx.TransportError:  # not listening yet
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"waited {timeout:.0f}s for {what}\n{self.log.read_text()[-3000:]}")
+    def until(self, what: str, check: Callable[[], object], timeout: float = 30) -> None:
+        """Wait for what the demo shows, failing with the end of its log; a demo not
+        listening yet has not shown it yet."""
+        wait_until(
+            check,
+            timeout,
+            what=what,
+            logs=[self.log],
+            interval=0.5,
+            ignore=(httpx.TransportError,),
+        )
 
 
 @pytest.fixture(scope="module")

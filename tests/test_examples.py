@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from stackprobe.config import load_config
 from stackprobe.probes import KINDS
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics, AwsSettings, AwsTarget
-from tests.aws import REGION, EcsStack
-from tests.conftest import KeptStateRunner
+from tests.support.aws import REGION, EcsStack
+from tests.support.probing import ProbeRunner
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 ENV = {
@@ -109,11 +109,7 @@ async def test_vivacampo_aws_targets_run_against_its_stack(moto: None) -> None:
         for target in config.targets:
             if not isinstance(target, AwsTarget):
                 continue
-            runner = KeptStateRunner(target, clients)
-            try:
-                result = await runner.run()
-            finally:
-                await runner.close()
+            result = await ProbeRunner.once(target, aws=clients)
             assert result.success, f"{target.name}: {result.detail}"
     finally:
         clients.shutdown()

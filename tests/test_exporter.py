@@ -24,9 +24,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port, require_binary
-from tests.running import Exporter, start_exporter, stop_exporter, wait_for
-from tests.servers import AUTH_TOKEN, Peers
+from tests.support.exporter import Exporter, start_exporter, stop_exporter
+from tests.support.peers import AUTH_TOKEN, Peers
+from tests.support.processes import free_port, require_binary
 
 URL_PASSWORD = "CANARY-urlpw-31337"
 BASIC_PASSWORD = "CANARY-basic-8a8a"
@@ -267,7 +267,7 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(peers: Peers, tmp_p
         )
         exporter.config_path.write_text(yaml.safe_dump(good))
         exporter.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: "added" in reasons(exporter.metrics()), exporter)
+        exporter.until("the added target", lambda: "added" in reasons(exporter.metrics()))
 
         metrics = exporter.metrics()
         assert metrics["stackprobe_config_last_reload_successful"][0].value == 1

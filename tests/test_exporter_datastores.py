@@ -17,15 +17,15 @@ import asyncpg
 import pytest
 import yaml
 
-from tests.conftest import require_binary
-from tests.datastores import (
+from tests.support.datastores import (
     PROBE_PASSWORD,
     PROBE_ROLE,
     RedisServer,
     ensure_probe_role,
     require_postgres,
 )
-from tests.running import Exporter, start_exporter, stop_exporter, wait_for
+from tests.support.exporter import Exporter, start_exporter, stop_exporter
+from tests.support.processes import require_binary
 
 REDIS_PASSWORD = "CANARY-redis-e2e-91ab"
 WRONG = "CANARY-wrong-e2e-55cd"
@@ -107,12 +107,12 @@ def test_datastores_end_to_end(redis_server: RedisServer, tmp_path: Path) -> Non
 
         # Redis killed: the scrape keeps answering, the reason follows, then it recovers.
         redis_server.kill()
-        wait_for(lambda: reasons(exporter)["cache"] == "connection_refused", exporter)
+        exporter.until("cache refused", lambda: reasons(exporter)["cache"] == "connection_refused")
         started = time.monotonic()
         assert exporter.get("/metrics").status_code == 200
         assert time.monotonic() - started < 1
         redis_server.start()
-        wait_for(lambda: reasons(exporter)["cache"] is None, exporter)
+        exporter.until("cache back", lambda: reasons(exporter)["cache"] is None)
         errors = {
             s.labels["reason"]: s.value
             for s in exporter.metrics()["stackprobe_redis_connection_errors"]
@@ -123,18 +123,18 @@ def test_datastores_end_to_end(redis_server: RedisServer, tmp_path: Path) -> Non
         # Redis frozen: the probe times out within its deadline while scrapes stay fast.
         redis_server.signal(signal.SIGSTOP)
         try:
-            wait_for(lambda: reasons(exporter)["cache"] == "timeout", exporter)
+            exporter.until("cache timing out", lambda: reasons(exporter)["cache"] == "timeout")
             started = time.monotonic()
             assert exporter.get("/metrics").status_code == 200
             assert time.monotonic() - started < 1
         finally:
             redis_server.signal(signal.SIGCONT)
-        wait_for(lambda: reasons(exporter)["cache"] is None, exporter)
+        exporter.until("cache back", lambda: reasons(exporter)["cache"] is None)
 
         # A reload that changes the target: the old connection goes before the new one comes.
         exporter.config_path.write_text(yaml.safe_dump(config(redis_server.port, "10s")))
         exporter.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: _threshold(exporter) == 10.0, exporter)
+        exporter.until("the reloaded threshold", lambda: _threshold(exporter) == 10.0)
         assert asyncio.run(stackprobe_sessions()) == 1
 
         promtool = require_binary("promtool")

@@ -9,8 +9,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics, AwsSettings, iam_action
-from tests.aws import REGION, Inventory, api_calls
-from tests.conftest import KeptStateRunner, make_target
+from tests.support.aws import REGION, Inventory, api_calls
+from tests.support.probing import ProbeRunner, make_target
 
 POLICY = Path(__file__).parent.parent / "docs" / "iam-policy.json"
 
@@ -36,11 +36,7 @@ async def test_the_policy_covers_exactly_what_the_probes_call(moto: None) -> Non
     clients = AwsClients(AwsSettings(region=REGION), metrics)
     try:
         for raw in inventory.targets(percentiles=True):
-            runner = KeptStateRunner(make_target(raw), clients)
-            try:
-                result = await runner.run()
-            finally:
-                await runner.close()
+            result = await ProbeRunner.once(make_target(raw), aws=clients)
             if raw["kind"] != "http":  # the discovered task itself refuses: that is fine
                 assert result.success, f"{raw['name']}: {result.detail}"
     finally:

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.incidents import (
+from tests.support.dashboards import dashboard_queries
+from tests.support.e2e_stack import E2E, running
+from tests.support.incidents import (
     FIRE_WITHIN,
     HEAR_RESOLVED,
     INCIDENTS,
@@ -25,8 +27,7 @@ from tests.e2e.incidents import (
     WAVES,
     Incident,
 )
-from tests.e2e.stack import E2E, running, wait
-from tests.test_dashboards import dashboard_queries
+from tests.support.polling import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +59,14 @@ def play(e2e: E2E, logs: list[Path], incident: Incident) -> None:
         if incident.also and incident.also[0] == name:
             incident.also[1](e2e, True)
         for receiver in RECEIVERS[labels["priority"]]:
-            found = wait(
-                f"{incident.runbook}: {name} at {receiver}",
+            found = wait_until(
                 lambda r=receiver, n=name, lb=labels: [
                     a for a in e2e.receivers.alerts(r, n, since=since) if matches(a, lb)
                 ],
                 incident.within,
-                logs,
+                what=f"{incident.runbook}: {name} at {receiver}",
+                logs=logs,
+                interval=0.5,
             )
             assert found[0]["annotations"]["runbook_url"] == f"{RUNBOOK}#{name.lower()}"
             assert found[0]["labels"]["runbook_url"] == f"{RUNBOOK}#{name.lower()}"
@@ -73,15 +75,16 @@ def play(e2e: E2E, logs: list[Path], incident: Incident) -> None:
                 description = found[0]["annotations"]["description"]
                 assert incident.says[name] in description, (name, description)
     for name, labels in incident.muted.items():
-        suppressed = wait(
-            f"{incident.runbook}: {name} firing and muted in Alertmanager",
+        suppressed = wait_until(
             lambda n=name, lb=labels: [
                 a
                 for a in e2e.am_alerts(n)
                 if matches(a, lb) and a["status"]["state"] == "suppressed"
             ],
             FIRE_WITHIN,
-            logs,
+            what=f"{incident.runbook}: {name} firing and muted in Alertmanager",
+            logs=logs,
+            interval=0.5,
         )
         assert suppressed[0]["status"]["inhibitedBy"], suppressed
         if name in incident.alerts:
@@ -95,23 +98,25 @@ def play(e2e: E2E, logs: list[Path], incident: Incident) -> None:
     for name, labels in incident.alerts.items():
         receiver = RECEIVERS[labels["priority"]][0]
         if receiver in HEAR_RESOLVED:
-            wait(
-                f"{incident.runbook}: {name} resolved at {receiver}",
+            wait_until(
                 lambda r=receiver, n=name, lb=labels: [
                     a
                     for a in e2e.receivers.alerts(r, n, status="resolved", since=since)
                     if matches(a, lb)
                 ],
                 FIRE_WITHIN,
-                logs,
+                what=f"{incident.runbook}: {name} resolved at {receiver}",
+                logs=logs,
+                interval=0.5,
             )
         else:  # a ticket stays open; the alert itself ends
             selector = ",".join(f'{k}="{v}"' for k, v in {"alertname": name, **labels}.items())
-            wait(
-                f"{incident.runbook}: {name} no longer firing",
+            wait_until(
                 lambda s=selector: not e2e.query(f"ALERTS{{{s}}}") or None,
                 FIRE_WITHIN,
-                logs,
+                what=f"{incident.runbook}: {name} no longer firing",
+                logs=logs,
+                interval=0.5,
             )
     for name, labels in incident.muted.items():
         if name in incident.alerts:
@@ -154,9 +159,9 @@ def test_every_dashboard_query_has_data(e2e: tuple[E2E, list[Path]]) -> None:
         wait_for_alert(stack, "EcsTaskDefinitionEnvDrift")
         wanted = dashboard_queries()
         empty = set(wanted)
-        deadline = time.monotonic() + 60
         with httpx.Client(base_url=stack.prometheus, timeout=10) as client:
-            while empty and time.monotonic() < deadline:
+
+            def all_have_data() -> bool:
                 for name in sorted(empty):
                     params = {
                         "query": wanted[name],
@@ -167,9 +172,9 @@ def test_every_dashboard_query_has_data(e2e: tuple[E2E, list[Path]]) -> None:
                     answer = client.get("/api/v1/query_range", params=params).json()
                     if answer.get("status") == "success" and answer["data"]["result"]:
                         empty.discard(name)
-                if empty:
-                    time.sleep(2)
-        assert not empty, f"no data for: {sorted(empty)}"
+                return not empty
+
+            wait_until(all_have_data, 60, what=lambda: f"data for: {sorted(empty)}", interval=2)
     finally:
         stack.fault("oom-kill", on=False)
         stack.fault("env-drift", on=False)
@@ -177,4 +182,6 @@ def test_every_dashboard_query_has_data(e2e: tuple[E2E, list[Path]]) -> None:
 
 def wait_for_alert(e2e: E2E, name: str) -> None:
     firing = f'ALERTS{{alertname="{name}",alertstate="firing"}}'
-    wait(f"{name} firing in Prometheus", lambda: e2e.query(firing), FIRE_WITHIN, [])
+    wait_until(
+        lambda: e2e.query(firing), FIRE_WITHIN, what=f"{name} firing in Prometheus", interval=0.5
+    )

@@ -8,8 +8,8 @@ import boto3
 import pytest
 
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
-from tests.aws import REGION, api_calls, by_operation, inject, set_target_health
-from tests.conftest import KeptStateRunner, make_target, run_once, samples_by_name, value
+from tests.support.aws import REGION, api_calls, by_operation, inject, set_target_health
+from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
 class AlbStack:
@@ -76,7 +76,7 @@ async def test_target_health_state_and_posture(
         expect_health_check_path="/health/live",
         expect_health_check_paths={"aep-web": "/health"},  # per group, over the one above
     )
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.success, result.detail
     assert value(result, "aws_alb_load_balancer_state", "aep-alb", "active") == 1
@@ -106,7 +106,7 @@ async def test_target_health_state_and_posture(
 async def test_access_logs_absent_means_off(albs: AlbStack, aws: AwsClients) -> None:
     albs.balancer("aep-alb", {"aep-api": "/health/live"})
 
-    result = await run_once(alb_target(), aws)
+    result = await ProbeRunner.once(alb_target(), aws=aws)
 
     assert value(result, "aws_alb_access_logs_enabled", "aep-alb") == 0
     assert "aws_alb_target_group_health_check_path_match" not in samples_by_name(result)
@@ -117,7 +117,7 @@ async def test_zero_healthy_targets_and_a_missing_balancer(albs: AlbStack, aws: 
     for ip in ("10.0.1.10", "10.0.1.11"):
         set_target_health(albs.groups["aep-api"], ip, "unhealthy", "Target.FailedHealthChecks")
 
-    result = await run_once(alb_target(load_balancers=["aep-alb", "gone-alb"]), aws)
+    result = await ProbeRunner.once(alb_target(load_balancers=["aep-alb", "gone-alb"]), aws=aws)
 
     assert result.reason == "not_found" and "gone-alb" in result.detail
     assert value(result, "aws_alb_target_group_healthy_targets", "aep-alb", "aep-api") == 0
@@ -130,14 +130,11 @@ async def test_request_limit_exceeded_is_throttling(
 ) -> None:
     albs.balancer("aep-alb", {"aep-api": "/health/live"})
     target = alb_target()
-    runner = KeptStateRunner(target, aws)
-    try:
+    async with ProbeRunner(target, aws=aws) as runner:
         good = await runner.run()
         inject(aws.client(target, "elbv2"), "DescribeTargetHealth", "Throttling", times=2)
         throttled = await runner.run()
         recovered = await runner.run()
-    finally:
-        await runner.close()
 
     assert throttled.reason == "throttled"
     assert samples_by_name(throttled) == samples_by_name(good)

@@ -13,8 +13,8 @@ from botocore.stub import Stubber
 
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.cloudwatch import LOOKBACK_PERIODS, window
-from tests.aws import REGION, api_calls, by_operation
-from tests.conftest import make_target, run_once, samples_by_name, value
+from tests.support.aws import REGION, api_calls, by_operation
+from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ async def test_a_filling_period_is_never_exported(
         }
     )
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.success, result.detail
     assert value(result, "aws_ecs_cpuutilization_average", "aep", "aep-api") == 42.0
@@ -99,7 +99,7 @@ async def test_six_hundred_queries_take_two_calls(
     ]
     target = make_target({"name": "cw", "kind": "cloudwatch", "metrics": metrics})
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.success, result.detail
     assert value(result, "aws_cloudwatch_value", "App", "Jobs", "Sum", "Worker=w599") == 7.0
@@ -175,7 +175,7 @@ async def test_alb_percentiles_send_the_exact_queries(
                 "ScanBy": "TimestampDescending",
             },
         )
-        result = await run_once(target, aws)
+        result = await ProbeRunner.once(target, aws=aws)
         stub.assert_no_pending_responses()
 
     assert result.success, result.detail
@@ -224,7 +224,7 @@ async def test_alb_latency_percentiles_from_moto(
         {"name": "cw", "kind": "cloudwatch", "albs": [{"load_balancer": lb["LoadBalancer"]}]}
     )
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.success, result.detail
     lb_only = (lb["LoadBalancer"], "")
@@ -248,7 +248,7 @@ async def test_event_counts_read_the_last_closed_period_alone(
         {"name": "cw", "kind": "cloudwatch", "albs": [{"load_balancer": lb["LoadBalancer"]}]}
     )
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     lb_only = (lb["LoadBalancer"], "")
     assert value(result, "aws_applicationelb_request_count_sum", *lb_only) == 1000.0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,7 +14,9 @@ import dns.rcode
 import pytest
 
 from stackprobe.probes.dns import Reason
-from tests.conftest import RunProbe, free_port, make_target, require_binary, samples_by_name
+from tests.support.polling import wait_until
+from tests.support.probing import RunProbe, make_target, samples_by_name
+from tests.support.processes import free_port, require_binary
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +44,18 @@ def dnsmasq() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
+                return True
         if process.poll() is not None:
             pytest.fail(
                 f"dnsmasq exited: {process.stderr.read().decode() if process.stderr else ''}"
             )
-        time.sleep(0.05)
+        return False
+
+    wait_until(listening, 10, what=f"dnsmasq on port {port}", interval=0.05)
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)

@@ -1,4 +1,5 @@
-"""kind: ecs_service against moto, with AWS's batch and page limits enforced (tests/aws.py)."""
+"""kind: ecs_service against moto, with AWS's batch and page limits enforced
+(tests/support/aws.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.ecs_service import StopClass, stop_class
-from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
-from tests.conftest import KeptStateRunner, make_target, run_once, samples_by_name, value
+from tests.support.aws import REGION, EcsStack, api_calls, by_operation, inject
+from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ async def test_counts_per_service_from_the_whole_cluster(
     stack.service("aep-worker", desired=1, running=0)
     stack.service("aep-frontend", desired=0, running=0)
 
-    result = await run_once(ecs_target(), aws)
+    result = await ProbeRunner.once(ecs_target(), aws=aws)
 
     assert result.success, result.detail
     assert value(result, "aws_ecs_service_desired_tasks", "aep", "aep-api") == 2
@@ -62,12 +63,12 @@ async def test_batches_describe_services_by_ten_and_pages_the_listing(
     for i in range(services):
         stack.service(f"svc-{i:03d}", desired=1, task_definition=family)
 
-    result = await run_once(ecs_target(stopped_tasks=False), aws)
+    result = await ProbeRunner.once(ecs_target(stopped_tasks=False), aws=aws)
 
     assert result.success, result.detail
     assert len(samples_by_name(result)["aws_ecs_service_desired_tasks"]) == services
     calls = by_operation(api_calls(aws_metrics.registry))
-    # moto itself would take one call of 105 names; tests/aws.py rejects it as AWS does
+    # moto itself would take one call of 105 names; tests/support/aws.py rejects it as AWS does
     assert calls == {"ListServices": list_pages, "DescribeServices": describe_calls}
 
 
@@ -78,7 +79,7 @@ async def test_a_rollout_in_progress_shows_both_deployments(
     new = stack.task_definition("aep-api", {"BUDGET_ENFORCEMENT_MODE": "strict"})
     stack.deploy("aep-api", new, running_new=1)
 
-    result = await run_once(ecs_target(services=["aep-api"]), aws)
+    result = await ProbeRunner.once(ecs_target(services=["aep-api"]), aws=aws)
 
     found = samples_by_name(result)["aws_ecs_service_deployments"]
     assert found[("aep", "aep-api", "PRIMARY", "IN_PROGRESS")] == 1
@@ -96,8 +97,7 @@ async def test_stopped_tasks_are_classed_and_only_new_ones_are_described(
     oom, pull, _running = stack.run_tasks("aep-api", 3)
     stack.stop(oom, "Essential container in task exited", "OutOfMemoryError: Container killed")
     stack.stop(pull, "CannotPullContainerError: pull image manifest has been retried 5 times")
-    runner = KeptStateRunner(ecs_target(), aws)
-    try:
+    async with ProbeRunner(ecs_target(), aws=aws) as runner:
         first = await runner.run()
         assert first.success, first.detail
         stopped = samples_by_name(first)["aws_ecs_service_stopped_tasks"]
@@ -111,8 +111,6 @@ async def test_stopped_tasks_are_classed_and_only_new_ones_are_described(
         (late,) = stack.run_tasks("aep-api", 1)
         stack.stop(late, "Task failed ELB health checks in (target-group arn:aws:...)")
         second = await runner.run()
-    finally:
-        await runner.close()
 
     assert value(second, "aws_ecs_service_tasks_stopped", "aep", "aep-api", "health_check") == 1
     assert value(second, "aws_ecs_service_stopped_tasks", "aep", "aep-api", "health_check") == 1
@@ -132,12 +130,9 @@ async def test_env_drift_compares_plain_environment_only(
         stopped_tasks=False,
         expect_env={"BUDGET_ENFORCEMENT_MODE": "strict", "DATABASE_URL": "anything"},
     )
-    runner = KeptStateRunner(target, aws)
-    try:
+    async with ProbeRunner(target, aws=aws) as runner:
         result = await runner.run()
         await runner.run()
-    finally:
-        await runner.close()
 
     match = samples_by_name(result)["aws_ecs_service_expected_env_match"]
     assert match[("aep", "aep-api", "BUDGET_ENFORCEMENT_MODE")] == 1
@@ -154,15 +149,12 @@ async def test_throttling_skips_a_cycle_and_the_next_recovers(
 ) -> None:
     stack.service("aep-api", desired=2, running=2)
     target = ecs_target(services=["aep-api"], stopped_tasks=False)
-    runner = KeptStateRunner(target, aws)
-    try:
+    async with ProbeRunner(target, aws=aws) as runner:
         good = await runner.run()
         client = aws.client(target, "ecs")
         injected = inject(client, "DescribeServices", code, times=2)
         throttled = await runner.run()
         recovered = await runner.run()
-    finally:
-        await runner.close()
 
     assert injected.answered == 2  # the first attempt and botocore's one retry
     assert not throttled.success and throttled.reason == "throttled"
@@ -180,7 +172,7 @@ async def test_access_denied_names_the_missing_action(stack: EcsStack, aws: AwsC
     target = ecs_target()
     inject(aws.client(target, "ecs"), "ListTasks", "AccessDeniedException", times=5)
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.reason == "access_denied"
     assert "ecs:ListTasks" in result.detail
@@ -190,10 +182,10 @@ async def test_access_denied_names_the_missing_action(stack: EcsStack, aws: AwsC
 async def test_missing_cluster_and_missing_service(stack: EcsStack, aws: AwsClients) -> None:
     stack.service("aep-api", desired=1)
 
-    no_cluster = await run_once(
-        make_target({"name": "x", "kind": "ecs_service", "cluster": "nope"}), aws
+    no_cluster = await ProbeRunner.once(
+        make_target({"name": "x", "kind": "ecs_service", "cluster": "nope"}), aws=aws
     )
-    no_service = await run_once(ecs_target(services=["aep-api", "aep-gone"]), aws)
+    no_service = await ProbeRunner.once(ecs_target(services=["aep-api", "aep-gone"]), aws=aws)
 
     assert no_cluster.reason == "not_found"
     assert "nope" in no_cluster.detail

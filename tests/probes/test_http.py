@@ -1,4 +1,4 @@
-"""The http probe against real misbehaving servers on loopback (tests/servers.py)."""
+"""The http probe against real misbehaving servers on loopback (tests/support/peers.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 import respx
 
 from stackprobe.probes.http import Reason, _same_origin, classify
-from tests.conftest import UNUSED_AWS, RunProbe, make_target, samples_by_name, value
-from tests.servers import AUTH_TOKEN, BIG_BODY_BYTES, Peers
+from tests.support.peers import AUTH_TOKEN, BIG_BODY_BYTES, Peers
+from tests.support.probing import UNUSED_AWS, RunProbe, make_target, samples_by_name, value
 
 
 def target(url: str, **extra: Any) -> Any:
@@ -161,7 +161,7 @@ async def test_timeout_names_the_phase(peers: Peers, run_probe: RunProbe) -> Non
 def peers_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The same peers in another process, so tracemalloc here sees only the prober."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers", str(tmp_path_factory.mktemp("elsewhere"))],
+        [sys.executable, "-m", "tests.support.peers", str(tmp_path_factory.mktemp("elsewhere"))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -469,6 +469,7 @@ async def test_the_connection_limit_holds_and_a_saturated_one_is_pool_timeout(
     slow = target(f"{peers.http}/slow?seconds=1.5", timeout="1s")
     loop = asyncio.get_running_loop()
     try:
+        # One context, so one deadline: the second probe's wait for the slot ends with it.
         ctx = ProbeContext(loop.time() + 1.0, resources={HTTP_CLIENTS: clients, AWS: UNUSED_AWS})
         first, second = await asyncio.gather(
             KINDS["http"].probe(slow, ctx), KINDS["http"].probe(slow, ctx)

@@ -10,8 +10,9 @@ import pytest
 from aiohttp import web
 
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
-from tests.aws import REGION, EcsStack, api_calls, by_operation, inject
-from tests.conftest import free_port, make_target, run_once, samples_by_name, value
+from tests.support.aws import REGION, EcsStack, api_calls, by_operation, inject
+from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
+from tests.support.processes import free_port
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ async def test_each_running_task_is_probed_at_its_address(
     stack.stop(stopped, "Scaling activity initiated by (deployment ecs-svc/1)")
     ids = {arn: arn.rsplit("/", 1)[-1] for arn in (healthy, broken)}
 
-    result = await run_once(discover_target(port), aws)
+    result = await ProbeRunner.once(discover_target(port), aws=aws)
 
     assert not result.success and result.reason == "http_status"
     assert f"1 of 2 tasks failing; task {ids[broken]} at 127.0.0.3" in result.detail
@@ -85,9 +86,9 @@ async def test_no_running_task_and_a_failed_discovery(
     stack.service("aep-api", desired=0)
     target = discover_target(port)
 
-    empty = await run_once(target, aws)
+    empty = await ProbeRunner.once(target, aws=aws)
     inject(aws.client(target.discover.ecs, "ecs"), "ListTasks", "AccessDeniedException", times=3)
-    denied = await run_once(target, aws)
+    denied = await ProbeRunner.once(target, aws=aws)
 
     assert empty.reason == "no_tasks"
     assert value(empty, "stackprobe_ecs_tasks_discovered") == 0
@@ -115,7 +116,7 @@ async def test_max_tasks_bounds_the_tasks_probed(
     for arn in arns:
         stack.set_address(arn, "127.0.0.2")
 
-    result = await run_once(discover_target(port, max_tasks=2), aws)
+    result = await ProbeRunner.once(discover_target(port, max_tasks=2), aws=aws)
 
     assert result.success, result.detail
     assert value(result, "stackprobe_ecs_tasks_discovered") == 3

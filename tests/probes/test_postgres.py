@@ -4,7 +4,8 @@ and throwaway clusters that are filled up, stopped and restarted."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import asyncpg
@@ -15,14 +16,15 @@ from stackprobe.exposition import Renderer
 from stackprobe.probe import ProbeResult
 from stackprobe.probes import KINDS
 from stackprobe.probes.postgres import STATES, Reason
-from tests.conftest import KeptStateRunner, make_target, samples_by_name
-from tests.datastores import (
+from tests.support.datastores import (
     PROBE_PASSWORD,
     PROBE_ROLE,
     ThrowawayCluster,
     ensure_probe_role,
     require_postgres,
 )
+from tests.support.probing import ProbeRunner, make_target, samples_by_name
+from tests.support.processes import free_port
 
 
 def pg_target(dsn: str, password: str = PROBE_PASSWORD, **extra: Any) -> Any:
@@ -64,16 +66,16 @@ async def end_sessions(admin: asyncpg.Connection, *databases: str) -> None:
 
 
 @pytest.fixture
-async def runner() -> AsyncIterator[Any]:
-    runners: list[KeptStateRunner] = []
+async def runner() -> AsyncIterator[Callable[[Any], ProbeRunner]]:
+    """Runners that keep their state across runs, closed when the test ends."""
+    async with AsyncExitStack() as stack:
 
-    def make(target: Any) -> KeptStateRunner:
-        runners.append(KeptStateRunner(target))
-        return runners[-1]
+        def make(target: Any) -> ProbeRunner:
+            made = ProbeRunner(target)
+            stack.push_async_callback(made.aclose)
+            return made
 
-    yield make
-    for each in runners:
-        await each.close()
+        yield make
 
 
 def by_db(result: ProbeResult, name: str) -> dict[tuple[str, ...], float]:
@@ -219,8 +221,6 @@ async def test_app_pools_are_exported_for_rules(admin: asyncpg.Connection, runne
 async def test_connection_failures(
     admin: asyncpg.Connection, runner: Any, setup: str, reason: Reason
 ) -> None:
-    from tests.conftest import free_port
-
     target = {
         "wrong_password": pg_target(probe_dsn(), password="CANARY-wrong-pw"),
         "missing_database": pg_target(probe_dsn("sp_no_such_db")),

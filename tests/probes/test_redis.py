@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -14,32 +15,34 @@ import trustme
 from stackprobe.probe import ProbeResult
 from stackprobe.probes import KINDS
 from stackprobe.probes.redis import Reason
-from tests.conftest import KeptStateRunner, make_target, samples_by_name
-from tests.datastores import RedisServer
+from tests.support.datastores import RedisServer
+from tests.support.polling import wait_until_async
+from tests.support.probing import ProbeRunner, make_target, samples_by_name
+from tests.support.processes import free_port
 
 PASSWORD = "CANARY-redis-4b8e2c"
 
 
 @pytest.fixture
-async def runner() -> AsyncIterator[Any]:
-    made: list[KeptStateRunner] = []
+async def runner() -> AsyncIterator[Callable[..., ProbeRunner]]:
+    """Runners that keep their state across runs, closed when the test ends."""
+    async with AsyncExitStack() as stack:
 
-    def make(url: str, password: str | None = None, **extra: Any) -> KeptStateRunner:
-        raw: dict[str, Any] = {
-            "name": "cache",
-            "kind": "redis",
-            "url": url,
-            "timeout": "1s",
-            **extra,
-        }
-        if password is not None:
-            raw["password"] = {"from_env": "REDIS_PASSWORD"}
-        made.append(KeptStateRunner(make_target(raw, {"REDIS_PASSWORD": password or ""})))
-        return made[-1]
+        def make(url: str, password: str | None = None, **extra: Any) -> ProbeRunner:
+            raw: dict[str, Any] = {
+                "name": "cache",
+                "kind": "redis",
+                "url": url,
+                "timeout": "1s",
+                **extra,
+            }
+            if password is not None:
+                raw["password"] = {"from_env": "REDIS_PASSWORD"}
+            made = ProbeRunner(make_target(raw, {"REDIS_PASSWORD": password or ""}))
+            stack.push_async_callback(made.aclose)
+            return made
 
-    yield make
-    for each in made:
-        await each.close()
+        yield make
 
 
 @pytest.fixture
@@ -203,8 +206,6 @@ async def test_rediss_with_a_private_ca(runner: Any, tmp_path: Path) -> None:
     leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    from tests.conftest import free_port
-
     tls = RedisServer(
         "--tls-port",
         str(free_port()),
@@ -228,8 +229,6 @@ async def test_rediss_with_a_private_ca(runner: Any, tmp_path: Path) -> None:
 
 
 async def test_refused_from_the_start(runner: Any) -> None:
-    from tests.conftest import free_port
-
     result = await runner(f"redis://127.0.0.1:{free_port()}/0").run()
 
     assert result.reason == Reason.CONNECTION_REFUSED
@@ -240,17 +239,23 @@ async def test_maxclients_reached_is_too_many_clients(runner: Any) -> None:
     import socket as sockets
 
     full = RedisServer("--maxclients", "1").start()
-    for _ in range(50):  # until the start-up check's own connection has gone
+
+    async def take_the_one_slot() -> sockets.socket | None:
+        """Refused while the start-up check's own connection is still there."""
         holder = sockets.create_connection(("127.0.0.1", full.port))
         holder.sendall(b"PING\r\n")
         if holder.recv(64) == b"+PONG\r\n":
-            break  # the one slot is taken
+            return holder
         holder.close()
-        await asyncio.sleep(0.05)
+        return None
+
     try:
-        result = await runner(full.url()).run()
+        holder = await wait_until_async(
+            take_the_one_slot, 2.5, what="the server's one client slot", interval=0.05
+        )
+        with holder:
+            result = await runner(full.url()).run()
     finally:
-        holder.close()
         full.stop()
 
     assert result.reason == Reason.TOO_MANY_CLIENTS, result.detail

@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
-from tests.aws import REGION, api_calls, by_operation
-from tests.conftest import make_target, run_once, samples_by_name, value
+from tests.support.aws import REGION, api_calls, by_operation
+from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 DAY = 86400
 
@@ -54,7 +54,7 @@ async def test_list_mode_pages_past_a_thousand_objects(
         {"name": "b", "kind": "s3", "buckets": ["rasters", "uploads"], "mode": "list"}
     )
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.success, result.detail
     assert value(result, "aws_s3_bucket_objects", "rasters") == 1500
@@ -74,7 +74,7 @@ async def test_list_mode_says_when_the_cap_cut_it_short(s3: Any, aws: AwsClients
         {"name": "b", "kind": "s3", "buckets": ["rasters"], "mode": "list", "max_objects": 1000}
     )
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert value(result, "aws_s3_bucket_objects", "rasters") == 1000
     assert value(result, "aws_s3_bucket_listing_truncated", "rasters") == 1
@@ -112,7 +112,7 @@ async def test_cloudwatch_mode_reads_the_newest_daily_figure(
         )
     target = make_target({"name": "b", "kind": "s3", "buckets": ["rasters", "uploads"]})
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.success, result.detail
     assert value(result, "aws_s3_bucket_size_bytes", "rasters", "StandardStorage") == 5000
@@ -126,7 +126,7 @@ async def test_cloudwatch_mode_reads_the_newest_daily_figure(
 async def test_a_missing_bucket(s3: Any, aws: AwsClients) -> None:
     target = make_target({"name": "b", "kind": "s3", "buckets": ["gone"], "mode": "list"})
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.reason == "not_found"
 
@@ -158,7 +158,7 @@ async def test_cloudwatch_mode_reads_each_storage_type(s3: Any, aws: AwsClients)
         }
     )
 
-    result = await run_once(target, aws)
+    result = await ProbeRunner.once(target, aws=aws)
 
     sizes = samples_by_name(result)["aws_s3_bucket_size_bytes"]
     assert sizes == {("rasters", "StandardStorage"): 10.0, ("rasters", "StandardIAStorage"): 90.0}

@@ -9,8 +9,8 @@ import boto3
 import pytest
 
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
-from tests.aws import REGION, api_calls, by_operation, inject
-from tests.conftest import KeptStateRunner, make_target, samples_by_name, value
+from tests.support.aws import REGION, api_calls, by_operation, inject
+from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
 @pytest.fixture
@@ -38,12 +38,9 @@ async def test_depth_redrive_and_dead_letter_queue(
     sqs.receive_message(QueueUrl=jobs, MaxNumberOfMessages=2, VisibilityTimeout=300)
     for i in range(3):
         sqs.send_message(QueueUrl=dlq, MessageBody=f"failed {i}")
-    runner = KeptStateRunner(queues_target("jobs", "no-dlq"), aws)
-    try:
+    async with ProbeRunner(queues_target("jobs", "no-dlq"), aws=aws) as runner:
         result = await runner.run()
         await runner.run()
-    finally:
-        await runner.close()
 
     assert result.success, result.detail
     assert value(result, "aws_sqs_messages_visible", "jobs") == 5
@@ -63,11 +60,7 @@ async def test_depth_redrive_and_dead_letter_queue(
 
 
 async def test_a_missing_queue(sqs: Any, aws: AwsClients) -> None:
-    runner = KeptStateRunner(queues_target("nope"), aws)
-    try:
-        result = await runner.run()
-    finally:
-        await runner.close()
+    result = await ProbeRunner.once(queues_target("nope"), aws=aws)
 
     assert result.reason == "not_found"
     assert "nope" in result.detail or "NonExistentQueue" in result.detail
@@ -77,11 +70,7 @@ async def test_access_denied_names_the_sqs_action(sqs: Any, aws: AwsClients) -> 
     sqs.create_queue(QueueName="jobs")
     target = queues_target("jobs")
     inject(aws.client(target, "sqs"), "GetQueueAttributes", "AccessDenied", status=403, times=3)
-    runner = KeptStateRunner(target, aws)
-    try:
-        result = await runner.run()
-    finally:
-        await runner.close()
+    result = await ProbeRunner.once(target, aws=aws)
 
     assert result.reason == "access_denied"
     assert "sqs:GetQueueAttributes" in result.detail
@@ -96,11 +85,7 @@ async def test_a_deleted_dead_letter_queue_keeps_the_depth(sqs: Any, aws: AwsCli
     jobs = sqs.create_queue(QueueName="jobs", Attributes={"RedrivePolicy": policy})["QueueUrl"]
     sqs.send_message(QueueUrl=jobs, MessageBody="job")
     sqs.delete_queue(QueueUrl=dlq)
-    runner = KeptStateRunner(queues_target("jobs"), aws)
-    try:
-        result = await runner.run()
-    finally:
-        await runner.close()
+    result = await ProbeRunner.once(queues_target("jobs"), aws=aws)
 
     assert result.reason == "not_found" and "jobs -> jobs-dlq" in result.detail
     assert value(result, "aws_sqs_messages_visible", "jobs") == 1  # the page-worthy signal stays

@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, free_port, require_binary
+from tests.support.polling import wait_port
+from tests.support.processes import IN_CI, free_port, require_binary
 
 # The role scripts/setup.sh creates in the Debian cluster.
 ADMIN_DSN = os.environ.get(
@@ -60,17 +60,6 @@ def pg_bin(name: str) -> str:
 def _as_postgres(args: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root; as root, run its tools as the postgres user."""
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
-def wait_port(port: int, up: bool = True, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if (sock.connect_ex(("127.0.0.1", port)) == 0) == up:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not go {'up' if up else 'down'} within {timeout}s")
 
 
 class ThrowawayCluster:

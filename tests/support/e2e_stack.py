@@ -34,8 +34,8 @@ import yaml
 
 from stackprobe.demo import world
 from stackprobe.durations import format_duration, parse_duration
-from tests.conftest import free_port, require_binary, stop
-from tests.datastores import (
+from tests.support.alerting import RULE_FILES, example_config
+from tests.support.datastores import (
     PROBE_PASSWORD,
     PROBE_ROLE,
     RedisServer,
@@ -43,9 +43,9 @@ from tests.datastores import (
     ensure_probe_role,
     pg_bin,
 )
-from tests.test_alertmanager_live import example_config
+from tests.support.polling import wait_http, wait_until
+from tests.support.processes import free_port, require_binary, stop
 
-ROOT = Path(__file__).parent.parent.parent
 SPEED = 60
 DATABASE = "aep_e2e"
 # Small enough for db-too-many-clients to fill: the app's warmed pools (10), stackprobe's own
@@ -75,7 +75,7 @@ def faster_expr(expr: str) -> str:
 def faster_rules(out: Path) -> list[Path]:
     out.mkdir()
     written = []
-    for path in sorted((ROOT / "alert_rules").glob("*.rules.yml")):
+    for path in RULE_FILES:
         document = yaml.safe_load(path.read_text())
         for group in document["groups"]:
             for rule in group["rules"]:
@@ -156,8 +156,8 @@ class E2E:
             self.bystander_socket.close()
         self.bystander_socket = socket.create_connection(("127.0.0.1", self.redis.port), timeout=5)
         self.bystander_command("CLIENT SETNAME bystander")
-        self.bystander = wait(
-            "the bystander's connection", lambda: bystander_id(self.redis), 10, []
+        self.bystander = wait_until(
+            lambda: bystander_id(self.redis), 10, what="the bystander's connection", interval=0.5
         )
 
     def bystander_command(self, command: str) -> None:
@@ -181,17 +181,6 @@ class E2E:
         return result
 
 
-def wait(what: str, check: Any, timeout: float, logs: list[Path]) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
-    raise AssertionError(f"waited {timeout:.0f}s for {what}\n{tails}")
-
-
 def bystander_id(redis: RedisServer) -> str:
     """The CLIENT ID of the connection named `bystander`, or "" when it is gone."""
     for line in redis.cli("CLIENT", "LIST").splitlines():
@@ -199,20 +188,6 @@ def bystander_id(redis: RedisServer) -> str:
         if fields.get("name") == "bystander":
             return fields["id"]
     return ""
-
-
-def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{url} exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer:\n{log.read_text()[-3000:]}")
 
 
 def _spawn(
@@ -349,9 +324,9 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
         )
         e2e.connect_bystander()
         stack.callback(lambda: e2e.bystander_socket and e2e.bystander_socket.close())
-        _ready(f"http://{demo}/metrics", demo_process, logs[0])
-        _ready(f"{e2e.alertmanager}/-/ready", am_process, logs[2])
-        _ready(f"{e2e.prometheus}/-/ready", prometheus_process, logs[1])
+        wait_http(f"http://{demo}/metrics", 60, process=demo_process, logs=logs[:1])
+        wait_http(f"{e2e.alertmanager}/-/ready", 60, process=am_process, logs=logs[2:])
+        wait_http(f"{e2e.prometheus}/-/ready", 60, process=prometheus_process, logs=logs[1:2])
         yield e2e, logs
 
 

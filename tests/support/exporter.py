@@ -6,17 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
+from tests.support.polling import wait_http, wait_until
+from tests.support.processes import free_port, stop
 
 
 @dataclass
@@ -37,13 +37,33 @@ class Exporter:
         families = text_string_to_metric_families(self.get("/metrics").text)
         return {family.name: family.samples for family in families}
 
+    def until(self, what: str, condition: Callable[[], Any], timeout: float = 15) -> None:
+        """Wait for what this exporter shows, failing with the end of its log."""
+        wait_until(condition, timeout, what=what, logs=[self.log_path])
+
     def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.get("/-/ready").status_code == 200:
-                return
-            time.sleep(0.2)
-        pytest.fail(f"not ready after {timeout}s: {self.get('/-/ready').text}\n{self.logs()}")
+        wait_until(
+            lambda: self.get("/-/ready").status_code == 200,
+            timeout,
+            what=lambda: f"/-/ready to answer 200; it says: {self.get('/-/ready').text}",
+            logs=[self.log_path],
+        )
+
+
+def stackprobe_run(config: Path, port: int, *flags: str) -> list[str]:
+    """The command line of `stackprobe run` on `config`, listening on a loopback `port`, as
+    the tests and the benchmarks start it."""
+    return [
+        sys.executable,
+        "-m",
+        "stackprobe",
+        "run",
+        "--config",
+        str(config),
+        "--listen",
+        f"127.0.0.1:{port}",
+        *flags,
+    ]
 
 
 def start_exporter(tmp: Path, config: dict[str, Any] | str, env: dict[str, str]) -> Exporter:
@@ -53,36 +73,19 @@ def start_exporter(tmp: Path, config: dict[str, Any] | str, env: dict[str, str])
     log_path = tmp / "stackprobe.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stackprobe",
-            "run",
-            "--config",
-            str(config_path),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-format",
-            "json",
-            "--log-level",
-            "debug",
-        ],
+        stackprobe_run(config_path, port, "--log-format", "json", "--log-level", "debug"),
         stdout=subprocess.DEVNULL,
         stderr=log_file,
         env={**os.environ, **env},
     )
     exporter = Exporter(f"http://127.0.0.1:{port}", process, log_path, config_path, log_file)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if exporter.get("/-/healthy").status_code == 200:
-                return exporter
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"stackprobe exited {process.returncode}:\n{exporter.logs()}")
-        time.sleep(0.1)
-    pytest.fail(f"stackprobe did not answer:\n{exporter.logs()}")
+    try:
+        wait_http(f"{exporter.url}/-/healthy", 20, process=process, logs=[log_path], interval=0.1)
+    except BaseException:
+        stop(process)  # a failed start leaves no process running and no file open
+        log_file.close()
+        raise
+    return exporter
 
 
 def stop_exporter(exporter: Exporter) -> None:
@@ -90,12 +93,3 @@ def stop_exporter(exporter: Exporter) -> None:
     code = exporter.process.wait(timeout=20)
     exporter.log_file.close()
     assert code == 0, exporter.logs()
-
-
-def wait_for(condition: Any, exporter: Exporter, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"condition not met in {timeout}s:\n{exporter.logs()}")

@@ -1,6 +1,7 @@
 """The incidents the end-to-end test plays: for each, the demo's fault, the alerts it must fire
 with their labels, what they must mute, and what the page must say. docs/alerts.md names the
-incident that proves each P0 and P1 alert, and tests/test_alert_rules.py checks it here."""
+incident that proves each P0 and P1 alert, and tests/test_alert_rules.py checks it here;
+tests/e2e/test_incidents.py plays them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stackprobe.demo import world
-from tests.e2e.stack import E2E, bystander_id, wait
+from tests.support.e2e_stack import E2E, bystander_id
+from tests.support.polling import wait_until
 
 RUNBOOK = "https://github.com/stackprobe/stackprobe/blob/main/docs/runbook.md"
 RECEIVERS = {
@@ -77,7 +79,12 @@ def warmed_pool_is_quiet(e2e: E2E, on: bool) -> None:
     """The backend's warmed pools, 10 idle connections, fill the pools' capacity but page no
     one: idle connections are not checked out."""
     idle = 'pg_stat_activity_count{target="aep-db",state="idle"} >= 10'
-    wait("the warmed pools' idle connections", lambda: e2e.query(idle), FIRE_WITHIN, [])
+    wait_until(
+        lambda: e2e.query(idle),
+        FIRE_WITHIN,
+        what="the warmed pools' idle connections",
+        interval=0.5,
+    )
     # longer than the rule's `for`, on the test's clock
     time.sleep(8)
     assert not e2e.query('ALERTS{alertname="PostgresAppPoolExhausted"}')

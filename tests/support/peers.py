@@ -22,6 +22,8 @@ from pathlib import Path
 import trustme
 from aiohttp import web
 
+from tests.support.processes import free_port
+
 HEALTHY = {"status": "ok", "db": True, "redis": True}
 REDIS_DOWN = {"status": "fail", "db": True, "redis": False}
 NESTED = {"status": "fail", "checks": {"redis": {"status": "fail"}, "db": {"status": "ok"}}}
@@ -247,12 +249,6 @@ async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PeerServers:
     """Starts every peer on a private loop in a daemon thread; `stop()` ends them."""
 
@@ -312,7 +308,7 @@ class PeerServers:
         self.peers.garbage_port = await self._raw(_garbage)
         self.peers.close_port = await self._raw(_close)
         self.peers.short_body_port = await self._raw(_short_body)
-        self.peers.closed_port = _free_port()
+        self.peers.closed_port = free_port()
         self.peers.blackhole_port = self._blackhole()
 
     def _blackhole(self) -> int:
@@ -340,7 +336,7 @@ class PeerServers:
 
 
 def main() -> None:
-    """`python -m tests.servers DIR`: serve every peer until stdin closes; print where first.
+    """`python -m tests.support.peers DIR`: serve every peer until stdin closes; print where first.
 
     For tests that measure the prober's own memory, which peers in the same process would
     muddy (tracemalloc sees every thread).
