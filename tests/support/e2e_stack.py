@@ -331,12 +331,14 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
 
 
 def timing(config: dict[str, Any]) -> None:
-    """The example's waits, shorter: a group waits 5 s (long enough for a cause that fires
-    in the same second as its symptom to mute it) and repeats changes every 2 s."""
+    """The example's waits, shorter: a group waits 10 s, as the example's pager routes do
+    (here a minute of `for` is a second, but a cause is still seen seconds after its symptom
+    when their probes run apart: the wait lets it mute the symptom), and repeats changes
+    every 2 s."""
     route = config["route"]
     for node in [route, *route.get("routes", ())]:
         if "group_wait" in node:
-            node["group_wait"] = "5s"
+            node["group_wait"] = "10s"
         if "group_interval" in node:
             node["group_interval"] = "2s"
     route.setdefault("group_interval", "2s")
