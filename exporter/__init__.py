@@ -1,6 +1,6 @@
 """stackprobe: a Prometheus exporter and synthetic prober for web stacks on AWS ECS Fargate.
 
-The public surface for probe kinds is the probe contract (`stackprobe.probe`) and the target
+The public surface for probe kinds is the probe contract (`stackprobe.contract`) and the target
 config base (`stackprobe.target`); everything else is the exporter's own machinery.
 """
 

@@ -19,8 +19,8 @@ from typing import Any
 import structlog
 
 from stackprobe.config import Config, ConfigError, load_config
+from stackprobe.contract import MetricSpec, ProbeKind
 from stackprobe.exposition import CORE_METRICS, Exposition
-from stackprobe.probe import MetricSpec, ProbeKind
 from stackprobe.resource import ResourceEnv, Shared, declared
 from stackprobe.results import ResultStore
 from stackprobe.scheduler import GRACE_SECONDS, Scheduler

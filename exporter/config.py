@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from stackprobe.contract import ProbeKind
 from stackprobe.durations import Duration, format_duration
 from stackprobe.exposition import CORE_METRICS
-from stackprobe.probe import ProbeKind
 from stackprobe.resource import Shared, declared
 from stackprobe.secrets import SecretRef, collect_secrets
 from stackprobe.target import TargetConfig

@@ -23,7 +23,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
-from stackprobe.probe import CoreReason, MetricSpec, ProbeResult, Sample
+from stackprobe.contract import CoreReason, MetricSpec, ProbeResult, Sample
 from stackprobe.results import ResultStore, TargetResult
 
 if TYPE_CHECKING:

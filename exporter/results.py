@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from stackprobe.probe import ProbeResult
+from stackprobe.contract import ProbeResult
 
 
 @dataclass(frozen=True, slots=True)

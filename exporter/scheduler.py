@@ -18,8 +18,8 @@ from typing import Any
 
 import structlog
 
+from stackprobe.contract import CoreReason, ProbeContext, ProbeKind, ProbeResult
 from stackprobe.exposition import Exposition
-from stackprobe.probe import CoreReason, ProbeContext, ProbeKind, ProbeResult
 from stackprobe.resource import Shared
 from stackprobe.results import TargetResult
 from stackprobe.selfmetrics import SelfMetrics

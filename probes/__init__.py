@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stackprobe.probe import ProbeKind
+from stackprobe.contract import ProbeKind
 from stackprobe.probes import alb, cloudwatch, dns, ecs_service, http, postgres, redis, s3, sqs
 
 KINDS: Mapping[str, ProbeKind[Any]] = {

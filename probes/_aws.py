@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from stackprobe.probe import ProbeContext, ProbeResult, Sample
+from stackprobe.contract import ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeResult, Sample
+from stackprobe.contract import MetricSpec, ProbeContext, ProbeResult, Sample
 from stackprobe.probes._aws import batches, gather_all
 from stackprobe.probes._aws_api import AWS, AwsAccess, AwsCallError
 

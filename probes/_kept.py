@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from stackprobe.probe import ProbeContext, ProbeResult
+from stackprobe.contract import ProbeContext, ProbeResult
 from stackprobe.target import TargetConfig
 
 # Longest pause, whatever the interval.

@@ -31,7 +31,7 @@ import dns.resolver
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.target import TargetConfig
 
 

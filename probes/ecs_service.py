@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.probes._aws import AwsState, Reason, batches, gather_all, measured
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probes._ecs_tasks import describe_tasks, task_arns

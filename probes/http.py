@@ -46,8 +46,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.durations import Duration
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.probes._aws_api import AWS
 from stackprobe.probes._components import components
 from stackprobe.probes._ecs_tasks import METRICS as TASK_METRICS

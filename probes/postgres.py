@@ -30,8 +30,8 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.durations import Duration
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes.ecs_service import EcsServiceTarget
 from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal

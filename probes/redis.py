@@ -30,7 +30,7 @@ from pydantic import field_validator
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.probe import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
 from stackprobe.probes._aws import AwsState, Reason, gather_all, measured, metric_data
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsTarget
 from stackprobe.target import UniqueNames

@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from stackprobe.config import Defaults
+from stackprobe.contract import CoreReason
 from stackprobe.durations import format_duration
 from stackprobe.exposition import CORE_METRICS
-from stackprobe.probe import CoreReason
 from stackprobe.probes import KINDS
 from stackprobe.probes._aws_api import AWS, AwsAccess, AwsSettings, AwsTarget
 from stackprobe.probes._ecs_tasks import EcsDiscovery

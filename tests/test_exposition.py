@@ -9,6 +9,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackprobe.app import all_metric_specs
+from stackprobe.contract import MetricSpec, ProbeResult
 from stackprobe.exposition import (
     CORE_METRICS,
     Exposition,
@@ -17,7 +18,6 @@ from stackprobe.exposition import (
     _family,
     core_samples,
 )
-from stackprobe.probe import MetricSpec, ProbeResult
 from stackprobe.probes import KINDS
 from stackprobe.probes.http import HEALTH_COMPONENT_UP, PROBE_HTTP_STATUS_CODE, Reason
 from stackprobe.results import ResultStore, TargetResult

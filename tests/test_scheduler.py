@@ -10,8 +10,8 @@ from typing import Any, Literal
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stackprobe.contract import CoreReason, MetricSpec, ProbeContext, ProbeKind, ProbeResult
 from stackprobe.exposition import CORE_METRICS, Exposition
-from stackprobe.probe import CoreReason, MetricSpec, ProbeContext, ProbeKind, ProbeResult
 from stackprobe.results import ResultStore
 from stackprobe.scheduler import GRACE_SECONDS, Scheduler, phase_fraction
 from stackprobe.selfmetrics import SelfMetrics

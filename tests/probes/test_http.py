@@ -460,7 +460,7 @@ async def test_the_connection_limit_holds_and_a_saturated_one_is_pool_timeout(
 ) -> None:
     """One slot, two probes of a slow endpoint: the second waits its whole deadline for the
     slot and says so. Every connection is closed and its slot free afterwards."""
-    from stackprobe.probe import ProbeContext
+    from stackprobe.contract import ProbeContext
     from stackprobe.probes import KINDS
     from stackprobe.probes._aws_api import AWS
     from stackprobe.probes._http_clients import HTTP_CLIENTS, FreshConnections, HttpClients

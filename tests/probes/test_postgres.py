@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from stackprobe.app import all_metric_specs
+from stackprobe.contract import ProbeResult
 from stackprobe.exposition import Renderer
-from stackprobe.probe import ProbeResult
 from stackprobe.probes import KINDS
 from stackprobe.probes.postgres import STATES, Reason
 from tests.support.datastores import (

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trustme
 
-from stackprobe.probe import ProbeResult
+from stackprobe.contract import ProbeResult
 from stackprobe.probes import KINDS
 from stackprobe.probes.redis import Reason
 from tests.support.datastores import RedisServer

@@ -10,7 +10,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from stackprobe.config import parse_config
-from stackprobe.probe import ProbeContext, ProbeResult
+from stackprobe.contract import ProbeContext, ProbeResult
 from stackprobe.probes import KINDS
 from stackprobe.probes._aws_api import AWS, AwsClients, AwsMetrics, AwsSettings
 from stackprobe.probes._http_clients import HTTP_CLIENTS, HttpClients
