@@ -449,7 +449,10 @@ def test_every_p0_and_p1_of_a_runbook_row_is_proven_by_an_e2e_incident() -> None
     incidents = {incident.name: incident for incident in INCIDENTS}
     rows = proof_table()
     by_name = {alert.name: alert for alert in ALERTS}
-    signals = (ROOT.parent / "shared" / "RUNBOOK_SIGNALS.md").read_text()
+    # The runbook-signal table beside the seeds, where this checkout has it (as SEEDS);
+    # a clone on its own checks the rows against docs/alerts.md and the rules alone.
+    signals_path = SEEDS.parent / "RUNBOOK_SIGNALS.md"
+    signals = signals_path.read_text() if signals_path.is_file() else None
     assert rows
     for row, heading, name, priority, proof in rows:
         assert name in by_name, f"row {row}: no alert {name}"
@@ -463,7 +466,7 @@ def test_every_p0_and_p1_of_a_runbook_row_is_proven_by_an_e2e_incident() -> None
             assert f" {title}" in seed.read_text(), (
                 f"row {row}: no heading {title!r} in {seed.name}"
             )
-        if f"\n| {row} |" not in signals and (ROOT.parent / "shared").is_dir():
+        if signals is not None and f"\n| {row} |" not in signals:
             pytest.fail(f"row {row} is not a row of RUNBOOK_SIGNALS.md")
         named = re.findall(r"`([\w-]+)`", proof)
         if priority in ("P0", "P1"):
