@@ -18,7 +18,7 @@ wall time and RSS, then the floors from the issue.
     .venv/bin/python bench/datastores_vs_exporters.py --cycles 20
 """
 
-# ruff: noqa: ASYNC210, ASYNC220, ASYNC251  (a driver script: blocking here is deliberate)
+# ruff: noqa: ASYNC210, ASYNC220  (a driver script: blocking here is deliberate)
 from __future__ import annotations
 
 import argparse
@@ -37,7 +37,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 import yaml
-from processes import binary, free_port, rss_mib, stackprobe_run, wait_http
+from processes import RedisServer, binary, free_port, rss_mib, stackprobe_run, wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 ADMIN_DSN = os.environ.get(
@@ -250,22 +250,8 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=10)
     args = parser.parse_args()
-    redis_port = free_port()
-    redis_server = subprocess.Popen(
-        [
-            binary("redis-server"),
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
+    redis_server = RedisServer().start()  # one of the bench's own, as the tests start theirs
+    redis_port = redis_server.port
     servers = await Servers.prepare(redis_port)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -290,7 +276,7 @@ async def main() -> int:
     finally:
         await servers.admin.close()
         await servers.redis.aclose()
-        redis_server.terminate()
+        redis_server.stop()
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M')}  {args.cycles} cycles each, one after the other; "
         f"PostgreSQL {await _pg_version()}, Redis {_redis_version()}"

@@ -12,10 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import polling  # noqa: E402
+from tests.support.datastores import RedisServer  # noqa: E402
 from tests.support.exporter import stackprobe_run  # noqa: E402
 from tests.support.processes import free_port  # noqa: E402
 
-__all__ = ["binary", "free_port", "rss_mib", "stackprobe_run", "wait_http"]
+__all__ = ["RedisServer", "binary", "free_port", "rss_mib", "stackprobe_run", "wait_http"]
 
 
 def binary(name: str) -> str:
