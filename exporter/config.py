@@ -260,7 +260,11 @@ class _Loader:
         try:
             self.root = yaml.compose(self.text, Loader=yaml.SafeLoader)
             if self.root is not None:
-                self._duplicate_keys(self.root, ())
+                size = _expanded_size(self.root, {})
+                if size > MAX_EXPANDED_VALUES:
+                    self.problems.append(Problem(self.source, 0, "", _too_big(size)))
+                    raise ConfigError(self.problems)
+                self._duplicate_keys(self.root, (), set())
             return yaml.safe_load(self.text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
@@ -272,7 +276,11 @@ class _Loader:
             self.problems.append(Problem(self.source, 0, "", f"invalid YAML: {exc}"))
         raise ConfigError(self.problems)
 
-    def _duplicate_keys(self, node: yaml.Node, loc: Loc) -> None:
+    def _duplicate_keys(self, node: yaml.Node, loc: Loc, seen_nodes: set[int]) -> None:
+        """Each node once: an alias names a node already walked where its anchor is."""
+        if id(node) in seen_nodes:
+            return
+        seen_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
             for key_node, value_node in node.value:
@@ -290,10 +298,10 @@ class _Loader:
                         )
                     )
                 seen.setdefault(key, key_node.start_mark.line + 1)
-                self._duplicate_keys(value_node, (*loc, key))
+                self._duplicate_keys(value_node, (*loc, key), seen_nodes)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                self._duplicate_keys(item, (*loc, index))
+                self._duplicate_keys(item, (*loc, index), seen_nodes)
 
     def _target(self, index: int, raw: Any, defaults: Defaults) -> TargetConfig | None:
         loc: Loc = ("targets", index)
@@ -422,6 +430,36 @@ class _Loader:
                 break
         chosen = key_node if key and key_node is not None else node
         return chosen.start_mark.line + 1 if chosen is not None else 0
+
+
+# Values the file holds once every alias is expanded. A config of 20,000 targets holds about
+# a million; an alias bomb (each anchor listing the previous one nine times, eight deep: a
+# few hundred bytes) holds hundreds of millions, which validating, hashing or comparing
+# would walk one by one, for minutes, on every reload.
+MAX_EXPANDED_VALUES = 5_000_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values the node holds with its aliases expanded, counting each distinct node
+    once (`sizes`), so a bomb is measured in time linear in its text."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    sizes[id(node)] = size
+    return size
+
+
+def _too_big(size: int) -> str:
+    return (
+        f"the YAML expands to {size:,} values through its aliases (`&anchor` / `*anchor`), "
+        f"more than the {MAX_EXPANDED_VALUES:,} a config may hold: an alias repeated inside "
+        "aliases multiplies; write the values out, or use fewer levels of aliases"
+    )
 
 
 def _kind_labels(kind: ProbeKind[Any]) -> set[str]:

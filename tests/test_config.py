@@ -244,3 +244,42 @@ def test_a_secret_url_that_does_not_parse_is_never_echoed(
     assert str(caught.value) == f"c.yml:1: targets[0].{key}: {message}"
     for fragment in ("CANARY", "frag", "ment", "x@"):
         assert fragment not in str(caught.value)
+
+
+def alias_bomb(levels: int, indent: str = "") -> str:
+    """Each anchor lists the one before it nine times: a few hundred bytes, 9**levels values."""
+    lines = [f"{indent}- &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{indent}- &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("where", ["top", "expect_json"])
+def test_an_alias_bomb_is_refused_at_once_with_what_to_do(where: str) -> None:
+    """Anywhere in the file: validating, hashing or comparing it would walk every value."""
+    if where == "top":
+        text = f"targets: []\nx:\n{alias_bomb(9, '  ')}\n"
+    else:
+        text = (
+            "targets:\n  - {name: api, kind: http, url: 'http://127.0.0.1/health'}\n"
+            "  - name: ready\n    kind: http\n    url: http://127.0.0.1/health/ready\n"
+            f"    expect_json:\n      - path: a\n        equals:\n{alias_bomb(9, '          ')}\n"
+        )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "bomb.yml", KINDS, {})
+
+    message = str(caught.value)
+    assert message.startswith("bomb.yml: the YAML expands to ")
+    assert "more than the 5,000,000 a config may hold" in message
+
+
+def test_aliases_that_stay_small_still_load() -> None:
+    text = """
+targets:
+  - &api {name: api, kind: http, url: 'http://127.0.0.1/health/live', labels: &l {service: api}}
+  - {<<: *api, name: api-ready, url: 'http://127.0.0.1/health/ready', labels: *l}
+"""
+    config = parse_config(text, "c.yml", KINDS, {})
+
+    assert [t.name for t in config.targets] == ["api", "api-ready"]
+    assert [t.labels for t in config.targets] == [{"service": "api"}] * 2
