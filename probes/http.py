@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal
 
 import h11
@@ -60,7 +61,14 @@ from stackprobe.probes._http_body import (
 )
 from stackprobe.probes._http_clients import HTTP_CLIENTS
 from stackprobe.probes._tls import TLSConfig
-from stackprobe.secrets import SecretRef, StrOrSecret, reveal, unresolved
+from stackprobe.secrets import (
+    Redactor,
+    SecretRef,
+    StrOrSecret,
+    collect_secrets,
+    reveal,
+    unresolved,
+)
 from stackprobe.target import Regex, TargetConfig
 
 # A credential in one of these headers must come from env or file, never the config text.
@@ -285,6 +293,11 @@ class HttpTarget(TargetConfig):
         # match on `service` need no relabeling for them.
         service = {"service": self.discover.ecs.service} if self.discover is not None else {}
         return {"role": self.inferred_role(), **service}
+
+    @cached_property
+    def secret_scrubber(self) -> Redactor:
+        """Finds this target's secrets, in every form they travel in, in what it received."""
+        return Redactor(collect_secrets(self))
 
     def url_text(self) -> str:
         if self.url is None:
@@ -589,9 +602,13 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
     needed = _needs_body(target)
     doc = None if body.too_large else _parse_json(target, body)
     if doc is not None and not isinstance(doc, _Invalid) and target.health_components:
-        seen.components, seen.components_dropped = components(
+        found, seen.components_dropped = components(
             doc, target.max_health_components, target.ignore_components
         )
+        # A component name is a label value: one that carries a secret of the target (a
+        # server echoing the request's Authorization as a key) is left out, never exported.
+        scrub = target.secret_scrubber
+        seen.components = {name: up for name, up in found.items() if scrub(name) == name}
     if not target.status_ok(seen.status):
         expected = ", ".join(map(str, target.expect_status)) or "2xx"
         down = sorted(name for name, up in seen.components.items() if not up)
