@@ -94,6 +94,10 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
     async def plain(request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
 
+    async def reflect_auth(request: web.Request) -> web.Response:
+        """A hostile health page: the request's Authorization comes back as a component."""
+        return await _json(request, {request.headers.get("Authorization", ""): True, "db": True})
+
     async def hang(request: web.Request) -> web.StreamResponse:
         count("hang")
         await asyncio.sleep(3600)
@@ -198,6 +202,7 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
         "/redis-down": redis_down,
         "/nested": nested,
         "/plain": plain,
+        "/reflect-auth": reflect_auth,
         "/hang": hang,
         "/trickle": trickle,
         "/big": big,
