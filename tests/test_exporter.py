@@ -281,6 +281,35 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(peers: Peers, tmp_p
         stop_exporter(exporter)
 
 
+def test_an_alias_bomb_by_sighup_is_refused_and_the_next_reload_works(
+    peers: Peers, tmp_path: Path
+) -> None:
+    """A few hundred bytes of nested aliases (490 million values) once wedged reloading:
+    now the reload fails at once, /metrics keeps answering, and a good reload follows."""
+    good = {"targets": [{"name": "ok", "kind": "http", "url": f"{peers.http}/ok"}]}
+    exporter = start_exporter(tmp_path, good, {})
+    try:
+        exporter.wait_ready()
+        anchors = ["  - &l0 [x, x, x, x, x, x, x, x, x]"]
+        anchors += [f"  - &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 9)]
+        exporter.config_path.write_text("targets: []\nbomb:\n" + "\n".join(anchors) + "\n")
+        exporter.process.send_signal(signal.SIGHUP)
+        exporter.until(
+            "the bomb's reload to fail",
+            lambda: exporter.metrics()["stackprobe_config_last_reload_successful"][0].value == 0,
+        )
+        assert "values through its aliases" in exporter.get("/").text
+        assert exporter.get("/metrics").status_code == 200
+
+        exporter.config_path.write_text(yaml.safe_dump(good))
+        refused_or_not = httpx.post(exporter.url + "/-/reload", timeout=10)
+
+        assert refused_or_not.status_code == 200, refused_or_not.text
+        assert exporter.metrics()["stackprobe_config_last_reload_successful"][0].value == 1
+    finally:
+        stop_exporter(exporter)
+
+
 def test_a_bad_config_at_start_exits_2_with_every_problem(tmp_path: Path) -> None:
     config = tmp_path / "bad.yml"
     config.write_text("targets:\n  - name: a\n    kind: htp\n  - name: a\n    kind: dns\n")
