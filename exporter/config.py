@@ -30,10 +30,12 @@ from stackprobe.contract import ProbeKind
 from stackprobe.durations import Duration, format_duration
 from stackprobe.exposition import CORE_METRICS
 from stackprobe.resource import Shared, declared
-from stackprobe.secrets import SecretRef, collect_secrets
+from stackprobe.secrets import SecretRef, collect_secrets, read_capped
 from stackprobe.target import TargetConfig
 
 Loc = tuple[str | int, ...]
+# A config of 20,000 targets is about 2 MiB of YAML.
+CONFIG_MAX_BYTES = 16 * 1024 * 1024
 
 
 class Defaults(BaseModel):
@@ -119,8 +121,8 @@ def load_config(
     checking a config where its secrets are not); such a config must never be run."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_capped(Path(path), CONFIG_MAX_BYTES)
+    except (OSError, ValueError) as exc:  # ValueError: too large, or not UTF-8
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
             [Problem(source, 0, "", f"cannot read the config file: {reason}")]

@@ -89,12 +89,18 @@ class SecretRef(BaseModel):
             assert self.from_file is not None
             path = resolve_path(self.from_file, info)
             try:
-                value = path.read_text(encoding="utf-8").rstrip("\r\n")
+                value = read_capped(path, SECRET_FILE_MAX_BYTES).rstrip("\r\n")
             except OSError as exc:
                 return PydanticCustomError(
                     "secret_file_unreadable",
                     "cannot read secret file {path}: {error}; check the path and its permissions",
                     {"path": str(path), "error": exc.strerror or type(exc).__name__},
+                )
+            except ValueError as exc:  # too large, or not UTF-8 text
+                return PydanticCustomError(
+                    "secret_file_unusable",
+                    "cannot use secret file {path}: {error}; a secret file holds one value",
+                    {"path": str(path), "error": str(exc).split(":")[0][:80]},
                 )
         if not value:
             return PydanticCustomError(
@@ -125,6 +131,19 @@ class SecretRef(BaseModel):
         return f"SecretRef({self.source()})"
 
     __str__ = __repr__
+
+
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
+def read_capped(path: Path, limit: int) -> str:
+    """A file's UTF-8 text, refused past `limit` bytes with a ValueError, so a path named by
+    mistake (/dev/zero, a log) fails with a sentence instead of taking all the memory."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit // 1024:,} KiB")
+    return data.decode("utf-8")
 
 
 def resolve_path(path: Path, info: ValidationInfo) -> Path:

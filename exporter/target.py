@@ -97,7 +97,7 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
             {"count": len(value), "most": MAX_LABELS},
         )
     for name, text in value.items():
-        if not _LABEL_NAME.match(name) or name.startswith("__"):
+        if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
             raise PydanticCustomError(
                 "label_name",
                 "{found} is not a Prometheus label name: use letters, digits and _, not "
@@ -110,7 +110,7 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
                 "label {name} is reserved: {why}",
                 {"name": name, "why": RESERVED_LABELS[name], "entry": name},
             )
-        if not isinstance(text, str) or not _LABEL_VALUE.match(text):
+        if not isinstance(text, str) or not _LABEL_VALUE.fullmatch(text):
             raise PydanticCustomError(
                 "label_value",
                 "the value of label {name} must be 1-128 printable ASCII characters",
@@ -148,7 +148,8 @@ class TargetConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _label_safe_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        # fullmatch: `$` would let a trailing newline through
+        if not _NAME.fullmatch(value):
             raise PydanticCustomError(
                 "target_name",
                 "{found} is not a usable target name: it becomes the `target` label, so use "

@@ -283,3 +283,29 @@ targets:
 
     assert [t.name for t in config.targets] == ["api", "api-ready"]
     assert [t.labels for t in config.targets] == [{"service": "api"}] * 2
+
+
+def test_a_file_that_never_ends_is_refused_not_read_into_memory() -> None:
+    with pytest.raises(ConfigError) as config:
+        load_config("/dev/zero", KINDS)
+    with pytest.raises(ConfigError) as secret:
+        parse_config(
+            "targets: [{name: a, kind: http, url: 'http://h/', "
+            "headers: {X-Token: {from_file: /dev/zero}}}]",
+            "c.yml",
+            KINDS,
+            environ={},
+        )
+
+    assert (
+        str(config.value) == "/dev/zero: cannot read the config file: it is larger than 16,384 KiB"
+    )
+    assert str(secret.value) == (
+        "c.yml:1: targets[0].headers.X-Token: cannot use secret file /dev/zero: it is larger "
+        "than 64 KiB; a secret file holds one value"
+    )
+
+
+def test_a_target_name_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(ConfigError, match="is not a usable target name"):
+        parse_config('targets: [{name: "api\\n", kind: dns, query: a.test}]', "c.yml", KINDS, {})
