@@ -195,13 +195,12 @@ class App:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    @classmethod
-    async def _close_after(cls, resource: Any, delay: float) -> None:
+    async def _close_after(self, resource: Any, delay: float) -> None:
         """Close a retired resource once every run that may still hold it has ended."""
         try:
             await asyncio.sleep(delay)
         finally:
-            await _close(resource, structlog.get_logger("stackprobe.app"))
+            await _close(resource, self._log)
 
 
 async def _close(resource: Any, log: Any) -> None:

@@ -89,7 +89,7 @@ RESERVED_LABELS = {
 }
 
 
-def _labels(value: dict[str, str]) -> dict[str, str]:
+def _labels(value: dict[str, str], reserved: Mapping[str, str]) -> dict[str, str]:
     if len(value) > MAX_LABELS:
         raise PydanticCustomError(
             "labels_count",
@@ -104,11 +104,11 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
                 "starting with a digit or __",
                 {"found": repr(name)[:80], "entry": name},
             )
-        if name in RESERVED_LABELS:
+        if name in reserved:
             raise PydanticCustomError(
                 "label_reserved",
                 "label {name} is reserved: {why}",
-                {"name": name, "why": RESERVED_LABELS[name], "entry": name},
+                {"name": name, "why": reserved[name], "entry": name},
             )
         if not isinstance(text, str) or not _LABEL_VALUE.fullmatch(text):
             raise PydanticCustomError(
@@ -126,10 +126,6 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-# Static labels on every series of a target; strings only, so a YAML number is an error.
-Labels = Annotated[dict[str, str], AfterValidator(_labels)]
-
-
 class TargetConfig(BaseModel):
     """Strict and frozen: unknown keys are errors and a loaded target never changes."""
 
@@ -139,7 +135,8 @@ class TargetConfig(BaseModel):
     kind: str
     interval: Duration
     timeout: Duration
-    labels: Labels = Field(default_factory=dict)
+    # Static labels on every series of the target; strings only, so a YAML number is an error.
+    labels: dict[str, str] = Field(default_factory=dict)
 
     # Labels the kind sets from its own keys (see `own_labels`), each with why `labels:`
     # must not: the rules key on them, so there is one place to set each.
@@ -160,15 +157,9 @@ class TargetConfig(BaseModel):
 
     @field_validator("labels")
     @classmethod
-    def _not_the_kinds_own(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if name in cls.OWN_LABELS:
-                raise PydanticCustomError(
-                    "label_reserved",
-                    "label {name} is reserved: {why}",
-                    {"name": name, "why": cls.OWN_LABELS[name], "entry": name},
-                )
-        return value
+    def _usable_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        """The kind's own labels are reserved as stackprobe's are."""
+        return _labels(value, {**RESERVED_LABELS, **cls.OWN_LABELS})
 
     def describe(self) -> str:
         """What the target probes, in one line safe to show on the landing page."""
