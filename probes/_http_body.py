@@ -8,6 +8,7 @@ tens of MiB before any cap can look at it. Reading raw bytes and inflating them 
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -110,13 +111,24 @@ def _decoder(content_encoding: str) -> _Gzip | _Deflate | None:
 
 
 async def read_capped(response: httpx.Response, cap: int) -> bytes:
-    """The decoded body, or BodyTooLarge as soon as more than `cap` bytes would be held."""
-    decoder = _decoder(response.headers.get("content-encoding", ""))
-    body = bytearray()
-    raw_seen = False
+    """The decoded body, or BodyTooLarge as soon as more than `cap` bytes would be held.
+
+    A body that cannot be decoded (a coding not asked for, compression that breaks) is still
+    read on, raw and discarded, to its end or to `cap` raw bytes, before UndecodableBody: a
+    transport failure behind it (the server closing mid-body, framing that does not parse)
+    is raised as what it is, not hidden behind the decoding error it causes.
+    """
+    chunks = response.aiter_raw()
     try:
-        async for chunk in response.aiter_raw():
-            raw_seen = raw_seen or bool(chunk)
+        decoder = _decoder(response.headers.get("content-encoding", ""))
+    except UndecodableBody:
+        await _drain(chunks, cap)
+        raise
+    body = bytearray()
+    raw = 0
+    try:
+        async for chunk in chunks:
+            raw += len(chunk)
             if decoder is None:
                 body += chunk[: cap + 1 - len(body)]
             else:
@@ -130,8 +142,18 @@ async def read_capped(response: httpx.Response, cap: int) -> bytes:
             body += decoder.flush()[: cap + 1 - len(body)]
             if len(body) > cap:
                 raise BodyTooLarge(len(body))
-            if raw_seen and not decoder.eof:
+            if raw and not decoder.eof:
                 raise UndecodableBody("compressed body ends before its end-of-stream marker")
     except zlib.error as exc:
+        await _drain(chunks, cap - raw)
         raise UndecodableBody(f"compressed body does not decode: {exc}") from None
     return bytes(body)
+
+
+async def _drain(chunks: AsyncIterator[bytes], budget: int) -> None:
+    """Reads on and discards, until the body ends or more than `budget` bytes went by."""
+    while budget >= 0:
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            return
+        budget -= len(chunk)

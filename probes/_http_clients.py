@@ -8,13 +8,19 @@ targets took the whole CPU (measured: 5,000 targets never got their first result
 clients keep httpx's request handling (URLs, redirects, auth, exception mapping) and swap the
 pool inside its transport for `FreshConnections`: one new httpcore connection per request,
 closed with the response, under a semaphore that is the connection limit.
+
+Each connection also watches what the server sends (`_Received`), because the parser cannot
+say what went wrong: httpcore reports a server that hung up before any byte, one that
+answered in another protocol and one that closed mid-body alike, as RemoteProtocolError.
+Those are re-raised as `NotHttp` or `ClosedEarly`, subclasses of httpcore's
+RemoteProtocolError (so httpx still maps them to its own, with them as the cause).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
@@ -28,17 +34,149 @@ from stackprobe.resource import ResourceEnv, Shared
 
 USER_AGENT = f"stackprobe/{__version__}"
 
+# Every HTTP/1.x response starts with these bytes (RFC 9112 status-line; h11 allows nothing
+# before it, not even an empty line).
+_STATUS_LINE_START = b"HTTP/"
+# How much of a reply that is not HTTP is kept to show what it was (an SSH banner, -ERR).
+_SHOWN = 32
+
+
+class NotHttp(httpcore.RemoteProtocolError):
+    """The server answered, but not in HTTP/1.x: another protocol on the port, or an HTTP
+    head or body framing that does not parse (a chunk size that is not hex, a head over
+    httpcore's 100 KiB limit)."""
+
+
+class ClosedEarly(httpcore.RemoteProtocolError):
+    """The server closed the connection before the response was complete: before any byte,
+    in the middle of the head, or before the end of the body its framing announced."""
+
+
+class _Received:
+    """What the server sent on one connection: how much, how it began, whether it ended."""
+
+    __slots__ = ("count", "eof", "head")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.head = b""
+        self.eof = False
+
+    def saw(self, data: bytes) -> None:
+        if not data:
+            self.eof = True
+            return
+        if len(self.head) < _SHOWN:
+            self.head += data[: _SHOWN - len(self.head)]
+        self.count += len(data)
+        start = self.head[: len(_STATUS_LINE_START)]
+        if start != _STATUS_LINE_START[: len(start)]:
+            # What h11 would conclude once the head were complete, known now: a server that
+            # speaks first (SSH) or waits for more (SMTP) is not waited for until the deadline.
+            raise NotHttp(f"the reply is not HTTP: it begins {self.head!r}")
+
+    def explain(self, exc: httpcore.RemoteProtocolError, *, in_body: bool) -> Exception | None:
+        """`exc` as NotHttp or ClosedEarly, or None when it already is one.
+
+        The parser fails for want of bytes only after the server closed (`eof`); before that,
+        it failed on bytes it had (h11 parses what it holds before it asks for more).
+        """
+        if isinstance(exc, NotHttp | ClosedEarly):
+            return None
+        if not self.eof:
+            where = "body framing" if in_body else "head"
+            return NotHttp(f"the response {where} does not parse as HTTP/1.1: {exc}")
+        if in_body:
+            return ClosedEarly(
+                f"the server closed the connection before the body was complete: {exc}"
+            )
+        if self.count == 0:
+            return ClosedEarly(
+                "the server closed the connection without sending a byte: an application "
+                "that died on the request, or a server of another protocol that hangs up on "
+                "HTTP (PostgreSQL and Redis do)"
+            )
+        return ClosedEarly(
+            f"the server closed the connection in the middle of the response head, after "
+            f"{self.count} bytes"
+        )
+
+
+class _WatchedStream(httpcore.AsyncNetworkStream):
+    """A network stream that tells `_Received` everything it reads. (The signatures, timeouts
+    included, are httpcore's interface, hence the ASYNC109 exceptions.)"""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream, received: _Received) -> None:
+        self._inner = inner
+        self._received = received
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        data = await self._inner.read(max_bytes, timeout)
+        self._received.saw(data)
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> httpcore.AsyncNetworkStream:
+        inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return _WatchedStream(inner, self._received)  # the handshake is not read through here
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _WatchedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's asyncio backend, handing out watched streams. One per connection."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, received: _Received) -> None:
+        self._inner = inner
+        self._received = received
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(
+            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+        return _WatchedStream(stream, self._received)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
 
 class _ClosingStream:
     """A response body that closes its connection, and frees its slot, when it is closed."""
 
-    def __init__(self, stream: Any, release: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, stream: Any, release: Callable[[], Awaitable[None]], received: _Received
+    ) -> None:
         self._stream = stream
         self._release = release
+        self._received = received
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._stream:
-            yield part
+        try:
+            async for part in self._stream:
+                yield part
+        except httpcore.RemoteProtocolError as exc:
+            explained = self._received.explain(exc, in_body=True)
+            if explained is None:
+                raise
+            raise explained from exc
 
     async def aclose(self) -> None:
         try:
@@ -55,16 +193,24 @@ class FreshConnections:
         self._ssl_context = ssl_context
         self._slots = slots
         self._open: set[httpcore.AsyncHTTPConnection] = set()
+        self._backend = httpcore.AnyIOBackend()  # what httpcore picks itself under asyncio
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        scheme = request.url.scheme
+        if scheme not in (b"http", b"https"):  # as httpcore's pool, which this replaces, does
+            shown = scheme.decode("ascii", "replace")[:20]
+            raise httpcore.UnsupportedProtocol(f"{shown}:// is not http:// or https://")
         wait = request.extensions.get("timeout", {}).get("pool")
         try:
             async with asyncio.timeout(wait):
                 await self._slots.acquire()
         except TimeoutError:
             raise httpcore.PoolTimeout("every connection slot stayed busy") from None
+        received = _Received()
         connection = httpcore.AsyncHTTPConnection(
-            origin=request.url.origin, ssl_context=self._ssl_context
+            origin=request.url.origin,
+            ssl_context=self._ssl_context,
+            network_backend=_WatchedBackend(self._backend, received),
         )
         self._open.add(connection)
 
@@ -78,13 +224,19 @@ class FreshConnections:
 
         try:
             response = await connection.handle_async_request(request)
+        except httpcore.RemoteProtocolError as exc:
+            await release()
+            explained = received.explain(exc, in_body=False)
+            if explained is None:
+                raise
+            raise explained from exc
         except BaseException:
             await release()
             raise
         return httpcore.Response(
             status=response.status,
             headers=response.headers,
-            content=_ClosingStream(response.stream, release),
+            content=_ClosingStream(response.stream, release, received),
             extensions=response.extensions,
         )
 

@@ -15,6 +15,28 @@ Defaults worth knowing:
   must not cost more memory than the cap.
 - A body is parsed as JSON when the response says it is JSON (`body_format: auto`); its
   component booleans and status strings become `stackprobe_health_component_up`.
+
+What a hostile or broken server gets (tests/support/peers.py has one of each):
+- A response cut short (fewer body bytes than its Content-Length or chunked framing
+  promised, then a close) is `connection_closed`, whether or not any check reads the body:
+  blackbox_exporter reads every body to its end and fails a short one, and a truncated
+  response is a broken server, which is what an on-call engineer should hear. So the body is
+  read even when nothing needs it, but never past `max_body_bytes`: a `Content-Length` over
+  the cap is read up to the cap, and a body still coming there passes (it may be whole; it
+  is too large to wait for). Only a run that needs the body (`_needs_body`) fails on the
+  announced length alone, with `body_too_large`, before reading it.
+- Bytes that are not HTTP/1.x (an SSH banner, an HTTP/0.9 body, Redis's `-ERR`, a PostgreSQL
+  error packet), or HTTP whose head or chunked framing does not parse, are
+  `invalid_response`, judged from the first bytes without waiting for more. A close before any
+  byte stays `connection_closed`: that is also how PostgreSQL and Redis answer an HTTP
+  request (they hang up without a word), and nothing on the wire tells them from a crash; the
+  detail says so. `probes/_http_clients.py` tells these apart (`NotHttp`, `ClosedEarly`).
+- A redirect to anything but http:// or https:// (file:, gopher:, ftp:), or with a
+  `Location` that is not a URL, is `invalid_redirect`; its detail names the scheme.
+- A body in a coding that was not asked for (`br`, `zstd`), or whose compression is broken,
+  fails a run (`invalid_body`) only when the run reads the body: a check needs it
+  (`_needs_body`) or it is said to be JSON (read for components); and only once the status
+  has been judged, so a 503 stays `http_status`.
 """
 
 from __future__ import annotations
@@ -59,7 +81,7 @@ from stackprobe.probes._http_body import (
     UndecodableBody,
     read_capped,
 )
-from stackprobe.probes._http_clients import HTTP_CLIENTS
+from stackprobe.probes._http_clients import HTTP_CLIENTS, ClosedEarly, NotHttp
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.secrets import (
     Redactor,
@@ -94,8 +116,9 @@ class Reason(StrEnum):
     TLS = "tls"  # handshake or certificate verification failed
     TLS_CERT_EXPIRED = "tls_cert_expired"
     CONNECTION_CLOSED = "connection_closed"  # reset or closed before a complete response
-    INVALID_RESPONSE = "invalid_response"  # not HTTP
+    INVALID_RESPONSE = "invalid_response"  # not HTTP, or HTTP framing that does not parse
     TOO_MANY_REDIRECTS = "too_many_redirects"
+    INVALID_REDIRECT = "invalid_redirect"  # to a scheme other than http(s), or not a URL
     HTTP_STATUS = "http_status"  # a status outside `expect_status`
     BODY_TOO_LARGE = "body_too_large"
     INVALID_BODY = "invalid_body"  # undecodable compression, or JSON that does not parse
@@ -462,7 +485,7 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
         return ProbeResult.failed(reason, detail, _samples(target, trace, seen))
     except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
         reason = classify(exc)
-        detail = f"{reason.value}: {type(exc).__name__}: {_first_line(exc)}"
+        detail = target.secret_scrubber(_describe(exc, reason))  # may echo what the peer sent
         return ProbeResult.failed(reason, detail, _samples(target, trace, seen))
     return ProbeResult.ok(_samples(target, trace, seen))
 
@@ -473,6 +496,8 @@ class _Body:
     content_type: str
     # Set when the body was larger than max_body_bytes and so not kept: why, in one sentence.
     too_large: str = ""
+    # Set when the body's content coding could not be decoded: why, in one sentence.
+    undecodable: str = ""
 
 
 async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed) -> _Body:
@@ -510,6 +535,14 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                             raise _Failure(
                                 Reason.TOO_MANY_REDIRECTS,
                                 f"more than max_redirects={target.max_redirects} redirects",
+                            )
+                        scheme = response.next_request.url.scheme
+                        if scheme not in ("http", "https"):
+                            _observe_response(response, seen)
+                            raise _Failure(
+                                Reason.INVALID_REDIRECT,
+                                f"status {seen.status} redirects to a {scheme[:20]}:// URL; "
+                                "only http:// and https:// are followed",
                             )
                         seen.redirects += 1
                         request = response.next_request
@@ -549,12 +582,16 @@ def _same_origin(first: httpx.URL, other: httpx.URL) -> bool:
 
 
 async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observed) -> _Body:
+    """The body up to the cap, read even when nothing needs it, so that a response cut short
+    is `connection_closed` (see the module docstring). What the body's size or coding means
+    for the run is `_check`'s to say, after the status."""
     content_type = response.headers.get("content-type", "")
     if target.method == "HEAD":
         return _Body(b"", content_type)
     cap = target.max_body_bytes
     announced = seen.content_length
-    if announced > cap and "content-encoding" not in response.headers:
+    if announced > cap and "content-encoding" not in response.headers and _needs_body(target):
+        # The run fails whatever comes (unless the status fails it first): nothing is read.
         return _Body(b"", content_type, f"Content-Length {announced} is over max_body_bytes={cap}")
     try:
         data = await read_capped(response, cap)
@@ -562,9 +599,11 @@ async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observ
         seen.body_length = exc.read
         return _Body(b"", content_type, f"body is over max_body_bytes={cap}; stopped reading")
     except UndecodableBody as exc:
-        raise _Failure(Reason.INVALID_BODY, str(exc)) from None
-    except (httpx.RemoteProtocolError, httpx.ReadError):
-        # The headers parsed, so this is HTTP: the peer went away mid-body.
+        return _Body(b"", content_type, undecodable=str(exc))
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        reason = classify(exc)
+        if reason is Reason.INVALID_RESPONSE:  # framing that does not parse (a chunk size)
+            raise _Failure(reason, target.secret_scrubber(_describe(exc, reason))) from None
         raise _Failure(
             Reason.CONNECTION_CLOSED, "the connection closed before the body was complete"
         ) from None
@@ -597,10 +636,11 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
     """Status first, then the body: a 503 still has its components read, as they say why.
 
     A body over the cap fails the run only when something needed its content; a tile or an
-    image larger than the cap is read up to the cap and passes.
+    image larger than the cap is read up to the cap and passes. A body that does not decode
+    fails it only when the run reads it: a check needs it, or it is said to be JSON.
     """
     needed = _needs_body(target)
-    doc = None if body.too_large else _parse_json(target, body)
+    doc = None if body.too_large or body.undecodable else _parse_json(target, body)
     if doc is not None and not isinstance(doc, _Invalid) and target.health_components:
         found, seen.components_dropped = components(
             doc, target.max_health_components, target.ignore_components
@@ -618,6 +658,8 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
         raise _Failure(Reason.HTTP_STATUS, detail)
     if body.too_large and needed:
         raise _Failure(Reason.BODY_TOO_LARGE, body.too_large)
+    if body.undecodable and (needed or _wants_json(target, body.content_type)):
+        raise _Failure(Reason.INVALID_BODY, body.undecodable)
     if isinstance(doc, _Invalid):
         raise _Failure(Reason.INVALID_BODY, doc.detail)
     for expectation in target.expect_json:
@@ -716,6 +758,7 @@ _GROUP_FIRST = (
     Reason.TLS,
     Reason.CONNECTION_CLOSED,
     Reason.INVALID_RESPONSE,
+    Reason.INVALID_REDIRECT,
     Reason.CONNECT_TIMEOUT,
     Reason.TIMEOUT,
     Reason.DNS,
@@ -747,8 +790,16 @@ def classify(exc: BaseException) -> Reason:
             return Reason.CONNECTION_CLOSED
         if isinstance(error, OSError) and error.errno in _NO_ROUTE:
             return Reason.UNREACHABLE
+        # What the client's connections made of the server's bytes (probes/_http_clients.py).
+        if isinstance(error, NotHttp):
+            return Reason.INVALID_RESPONSE
+        if isinstance(error, ClosedEarly):
+            return Reason.CONNECTION_CLOSED
         if isinstance(error, h11.RemoteProtocolError):
             return Reason.INVALID_RESPONSE
+        # httpx parses a redirect's Location while receiving the response, followed or not.
+        if isinstance(error, httpx.InvalidURL):
+            return Reason.INVALID_REDIRECT
     for error in _chain(exc):
         if isinstance(error, httpx.PoolTimeout):
             return Reason.POOL_TIMEOUT
@@ -761,6 +812,15 @@ def classify(exc: BaseException) -> Reason:
         if isinstance(error, httpx.RemoteProtocolError | httpx.ReadError):
             return Reason.CONNECTION_CLOSED
     return Reason.OTHER
+
+
+def _describe(exc: BaseException, reason: Reason) -> str:
+    """The detail for a client error: what the connection made of the server's bytes when it
+    said, else the exception's first line."""
+    for error in _chain(exc):
+        if isinstance(error, NotHttp | ClosedEarly):
+            return f"{reason.value}: {_first_line(error)}"
+    return f"{reason.value}: {type(exc).__name__}: {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,6 +28,11 @@ def target(url: str, **extra: Any) -> Any:
     )
 
 
+def hostile(peers: Peers, name: str) -> str:
+    """The URL of one of tests/support/peers.py's HOSTILE peers."""
+    return f"http://127.0.0.1:{peers.hostile[name]}/health/ready"
+
+
 async def test_healthy_endpoint_exports_blackbox_names_and_components(
     peers: Peers, run_probe: RunProbe
 ) -> None:
@@ -216,6 +221,8 @@ async def test_a_large_body_nothing_needs_passes(peers: Peers, run_probe: RunPro
 
     assert declared.success, declared.detail
     assert streamed.success, streamed.detail
+    # Read up to the cap and no further, whether the length was announced or not.
+    assert value(declared, "probe_http_uncompressed_body_length") == 1024 * 1024 + 1
     assert value(streamed, "probe_http_uncompressed_body_length") == 1024 * 1024 + 1
 
 
@@ -359,17 +366,159 @@ async def test_components_are_bounded(peers: Peers, run_probe: RunProbe) -> None
     assert value(result, "stackprobe_health_components_dropped") == 1
 
 
-@respx.mock
-async def test_an_encoding_that_was_not_asked_for_is_invalid_body(run_probe: RunProbe) -> None:
-    respx.get("http://mocked.test/ready").mock(
-        return_value=httpx.Response(
-            200, content=b"\x0b\x02\x80{}\x03", headers={"Content-Encoding": "br"}
+@pytest.mark.parametrize(
+    ("peer", "extra", "reason"),
+    [
+        ("br-503", {}, Reason.HTTP_STATUS),  # the status is judged before the body
+        ("br-503", {"body_format": "json"}, Reason.HTTP_STATUS),
+        ("br-200", {}, None),  # an HTML page nothing reads
+        ("zstd-200", {}, None),  # an image nothing reads
+        ("br-200", {"body_format": "text", "health_components": False}, None),
+        ("br-200", {"expect_body_regex": ["ready"]}, Reason.INVALID_BODY),
+        ("br-200", {"body_format": "json"}, Reason.INVALID_BODY),
+        ("br-200-json", {}, Reason.INVALID_BODY),  # said to be JSON: read for components
+    ],
+)
+async def test_an_encoding_that_was_not_asked_for_fails_only_a_run_that_reads_the_body(
+    peers: Peers, run_probe: RunProbe, peer: str, extra: dict[str, Any], reason: Reason | None
+) -> None:
+    """The request asks for gzip only. A body in another coding cannot be read, which matters
+    only to a run that reads it, and never before the status has been judged."""
+    result = await run_probe(target(hostile(peers, peer), **extra))
+
+    assert (result.success, result.reason) == (reason is None, reason), result.detail
+    if reason is Reason.INVALID_BODY:
+        assert "content-encoding" in result.detail and "was not asked for" in result.detail
+    if reason is Reason.HTTP_STATUS:
+        assert result.detail == "status 503, expected 2xx"
+
+
+async def test_a_body_cut_short_in_a_coding_not_asked_for_is_connection_closed(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    """The body is read on, raw, when it cannot be decoded: the close is what broke."""
+    result = await run_probe(target(hostile(peers, "br-cut"), expect_body_regex=["ready"]))
+
+    assert result.reason == Reason.CONNECTION_CLOSED, result.detail
+
+
+@pytest.mark.parametrize(
+    ("peer", "shown"),
+    [
+        ("ssh", "SSH-2.0-OpenSSH_9.2"),  # a banner, sent before the request
+        ("http09", "<html><body>ready"),  # HTTP/0.9: a body without a status line
+        ("redis", "-ERR unknown command 'GET'"),
+        ("postgres", "b'E\\x00\\x00\\x00"),  # an ErrorResponse packet
+        ("bad-chunk", "chunk"),  # Transfer-Encoding: chunked with a size that is not hex
+        ("huge-headers", "too long"),  # 1 MiB of headers: refused at h11's limit, not held
+    ],
+)
+async def test_a_reply_in_another_protocol_is_invalid_response(
+    peers: Peers, run_probe: RunProbe, peer: str, shown: str
+) -> None:
+    """The port answered, but not in HTTP/1.x: the detail shows what it answered, at once."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    result = await run_probe(target(hostile(peers, peer), timeout="5s"))
+
+    assert result.reason == Reason.INVALID_RESPONSE, result.detail
+    assert shown in result.detail
+    assert loop.time() - started < 2  # judged from the bytes, not by waiting for the deadline
+
+
+async def test_a_hang_up_in_the_middle_of_the_head_stays_connection_closed(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    """Half an HTTP head, then a close: the peer went away, it broke no protocol (as with a
+    reset or a close before any byte, in test_failure_reasons)."""
+    result = await run_probe(target(hostile(peers, "head-cut")))
+
+    assert result.reason == Reason.CONNECTION_CLOSED, result.detail
+    assert "in the middle of the response head" in result.detail
+
+
+@pytest.mark.parametrize("server", ["redis", "postgres"])
+async def test_a_datastore_on_the_port_hangs_up_without_a_byte(
+    run_probe: RunProbe, server: str
+) -> None:
+    """Real Redis (7) and PostgreSQL (15) answer an HTTP request by closing without a byte
+    (Redis's "Host:" guard; PostgreSQL's "invalid length of startup packet"): on the wire,
+    the same as an application that dies, so the reason is connection_closed and the detail
+    says no byte came, and what that can mean."""
+    from tests.support.datastores import RedisServer, ThrowawayCluster
+
+    if server == "redis":
+        redis = RedisServer().start()
+        try:
+            result = await run_probe(target(f"http://127.0.0.1:{redis.port}/"))
+        finally:
+            redis.stop()
+    else:
+        cluster = ThrowawayCluster().create()
+        try:
+            result = await run_probe(target(f"http://127.0.0.1:{cluster.port}/"))
+        finally:
+            cluster.destroy()
+
+    assert result.reason == Reason.CONNECTION_CLOSED
+    assert "without sending a byte" in result.detail
+    assert "another protocol" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({}, Reason.CONNECTION_CLOSED),
+        ({"body_format": "text", "health_components": False}, Reason.CONNECTION_CLOSED),
+        # A run that needs the body fails on the announced length alone, reading nothing.
+        ({"expect_body_regex": ["ok"]}, Reason.BODY_TOO_LARGE),
+    ],
+)
+async def test_a_body_cut_short_under_a_length_over_the_cap_is_connection_closed(
+    peers: Peers, run_probe: RunProbe, extra: dict[str, Any], reason: Reason
+) -> None:
+    """`Content-Length: 2147483648`, 10 bytes, then a close: a broken server, whether or not
+    a check reads the body (the body is read up to the cap to know it)."""
+    result = await run_probe(target(hostile(peers, "huge-length-cut"), **extra))
+
+    assert result.reason == reason, result.detail
+    assert value(result, "probe_http_content_length") == 2147483648
+    if reason is Reason.CONNECTION_CLOSED:
+        assert result.detail == "the connection closed before the body was complete"
+
+
+@pytest.mark.parametrize(
+    "location", ["file:///etc/passwd", "gopher://127.0.0.1:70/1", "ftp://127.0.0.1/pub", "ws://x/"]
+)
+async def test_a_redirect_to_another_scheme_is_refused(
+    peers: Peers, run_probe: RunProbe, location: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheme = location.split(":", 1)[0]
+
+    result = await run_probe(target(f"{peers.http}/redirect-to?url={location}"))
+    not_followed = await run_probe(
+        target(
+            f"{peers.http}/redirect-to?url={location}", follow_redirects=False, expect_status=[302]
         )
     )
-    result = await run_probe(target("http://mocked.test/ready"))
 
-    assert result.reason == Reason.INVALID_BODY
-    assert "content-encoding 'br' was not asked for" in result.detail
+    assert result.reason == Reason.INVALID_REDIRECT, result.detail
+    assert result.detail == (
+        f"status 302 redirects to a {scheme}:// URL; only http:// and https:// are followed"
+    )
+    assert value(result, "probe_http_status_code") == 302
+    assert not_followed.success, not_followed.detail
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+async def test_a_location_that_is_not_a_url_is_invalid_redirect(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(hostile(peers, "bad-location")))
+
+    assert result.reason == Reason.INVALID_REDIRECT, result.detail
+    assert "location" in result.detail.lower()
 
 
 @respx.mock

@@ -74,3 +74,37 @@ async def test_broken_encodings_are_undecodable(
 ) -> None:
     with pytest.raises(UndecodableBody, match=message):
         await read_capped(response(encoding, chunks), cap=1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "first"), [("br", b"\x0b\x02\x80"), ("gzip", b"not gzip at all")]
+)
+async def test_an_undecodable_body_is_read_on_so_a_broken_transport_shows(
+    encoding: str, first: bytes
+) -> None:
+    """Behind a coding that cannot be decoded, the body is still read to its end: the
+    transport's error, not the decoding error it causes, is what the caller hears."""
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield first
+        raise httpx.RemoteProtocolError("peer closed connection")
+
+    cut_short = httpx.Response(200, headers={"Content-Encoding": encoding}, content=cut())
+    with pytest.raises(httpx.RemoteProtocolError):
+        await read_capped(cut_short, cap=1 << 20)
+
+
+async def test_an_undecodable_body_is_read_on_no_further_than_the_cap() -> None:
+    pulled = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1024
+            yield bytes(1024)
+
+    endless_br = httpx.Response(200, headers={"Content-Encoding": "br"}, content=endless())
+    with pytest.raises(UndecodableBody, match="was not asked for"):
+        await read_capped(endless_br, cap=64 * 1024)
+
+    assert pulled <= 64 * 1024 + 1024

@@ -66,6 +66,7 @@ class Peers:
     closed_port: int = 0  # nothing listens here
     blackhole_port: int = 0  # accepts nothing: its backlog is full, so SYNs are dropped
     short_body_port: int = 0  # promises 100 bytes, sends 7, hangs up
+    hostile: dict[str, int] = field(default_factory=dict)  # HOSTILE's peers: name -> port
     ca_file: Path = Path()
     hits: dict[str, int] = field(default_factory=dict)
     recorded_headers: list[set[str]] = field(default_factory=list)
@@ -254,6 +255,103 @@ async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
+def _postgres_error(message: str) -> bytes:
+    """An ErrorResponse packet as a PostgreSQL backend writes it before closing."""
+    fields = b"".join(
+        code + value.encode() + b"\0"
+        for code, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", "08P01"), (b"M", message))
+    )
+    return b"E" + struct.pack("!I", 4 + len(fields) + 1) + fields + b"\0"
+
+
+def _response(head: str, body: bytes = b"") -> bytes:
+    """`head` written with \\n (its blank last line included), sent with CRLF."""
+    return head.replace("\n", "\r\n").encode() + body
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """A peer that reads the request, answers `reply` and hangs up; `greeting` it sends first,
+    on connect, as servers that speak first (SSH, SMTP) do."""
+
+    reply: bytes
+    greeting: bytes = b""
+
+
+# Replies a prober meets on a port it takes for HTTP, byte for byte; served one per port.
+HOSTILE = {
+    # Another protocol on the port.
+    "ssh": Hostile(b"Invalid SSH identification string.\r\n", b"SSH-2.0-OpenSSH_9.2\r\n"),
+    "http09": Hostile(b"<html><body>ready</body></html>\n"),  # HTTP/0.9: no status line
+    "redis": Hostile(b"-ERR unknown command 'GET', with args beginning with: '/' 'HTTP/1.1' \r\n"),
+    "postgres": Hostile(_postgres_error("invalid length of startup packet")),
+    # HTTP that breaks its own framing or is cut short.
+    "bad-chunk": Hostile(
+        _response("HTTP/1.1 200 OK\nContent-Type: text/plain\nTransfer-Encoding: chunked\n\n")
+        + b"zz\r\nhello\r\n0\r\n\r\n"
+    ),
+    "huge-length-cut": Hostile(
+        _response("HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 2147483648\n\n")
+        + b"0123456789"
+    ),
+    "head-cut": Hostile(b"HTTP/1.1 200 OK\r\nContent-Type: text/pla"),
+    "huge-headers": Hostile(
+        b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"a" * (1024 * 1024) + b"\r\n\r\nok"
+    ),
+    # A redirect no client can follow.
+    "bad-location": Hostile(
+        _response("HTTP/1.1 302 Found\nLocation: http://[::1/health\nContent-Length: 0\n\n")
+    ),
+    # Content codings that were not asked for (the request asks for gzip only).
+    "br-503": Hostile(
+        _response(
+            "HTTP/1.1 503 Service Unavailable\nContent-Type: application/json\n"
+            "Content-Encoding: br\nContent-Length: 6\n\n",
+            b"\x0b\x02\x80{}\x03",
+        )
+    ),
+    "br-200": Hostile(
+        _response(
+            "HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Encoding: br\nContent-Length: 6\n\n",
+            b"\x0b\x02\x80{}\x03",
+        )
+    ),
+    "br-200-json": Hostile(
+        _response(
+            "HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Encoding: br\n"
+            "Content-Length: 6\n\n",
+            b"\x0b\x02\x80{}\x03",
+        )
+    ),
+    "br-cut": Hostile(  # promises 100 bytes in a coding not asked for, sends 6, hangs up
+        _response(
+            "HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Encoding: br\n"
+            "Content-Length: 100\n\n",
+            b"\x0b\x02\x80{}\x03",
+        )
+    ),
+    "zstd-200": Hostile(
+        _response(
+            "HTTP/1.1 200 OK\nContent-Type: image/png\nContent-Encoding: zstd\n"
+            "Content-Length: 9\n\n",
+            b"\x28\xb5\x2f\xfd\x00\x58\x01\x00\x00",
+        )
+    ),
+}
+
+
+def _hostile(peer: Hostile) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):  # the prober may hang up first
+            writer.write(peer.greeting)
+            await reader.read(65536)
+            writer.write(peer.reply)
+            await writer.drain()
+        writer.close()
+
+    return handle
+
+
 class PeerServers:
     """Starts every peer on a private loop in a daemon thread; `stop()` ends them."""
 
@@ -313,6 +411,8 @@ class PeerServers:
         self.peers.garbage_port = await self._raw(_garbage)
         self.peers.close_port = await self._raw(_close)
         self.peers.short_body_port = await self._raw(_short_body)
+        for name, peer in HOSTILE.items():
+            self.peers.hostile[name] = await self._raw(_hostile(peer))
         self.peers.closed_port = free_port()
         self.peers.blackhole_port = self._blackhole()
 
