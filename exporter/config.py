@@ -6,13 +6,15 @@ kind's model by hand rather than through a pydantic union, so that an unknown ki
 misspelled key gets one clear message with a did-you-mean instead of one error per union arm.
 
 Warnings are what does not stop a load: a secret `check-config` could not read (it defers
-secrets, see `stackprobe.secrets`), and a kind's `advice` (an alert of this target that cannot
-fire without another target), which only the kind knows.
+secrets, see `stackprobe.secrets`), a secret too short or too common to be scrubbed wherever
+it appears (it is scrubbed only where it stands as a credential), and a kind's `advice` (an
+alert of this target that cannot fire without another target), which only the kind knows.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import os
 import re
@@ -30,7 +32,7 @@ from stackprobe.contract import ProbeKind
 from stackprobe.durations import Duration, format_duration
 from stackprobe.exposition import CORE_METRICS
 from stackprobe.resource import Shared, declared
-from stackprobe.secrets import SecretRef, collect_secrets, read_capped
+from stackprobe.secrets import SecretRef, collect_secrets, read_capped, scrub_warning, secret_refs
 from stackprobe.target import TargetConfig
 
 Loc = tuple[str | int, ...]
@@ -123,11 +125,45 @@ def load_config(
     try:
         text = read_capped(Path(path), CONFIG_MAX_BYTES)
     except (OSError, ValueError) as exc:  # ValueError: too large, or not UTF-8
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        line = exc.object.count(b"\n", 0, exc.start) + 1 if _binary(exc) else 0
+        reason = _unreadable(Path(path), exc)
         raise ConfigError(
-            [Problem(source, 0, "", f"cannot read the config file: {reason}")]
+            [Problem(source, line, "", f"cannot read the config file: {reason}")]
         ) from None
     return parse_config(text, source, kinds, environ, defer_secrets=defer_secrets)
+
+
+def _binary(exc: Exception) -> typing.TypeGuard[UnicodeDecodeError]:
+    return isinstance(exc, UnicodeDecodeError) and isinstance(exc.object, bytes)
+
+
+def _unreadable(path: Path, exc: OSError | ValueError) -> str:
+    """Why the file cannot be read, and what to do, in one line."""
+    if _binary(exc):
+        if exc.object.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return "it is UTF-16 text; save it as UTF-8"
+        return (
+            f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
+            "a binary file, or text in another encoding; a config is YAML text saved as UTF-8"
+        )
+    if not isinstance(exc, OSError):
+        return str(exc)  # too large: read_capped says by how much
+    if exc.errno == errno.EISDIR:
+        return "it is a directory; give the path of the YAML file"
+    if exc.errno == errno.ENOTDIR:
+        return "a part of the path before the file name is not a directory; check the path"
+    if exc.errno == errno.ENOENT and path.is_symlink():
+        return f"it is a symbolic link to {os.readlink(path)}, which does not exist; fix the link"
+    if exc.errno == errno.ENOENT:
+        return "No such file or directory; check the path"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"permission denied; make it (and the directories above it) readable by the user "
+            f"stackprobe runs as (uid {os.geteuid()})"
+        )
+    if exc.errno == errno.ELOOP:
+        return "its symbolic links go round in a loop; fix the link"
+    return exc.strerror or type(exc).__name__
 
 
 def parse_config(
@@ -216,6 +252,8 @@ class _Loader:
                 f"{format_duration(defaults.interval)}; a run must end before the next begins",
             )
         self._note_unresolved(0, (), data)
+        for name in type(top).model_fields.keys() - _Base.model_fields.keys():
+            self._note_weak_secrets(getattr(top, name), (name,), data.get(name))
         validated = [self._target(i, raw, defaults) for i, raw in enumerate(top.targets)]
         self._check_unique_names(top.targets)
         warnings = sorted(self.warnings)
@@ -258,6 +296,15 @@ class _Loader:
             for place in _places_of(ref, raw, loc) or [loc]:
                 self.warning(place, why)
 
+    def _note_weak_secrets(self, checked: Any, loc: Loc, raw: Any) -> None:
+        """Warn about each secret too short or too common to be scrubbed wherever it appears
+        (see `stackprobe.secrets.weakness`), at the keys under `loc` that name it."""
+        for ref in secret_refs(checked):
+            why = scrub_warning(ref)
+            if why is not None:
+                for place in _places_of(ref, raw, loc) or [loc]:
+                    self.warning(place, why)
+
     def _yaml(self) -> Any:
         try:
             self.root = yaml.compose(self.text, Loader=yaml.SafeLoader)
@@ -271,11 +318,22 @@ class _Loader:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 0
-            detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+            detail = _one_line(" ".join(str(p) for p in (exc.context, exc.problem) if p))
             column = f", column {mark.column + 1}" if mark else ""
             self.problems.append(Problem(self.source, line, "", f"invalid YAML{column}: {detail}"))
-        except yaml.YAMLError as exc:
-            self.problems.append(Problem(self.source, 0, "", f"invalid YAML: {exc}"))
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ESC)
+            line = self.text.count("\n", 0, exc.position) + 1
+            self.problems.append(
+                Problem(
+                    self.source,
+                    line,
+                    "",
+                    f"a control character (U+{exc.character:04X}) YAML does not allow: is it a "
+                    "binary file? Remove the character, or give the path of the YAML text file",
+                )
+            )
+        except yaml.YAMLError as exc:  # on one line, as every problem is
+            self.problems.append(Problem(self.source, 0, "", f"invalid YAML: {_one_line(exc)}"))
         raise ConfigError(self.problems)
 
     def _duplicate_keys(self, node: yaml.Node, loc: Loc, seen_nodes: set[int]) -> None:
@@ -339,6 +397,7 @@ class _Loader:
             return None
         finally:
             self._note_unresolved(start, loc, raw)
+        self._note_weak_secrets(target, loc, raw)
         for key in ("interval", "timeout"):
             if getattr(target, key) <= 0:
                 self.problem((*loc, key), f"{key} must be longer than 0s")
@@ -454,6 +513,10 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
         size += sum(_expanded_size(item, sizes) for item in node.value)
     sizes[id(node)] = size
     return size
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def _too_big(size: int) -> str:

@@ -648,7 +648,11 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
         # A component name is a label value: one that carries a secret of the target (a
         # server echoing the request's Authorization as a key) is left out, never exported.
         scrub = target.secret_scrubber
-        seen.components = {name: up for name, up in found.items() if scrub(name) == name}
+        seen.components = {
+            name: up
+            for name, up in found.items()
+            if scrub(name) == name and not scrub.is_secret(name)
+        }
     if not target.status_ok(seen.status):
         expected = ", ".join(map(str, target.expect_status)) or "2xx"
         down = sorted(name for name, up in seen.components.items() if not up)

@@ -222,6 +222,47 @@ def test_a_secret_in_the_environment_never_appears_in_the_output(
     assert CANARY not in done.stdout + done.stderr
 
 
+WEAK = (
+    "so it is redacted only where it stands as a credential (a URL's password, a credential "
+    "header, password= and the like), not wherever it appears; use a random value of at "
+    "least 8 characters, with digits or symbols"
+)
+
+
+@pytest.mark.parametrize("flags", [(), ("--require-secrets",)])
+def test_a_secret_too_short_or_too_common_to_scrub_anywhere_is_a_warning(
+    tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    """Named by where it comes from, never by its value."""
+    text = SECRET_URLS + (
+        "  - name: api\n    kind: http\n    url: http://127.0.0.1/\n"
+        "    headers: {Authorization: {from_env: TOKEN}}\n"
+    )
+    (tmp_path / "redis-password").write_text("Swordfish\n")
+    env = {
+        "WEB_URL": "https://example.com/health",
+        "DB_DSN": "postgresql://probe:pw7@db/app",
+        "DB_PASSWORD": CANARY,
+        "REDIS_URL": "redis://cache:6379/0",
+        "TOKEN": "Bearer 9",
+    }
+
+    done = check(tmp_path, text, *flags, env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert warnings(done) == [
+        f":7: targets[1].dsn: the password in the URL from env DB_DSN is shorter than 8 "
+        f"characters, {WEAK}",
+        f":12: targets[2].password: the secret from file redis-password is a single word of "
+        f"letters, {WEAK}",
+        f":16: targets[3].headers.Authorization: the secret from env TOKEN is shorter than 8 "
+        f"characters, {WEAK}",
+    ]
+    assert done.stdout.endswith("OK, 4 targets (http: 2, postgres: 1, redis: 1), 3 warnings\n")
+    for value in ("pw7", "Swordfish", "Bearer 9"):
+        assert value not in done.stdout + done.stderr
+
+
 def test_the_examples_pass_with_no_secret_set() -> None:
     for name in ("aep.yml", "vivacampo.yml"):
         path = ROOT / "examples" / name

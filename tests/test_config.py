@@ -3,8 +3,11 @@ listed in its own `# expect:` lines (after blackbox_exporter's testdata/invalid-
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from stackprobe.probes import KINDS
 from stackprobe.probes.dns import DnsTarget
 from stackprobe.probes.http import HttpTarget
 from stackprobe.secrets import SecretRef
+from tests.support.processes import IN_CI
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 INVALID = sorted(FIXTURES.glob("invalid-*.yaml"))
@@ -113,7 +117,7 @@ def test_a_missing_config_file_is_one_clear_problem(tmp_path: Path) -> None:
 
     assert (
         str(caught.value) == f"{tmp_path / 'nope.yaml'}: cannot read the config file: "
-        "No such file or directory"
+        "No such file or directory; check the path"
     )
 
 
@@ -151,9 +155,26 @@ def test_check_config_lists_every_problem_and_exits_1() -> None:
 
 def test_check_config_accepts_a_valid_file() -> None:
     path = FIXTURES / "valid-issue-example.yaml"
-    done = check_config(path, env={"HEALTH_TOKEN": "x", "PATH": ""})
+    done = check_config(path, env={"HEALTH_TOKEN": "Bearer c8Kq-2mVx-71Lp", "PATH": ""})
 
     assert (done.returncode, done.stdout) == (0, f"{path}: OK, 2 targets (dns: 1, http: 1)\n")
+    assert done.stderr == ""
+
+
+def test_check_config_warns_that_a_one_character_token_is_scrubbed_only_as_a_credential() -> None:
+    path = FIXTURES / "valid-issue-example.yaml"
+    done = check_config(path, env={"HEALTH_TOKEN": "x", "PATH": ""})
+
+    assert (done.returncode, done.stdout) == (
+        0,
+        f"{path}: OK, 2 targets (dns: 1, http: 1), 1 warning\n",
+    )
+    assert done.stderr == (
+        f"warning: {path}:8: targets[0].headers.Authorization: the secret from env HEALTH_TOKEN "
+        "is shorter than 8 characters, so it is redacted only where it stands as a credential "
+        "(a URL's password, a credential header, password= and the like), not wherever it "
+        "appears; use a random value of at least 8 characters, with digits or symbols\n"
+    )
 
 
 def test_secrets_typed_inline_are_never_echoed() -> None:
@@ -309,3 +330,157 @@ def test_a_file_that_never_ends_is_refused_not_read_into_memory() -> None:
 def test_a_target_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ConfigError, match="is not a usable target name"):
         parse_config('targets: [{name: "api\\n", kind: dns, query: a.test}]', "c.yml", KINDS, {})
+
+
+def _symlink_loop(path: Path) -> None:
+    path.symlink_to(path.with_name("other.yml"))
+    path.with_name("other.yml").symlink_to(path)
+
+
+# How the config path is made wrong, and the one line that says so (after `{path}`).
+UNUSABLE_FILES: dict[str, tuple[Callable[[Path], object], str]] = {
+    "a directory": (
+        lambda path: path.mkdir(),
+        ": cannot read the config file: it is a directory; give the path of the YAML file",
+    ),
+    "a path under a file": (
+        lambda path: path.parent.write_text("targets: []\n"),
+        ": cannot read the config file: a part of the path before the file name is not a "
+        "directory; check the path",
+    ),
+    "a dangling symlink": (
+        lambda path: path.symlink_to("gone.yml"),
+        ": cannot read the config file: it is a symbolic link to gone.yml, which does not "
+        "exist; fix the link",
+    ),
+    "a symlink loop": (
+        _symlink_loop,
+        ": cannot read the config file: its symbolic links go round in a loop; fix the link",
+    ),
+    # Nothing to probe is most likely an empty ConfigMap or a truncated write, not a wish:
+    # it stays an error, and `targets: []` is how to ask for no target.
+    "0 bytes": (
+        lambda path: path.write_bytes(b""),
+        ": expected a mapping with a `targets:` list, found an empty file",
+    ),
+    "only comments": (
+        lambda path: path.write_text("# targets come later\n\n   \n# really\n"),
+        ": expected a mapping with a `targets:` list, found an empty file",
+    ),
+    "binary bytes": (
+        lambda path: path.write_bytes(bytes(range(256))),
+        ":2: cannot read the config file: it is not UTF-8 text (byte 0x80 at offset 128): a "
+        "binary file, or text in another encoding; a config is YAML text saved as UTF-8",
+    ),
+    "NUL bytes": (
+        lambda path: path.write_bytes(b"targets:\n  - name: a\x00\x00\n"),
+        ":2: a control character (U+0000) YAML does not allow: is it a binary file? Remove "
+        "the character, or give the path of the YAML text file",
+    ),
+    "an executable": (
+        lambda path: path.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9)),
+        ":1: a control character (U+007F) YAML does not allow: is it a binary file? Remove "
+        "the character, or give the path of the YAML text file",
+    ),
+    "Latin-1 text": (
+        lambda path: path.write_bytes("targets: []\n# café\n".encode("latin-1")),
+        ":2: cannot read the config file: it is not UTF-8 text (byte 0xe9 at offset 17): a "
+        "binary file, or text in another encoding; a config is YAML text saved as UTF-8",
+    ),
+    "UTF-16 text": (
+        lambda path: path.write_bytes("targets: []\n".encode("utf-16")),
+        ":1: cannot read the config file: it is UTF-16 text; save it as UTF-8",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNUSABLE_FILES, ids=str)
+def test_an_unusable_config_file_is_one_line_that_says_what_to_do(
+    case: str, tmp_path: Path
+) -> None:
+    """From `load_config` (as `run` and a reload call it) and from the real CLI alike."""
+    make, problem = UNUSABLE_FILES[case]
+    path = tmp_path / ("cfg.yml/x" if case == "a path under a file" else "stackprobe.yml")
+    make(path)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, KINDS, environ={})
+    done = check_config(path, env={"PATH": ""})
+
+    assert str(caught.value) == f"{path}{problem}"
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [f"{path}: 1 problem:", f"  {path}{problem}"]
+
+
+# Run as root, the test process reads any file whatever its mode: this drops the two
+# capabilities that allow it (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) from the bounding set and
+# starts Python again, which then holds them no more, as any other user.
+WITHOUT_DAC_OVERRIDE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for capability in (1, 2):
+    if libc.prctl(24, capability, 0, 0, 0):  # PR_CAPBSET_DROP
+        sys.exit(f"cannot drop capability {capability}: {os.strerror(ctypes.get_errno())}")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def run_unprivileged(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python ARGS`, unable to read a file its mode forbids, even as root."""
+    prefix = ["-c", WITHOUT_DAC_OVERRIDE] if os.geteuid() == 0 else []
+    done = subprocess.run(
+        [sys.executable, *prefix, *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0 and "cannot drop capability" in done.stderr:
+        message = f"cannot read-protect a file from root here: {done.stderr.strip()}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return done
+
+
+def test_an_unreadable_config_file_says_whose_permission_to_fix(tmp_path: Path) -> None:
+    path = tmp_path / "stackprobe.yml"
+    path.write_text("targets: []\n")
+    path.chmod(0)
+    load = (
+        "from stackprobe.config import ConfigError, load_config\n"
+        "from stackprobe.probes import KINDS\n"
+        "try:\n"
+        f"    load_config({str(path)!r}, KINDS, environ={{}})\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+
+    loaded = run_unprivileged("-c", load)
+    done = run_unprivileged("-m", "stackprobe", "check-config", str(path))
+
+    problem = (
+        f"{path}: cannot read the config file: permission denied; make it (and the "
+        "directories above it) readable by the user stackprobe runs as "
+        f"(uid {os.geteuid()})"
+    )
+    assert (loaded.returncode, loaded.stdout, loaded.stderr) == (0, problem + "\n", "")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [f"{path}: 1 problem:", f"  {problem}"]
+
+
+@pytest.mark.parametrize("name", ["api\nx", "api'x", 'api"x', "api x", "api\tx", "-api", "ä"])
+def test_a_target_name_that_cannot_be_a_label_value_is_refused_naming_the_pattern(
+    name: str, tmp_path: Path
+) -> None:
+    text = f"targets: [{{name: {json.dumps(name)}, kind: dns, query: a.test}}]\n"
+    path = tmp_path / "stackprobe.yml"
+    path.write_text(text)
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yml", KINDS, {})
+    done = check_config(path, env={"PATH": ""})
+
+    problem = (
+        f"targets[0].name: {name!r} is not a usable target name: it becomes the `target` "
+        "label, so use 1-128 letters, digits and _ . : / - (starting with a letter or digit)"
+    )
+    assert str(caught.value) == f"c.yml:1: {problem}"
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"{path}: 1 problem:", f"  {path}:1: {problem}"]
