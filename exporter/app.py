@@ -3,15 +3,26 @@
 A reload that fails keeps the previous config running, logs every problem and sets
 `stackprobe_config_last_reload_successful 0`; one that succeeds restarts only the targets whose
 config changed, so the others keep their results and their place in the schedule.
+
+One reload runs at a time. Asking for one while one runs (SIGHUP, POST /-/reload) queues one
+more, and only one: however many come, it reads the file once the running one has ended, so
+the file as last written is what runs. A reload never stalls the event loop for long: the file
+is read and checked on a thread of its own (a daemon, so a load that never ends, such as a
+FIFO nobody writes, neither holds up a shutdown nor outlives `LOAD_LIMIT_SECONDS`), and the
+targets are started and stopped in slices (see `Scheduler.apply`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import math
 import os
+import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,25 +34,55 @@ from stackprobe.contract import MetricSpec, ProbeKind
 from stackprobe.exposition import CORE_METRICS, Exposition
 from stackprobe.resource import ResourceEnv, Shared, declared
 from stackprobe.results import ResultStore
-from stackprobe.scheduler import GRACE_SECONDS, Scheduler
+from stackprobe.scheduler import GRACE_SECONDS, Applied, Scheduler
 from stackprobe.secrets import Redactor
 from stackprobe.selfmetrics import SelfMetrics
 
 FULL_COLLECTION_EVERY = 100  # second-generation collections per full one (default 10)
+# While new targets take their first runs (after start or a reload), what they keep (their
+# task, its state) is frozen this often, and while their tasks are being started, more often:
+# 20,000 new tasks frozen in one step took 60 ms, in steps of a tenth of a second ~5 ms each.
+FREEZE_STEP_SECONDS = 2.0
+FREEZE_STEP_APPLYING_SECONDS = 0.1
+# A config load that has not ended after this long is abandoned (its thread is left to end,
+# or not, on its own) and the reload fails; a queued reload may then run. A 20,000-target
+# config loads in about 10 s on a busy 2-core machine.
+LOAD_LIMIT_SECONDS = 120.0
+# While a config loads, the interpreter hands the GIL to a waiting thread after this long
+# instead of the default 5 ms: the event loop waits for it on every return from a system
+# call, so at 5 ms a scrape of 1,000 targets took ~40 ms instead of ~11 (bench/reload_stall.py).
+LOAD_SWITCH_INTERVAL = 0.0005
+# How much lower the loading thread's CPU priority is than the loop's (`nice`).
+LOAD_NICENESS = 10
 
 
-def _freeze_long_lived() -> None:
-    """Move what lives as long as a config (modules, targets, clients, each target's task and
-    its state) out of the garbage collector's sight. A full collection walks every tracked
-    object: at 5,000 targets that took ~200 ms and came every few seconds, stalling scrapes and
-    probes alike (measured). Thawed first, so what a reload made garbage is collected once."""
-    gc.unfreeze()
+def _freeze_new() -> None:
+    """Move what was made since the last freeze (a config's targets, their tasks and states)
+    out of the garbage collector's sight: a full collection walks every tracked object, which
+    at 5,000 targets took ~200 ms and came every few seconds, stalling scrapes and probes alike
+    (measured). What is frozen is still freed by reference counting when it goes (a removed
+    target, a replaced config), so it is never thawed, which would cost a full collection of
+    everything (~70 ms at 20,000 targets); cycles among frozen objects would stay for good,
+    which is why the scheduler breaks the one a cancelled task makes (`Scheduler._ended`):
+    after 20,000 targets went to 1,000 and back, a few hundred objects were left in cycles
+    (measured). A step collects only what is not frozen yet: a few milliseconds."""
     gc.collect()
     gc.freeze()
-    # What a run leaves for the collector lives a whole interval and is freed by reference
-    # counting; full collections ten times rarer than the default still find any cycle.
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+
+
+def _freeze_loaded() -> None:
+    """Freeze a config just loaded: loading leaves no cycles (measured), so the young
+    generations are collected, not the 60,000 objects a 20,000-target config is."""
+    gc.collect(1)
+    gc.freeze()
+
+
+class _Abandoned(Exception):
+    """A config load that did not end within `LOAD_LIMIT_SECONDS`."""
+
+
+class _Stopping(Exception):
+    """A config load still under way when stackprobe stops."""
 
 
 @dataclass(frozen=True)
@@ -80,48 +121,180 @@ class App:
         )
         self.started = time.time()
         self.last_reload_error = ""
-        self._reload_lock = asyncio.Lock()
+        # The running reload (loop time it started), whether one is queued, and what a queued
+        # one runs (cli's reload, which reloads the web config first, once it has asked).
+        self._reloading: float | None = None
+        self._reload_idle = asyncio.Event()
+        self._reload_idle.set()
+        self._reload_wanted = False
+        self._reloader: asyncio.Task[None] | None = None
+        self._run_reload: Callable[[], Awaitable[object]] = self.reload
+        self._stopping = False
+        self._loading = False
+        self._load_future: asyncio.Future[Any] | None = None
+        self._applying = False
+        self._freezer: asyncio.Task[None] | None = None
+        self._freeze_until = 0.0
+        self._secrets: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._log = structlog.get_logger("stackprobe.app")
 
     def start(self) -> None:
-        self.redactor.update(self.config.secrets() | self._ambient_secrets())
-        settled = self.scheduler.apply(self.config.targets)
+        self._secrets = self.config.secrets()
+        self.redactor.update(self._secrets | self._ambient_secrets())
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+        self._later(self._started(self.scheduler.apply(self.config.targets)))
         self.metrics.reload_successful.set(1)
         self.metrics.reload_success_time.set(time.time())
-        self._later(self._freeze_after(settled))
+
+    async def _started(self, applying: asyncio.Task[Applied]) -> None:
+        applied = await self._applied(applying)
+        self._freeze_for(applied.settled)
+
+    async def _applied(self, applying: asyncio.Task[Applied]) -> Applied:
+        """Await an apply, freezing what it makes as it goes."""
+        self._applying = True
+        self._freeze_for(0.0)
+        try:
+            return await applying
+        finally:
+            self._applying = False
+
+    def request_reload(self, run: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Ask for a reload and return at once (SIGHUP). If none is running one starts; if one
+        is, one more is queued, at most one however many are asked for, and it reads the file
+        when the running one has ended. `run` is what a reload does, `reload()` unless a
+        caller that reloads more (the web config) passes its own; a queued one runs the last
+        `run` given."""
+        if run is not None:
+            self._run_reload = run
+        self._reload_wanted = True
+        if self._reloader is None or self._reloader.done():
+            self._reloader = self._later(self._reloads())
+
+    async def _reloads(self) -> None:
+        while self._reload_wanted:
+            await self._reload_idle.wait()
+            if self._stopping:
+                return
+            self._reload_wanted = False
+            try:
+                await self._run_reload()
+            except Exception:
+                self._log.error("a config reload raised; this is a stackprobe bug", exc_info=True)
 
     async def reload(self) -> Outcome:
-        async with self._reload_lock:
-            if self.config_path is None:
-                return Outcome(False, "started without --config: there is nothing to reload")
-            try:
-                new = await asyncio.to_thread(load_config, self.config_path, self.kinds)
-            except Exception as exc:  # ConfigError, or anything the loader did not foresee
-                if not isinstance(exc, ConfigError):
-                    self._log.error("config reload raised; this is a stackprobe bug", exc_info=True)
-                self.metrics.reload_successful.set(0)
-                self.metrics.reloads.labels("failure").inc()
-                self.last_reload_error = str(exc)
-                self._log.error(
-                    "config reload failed; the previous config keeps running",
-                    path=str(self.config_path),
-                    problems=str(exc),
-                )
-                return Outcome(False, str(exc))
-            self._apply(new)
-            return Outcome(True, f"config reloaded: {len(new.targets)} targets")
+        """Load the config file again and apply it, and say how that went (POST /-/reload).
+        While another reload runs this one does not wait for it, which may never end (a load
+        stuck on a FIFO): it queues one, as `request_reload`, and says so at once."""
+        if self.config_path is None:
+            return Outcome(False, "started without --config: there is nothing to reload")
+        if self._stopping:
+            return Outcome(False, "stackprobe is stopping: no reload starts now")
+        loop = asyncio.get_running_loop()
+        if self._reloading is not None:
+            self.request_reload()
+            return Outcome(
+                False,
+                f"a reload is already running ({loop.time() - self._reloading:.1f} s so far); "
+                "another is queued and reads the file once it has ended",
+            )
+        self._reloading = loop.time()
+        self._reload_idle.clear()
+        try:
+            return await self._reload(self.config_path)
+        finally:
+            self._reloading = None
+            self._reload_idle.set()
 
-    def _apply(self, new: Config) -> None:
-        old_targets = {t.name: t for t in self.config.targets}
-        new_targets = {t.name: t for t in new.targets}
-        added = len(new_targets.keys() - old_targets.keys())
-        removed = len(old_targets.keys() - new_targets.keys())
-        changed = sum(
-            1 for n in new_targets.keys() & old_targets.keys() if new_targets[n] != old_targets[n]
-        )
+    async def _reload(self, path: Path) -> Outcome:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._log.debug("config reload started", path=str(path))
+        try:
+            new, secrets = await self._load(path)
+        except (_Stopping, asyncio.CancelledError) as exc:
+            self._log.warning(
+                "a config reload was still loading when stackprobe stopped; abandoned",
+                path=str(path),
+                seconds=round(loop.time() - started, 1),
+            )
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return Outcome(False, "stackprobe is stopping: the reload was abandoned")
+        except Exception as exc:  # ConfigError, or anything the loader did not foresee
+            if isinstance(exc, _Abandoned):
+                message = (
+                    f"{path}: the config did not load within {LOAD_LIMIT_SECONDS:g} s and was "
+                    "abandoned (is it a FIFO, or on a mount that does not answer?)"
+                )
+            elif isinstance(exc, ConfigError):
+                message = str(exc)
+            else:
+                self._log.error("config reload raised; this is a stackprobe bug", exc_info=True)
+                message = str(exc)
+            self.metrics.reload_successful.set(0)
+            self.metrics.reloads.labels("failure").inc()
+            self.last_reload_error = message
+            self._log.error(
+                "config reload failed; the previous config keeps running",
+                path=str(path),
+                problems=message,
+            )
+            return Outcome(False, message)
+        await self._apply(new, secrets)
+        return Outcome(True, f"config reloaded: {len(new.targets)} targets")
+
+    async def _load(self, path: Path) -> tuple[Config, set[str]]:
+        """The config and its secrets, from a daemon thread: a load that never ends (a FIFO
+        with no writer) is abandoned at shutdown or after `LOAD_LIMIT_SECONDS`, where a thread
+        of the loop's executor would hold the process's exit until it ended. While it loads,
+        the GIL changes hands more often and no full collection walks the half-built config
+        (see `_Loading`)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Config, set[str]]] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.done():  # abandoned
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            result: Any = None
+            error: BaseException | None = None
+            # Linux nices each thread on its own: the loop's thread keeps its share of a
+            # busy machine's CPU while this one loads.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
+            try:
+                config = load_config(path, self.kinds)
+                result = (config, config.secrets())
+            except Exception as exc:  # handed to the loop, which says what it was
+                error = exc
+            # RuntimeError: the loop has closed, stackprobe stopped while this loaded.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, error)
+
+        with _Loading(self):
+            self._load_future = future
+            threading.Thread(target=work, name="config load", daemon=True).start()
+            try:
+                async with asyncio.timeout(LOAD_LIMIT_SECONDS):
+                    loaded = await future
+            except TimeoutError:
+                raise _Abandoned from None
+            finally:
+                self._load_future = None
+        _freeze_loaded()
+        return loaded
+
+    async def _apply(self, new: Config, secrets: set[str]) -> None:
         # Old secrets stay known: a run started before the reload may still log.
-        self.redactor.update(self.config.secrets() | new.secrets() | self._ambient_secrets())
+        self.redactor.update(self._secrets | secrets | self._ambient_secrets())
         retired = self.resources
         self.resources = self._open_resources(new, retired)
         self.scheduler.use(self.resources)
@@ -129,10 +302,11 @@ class App:
         for shared, resource in retired.items():
             if self.resources[shared] is not resource:
                 self._later(self._close_after(resource, retire_after))
-        settled = self.scheduler.apply(new.targets)
         self.config = new
-        if added or removed or changed:  # a reload that changes nothing costs nothing
-            self._later(self._freeze_after(max(settled, retire_after)))
+        self._secrets = secrets
+        applied = await self._applied(self.scheduler.apply(new.targets))
+        if applied.added or applied.removed or applied.changed:  # a no-op reload costs nothing
+            self._freeze_for(max(applied.settled, retire_after))
         self.last_reload_error = ""
         self.metrics.reload_successful.set(1)
         self.metrics.reload_success_time.set(time.time())
@@ -140,28 +314,60 @@ class App:
         self._log.info(
             "config reloaded",
             path=str(self.config_path),
-            targets=len(new_targets),
-            added=added,
-            removed=removed,
-            changed=changed,
+            targets=len(new.targets),
+            added=applied.added,
+            removed=applied.removed,
+            changed=applied.changed,
         )
 
-    @staticmethod
-    async def _freeze_after(seconds: float) -> None:
-        """Freeze once every new target has run, so each task's own state is frozen with it."""
-        await asyncio.sleep(seconds)
-        _freeze_long_lived()
+    def _freeze_for(self, seconds: float) -> None:
+        """Freeze what new targets keep, step by step, until each has run once, so each task's
+        own state is frozen with it; a reload meanwhile extends the steps."""
+        loop = asyncio.get_running_loop()
+        self._freeze_until = max(self._freeze_until, loop.time() + seconds)
+        if self._freezer is None or self._freezer.done():
+            self._freezer = self._later(self._freeze_steps())
+
+    async def _freeze_steps(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -math.inf
+        while True:
+            now = loop.time()
+            step = FREEZE_STEP_APPLYING_SECONDS if self._applying else FREEZE_STEP_SECONDS
+            done = now >= self._freeze_until and not self._applying
+            # Not while a config loads: a collection would walk the half-built config.
+            if (done or now - last >= step) and not self._loading:
+                _freeze_new()
+                last = now
+            if done:
+                return
+            await asyncio.sleep(FREEZE_STEP_APPLYING_SECONDS)
 
     def ready(self) -> Outcome:
         """Ready once every target has a first result, so a first scrape is never partial."""
-        pending = [t.name for t in self.scheduler.targets if self.store.get(t.name) is None]
+        targets = self.scheduler.targets
+        pending = [t.name for t in targets if self.store.get(t.name) is None]
         if pending:
-            return Outcome(
-                False, f"{len(pending)} of {len(self.scheduler.targets)} targets have no result yet"
-            )
+            return Outcome(False, f"{len(pending)} of {len(targets)} targets have no result yet")
         return Outcome(True, "ready")
 
+    def reload_failed(self, message: str) -> None:
+        """A part of a reload outside the config (the web config file) failed: the reload
+        counts as failed, with the previous setup still running, as a bad config does."""
+        self.metrics.reload_successful.set(0)
+        self.metrics.reloads.labels("failure").inc()
+        self.last_reload_error = message
+
+    def abandon_reload(self) -> None:
+        """At shutdown: stop waiting for a config load under way, so the reload answers at
+        once that it was abandoned (its thread, a daemon, holds nothing up), and start none
+        after it, queued or asked for."""
+        self._stopping = True
+        if self._load_future is not None and not self._load_future.done():
+            self._load_future.set_exception(_Stopping())
+
     async def stop(self) -> None:
+        self.abandon_reload()
         await self.scheduler.stop()
         for task in self._background:
             task.cancel()
@@ -190,10 +396,11 @@ class App:
     def _longest_timeout(self) -> float:
         return max((t.timeout for t in self.config.targets), default=0.0) + GRACE_SECONDS
 
-    def _later(self, coroutine: Any) -> None:
+    def _later(self, coroutine: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _close_after(self, resource: Any, delay: float) -> None:
         """Close a retired resource once every run that may still hold it has ended."""
@@ -208,3 +415,29 @@ async def _close(resource: Any, log: Any) -> None:
         await resource.aclose()
     except Exception:
         log.warning("closing a shared resource failed", exc_info=True)
+
+
+class _Loading:
+    """While a config loads on its thread: the GIL changes hands every `LOAD_SWITCH_INTERVAL`
+    (the interval is the process's, so it is put back as soon as the load ends or is
+    abandoned; one load runs at a time), no full collection starts (one would walk every
+    object of the half-built config while holding the GIL: ~200 ms at 20,000 targets), and
+    the freeze steps wait."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._interval = 0.0
+        self._threshold = (0, 0, 0)
+
+    def __enter__(self) -> None:
+        self._app._loading = True
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._interval, LOAD_SWITCH_INTERVAL))
+        self._threshold = gc.get_threshold()
+        young, middle, _ = self._threshold
+        gc.set_threshold(young, middle, 2**30)
+
+    def __exit__(self, *exc: object) -> None:
+        gc.set_threshold(*self._threshold)
+        sys.setswitchinterval(self._interval)
+        self._app._loading = False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
+import weakref
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -13,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from stackprobe.contract import CoreReason, MetricSpec, ProbeContext, ProbeKind, ProbeResult
 from stackprobe.exposition import CORE_METRICS, Exposition
 from stackprobe.results import ResultStore
-from stackprobe.scheduler import GRACE_SECONDS, Scheduler, phase_fraction
+from stackprobe.scheduler import GRACE_SECONDS, TURN_TASKS, Scheduler, phase_fraction
 from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.target import TargetConfig
 
@@ -140,7 +142,7 @@ async def test_a_task_that_dies_is_restarted(scheduler: Any) -> None:
         real_put(record)
 
     store.put = put_failing_once
-    sched.apply([fake("a", interval="1s")])
+    await sched.apply([fake("a", interval="1s")])
     await asyncio.sleep(4)
 
     assert failures and store.get("a") is not None
@@ -156,14 +158,14 @@ async def test_an_undeclared_metric_is_internal_error(scheduler: Any) -> None:
 
 async def test_apply_keeps_unchanged_targets_and_restarts_changed_ones(scheduler: Any) -> None:
     sched, store = scheduler
-    sched.apply([fake("keep"), fake("change"), fake("drop")])
+    await sched.apply([fake("keep"), fake("change"), fake("drop")])
     await asyncio.sleep(1.2)  # first runs come within min(interval, 5 s)
     kept_before = store.get("keep")
     assert {r.target for r in store} == {"keep", "change", "drop"}
 
     changed_before = store.get("change")
 
-    sched.apply([fake("keep"), fake("change", timeout="300ms"), fake("new")])
+    await sched.apply([fake("keep"), fake("change", timeout="300ms"), fake("new")])
 
     assert store.get("keep") is kept_before
     assert store.get("change") is changed_before  # until the new task has a result
@@ -176,7 +178,7 @@ async def test_apply_keeps_unchanged_targets_and_restarts_changed_ones(scheduler
 
 async def test_runs_repeat_on_the_interval(scheduler: Any) -> None:
     sched, store = scheduler
-    sched.apply([fake("a", interval="500ms", timeout="100ms")])
+    await sched.apply([fake("a", interval="500ms", timeout="100ms")])
     await asyncio.sleep(2.2)
 
     record = store.get("a")
@@ -201,17 +203,17 @@ async def test_a_target_never_holds_two_states_however_fast_reloads_come(
 ) -> None:
     sched, store = scheduler
     Connection.open_now = Connection.most_open = Connection.opened = 0
-    sched.apply([stateful(1)])
+    await sched.apply([stateful(1)])
     await asyncio.sleep(1.2)
     assert (Connection.open_now, Connection.opened) == (1, 1)
 
-    sched.apply([stateful(2)])  # the first is closing (0.3 s) ...
-    sched.apply([stateful(3)])  # ... when the second is replaced before it even started
+    await sched.apply([stateful(2)])  # the first is closing (0.3 s) ...
+    await sched.apply([stateful(3)])  # ... when the second is replaced before it even started
     await asyncio.sleep(1.5)
 
     assert Connection.most_open == 1
     assert (Connection.open_now, Connection.opened) == (1, 2)  # version 2 never opened one
-    sched.apply([])  # removed: closed
+    await sched.apply([])  # removed: closed
     await asyncio.sleep(0.5)
     assert Connection.open_now == 0 and store.get("db") is None
 
@@ -219,10 +221,76 @@ async def test_a_target_never_holds_two_states_however_fast_reloads_come(
 async def test_stop_closes_every_state(scheduler: Any) -> None:
     sched, _ = scheduler
     Connection.open_now = Connection.most_open = Connection.opened = 0
-    sched.apply([stateful(1)])
+    await sched.apply([stateful(1)])
     await asyncio.sleep(1.2)
-    sched.apply([stateful(2)])
+    await sched.apply([stateful(2)])
 
     await sched.stop()
 
     assert Connection.open_now == 0
+
+
+async def test_apply_starts_and_stops_targets_in_slices_that_leave_the_loop_turning(
+    scheduler: Any,
+) -> None:
+    """20,000 targets started in one turn of the loop held it ~0.8 s, and every scrape with
+    it (bench/reload_stall.py): an apply lets the loop turn between slices of TURN_TASKS."""
+    sched, _ = scheduler
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    try:
+        many = [fake(f"t{i:04d}", interval="1h") for i in range(2000)]
+        applying = sched.apply(many)
+        assert len(sched.targets) == 2000  # said at once, done by the task
+        applied = await applying
+        started_in = turns
+        turns = 0
+        removed = await sched.apply(many[:1])
+    finally:
+        counter.cancel()
+
+    assert (applied.added, applied.removed, applied.changed) == (2000, 0, 0)
+    assert (removed.added, removed.removed, removed.changed) == (0, 1999, 0)
+    assert started_in >= 2000 // TURN_TASKS
+    assert turns >= 1999 // TURN_TASKS
+
+
+async def test_a_removed_targets_task_is_freed_without_the_garbage_collector(
+    scheduler: Any,
+) -> None:
+    """The app freezes what targets keep and never thaws it (app.py), so a removed target's
+    task must not sit in a reference cycle: a cancelled task keeps its CancelledError, whose
+    traceback holds the task's frames, which hold the task."""
+    sched, _ = scheduler
+    await sched.apply([fake("a", interval="2s"), fake("b", interval="2s")])
+    await asyncio.sleep(2.1)  # both have run once and wait for their next run
+    assert RUNS == {"a": 1, "b": 1}
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() in ("probe a", "probe b")]
+    refs = [weakref.ref(t) for t in tasks]
+    del tasks
+    gc.disable()
+    try:
+        await sched.apply([fake("b", interval="2s", timeout="300ms")])  # a removed, b changed
+        await asyncio.sleep(0.1)
+        assert [ref() for ref in refs] == [None, None]
+    finally:
+        gc.enable()
+
+
+async def test_stop_during_an_apply_leaves_no_task_running(scheduler: Any) -> None:
+    sched, _ = scheduler
+    applying = sched.apply([fake(f"t{i:04d}", interval="1h") for i in range(1000)])
+    for _ in range(3):
+        await asyncio.sleep(0)  # a few slices in
+
+    await sched.stop()
+    await applying
+
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("probe ")]
