@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import resource
 import signal
 import sys
 from collections import Counter
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from stackprobe._version import __version__
 from stackprobe.app import App
@@ -22,7 +23,8 @@ from stackprobe.config import Config, ConfigError, Problem, load_config, parse_c
 from stackprobe.logs import LEVELS, configure_logging
 from stackprobe.probes import KINDS
 from stackprobe.secrets import Redactor
-from stackprobe.server import make_web_app
+from stackprobe.server import LANDING_MODES, Listener, Surface, WebOptions, make_web_app
+from stackprobe.webconfig import WebConfigError
 
 DEFAULT_LISTEN = ":9877"
 # ECS sends SIGKILL 30 s after SIGTERM by default; finish well before.
@@ -75,7 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="YAML config file (default: a built-in self-check)"
     )
     run.add_argument(
-        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})"
+        "--listen",
+        "--web.listen-address",
+        dest="listen",
+        default=DEFAULT_LISTEN,
+        help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN}; 127.0.0.1:PORT keeps it local)",
+    )
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        help="TLS, basic auth and response headers for the web surface, in the Prometheus "
+        "exporter-toolkit format (docs/security.md); reloaded with the config",
+    )
+    run.add_argument(
+        "--web.enable-lifecycle",
+        dest="lifecycle",
+        action="store_true",
+        help="allow POST /-/reload (SIGHUP always reloads)",
+    )
+    run.add_argument(
+        "--web.landing-page",
+        dest="landing",
+        choices=LANDING_MODES,
+        default="full",
+        help="what / shows: everything (full), target names without what they probe or "
+        "failure details (names), or nothing (off)",
     )
     run.set_defaults(handler=_run)
     check = commands.add_parser(
@@ -139,14 +166,45 @@ def parse_listen(text: str) -> tuple[str | None, int]:
     return (host.strip("[]") or None), int(port)
 
 
+class _EarlyHup:
+    """SIGHUP's default action ends the process: from here until the loop's own handler is in
+    place (loading a big config takes seconds), a SIGHUP is remembered and served as a
+    reload once running, so a deploy tool that reloads too early does not kill the exporter."""
+
+    def __init__(self) -> None:
+        self.arrived = False
+        signal.signal(signal.SIGHUP, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.arrived = True
+
+
+def _raise_open_file_limit() -> None:
+    """Every probe holds a socket while it runs; the soft limit (often 1,024) is raised to the
+    hard one, as Go programs do at start, so thousands of targets, or clients holding
+    connections open, do not run stackprobe out of descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         print(f"stackprobe: {exc}", file=sys.stderr)
         return 2
+    options = WebOptions(args.web_config_file, args.lifecycle, args.landing)
+    try:
+        surface = Surface(options)
+    except WebConfigError as exc:
+        print(f"stackprobe: {exc}; not starting", file=sys.stderr)
+        return 2
     redactor = Redactor()
     configure_logging(args.log_format, args.log_level, redactor)
+    early = _EarlyHup()
+    _raise_open_file_limit()
     try:
         if args.config is None:
             config = parse_config(_BUILTIN_CONFIG.format(port=port), "<built-in>", KINDS)
@@ -159,7 +217,9 @@ def _run(args: argparse.Namespace) -> int:
     for warning in config.warnings:  # at start only: a reload does not repeat them
         log.warning(warning.message, config=warning.source, path=warning.path)
     try:
-        return asyncio.run(serve(config, args.config, host, port, redactor))
+        return asyncio.run(
+            serve(config, args.config, host, port, redactor, surface=surface, early_hup=early)
+        )
     except KeyboardInterrupt:
         return 0
 
@@ -171,16 +231,38 @@ async def serve(
     port: int,
     redactor: Redactor,
     banner: Callable[[], str] | None = None,
+    surface: Surface | None = None,
+    early_hup: _EarlyHup | None = None,
 ) -> int:
     """Serve /metrics until SIGTERM or SIGINT; SIGHUP reloads the config file."""
     log = structlog.get_logger("stackprobe")
     app = App(config, kinds=KINDS, redactor=redactor, config_path=path)
-    runner = web.AppRunner(make_web_app(app), access_log=None, handle_signals=False)
-    await runner.setup()
+    surface = surface if surface is not None else Surface(WebOptions())
+    listener: Listener
+
+    async def reload() -> tuple[bool, str]:
+        """The web config first (a new certificate is served to new connections at once),
+        then the config; each keeps its previous version when the new one is bad."""
+        web_problem = ""
+        try:
+            if surface.use(await asyncio.to_thread(surface.load)):
+                await listener.serve(surface.tls)
+                log.info("web config reloaded: new connections get the new TLS settings")
+        except WebConfigError as exc:
+            web_problem = str(exc)
+            log.error("web config reload failed; the previous one stays", problems=web_problem)
+        outcome = await app.reload()
+        message = app.redactor(outcome.message)
+        if web_problem:
+            app.reload_failed(web_problem)
+            return False, "\n".join(filter(None, [web_problem, message]))
+        return outcome.ok, message
+
+    listener = Listener(make_web_app(app, surface, reload), host, port)
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await listener.start(surface.tls)
     except OSError as exc:
-        await runner.cleanup()
+        await listener.stop()
         print(
             f"stackprobe: cannot listen on {host or '*'}:{port}: {exc.strerror}; "
             "pick another address with --listen",
@@ -195,29 +277,31 @@ async def serve(
     log.info(
         "stackprobe started",
         version=__version__,
-        listen=f"{host or '*'}:{port}",
+        listen=f"{'https' if surface.tls else 'http'}://{host or '*'}:{port}",
+        basic_auth=surface.gate.needs_auth,
         targets=len(config.targets),
         config=str(path) if path else config.source.strip("<>"),
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    reloads: set[asyncio.Task[object]] = set()
 
     def on_hup() -> None:
-        task = asyncio.create_task(app.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+        app.request_reload(reload)  # coalesced: one runs, at most one waits
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if early_hup is not None and early_hup.arrived:
+        log.info("a SIGHUP arrived during start-up; reloading the config now")
+        on_hup()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     try:
         await stopping.wait()
     finally:
         log.info("stackprobe stopping")
+        app.abandon_reload()  # a load stuck on a FIFO answers now, not after the listener
         try:
             async with asyncio.timeout(SHUTDOWN_SECONDS):
-                await runner.cleanup()
+                await listener.stop()
                 await app.stop()
         except TimeoutError:
             log.warning("shutdown took too long; exiting anyway", limit_seconds=SHUTDOWN_SECONDS)

@@ -29,7 +29,9 @@ def _age(seconds: float) -> str:
     return f"{seconds:.1f}s ago" if seconds < 120 else f"{format_duration(round(seconds))} ago"
 
 
-def render_landing(app: App) -> str:
+def render_landing(app: App, *, urls: bool = True) -> str:
+    """`urls=False` (`--web.landing-page=names`) leaves out what each target probes, failure
+    details and the config's path and problems: names, kinds and states only."""
     now = time.time()
     esc = html.escape
     rows = []
@@ -40,13 +42,13 @@ def render_landing(app: App) -> str:
         else:
             state = "ok" if record.result.success else "failed"
             reason = record.result.reason or ""
-            detail = app.redactor(record.result.detail)
+            detail = app.redactor(record.result.detail) if urls else ""
             age = _age(now - record.started)
             took = f"{record.duration * 1000:.1f} ms"
         rows.append(
             "<tr>"
             f"<td>{esc(target.name)}</td><td>{esc(target.kind)}</td>"
-            f"<td><code>{esc(app.redactor(target.describe()))}</code></td>"
+            f"<td><code>{esc(app.redactor(target.describe())) if urls else ''}</code></td>"
             f'<td class="{state}">{state}</td><td>{esc(reason)}</td><td>{esc(detail)}</td>'
             f"<td>{esc(age)}</td><td>{esc(took)}</td>"
             f"<td>{esc(format_duration(target.interval))}</td>"
@@ -54,11 +56,13 @@ def render_landing(app: App) -> str:
         )
     reload_note = (
         f'<p class="failed">The last config reload failed; the previous config is still '
-        f"running:</p><pre>{esc(app.redactor(app.last_reload_error))}</pre>"
+        f"running:</p><pre>{esc(app.redactor(app.last_reload_error)) if urls else ''}</pre>"
         if app.last_reload_error
         else ""
     )
     source = esc(str(app.config_path)) if app.config_path else "built-in default"
+    if not urls:
+        source = "not shown"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>stackprobe</title><style>{_STYLE}</style></head>
 <body><h1>stackprobe {esc(__version__)}</h1>

@@ -19,6 +19,7 @@ if [ "$mode" != "--venv" ]; then
   need dnsmasq dnsmasq-base
   need pg_ctlcluster postgresql
   need redis-server redis-server
+  need curl curl
 fi
 if [ "$mode" = "--bench" ]; then
   need nginx nginx-light

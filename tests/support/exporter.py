@@ -66,19 +66,39 @@ def stackprobe_run(config: Path, port: int, *flags: str) -> list[str]:
     ]
 
 
-def start_exporter(tmp: Path, config: dict[str, Any] | str, env: dict[str, str]) -> Exporter:
+def start_exporter(
+    tmp: Path,
+    config: dict[str, Any] | str,
+    env: dict[str, str],
+    *flags: str,
+    scheme: str = "http",
+    wait: bool = True,
+) -> Exporter:
+    """`flags` go after the test defaults (JSON logs at debug, /-/reload enabled); with
+    `wait=False` the test itself waits (a server behind TLS or basic auth)."""
     config_path = tmp / "stackprobe.yml"
     config_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
     port = free_port()
     log_path = tmp / "stackprobe.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        stackprobe_run(config_path, port, "--log-format", "json", "--log-level", "debug"),
+        stackprobe_run(
+            config_path,
+            port,
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "--web.enable-lifecycle",
+            *flags,
+        ),
         stdout=subprocess.DEVNULL,
         stderr=log_file,
         env={**os.environ, **env},
     )
-    exporter = Exporter(f"http://127.0.0.1:{port}", process, log_path, config_path, log_file)
+    exporter = Exporter(f"{scheme}://127.0.0.1:{port}", process, log_path, config_path, log_file)
+    if not wait:
+        return exporter
     try:
         wait_http(f"{exporter.url}/-/healthy", 20, process=process, logs=[log_path], interval=0.1)
     except BaseException:
