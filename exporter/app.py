@@ -31,6 +31,7 @@ import structlog
 
 from stackprobe.config import Config, ConfigError, load_config
 from stackprobe.contract import MetricSpec, ProbeKind
+from stackprobe.daemon_thread import run_in_daemon_thread
 from stackprobe.exposition import CORE_METRICS, Exposition
 from stackprobe.resource import ResourceEnv, Shared, declared
 from stackprobe.results import ResultStore
@@ -184,10 +185,12 @@ class App:
             except Exception:
                 self._log.error("a config reload raised; this is a stackprobe bug", exc_info=True)
 
-    async def reload(self) -> Outcome:
+    async def reload(self, failed_elsewhere: str = "") -> Outcome:
         """Load the config file again and apply it, and say how that went (POST /-/reload).
         While another reload runs this one does not wait for it, which may never end (a load
-        stuck on a FIFO): it queues one, as `request_reload`, and says so at once."""
+        stuck on a FIFO): it queues one, as `request_reload`, and says so at once.
+        `failed_elsewhere` is a part of the same reload outside the config that failed (the
+        web config file): the config still applies, and the reload counts once, as failed."""
         if self.config_path is None:
             return Outcome(False, "started without --config: there is nothing to reload")
         if self._stopping:
@@ -203,12 +206,12 @@ class App:
         self._reloading = loop.time()
         self._reload_idle.clear()
         try:
-            return await self._reload(self.config_path)
+            return await self._reload(self.config_path, failed_elsewhere)
         finally:
             self._reloading = None
             self._reload_idle.set()
 
-    async def _reload(self, path: Path) -> Outcome:
+    async def _reload(self, path: Path, failed_elsewhere: str) -> Outcome:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._log.debug("config reload started", path=str(path))
@@ -234,17 +237,24 @@ class App:
             else:
                 self._log.error("config reload raised; this is a stackprobe bug", exc_info=True)
                 message = str(exc)
-            self.metrics.reload_successful.set(0)
-            self.metrics.reloads.labels("failure").inc()
-            self.last_reload_error = message
             self._log.error(
                 "config reload failed; the previous config keeps running",
                 path=str(path),
                 problems=message,
             )
+            self._count_reload("\n".join(filter(None, [failed_elsewhere, message])))
             return Outcome(False, message)
         await self._apply(new, secrets)
+        self._count_reload(failed_elsewhere)
         return Outcome(True, f"config reloaded: {len(new.targets)} targets")
+
+    def _count_reload(self, problem: str) -> None:
+        """One reload, one count: failed if any part of it failed."""
+        self.last_reload_error = problem
+        self.metrics.reload_successful.set(0 if problem else 1)
+        self.metrics.reloads.labels("failure" if problem else "success").inc()
+        if not problem:
+            self.metrics.reload_success_time.set(time.time())
 
     async def _load(self, path: Path) -> tuple[Config, set[str]]:
         """The config and its secrets, from a daemon thread: a load that never ends (a FIFO
@@ -252,36 +262,17 @@ class App:
         of the loop's executor would hold the process's exit until it ended. While it loads,
         the GIL changes hands more often and no full collection walks the half-built config
         (see `_Loading`)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[Config, set[str]]] = loop.create_future()
 
-        def settle(result: Any, error: BaseException | None) -> None:
-            if future.done():  # abandoned
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-        def work() -> None:
-            result: Any = None
-            error: BaseException | None = None
+        def work() -> tuple[Config, set[str]]:
             # Linux nices each thread on its own: the loop's thread keeps its share of a
             # busy machine's CPU while this one loads.
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
-            try:
-                config = load_config(path, self.kinds)
-                result = (config, config.secrets())
-            except Exception as exc:  # handed to the loop, which says what it was
-                error = exc
-            # RuntimeError: the loop has closed, stackprobe stopped while this loaded.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, result, error)
+            config = load_config(path, self.kinds)
+            return config, config.secrets()
 
         with _Loading(self):
-            self._load_future = future
-            threading.Thread(target=work, name="config load", daemon=True).start()
+            self._load_future = future = run_in_daemon_thread(work, "config load")
             try:
                 async with asyncio.timeout(LOAD_LIMIT_SECONDS):
                     loaded = await future
@@ -307,10 +298,6 @@ class App:
         applied = await self._applied(self.scheduler.apply(new.targets))
         if applied.added or applied.removed or applied.changed:  # a no-op reload costs nothing
             self._freeze_for(max(applied.settled, retire_after))
-        self.last_reload_error = ""
-        self.metrics.reload_successful.set(1)
-        self.metrics.reload_success_time.set(time.time())
-        self.metrics.reloads.labels("success").inc()
         self._log.info(
             "config reloaded",
             path=str(self.config_path),
@@ -350,13 +337,6 @@ class App:
         if pending:
             return Outcome(False, f"{len(pending)} of {len(targets)} targets have no result yet")
         return Outcome(True, "ready")
-
-    def reload_failed(self, message: str) -> None:
-        """A part of a reload outside the config (the web config file) failed: the reload
-        counts as failed, with the previous setup still running, as a bad config does."""
-        self.metrics.reload_successful.set(0)
-        self.metrics.reloads.labels("failure").inc()
-        self.last_reload_error = message
 
     def abandon_reload(self) -> None:
         """At shutdown: stop waiting for a config load under way, so the reload answers at

@@ -18,8 +18,9 @@ from typing import Any
 import structlog
 
 from stackprobe._version import __version__
-from stackprobe.app import App
+from stackprobe.app import LOAD_LIMIT_SECONDS, App
 from stackprobe.config import Config, ConfigError, Problem, load_config, parse_config
+from stackprobe.daemon_thread import run_in_daemon_thread
 from stackprobe.logs import LEVELS, configure_logging
 from stackprobe.probes import KINDS
 from stackprobe.secrets import Redactor
@@ -245,16 +246,25 @@ async def serve(
         then the config; each keeps its previous version when the new one is bad."""
         web_problem = ""
         try:
-            if surface.use(await asyncio.to_thread(surface.load)):
+            loading = run_in_daemon_thread(surface.load, "web config load")
+            try:
+                async with asyncio.timeout(LOAD_LIMIT_SECONDS):
+                    loaded = await loading
+            except TimeoutError:
+                raise WebConfigError(
+                    f"web config {surface.options.config_file}: it did not load within "
+                    f"{LOAD_LIMIT_SECONDS:g} s and was abandoned (is it a FIFO, or on a mount "
+                    "that does not answer?)"
+                ) from None
+            if surface.use(loaded):
                 await listener.serve(surface.tls)
                 log.info("web config reloaded: new connections get the new TLS settings")
         except WebConfigError as exc:
             web_problem = str(exc)
             log.error("web config reload failed; the previous one stays", problems=web_problem)
-        outcome = await app.reload()
+        outcome = await app.reload(failed_elsewhere=web_problem)
         message = app.redactor(outcome.message)
         if web_problem:
-            app.reload_failed(web_problem)
             return False, "\n".join(filter(None, [web_problem, message]))
         return outcome.ok, message
 

@@ -245,6 +245,9 @@ def test_a_reload_swaps_passwords_and_certificates_and_a_bad_file_keeps_the_old(
     assert served_certificate(exporter.url, pki) == after
     metrics = new.get(exporter.url + "/metrics").text
     assert "stackprobe_config_last_reload_successful 0.0" in metrics
+    # Two reloads, one good and one whose web config was bad: each counted once.
+    assert 'stackprobe_config_reloads_total{result="success"} 1.0' in metrics
+    assert 'stackprobe_config_reloads_total{result="failure"} 1.0' in metrics
     new.close()
     assert PASSWORD not in exporter.logs() + refused.text
 
@@ -593,3 +596,38 @@ def test_a_sighup_while_the_config_loads_is_a_reload_once_running(tmp_path: Path
     finally:
         stop(process)
     assert process.returncode == 0
+
+
+def test_a_web_config_that_never_loads_holds_up_neither_scrapes_nor_shutdown(
+    tmp_path: Path,
+) -> None:
+    """A web config swapped for a FIFO nobody writes: while the reload that reads it waits,
+    /metrics answers, and SIGTERM still ends the process (a thread of the loop's executor
+    would keep it alive: asyncio joins those at exit)."""
+    web = tmp_path / "web.yml"
+    web.write_text("")
+    exporter = start_exporter(tmp_path, TARGETS, {}, "--web.config.file", str(web))
+    try:
+        web.unlink()
+        os.mkfifo(web)
+        exporter.process.send_signal(signal.SIGHUP)
+        # Once stackprobe has opened the FIFO to read, a writer can open it too: the test then
+        # holds it open and writes nothing, so the load waits in its read for good.
+        writer = wait_until(lambda: _open_writer(web), 10, what="the reload to open the web config")
+        try:
+            assert httpx.get(exporter.url + "/metrics", timeout=5).status_code == 200
+            exporter.process.send_signal(signal.SIGTERM)
+            assert exporter.process.wait(timeout=20) == 0
+        finally:
+            os.close(writer)
+    finally:
+        stop_exporter(exporter)
+    assert "stackprobe stopping" in exporter.logs()
+
+
+def _open_writer(fifo: Path) -> int | None:
+    """A write end of the FIFO, or None while nobody has it open to read."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader yet
+        return None
