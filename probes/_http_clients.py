@@ -127,7 +127,14 @@ class _WatchedStream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> httpcore.AsyncNetworkStream:
-        inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        try:
+            inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            # httpcore closes the TCP stream when the handshake fails, but not when it is
+            # cancelled (the probe's deadline), and nothing else holds it: left alone, its
+            # socket stays open until a garbage collection finds it.
+            await self._inner.aclose()
+            raise
         return _WatchedStream(inner, self._received)  # the handshake is not read through here
 
     def get_extra_info(self, info: str) -> Any:

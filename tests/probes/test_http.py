@@ -19,7 +19,15 @@ import respx
 
 from stackprobe.probes.http import Reason, _same_origin, classify
 from tests.support.peers import AUTH_TOKEN, BIG_BODY_BYTES, Peers
-from tests.support.probing import UNUSED_AWS, RunProbe, make_target, samples_by_name, value
+from tests.support.polling import wait_until_async
+from tests.support.probing import (
+    UNUSED_AWS,
+    ProbeRunner,
+    RunProbe,
+    make_target,
+    samples_by_name,
+    value,
+)
 
 
 def target(url: str, **extra: Any) -> Any:
@@ -630,6 +638,34 @@ async def test_the_connection_limit_holds_and_a_saturated_one_is_pool_timeout(
         await clients.aclose()
 
     assert sorted([first.reason, second.reason]) == sorted([Reason.TIMEOUT, Reason.POOL_TIMEOUT])
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+async def test_a_probe_that_times_out_closes_its_socket_at_once(peers: Peers, scheme: str) -> None:
+    """A server that never answers (not even the TLS ClientHello): each run times out, and
+    its socket must be closed then, not when a garbage collection finds it. Left to the
+    collector, 2,000 such targets held thousands of sockets, and the collection that closed
+    them stalled /metrics for a second (bench/hostile_targets.py)."""
+    from stackprobe.probes._http_clients import HttpClients
+
+    clients = HttpClients(max_connections=20)
+    silent = target(f"{scheme}://127.0.0.1:{peers.silent_port}/health/ready", timeout="300ms")
+    gc.disable()  # what is left open stays open, as it would between two collections
+    try:
+        results = await asyncio.gather(*(ProbeRunner.once(silent, http=clients) for _ in range(10)))
+        assert {r.reason for r in results} == {Reason.TIMEOUT}, [r.detail for r in results]
+        await wait_until_async(
+            lambda: _none_open(peers),
+            5,
+            what=f"the silent server to see every connection closed ({peers.silent_open[0]} open)",
+        )
+    finally:
+        gc.enable()
+        await clients.aclose()
+
+
+async def _none_open(peers: Peers) -> bool:
+    return peers.silent_open[0] == 0
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,8 @@ class Peers:
     closed_port: int = 0  # nothing listens here
     blackhole_port: int = 0  # accepts nothing: its backlog is full, so SYNs are dropped
     short_body_port: int = 0  # promises 100 bytes, sends 7, hangs up
+    silent_port: int = 0  # accepts and reads, never answers (not even a TLS ClientHello)
+    silent_open: list[int] = field(default_factory=lambda: [0])  # its connections open now
     hostile: dict[str, int] = field(default_factory=dict)  # HOSTILE's peers: name -> port
     ca_file: Path = Path()
     hits: dict[str, int] = field(default_factory=dict)
@@ -255,6 +257,23 @@ async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
+def _silent(peers: Peers) -> Handler:
+    """Never answers; counts the connections it holds, so a test sees when the prober has
+    really closed its end (not only given up on it)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.silent_open[0] += 1
+        try:
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):
+                    pass
+        finally:
+            peers.silent_open[0] -= 1
+            writer.close()
+
+    return handle
+
+
 def _postgres_error(message: str) -> bytes:
     """An ErrorResponse packet as a PostgreSQL backend writes it before closing."""
     fields = b"".join(
@@ -411,6 +430,7 @@ class PeerServers:
         self.peers.garbage_port = await self._raw(_garbage)
         self.peers.close_port = await self._raw(_close)
         self.peers.short_body_port = await self._raw(_short_body)
+        self.peers.silent_port = await self._raw(_silent(self.peers))
         for name, peer in HOSTILE.items():
             self.peers.hostile[name] = await self._raw(_hostile(peer))
         self.peers.closed_port = free_port()
