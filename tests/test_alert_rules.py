@@ -224,60 +224,16 @@ def test_anchors_number_repeats_and_skip_code() -> None:
 
 
 SEEDS = Path(os.environ.get("STACKPROBE_SEEDS", ROOT.parent / "shared" / "seeds"))
-AEP_URL = "https://github.com/navralabs/aep/blob/main/docs/INCIDENT_RUNBOOK.md"
-VIVA_URL = "https://wiki.vivacampo.example/runbook"
-# Each team's alerts, onto the section of their own runbook that says what to do.
+# The shipped maps of each team's alerts onto the section of its own runbook that says what
+# to do, with the seed runbook each links into and the URL that runbook is served at.
 SEED_MAPS = {
     "000_b9c89ee92470956a.txt": (
-        AEP_URL,
-        {
-            "AlbHigh5xxRate": "incident-1-high-5xx-error-rate",
-            "EcsDeploymentFailed": "incident-1-high-5xx-error-rate",
-            "HealthReadyFailing": "incident-2-unhealthy-targets-alb",
-            "EcsTaskReadyFailing": "incident-2-unhealthy-targets-alb",
-            "AlbNoHealthyTargets": "incident-2-unhealthy-targets-alb",
-            "AlbUnhealthyTargets": "incident-2-unhealthy-targets-alb",
-            "AlbHealthCheckPathDrift": "incident-2-unhealthy-targets-alb",
-            "EcsServiceCrashLooping": "incident-2-unhealthy-targets-alb",
-            "RedisDown": "incident-3-redis-transport-closed-error",
-            "RedisConnectionErrors": "incident-3-redis-transport-closed-error",
-            "AppRedisPoolBroken": "incident-3-redis-transport-closed-error",
-            "DependencyComponentDown": "incident-2-unhealthy-targets-alb",
-            "AlbMostRequests5xx": "incident-1-high-5xx-error-rate",
-            "PostgresAppPoolExhausted": "incident-4-database-connection-pool-exhausted",
-            "PostgresLongRunningQueries": "root-cause-investigation-2",
-            "PostgresIdleInTransaction": "root-cause-investigation-2",
-            "PostgresConnectionLeak": "root-cause-investigation-2",
-            "EcsTaskDefinitionEnvDrift": "incident-5-budget-enforcement-failing",
-            "HealthLiveFailing": "incident-6-complete-site-outage-p0",
-            "DnsNotResolving": "incident-6-complete-site-outage-p0",
-            "AlbNotActive": "incident-6-complete-site-outage-p0",
-            "EcsServiceScaledToZero": "incident-6-complete-site-outage-p0",
-            "EcsServiceNoRunningTasks": "incident-6-complete-site-outage-p0",
-            "AlbAccessLogsDisabled": "containment",
-        },
+        "aep.yml",
+        "https://github.com/navralabs/aep/blob/main/docs/INCIDENT_RUNBOOK.md",
     ),
-    "004_37bdbe2dcf880ee0.txt": (
-        VIVA_URL,
-        {
-            "PostgresDown": "scenario-1-database-connection-pool-exhausted",
-            "PostgresConnectionsNearLimit": "scenario-1-database-connection-pool-exhausted",
-            "PostgresSlowStatements": "3-investigation-parallel-with-mitigation",
-            "ExternalDependencyFailing": "3-investigation-parallel-with-mitigation",
-            "S3BucketGrowingFast": "scenario-2-s3-bucket-full--quota-exceeded",
-            "S3NoLifecycleRule": "scenario-2-s3-bucket-full--quota-exceeded",
-            "EndpointSlow": "scenario-3-titiler-slow--unresponsive",
-            "EndpointFailing": "scenario-3-titiler-slow--unresponsive",
-            "AlbHighLatency": "scenario-3-titiler-slow--unresponsive",
-            "EcsServiceResourcesSaturated": "scenario-3-titiler-slow--unresponsive",
-            "SqsJobsStuck": "scenario-4-worker-jobs-stuck-in-queue",
-            "SqsOldestMessageTooOld": "scenario-4-worker-jobs-stuck-in-queue",
-            "SqsDeadLetterMessages": "scenario-4-worker-jobs-stuck-in-queue",
-            "SqsDeadLetterQueueMissing": "scenario-4-worker-jobs-stuck-in-queue",
-            "SqsNoRedrivePolicy": "scenario-4-worker-jobs-stuck-in-queue",
-        },
-    ),
+    "004_37bdbe2dcf880ee0.txt": ("vivacampo.yml", "https://wiki.vivacampo.example/runbook"),
 }
+RUNBOOK_MAPS = ROOT / "examples" / "runbook-maps"
 
 
 @pytest.mark.parametrize("seed", sorted(SEED_MAPS))
@@ -285,9 +241,9 @@ def test_alerts_map_onto_the_seed_runbooks(seed: str, tmp_path: Path) -> None:
     runbook = SEEDS / seed
     if not runbook.is_file():
         pytest.skip(f"the seed runbooks are not at {SEEDS} (set STACKPROBE_SEEDS)")
-    prefix, sections = SEED_MAPS[seed]
-    mapping = tmp_path / "map.yml"
-    mapping.write_text(yaml.safe_dump({a: f"{prefix}#{s}" for a, s in sections.items()}))
+    name, prefix = SEED_MAPS[seed]
+    mapping = RUNBOOK_MAPS / name
+    links = yaml.safe_load(mapping.read_text())
 
     rendered = stackprobe("rules", "--rules", RULES, "--runbook-map", mapping, "--out", tmp_path)
     checked = stackprobe(
@@ -296,11 +252,11 @@ def test_alerts_map_onto_the_seed_runbooks(seed: str, tmp_path: Path) -> None:
 
     assert rendered.returncode == 0, rendered.stderr
     assert checked.returncode == 0, checked.stderr
-    assert f"{len(sections)} of {len(ALERTS)} alerts link into" in checked.stdout
+    assert f"{len(links)} of {len(ALERTS)} alerts link into" in checked.stdout
+    assert all(url.startswith(prefix + "#") for url in links.values())
     for alert in alerts(tmp_path):
         url = alert.rule["annotations"]["runbook_url"]
-        expected = f"{prefix}#{sections[alert.name]}" if alert.name in sections else None
-        assert url == (expected or f"{OWN_RUNBOOK}#{slug(alert.name)}")
+        assert url == links.get(alert.name, f"{OWN_RUNBOOK}#{slug(alert.name)}")
         assert alert.rule["labels"]["runbook_url"] == url
 
 

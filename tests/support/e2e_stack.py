@@ -3,9 +3,9 @@ the test's own, to fill, stop and restart), a real Prometheus with the shipped r
 Alertmanager with the example routing, and the receivers' far end.
 
 Time runs 60 times faster for the rules: every `for`, range and offset in them is divided
-by 60 (15m becomes 15s, 1d 24m; a `for` stays at least 5s), the expressions are otherwise
-as shipped. An alert
-that waits an hour in production waits a minute here; one that compares with yesterday
+by 60 (15m becomes 15s, 1d 24m; a `for` gets 5s more, see `faster_rules`), the expressions
+are otherwise as shipped. An alert that waits an hour in production waits a minute here
+(and 5 s); one that compares with yesterday
 compares with 24 minutes ago, which Prometheus learns from a block backfilled by promtool
 (what the bucket held "yesterday").
 """
