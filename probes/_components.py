@@ -101,44 +101,57 @@ def components(
     doc: Any, limit: int, ignore: frozenset[str] = frozenset()
 ) -> tuple[dict[str, float], int]:
     """Components found in `doc` (first `limit` in document order) and how many were dropped."""
-    found: dict[str, float] = {}
-    dropped = 0
+    found = _Found(limit, ignore)
+    if isinstance(doc, dict):
+        _walk(doc, (), 0, found)
+    return found.found, found.dropped
 
-    def add(path: tuple[str, ...], value: float | None) -> None:
-        nonlocal dropped
+
+class _Found:
+    """The components kept so far. (A class and a module-level walk, not closures: a nested
+    function that calls itself is a reference cycle, left for the garbage collector on every
+    probe run.)"""
+
+    __slots__ = ("dropped", "found", "ignore", "limit")
+
+    def __init__(self, limit: int, ignore: frozenset[str]) -> None:
+        self.found: dict[str, float] = {}
+        self.dropped = 0
+        self.limit = limit
+        self.ignore = ignore
+
+    def add(self, path: tuple[str, ...], value: float | None) -> None:
         if value is None:
             return
         name = _label_safe(".".join(path)) or OVERALL
-        if name in found or name in ignore:
+        if name in self.found or name in self.ignore:
             return
-        if len(found) >= limit:
-            dropped += 1
+        if len(self.found) >= self.limit:
+            self.dropped += 1
             return
-        found[name] = value
+        self.found[name] = value
 
-    def walk(node: dict[Any, Any], path: tuple[str, ...], depth: int) -> None:
-        own_status_seen = False
-        for key, value in node.items():
-            if not isinstance(key, str):
-                continue
-            lowered = key.lower()
-            if lowered in STATUS_KEYS and isinstance(value, bool | str) and not own_status_seen:
-                own_status_seen = True
-                add(path, verdict(value))
-            elif isinstance(value, dict):
-                if depth < MAX_DEPTH:
-                    walk(value, path if lowered in WRAPPER_KEYS else (*path, key), depth + 1)
-            elif isinstance(value, list) and _named_checks(value):
-                # MicroProfile Health: {"checks": [{"name": "redis", "status": "DOWN"}]}
-                base = path if lowered in WRAPPER_KEYS else (*path, key)
-                for item in value:
-                    add((*base, item["name"]), verdict(item))
-            elif isinstance(value, list | bool | str) and lowered not in STATUS_KEYS:
-                add((*path, key), verdict(value))
 
-    if isinstance(doc, dict):
-        walk(doc, (), 0)
-    return found, dropped
+def _walk(node: dict[Any, Any], path: tuple[str, ...], depth: int, found: _Found) -> None:
+    own_status_seen = False
+    for key, value in node.items():
+        if not isinstance(key, str):
+            continue
+        lowered = key.lower()
+        if lowered in STATUS_KEYS and isinstance(value, bool | str) and not own_status_seen:
+            own_status_seen = True
+            found.add(path, verdict(value))
+        elif isinstance(value, dict):
+            if depth < MAX_DEPTH:
+                inner = path if lowered in WRAPPER_KEYS else (*path, key)
+                _walk(value, inner, depth + 1, found)
+        elif isinstance(value, list) and _named_checks(value):
+            # MicroProfile Health: {"checks": [{"name": "redis", "status": "DOWN"}]}
+            base = path if lowered in WRAPPER_KEYS else (*path, key)
+            for item in value:
+                found.add((*base, item["name"]), verdict(item))
+        elif isinstance(value, list | bool | str) and lowered not in STATUS_KEYS:
+            found.add((*path, key), verdict(value))
 
 
 def _named_checks(items: list[Any]) -> bool:

@@ -350,6 +350,8 @@ class HttpTarget(TargetConfig):
 
 
 _PHASES = ("connect", "tls", "processing", "transfer")
+# What a response's body is once read and closed.
+_READ = httpx.ByteStream(b"")
 
 PROBE_HTTP_STATUS_CODE = MetricSpec(
     "probe_http_status_code", "HTTP status code of the final response, 0 when none arrived."
@@ -557,6 +559,10 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                     return body
                 finally:
                     await response.aclose()
+                    # httpx binds a streamed response's body to the response (its stream
+                    # holds the response), a cycle that would keep the request, headers and
+                    # trace of every run until a full garbage collection; read, it is done.
+                    response.stream = _READ
     except TimeoutError:
         if body is not None:  # the deadline fell while closing a response already read
             return body

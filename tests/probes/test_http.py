@@ -664,6 +664,47 @@ async def test_a_probe_that_times_out_closes_its_socket_at_once(peers: Peers, sc
         await clients.aclose()
 
 
+async def test_a_run_leaves_nothing_for_the_garbage_collector(peers: Peers) -> None:
+    """What a run makes is freed when it ends, by reference counting: a reference cycle per
+    run (httpx binds a streamed body to its response; a nested function that calls itself)
+    kept each run's request, headers, trace and parsed body until a full collection, which
+    at 2,000 targets was 80 MiB of RSS and a 0.7 s /metrics stall (bench/hostile_targets.py).
+    Left out: asyncio's own socket transports, a cycle on Python 3.11 that 3.12 breaks."""
+    from stackprobe.probes._http_clients import HttpClients
+
+    clients = HttpClients(max_connections=4)
+    urls = [f"{peers.http}/nested", f"{peers.http}/redis-down", f"{peers.http}/hang"]
+    runners = [ProbeRunner(target(url, timeout="300ms"), http=clients) for url in urls]
+    for runner in runners:
+        await runner.run()  # what a first run sets up for good is not garbage
+    gc.collect()
+    gc.disable()
+    try:
+        results = [await runner.run() for runner in runners for _ in range(5)]
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        ours = sorted(
+            {_named(o) for o in gc.garbage if _named(o).startswith(("stackprobe", "httpx"))}
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        for runner in runners:
+            await runner.aclose()
+        await clients.aclose()
+
+    assert [r.reason for r in results[-5:]] == [Reason.TIMEOUT] * 5
+    assert ours == []
+
+
+def _named(thing: object) -> str:
+    """Where a garbage object comes from: its type's module, or a function's own module."""
+    module = getattr(thing, "__module__", None) if callable(thing) else None
+    kind = type(thing)
+    return f"{module or kind.__module__}.{getattr(thing, '__qualname__', kind.__qualname__)}"
+
+
 async def _none_open(peers: Peers) -> bool:
     return peers.silent_open[0] == 0
 
