@@ -34,6 +34,16 @@ bench-aws:  ## AWS API calls per cycle against the batched minimum, in moto
 	scripts/setup.sh --venv
 	$(VENV)/bin/python bench/aws_calls.py
 
+.PHONY: bench-reload
+bench-reload:  ## /metrics latency through reloads, an alias bomb, a SIGHUP storm and slowloris
+	scripts/setup.sh --bench
+	$(VENV)/bin/python bench/reload_stall.py
+
+.PHONY: bench-hostile
+bench-hostile:  ## RSS and fds over 10 minutes against 2,000 hostile http targets, beside blackbox
+	scripts/setup.sh --bench
+	$(VENV)/bin/python bench/hostile_targets.py
+
 bench-datastores:  ## stackprobe next to postgres_exporter and redis_exporter
 	scripts/setup.sh --bench
 	$(VENV)/bin/python bench/datastores_vs_exporters.py

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 import yaml
-from processes import binary, free_port, rss_mib, stackprobe_run, wait_http
+from processes import binary, free_port, rss_mib, stackprobe_run, start_blackbox, wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 INTERVAL = 15.0
@@ -194,7 +194,7 @@ async def drive_blackbox(bb: str, base: str, size: int, seconds: float) -> list[
         async def one(i: int) -> None:
             t0 = time.perf_counter()
             response = await client.get(
-                f"{bb}/probe", params={"module": "http_2xx", "target": target_url(base, i)}
+                f"{bb}/probe", params={"module": "http", "target": target_url(base, i)}
             )
             latencies.append(time.perf_counter() - t0)
             if "probe_success 1" not in response.text:
@@ -215,33 +215,11 @@ async def drive_blackbox(bb: str, base: str, size: int, seconds: float) -> list[
 
 
 def run_blackbox(base: str, size: int, window: float, workdir: Path) -> Figures:
-    config = workdir / "blackbox.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "modules": {
-                    "http_2xx": {
-                        "prober": "http",
-                        "timeout": "5s",
-                        "http": {"preferred_ip_protocol": "ip4"},
-                    }
-                }
-            }
-        )
-    )
-    port = free_port()
-    bb = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            binary("prometheus-blackbox-exporter"),
-            f"--config.file={config}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stderr=(workdir / f"blackbox-{size}.log").open("w"),
+    process, bb = start_blackbox(
+        {"prober": "http", "timeout": "5s", "http": {"preferred_ip_protocol": "ip4"}},
+        workdir / f"blackbox-{size}.log",
     )
     try:
-        wait_http(bb + "/-/healthy")
         asyncio.run(drive_blackbox(bb, base, size, INTERVAL))  # warm-up: one interval
         cpu0 = cpu_seconds(process.pid)
         latencies = asyncio.run(drive_blackbox(bb, base, size, window))

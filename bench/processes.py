@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -16,7 +20,15 @@ from tests.support.datastores import RedisServer  # noqa: E402
 from tests.support.exporter import stackprobe_run  # noqa: E402
 from tests.support.processes import free_port  # noqa: E402
 
-__all__ = ["RedisServer", "binary", "free_port", "rss_mib", "stackprobe_run", "wait_http"]
+__all__ = [
+    "RedisServer",
+    "binary",
+    "free_port",
+    "rss_mib",
+    "stackprobe_run",
+    "start_blackbox",
+    "wait_http",
+]
 
 
 def binary(name: str) -> str:
@@ -42,3 +54,27 @@ def wait_http(url: str, timeout: float = 30) -> None:
         polling.wait_http(url, timeout)
     except AssertionError as error:
         sys.exit(str(error))
+
+
+def start_blackbox(module: Mapping[str, object], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """blackbox_exporter with one module named `http`, on a free loopback port, logging to
+    `log`; the process and its base URL, once it answers."""
+    config = log.with_suffix(".yml")
+    config.write_text(yaml.safe_dump({"modules": {"http": module}}))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary("prometheus-blackbox-exporter"),
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stderr=log.open("w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/-/healthy")
+    except BaseException:
+        process.kill()
+        raise
+    return process, base

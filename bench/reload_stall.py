@@ -1,4 +1,4 @@
-"""Does a reload stall /metrics? A real `stackprobe run`, scraped every 50 ms through reloads.
+"""Does a reload or an attack stall /metrics? A real `stackprobe run`, scraped every 50 ms.
 
 One stackprobe probes N http targets on a loopback nginx while two scrapers run beside it:
 /metrics as Prometheus asks for it (OpenMetrics, gzip), and /-/healthy, which does no work, so
@@ -7,7 +7,10 @@ its latency is how long the event loop was busy elsewhere. Then, by SIGHUP:
 - the config grows from N to M targets (the report: 1,000 to 20,000 blocked /metrics 3.5-5 s),
 - M targets run for a while,
 - it shrinks back to N,
-- and a YAML alias bomb (a few hundred bytes, 387 million values) is refused.
+- a YAML alias bomb (a few hundred bytes, 387 million values) is refused,
+- 20 SIGHUPs arrive within a second (one reload runs, one waits, the rest fold into it),
+- and 400 slowloris connections (a request head a line a second, never finished) and 400
+  silent ones are held open against the web port, which closes them after 15 s.
 
 It prints, per phase, /metrics and /-/healthy p50 / p99 / max (ms), how long each reload took
 (SIGHUP to its log line) and how many runs timed out. A reload phase runs from the SIGHUP
@@ -28,7 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -122,6 +128,48 @@ def scraping(url: str) -> Iterator[tuple[Scraper, Scraper]]:
             scraper._stop.set()
         for thread in threads:
             thread.join(timeout=60)
+
+
+@contextmanager
+def slowloris(port: int, trickling: int, silent: int) -> Iterator[list[int]]:
+    """`trickling` connections sending a request head a line a second, never ending it, and
+    `silent` ones sending nothing, held until the block ends; yields [how many stackprobe
+    closed], filled in when the block ends."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 800 sockets and the scrapers
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(trickling + silent)]
+    slow = set(socks[:trickling])
+    for sock in slow:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    closed: set[socket.socket] = set()
+    done = threading.Event()
+
+    def trickle() -> None:
+        while not done.wait(1.0):
+            for sock in slow - closed:
+                try:
+                    sock.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    closed.add(sock)
+            readable, _, _ = select.select(list(set(socks) - closed), [], [], 0)
+            for sock in readable:
+                try:
+                    if sock.recv(4096) == b"":
+                        closed.add(sock)
+                except OSError:
+                    closed.add(sock)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    count = [0]
+    try:
+        yield count
+    finally:
+        done.set()
+        thread.join(timeout=10)
+        count[0] = len(closed)
+        for sock in socks:
+            sock.close()
 
 
 class Log:
@@ -249,6 +297,20 @@ def main() -> int:
                 reload("alias bomb", alias_bomb(), 2.0, "config reload failed")
                 path.write_text(small)
                 steady(f"after the bomb ({args.small:,})")
+
+                start = time.monotonic()
+                for _ in range(20):
+                    process.send_signal(signal.SIGHUP)
+                    time.sleep(0.05)
+                log.wait_for(("config reloaded",))
+                time.sleep(2.0)  # the one queued behind it, if any
+                phases.append(Phase("20 SIGHUPs in 1 s", start, time.monotonic()))
+
+                start = time.monotonic()
+                with slowloris(port, 400, 400) as closed:
+                    time.sleep(max(args.window, 20.0))  # past the 15 s idle limit
+                note = f"{closed[0]} of 800 closed by stackprobe"
+                phases.append(Phase("400 slowloris + 400 idle", start, time.monotonic(), note))
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
