@@ -19,9 +19,11 @@ from tests.support import polling  # noqa: E402
 from tests.support.datastores import RedisServer  # noqa: E402
 from tests.support.exporter import stackprobe_run  # noqa: E402
 from tests.support.processes import free_port  # noqa: E402
+from tests.support.slowloris import Slowloris  # noqa: E402
 
 __all__ = [
     "RedisServer",
+    "Slowloris",
     "binary",
     "free_port",
     "rss_mib",

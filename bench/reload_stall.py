@@ -32,9 +32,7 @@ import argparse
 import json
 import os
 import resource
-import select
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +47,7 @@ from pathlib import Path
 import httpx
 import yaml
 from http_vs_blackbox import PROMETHEUS_ACCEPT, nginx, percentile, target_url
-from processes import free_port, rss_mib, stackprobe_run, wait_http
+from processes import Slowloris, free_port, rss_mib, stackprobe_run, wait_http
 
 TIMEOUT = 5.0
 PERIOD = 0.05  # each scraper's pace
@@ -132,32 +130,16 @@ def scraping(url: str) -> Iterator[tuple[Scraper, Scraper]]:
 
 @contextmanager
 def slowloris(port: int, trickling: int, silent: int) -> Iterator[list[int]]:
-    """`trickling` connections sending a request head a line a second, never ending it, and
-    `silent` ones sending nothing, held until the block ends; yields [how many stackprobe
-    closed], filled in when the block ends."""
+    """tests.support's Slowloris, its next line sent every second on a thread of its own,
+    until the block ends; yields [how many connections stackprobe closed], filled in then."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 800 sockets and the scrapers
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(trickling + silent)]
-    slow = set(socks[:trickling])
-    for sock in slow:
-        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-    closed: set[socket.socket] = set()
+    attack = Slowloris(port, trickling, silent)
     done = threading.Event()
 
     def trickle() -> None:
-        while not done.wait(1.0):
-            for sock in slow - closed:
-                try:
-                    sock.sendall(b"X-Slow: 1\r\n")
-                except OSError:
-                    closed.add(sock)
-            readable, _, _ = select.select(list(set(socks) - closed), [], [], 0)
-            for sock in readable:
-                try:
-                    if sock.recv(4096) == b"":
-                        closed.add(sock)
-                except OSError:
-                    closed.add(sock)
+        while not done.is_set():
+            attack.tick(wait=1.0)
 
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
@@ -167,9 +149,8 @@ def slowloris(port: int, trickling: int, silent: int) -> Iterator[list[int]]:
     finally:
         done.set()
         thread.join(timeout=10)
-        count[0] = len(closed)
-        for sock in socks:
-            sock.close()
+        count[0] = len(attack.closed)
+        attack.close()
 
 
 class Log:

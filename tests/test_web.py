@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import select
 import signal
 import socket
 import ssl
@@ -35,6 +34,7 @@ from stackprobe.webconfig import Gate, WebConfigError, load_web_config
 from tests.support.exporter import Exporter, start_exporter, stop_exporter
 from tests.support.polling import wait_http, wait_until, wait_until_async
 from tests.support.processes import free_port, require_binary, run, stop
+from tests.support.slowloris import Slowloris
 
 TARGETS = {"targets": [{"name": "closed-port", "kind": "http", "url": "http://127.0.0.1:1/"}]}
 PASSWORD = "CANARY-web-password-7d41"
@@ -474,35 +474,19 @@ def test_connections_that_never_finish_a_request_are_closed_and_metrics_keep_ans
     try:
         pid = exporter.process.pid
         fds_before = len(list(Path(f"/proc/{pid}/fd").iterdir()))
-        host, port = "127.0.0.1", int(exporter.url.rsplit(":", 1)[1])
-        trickling = [socket.create_connection((host, port)) for _ in range(150)]
-        silent = [socket.create_connection((host, port)) for _ in range(150)]
-        for sock in trickling:
-            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        attack = Slowloris(int(exporter.url.rsplit(":", 1)[1]), 150, 150)
         started = time.monotonic()
         slowest = 0.0
-        open_socks = set(trickling + silent)
-        while open_socks and time.monotonic() - started < KEEPALIVE_SECONDS + 10:
-            for sock in list(open_socks & set(trickling)):
-                try:
-                    sock.sendall(b"X-Slow: 1\r\n")
-                except OSError:
-                    open_socks.discard(sock)
-            readable, _, _ = select.select(list(open_socks), [], [], 1.0)
-            for sock in readable:
-                try:
-                    if sock.recv(4096) == b"":
-                        open_socks.discard(sock)
-                except OSError:
-                    open_socks.discard(sock)
+        while attack.open and time.monotonic() - started < KEEPALIVE_SECONDS + 10:
+            attack.tick(wait=1.0)
             began = time.monotonic()
             assert exporter.get("/metrics").status_code == 200
             slowest = max(slowest, time.monotonic() - began)
         took = time.monotonic() - started
-        for sock in trickling + silent:
-            sock.close()
+        still_open = attack.open
+        attack.close()
 
-        assert not open_socks, f"{len(open_socks)} of 300 still open after {took:.0f} s"
+        assert not still_open, f"{still_open} of 300 still open after {took:.0f} s"
         assert took < KEEPALIVE_SECONDS + 5
         assert slowest < 1.0
         wait_until(
