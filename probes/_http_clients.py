@@ -5,9 +5,11 @@ Every probe opens a fresh connection, so connect and TLS are measured each time,
 blackbox_exporter does. httpcore's connection pool would only get in the way: its bookkeeping
 walks every queued request against every connection on each change, which at a few thousand
 targets took the whole CPU (measured: 5,000 targets never got their first results). So the
-clients keep httpx's request handling (URLs, redirects, auth, exception mapping) and swap the
-pool inside its transport for `FreshConnections`: one new httpcore connection per request,
-closed with the response, under a semaphore that is the connection limit.
+clients keep httpx's request handling (URLs, redirects, auth) over a transport of their own,
+`FreshTransport`, built on httpx's and httpcore's public interfaces only: one new httpcore
+connection per request (`FreshConnections`), closed with the response, under a semaphore
+that is the connection limit, with httpcore's exceptions raised as httpx's, as httpx's own
+transport does.
 
 Each connection also watches what the server sends (`_Received`), because the parser cannot
 say what went wrong: httpcore reports a server that hung up before any byte, one that
@@ -19,8 +21,9 @@ RemoteProtocolError (so httpx still maps them to its own, with them as the cause
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
@@ -183,7 +186,10 @@ class _ClosingStream:
             explained = self._received.explain(exc, in_body=True)
             if explained is None:
                 raise
-            raise explained from exc
+            try:
+                raise explained from exc
+            finally:  # the frame would hold the exception that holds the frame: a cycle
+                explained = None
 
     async def aclose(self) -> None:
         try:
@@ -194,7 +200,7 @@ class _ClosingStream:
 
 
 class FreshConnections:
-    """Stands in for httpcore's pool in httpx's transport: a new connection per request."""
+    """httpcore's pool interface, with a new connection per request."""
 
     def __init__(self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore) -> None:
         self._ssl_context = ssl_context
@@ -236,7 +242,10 @@ class FreshConnections:
             explained = received.explain(exc, in_body=False)
             if explained is None:
                 raise
-            raise explained from exc
+            try:
+                raise explained from exc
+            finally:  # as in _ClosingStream: no frame-exception cycle
+                explained = None
         except BaseException:
             await release()
             raise
@@ -264,6 +273,89 @@ class FreshConnections:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+# httpcore's exceptions and the httpx ones of the same name that httpx's own transport raises
+# for them (an exception is mapped by the first of its classes listed here, most derived
+# first along its MRO). tests/probes/test_http_clients.py checks that it covers httpcore's.
+_AS_HTTPX: dict[type[Exception], type[httpx.TransportError]] = {
+    httpcore.TimeoutException: httpx.TimeoutException,
+    httpcore.ConnectTimeout: httpx.ConnectTimeout,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.NetworkError: httpx.NetworkError,
+    httpcore.ConnectError: httpx.ConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.ProxyError: httpx.ProxyError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    httpcore.ProtocolError: httpx.ProtocolError,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+}
+
+
+@contextlib.contextmanager
+def _as_httpx() -> Iterator[None]:
+    """httpcore's exception as httpx's, with httpcore's as its cause: the probe reads the
+    cause for what happened (`NotHttp`, `ClosedEarly`, an OSError)."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = next((_AS_HTTPX[c] for c in type(exc).__mro__ if c in _AS_HTTPX), None)
+        if mapped is None:
+            raise
+        raise mapped(str(exc)) from exc
+
+
+class _HttpxBody(httpx.AsyncByteStream):
+    """A response body for httpx, raising httpx's exceptions while it is read."""
+
+    def __init__(self, stream: _ClosingStream) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class FreshTransport(httpx.AsyncBaseTransport):
+    """httpx's transport interface over `FreshConnections`: what httpx's own transport does
+    around its pool (the request as httpcore's, the response as httpx's, the exceptions
+    mapped), and nothing it does to configure that pool, which is not used."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore) -> None:
+        self.connections = FreshConnections(ssl_context, slots)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        core = httpcore.Request(
+            request.method,
+            httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx():
+            response = await self.connections.handle_async_request(core)
+        body = response.stream
+        assert isinstance(body, _ClosingStream)  # what FreshConnections returns
+        return httpx.Response(
+            response.status,
+            headers=response.headers,
+            stream=_HttpxBody(body),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.connections.aclose()
 
 
 class HttpClientSettings(BaseModel):
@@ -299,6 +391,7 @@ class HttpClients:
         self.slots = slots or asyncio.Semaphore(max_connections)
         self._contexts = dict(contexts or {})
         self._clients: dict[TLSConfig, httpx.AsyncClient] = {}
+        self._transports: dict[TLSConfig, FreshTransport] = {}
 
     def client(self, tls: TLSConfig) -> httpx.AsyncClient:
         """The client for a TLS profile; raises ssl.SSLError, OSError or ValueError when the
@@ -306,9 +399,7 @@ class HttpClients:
         client = self._clients.get(tls)
         if client is None:
             context = self._contexts.get(tls) or tls.ssl_context()
-            transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
-            # The seam: httpx's transport delegates every request to `_pool`.
-            transport._pool = FreshConnections(context, self.slots)  # type: ignore[assignment]
+            transport = FreshTransport(context, self.slots)
             client = httpx.AsyncClient(
                 transport=transport,
                 trust_env=False,
@@ -318,13 +409,14 @@ class HttpClients:
             # A policy that allows no domain: nothing is ever stored, so nothing is ever sent.
             client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
             self._clients[tls] = client
+            self._transports[tls] = transport
         return client
 
     def pools(self) -> list[FreshConnections]:
-        return [c._transport._pool for c in self._clients.values()]  # type: ignore[attr-defined]
+        return [transport.connections for transport in self._transports.values()]
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
+        clients, self._clients, self._transports = list(self._clients.values()), {}, {}
         for client in clients:
             await client.aclose()
 

@@ -665,15 +665,22 @@ async def test_a_probe_that_times_out_closes_its_socket_at_once(peers: Peers, sc
 
 
 async def test_a_run_leaves_nothing_for_the_garbage_collector(peers: Peers) -> None:
-    """What a run makes is freed when it ends, by reference counting: a reference cycle per
-    run (httpx binds a streamed body to its response; a nested function that calls itself)
-    kept each run's request, headers, trace and parsed body until a full collection, which
-    at 2,000 targets was 80 MiB of RSS and a 0.7 s /metrics stall (bench/hostile_targets.py).
-    Left out: asyncio's own socket transports, a cycle on Python 3.11 that 3.12 breaks."""
+    """What a run makes is freed when it ends, by reference counting. A reference cycle per
+    run (httpx binds a streamed body to its response; a nested function that calls itself;
+    an exception kept in a local of the frame it is raised from) kept each run's request,
+    headers, trace and parsed body until a full collection, which at 2,000 targets was
+    80 MiB of RSS and a 0.7 s /metrics stall (bench/hostile_targets.py). Left out: asyncio's
+    own socket transports, a cycle on Python 3.11 that 3.12 breaks."""
     from stackprobe.probes._http_clients import HttpClients
 
     clients = HttpClients(max_connections=4)
-    urls = [f"{peers.http}/nested", f"{peers.http}/redis-down", f"{peers.http}/hang"]
+    urls = [
+        f"{peers.http}/nested",
+        f"{peers.http}/redis-down",
+        hostile(peers, "ssh"),  # NotHttp, raised from the head
+        f"http://127.0.0.1:{peers.short_body_port}/",  # ClosedEarly, raised from the body
+        f"{peers.http}/hang",
+    ]
     runners = [ProbeRunner(target(url, timeout="300ms"), http=clients) for url in urls]
     for runner in runners:
         await runner.run()  # what a first run sets up for good is not garbage
