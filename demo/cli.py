@@ -17,6 +17,10 @@ from stackprobe.durations import parse_duration
 from stackprobe.logs import configure_logging
 from stackprobe.secrets import Redactor
 
+# Where PostgreSQL and Redis usually run on a developer's machine.
+DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
 
 def add_demo(commands: Any) -> None:
     demo = commands.add_parser(
@@ -42,10 +46,14 @@ def add_demo(commands: Any) -> None:
     demo.add_argument("--interval", default="5s", help="how often each target is probed")
     demo.add_argument(
         "--postgres-dsn",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="PostgreSQL to probe; a password goes in PGPASSWORD, never in the DSN",
+        help="PostgreSQL to probe; a password goes in PGPASSWORD, never in the DSN (default: "
+        "the local one on 5432, or one the demo starts when that one refuses it)",
     )
-    demo.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to probe")
+    demo.add_argument(
+        "--redis-url",
+        help="Redis to probe (default: the local one on 6379, or one the demo starts when "
+        "that one refuses it)",
+    )
     demo.add_argument(
         "--fault", action="append", default=[], metavar="NAME", help="switch a fault on"
     )
@@ -66,7 +74,10 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"stackprobe demo: {exc}", file=sys.stderr)
         return 2
-    if urlsplit(args.postgres_dsn).password:
+    own_postgres, own_redis = args.postgres_dsn is None, args.redis_url is None
+    postgres_dsn = args.postgres_dsn or DEFAULT_POSTGRES_DSN
+    redis_url = args.redis_url or DEFAULT_REDIS_URL
+    if urlsplit(postgres_dsn).password:
         print(
             "stackprobe demo: --postgres-dsn carries a password; drop it from the DSN and "
             "set PGPASSWORD instead",
@@ -112,9 +123,11 @@ def _demo(args: argparse.Namespace) -> int:
         listen=listen,
         app_listen=app_listen,
         interval=interval,
-        postgres_dsn=args.postgres_dsn,
-        redis_url=args.redis_url,
+        postgres_dsn=postgres_dsn,
+        redis_url=redis_url,
         faults=args.fault,
+        own_postgres=own_postgres,
+        own_redis=own_redis,
     )
     redactor = Redactor()
     configure_logging(args.log_format, args.log_level, redactor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,9 @@ from aiohttp import web
 
 from stackprobe.config import Config, parse_config
 from stackprobe.demo import world as stack
+from stackprobe.demo.cli import DEFAULT_POSTGRES_DSN, DEFAULT_REDIS_URL
 from stackprobe.demo.config import Addresses, demo_config
+from stackprobe.demo.datastores import OwnPostgres, OwnRedis, postgres_refuses, redis_refuses
 from stackprobe.demo.faults import FAULTS as FAULTS
 from stackprobe.demo.faults import POOL_MAX_OVERFLOW, POOL_SIZE, Faults
 from stackprobe.demo.faults import FaultError as FaultError
@@ -24,8 +27,6 @@ from stackprobe.demo.site import SiteState, health_app, self_signed, serve_dns
 from stackprobe.probes import KINDS
 
 DEFAULT_APP_LISTEN = "127.0.0.1:8787"
-DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass
@@ -36,6 +37,10 @@ class Options:
     postgres_dsn: str = DEFAULT_POSTGRES_DSN
     redis_url: str = DEFAULT_REDIS_URL
     faults: list[str] = field(default_factory=list)
+    # Start a PostgreSQL (Redis) of the demo's own when the one at postgres_dsn (redis_url)
+    # refuses: set when the user named none, so a server they chose is never replaced.
+    own_postgres: bool = False
+    own_redis: bool = False
 
 
 def control_routes(app: web.Application, faults: Faults, config: dict[str, str]) -> None:
@@ -114,9 +119,26 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
     dns_transport = None
     aws = stack.World(task_address="127.0.0.1")
     pools = (POOL_SIZE + POOL_MAX_OVERFLOW) * stack.SERVICES[stack.BACKEND]
-    faults = Faults(aws, site, options.postgres_dsn, options.redis_url, pools)
+    own: list[OwnPostgres | OwnRedis] = []
+    faults: Faults | None = None
     with tempfile.TemporaryDirectory(prefix="stackprobe-demo-") as tmp:
         try:
+            postgres_dsn, redis_url = options.postgres_dsn, options.redis_url
+            if options.own_postgres:
+                postgres_dsn = await _own_if_refused(
+                    "PostgreSQL",
+                    postgres_dsn,
+                    await postgres_refuses(postgres_dsn),
+                    OwnPostgres(),
+                    own,
+                    log,
+                )
+            if options.own_redis:
+                redis_url = await _own_if_refused(
+                    "Redis", redis_url, await redis_refuses(redis_url), OwnRedis(), own, log
+                )
+            options = dataclasses.replace(options, postgres_dsn=postgres_dsn, redis_url=redis_url)
+            faults = Faults(aws, site, options.postgres_dsn, options.redis_url, pools)
             tls, ca_file = self_signed(Path(tmp))
             tasks_app = health_app(site)
             config_holder: dict[str, str] = {}
@@ -159,12 +181,39 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
                 traffic.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await traffic
-            await faults.close()
+            if faults is not None:
+                await faults.close()
+            for server in own:
+                await asyncio.to_thread(server.stop)
             if dns_transport is not None:
                 dns_transport.close()
             for runner in runners:
                 await runner.cleanup()
             await asyncio.to_thread(aws.stop)
+
+
+async def _own_if_refused(
+    kind: str,
+    url: str,
+    refuses: str | None,
+    server: OwnPostgres | OwnRedis,
+    own: list[OwnPostgres | OwnRedis],
+    log: structlog.stdlib.BoundLogger,
+) -> str:
+    """The URL to use: `url` when it let the demo in, else one of the demo's own server's
+    (kept in `own`, to stop at the end), else `url` with a line saying what to do."""
+    if refuses is None:
+        return url
+    missing = server.missing()
+    if missing is not None:
+        log.warning(
+            f"{kind} refused the demo; none can be started here", error=refuses, fix=missing
+        )
+        return url
+    own.append(server)
+    started = await asyncio.to_thread(server.start)
+    log.info(f"{kind} refused the demo; it runs one of its own", error=refuses, at=started)
+    return started
 
 
 async def _traffic(aws: stack.World, log: structlog.stdlib.BoundLogger, tick: float) -> None:
@@ -197,9 +246,11 @@ stackprobe demo: an ECS Fargate stack like AEP's, on this machine, no AWS accoun
   PostgreSQL      {options.postgres_dsn}
   Redis           {options.redis_url}
 
-PostgreSQL and Redis are probed where they usually run; if they are not running, the
-aep-db and aep-redis targets show down with the reason, as they would in production
-(auth_failed: give the password in PGPASSWORD, or another server with --postgres-dsn).
+PostgreSQL and Redis are probed where they usually run; when those refuse the demo and the
+servers are installed, it runs throwaway ones of its own (the log says which). A server
+named with --postgres-dsn or --redis-url is never replaced: if it refuses, aep-db or
+aep-redis shows down with the reason, as it would in production (auth_failed: give the
+password in PGPASSWORD).
 
 Play an incident from the runbooks, then look at /metrics again:
   stackprobe demo{where} --fault unhealthy-targets   (and --clear unhealthy-targets)
