@@ -4,7 +4,8 @@ LISTEN ?= :9877
 
 demo:  ## stackprobe against a demo ECS stack on this machine (no AWS account needed)
 	scripts/setup.sh --venv
-	$(VENV)/bin/stackprobe demo
+	$(VENV)/bin/stackprobe demo $(if $(POSTGRES_DSN),--postgres-dsn=$(POSTGRES_DSN)) \
+		$(if $(REDIS_URL),--redis-url=$(REDIS_URL))
 
 .PHONY: demo run test lint bench bench-datastores bench-aws dashboards clean
 

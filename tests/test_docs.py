@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +177,47 @@ def test_own_metrics_are_documented() -> None:
         for name, (kind, labels) in metric_rows("stackprobe itself").items()
     }
     assert documented == expected
+
+
+def _readme_commands() -> dict[str, str]:
+    """The README's command-line block: each command's lines, by command."""
+    text = (DOCS.parent / "README.md").read_text()
+    block = text.split("## Command line", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    commands: dict[str, str] = {}
+    current = ""
+    for line in block.splitlines():
+        if line.startswith("stackprobe "):
+            words = [w for w in line.split()[1:3] if not w.startswith(("-", "["))]
+            if not words:  # stackprobe --version
+                current = "--version"
+            else:
+                current = " ".join(words) if words[0] == "runbook" else words[0]
+        commands[current] = commands.get(current, "") + line + "\n"
+    return commands
+
+
+def _help(*command: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "stackprobe", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+def test_the_readme_command_line_names_every_command_and_option() -> None:
+    """Every command `stackprobe --help` lists, and every option of each (one of its
+    spellings), is in the README's command-line block."""
+    readme = _readme_commands()
+    listed = re.findall(r"^    (\S+)", _help().split("positional arguments:", 1)[1], re.M)
+    commands = ["runbook check" if c == "runbook" else c for c in listed]
+
+    assert sorted(c for c in readme if c != "--version") == sorted(commands)
+    for command in commands:
+        options = _help(*command.split()).split("options:", 1)[1]
+        for line in options.splitlines():
+            spellings = re.findall(r"(?:^  |, )(--[\w.-]+)", line)
+            if spellings and spellings != ["--help"]:
+                assert any(s in readme[command] for s in spellings), (command, spellings)
