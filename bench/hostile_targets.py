@@ -55,13 +55,17 @@ from typing import IO
 import aiohttp
 import httpx
 import yaml
-from processes import free_port, rss_mib, stackprobe_run, start_blackbox, wait_http
+from processes import (
+    PROMETHEUS_ACCEPT,
+    free_port,
+    percentile,
+    rss_mib,
+    stackprobe_run,
+    start_blackbox,
+    wait_http,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
-PROMETHEUS_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
 BEHAVIOURS = ("hang", "trickle", "refuse", "reset", "tls")
 # The reason each behaviour must fail with: anything else means the bench is not measuring
 # what it says it is (a pool timeout, say, would hold no connection at all).
@@ -291,13 +295,6 @@ def blackbox(
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass

@@ -34,27 +34,27 @@ from typing import Any
 
 import httpx
 import yaml
-from processes import binary, free_port, rss_mib, stackprobe_run, start_blackbox, wait_http
+from processes import (
+    PROMETHEUS_ACCEPT,
+    binary,
+    free_port,
+    percentile,
+    rss_mib,
+    stackprobe_run,
+    start_blackbox,
+    wait_http,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 INTERVAL = 15.0
 TIMEOUT = 5.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PROMETHEUS_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
 BODY = '{"status":"ok","db":true,"redis":true}'
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @contextmanager

@@ -22,15 +22,32 @@ from tests.support.processes import free_port  # noqa: E402
 from tests.support.slowloris import Slowloris  # noqa: E402
 
 __all__ = [
+    "PROMETHEUS_ACCEPT",
     "RedisServer",
     "Slowloris",
     "binary",
     "free_port",
+    "percentile",
     "rss_mib",
     "stackprobe_run",
     "start_blackbox",
     "wait_http",
 ]
+
+
+# What Prometheus 2.x asks a target for: OpenMetrics first, then the text format.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The value at quantile `q` of `values` (nearest rank); NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def binary(name: str) -> str:

@@ -46,8 +46,16 @@ from pathlib import Path
 
 import httpx
 import yaml
-from http_vs_blackbox import PROMETHEUS_ACCEPT, nginx, percentile, target_url
-from processes import Slowloris, free_port, rss_mib, stackprobe_run, wait_http
+from http_vs_blackbox import nginx, target_url
+from processes import (
+    PROMETHEUS_ACCEPT,
+    Slowloris,
+    free_port,
+    percentile,
+    rss_mib,
+    stackprobe_run,
+    wait_http,
+)
 
 TIMEOUT = 5.0
 PERIOD = 0.05  # each scraper's pace
