@@ -45,10 +45,15 @@ async def redis_refuses(url: str) -> str | None:
     return None
 
 
-def _postgres_tool(name: str) -> str | None:
+def postgres_tool(name: str) -> str | None:
     """Debian keeps initdb and pg_ctl out of PATH, under /usr/lib/postgresql/VERSION/bin."""
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else shutil.which(name)
+
+
+def as_postgres(args: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root; as root, run its tools as the postgres user."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
 def _free_port() -> int:
@@ -80,19 +85,20 @@ class OwnPostgres:
     @staticmethod
     def missing() -> str | None:
         """What to do when the binaries are not here, or None when they are."""
-        if _postgres_tool("initdb") and _postgres_tool("pg_ctl"):
+        if postgres_tool("initdb") and postgres_tool("pg_ctl"):
             return None
         return "apt-get install postgresql, or pass --postgres-dsn"
 
     def _run(self, *args: str) -> None:
-        command = ["runuser", "-u", "postgres", "--", *args] if self._as_root else list(args)
-        subprocess.run(command, check=True, capture_output=True, timeout=START_SECONDS)
+        subprocess.run(
+            as_postgres(list(args)), check=True, capture_output=True, timeout=START_SECONDS
+        )
 
     def start(self) -> str:
         """Blocking: create and start the cluster; its DSN."""
         if self._as_root:
             shutil.chown(self.dir, "postgres", "postgres")
-        initdb, pg_ctl = _postgres_tool("initdb"), _postgres_tool("pg_ctl")
+        initdb, pg_ctl = postgres_tool("initdb"), postgres_tool("pg_ctl")
         assert initdb is not None and pg_ctl is not None  # `missing()` said so
         self._run(initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
         options = (
@@ -106,7 +112,7 @@ class OwnPostgres:
 
     def stop(self) -> None:
         """Blocking: stop the cluster and remove its directory."""
-        pg_ctl = _postgres_tool("pg_ctl")
+        pg_ctl = postgres_tool("pg_ctl")
         if pg_ctl is not None and self.data.exists():
             # not started, or already gone: the directory goes either way
             with contextlib.suppress(OSError, subprocess.SubprocessError):

@@ -3,7 +3,6 @@ throwaway clusters with tiny limits, and Redis servers a test may kill, freeze a
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from stackprobe.demo.datastores import as_postgres, postgres_tool
 from tests.support.polling import wait_port
 from tests.support.processes import IN_CI, free_port, require_binary
 
@@ -51,15 +51,7 @@ def require_postgres() -> str:
 
 
 def pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        return require_binary(name)
-    return found[-1]
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root; as root, run its tools as the postgres user."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+    return postgres_tool(name) or require_binary(name)
 
 
 class ThrowawayCluster:
@@ -84,7 +76,7 @@ class ThrowawayCluster:
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
         subprocess.run(
-            _as_postgres(
+            as_postgres(
                 [
                     pg_bin("initdb"),
                     "-D",
@@ -106,7 +98,7 @@ class ThrowawayCluster:
 
     def start(self) -> None:
         subprocess.run(
-            _as_postgres(
+            as_postgres(
                 [
                     pg_bin("pg_ctl"),
                     "-D",
@@ -126,7 +118,7 @@ class ThrowawayCluster:
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
-            _as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
             check=False,
             capture_output=True,
         )
