@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from stackprobe.console import ConsoleSettings
 from stackprobe.contract import ProbeKind
 from stackprobe.durations import Duration, format_duration
 from stackprobe.exposition import CORE_METRICS
@@ -53,6 +54,7 @@ class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     defaults: Defaults = Defaults()
+    console: ConsoleSettings = ConsoleSettings()
     targets: list[Any] = Field(default_factory=list)
 
 
@@ -81,6 +83,8 @@ class Config:
     # The kinds of targets left out of `targets` because checking them needed a secret a
     # deferred load could not read (`check-config` counts them; `run` never has any).
     partial: tuple[str, ...] = ()
+    # What the landing page links to and reads from (`console:`).
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     def secrets(self) -> set[str]:
         return collect_secrets(self.targets)
@@ -274,6 +278,7 @@ class _Loader:
             dict(self.context["built"]),
             tuple(warnings),
             tuple(self.partial),
+            top.console,
         )
 
     def _advice(

@@ -47,26 +47,95 @@ class Sample(NamedTuple):
     value: float
 
 
+class Health(StrEnum):
+    """How the measured thing is, as the console shows it: worst last, so they order."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILING = "failing"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The health of what a target measures, not of the measurement: an ECS service whose
+    DescribeServices call worked but runs 0 of 2 tasks is `failing`. The kind computes it
+    beside its samples with the thresholds its alert rules use by default (docs/console.md
+    says where they differ), so the console and the pager agree.
+    """
+
+    health: Health
+    why: str = ""  # what was seen, in words: "running 0 of 2 desired"; no secrets
+    alert: str = ""  # the alert that pages on this condition: the console links its runbook
+
+
+class Area(StrEnum):
+    """Where a target's row goes on the console, in the order an on-call engineer reads."""
+
+    SITE = "site health"
+    LOAD_BALANCER = "load balancer"
+    ECS = "ECS"
+    QUEUES_STORAGE = "queues and storage"
+    DATABASES = "databases"
+    METRICS = "CloudWatch metrics"
+
+
+# What the console's detail view shows of one run, label and value: the status line, headers,
+# a capped body excerpt, the AWS calls made. Kept per target until the next run replaces it, so
+# a kind keeps it short; every value is redacted again before display.
+Evidence = tuple[tuple[str, str], ...]
+EVIDENCE_VALUE_MAX = 512  # characters of one value the console shows; longer ones are cut
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """What one run measured. `reason` is a value of the kind's `Reason` enum, never free text.
 
     `detail` is one human sentence for logs and the landing page (for example "expected
     status 200, got 503"); it must not carry secrets and is redacted again before display.
+    `verdict` is left None when the kind has no more to say than the run's outcome: the core
+    then takes a successful run as ok and a failed one as failing, with `detail` as the why.
     """
 
     success: bool
     samples: tuple[Sample, ...] = ()
     reason: str | None = None
     detail: str = ""
+    verdict: Verdict | None = None
+    evidence: Evidence = ()
 
     @classmethod
-    def ok(cls, samples: tuple[Sample, ...] = (), detail: str = "") -> ProbeResult:
-        return cls(True, samples, None, detail)
+    def ok(
+        cls,
+        samples: tuple[Sample, ...] = (),
+        detail: str = "",
+        *,
+        verdict: Verdict | None = None,
+        evidence: Evidence = (),
+    ) -> ProbeResult:
+        return cls(True, samples, None, detail, verdict, evidence)
 
     @classmethod
-    def failed(cls, reason: StrEnum, detail: str, samples: tuple[Sample, ...] = ()) -> ProbeResult:
-        return cls(False, samples, str(reason), detail)
+    def failed(
+        cls,
+        reason: StrEnum,
+        detail: str,
+        samples: tuple[Sample, ...] = (),
+        *,
+        verdict: Verdict | None = None,
+        evidence: Evidence = (),
+    ) -> ProbeResult:
+        return cls(False, samples, str(reason), detail, verdict, evidence)
+
+    def health(self) -> Verdict:
+        """The kind's verdict, or the one the run's outcome implies."""
+        if self.verdict is not None:
+            return self.verdict
+        if self.success:
+            return _OK
+        return Verdict(Health.FAILING, self.detail or str(self.reason))
+
+
+_OK = Verdict(Health.OK)
 
 
 class CoreReason(StrEnum):
@@ -126,6 +195,8 @@ class ProbeKind(Generic[T]):
     metrics: tuple[MetricSpec, ...]
     reasons: type[StrEnum]
     summary: str
+    # Where its targets' rows go on the console.
+    area: Area = field(kw_only=True)
     # Builds the per-target state (`ctx.state`) for kinds that keep one between runs.
     state: Callable[[T], TargetState] | None = None
     # The shared resources its probe uses (`ctx.use(...)`): opened once by the core.

@@ -208,7 +208,9 @@ class Exposition:
             chunks = self.renderer.render(target.name, core, target.series_labels)
         # The samples live on in `chunks`; keeping them too would only give the garbage
         # collector ~20 more objects per target to walk on every full collection.
-        kept = ProbeResult(result.success, (), result.reason, result.detail)
+        kept = ProbeResult(
+            result.success, (), result.reason, result.detail, result.verdict, result.evidence
+        )
         return TargetResult(target.name, target.kind, kept, started, duration, chunks)
 
     def put(self, record: TargetResult) -> None:

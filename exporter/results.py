@@ -9,9 +9,33 @@ joins a few long lists instead of looking up every family of every target.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from stackprobe.contract import ProbeResult
+from stackprobe.contract import Health, ProbeResult
+
+# Runs of history per target the console's strip shows: 15 minutes at the default 15 s. One
+# byte a run, so 1,000 targets keep 60 KB of it.
+HISTORY_RUNS = 60
+HEALTHS = tuple(Health)  # a byte of history is an index into this
+
+
+@dataclass(slots=True)
+class Trail:
+    """A target's recent healths, oldest first, and when its current one began."""
+
+    runs: bytearray = field(default_factory=bytearray)
+    since: float = 0.0  # unix time of the first run in the current health
+
+    def add(self, health: Health, started: float) -> None:
+        code = HEALTHS.index(health)
+        if not self.runs or self.runs[-1] != code:
+            self.since = started
+        self.runs.append(code)
+        if len(self.runs) > HISTORY_RUNS:
+            del self.runs[0]
+
+    def healths(self) -> list[Health]:
+        return [HEALTHS[code] for code in self.runs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +52,7 @@ class ResultStore:
     def __init__(self) -> None:
         self._results: dict[str, TargetResult] = {}
         self._by_family: dict[str, dict[str, bytes]] = {}
+        self._trails: dict[str, Trail] = {}
         self.version = 0  # bumped on every change, so renderers can cache by it
 
     def put(self, result: TargetResult) -> None:
@@ -38,10 +63,14 @@ class ResultStore:
         for family, chunk in result.chunks.items():
             self._by_family.setdefault(family, {})[result.target] = chunk
         self._results[result.target] = result
+        self._trails.setdefault(result.target, Trail()).add(
+            result.result.health().health, result.started
+        )
         self.version += 1
 
     def remove(self, target: str) -> None:
         previous = self._results.pop(target, None)
+        self._trails.pop(target, None)
         if previous is not None:
             for family in previous.chunks:
                 del self._by_family[family][target]
@@ -49,6 +78,10 @@ class ResultStore:
 
     def get(self, target: str) -> TargetResult | None:
         return self._results.get(target)
+
+    def trail(self, target: str) -> Trail | None:
+        """The target's recent healths, for the console; None before its first run."""
+        return self._trails.get(target)
 
     def family(self, name: str) -> Iterator[bytes]:
         """Every target's rendered lines of one metric family, in a stable target order."""

@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 from aiohttp import BasicAuth, web
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from stackprobe.alert_feed import AlertFeed
 from stackprobe.app import App
-from stackprobe.landing import render_landing
+from stackprobe.landing import render_landing, render_target
 from stackprobe.secrets import read_capped
 from stackprobe.webconfig import (
     WEB_CONFIG_MAX_BYTES,
@@ -126,6 +127,7 @@ APP_KEY = web.AppKey("stackprobe", App)
 SURFACE_KEY = web.AppKey("surface", Surface)
 Reload = Callable[[], Awaitable[tuple[bool, str]]]
 RELOAD_KEY: web.AppKey[Reload] = web.AppKey("reload")
+FEED_KEY = web.AppKey("alert_feed", AlertFeed)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -199,9 +201,26 @@ async def _landing(request: web.Request) -> web.Response:
             text="the landing page is off (--web.landing-page=off); metrics are at /metrics\n",
             status=404,
         )
+    app = request.app[APP_KEY]
+    feed = await request.app[FEED_KEY].get(app.config.console) if mode == "full" else None
     return web.Response(
-        text=render_landing(request.app[APP_KEY], urls=mode == "full"), content_type="text/html"
+        text=render_landing(app, urls=mode == "full", feed=feed), content_type="text/html"
     )
+
+
+async def _target(request: web.Request) -> web.Response:
+    if request.app[SURFACE_KEY].options.landing != "full":
+        return web.Response(
+            text="the detail view needs --web.landing-page=full; metrics are at /metrics\n",
+            status=404,
+        )
+    name = request.query.get("name", "")
+    page = render_target(request.app[APP_KEY], name)
+    if page is None:
+        return web.Response(
+            text="no target has that name; the landing page lists them\n", status=404
+        )
+    return web.Response(text=page, content_type="text/html")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -284,9 +303,11 @@ def make_web_app(
     web_app = web.Application(middlewares=[_gate])
     web_app[APP_KEY] = app
     web_app[SURFACE_KEY] = surface
+    web_app[FEED_KEY] = AlertFeed()
     web_app[RELOAD_KEY] = reload if reload is not None else reload_app
     web_app.on_response_prepare.append(_headers)
     web_app.router.add_get("/", _landing)
+    web_app.router.add_get("/target", _target)
     web_app.router.add_get("/metrics", _metrics)
     web_app.router.add_get("/-/healthy", _healthy)
     web_app.router.add_get("/-/ready", _ready)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -152,6 +153,23 @@ class AwsCallError(Exception):
         self.problem = problem
         self.operation = operation
         self.code = code  # AWS's error code, when AWS answered with one
+
+
+@dataclass(frozen=True, slots=True)
+class AwsCall:
+    """One API call a probe run made, as its evidence shows it: retries are inside it."""
+
+    action: str  # as an IAM policy names it: ecs:DescribeServices
+    outcome: str  # ok, throttled, denied or error (the metric's outcomes)
+    ms: float  # from handing it to the thread pool to its answer, queueing included
+    pages: int | None = None  # pages fetched, for a paginated call that succeeded
+    code: str = ""  # AWS's error code, or the problem when AWS sent none
+
+
+# The calls of the probe run in whose task context the AWS calls are made: `measured()` in
+# probes/_aws.py sets a fresh list for each run, and the run's child tasks share it (a task
+# copies its context, and with it the same list). None outside such a run: nothing recorded.
+RUN_CALLS: ContextVar[list[AwsCall] | None] = ContextVar("stackprobe_aws_run_calls", default=None)
 
 
 class AwsSettings(BaseModel):
@@ -353,7 +371,7 @@ class AwsClients:
             result: dict[str, Any] = getattr(self.client(target, service), operation)(**params)
             return result
 
-        result: dict[str, Any] = await self._run(service, operation, deadline, run)
+        result: dict[str, Any] = await self._run(service, operation, deadline, run, paged=False)
         return result
 
     async def pages(
@@ -385,7 +403,7 @@ class AwsClients:
                     break
             return found
 
-        pages: list[Any] = await self._run(service, operation, deadline, run)
+        pages: list[Any] = await self._run(service, operation, deadline, run, paged=True)
         return pages
 
     async def _run(
@@ -394,6 +412,28 @@ class AwsClients:
         operation: str,
         deadline: float,
         job: Callable[[], Any],
+        *,
+        paged: bool,
+    ) -> Any:
+        calls = RUN_CALLS.get()
+        started = time.perf_counter()
+        try:
+            result = await self._in_pool(service, operation, deadline, job)
+        except AwsCallError as exc:
+            if calls is not None:
+                outcome = _call_outcome(exc.problem)
+                ms = (time.perf_counter() - started) * 1000
+                code = exc.code or str(exc.problem)
+                calls.append(AwsCall(_iam_name(service, operation), outcome, ms, None, code))
+            raise
+        if calls is not None:
+            ms = (time.perf_counter() - started) * 1000
+            pages = len(result) if paged else None
+            calls.append(AwsCall(_iam_name(service, operation), "ok", ms, pages))
+        return result
+
+    async def _in_pool(
+        self, service: str, operation: str, deadline: float, job: Callable[[], Any]
     ) -> Any:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, _classified, job, service, operation)
@@ -445,8 +485,24 @@ def _outcome(response: tuple[Any, Mapping[str, Any]] | None) -> str:
     return "error"
 
 
+def _call_outcome(problem: AwsProblem) -> str:
+    """A failed call's outcome, in the call metric's words."""
+    if problem is AwsProblem.THROTTLED:
+        return "throttled"
+    return "denied" if problem is AwsProblem.ACCESS_DENIED else "error"
+
+
 def _api_name(service: str, operation: str) -> str:
-    return f"{service} {''.join(part.title() for part in operation.split('_'))}"
+    return f"{service} {_camel(operation)}"
+
+
+def _camel(operation: str) -> str:
+    """boto3's name of an operation as the API spells it: list_objects_v2 -> ListObjectsV2."""
+    return "".join(part.title() for part in operation.split("_"))
+
+
+def _iam_name(service: str, operation: str) -> str:
+    return iam_action(service, _camel(operation))
 
 
 def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:

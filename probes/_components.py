@@ -12,6 +12,9 @@ Readiness endpoints in the wild come in a few shapes, and all of them reduce to
 A component is named by its key path with wrapper keys (`checks`, `components`, ...) dropped;
 an object's own status names the object, and the document's own status is `overall`. Values
 that are not recognisably healthy or unhealthy are ignored rather than guessed at.
+
+For a component found down, the word the body used for it (`false`, `fail`, `DOWN`) can be
+kept too, so the console can say "`redis: false` in /health/ready" rather than "redis is 0".
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ WRAPPER_KEYS = frozenset(
 )
 MAX_DEPTH = 4
 MAX_NAME_LENGTH = 64
+MAX_WORD_LENGTH = 32  # of the word kept for a component found down; it is the server's text
 OVERALL = "overall"
 
 
@@ -98,13 +102,37 @@ def _label_safe(name: str) -> str:
 
 
 def components(
-    doc: Any, limit: int, ignore: frozenset[str] = frozenset()
+    doc: Any,
+    limit: int,
+    ignore: frozenset[str] = frozenset(),
+    down: dict[str, str] | None = None,
 ) -> tuple[dict[str, float], int]:
-    """Components found in `doc` (first `limit` in document order) and how many were dropped."""
-    found = _Found(limit, ignore)
+    """Components found in `doc` (first `limit` in document order) and how many were dropped.
+
+    `down`, when given, receives each kept component found down with the word the body used
+    for it (`down_word`): worked out only for those, so a healthy body costs nothing more.
+    """
+    found = _Found(limit, ignore, down)
     if isinstance(doc, dict):
         _walk(doc, (), 0, found)
     return found.found, found.dropped
+
+
+def down_word(value: Any, depth: int = 0) -> str:
+    """What the body said of a component found down, short: `false`, `fail`, `DOWN`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value.strip()[:MAX_WORD_LENGTH]
+    if isinstance(value, dict) and depth <= MAX_DEPTH:
+        for key in STATUS_KEYS:
+            if key in value and isinstance(value[key], bool | str):
+                return down_word(value[key])
+    if isinstance(value, list) and depth <= MAX_DEPTH:
+        for item in value:
+            if verdict(item, depth + 1) == 0.0:
+                return down_word(item, depth + 1)
+    return "down"
 
 
 class _Found:
@@ -112,15 +140,16 @@ class _Found:
     function that calls itself is a reference cycle, left for the garbage collector on every
     probe run.)"""
 
-    __slots__ = ("dropped", "found", "ignore", "limit")
+    __slots__ = ("down", "dropped", "found", "ignore", "limit")
 
-    def __init__(self, limit: int, ignore: frozenset[str]) -> None:
+    def __init__(self, limit: int, ignore: frozenset[str], down: dict[str, str] | None) -> None:
         self.found: dict[str, float] = {}
         self.dropped = 0
         self.limit = limit
         self.ignore = ignore
+        self.down = down
 
-    def add(self, path: tuple[str, ...], value: float | None) -> None:
+    def add(self, path: tuple[str, ...], value: float | None, raw: Any) -> None:
         if value is None:
             return
         name = _label_safe(".".join(path)) or OVERALL
@@ -130,6 +159,8 @@ class _Found:
             self.dropped += 1
             return
         self.found[name] = value
+        if not value and self.down is not None:
+            self.down[name] = down_word(raw)
 
 
 def _walk(node: dict[Any, Any], path: tuple[str, ...], depth: int, found: _Found) -> None:
@@ -140,7 +171,7 @@ def _walk(node: dict[Any, Any], path: tuple[str, ...], depth: int, found: _Found
         lowered = key.lower()
         if lowered in STATUS_KEYS and isinstance(value, bool | str) and not own_status_seen:
             own_status_seen = True
-            found.add(path, verdict(value))
+            found.add(path, verdict(value), value)
         elif isinstance(value, dict):
             if depth < MAX_DEPTH:
                 inner = path if lowered in WRAPPER_KEYS else (*path, key)
@@ -149,9 +180,9 @@ def _walk(node: dict[Any, Any], path: tuple[str, ...], depth: int, found: _Found
             # MicroProfile Health: {"checks": [{"name": "redis", "status": "DOWN"}]}
             base = path if lowered in WRAPPER_KEYS else (*path, key)
             for item in value:
-                found.add((*base, item["name"]), verdict(item))
+                found.add((*base, item["name"]), verdict(item), item)
         elif isinstance(value, list | bool | str) and lowered not in STATUS_KEYS:
-            found.add((*path, key), verdict(value))
+            found.add((*path, key), verdict(value), value)
 
 
 def _named_checks(items: list[Any]) -> bool:

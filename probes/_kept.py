@@ -5,8 +5,9 @@ open, use, close and judge its own connection."""
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,6 +18,14 @@ from stackprobe.target import TargetConfig
 
 # Longest pause, whatever the interval.
 MAX_PAUSE_SECONDS = 60.0
+# Times kept per error reason, for verdicts that count errors over a window (a rule's
+# increase(...[5m]) >= N): enough to see N, bounded whatever the error rate.
+RECENT_ERRORS_KEPT = 8
+
+# How the run came by its connection, for the console's evidence: built once, not per run.
+REUSED = ("connection", "reused: kept from an earlier run")
+PAUSED = ("connection", "none: waiting out the reconnect pause after the last failure")
+CONNECT_FAILED = ("connection", "new: the attempt failed")
 
 C = TypeVar("C")  # the client library's connection
 R = TypeVar("R", bound=StrEnum)  # the kind's failure reasons
@@ -72,6 +81,21 @@ class KeptConnection(ABC, Generic[C, R]):
         self.connects = 0
         self.pause = ReconnectPause()
         self.last_used = 0.0  # event-loop time of the last run that succeeded
+        self.recent: dict[R, deque[float]] = {}  # event-loop times of the latest errors
+        self.via: tuple[str, str] = CONNECT_FAILED  # how this run came by its connection
+
+    def count(self, reason: R) -> None:
+        """One error of `reason`: counted for its metric, and timed for windowed verdicts."""
+        self.errors[reason] += 1
+        times = self.recent.get(reason)
+        if times is None:
+            times = self.recent[reason] = deque(maxlen=RECENT_ERRORS_KEPT)
+        times.append(asyncio.get_running_loop().time())
+
+    def errors_within(self, reasons: tuple[R, ...], seconds: float) -> int:
+        """Errors of these reasons in the last `seconds`, up to RECENT_ERRORS_KEPT each."""
+        since = asyncio.get_running_loop().time() - seconds
+        return sum(t >= since for r in reasons for t in self.recent.get(r, ()))
 
     @abstractmethod
     async def close(self, connection: C, graceful: bool) -> None:
@@ -103,21 +127,32 @@ class KeptConnection(ABC, Generic[C, R]):
         """Run `work` on the connection `connect` gives (the kept one, or a new one). If it
         fails because the server closed the kept connection since the last run (a restart, a
         proxy, an idle timeout), count that under `counted` (None: not an error), open a new
-        one and try once more within the same deadline; a new connection is not retried."""
-        reused = self.connection is not None
+        one and try once more within the same deadline; a new connection is not retried.
+        `via` says which it was, for the evidence."""
+        kept = self.connection
+        self.via = CONNECT_FAILED
+        started = time.perf_counter()
         connection = await connect()
+        if connection is kept:
+            self.via = REUSED
+        else:
+            self.via = _opened(started, replaced=kept is not None)
         try:
             return await work(connection)
         except Exception as exc:
-            if not reused or not closed(exc):
+            if kept is None or not closed(exc):
                 raise
             reason = counted(exc)
             if reason is not None:
-                self.errors[reason] += 1
+                self.count(reason)
             await self.drop()
+            self.via = CONNECT_FAILED
+            started = time.perf_counter()
             # Inside the handler: a failure of the retry keeps the first as its context,
             # which a kind's classify may read.
-            return await work(await connect())
+            connection = await connect()
+            self.via = _opened(started, replaced=True)
+            return await work(connection)
 
     async def run(
         self,
@@ -138,13 +173,14 @@ class KeptConnection(ABC, Generic[C, R]):
         loop = asyncio.get_running_loop()
         pending = self.pause.pending(loop.time()) if self.connection is None else None
         if pending is not None:
+            self.via = PAUSED
             return failed(*pending)
         try:
             async with asyncio.timeout_at(ctx.deadline):
                 value = await work()
         except Exception as exc:
             reason = classify(exc)
-            self.errors[reason] += 1
+            self.count(reason)
             text = detail(reason, exc)
             if keep(exc):
                 return failed(reason, text)
@@ -154,3 +190,11 @@ class KeptConnection(ABC, Generic[C, R]):
         self.pause.succeeded()
         self.last_used = loop.time()
         return ok(value)
+
+
+def _opened(started: float, *, replaced: bool) -> tuple[str, str]:
+    """The evidence of a connection opened in this run: it costs a connect, so one format."""
+    took = (time.perf_counter() - started) * 1000
+    if replaced:
+        return ("connection", f"new, replacing the kept one the server closed: {took:.1f} ms")
+    return ("connection", f"new: connected in {took:.1f} ms")

@@ -13,18 +13,29 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
-from stackprobe.probes._aws import AwsState, Reason, gather_all, measured
+from stackprobe.contract import (
+    Area,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+)
+from stackprobe.probes._aws import AwsState, Finding, Reason, gather_all, judged, measured
 from stackprobe.probes._aws_api import AWS, AwsProblem, AwsTarget
 from stackprobe.probes.cloudwatch import CloudWatchTarget
 from stackprobe.target import TargetConfig, UniqueNames
 
 PAGE_SIZE = 400
 STATES = ("active", "provisioning", "active_impaired", "failed", "missing")
+# The state of a target still registering, which AlbNoHealthyTargets leaves alone.
+REGISTERING = "initial"
+PATH_SHOWN = 100  # characters of a health-check path a why shows
 
 
 class AlbTarget(AwsTarget):
@@ -94,7 +105,10 @@ METRICS = (LB_STATE, ACCESS_LOGS, TARGETS, HEALTHY, REGISTERED, HEALTH_CHECK, PA
 
 
 async def probe(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
-    return await measured(ctx, lambda: _measure(target, ctx))
+    # a missing balancer is AlbNotActive's (its state series says `missing`), and
+    # StackprobeCannotMeasure leaves not_found out for this kind: no alert for a group
+    # deleted between two calls of a run, which the next run no longer asks about
+    return await measured(ctx, lambda: _measure(target, ctx), not_found_alert="")
 
 
 async def _measure(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
@@ -152,30 +166,106 @@ async def _measure(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
         ]
     )
     samples: list[Sample] = []
+    failing: list[Finding] = []
+    degraded: list[Finding] = []
     for name in target.load_balancers:
         lb = balancers.get(name)
         current = str(lb["State"]["Code"]) if lb else "missing"
         samples.extend(LB_STATE(1 if state == current else 0, name, state) for state in STATES)
+        if current != "active":  # AlbNotActive: aws_alb_load_balancer_state{state="active"} == 0
+            seen = f"no load balancer named {name}" if lb is None else f"{name} is {current}"
+            failing.append(Finding(Health.FAILING, seen, "AlbNotActive"))
     for lb, answer in zip(balancers, attributes, strict=True):
         found = {a["Key"]: a["Value"] for a in answer.get("Attributes", ())}
         # absent until someone sets it, which means off (moto and AWS alike)
         enabled = found.get("access_logs.s3.enabled", "false") == "true"
         samples.append(ACCESS_LOGS(1 if enabled else 0, lb))
+        if not enabled:  # AlbAccessLogsDisabled: aws_alb_access_logs_enabled == 0
+            degraded.append(
+                Finding(Health.DEGRADED, f"{lb}: access logs off", "AlbAccessLogsDisabled")
+            )
+    healthy = registered = 0
     for (lb, group), answer in zip(groups, health, strict=True):
-        samples.extend(_group_samples(target, lb, group, answer))
+        found_samples, counts = _group_samples(target, lb, group, answer)
+        samples.extend(found_samples)
+        healthy += counts.healthy
+        registered += counts.registered
+        _group_findings(target, group, counts, failing, degraded)
+    verdict, evidence = judged(
+        failing + degraded,
+        f"load balancers active: {len(balancers)}; {healthy} of {registered} targets healthy "
+        f"in {len(groups)} target groups",
+    )
     missing = [n for n in target.load_balancers if n not in balancers]
     if missing:
         return ProbeResult.failed(
             AwsProblem.NOT_FOUND,
             f"no load balancer named {', '.join(missing)} in this region and account",
             tuple(samples),
+            verdict=verdict,
+            evidence=evidence,
         )
-    return ProbeResult.ok(tuple(samples))
+    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
+class _Counts(NamedTuple):
+    """What one target group's health answer said, for its findings."""
+
+    states: Counter[tuple[str, str]]  # (state, reason) -> targets
+    healthy: int
+    registered: int
+    path: str
+
+
+def _group_findings(
+    target: AlbTarget,
+    group: Mapping[str, Any],
+    counts: _Counts,
+    failing: list[Finding],
+    degraded: list[Finding],
+) -> None:
+    name = str(group["TargetGroupName"])
+    states = counts.states
+    registering = sum(n for (s, _), n in states.items() if s == REGISTERING)
+    unhealthy = sum(n for (s, _), n in states.items() if s == "unhealthy")
+    if counts.healthy == 0 and not registering:
+        # AlbNoHealthyTargets: healthy_targets == 0 unless targets{state="initial"} > 0
+        failing.append(Finding(Health.FAILING, _not_healthy(name, counts), "AlbNoHealthyTargets"))
+    elif unhealthy:  # AlbUnhealthyTargets: targets{state="unhealthy"} > 0
+        degraded.append(Finding(Health.DEGRADED, _not_healthy(name, counts), "AlbUnhealthyTargets"))
+    elif counts.healthy == 0:  # every target still registering: coming back, no alert
+        degraded.append(Finding(Health.DEGRADED, _not_healthy(name, counts)))
+    expected = target.expect_health_check_paths.get(name, target.expect_health_check_path)
+    if expected is not None and counts.path != expected:
+        # AlbHealthCheckPathDrift: aws_alb_target_group_health_check_path_match == 0
+        seen = f"{name} checks {counts.path[:PATH_SHOWN]}, expected {expected[:PATH_SHOWN]}"
+        degraded.append(Finding(Health.DEGRADED, seen, "AlbHealthCheckPathDrift"))
+
+
+def _not_healthy(name: str, counts: _Counts) -> str:
+    """What is wrong with a group's targets, by state and the commonest reasons, e.g.
+    "aep-api: 2 of 2 targets unhealthy: Target.ResponseCodeMismatch; 1 draining"."""
+    if counts.registered == 0:
+        return f"{name}: no target registered"
+    unhealthy = Counter({r: n for (s, r), n in counts.states.items() if s == "unhealthy"})
+    others: Counter[str] = Counter()
+    for (state, _), n in counts.states.items():
+        if state not in ("healthy", "unhealthy"):
+            others[state] += n
+    parts = []
+    if unhealthy:
+        said = f"{unhealthy.total()} of {counts.registered} targets unhealthy"
+        reasons = [r for r, _ in unhealthy.most_common(3) if r != "none"]
+        parts.append(f"{said}: {', '.join(reasons)}" if reasons else said)
+    elif counts.healthy == 0:
+        parts.append(f"no healthy target of {counts.registered}")
+    parts.extend(f"{n} {s}" for s, n in sorted(others.items()))
+    return f"{name}: {'; '.join(parts)}"
 
 
 def _group_samples(
     target: AlbTarget, lb: str, group: Mapping[str, Any], answer: Mapping[str, Any]
-) -> list[Sample]:
+) -> tuple[list[Sample], _Counts]:
     name = str(group["TargetGroupName"])
     descriptions = answer.get("TargetHealthDescriptions", ())
     states = Counter(
@@ -183,7 +273,8 @@ def _group_samples(
         for d in descriptions
     )
     samples = [TARGETS(n, lb, name, s, r) for (s, r), n in sorted(states.items())]
-    samples.append(HEALTHY(sum(n for (s, _), n in states.items() if s == "healthy"), lb, name))
+    healthy = sum(n for (s, _), n in states.items() if s == "healthy")
+    samples.append(HEALTHY(healthy, lb, name))
     samples.append(REGISTERED(len(descriptions), lb, name))
     path = str(group.get("HealthCheckPath", ""))
     samples.append(
@@ -199,7 +290,7 @@ def _group_samples(
     expected = target.expect_health_check_paths.get(name, target.expect_health_check_path)
     if expected is not None:
         samples.append(PATH_MATCH(1 if path == expected else 0, lb, name))
-    return samples
+    return samples, _Counts(states, healthy, len(descriptions), path)
 
 
 KIND = ProbeKind(
@@ -212,4 +303,5 @@ KIND = ProbeKind(
     state=AwsState,
     advice=advice,
     resources=(AWS,),
+    area=Area.LOAD_BALANCER,
 )

@@ -17,6 +17,11 @@ minute's errors. Other statistics export their newest datapoint within the last 
 and nothing when there is none (an ALB with no requests has no latency). Each datapoint's own
 time is in `stackprobe_cloudwatch_datapoint_timestamp_seconds`. One GetMetricData per period
 length for every query of the target, 500 queries a call.
+
+The verdict mirrors the rules that read these series (alert_rules/alb.rules.yml: 5xx share
+and latency; ecs.rules.yml: saturation; sqs.rules.yml: the oldest message) with their
+thresholds, from the newest period instead of the rules' averages over minutes. Metrics
+listed under `metrics:` have no thresholds: their verdict is whether they could be read.
 """
 
 from __future__ import annotations
@@ -31,13 +36,36 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import (
+    Area,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+)
 from stackprobe.durations import Duration
-from stackprobe.probes._aws import AwsState, Reason, gather_all, measured, metric_data
+from stackprobe.probes._aws import (
+    AwsState,
+    Finding,
+    Reason,
+    gather_all,
+    judged,
+    measured,
+    metric_data,
+)
 from stackprobe.probes._aws_api import AWS, AwsTarget
 
 DAY = 86400
 LOOKBACK_PERIODS = 5  # sparse metrics (5xx counts) may skip periods; look this far back
+
+MOST_5XX = 0.5  # AlbMostRequests5xx: aws_applicationelb:http_5xx:ratio2m >= 0.5
+HIGH_5XX = 0.05  # AlbHigh5xxRate: aws_applicationelb:http_5xx:ratio5m > 0.05
+MIN_REQUESTS = 20  # AlbMostRequests5xx, AlbHigh5xxRate: aws_applicationelb:requests:avg5m >= 20
+SLOW_P95 = 1.0  # AlbHighLatency: target_response_time_p95 > 1 (seconds)
+SATURATED = 90.0  # EcsServiceResourcesSaturated: cpuutilization_average > 90 or memory's
+OLDEST_AGE = 1800.0  # SqsOldestMessageTooOld: approximate_age_of_oldest_message_maximum > 1800
 
 
 class _Strict(BaseModel):
@@ -376,7 +404,59 @@ async def _measure(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
     samples: list[Sample] = []
     for (period, group), points in zip(by_period.items(), answers, strict=True):
         samples.extend(_newest(group, points, windows[period][1] - period))
-    return ProbeResult.ok(tuple(samples))
+    verdict, evidence = judged(
+        _findings(samples),
+        f"{sum(1 for s in samples if s.spec is not DATAPOINT_TIME)} of {len(wanted)} "
+        "queries had a datapoint",
+    )
+    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
+_JUDGED = frozenset(
+    {
+        ALB_REQUESTS,
+        ALB_TARGET_5XX,
+        ALB_ELB_5XX,
+        ALB_LATENCY_P95,
+        ECS_CPU_AVG,
+        ECS_MEM_AVG,
+        SQS_OLDEST,
+    }
+)
+
+
+def _findings(samples: Iterable[Sample]) -> list[Finding]:
+    """What the series the alert rules read say, the balancers' 5xx share first."""
+    seen: dict[tuple[MetricSpec, tuple[str, ...]], float] = {
+        (s.spec, s.label_values): s.value for s in samples if s.spec in _JUDGED
+    }
+    failing: list[Finding] = []
+    degraded: list[Finding] = []
+    for (spec, labels), requests in seen.items():
+        # the rules read the balancer's own series, dimension_TargetGroup=""
+        if spec is not ALB_REQUESTS or labels[1] or requests < MIN_REQUESTS:
+            continue
+        errors = seen.get((ALB_TARGET_5XX, labels), 0.0) + seen.get((ALB_ELB_5XX, labels), 0.0)
+        share = errors / requests
+        why = (
+            f"{labels[0]}: {share * 100:.3g} % of {requests:.0f} requests 5xx in the newest period"
+        )
+        if share >= MOST_5XX:
+            failing.append(Finding(Health.FAILING, why, "AlbMostRequests5xx"))
+        elif share > HIGH_5XX:
+            degraded.append(Finding(Health.DEGRADED, why, "AlbHigh5xxRate"))
+    for (spec, labels), value in seen.items():
+        if spec is ALB_LATENCY_P95 and not labels[1] and value > SLOW_P95:
+            why = f"{labels[0]}: p95 response time {value:.2f} s"
+            degraded.append(Finding(Health.DEGRADED, why, "AlbHighLatency"))
+        elif spec in (ECS_CPU_AVG, ECS_MEM_AVG) and value > SATURATED:
+            what = "CPU" if spec is ECS_CPU_AVG else "memory"
+            why = f"{labels[0]}/{labels[1]}: {what} at {value:.0f} % (average)"
+            degraded.append(Finding(Health.DEGRADED, why, "EcsServiceResourcesSaturated"))
+        elif spec is SQS_OLDEST and value > OLDEST_AGE:
+            why = f"{labels[0]}: oldest message {value / 60:.0f} min old"
+            degraded.append(Finding(Health.DEGRADED, why, "SqsOldestMessageTooOld"))
+    return failing + degraded
 
 
 def _newest(
@@ -410,4 +490,5 @@ KIND = ProbeKind(
     "CloudWatch GetMetricData: ALB 5xx and latency, ECS CPU/memory, SQS age",
     state=AwsState,
     resources=(AWS,),
+    area=Area.METRICS,
 )

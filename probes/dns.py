@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import time
 from enum import StrEnum
+from itertools import islice
 from typing import Literal
 
 import dns.asyncquery
@@ -26,12 +27,25 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+import dns.rrset
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import (
+    Area,
+    Evidence,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+    Verdict,
+)
 from stackprobe.target import TargetConfig
 
 
@@ -158,6 +172,11 @@ METRICS = (
     PROBE_DNS_RCODE,
 )
 
+# DnsNotResolving: probe_success == 0 of a dns target, whatever the reason.
+NOT_RESOLVING_ALERT = "DnsNotResolving"
+EVIDENCE_RECORDS = 4  # answer records shown at most; the count says how many there were
+EVIDENCE_RECORD_MAX = 200  # characters of one record (a TXT record can hold kilobytes)
+
 _RCODE_REASONS = {
     dns.rcode.NXDOMAIN: Reason.NXDOMAIN,
     dns.rcode.SERVFAIL: Reason.SERVFAIL,
@@ -169,37 +188,53 @@ async def probe(target: DnsTarget, ctx: ProbeContext) -> ProbeResult:
     try:
         host, port = _where(target)
     except (dns.resolver.NoResolverConfiguration, IndexError, OSError):
-        return ProbeResult.failed(
-            Reason.OTHER, "no server given and /etc/resolv.conf names none", _samples()
+        return _failed(
+            Reason.OTHER,
+            "no server given and /etc/resolv.conf names none",
+            (("query", f"{target.query} {target.record_type} @ resolv.conf: names no server"),),
         )
     query = dns.message.make_query(target.query, target.record_type)
     if not target.recursion_desired:
         query.flags &= ~dns.flags.RD
+    asked = (
+        ("query", f"{target.query} {target.record_type} @ {host}:{port} over {target.transport}"),
+    )
     started = time.perf_counter()
+    tcp = target.transport == "tcp"
     try:
         # dnspython gives a TCP retry after a truncated UDP answer the whole timeout again.
         async with asyncio.timeout_at(ctx.deadline):
-            if target.transport == "tcp":
+            if tcp:
                 response = await dns.asyncquery.tcp(query, host, ctx.remaining(), port)
             else:
-                response, _ = await dns.asyncquery.udp_with_fallback(
+                response, tcp = await dns.asyncquery.udp_with_fallback(
                     query, host, ctx.remaining(), port
                 )
     except (dns.exception.Timeout, TimeoutError):
         detail = f"no response from {host}:{port} within {target.timeout:g}s"
-        return ProbeResult.failed(Reason.TIMEOUT, detail, _samples())
+        return _failed(Reason.TIMEOUT, detail, asked)
     except ConnectionRefusedError:
-        return ProbeResult.failed(
-            Reason.CONNECT_REFUSED, f"{host}:{port} refused the query", _samples()
-        )
+        return _failed(Reason.CONNECT_REFUSED, f"{host}:{port} refused the query", asked)
     except dns.exception.DNSException as exc:
-        return ProbeResult.failed(
-            Reason.INVALID_RESPONSE, f"{type(exc).__name__}: {exc}", _samples()
-        )
+        detail = f"{type(exc).__name__}: {exc}"
+        return _failed(Reason.INVALID_RESPONSE, detail, asked)
     except OSError as exc:
-        return ProbeResult.failed(Reason.OTHER, f"{type(exc).__name__}: {exc}", _samples())
+        return _failed(Reason.OTHER, f"{type(exc).__name__}: {exc}", asked)
     elapsed = time.perf_counter() - started
-    return _judge(target, response, elapsed)
+    if tcp and target.transport == "udp":
+        asked = (("query", f"{asked[0][1]}, again over tcp (the answer was truncated)"),)
+    return _judge(target, response, elapsed, asked)
+
+
+def _failed(reason: Reason, detail: str, evidence: Evidence) -> ProbeResult:
+    """A run that got no usable response: the name does not resolve, for the pager too."""
+    return ProbeResult.failed(
+        reason,
+        detail,
+        _samples(),
+        verdict=Verdict(Health.FAILING, detail, NOT_RESOLVING_ALERT),
+        evidence=evidence,
+    )
 
 
 def _where(target: DnsTarget) -> tuple[str, int]:
@@ -208,11 +243,14 @@ def _where(target: DnsTarget) -> tuple[str, int]:
     return str(dns.resolver.Resolver().nameservers[0]), 53
 
 
-def _judge(target: DnsTarget, response: dns.message.Message, elapsed: float) -> ProbeResult:
+def _judge(
+    target: DnsTarget, response: dns.message.Message, elapsed: float, asked: Evidence
+) -> ProbeResult:
     rcode = response.rcode()
     rdtype = dns.rdatatype.from_text(target.record_type)
     answers = sum(len(rrset) for rrset in response.answer if rrset.rdtype == rdtype)
-    valid = dns.rcode.to_text(rcode) in target.valid_rcodes
+    rcode_text = dns.rcode.to_text(rcode)
+    valid = rcode_text in target.valid_rcodes
     samples = (
         PROBE_DNS_LOOKUP_TIME_SECONDS(elapsed),
         PROBE_DNS_ANSWER_RRS(sum(len(rrset) for rrset in response.answer)),
@@ -221,17 +259,54 @@ def _judge(target: DnsTarget, response: dns.message.Message, elapsed: float) -> 
         PROBE_DNS_QUERY_SUCCEEDED(1 if valid else 0),
         PROBE_DNS_RCODE(int(rcode)),
     )
+    evidence = _evidence(response, rcode_text, elapsed, asked)
     if not valid:
         reason = _RCODE_REASONS.get(rcode, Reason.UNEXPECTED_RCODE)
-        detail = f"{target.query} {target.record_type}: {dns.rcode.to_text(rcode)}"
-        return ProbeResult.failed(reason, detail, samples)
+        detail = f"{target.query} {target.record_type}: {rcode_text}"
+        return ProbeResult.failed(
+            reason,
+            detail,
+            samples,
+            verdict=Verdict(Health.FAILING, detail, NOT_RESOLVING_ALERT),
+            evidence=evidence,
+        )
     if answers < target.min_answers:
         detail = (
             f"{target.query} {target.record_type}: {answers} answer(s), "
             f"min_answers is {target.min_answers}"
         )
-        return ProbeResult.failed(Reason.NO_ANSWER, detail, samples)
-    return ProbeResult.ok(samples)
+        return ProbeResult.failed(
+            Reason.NO_ANSWER,
+            detail,
+            samples,
+            verdict=Verdict(Health.FAILING, detail, NOT_RESOLVING_ALERT),
+            evidence=evidence,
+        )
+    return ProbeResult.ok(samples, evidence=evidence)
+
+
+def _evidence(
+    response: dns.message.Message, rcode: str, elapsed: float, asked: Evidence
+) -> Evidence:
+    """What `dig` would show: the response code and the first few answer records, and with
+    no answer the authority's first record (the SOA says which zone answered). Records past
+    the first few are counted, not formatted."""
+    evidence = [*asked, ("rcode", f"{rcode} in {elapsed * 1000:.1f} ms")]
+    total = sum(len(rrset) for rrset in response.answer)
+    records = ((rrset, rdata) for rrset in response.answer for rdata in rrset)
+    evidence += (("answer", _record(*record)) for record in islice(records, EVIDENCE_RECORDS))
+    if total > EVIDENCE_RECORDS:
+        evidence.append(("answer", f"and {total - EVIDENCE_RECORDS} more"))
+    if not total and response.authority:
+        rrset = response.authority[0]
+        evidence.append(("authority", _record(rrset, next(iter(rrset)))))
+    return tuple(evidence)
+
+
+def _record(rrset: dns.rrset.RRset, rdata: dns.rdata.Rdata) -> str:
+    """One record as dig prints it: `site.test. 0 IN A 127.0.0.10`."""
+    kind = f"{dns.rdataclass.to_text(rrset.rdclass)} {dns.rdatatype.to_text(rrset.rdtype)}"
+    return f"{rrset.name} {rrset.ttl} {kind} {rdata.to_text()}"[:EVIDENCE_RECORD_MAX]
 
 
 def _samples() -> tuple[Sample, ...]:
@@ -253,4 +328,5 @@ KIND = ProbeKind(
     METRICS,
     Reason,
     "One DNS query to a name server: response code, answers, lookup time",
+    area=Area.SITE,
 )

@@ -14,26 +14,54 @@ right when a filter is not applied (moto ignores ListTasks' serviceName).
 
 Task definition env is read from the plain `environment` entries only: `secrets` and
 `valueFrom` are never resolved, and no value is exported, only whether it matches.
+
+The verdict mirrors alert_rules/ecs.rules.yml with its thresholds. What a rule reads from
+Prometheus' history the state keeps: when each service last wanted tasks (a day, for
+EcsServiceScaledToZero) and when its tasks stopped (15 minutes, for EcsServiceCrashLooping).
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
-from stackprobe.probes._aws import AwsState, Reason, batches, gather_all, measured
+from stackprobe.contract import (
+    Area,
+    Evidence,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+    Verdict,
+)
+from stackprobe.probes._aws import (
+    AwsState,
+    Finding,
+    Reason,
+    batches,
+    gather_all,
+    judged,
+    measured,
+)
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probes._ecs_tasks import describe_tasks, task_arns
 from stackprobe.target import UniqueNames
 
 DESCRIBE_SERVICES_MAX = 10
 LIST_MAX = 100
+
+SCALED_DOWN_WITHIN = 86400.0  # EcsServiceScaledToZero: wanted tasks in the last day ([1d])
+CRASH_WINDOW = 900.0  # EcsServiceCrashLooping: stops counted over 15 minutes ([15m])
+CRASH_STOPS = 3  # EcsServiceCrashLooping: this many stops (not scaling, not a user's) or more
+ROLLOUT_REASON_SHOWN = 120  # characters of ECS's rolloutStateReason a why shows
 
 
 class StopClass(StrEnum):
@@ -184,7 +212,8 @@ def _revision(task_definition_arn: str) -> tuple[str, int] | None:
 
 
 async def probe(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
-    return await measured(ctx, lambda: _measure(target, ctx))
+    # a missing service is EcsServiceMissing's; StackprobeCannotMeasure leaves not_found out
+    return await measured(ctx, lambda: _measure(target, ctx), not_found_alert="")
 
 
 async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
@@ -204,8 +233,10 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
         )
     except AwsCallError as exc:
         if exc.code == "ClusterNotFoundException":
+            seen = f"ECS has no cluster {target.cluster} in this region"
+            # no series, so nothing pages: EcsServiceMissing needs aws_ecs_service_active
             return ProbeResult.failed(
-                AwsProblem.NOT_FOUND, f"ECS has no cluster {target.cluster} in this region"
+                AwsProblem.NOT_FOUND, seen, verdict=Verdict(Health.FAILING, seen)
             )
         raise
     services = {s["serviceName"]: s for page in described for s in page.get("services", ())}
@@ -218,17 +249,92 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
         if service is not None and service.get("status") != "INACTIVE":
             samples.extend(_service_samples(target.cluster, name, service))
     present = [n for n in names if n not in missing]
+    stops: dict[str, Counter[StopClass]] | None = None
     if target.stopped_tasks:
-        samples.extend(await _stopped(target, ctx, state, present))
+        stopped, stops = await _stopped(target, ctx, state, present)
+        samples.extend(stopped)
+    drift: dict[str, list[str]] = {}
     if target.expect_env:
-        samples.extend(await _env_matches(target, ctx, state, [services[n] for n in present]))
+        matches = await _env_matches(target, ctx, state, [services[n] for n in present])
+        samples.extend(matches)
+        for sample in matches:
+            if not sample.value:
+                drift.setdefault(sample.label_values[1], []).append(sample.label_values[2])
+    verdict, evidence = _judge(names, services, state, stops, drift)
     if missing:
         return ProbeResult.failed(
             AwsProblem.NOT_FOUND,
             f"cluster {target.cluster} has no active service {', '.join(missing[:5])}",
             tuple(samples),
+            verdict=verdict,
+            evidence=evidence,
         )
-    return ProbeResult.ok(tuple(samples))
+    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
+def _judge(
+    names: Sequence[str],
+    services: Mapping[str, Mapping[str, Any]],
+    state: AwsState,
+    stops: Mapping[str, Counter[StopClass]] | None,
+    drift: Mapping[str, list[str]],
+) -> tuple[Verdict, Evidence]:
+    """The services' findings, most urgent first, and the verdict on them."""
+    now = time.monotonic()
+    # service -> when it last wanted tasks, for EcsServiceScaledToZero's max_over_time [1d]
+    wanted: dict[str, float] = state.cache.setdefault("wanted", {})
+    failing: list[Finding] = []
+    degraded: list[Finding] = []
+    running_total = desired_total = 0
+    for name in names:
+        service = services.get(name)
+        if service is None or service.get("status") != "ACTIVE":
+            # EcsServiceMissing: aws_ecs_service_active == 0
+            status = "not in the cluster" if service is None else str(service.get("status"))
+            seen = "deleted (INACTIVE)" if status == "INACTIVE" else status
+            failing.append(Finding(Health.FAILING, f"{name}: {seen}", "EcsServiceMissing"))
+            continue
+        desired, running = int(service.get("desiredCount", 0)), int(service.get("runningCount", 0))
+        running_total, desired_total = running_total + running, desired_total + desired
+        if desired > 0:
+            wanted[name] = now
+        elif now - wanted.get(name, -SCALED_DOWN_WITHIN) <= SCALED_DOWN_WITHIN:
+            # EcsServiceScaledToZero: desired == 0 and max_over_time(desired[1d]) > 0
+            seen = f"{name}: desired count 0"
+            failing.append(Finding(Health.FAILING, seen, "EcsServiceScaledToZero"))
+        if desired > 0 and running == 0:
+            # EcsServiceNoRunningTasks: running == 0 and desired > 0
+            seen = f"{name}: running 0 of {desired} desired"
+            failing.append(Finding(Health.FAILING, seen, "EcsServiceNoRunningTasks"))
+        recent = stops.get(name, Counter()) if stops is not None else Counter()
+        if 0 < running < desired:
+            if recent.total() >= CRASH_STOPS:
+                # EcsServiceCrashLooping: 3+ stops in 15m and running < desired
+                classes = ", ".join(f"{cls} {n}" for cls, n in recent.most_common())
+                seen = (
+                    f"{name}: {recent.total()} tasks stopped in 15 min ({classes}), "
+                    f"running {running} of {desired} desired"
+                )
+                degraded.append(Finding(Health.DEGRADED, seen, "EcsServiceCrashLooping"))
+            else:  # no rule pages on this alone: a rollout or a scale-out under way
+                seen = f"{name}: running {running} of {desired} desired"
+                degraded.append(Finding(Health.DEGRADED, seen))
+        for deployment in service.get("deployments", ()):
+            if deployment.get("rolloutState") == "FAILED":
+                # EcsDeploymentFailed: deployments{rollout_state="FAILED"} > 0
+                why = str(deployment.get("rolloutStateReason", ""))[:ROLLOUT_REASON_SHOWN]
+                seen = f"{name}: {deployment.get('status', '')} deployment rollout FAILED"
+                seen = f"{seen}: {why}" if why else seen
+                degraded.append(Finding(Health.DEGRADED, seen, "EcsDeploymentFailed"))
+        if name in drift:  # EcsTaskDefinitionEnvDrift: expected_env_match == 0
+            seen = f"{name}: {', '.join(drift[name])} not the expected value"
+            degraded.append(Finding(Health.DEGRADED, seen, "EcsTaskDefinitionEnvDrift"))
+    for gone in set(wanted) - set(names):
+        del wanted[gone]
+    return judged(
+        failing + degraded,
+        f"services: {len(names)}; {running_total} of {desired_total} desired tasks running",
+    )
 
 
 async def _list_services(target: EcsServiceTarget, ctx: ProbeContext) -> list[str]:
@@ -279,13 +385,18 @@ def _target_group_name(arn: str) -> str:
 
 async def _stopped(
     target: EcsServiceTarget, ctx: ProbeContext, state: AwsState, services: Iterable[str]
-) -> list[Sample]:
+) -> tuple[list[Sample], dict[str, Counter[StopClass]]]:
+    """The stopped-task samples, and per service the classes of the tasks seen stopping in
+    the last CRASH_WINDOW that neither scaling nor a user stopped."""
     listed = await task_arns(ctx, target, target.cluster, desiredStatus="STOPPED")
     # task ARN -> (service, class); what ECS stops listing is forgotten
     known: dict[str, tuple[str, StopClass]] = state.cache.setdefault("stopped", {})
     stops: Counter[tuple[str, StopClass]] = state.cache.setdefault("stops", Counter())
+    # service -> (when, class) of the stops counted in the last CRASH_WINDOW
+    lately: dict[str, deque[tuple[float, StopClass]]] = state.cache.setdefault("lately", {})
     first_run = "stopped_seen" not in state.cache
     new = [arn for arn in listed if arn not in known]
+    now = time.monotonic()
     for task in await describe_tasks(ctx, target, target.cluster, new):
         group = str(task.get("group", ""))
         service = group.removeprefix("service:") if group.startswith("service:") else ""
@@ -293,16 +404,24 @@ async def _stopped(
         known[task["taskArn"]] = (service, cls)
         if not first_run and service:
             stops[(service, cls)] += 1
+            if cls not in (StopClass.SCALING, StopClass.USER_INITIATED):
+                lately.setdefault(service, deque()).append((now, cls))
     for arn in set(known) - set(listed):
         del known[arn]
     state.cache["stopped_seen"] = True
     current = Counter(known.values())
     samples = []
+    recent: dict[str, Counter[StopClass]] = {}
     for service in services:
         for cls in StopClass:
             samples.append(STOPPED(current[(service, cls)], target.cluster, service, cls))
             samples.append(STOPS(stops[(service, cls)], target.cluster, service, cls))
-    return samples
+        times = lately.get(service)
+        while times and now - times[0][0] > CRASH_WINDOW:
+            times.popleft()
+        if times:
+            recent[service] = Counter(cls for _, cls in times)
+    return samples, recent
 
 
 async def _env_matches(
@@ -352,4 +471,5 @@ KIND = ProbeKind(
     "ECS services: desired vs running, deployments, stopped tasks, env drift",
     state=AwsState,
     resources=(AWS,),
+    area=Area.ECS,
 )

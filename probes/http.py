@@ -49,7 +49,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal
@@ -69,12 +69,30 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import (
+    EVIDENCE_VALUE_MAX,
+    Area,
+    Evidence,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+    Verdict,
+)
 from stackprobe.durations import Duration
 from stackprobe.probes._aws_api import AWS
-from stackprobe.probes._components import components
+from stackprobe.probes._components import OVERALL, components
 from stackprobe.probes._ecs_tasks import METRICS as TASK_METRICS
-from stackprobe.probes._ecs_tasks import Discover, probe_tasks
+from stackprobe.probes._ecs_tasks import (
+    TASK_COMPONENT,
+    TASK_SUCCESS,
+    TASKS,
+    Discover,
+    EcsDiscovery,
+    probe_tasks,
+)
 from stackprobe.probes._http_body import (
     ACCEPT_ENCODING,
     BodyTooLarge,
@@ -185,6 +203,15 @@ def _role_from_path(path: str) -> Role:
     paths, and Kubernetes' `/livez`, `/readyz`); any other URL is one of the team's endpoints."""
     last = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
     return _ROLE_BY_LAST_SEGMENT.get(last, "endpoint")
+
+
+def _without_userinfo(url: str) -> str:
+    """The URL without a `user@` (a password is refused at load; a user name is not shown)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}"
 
 
 class HttpTarget(TargetConfig):
@@ -327,6 +354,19 @@ class HttpTarget(TargetConfig):
             raise ValueError("a discover target has no url of its own; probe its tasks")
         return reveal(self.url)
 
+    def request_line(self) -> str:
+        """The request as the console's evidence shows it: no user name, and a URL from a
+        secret only by where it comes from."""
+        if isinstance(self.url, str):
+            return f"{self.method} {_without_userinfo(self.url)}"
+        return self.describe()
+
+    def shown_path(self) -> str:
+        """Where a health body was read, for a verdict's why: "/health/ready"."""
+        if not isinstance(self.url, str):
+            return "the response body"  # a URL from a secret is not shown, not even its path
+        return httpx.URL(self.url).path or "/"
+
     def describe(self) -> str:
         if self.discover is not None:
             ecs = self.discover.ecs
@@ -409,6 +449,46 @@ METRICS = (
 )
 
 
+# What pages when a run fails, by the target's role (alert_rules/health.rules.yml: the rules
+# on probe_success{role=...}).
+ROLE_ALERTS: Mapping[Role, str] = {
+    "liveness": "HealthLiveFailing",
+    "readiness": "HealthReadyFailing",
+    "endpoint": "EndpointFailing",
+    "dependency": "ExternalDependencyFailing",
+}
+# A body naming a component down pages whatever the status: AppRedisPoolBroken for a
+# component=~"(?i).*redis.*", DependencyComponentDown for any other but "overall".
+REDIS_COMPONENT = re.compile("redis", re.IGNORECASE)
+REDIS_ALERT = "AppRedisPoolBroken"
+COMPONENT_ALERT = "DependencyComponentDown"
+# TlsCertificateExpiringSoon: probe_ssl_earliest_cert_expiry - time() < 14 * 86400.
+CERT_EXPIRY_WARNING_SECONDS = 14 * 86400
+CERT_ALERT = "TlsCertificateExpiringSoon"
+# EndpointSlow: probe_duration_seconds > stackprobe_http_latency_threshold_seconds.
+SLOW_ALERT = "EndpointSlow"
+# EcsTaskReadyFailing: stackprobe_ecs_task_probe_success == 0, whatever the role.
+TASK_ALERT = "EcsTaskReadyFailing"
+# EcsServiceNoRunningTasks (alert_rules/ecs.rules.yml), on the ecs_service kind's series:
+# what a `discover` target finding no running task is, seen from ECS.
+NO_TASKS_ALERT = "EcsServiceNoRunningTasks"
+
+# Evidence bounds: a run's evidence is kept per target until the next, so about 1 KB.
+EVIDENCE_HEADERS = 10  # response headers shown at most
+EVIDENCE_HEADER_MAX = 100  # characters of one header line
+EVIDENCE_HEADERS_TOTAL = 400  # characters of header lines in all
+EVIDENCE_COMPONENTS = 3  # components named in a why at most
+# Never shown, whatever the target: credentials and what a server sets to stand for one.
+_HIDDEN_HEADER = re.compile(
+    r"^(authorization|proxy-authorization|cookie|set-cookie|set-cookie2)$"
+    r"|token|secret|passw|api[-_]?key|session|credential",
+    re.I,
+)
+# How a status failure's detail lists the components down; a verdict's why says it better.
+_COMPONENTS_SAID = "; unhealthy components: "
+_TEXT_TYPES = ("json", "text/", "xml", "javascript", "html", "yaml", "urlencoded")
+
+
 class _Failure(Exception):
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
@@ -460,36 +540,287 @@ class _Observed:
         self.cert_expiry: float | None = None
         self.components: dict[str, float] = {}
         self.components_dropped = 0
+        # Evidence of the final response, taken as it arrives (the response is not kept).
+        self.status_line = ""
+        self.headers: Evidence = ()
+        self.final_url: httpx.URL | None = None  # after a redirect only
+        # Components found down and the word the body used: {"redis": "false"}.
+        self.down: dict[str, str] = {}
 
 
 async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
     if target.discover is not None:
-        return await probe_tasks(
-            target,
-            ctx,
-            probe,
-            (Reason.DISCOVERY_FAILED, Reason.NO_TASKS),
-            HEALTH_COMPONENT_UP,
-            PROBE_HTTP_STATUS_CODE,
-        )
+        return await _probe_each_task(target, target.discover.ecs, ctx)
+    started = time.perf_counter()
     trace = _Trace()
     seen = _Observed()
+    body: _Body | None = None
     try:
         body = await _fetch(target, ctx, trace, seen)
         _check(target, seen, body)
     except _Failure as failure:
-        return ProbeResult.failed(failure.reason, failure.detail, _samples(target, trace, seen))
+        phase = "the checks of the response" if body is not None else f"the {trace.phase} phase"
+        return _failed(target, failure.reason, failure.detail, trace, seen, body, phase)
     except TimeoutError:
         reason = Reason.CONNECT_TIMEOUT if trace.phase == "connect" else Reason.TIMEOUT
         if trace.phase == "pool":
             reason = Reason.POOL_TIMEOUT
         detail = f"no answer within {target.timeout:g}s (stopped in the {trace.phase} phase)"
-        return ProbeResult.failed(reason, detail, _samples(target, trace, seen))
+        return _failed(target, reason, detail, trace, seen, body, f"the {trace.phase} phase")
     except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
         reason = classify(exc)
         detail = target.secret_scrubber(_describe(exc, reason))  # may echo what the peer sent
-        return ProbeResult.failed(reason, detail, _samples(target, trace, seen))
-    return ProbeResult.ok(_samples(target, trace, seen))
+        return _failed(target, reason, detail, trace, seen, body, f"the {trace.phase} phase")
+    elapsed = time.perf_counter() - started
+    verdict = _ok_verdict(target, seen, elapsed)
+    evidence = _evidence(target, seen, body)
+    if verdict is not None and verdict.alert == SLOW_ALERT:
+        evidence += (("timing", _timing(trace)),)
+    return ProbeResult.ok(_samples(target, trace, seen), verdict=verdict, evidence=evidence)
+
+
+def _failed(
+    target: HttpTarget,
+    reason: Reason,
+    detail: str,
+    trace: _Trace,
+    seen: _Observed,
+    body: _Body | None,
+    phase: str,
+) -> ProbeResult:
+    """A failed run, with the alert its role (or the component its body names) pages."""
+    role = target.inferred_role()
+    down = _down_components(seen)
+    why = detail
+    if down:
+        why = f"{detail.split(_COMPONENTS_SAID, 1)[0]}; {_named_down(target, seen)}"
+    alert = ROLE_ALERTS[role]
+    if down and role != "liveness":
+        # The body names the broken dependency: its alert pages (and, for readiness, mutes
+        # HealthReadyFailing of the same target in alert_rules/alertmanager.yml). A liveness
+        # failure stays the P0 it is.
+        alert = _component_alert(down)
+    return ProbeResult.failed(
+        reason,
+        detail,
+        _samples(target, trace, seen),
+        verdict=Verdict(Health.FAILING, why, alert),
+        evidence=(*_evidence(target, seen, body), ("failed in", phase)),
+    )
+
+
+def _ok_verdict(target: HttpTarget, seen: _Observed, elapsed: float) -> Verdict | None:
+    """None (ok, as the core reads a successful run) unless the answer shows something wrong:
+    a component down in the body, a slow answer, a certificate about to expire."""
+    if seen.down:
+        down = _down_components(seen)
+        named = _named_down(target, seen)
+        if down:
+            return Verdict(
+                Health.FAILING, f"{named} (status {seen.status})", _component_alert(down)
+            )
+        # Only the document's own status says down: no rule pages on "overall".
+        return Verdict(Health.DEGRADED, f"{named}, yet status {seen.status}")
+    threshold = target.latency_threshold
+    if threshold is not None and elapsed > threshold:
+        why = f"took {elapsed:.2f}s, over latency_threshold {threshold:g}s"
+        return Verdict(Health.DEGRADED, why, SLOW_ALERT)
+    if seen.cert_expiry is not None:
+        left = seen.cert_expiry - time.time()
+        if left < CERT_EXPIRY_WARNING_SECONDS:
+            return Verdict(Health.DEGRADED, _cert_why(seen.cert_expiry, left), CERT_ALERT)
+    return None
+
+
+def _down_components(seen: _Observed) -> list[str]:
+    """The components found down that an alert pages on: any but the document's own."""
+    return [name for name in seen.down if name != OVERALL]
+
+
+def _component_alert(down: list[str]) -> str:
+    return REDIS_ALERT if REDIS_COMPONENT.search(down[0]) else COMPONENT_ALERT
+
+
+def _named_down(target: HttpTarget, seen: _Observed) -> str:
+    """The components down as the body said them: "`redis: false` in /health/ready"."""
+    down = _down_components(seen)
+    if not down:
+        return f"overall status `{seen.down[OVERALL]}` in {target.shown_path()}"
+    shown = [f"`{_printable(name)}: {seen.down[name]}`" for name in down[:EVIDENCE_COMPONENTS]]
+    more = f" and {len(down) - EVIDENCE_COMPONENTS} more" if len(down) > EVIDENCE_COMPONENTS else ""
+    return f"{', '.join(shown)}{more} in {target.shown_path()}"
+
+
+def _printable(text: str) -> str:
+    """A name from the server, on one line whatever it holds."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _cert_why(expiry: float, left: float) -> str:
+    day = time.strftime("%Y-%m-%d", time.gmtime(expiry))
+    if left < 0:
+        return f"TLS certificate expired on {day} ({-left / 86400:.0f} days ago)"
+    return f"TLS certificate expires on {day}, in {left / 86400:.1f} days"
+
+
+def _timing(trace: _Trace) -> str:
+    """The phases of a slow run: which one was slow is the first question."""
+    return ", ".join(f"{phase} {trace.durations[phase] * 1000:.1f} ms" for phase in _PHASES)
+
+
+def _evidence(target: HttpTarget, seen: _Observed, body: _Body | None) -> Evidence:
+    """What the console's detail view shows of the run, like blackbox_exporter's debug
+    output: request, status line, some headers, the start of the body, TLS. Only what the
+    run already had: nothing is read or parsed for it."""
+    evidence: list[tuple[str, str]] = [("request", target.request_line())]
+    if seen.final_url is not None:
+        where = seen.final_url.copy_with(query=None, fragment=None, username=None, password=None)
+        evidence.append(("redirected", f"{seen.redirects} time(s), last to {where}"))
+    if seen.status_line:
+        evidence.append(("status", seen.status_line))
+    evidence += seen.headers
+    if seen.tls_version:
+        tls = seen.tls_version
+        if seen.cert_expiry is not None:
+            until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seen.cert_expiry))
+            tls = f"{tls}, certificate valid until {until}"
+        evidence.append(("tls", tls))
+    if body is not None and seen.status_line:
+        shown = _body_excerpt(target, body, seen)
+        if shown:
+            evidence.append(("body", shown))
+    return tuple(evidence)
+
+
+def _body_excerpt(target: HttpTarget, body: _Body, seen: _Observed) -> str:
+    if body.too_large:
+        return f"not kept: {body.too_large}"
+    if body.undecodable:
+        return f"not decoded: {body.undecodable}"
+    if not body.data:
+        return ""
+    content_type = body.content_type.lower()
+    if content_type and not any(kind in content_type for kind in _TEXT_TYPES):
+        return f"{seen.body_length} bytes of {body.content_type[:60]}, not shown"
+    text = body.data[:EVIDENCE_VALUE_MAX].decode("utf-8", errors="replace")
+    return target.secret_scrubber(text)[:EVIDENCE_VALUE_MAX]
+
+
+def _header_name(raw: bytes) -> str | None:
+    """A header's name as shown, None for one never shown; remembered, as the same few names
+    come back on every run of every target and the check is the costly part."""
+    try:
+        return _HEADER_NAMES[raw]
+    except KeyError:
+        pass
+    name = raw.decode("latin-1").lower()
+    shown = None if _HIDDEN_HEADER.search(name) else name
+    if len(_HEADER_NAMES) < _HEADER_NAMES_MAX:  # a server inventing names fills it only once
+        _HEADER_NAMES[raw] = shown
+    return shown
+
+
+_HEADER_NAMES: dict[bytes, str | None] = {}
+_HEADER_NAMES_MAX = 1024
+
+
+def _header_evidence(target: HttpTarget, raw: list[tuple[bytes, bytes]]) -> Evidence:
+    """The first few response headers but credentials, short, each as `name: value`."""
+    shown: list[tuple[str, str]] = []
+    budget = EVIDENCE_HEADERS_TOTAL
+    for name_bytes, value_bytes in raw:
+        name = _header_name(name_bytes)
+        if name is None:
+            continue
+        line = f"{name}: {value_bytes.decode('latin-1')}"[:EVIDENCE_HEADER_MAX]
+        shown.append(("header", target.secret_scrubber(line)))
+        budget -= len(line)
+        if len(shown) >= EVIDENCE_HEADERS or budget <= 0:
+            break
+    return tuple(shown)
+
+
+async def _probe_each_task(target: HttpTarget, ecs: EcsDiscovery, ctx: ProbeContext) -> ProbeResult:
+    """`discover`: every running task probed at its own address (probes/_ecs_tasks.py). Each
+    task's run is kept here, by URL, for the verdict and evidence of the whole."""
+    runs: dict[str, list[ProbeResult]] = {}
+
+    async def check(task: HttpTarget, task_ctx: ProbeContext) -> ProbeResult:
+        result = await probe(task, task_ctx)
+        runs.setdefault(task.url_text(), []).append(result)
+        return result
+
+    result = await probe_tasks(
+        target,
+        ctx,
+        check,
+        (Reason.DISCOVERY_FAILED, Reason.NO_TASKS),
+        HEALTH_COMPONENT_UP,
+        PROBE_HTTP_STATUS_CODE,
+    )
+    verdict, evidence = _tasks_verdict(target, ecs, result, runs)
+    return replace(result, verdict=verdict, evidence=evidence)
+
+
+def _tasks_verdict(
+    target: HttpTarget,
+    ecs: EcsDiscovery,
+    result: ProbeResult,
+    runs: dict[str, list[ProbeResult]],
+) -> tuple[Verdict | None, Evidence]:
+    """The worst task speaks for the service: a failing one, else one whose body names a
+    component down, else a degraded one. The role's alerts do not fire for a `discover`
+    target (they skip targets with stackprobe_ecs_tasks_discovered); the per-task ones do."""
+    where = f"{ecs.cluster}/{ecs.service}"
+    discovered = next((s.value for s in result.samples if s.spec is TASKS), None)
+    if discovered is None:  # the ECS calls failed: no series says there are tasks
+        evidence: Evidence = (("discover", f"running tasks of {where}: the ECS calls failed"),)
+        alert = ROLE_ALERTS[target.inferred_role()]
+        return Verdict(Health.FAILING, result.detail, alert), evidence
+    tasks = [(s.label_values, s.value) for s in result.samples if s.spec is TASK_SUCCESS]
+    evidence = (("discover", f"{discovered:g} running task(s) of {where}, {len(tasks)} probed"),)
+    if not tasks:
+        alert = NO_TASKS_ALERT if discovered == 0 else ""
+        return Verdict(Health.FAILING, result.detail, alert), evidence
+    down: dict[str, list[str]] = {}
+    for sample in result.samples:
+        if sample.spec is TASK_COMPONENT and not sample.value:
+            task, component = sample.label_values
+            if component != OVERALL:
+                down.setdefault(task, []).append(component)
+    worst: tuple[int, str, str, ProbeResult] | None = None
+    for (task, address), success in tasks:
+        url = f"{ecs.scheme}://{address}:{ecs.port}{ecs.path}"
+        found = runs.get(url, [])
+        # Tasks that share an address share a URL: take a run with the task's own outcome.
+        run = next((r for r in found if r.success == bool(success)), None)
+        if run is None:
+            continue
+        rank = 3 if not success else 2 if task in down else min(_RANK[run.health().health], 1)
+        if worst is None or rank > worst[0]:
+            worst = (rank, task, address, run)
+    if worst is None:  # no run kept for a task the samples name: say what is known
+        health = Health.OK if result.success else Health.FAILING
+        return Verdict(health, result.detail, "" if result.success else TASK_ALERT), evidence
+    rank, task, address, run = worst
+    evidence += (("task", f"{task} at {address}"), *run.evidence)
+    if rank == _RANK[Health.OK]:
+        return None, evidence
+    inner = run.health()
+    if rank == 3:
+        failing = sum(1 for _, success in tasks if not success)
+        why = f"{failing} of {len(tasks)} tasks failing; task {task} at {address}: {inner.why}"
+        alert = _component_alert(down[task]) if task in down else TASK_ALERT
+        return Verdict(Health.FAILING, why, alert), evidence
+    why = f"task {task} at {address}: {inner.why}"
+    if rank == 2:
+        return Verdict(Health.FAILING, why, _component_alert(down[task])), evidence
+    # A task's slow answer or expiring certificate: its series are not kept per task, so no
+    # rule pages on it for a `discover` target.
+    return Verdict(inner.health, why), evidence
+
+
+_RANK = {Health.OK: 0, Health.DEGRADED: 1, Health.FAILING: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,7 +871,7 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                             )
                         scheme = response.next_request.url.scheme
                         if scheme not in ("http", "https"):
-                            _observe_response(response, seen)
+                            _observe_response(target, response, seen)
                             raise _Failure(
                                 Reason.INVALID_REDIRECT,
                                 f"status {seen.status} redirects to a {scheme[:20]}:// URL; "
@@ -548,11 +879,12 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                             )
                         seen.redirects += 1
                         request = response.next_request
+                        seen.final_url = request.url
                         if not _same_origin(origin, request.url):
                             _strip_credentials(target, request)
                             auth = None
                         continue
-                    _observe_response(response, seen)
+                    _observe_response(target, response, seen)
                     started = time.perf_counter()
                     body = await _read_body(target, response, seen)
                     trace.durations["transfer"] += time.perf_counter() - started
@@ -617,8 +949,11 @@ async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observ
     return _Body(data, content_type)
 
 
-def _observe_response(response: httpx.Response, seen: _Observed) -> None:
+def _observe_response(target: HttpTarget, response: httpx.Response, seen: _Observed) -> None:
     seen.status = response.status_code
+    reason_phrase = response.reason_phrase[:40]
+    seen.status_line = f"{response.http_version} {seen.status} {reason_phrase}".rstrip()
+    seen.headers = _header_evidence(target, response.headers.raw)
     try:
         seen.content_length = int(response.headers.get("content-length", -1))
     except ValueError:
@@ -648,8 +983,9 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
     needed = _needs_body(target)
     doc = None if body.too_large or body.undecodable else _parse_json(target, body)
     if doc is not None and not isinstance(doc, _Invalid) and target.health_components:
+        words: dict[str, str] = {}
         found, seen.components_dropped = components(
-            doc, target.max_health_components, target.ignore_components
+            doc, target.max_health_components, target.ignore_components, words
         )
         # A component name is a label value: one that carries a secret of the target (a
         # server echoing the request's Authorization as a key) is left out, never exported.
@@ -659,12 +995,14 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
             for name, up in found.items()
             if scrub(name) == name and not scrub.is_secret(name)
         }
+        if words:
+            seen.down = {name: word for name, word in words.items() if name in seen.components}
     if not target.status_ok(seen.status):
         expected = ", ".join(map(str, target.expect_status)) or "2xx"
         down = sorted(name for name, up in seen.components.items() if not up)
         detail = f"status {seen.status}, expected {expected}"
         if down:
-            detail += f"; unhealthy components: {', '.join(down)}"
+            detail += f"{_COMPONENTS_SAID}{', '.join(down)}"
         raise _Failure(Reason.HTTP_STATUS, detail)
     if body.too_large and needed:
         raise _Failure(Reason.BODY_TOO_LARGE, body.too_large)
@@ -846,4 +1184,5 @@ KIND = ProbeKind(
     Reason,
     "HTTP(S) request: status, phases, TLS, capped body, health components",
     resources=(HTTP_CLIENTS, AWS),
+    area=Area.SITE,
 )

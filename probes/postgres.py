@@ -16,13 +16,21 @@ What it does differently from postgres_exporter, on purpose:
   `pg_stat_activity_count`, `pg_stat_activity_max_tx_duration`, `pg_settings_*`), every
   database x state pair is exported even at zero, and stackprobe's own connection is not
   counted (it is always exactly one).
+
+Beside the samples, each run gives the console a verdict with the thresholds of
+alert_rules/postgres.rules.yml (the worst condition seen, naming the alert that pages on it)
+and its evidence: the server's version, the database as the server names it, how the
+connection was come by, the statement's duration and the sessions by state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
+import time
+from collections import deque
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal
@@ -30,7 +38,18 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import (
+    EVIDENCE_VALUE_MAX,
+    Area,
+    Evidence,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+    Verdict,
+)
 from stackprobe.durations import Duration
 from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes.ecs_service import EcsServiceTarget
@@ -65,6 +84,24 @@ class Reason(StrEnum):
     TLS = "tls"
     DNS = "dns"
     OTHER = "other"
+
+
+# The verdict's thresholds: those of alert_rules/postgres.rules.yml, so console and pager agree.
+CONNECTIONS_NEAR_LIMIT = 0.9  # PostgresConnectionsNearLimit: pg:connections:used_ratio >= 0.9
+APP_POOL_NEAR_FULL = 0.9  # PostgresAppPoolExhausted: pg:app_pool_connections:used_ratio >= 0.9
+# PostgresAppPoolExhausted: the states pg:app_pool_connections:checked_out sums.
+CHECKED_OUT_STATES = frozenset(
+    {"active", "idle in transaction", "idle in transaction (aborted)", "fastpath function call"}
+)
+IDLE_IN_TRANSACTION_SESSIONS = 5  # PostgresIdleInTransaction: sessions idle in a tx >= 5
+IDLE_IN_TRANSACTION_SECONDS = 300.0  # PostgresIdleInTransaction: oldest idle in a tx > 300 s
+SLOW_STATEMENT_SECONDS = 1.0  # PostgresSlowStatements: mean_exec_time_seconds > 1
+LEAK_STEP_SECONDS = 300.0  # PostgresConnectionLeak: the [3h:5m] subquery's step
+LEAK_WINDOW_SECONDS = 3 * 3600.0  # PostgresConnectionLeak: the [3h:5m] subquery's range
+LEAK_HORIZON_SECONDS = 4 * 3600.0  # PostgresConnectionLeak: predict_linear(..., 4 * 3600)
+LEAK_MIN_SPAN_SECONDS = 3600.0  # PostgresConnectionLeak: its for: 1h, as the trend's least span
+# StackprobeCannotMeasure: failures of stackprobe's own access; PostgresDown pages on the rest.
+CANNOT_MEASURE = frozenset({"auth_failed", "database_missing", "tls", "dns", "other"})
 
 
 class AppPool(BaseModel):
@@ -344,6 +381,15 @@ _STATEMENTS_UNREADABLE = (
 )
 
 
+# Once per connection: what the evidence names (the server's own view, so never a DSN), and
+# for PostgreSQL 14+ idle_session_timeout off for this session.
+IDENTITY_SQL = """
+SELECT current_database() AS db, current_user AS role, host(inet_server_addr()) AS addr,
+       inet_server_port() AS port
+"""
+KEEP_IDLE_COLUMN = ", set_config('idle_session_timeout', '0', false) AS keep_idle"
+
+
 # What a kept connection the server has closed since the last run raises on its next use.
 _CLOSED = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
 
@@ -354,6 +400,15 @@ class PostgresState(KeptConnection[asyncpg.Connection, Reason]):
     def __init__(self, target: PostgresTarget) -> None:
         super().__init__()
         self.statements_sql: str | None = None  # the statement with its top-N column, if any
+        # The evidence that changes only with the connection, built when it opens.
+        self.described: tuple[str, str] = ("target", target.describe())
+        self.server: Evidence = ()
+        self.query_seconds = 0.0
+        # PostgresConnectionLeak's trend: (event-loop time, sessions), one every step.
+        self.trend: deque[tuple[float, int]] = deque(
+            maxlen=int(LEAK_WINDOW_SECONDS / LEAK_STEP_SECONDS) + 1
+        )
+        self.predicted: float | None = None  # sessions the trend reaches at the horizon
 
     async def close(self, connection: asyncpg.Connection, graceful: bool) -> None:
         if connection.is_closed():
@@ -373,7 +428,7 @@ async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
         target,
         ctx,
         lambda: _query(target, state),
-        ok=lambda row: ProbeResult.ok(_samples(target, state, row)),
+        ok=lambda row: _ok(target, state, row),
         failed=lambda reason, detail: _failed(target, state, reason, detail),
         classify=classify,
         detail=lambda reason, exc: _detail(reason, exc, target),
@@ -410,7 +465,7 @@ async def _connection(target: PostgresTarget, state: PostgresState) -> asyncpg.C
             return state.connection
         # The server closed it between runs (a restart, pg_terminate_backend): the
         # "connection closed" event, counted though the run goes on with a new one.
-        state.errors[Reason.CONNECTION_CLOSED] += 1
+        state.count(Reason.CONNECTION_CLOSED)
         await state.drop()
     dsn = reveal(target.dsn)
     statement_timeout = int(target.session_statement_timeout() * 1000)
@@ -427,10 +482,18 @@ async def _connection(target: PostgresTarget, state: PostgresState) -> asyncpg.C
         },
     )
     state.adopt(connection)
-    if connection.get_server_version() >= (14, 0):
-        # A server-wide idle_session_timeout shorter than the interval would close the kept
-        # connection between runs. Not a startup setting: older servers refuse unknown ones.
-        await connection.execute("SET idle_session_timeout = 0")
+    # A server-wide idle_session_timeout shorter than the interval would close the kept
+    # connection between runs. Not a startup setting: older servers refuse unknown ones.
+    keep_idle = connection.get_server_version() >= (14, 0)
+    row = await connection.fetchrow(IDENTITY_SQL + (KEEP_IDLE_COLUMN if keep_idle else ""))
+    assert row is not None  # a SELECT without FROM has its one row
+    version = str(connection.get_settings().server_version).split(" ", 1)[0]
+    where = f"{row['addr']}:{row['port']}" if row["addr"] else "a local socket"
+    state.server = (
+        state.described,
+        ("server", f"PostgreSQL {version}"),
+        ("database", f"{row['db']} on {where} as {row['role']}"),
+    )
     state.statements_sql = None
     if target.pg_stat_statements.enabled:
         state.statements_sql = await _statements_sql(connection)
@@ -453,28 +516,51 @@ async def _statements_sql(connection: asyncpg.Connection) -> str | None:
 async def _fetch(
     target: PostgresTarget, state: PostgresState, connection: asyncpg.Connection
 ) -> Any:
+    started = time.perf_counter()
     if state.statements_sql is not None:
         try:
-            return await connection.fetchrow(
+            row = await connection.fetchrow(
                 state.statements_sql, target.long_query_threshold, target.pg_stat_statements.top
             )
+            state.query_seconds = time.perf_counter() - started
+            return row
         except _STATEMENTS_UNREADABLE:
             state.statements_sql = None  # dropped or revoked since the connect: go on without
-    return await connection.fetchrow(ACTIVITY_SQL, target.long_query_threshold)
+    row = await connection.fetchrow(ACTIVITY_SQL, target.long_query_threshold)
+    state.query_seconds = time.perf_counter() - started
+    return row
 
 
-def _samples(target: PostgresTarget, state: PostgresState, row: Any) -> tuple[Sample, ...]:
+def _ok(target: PostgresTarget, state: PostgresState, row: Any) -> ProbeResult:
+    """The samples, and on the way the few figures the verdict and the evidence need."""
+    max_connections = row["max_connections"]
+    superuser_reserved = row["superuser_reserved"]
+    reserved = row["reserved"]
     samples = [
         PG_UP(1),
-        PG_SETTINGS_MAX_CONNECTIONS(row["max_connections"]),
-        PG_SETTINGS_SUPERUSER_RESERVED(row["superuser_reserved"]),
+        PG_SETTINGS_MAX_CONNECTIONS(max_connections),
+        PG_SETTINGS_SUPERUSER_RESERVED(superuser_reserved),
         PG_STATS_VISIBLE(1 if row["sees_all"] else 0),
     ]
-    if row["reserved"] is not None:
-        samples.append(PG_SETTINGS_RESERVED(row["reserved"]))
+    if reserved is not None:
+        samples.append(PG_SETTINGS_RESERVED(reserved))
+    pools = target.app_pools
+    by_state: dict[str, int] = {}
+    checked_out: dict[str, int] = {}
+    pooled: dict[str, int] = {}  # sessions idle, outside a transaction: in the app's pool
+    idle_in_tx: dict[str, int] = {}
     for datname, state_name, count, max_tx in json.loads(row["by_state"]):
         samples.append(PG_STAT_ACTIVITY_COUNT(count, datname, state_name))
         samples.append(PG_STAT_ACTIVITY_MAX_TX_DURATION(max_tx, datname, state_name))
+        if count:
+            by_state[state_name] = by_state.get(state_name, 0) + count
+            if state_name.startswith("idle in transaction"):
+                idle_in_tx[datname] = idle_in_tx.get(datname, 0) + count
+            if datname in pools and state_name in CHECKED_OUT_STATES:
+                checked_out[datname] = checked_out.get(datname, 0) + count
+            if state_name == "idle":
+                pooled[datname] = pooled.get(datname, 0) + count
+    findings: list[_Finding] = []
     for datname, long_running, oldest, oldest_idle_tx, waiting in json.loads(row["per_db"]):
         samples += [
             PG_LONG_RUNNING(long_running, datname),
@@ -482,6 +568,11 @@ def _samples(target: PostgresTarget, state: PostgresState, row: Any) -> tuple[Sa
             PG_OLDEST_IDLE_TX(oldest_idle_tx, datname),
             PG_WAITING_ON_LOCKS(waiting, datname),
         ]
+        if long_running:
+            findings.append(_long_running(target, datname, long_running, oldest))
+        idle = idle_in_tx.get(datname, 0)
+        if idle >= IDLE_IN_TRANSACTION_SESSIONS or oldest_idle_tx > IDLE_IN_TRANSACTION_SECONDS:
+            findings.append(_idle_in_transaction(datname, idle, oldest_idle_tx))
     if target.pg_stat_statements.enabled:
         readable = row.get("top_statements") is not None
         samples.append(PG_STAT_STATEMENTS_AVAILABLE(1 if readable else 0))
@@ -489,7 +580,181 @@ def _samples(target: PostgresTarget, state: PostgresState, row: Any) -> tuple[Sa
             for queryid, datname, mean_ms, calls in json.loads(row["top_statements"]):
                 samples.append(PG_STATEMENT_MEAN(mean_ms / 1000, queryid, datname))
                 samples.append(PG_STATEMENT_CALLS(calls, queryid, datname))
-    return (*samples, *_config_samples(target, state))
+                if mean_ms / 1000 > SLOW_STATEMENT_SECONDS:
+                    findings.append(_slow_statement(queryid, datname, mean_ms / 1000))
+    samples += _config_samples(target, state)
+
+    sessions = sum(by_state.values())
+    limit = max_connections - superuser_reserved - (reserved or 0)
+    if limit > 0 and (sessions >= CONNECTIONS_NEAR_LIMIT * limit or sessions + 1 >= limit):
+        findings.append(_near_limit(sessions, limit))
+    _trend(state, sessions)
+    if state.predicted is not None and state.predicted > max_connections - superuser_reserved:
+        findings.append(_leak(sessions, state.predicted, max_connections - superuser_reserved))
+    evidence = [
+        *state.server,
+        state.via,
+        ("query", f"1 statement in {state.query_seconds * 1000:.1f} ms"),
+        ("sessions", _sessions(sessions, limit, by_state)),
+    ]
+    if not row["sees_all"]:
+        evidence.append(("note", "other roles' session states are hidden: no pg_read_all_stats"))
+    for datname, pool in pools.items():
+        finding, line = _pool(datname, pool, checked_out.get(datname, 0), pooled.get(datname, 0))
+        evidence.append(("pool", line))
+        if finding is not None:
+            findings.append(finding)
+    if not findings:
+        return ProbeResult.ok(tuple(samples), evidence=tuple(evidence))
+    findings.sort(key=lambda f: f.rank)
+    evidence += [("also", f"{f.verdict.why} [{f.verdict.alert}]") for f in findings[1:4]]
+    return ProbeResult.ok(tuple(samples), verdict=findings[0].verdict, evidence=tuple(evidence))
+
+
+class _Finding:
+    """One unhealthy condition an ok run saw; the worst goes on the console, in the order of
+    its alert's priority (P1 first), the others into the evidence."""
+
+    __slots__ = ("rank", "verdict")
+
+    def __init__(self, health: Health, order: int, why: str, alert: str) -> None:
+        self.rank = (health is not Health.FAILING, order)
+        self.verdict = Verdict(health, why, alert)
+
+
+def _near_limit(sessions: int, limit: int) -> _Finding:
+    """PostgresConnectionsNearLimit counts other sessions only; with stackprobe's own every
+    slot taken, new connections are refused now: failing, not near."""
+    if sessions + 1 >= limit:
+        return _Finding(
+            Health.FAILING,
+            0,
+            f"connections {_percent(sessions + 1, limit)} % of the {limit} non-superusers may "
+            "open (stackprobe's own included): new ones get too many clients",
+            "PostgresConnectionsNearLimit",
+        )
+    return _Finding(
+        Health.DEGRADED,
+        0,
+        f"connections {_percent(sessions, limit)} % of the {limit} non-superusers may open",
+        "PostgresConnectionsNearLimit",
+    )
+
+
+def _pool(datname: str, pool: AppPool, checked_out: int, idle: int) -> tuple[_Finding | None, str]:
+    """PostgresAppPoolExhausted's capacity is (size + max_overflow) x the service's running
+    tasks, which only an ecs_service target measures. For a pool naming a service the kind
+    judges what needs no task count: a warm pool keeps its connections open and idle between
+    requests, so none idle in the database and at least one pool's worth checked out means
+    every connection the pools hold is out: full when they may not overflow, nearly so when
+    they may. One naming no service is taken as one process holding size + max_overflow."""
+    per_task = pool.size + pool.max_overflow
+    if pool.service:
+        line = (
+            f"{datname} for {pool.service}: {checked_out} checked out, {idle} idle, "
+            f"{per_task} per running task"
+        )
+        if idle or checked_out < pool.size:
+            return None, line
+        why = (
+            f"{datname} pools of {pool.service} hold no idle connection: {checked_out} checked out"
+        )
+        if pool.max_overflow:
+            why += f"; each task may still open {pool.max_overflow} more"
+            return _Finding(Health.DEGRADED, 1, why, "PostgresAppPoolExhausted"), line
+        why += f", {pool.size} per task with no overflow: the pools are full"
+        return _Finding(Health.FAILING, 1, why, "PostgresAppPoolExhausted"), line
+    line = f"{datname}: {checked_out} of {per_task} checked out (one process, no service)"
+    if checked_out < APP_POOL_NEAR_FULL * per_task:
+        return None, line
+    health = Health.FAILING if checked_out >= per_task else Health.DEGRADED
+    percent = _percent(checked_out, per_task)
+    why = f"{datname} pool {percent} % checked out ({checked_out} of {per_task})"
+    return _Finding(health, 1, why, "PostgresAppPoolExhausted"), line
+
+
+def _long_running(target: PostgresTarget, datname: str, count: int, oldest: float) -> _Finding:
+    what = "query" if count == 1 else "queries"
+    return _Finding(
+        Health.DEGRADED,
+        2,
+        f"{count} {what} in {datname} running over {_duration(target.long_query_threshold)}, "
+        f"the oldest for {_duration(oldest)}",
+        "PostgresLongRunningQueries",
+    )
+
+
+def _idle_in_transaction(datname: str, count: int, oldest: float) -> _Finding:
+    why = f"{count} idle in transaction in {datname}"
+    if oldest > IDLE_IN_TRANSACTION_SECONDS:
+        why += f", the oldest for {_duration(oldest)}"
+    return _Finding(Health.DEGRADED, 3, why, "PostgresIdleInTransaction")
+
+
+def _leak(sessions: int, predicted: float, limit: int) -> _Finding:
+    return _Finding(
+        Health.DEGRADED,
+        4,
+        f"connections growing: {sessions} now, {predicted:.0f} in 4h at this rate, past the "
+        f"limit of {limit}",
+        "PostgresConnectionLeak",
+    )
+
+
+def _slow_statement(queryid: str, datname: str, mean: float) -> _Finding:
+    return _Finding(
+        Health.DEGRADED,
+        5,
+        f"statement {queryid} in {datname} averages {mean:.1f}s",
+        "PostgresSlowStatements",
+    )
+
+
+def _trend(state: PostgresState, sessions: int) -> None:
+    """PostgresConnectionLeak's predict_linear over [3h:5m], from the runs this state has
+    seen: a point every step, the least-squares line refitted only when one is added, and no
+    prediction before the points span the rule's `for:` of an hour."""
+    now = asyncio.get_running_loop().time()
+    trend = state.trend
+    if trend and now - trend[-1][0] < LEAK_STEP_SECONDS:
+        return
+    trend.append((now, sessions))
+    state.predicted = predict_linear(trend, now + LEAK_HORIZON_SECONDS)
+
+
+def predict_linear(points: Sequence[tuple[float, int]], at: float) -> float | None:
+    """The least-squares line through the points, at time `at`, as Prometheus's
+    predict_linear; None while they span less than LEAK_MIN_SPAN_SECONDS."""
+    if len(points) < 2 or points[-1][0] - points[0][0] < LEAK_MIN_SPAN_SECONDS:
+        return None
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    covariance = sum((t - mean_t) * (v - mean_v) for t, v in points)
+    variance = sum((t - mean_t) ** 2 for t, _ in points)
+    slope = covariance / variance
+    return mean_v + slope * (at - mean_t)
+
+
+def _sessions(sessions: int, limit: int, by_state: dict[str, int]) -> str:
+    states = ", ".join(f"{n} {name}" for name, n in by_state.items())
+    text = f"{sessions} of {limit} non-superusers may open, stackprobe's own not counted"
+    return f"{text}: {states}"[:EVIDENCE_VALUE_MAX] if states else text
+
+
+def _percent(part: int, whole: int) -> int:
+    """Rounded down, so 90 % shows only at the threshold itself."""
+    return part * 100 // whole
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s".replace(".0s", "s")
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
 
 
 def _config_samples(target: PostgresTarget, state: PostgresState) -> list[Sample]:
@@ -509,7 +774,37 @@ def _config_samples(target: PostgresTarget, state: PostgresState) -> list[Sample
 def _failed(
     target: PostgresTarget, state: PostgresState, reason: StrEnum, detail: str
 ) -> ProbeResult:
-    return ProbeResult.failed(reason, detail, (PG_UP(0), *_config_samples(target, state)))
+    """Failing either way: PostgresDown pages for a server that refuses, is full or does not
+    answer; StackprobeCannotMeasure for stackprobe's own access (its login, its setup)."""
+    alert = "StackprobeCannotMeasure" if reason in CANNOT_MEASURE else "PostgresDown"
+    evidence = (state.described, state.via, ("error", detail[:EVIDENCE_VALUE_MAX]))
+    return ProbeResult.failed(
+        reason,
+        detail,
+        (PG_UP(0), *_config_samples(target, state)),
+        verdict=Verdict(Health.FAILING, _why(reason, detail), alert),
+        evidence=evidence,
+    )
+
+
+def _why(reason: StrEnum, detail: str) -> str:
+    """The failure in on-call words; the server's own message where it says it best."""
+    message = detail.split(": ", 1)[-1]
+    if reason == Reason.TOO_MANY_CLIENTS:
+        if "too many connections for role" in message:
+            return message  # the role's CONNECTION LIMIT, not the server's
+        if "reserved" in message:
+            return "too many clients already: only reserved connection slots are left"
+        return "too many clients already: every connection slot is taken"
+    if reason == Reason.CONNECTION_REFUSED:
+        return "connection refused: PostgreSQL is down, starting or shutting down"
+    if reason == Reason.CONNECTION_CLOSED:
+        return f"connection closed by the server or the network: {message}"
+    if reason == Reason.AUTH_FAILED:
+        return f"stackprobe's own login is refused: {message}"
+    if reason in (Reason.TIMEOUT, Reason.STATEMENT_TIMEOUT):
+        return detail
+    return message
 
 
 def classify(exc: BaseException) -> Reason:
@@ -572,4 +867,5 @@ KIND = ProbeKind(
     "PostgreSQL connections by database and state against the limits",
     state=PostgresState,
     advice=advice,
+    area=Area.DATABASES,
 )

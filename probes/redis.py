@@ -12,6 +12,11 @@ What it does differently from redis_exporter, on purpose:
 - Connection errors are counted by reason in `stackprobe_redis_connection_errors_total`,
   never put in a label as raw text. A connection the server closed since the last run (a
   restart: the "transport closed" family) is counted, replaced, and the run retried once.
+
+Beside the samples, each run gives the console a verdict with the thresholds of
+alert_rules/redis.rules.yml, naming the alert that pages on it, and its evidence: the server's
+version and role, how the connection was come by, the commands' durations, clients against
+maxclients, memory and keys.
 """
 
 from __future__ import annotations
@@ -30,7 +35,17 @@ from pydantic import field_validator
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
+from stackprobe.contract import (
+    EVIDENCE_VALUE_MAX,
+    Area,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+    Verdict,
+)
 from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal
@@ -38,7 +53,8 @@ from stackprobe.target import TargetConfig
 
 # The INFO sections read; one command either way. Older servers (before 7.0) take only one
 # section per INFO, so for them the probe asks for everything, once per run all the same.
-INFO_SECTIONS = ("server", "clients", "memory", "stats", "keyspace")
+# `replication` is for the evidence: the role, which a failover changes under a kept connection.
+INFO_SECTIONS = ("server", "clients", "memory", "stats", "replication", "keyspace")
 
 
 class Reason(StrEnum):
@@ -53,6 +69,16 @@ class Reason(StrEnum):
     DNS = "dns"
     LOADING = "loading"  # the server is loading its dataset and answers nothing else
     OTHER = "other"
+
+
+# The verdict's thresholds: those of alert_rules/redis.rules.yml, so console and pager agree.
+TOO_MANY_CLIENTS = 0.9  # RedisTooManyClients: redis_connected_clients / maxclients > 0.9
+CONNECTION_ERRORS = 3  # RedisConnectionErrors: increase(...[5m]) >= 3
+CONNECTION_ERRORS_SECONDS = 300.0  # RedisConnectionErrors: the [5m] of its increase()
+# RedisConnectionErrors: the reasons it counts.
+CONNECTION_ERROR_REASONS = (Reason.CONNECTION_CLOSED, Reason.TIMEOUT)
+# StackprobeCannotMeasure: failures of stackprobe's own access; RedisDown pages on the rest.
+CANNOT_MEASURE = frozenset({"auth_failed", "tls", "dns", "other"})
 
 
 class RedisTarget(TargetConfig):
@@ -142,6 +168,8 @@ class RedisState(KeptConnection[aioredis.Redis, Reason]):
         self.maxclients: int | None = None
         self.client_name: str | None = "stackprobe"  # dropped if the ACL forbids SETNAME
         self.idle_timeout = 0.0  # the server's `timeout`, when the probe may read it
+        self.described = ("target", target.describe())
+        self.info_seconds = 0.0
 
     async def close(self, connection: aioredis.Redis, graceful: bool) -> None:
         # The same either way: Redis has no goodbye, closing the client only closes its socket.
@@ -155,7 +183,7 @@ async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
         target,
         ctx,
         lambda: _cycle(target, state),
-        ok=lambda result: ProbeResult.ok(_samples(state, *result)),
+        ok=lambda result: _ok(state, *result),
         failed=lambda reason, detail: _failed(state, reason, detail),
         classify=classify,
         detail=lambda reason, exc: _detail(reason, exc, target),
@@ -240,6 +268,7 @@ async def _commands(client: aioredis.Redis, state: RedisState) -> tuple[float, d
     started = time.perf_counter()
     await client.ping()
     ping = time.perf_counter() - started
+    started += ping
     if state.multi_section_info:
         try:
             info = await client.info(*INFO_SECTIONS)
@@ -253,15 +282,19 @@ async def _commands(client: aioredis.Redis, state: RedisState) -> tuple[float, d
             state.maxclients = int((await client.config_get("maxclients"))["maxclients"] or -1)
         except (rex.ResponseError, KeyError, ValueError):
             state.maxclients = -1
+    state.info_seconds = time.perf_counter() - started
     return ping, info
 
 
-def _samples(state: RedisState, ping: float, info: dict[str, Any]) -> tuple[Sample, ...]:
+def _ok(state: RedisState, ping: float, info: dict[str, Any]) -> ProbeResult:
+    """The samples, the verdict of RedisTooManyClients and RedisConnectionErrors, and the
+    evidence: what the server says it is, its clients and keys."""
     maxclients = info.get("maxclients", state.maxclients)
+    clients = info.get("connected_clients", 0)
     samples = [
         REDIS_UP(1),
         REDIS_PING_SECONDS(ping),
-        REDIS_CONNECTED_CLIENTS(info.get("connected_clients", 0)),
+        REDIS_CONNECTED_CLIENTS(clients),
         REDIS_BLOCKED_CLIENTS(info.get("blocked_clients", 0)),
         REDIS_REJECTED(info.get("rejected_connections", 0)),
         REDIS_MEMORY_USED(info.get("used_memory", 0)),
@@ -271,11 +304,46 @@ def _samples(state: RedisState, ping: float, info: dict[str, Any]) -> tuple[Samp
         REDIS_MISSES(info.get("keyspace_misses", 0)),
         REDIS_UPTIME(info.get("uptime_in_seconds", 0)),
     ]
+    limit: int = maxclients if maxclients is not None and maxclients > 0 else 0
     if maxclients is not None and maxclients >= 0:
         samples.append(REDIS_MAXCLIENTS(maxclients))
     keys = {"db0": 0, **{db: v.get("keys", 0) for db, v in info.items() if _is_db(db, v)}}
     samples.extend(REDIS_DB_KEYS(count, db) for db, count in keys.items())
-    return (*samples, *_state_samples(state))
+    samples += _state_samples(state)
+
+    errors = state.errors_within(CONNECTION_ERROR_REASONS, CONNECTION_ERRORS_SECONDS)
+    evidence = (
+        state.described,
+        ("server", f"Redis {info.get('redis_version', '?')}, role {info.get('role', '?')}"),
+        state.via,
+        ("commands", f"PING {ping * 1000:.1f} ms, INFO {state.info_seconds * 1000:.1f} ms"),
+        (
+            "clients",
+            f"{clients} connected of maxclients {limit or 'unknown'}, "
+            f"{info.get('blocked_clients', 0)} blocked",
+        ),
+        ("memory", f"{info.get('used_memory_human', '?')} used, maxmemory {_maxmemory(info)}"),
+        ("keys", ", ".join(f"{db} {count}" for db, count in keys.items())[:EVIDENCE_VALUE_MAX]),
+        *((("errors", f"{errors} closed or timed out in the last 5m"),) if errors else ()),
+    )
+    verdict = None
+    if limit and clients > TOO_MANY_CLIENTS * limit:
+        verdict = Verdict(
+            Health.FAILING if clients >= limit else Health.DEGRADED,
+            f"clients {clients * 100 // limit} % of maxclients ({clients} of {limit})",
+            "RedisTooManyClients",
+        )
+    elif errors >= CONNECTION_ERRORS:
+        verdict = Verdict(
+            Health.DEGRADED,
+            f"{errors} connections closed or timed out in the last 5m",
+            "RedisConnectionErrors",
+        )
+    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
+def _maxmemory(info: dict[str, Any]) -> str:
+    return str(info.get("maxmemory_human", "?")) if info.get("maxmemory") else "none"
 
 
 def _is_db(name: str, value: Any) -> bool:
@@ -291,7 +359,34 @@ def _state_samples(state: RedisState) -> list[Sample]:
 
 
 def _failed(state: RedisState, reason: StrEnum, detail: str) -> ProbeResult:
-    return ProbeResult.failed(reason, detail, (REDIS_UP(0), *_state_samples(state)))
+    """Failing either way: RedisDown pages for a server that refuses, is full, closes or does
+    not answer; StackprobeCannotMeasure for stackprobe's own access (its login, TLS, DNS)."""
+    alert = "StackprobeCannotMeasure" if reason in CANNOT_MEASURE else "RedisDown"
+    return ProbeResult.failed(
+        reason,
+        detail,
+        (REDIS_UP(0), *_state_samples(state)),
+        verdict=Verdict(Health.FAILING, _why(reason, detail), alert),
+        evidence=(state.described, state.via, ("error", detail[:EVIDENCE_VALUE_MAX])),
+    )
+
+
+def _why(reason: StrEnum, detail: str) -> str:
+    """The failure in on-call words; the server's own message where it says it best."""
+    message = detail.split(": ", 1)[-1]
+    if reason == Reason.TOO_MANY_CLIENTS:
+        return "max number of clients reached: maxclients is full"
+    if reason == Reason.CONNECTION_REFUSED:
+        return "connection refused: Redis is down or not listening"
+    if reason == Reason.CONNECTION_CLOSED:
+        return f"connection closed by the server or the network: {message}"
+    if reason == Reason.LOADING:
+        return "Redis is loading its dataset and answers nothing else"
+    if reason == Reason.AUTH_FAILED:
+        return f"stackprobe's own login is refused: {message}"
+    if reason == Reason.TIMEOUT:
+        return detail
+    return message
 
 
 def classify(exc: BaseException) -> Reason:
@@ -341,4 +436,5 @@ KIND = ProbeKind(
     Reason,
     "Redis up, PING latency, clients, memory and connection errors",
     state=RedisState,
+    area=Area.DATABASES,
 )

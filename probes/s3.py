@@ -8,23 +8,51 @@ NumberOfObjects) with one GetMetricData for every bucket: cheap at any size, a d
 the datapoint's own time is exported. `list` pages through ListObjectsV2 (1,000 keys a page)
 up to `max_objects`, for small buckets where a day is too slow, and says when the cap cut
 the count short. Either way, one GetBucketLifecycleConfiguration per bucket.
+
+The verdict mirrors alert_rules/s3.rules.yml with its thresholds. S3BucketGrowingFast sets
+a size beside the size a day before: in `cloudwatch` mode both are in the one answer (the
+query reads three days); in `list` mode the state keeps a size an hour for a day.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Any, Literal
 
 from pydantic import Field
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
-from stackprobe.probes._aws import AwsState, Reason, gather_all, measured, metric_data
+from stackprobe.contract import (
+    Area,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+)
+from stackprobe.probes._aws import (
+    AwsState,
+    Finding,
+    Reason,
+    gather_all,
+    judged,
+    measured,
+    metric_data,
+)
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsTarget
 from stackprobe.target import UniqueNames
 
 DAY = 86400
 LIST_PAGE = 1000
+
+GROWTH_RATIO = 1.2  # S3BucketGrowingFast: size > 1.2 * (size offset 1d)
+GROWTH_MIN_BYTES = 1024**3  # S3BucketGrowingFast: and size > 1024 ^ 3
+SNAPSHOT_EVERY = 3600.0  # list mode: a size kept an hour, to set beside today's a day later
+
+# (bucket, storage type, size now, size a day before): what S3BucketGrowingFast compares
+Growth = tuple[str, str, float, float]
 
 
 class S3Target(AwsTarget):
@@ -70,12 +98,37 @@ async def probe(target: S3Target, ctx: ProbeContext) -> ProbeResult:
 
 async def _measure(target: S3Target, ctx: ProbeContext) -> ProbeResult:
     rules = await gather_all(_lifecycle_rules(target, ctx, b) for b in target.buckets)
+    state: AwsState = ctx.state if ctx.state is not None else AwsState()
     if target.mode == "list":
-        samples = await _listed(target, ctx)
+        samples, growth = await _listed(target, ctx, state)
     else:
-        samples = await _from_cloudwatch(target, ctx)
+        samples, growth = await _from_cloudwatch(target, ctx)
     samples.extend(LIFECYCLE(n, b) for b, n in zip(target.buckets, rules, strict=True))
-    return ProbeResult.ok(tuple(samples))
+    findings = []
+    for bucket, storage, now, before in growth:
+        if now > GROWTH_RATIO * before and now > GROWTH_MIN_BYTES:
+            grew = f"{(now / before - 1) * 100:.0f} %" if before else f"from {_size(before)}"
+            seen = f"{bucket}: grew {grew} in a day to {_size(now)} ({storage})"
+            findings.append(Finding(Health.DEGRADED, seen, "S3BucketGrowingFast"))
+    for bucket, n in zip(target.buckets, rules, strict=True):
+        if n == 0:  # S3NoLifecycleRule: aws_s3_bucket_lifecycle_rules == 0
+            seen = f"{bucket}: no enabled lifecycle rule, nothing expires"
+            findings.append(Finding(Health.DEGRADED, seen, "S3NoLifecycleRule"))
+    healthy = f"buckets: {len(target.buckets)}, each with a lifecycle rule"
+    sizes = [s.value for s in samples if s.spec is SIZE]
+    if sizes:
+        healthy = f"{healthy}; {_size(sum(sizes))} stored"
+    verdict, evidence = judged(findings, healthy)
+    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
+def _size(n: float) -> str:
+    """Bytes as a person reads them: 1.4 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 async def _lifecycle_rules(target: S3Target, ctx: ProbeContext, bucket: str) -> int:
@@ -90,7 +143,9 @@ async def _lifecycle_rules(target: S3Target, ctx: ProbeContext, bucket: str) -> 
     return sum(1 for rule in answer.get("Rules", ()) if rule.get("Status") == "Enabled")
 
 
-async def _from_cloudwatch(target: S3Target, ctx: ProbeContext) -> list[Sample]:
+async def _from_cloudwatch(
+    target: S3Target, ctx: ProbeContext
+) -> tuple[list[Sample], list[Growth]]:
     queries: list[dict[str, Any]] = []
     keys: dict[str, tuple[str, str]] = {}
     for i, bucket in enumerate(target.buckets):
@@ -105,6 +160,7 @@ async def _from_cloudwatch(target: S3Target, ctx: ProbeContext) -> list[Sample]:
     end = math.floor(time.time() / DAY) * DAY
     points = await metric_data(ctx, target, queries, end - 3 * DAY, end)
     samples: list[Sample] = []
+    growth: list[Growth] = []
     newest: dict[str, float] = {}
     for query_id, (bucket, storage) in keys.items():
         found = points[query_id]
@@ -113,8 +169,11 @@ async def _from_cloudwatch(target: S3Target, ctx: ProbeContext) -> list[Sample]:
         at, value = found[0]
         samples.append(SIZE(value, bucket, storage) if storage else OBJECTS(value, bucket))
         newest[bucket] = max(newest.get(bucket, 0.0), at)
+        before = next((v for t, v in found if t == at - DAY), None)
+        if storage and before is not None:
+            growth.append((bucket, storage, value, before))
     samples.extend(MEASURED_AT(at, bucket) for bucket, at in newest.items())
-    return samples
+    return samples, growth
 
 
 def _daily_query(query_id: str, bucket: str, metric: str, storage: str) -> dict[str, Any]:
@@ -138,7 +197,9 @@ def _page_summary(page: dict[str, Any]) -> tuple[int, int, bool]:
     return len(contents), sum(o.get("Size", 0) for o in contents), bool(page.get("IsTruncated"))
 
 
-async def _listed(target: S3Target, ctx: ProbeContext) -> list[Sample]:
+async def _listed(
+    target: S3Target, ctx: ProbeContext, state: AwsState
+) -> tuple[list[Sample], list[Growth]]:
     listings = await gather_all(
         ctx.use(AWS).pages(
             target,
@@ -153,15 +214,28 @@ async def _listed(target: S3Target, ctx: ProbeContext) -> list[Sample]:
         for b in target.buckets
     )
     now = time.time()
+    # bucket -> (when, size) an hour apart, over the last day: what "a day before" was
+    kept: dict[str, deque[tuple[float, float]]] = state.cache.setdefault("sizes", {})
     samples: list[Sample] = []
+    growth: list[Growth] = []
     for bucket, pages in zip(target.buckets, listings, strict=True):
         # a listing stopped by max_objects or by the run's time still says "more to come"
         truncated = bool(pages) and pages[-1][2]
-        samples.append(SIZE(sum(size for _, size, _ in pages), bucket, "listed"))
+        size = sum(size for _, size, _ in pages)
+        samples.append(SIZE(size, bucket, "listed"))
         samples.append(OBJECTS(sum(count for count, _, _ in pages), bucket))
         samples.append(MEASURED_AT(now, bucket))
         samples.append(TRUNCATED(1 if truncated else 0, bucket))
-    return samples
+        if truncated:
+            continue  # a lower bound: set beside another, it says nothing of growth
+        sizes = kept.setdefault(bucket, deque())
+        while len(sizes) > 1 and now - sizes[1][0] >= DAY:
+            sizes.popleft()  # the newest size at least a day old stays first
+        if sizes and now - sizes[0][0] >= DAY:
+            growth.append((bucket, "listed", size, sizes[0][1]))
+        if not sizes or now - sizes[-1][0] >= SNAPSHOT_EVERY:
+            sizes.append((now, size))
+    return samples, growth
 
 
 KIND = ProbeKind(
@@ -173,4 +247,5 @@ KIND = ProbeKind(
     "S3 bucket size and objects (CloudWatch daily or a capped listing), lifecycle",
     state=AwsState,
     resources=(AWS,),
+    area=Area.QUEUES_STORAGE,
 )

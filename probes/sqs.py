@@ -8,19 +8,33 @@ The age of the oldest message is CloudWatch's alone (ApproximateAgeOfOldestMessa
 Per run: one GetQueueAttributes per queue and per dead-letter queue (SQS has no batch form).
 Queue URLs are resolved once (GetQueueUrl) and kept; the dead-letter queue is found from the
 queue's RedrivePolicy each run, so adding or changing one needs no config change.
+
+The verdict mirrors alert_rules/sqs.rules.yml with its thresholds. SqsJobsStuck reads 15
+minutes of depth and CloudWatch's deletions; this kind keeps 15 minutes of its own runs'
+depths instead, and takes "no message in flight in any of them" for "none deleted".
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from stackprobe.contract import MetricSpec, ProbeContext, ProbeKind, ProbeResult, Sample
-from stackprobe.probes._aws import AwsState, Reason, gather_all, measured
+from stackprobe.contract import (
+    Area,
+    Health,
+    MetricSpec,
+    ProbeContext,
+    ProbeKind,
+    ProbeResult,
+    Sample,
+)
+from stackprobe.probes._aws import AwsState, Finding, Reason, gather_all, judged, measured
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probes.cloudwatch import CloudWatchTarget
 from stackprobe.target import TargetConfig
@@ -32,6 +46,7 @@ ATTRIBUTES = [
     "RedrivePolicy",
     "QueueArn",
 ]
+STUCK_WINDOW = 900.0  # SqsJobsStuck: deriv(visible[15m]) and no deletion in 15m
 
 
 class SqsTarget(AwsTarget):
@@ -129,13 +144,16 @@ async def _measure(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
         raise
     samples: list[Sample] = []
     dead_letter: list[tuple[str, str, str]] = []  # (queue, dlq name, owner account)
+    depths: list[tuple[str, int, int]] = []  # (queue, visible, in flight)
+    no_redrive: list[str] = []
     for queue, attributes in zip(target.queues, answers, strict=True):
         name = _queue_name(queue)
-        samples.append(VISIBLE(int(attributes.get("ApproximateNumberOfMessages", 0)), name))
-        samples.append(
-            IN_FLIGHT(int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)), name)
-        )
+        visible = int(attributes.get("ApproximateNumberOfMessages", 0))
+        in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
+        samples.append(VISIBLE(visible, name))
+        samples.append(IN_FLIGHT(in_flight, name))
         samples.append(DELAYED(int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)), name))
+        depths.append((name, visible, in_flight))
         policy = json.loads(attributes.get("RedrivePolicy") or "{}")
         arn = str(policy.get("deadLetterTargetArn", ""))
         samples.append(REDRIVE(1 if arn else 0, name))
@@ -143,23 +161,66 @@ async def _measure(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
             samples.append(MAX_RECEIVES(int(policy.get("maxReceiveCount", 0)), name))
             parts = arn.split(":")
             dead_letter.append((name, parts[-1], parts[-2]))
+        else:
+            no_redrive.append(name)
     dlq_answers = await gather_all(
         _dead_letter_depth(target, ctx, urls, dlq, owner) for _, dlq, owner in dead_letter
     )
+    failing = _stuck(state, depths)
+    degraded: list[Finding] = []
     gone = []
     for (name, dlq, _), depth in zip(dead_letter, dlq_answers, strict=True):
         samples.append(DLQ_EXISTS(0 if depth is None else 1, name, dlq))
         if depth is None:
             gone.append(f"{name} -> {dlq}")
+            # SqsDeadLetterQueueMissing: aws_sqs_dead_letter_queue_exists == 0
+            seen = f"{name}: its dead-letter queue {dlq} does not exist"
+            degraded.append(Finding(Health.DEGRADED, seen, "SqsDeadLetterQueueMissing"))
         else:
             samples.append(DLQ_VISIBLE(depth, name, dlq))
+            if depth > 0:  # SqsDeadLetterMessages: aws_sqs_dead_letter_messages_visible > 0
+                seen = f"{dlq}: {depth} messages that failed in {name}"
+                degraded.append(Finding(Health.DEGRADED, seen, "SqsDeadLetterMessages"))
+    for name in no_redrive:  # SqsNoRedrivePolicy: aws_sqs_redrive_policy == 0
+        seen = f"{name}: no dead-letter queue (no redrive policy)"
+        degraded.append(Finding(Health.DEGRADED, seen, "SqsNoRedrivePolicy"))
+    verdict, evidence = judged(
+        failing + degraded,
+        f"queues: {len(depths)}; messages waiting {sum(d[1] for d in depths)}, "
+        f"in flight {sum(d[2] for d in depths)}",
+    )
     if gone:  # the queues themselves were measured: keep their samples
         return ProbeResult.failed(
             AwsProblem.NOT_FOUND,
             f"the dead-letter queue of a redrive policy does not exist: {', '.join(gone)}",
             tuple(samples),
+            verdict=verdict,
+            evidence=evidence,
         )
-    return ProbeResult.ok(tuple(samples))
+    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
+def _stuck(state: AwsState, depths: Sequence[tuple[str, int, int]]) -> list[Finding]:
+    """SqsJobsStuck, from the depths of this target's runs in the last STUCK_WINDOW: the
+    queue holds messages, more than the window's oldest run saw, and no run saw one in
+    flight (the rule's deriv > 0, visible > 0, and no deletion in 15 minutes)."""
+    now = time.monotonic()
+    # queue -> (when, visible, in flight) of the runs in the last STUCK_WINDOW
+    history: dict[str, deque[tuple[float, int, int]]] = state.cache.setdefault("depths", {})
+    found = []
+    for name, visible, in_flight in depths:
+        runs = history.setdefault(name, deque())
+        while runs and now - runs[0][0] > STUCK_WINDOW:
+            runs.popleft()
+        growing = bool(runs) and visible > 0 and visible > runs[0][1]
+        if growing and in_flight == 0 and not any(seen for _, _, seen in runs):
+            seen = (
+                f"{name}: queue growing ({runs[0][1]} to {visible} waiting) and nothing in "
+                "flight: no worker is taking jobs"
+            )
+            found.append(Finding(Health.FAILING, seen, "SqsJobsStuck"))
+        runs.append((now, visible, in_flight))
+    return found
 
 
 async def _dead_letter_depth(
@@ -206,4 +267,5 @@ KIND = ProbeKind(
     state=AwsState,
     advice=advice,
     resources=(AWS,),
+    area=Area.QUEUES_STORAGE,
 )

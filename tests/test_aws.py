@@ -3,6 +3,7 @@ a whole over moto with canary credentials that must never show."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -18,8 +19,11 @@ from stackprobe.app import App
 from stackprobe.config import parse_config
 from stackprobe.logs import configure_logging
 from stackprobe.probes import KINDS
+from stackprobe.probes._aws import AWS_CALL_LINES, call_evidence
 from stackprobe.probes._aws_api import (
     AWS,
+    RUN_CALLS,
+    AwsCall,
     AwsClients,
     AwsMetrics,
     AwsSettings,
@@ -175,6 +179,9 @@ targets:
         await wait_until_async(ready, 10, what="/-/ready to answer 200")
         metrics = await (await client.get("/metrics")).text()
         landing = await (await client.get("/")).text()
+        # the detail views: each run's verdict and evidence, its AWS calls among them
+        ecs_detail = await (await client.get("/target", params={"name": "ecs"})).text()
+        jobs_detail = await (await client.get("/target", params={"name": "jobs"})).text()
         signer = app.resources[AWS].client(config.targets[0], "ecs")._request_signer
         assumed = signer._credentials.get_frozen_credentials()  # what moto's STS issued
     finally:
@@ -190,7 +197,17 @@ targets:
     )
     assert 'stackprobe_probe_failure_reason{reason="not_found",target="jobs"} 1.0' in metrics
     assert "ecs:ListTasks" in landing
-    outputs = {"metrics": metrics, "landing": landing, "log": log.getvalue()}
+    assert "ecs:ListTasks denied in " in ecs_detail
+    assert "ecs:DescribeServices ok in " in ecs_detail
+    assert "runbook: StackprobeAwsAccessDenied" in ecs_detail
+    assert "sqs:GetQueueUrl error (AWS.SimpleQueueService.NonExistentQueue) in " in jobs_detail
+    outputs = {
+        "metrics": metrics,
+        "landing": landing,
+        "ecs detail": ecs_detail,
+        "jobs detail": jobs_detail,
+        "log": log.getvalue(),
+    }
     assert "AssumeRole" in metrics  # the role path ran
     for name, text in outputs.items():
         for canary in (
@@ -261,3 +278,53 @@ async def test_a_reload_that_changes_aws_settings_replaces_the_clients(
     assert kept is first  # an unchanged aws: keeps its clients and their credentials
     assert replaced is not first and replaced.settings.max_workers == 4
     assert first._pool._shutdown  # retired: shut after its runs' timeout, or at stop at the latest
+
+
+def test_call_evidence_groups_alike_calls_and_keeps_failures_when_lines_run_out() -> None:
+    made = [
+        AwsCall("ecs:ListTasks", "ok", 12.4, pages=2),
+        AwsCall("ecs:DescribeTasks", "ok", 8.0),
+        AwsCall("ecs:DescribeTasks", "ok", 14.2),
+        AwsCall("ecs:DescribeServices", "throttled", 230.0, code="throttled"),
+        AwsCall("s3:GetLifecycleConfiguration", "error", 3.0, code="NoSuchLifecycleConfiguration"),
+    ]
+
+    assert call_evidence(made) == (
+        ("aws call", "ecs:ListTasks ok in 12 ms, 2 pages"),
+        ("aws call", "ecs:DescribeTasks ok, 2 calls in 8-14 ms"),
+        ("aws call", "ecs:DescribeServices throttled in 230 ms"),
+        ("aws call", "s3:GetLifecycleConfiguration error (NoSuchLifecycleConfiguration) in 3 ms"),
+    )
+
+    many = [AwsCall(f"cloudwatch:Op{i}", "ok", 1.0) for i in range(20)]
+    many.append(AwsCall("cloudwatch:GetMetricData", "denied", 5.0, code="access_denied"))
+    shown = call_evidence(many)
+    assert len(shown) == AWS_CALL_LINES
+    assert shown[0] == ("aws call", "cloudwatch:Op0 ok in 1 ms")
+    # the failure is kept though it came last; what is left out is counted
+    assert ("aws call", "cloudwatch:GetMetricData denied in 5 ms") in shown
+    assert shown[-1] == ("aws call", "+12 more")
+    assert sum(len(v) for _, v in shown) < 400
+
+
+async def test_calls_are_recorded_only_inside_an_aws_run(moto: None) -> None:
+    """A run's calls go to its own list and no further: none is left set after the run,
+    and a call made outside one (the http kind's ECS discovery) is not recorded anywhere."""
+    boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
+    clients = AwsClients(AwsSettings(region=REGION), AwsMetrics(CollectorRegistry()))
+    target = make_target({"name": "q", "kind": "sqs", "queues": ["jobs"]})
+    try:
+        async with ProbeRunner(target, aws=clients) as runner:
+            first = await runner.run()
+            assert RUN_CALLS.get() is None
+            deadline = asyncio.get_running_loop().time() + 10
+            await clients.call(target, "sqs", "list_queues", deadline)
+            second = await runner.run()
+    finally:
+        clients.shutdown()
+
+    lines = [v.split(" in ")[0] for label, v in first.evidence if label == "aws call"]
+    assert lines == ["sqs:GetQueueUrl ok", "sqs:GetQueueAttributes ok"]
+    # the URL was kept: the second run asked for attributes alone, and nothing else
+    lines = [v.split(" in ")[0] for label, v in second.evidence if label == "aws call"]
+    assert lines == ["sqs:GetQueueAttributes ok"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -9,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from stackprobe.config import Defaults
+from stackprobe.console import ConsoleSettings
 from stackprobe.contract import CoreReason
 from stackprobe.durations import format_duration
 from stackprobe.exposition import CORE_METRICS
@@ -68,6 +71,7 @@ def doc_default(model: type[BaseModel], name: str) -> str:
 
 MODEL_SECTIONS: list[tuple[str, type[BaseModel], set[str]]] = [
     ("`defaults`", Defaults, set()),
+    ("`console`", ConsoleSettings, set()),
     ("`http_client`", HttpClientSettings, set()),
     ("`tls`", TLSConfig, set()),
     ("`basic_auth`", BasicAuth, set()),
@@ -221,3 +225,33 @@ def test_the_readme_command_line_names_every_command_and_option() -> None:
             spellings = re.findall(r"(?:^  |, )(--[\w.-]+)", line)
             if spellings and spellings != ["--help"]:
                 assert any(s in readme[command] for s in spellings), (command, spellings)
+
+
+def rule_alerts() -> set[str]:
+    names = set()
+    for path in (Path(__file__).parent.parent / "alert_rules").glob("*.rules.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {rule["alert"] for rule in group["rules"] if "alert" in rule}
+    return names
+
+
+def test_the_console_page_names_every_alert_a_verdict_links_and_no_other() -> None:
+    """docs/console.md's verdict table against the kinds: each alert a kind's verdict can
+    name (a string literal in probes/ that is an alert's name) has a row, and each alert the
+    table names is a rule."""
+    alerts = rule_alerts()
+    named = set()
+    for path in (Path(__file__).parent.parent / "probes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in alerts:
+                named.add(node.value)
+    table = "\n".join(
+        " | ".join(row) for row in tables(DOCS / "console.md")["Verdicts and the alert rules"]
+    )
+    words = re.findall(r"\b[A-Z][A-Za-z0-9]+\b", table)
+    in_table = {
+        w for w in words if sum(c.isupper() for c in w) > 1 and not w.isupper() and len(w) > 4
+    }
+    assert named, "no kind names an alert"
+    assert sorted(named - in_table) == []
+    assert sorted(in_table - alerts) == []

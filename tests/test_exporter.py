@@ -192,9 +192,9 @@ def test_landing_page_lists_every_target_with_its_reason(exporter: Exporter) -> 
     page = exporter.get("/").text
 
     for name, reason in EXPECTED_REASONS.items():
-        assert f"<td>{name}</td>" in page
+        assert f">{name}</a>" in page
         if reason:
-            assert f"<td>{reason}</td>" in page
+            assert f"run failed: {reason}</div>" in page
     assert "&lt;url from env URL_WITH_PASSWORD&gt;" in page
 
 

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -67,7 +68,7 @@ def reloads(exporter: Exporter) -> dict[str, float]:
 def running_markers(exporter: Exporter) -> set[str]:
     """The marker targets stackprobe runs, from the landing page, which lists its targets."""
     page = exporter.get("/").text
-    return {word for word in page.replace("<", " ").replace(">", " ").split() if "marker-" in word}
+    return set(re.findall(r">(marker-\d+)<", page))
 
 
 def waiting_in(pid: int) -> set[str]:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stackprobe.contract import CoreReason, MetricSpec, ProbeContext, ProbeKind, ProbeResult
+from stackprobe.contract import Area, CoreReason, MetricSpec, ProbeContext, ProbeKind, ProbeResult
 from stackprobe.exposition import CORE_METRICS, Exposition
 from stackprobe.results import ResultStore
 from stackprobe.scheduler import GRACE_SECONDS, TURN_TASKS, Scheduler, phase_fraction
@@ -75,7 +75,9 @@ async def stateful_probe(target: StatefulTarget, ctx: ProbeContext) -> ProbeResu
 
 
 KINDS: dict[str, ProbeKind[Any]] = {
-    "fake": ProbeKind("fake", FakeTarget, fake_probe, (CALLS,), Reason, "test kind"),
+    "fake": ProbeKind(
+        "fake", FakeTarget, fake_probe, (CALLS,), Reason, "test kind", area=Area.SITE
+    ),
     "stateful": ProbeKind(
         "stateful",
         StatefulTarget,
@@ -84,6 +86,7 @@ KINDS: dict[str, ProbeKind[Any]] = {
         Reason,
         "kind with a state",
         state=Connection,
+        area=Area.SITE,
     ),
 }
 

@@ -242,8 +242,8 @@ targets:
         await client.close()
         await app.stop()
 
-    assert "<code>postgres postgresql://probe@127.0.0.1:1/app</code>" in page
-    assert "<code>GET http://127.0.0.1:1/health</code>" in page
+    assert "postgres · postgresql://probe@127.0.0.1:1/app" in page
+    assert "http · GET http://127.0.0.1:1/health" in page
     assert (
         "could not reach postgresql://probe:&lt;redacted&gt;@127.0.0.1:1/app "
         "with Authorization: &lt;redacted&gt;" in page

@@ -7,8 +7,17 @@ from typing import Any
 import boto3
 import pytest
 
+from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
-from tests.support.aws import REGION, api_calls, by_operation, inject, set_target_health
+from tests.support.aws import (
+    CANARY_KEY_ID,
+    CANARY_SECRET,
+    REGION,
+    api_calls,
+    by_operation,
+    inject,
+    set_target_health,
+)
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
@@ -171,3 +180,167 @@ def test_a_repeat_that_would_emit_a_series_twice_is_a_config_error(raw: dict[str
 
     with pytest.raises(ConfigError, match="twice"):
         make_target(raw)
+
+
+# The verdict: the health of the balancers and their targets, as the alb alert rules see it.
+
+
+def calls(result: Any) -> list[str]:
+    """The "aws call" lines of a run's evidence."""
+    return [value for label, value in result.evidence if label == "aws call"]
+
+
+def assert_no_secret(result: Any) -> None:
+    shown = " ".join([result.detail, result.health().why, *(v for _, v in result.evidence)])
+    for canary in (CANARY_KEY_ID, CANARY_SECRET):
+        assert canary not in shown
+
+
+def logs_on(albs: AlbStack, lb: str) -> None:
+    albs.elb.modify_load_balancer_attributes(
+        LoadBalancerArn=lb, Attributes=[{"Key": "access_logs.s3.enabled", "Value": "true"}]
+    )
+
+
+async def test_a_healthy_balancer_is_ok_and_shows_its_calls(
+    albs: AlbStack, aws: AwsClients
+) -> None:
+    logs_on(albs, albs.balancer("aep-alb", {"aep-api": "/health/live", "aep-web": "/health"}))
+
+    result = await ProbeRunner.once(alb_target(expect_health_check_path=None), aws=aws)
+
+    assert result.success, result.detail
+    verdict = result.health()
+    assert verdict.health is Health.OK and verdict.alert == ""
+    assert verdict.why == "load balancers active: 1; 4 of 4 targets healthy in 2 target groups"
+    made = calls(result)
+    assert made[0].startswith("elasticloadbalancing:DescribeLoadBalancers ok in ")
+    assert made[0].endswith(" ms, 1 page")
+    assert made[1].startswith("elasticloadbalancing:DescribeTargetGroups ok in ")
+    # one line for the two DescribeTargetHealth calls, with their count
+    assert any(
+        c.startswith("elasticloadbalancing:DescribeTargetHealth ok, 2 calls in ") for c in made
+    )
+    assert any(
+        c.startswith("elasticloadbalancing:DescribeLoadBalancerAttributes ok in ") for c in made
+    )
+    assert len(made) == 4
+    assert_no_secret(result)
+
+
+async def test_no_healthy_target_is_failing_with_the_reason(
+    albs: AlbStack, aws: AwsClients
+) -> None:
+    logs_on(albs, albs.balancer("aep-alb", {"aep-api": "/health/live"}))
+    for ip in ("10.0.1.10", "10.0.1.11"):
+        set_target_health(albs.groups["aep-api"], ip, "unhealthy", "Target.ResponseCodeMismatch")
+
+    result = await ProbeRunner.once(alb_target(), aws=aws)
+
+    assert result.success  # the measurement worked; the thing it measured does not
+    verdict = result.health()
+    assert verdict == Verdict(
+        Health.FAILING,
+        "aep-api: 2 of 2 targets unhealthy: Target.ResponseCodeMismatch",
+        "AlbNoHealthyTargets",
+    )
+    assert ("failing", f"{verdict.why} (AlbNoHealthyTargets)") in result.evidence
+    assert_no_secret(result)
+
+
+async def test_some_unhealthy_targets_are_degraded(albs: AlbStack, aws: AwsClients) -> None:
+    logs_on(albs, albs.balancer("aep-alb", {"aep-api": "/health/live"}))
+    set_target_health(albs.groups["aep-api"], "10.0.1.11", "unhealthy", "Target.Timeout")
+
+    verdict = (await ProbeRunner.once(alb_target(), aws=aws)).health()
+
+    assert verdict == Verdict(
+        Health.DEGRADED, "aep-api: 1 of 2 targets unhealthy: Target.Timeout", "AlbUnhealthyTargets"
+    )
+
+
+async def test_targets_still_registering_are_degraded_without_an_alert(
+    albs: AlbStack, aws: AwsClients
+) -> None:
+    """AlbNoHealthyTargets leaves a group alone while its targets are `initial`."""
+    logs_on(albs, albs.balancer("aep-alb", {"aep-api": "/health/live"}))
+    for ip in ("10.0.1.10", "10.0.1.11"):
+        set_target_health(albs.groups["aep-api"], ip, "initial", "Elb.RegistrationInProgress")
+
+    verdict = (await ProbeRunner.once(alb_target(), aws=aws)).health()
+
+    assert verdict == Verdict(Health.DEGRADED, "aep-api: no healthy target of 2; 2 initial", "")
+
+
+async def test_health_check_path_drift_and_access_logs_off_are_degraded(
+    albs: AlbStack, aws: AwsClients
+) -> None:
+    albs.balancer("aep-alb", {"aep-api": "/"})
+
+    result = await ProbeRunner.once(alb_target(expect_health_check_path="/health/ready"), aws=aws)
+
+    verdict = result.health()
+    assert verdict.health is Health.DEGRADED
+    # the findings in the order the kind lists them; the first is the verdict's
+    assert verdict.alert == "AlbAccessLogsDisabled"
+    assert verdict.why == "aep-alb: access logs off (+1 more)"
+    findings = [(label, v) for label, v in result.evidence if label != "aws call"]
+    assert findings == [
+        ("degraded", "aep-alb: access logs off (AlbAccessLogsDisabled)"),
+        ("degraded", "aep-api checks /, expected /health/ready (AlbHealthCheckPathDrift)"),
+    ]
+
+
+async def test_a_failed_balancer_is_failing(albs: AlbStack, aws: AwsClients) -> None:
+    from moto.elbv2.models import elbv2_backends
+
+    from stackprobe.demo.moto_stack import ACCOUNT
+
+    lb = albs.balancer("aep-alb", {"aep-api": "/health/live"})
+    logs_on(albs, lb)
+    elbv2_backends[ACCOUNT][REGION].load_balancers[lb].state = "failed"
+
+    verdict = (await ProbeRunner.once(alb_target(), aws=aws)).health()
+
+    assert verdict == Verdict(Health.FAILING, "aep-alb is failed", "AlbNotActive")
+
+
+async def test_a_missing_balancer_is_failing_as_alb_not_active(
+    albs: AlbStack, aws: AwsClients
+) -> None:
+    logs_on(albs, albs.balancer("aep-alb", {"aep-api": "/health/live"}))
+
+    result = await ProbeRunner.once(alb_target(load_balancers=["aep-alb", "gone-alb"]), aws=aws)
+
+    assert result.reason == "not_found"
+    assert result.health() == Verdict(
+        Health.FAILING, "no load balancer named gone-alb", "AlbNotActive"
+    )
+    assert calls(result)  # a failed run shows its calls too
+
+
+async def test_a_throttled_run_keeps_the_last_health_and_shows_the_throttled_call(
+    albs: AlbStack, aws: AwsClients
+) -> None:
+    albs.balancer("aep-alb", {"aep-api": "/health/live"})
+    target = alb_target()
+    async with ProbeRunner(target, aws=aws) as runner:
+        good = await runner.run()
+        inject(aws.client(target, "elbv2"), "DescribeTargetHealth", "Throttling", times=2)
+        throttled = await runner.run()
+
+    assert good.health() == Verdict(
+        Health.DEGRADED, "aep-alb: access logs off", "AlbAccessLogsDisabled"
+    )
+    assert throttled.reason == "throttled"
+    assert throttled.health() == Verdict(
+        Health.DEGRADED,
+        "AWS throttled this run; the last good values: aep-alb: access logs off",
+        "AlbAccessLogsDisabled",
+    )
+    # the last good run's findings, then this run's calls: the throttled one among them
+    assert ("degraded", "aep-alb: access logs off (AlbAccessLogsDisabled)") in throttled.evidence
+    assert any(
+        c.startswith("elasticloadbalancing:DescribeTargetHealth throttled in ")
+        for c in calls(throttled)
+    )

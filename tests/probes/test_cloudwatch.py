@@ -11,9 +11,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.cloudwatch import LOOKBACK_PERIODS, window
-from tests.support.aws import REGION, api_calls, by_operation
+from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation, inject
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
@@ -279,3 +280,165 @@ def test_a_target_takes_high_resolution_and_whole_minute_periods(period: str) ->
     )
 
     assert target.period in (10.0, 60.0, 300.0)  # type: ignore[attr-defined]
+
+
+# The verdict: what the series the alert rules read say, from the newest closed period.
+
+LB = "app/aep-alb/50dc6c49"
+
+
+def calls(result: Any) -> list[str]:
+    """The "aws call" lines of a run's evidence, without their durations."""
+    return [v.split(" in ")[0] for label, v in result.evidence if label == "aws call"]
+
+
+def findings(result: Any) -> list[tuple[str, str]]:
+    return [(label, v) for label, v in result.evidence if label != "aws call"]
+
+
+def alb_minute(cloudwatch: Any, requests: float, target_5xx: float, elb_5xx: float) -> None:
+    _, end = window(60, 120, time.time())
+    dims = {"LoadBalancer": LB}
+    put(cloudwatch, "AWS/ApplicationELB", "RequestCount", dims, end - 30, requests)
+    if target_5xx:
+        put(
+            cloudwatch,
+            "AWS/ApplicationELB",
+            "HTTPCode_Target_5XX_Count",
+            dims,
+            end - 30,
+            target_5xx,
+        )
+    if elb_5xx:
+        put(cloudwatch, "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", dims, end - 30, elb_5xx)
+
+
+def alb_target() -> Any:
+    return make_target({"name": "cw", "kind": "cloudwatch", "albs": [{"load_balancer": LB}]})
+
+
+@pytest.mark.parametrize(
+    ("requests", "target_5xx", "elb_5xx", "expected"),
+    [
+        (
+            100.0,
+            40.0,
+            20.0,
+            Verdict(
+                Health.FAILING,
+                f"{LB}: 60 % of 100 requests 5xx in the newest period",
+                "AlbMostRequests5xx",
+            ),
+        ),
+        (
+            100.0,
+            6.0,
+            0.0,
+            Verdict(
+                Health.DEGRADED,
+                f"{LB}: 6 % of 100 requests 5xx in the newest period",
+                "AlbHigh5xxRate",
+            ),
+        ),
+        # 5 % is the rule's limit, not over it; 19 requests are too few to page on
+        (100.0, 5.0, 0.0, Verdict(Health.OK, "3 of 6 queries had a datapoint")),
+        (19.0, 19.0, 0.0, Verdict(Health.OK, "3 of 6 queries had a datapoint")),
+    ],
+    ids=["most-5xx", "high-5xx", "at-the-limit", "too-few-requests"],
+)
+async def test_the_balancer_5xx_share(
+    cloudwatch: Any,
+    aws: AwsClients,
+    requests: float,
+    target_5xx: float,
+    elb_5xx: float,
+    expected: Verdict,
+) -> None:
+    alb_minute(cloudwatch, requests, target_5xx, elb_5xx)
+
+    result = await ProbeRunner.once(alb_target(), aws=aws)
+
+    assert result.success, result.detail
+    assert result.health() == expected
+    assert calls(result) == ["cloudwatch:GetMetricData ok"]
+
+
+async def test_saturation_and_an_old_message_are_degraded(cloudwatch: Any, aws: AwsClients) -> None:
+    _, end = window(60, 120, time.time())
+    service = {"ClusterName": "aep", "ServiceName": "aep-api"}
+    put(cloudwatch, "AWS/ECS", "CPUUtilization", service, end - 60, 95.0)
+    put(cloudwatch, "AWS/ECS", "MemoryUtilization", service, end - 60, 40.0)
+    age = {"QueueName": "jobs"}
+    put(cloudwatch, "AWS/SQS", "ApproximateAgeOfOldestMessage", age, end - 60, 2400.0)
+    target = make_target(
+        {
+            "name": "cw",
+            "kind": "cloudwatch",
+            "ecs_services": [{"cluster": "aep", "service": "aep-api"}],
+            "sqs_queues": ["jobs"],
+        }
+    )
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.health() == Verdict(
+        Health.DEGRADED,
+        "aep/aep-api: CPU at 95 % (average) (+1 more)",
+        "EcsServiceResourcesSaturated",
+    )
+    assert findings(result) == [
+        ("degraded", "aep/aep-api: CPU at 95 % (average) (EcsServiceResourcesSaturated)"),
+        ("degraded", "jobs: oldest message 40 min old (SqsOldestMessageTooOld)"),
+    ]
+
+
+async def test_a_slow_balancer_is_degraded(cloudwatch: Any, aws: AwsClients) -> None:
+    _, end = window(60, 120, time.time())
+    cloudwatch.put_metric_data(
+        Namespace="AWS/ApplicationELB",
+        MetricData=[
+            {
+                "MetricName": "TargetResponseTime",
+                "Dimensions": [{"Name": "LoadBalancer", "Value": LB}],
+                "Timestamp": datetime.fromtimestamp(end - 30, UTC),
+                "Value": 1.5,
+            }
+        ],
+    )
+
+    verdict = (await ProbeRunner.once(alb_target(), aws=aws)).health()
+
+    assert verdict == Verdict(Health.DEGRADED, f"{LB}: p95 response time 1.50 s", "AlbHighLatency")
+
+
+async def test_custom_metrics_have_no_thresholds_only_an_outcome(
+    cloudwatch: Any, aws: AwsClients
+) -> None:
+    _, end = window(60, 120, time.time())
+    put(cloudwatch, "App", "Errors", {"Worker": "w1"}, end - 60, 1e9)
+    metric = {"namespace": "App", "metric": "Errors", "dimensions": {"Worker": "w1"}}
+    target = make_target({"name": "cw", "kind": "cloudwatch", "metrics": [metric]})
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.health() == Verdict(Health.OK, "1 of 1 queries had a datapoint")
+    shown = " ".join(v for _, v in result.evidence) + result.health().why
+    assert CANARY_KEY_ID not in shown and CANARY_SECRET not in shown
+
+
+async def test_a_throttled_run_keeps_the_last_health(cloudwatch: Any, aws: AwsClients) -> None:
+    alb_minute(cloudwatch, 100.0, 60.0, 0.0)
+    target = alb_target()
+    async with ProbeRunner(target, aws=aws) as runner:
+        good = await runner.run()
+        inject(aws.client(target, "cloudwatch"), "GetMetricData", "Throttling", times=2)
+        throttled = await runner.run()
+
+    assert good.health().health is Health.FAILING
+    assert throttled.reason == "throttled"
+    assert throttled.health() == Verdict(
+        Health.FAILING,
+        f"AWS throttled this run; the last good values: {good.health().why}",
+        "AlbMostRequests5xx",
+    )
+    assert calls(throttled) == ["cloudwatch:GetMetricData throttled"]

@@ -57,3 +57,44 @@ def test_hostile_bodies_neither_crash_nor_produce_unencodable_labels() -> None:
     assert found == {"?db": 0}
     for name in found:
         name.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"status": "ok", "db": True, "redis": False}, {"redis": "false"}),
+        ({"checks": {"redis": {"status": "fail"}}}, {"redis": "fail"}),
+        (
+            {"status": "DOWN", "checks": [{"name": "redis", "status": "DOWN"}]},
+            {"overall": "DOWN", "redis": "DOWN"},
+        ),
+        (
+            {"status": "pass", "checks": {"redis:ping": [{"status": "warn"}, {"status": "fail"}]}},
+            {"redis:ping": "fail"},
+        ),
+        ({"database": {"healthy": False, "latency_ms": 3}}, {"database": "false"}),
+        ({"status": "ok", "db": True}, {}),
+    ],
+)
+def test_components_found_down_keep_the_word_the_body_used(
+    body: Any, words: dict[str, str]
+) -> None:
+    """What the console's why quotes: "`redis: false` in /health/ready"."""
+    down: dict[str, str] = {}
+
+    components(body, limit=32, down=down)
+
+    assert down == words
+
+
+def test_a_component_past_the_limit_or_ignored_keeps_no_word() -> None:
+    down: dict[str, str] = {}
+
+    components(
+        {"a": True, "redis": False, "db": False}, limit=2, ignore=frozenset({"a"}), down=down
+    )
+
+    assert down == {"redis": "false", "db": "false"}
+    down.clear()
+    components({"a": True, "b": True, "redis": False}, limit=2, down=down)
+    assert down == {}

@@ -11,8 +11,10 @@ from typing import Any
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rrset
 import pytest
 
+from stackprobe.contract import Health, Verdict
 from stackprobe.probes.dns import Reason
 from tests.support.polling import wait_until
 from tests.support.probing import RunProbe, make_target, samples_by_name
@@ -21,7 +23,8 @@ from tests.support.processes import free_port, require_binary
 
 @pytest.fixture(scope="module")
 def dnsmasq() -> Iterator[str]:
-    """dnsmasq serving a `.test` zone: site.test has one A record, multi.test two."""
+    """dnsmasq serving a `.test` zone: site.test has one A record, multi.test two, many.test
+    six."""
     binary = require_binary("dnsmasq")
     port = free_port()
     process = subprocess.Popen(
@@ -39,6 +42,7 @@ def dnsmasq() -> Iterator[str]:
             "--host-record=site.test,127.0.0.10",
             "--host-record=multi.test,127.0.0.11",
             "--host-record=multi.test,127.0.0.12",
+            *(f"--host-record=many.test,127.0.0.{20 + i}" for i in range(6)),
             "--log-facility=-",
         ],
         stdout=subprocess.DEVNULL,
@@ -63,13 +67,18 @@ def dnsmasq() -> Iterator[str]:
         process.stderr.close()
 
 
+SOA = "ns.test. admin.test. 1 3600 600 86400 60"
+
+
 class _Responder(asyncio.DatagramProtocol):
     """Answers every query with a fixed response code, or with bytes that are not DNS, or
-    (`truncate`) with an empty answer flagged TC, which sends the client on to TCP."""
+    (`truncate`) with an empty answer flagged TC, which sends the client on to TCP; `soa`
+    adds the zone's SOA in the authority section, as an authoritative server does."""
 
-    def __init__(self, rcode: int | None, truncate: bool = False) -> None:
+    def __init__(self, rcode: int | None, truncate: bool = False, soa: bool = False) -> None:
         self.rcode = rcode
         self.truncate = truncate
+        self.soa = soa
         self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
@@ -81,6 +90,8 @@ class _Responder(asyncio.DatagramProtocol):
             return
         response = dns.message.make_response(dns.message.from_wire(data))
         response.set_rcode(self.rcode)
+        if self.soa:
+            response.authority.append(dns.rrset.from_text("test.", 300, "IN", "SOA", SOA))
         if self.truncate:  # late, so the TCP retry only has part of the deadline left
             response.flags |= dns.flags.TC
             asyncio.get_running_loop().call_later(
@@ -95,9 +106,13 @@ async def responder() -> AsyncIterator[dict[str, str]]:
     loop = asyncio.get_running_loop()
     endpoints: dict[str, str] = {}
     transports = []
-    for name, rcode in (("servfail", dns.rcode.SERVFAIL), ("garbage", None)):
+    for name, rcode, soa in (
+        ("servfail", dns.rcode.SERVFAIL, False),
+        ("garbage", None, False),
+        ("nxdomain-soa", dns.rcode.NXDOMAIN, True),
+    ):
         transport, _ = await loop.create_datagram_endpoint(
-            lambda rcode=rcode: _Responder(rcode), local_addr=("127.0.0.1", 0)
+            lambda rcode=rcode, soa=soa: _Responder(rcode, soa=soa), local_addr=("127.0.0.1", 0)
         )
         transports.append(transport)
         endpoints[name] = f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"
@@ -204,3 +219,87 @@ async def test_rcode_failure_detail_names_query_and_code(dnsmasq: str, run_probe
 
     assert result.detail == "nope.test A: NXDOMAIN"
     assert samples_by_name(result)["stackprobe_dns_rcode"] == {(): 3.0}
+
+
+# The console's verdict and evidence (exporter/contract.py: Verdict, Evidence).
+
+
+def shown(result: Any, label: str) -> list[str]:
+    return [value for name, value in result.evidence if name == label]
+
+
+async def test_a_resolving_name_is_ok_and_shows_query_rcode_and_answers(
+    dnsmasq: str, run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(dnsmasq, query="multi.test"))
+
+    assert result.health() == Verdict(Health.OK)
+    assert shown(result, "query") == [f"multi.test A @ {dnsmasq} over udp"]
+    [rcode] = shown(result, "rcode")
+    assert rcode.startswith("NOERROR in ") and rcode.endswith(" ms")
+    assert sorted(shown(result, "answer")) == [
+        "multi.test. 0 IN A 127.0.0.11",
+        "multi.test. 0 IN A 127.0.0.12",
+    ]
+
+
+async def test_answers_past_the_first_four_are_counted_not_shown(
+    dnsmasq: str, run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(dnsmasq, query="many.test"))
+
+    answers = shown(result, "answer")
+    assert len(answers) == 5 and answers[-1] == "and 2 more"
+    assert all(line.startswith("many.test. 0 IN A 127.0.0.2") for line in answers[:4])
+
+
+@pytest.mark.parametrize(
+    ("server", "extra", "why", "rcode"),
+    [
+        ("dnsmasq", {"query": "nope.test"}, "nope.test A: NXDOMAIN", "NXDOMAIN"),
+        (
+            "dnsmasq",
+            {"record_type": "AAAA"},
+            "site.test AAAA: 0 answer(s), min_answers is 1",
+            "NOERROR",
+        ),
+        ("servfail", {}, "site.test A: SERVFAIL", "SERVFAIL"),
+        ("blackhole", {}, "no response from {server} within 1s", None),
+    ],
+)
+async def test_a_name_that_does_not_resolve_pages_dns_not_resolving(
+    dnsmasq: str,
+    responder: dict[str, str],
+    run_probe: RunProbe,
+    server: str,
+    extra: dict[str, Any],
+    why: str,
+    rcode: str | None,
+) -> None:
+    address = {"dnsmasq": dnsmasq, **responder}[server]
+    query = f"{extra.get('query', 'site.test')} {extra.get('record_type', 'A')}"
+
+    result = await run_probe(target(address, **extra))
+
+    assert result.health() == Verdict(Health.FAILING, why.format(server=address), "DnsNotResolving")
+    assert shown(result, "query") == [f"{query} @ {address} over udp"]
+    assert [line.split(" in ")[0] for line in shown(result, "rcode")] == ([rcode] if rcode else [])
+    assert shown(result, "answer") == []
+
+
+async def test_an_expected_nxdomain_is_ok(dnsmasq: str, run_probe: RunProbe) -> None:
+    result = await run_probe(
+        target(dnsmasq, query="gone.test", valid_rcodes=["NXDOMAIN"], min_answers=0)
+    )
+
+    assert result.health() == Verdict(Health.OK)
+    assert shown(result, "rcode")[0].startswith("NXDOMAIN in ")
+
+
+async def test_with_no_answer_the_authority_says_which_zone_answered(
+    responder: dict[str, str], run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(responder["nxdomain-soa"]))
+
+    assert result.health() == Verdict(Health.FAILING, "site.test A: NXDOMAIN", "DnsNotResolving")
+    assert shown(result, "authority") == [f"test. 300 IN SOA {SOA}"]

@@ -9,9 +9,18 @@ from typing import Any
 import boto3
 import pytest
 
+from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.ecs_service import StopClass, stop_class
-from tests.support.aws import REGION, EcsStack, api_calls, by_operation, inject
+from tests.support.aws import (
+    CANARY_KEY_ID,
+    CANARY_SECRET,
+    REGION,
+    EcsStack,
+    api_calls,
+    by_operation,
+    inject,
+)
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
@@ -289,3 +298,206 @@ async def test_missing_cluster_and_missing_service(stack: EcsStack, aws: AwsClie
 )
 def test_stop_classes(task: dict[str, Any], expected: StopClass) -> None:
     assert stop_class(task) is expected
+
+
+# The verdict: the services' health, as the ecs alert rules see it.
+
+
+def calls(result: Any) -> list[str]:
+    """The "aws call" lines of a run's evidence."""
+    return [v for label, v in result.evidence if label == "aws call"]
+
+
+def findings(result: Any) -> list[tuple[str, str]]:
+    return [(label, v) for label, v in result.evidence if label != "aws call"]
+
+
+def assert_no_secret(result: Any) -> None:
+    shown = " ".join([result.detail, result.health().why, *(v for _, v in result.evidence)])
+    for canary in (CANARY_KEY_ID, CANARY_SECRET):
+        assert canary not in shown
+
+
+async def test_services_at_their_desired_count_are_ok(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-api", desired=2, running=2)
+    stack.service("aep-frontend", desired=0, running=0)  # kept at 0: never wanted tasks
+
+    result = await ProbeRunner.once(ecs_target(), aws=aws)
+
+    assert result.health() == Verdict(Health.OK, "services: 2; 2 of 2 desired tasks running")
+    made = calls(result)
+    assert made[0].startswith("ecs:ListServices ok in ") and made[0].endswith(" ms, 1 page")
+    assert made[1].startswith("ecs:DescribeServices ok in ")
+    assert made[2].startswith("ecs:ListTasks ok in ") and made[2].endswith(" ms, 1 page")
+    assert findings(result) == []
+    assert_no_secret(result)
+
+
+async def test_no_running_task_is_failing(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-api", desired=2, running=2)
+    stack.service("aep-worker", desired=2, running=0)
+
+    result = await ProbeRunner.once(ecs_target(), aws=aws)
+
+    assert result.success
+    assert result.health() == Verdict(
+        Health.FAILING, "aep-worker: running 0 of 2 desired", "EcsServiceNoRunningTasks"
+    )
+
+
+async def test_scaled_to_zero_after_wanting_tasks_is_failing(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    stack.service("aep-api", desired=2, running=2)
+    async with ProbeRunner(ecs_target(), aws=aws) as runner:
+        before = await runner.run()
+        stack.set_counts("aep-api", running=0, desired=0)
+        after = await runner.run()
+
+    assert before.health().health is Health.OK
+    assert after.health() == Verdict(
+        Health.FAILING, "aep-api: desired count 0", "EcsServiceScaledToZero"
+    )
+
+
+async def test_a_missing_and_a_draining_service_are_failing(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    stack.service("aep-api", desired=1)
+    stack.service("aep-old", desired=1)
+    stack.backend_service("aep-old").status = "DRAINING"
+
+    result = await ProbeRunner.once(
+        ecs_target(services=["aep-api", "aep-gone", "aep-old"]), aws=aws
+    )
+
+    assert result.reason == "not_found"
+    assert result.health() == Verdict(
+        Health.FAILING, "aep-gone: not in the cluster (+1 more)", "EcsServiceMissing"
+    )
+    assert findings(result) == [
+        ("failing", "aep-gone: not in the cluster (EcsServiceMissing)"),
+        ("failing", "aep-old: DRAINING (EcsServiceMissing)"),
+    ]
+    assert calls(result)
+
+
+async def test_a_missing_cluster_is_failing_with_no_alert(stack: EcsStack, aws: AwsClients) -> None:
+    """No rule pages on it: EcsServiceMissing needs the series a missing cluster has none of,
+    and StackprobeCannotMeasure leaves not_found to the kind's own alerts."""
+    result = await ProbeRunner.once(
+        make_target({"name": "x", "kind": "ecs_service", "cluster": "nope"}), aws=aws
+    )
+
+    assert result.health() == Verdict(Health.FAILING, "ECS has no cluster nope in this region")
+    assert [c.split(" in ")[0] for c in calls(result)] == [
+        "ecs:ListServices error (ClusterNotFoundException)"
+    ]
+
+
+async def test_tasks_that_keep_stopping_below_desired_are_crash_looping(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    stack.service("aep-api", desired=2, running=1)
+    async with ProbeRunner(ecs_target(), aws=aws) as runner:
+        first = await runner.run()  # the baseline: stops before it are not counted
+        for arn in stack.run_tasks("aep-api", 3):
+            stack.stop(arn, "Essential container in task exited", "OutOfMemoryError: killed")
+        (scaled,) = stack.run_tasks("aep-api", 1)
+        stack.stop(scaled, "Scaling activity initiated by (deployment ecs-svc/1)")
+        looping = await runner.run()
+
+    assert first.health() == Verdict(Health.DEGRADED, "aep-api: running 1 of 2 desired")
+    assert looping.health() == Verdict(
+        Health.DEGRADED,
+        "aep-api: 3 tasks stopped in 15 min (oom 3), running 1 of 2 desired",
+        "EcsServiceCrashLooping",
+    )
+
+
+async def test_a_failed_rollout_is_degraded(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-api", desired=2, running=2)
+    deployment = stack.backend_service("aep-api").deployments[0]
+    deployment["rolloutState"] = "FAILED"
+    deployment["rolloutStateReason"] = "ECS deployment circuit breaker: tasks failed to start."
+
+    verdict = (await ProbeRunner.once(ecs_target(stopped_tasks=False), aws=aws)).health()
+
+    assert verdict == Verdict(
+        Health.DEGRADED,
+        "aep-api: PRIMARY deployment rollout FAILED: ECS deployment circuit breaker: tasks "
+        "failed to start.",
+        "EcsDeploymentFailed",
+    )
+
+
+async def test_env_drift_is_degraded_and_never_shows_a_value(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    strict = stack.task_definition("aep-api", {"BUDGET_ENFORCEMENT_MODE": "strict"})
+    drifted = stack.task_definition("aep-worker", {"BUDGET_ENFORCEMENT_MODE": "warn-CANARY"})
+    stack.service("aep-api", desired=1, task_definition=strict)
+    stack.service("aep-worker", desired=1, task_definition=drifted)
+    target = ecs_target(stopped_tasks=False, expect_env={"BUDGET_ENFORCEMENT_MODE": "strict"})
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.health() == Verdict(
+        Health.DEGRADED,
+        "aep-worker: BUDGET_ENFORCEMENT_MODE not the expected value",
+        "EcsTaskDefinitionEnvDrift",
+    )
+    shown = " ".join(v for _, v in result.evidence) + result.health().why
+    assert "warn-CANARY" not in shown and "strict" not in shown
+    assert any(c.startswith("ecs:DescribeTaskDefinition ok, 2 calls in ") for c in calls(result))
+
+
+async def test_a_throttled_run_keeps_the_last_health(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-api", desired=2, running=0)
+    target = ecs_target(services=["aep-api"], stopped_tasks=False)
+    async with ProbeRunner(target, aws=aws) as runner:
+        await runner.run()
+        inject(aws.client(target, "ecs"), "DescribeServices", "ThrottlingException", times=2)
+        throttled = await runner.run()
+
+    assert throttled.reason == "throttled"
+    assert throttled.health() == Verdict(
+        Health.FAILING,
+        "AWS throttled this run; the last good values: aep-api: running 0 of 2 desired",
+        "EcsServiceNoRunningTasks",
+    )
+    assert [c.split(" in ")[0] for c in calls(throttled)] == ["ecs:DescribeServices throttled"]
+
+
+async def test_a_throttled_first_run_is_degraded(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-api", desired=1)
+    target = ecs_target(services=["aep-api"])
+    inject(aws.client(target, "ecs"), "DescribeServices", "ThrottlingException", times=2)
+
+    verdict = (await ProbeRunner.once(target, aws=aws)).health()
+
+    assert verdict == Verdict(
+        Health.DEGRADED,
+        "AWS throttled this run, and no run has measured yet",
+        "StackprobeAwsThrottled",
+    )
+
+
+async def test_access_denied_names_its_alert_and_keeps_the_calls(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    stack.service("aep-api", desired=1)
+    target = ecs_target()
+    inject(aws.client(target, "ecs"), "ListTasks", "AccessDeniedException", times=5)
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    verdict = result.health()
+    assert verdict.health is Health.FAILING and verdict.alert == "StackprobeAwsAccessDenied"
+    assert "ecs:ListTasks" in verdict.why
+    assert [c.split(" in ")[0] for c in calls(result)] == [
+        "ecs:ListServices ok",
+        "ecs:DescribeServices ok",
+        "ecs:ListTasks denied",
+    ]
+    assert_no_secret(result)

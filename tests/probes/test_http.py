@@ -6,19 +6,22 @@ import asyncio
 import datetime as dt
 import gc
 import json
+import re
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
+import yaml
 
+from stackprobe.contract import Health, Verdict
 from stackprobe.probes.http import Reason, _same_origin, classify
-from tests.support.peers import AUTH_TOKEN, BIG_BODY_BYTES, Peers
+from tests.support.peers import AUTH_TOKEN, BIG_BODY_BYTES, HEALTHY, REDIS_DOWN, Peers
 from tests.support.polling import wait_until_async
 from tests.support.probing import (
     UNUSED_AWS,
@@ -765,3 +768,304 @@ async def test_a_component_named_after_a_secret_is_never_exported(
 
     assert samples_by_name(result)["stackprobe_health_component_up"] == {("db",): 1.0}
     assert "CANARY" not in repr(result)
+
+
+# The console's verdict and evidence (exporter/contract.py: Verdict, Evidence).
+
+
+def rule_names() -> set[str]:
+    """Every alert the shipped rules define."""
+    root = Path(__file__).resolve().parent.parent.parent / "alert_rules"
+    return {
+        rule["alert"]
+        for path in root.glob("*.rules.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
+def test_every_alert_a_verdict_names_is_a_shipped_rule() -> None:
+    from stackprobe.probes import http
+
+    named = {*http.ROLE_ALERTS.values(), http.REDIS_ALERT, http.COMPONENT_ALERT}
+    named |= {http.CERT_ALERT, http.SLOW_ALERT, http.TASK_ALERT, http.NO_TASKS_ALERT}
+
+    assert named <= rule_names()
+
+
+def shown(result: Any, label: str) -> list[str]:
+    return [value for name, value in result.evidence if name == label]
+
+
+async def test_a_healthy_run_is_ok_and_shows_request_status_headers_and_body(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(f"{peers.http}/health/ready"))
+
+    assert result.health() == Verdict(Health.OK)
+    assert shown(result, "request") == [f"GET {peers.http}/health/ready"]
+    assert shown(result, "status") == ["HTTP/1.1 200 OK"]
+    assert "content-type: application/json; charset=utf-8" in shown(result, "header")
+    assert shown(result, "body") == [json.dumps(HEALTHY)]
+    assert shown(result, "failed in") == shown(result, "tls") == []
+
+
+@pytest.mark.parametrize(
+    ("role", "alert"),
+    [
+        ("liveness", "HealthLiveFailing"),
+        ("readiness", "HealthReadyFailing"),
+        ("endpoint", "EndpointFailing"),
+        ("dependency", "ExternalDependencyFailing"),
+    ],
+)
+async def test_a_failed_run_names_the_alert_of_its_role(
+    peers: Peers, run_probe: RunProbe, role: str, alert: str
+) -> None:
+    result = await run_probe(target(f"{peers.http}/status/503", role=role))
+
+    assert result.health() == Verdict(Health.FAILING, "status 503, expected 2xx", alert)
+    assert shown(result, "status") == ["HTTP/1.1 503 Service Unavailable"]
+    assert shown(result, "body") == ["status\n"]
+    assert shown(result, "failed in") == ["the checks of the response"]
+
+
+@pytest.mark.parametrize(
+    ("role", "alert"),
+    [
+        ("readiness", "AppRedisPoolBroken"),  # which mutes HealthReadyFailing (alertmanager.yml)
+        ("endpoint", "AppRedisPoolBroken"),
+        ("liveness", "HealthLiveFailing"),  # the P0 stays the page
+    ],
+)
+async def test_a_503_naming_redis_down_says_so_and_pages_for_redis(
+    peers: Peers, run_probe: RunProbe, role: str, alert: str
+) -> None:
+    """AEP Incident 3: `/health/ready` answers 503 with `redis: false`."""
+    result = await run_probe(target(f"{peers.http}/redis-down", role=role))
+
+    why = "status 503, expected 2xx; `redis: false` in /redis-down"
+    assert result.health() == Verdict(Health.FAILING, why, alert)
+    assert shown(result, "body") == [json.dumps(REDIS_DOWN)]
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("body", "verdict"),
+    [
+        (
+            {"status": "ok", "database": False},
+            Verdict(
+                Health.FAILING,
+                "`database: false` in /health/ready (status 200)",
+                "DependencyComponentDown",
+            ),
+        ),
+        (
+            {"checks": {"redis": {"status": "fail"}, "db": {"status": "DOWN"}}},
+            Verdict(
+                Health.FAILING,
+                "`redis: fail`, `db: DOWN` in /health/ready (status 200)",
+                "AppRedisPoolBroken",
+            ),
+        ),
+        # Only the document's own status says down: no rule pages on component="overall".
+        (
+            {"status": "fail", "db": True},
+            Verdict(Health.DEGRADED, "overall status `fail` in /health/ready, yet status 200"),
+        ),
+    ],
+)
+async def test_a_200_whose_body_names_a_component_down_is_not_ok(
+    run_probe: RunProbe, body: dict[str, Any], verdict: Verdict
+) -> None:
+    """The component rules page on stackprobe_health_component_up == 0 whatever the status."""
+    respx.get("http://mocked.test/health/ready").mock(return_value=httpx.Response(200, json=body))
+
+    result = await run_probe(target("http://mocked.test/health/ready"))
+
+    assert result.success
+    assert result.health() == verdict
+
+
+async def test_a_gzipped_200_naming_redis_down_pages_for_redis(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(target(f"{peers.http}/gzip-ok"))
+
+    assert result.success
+    assert result.health() == Verdict(
+        Health.FAILING, "`redis: false` in /gzip-ok (status 200)", "AppRedisPoolBroken"
+    )
+    assert shown(result, "body") == [json.dumps(REDIS_DOWN)]  # decoded, as the check read it
+
+
+async def test_an_answer_slower_than_latency_threshold_is_degraded(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    result = await run_probe(
+        target(f"{peers.http}/slow?seconds=0.5", latency_threshold="100ms", timeout="3s")
+    )
+
+    verdict = result.health()
+    assert result.success
+    assert (verdict.health, verdict.alert) == (Health.DEGRADED, "EndpointSlow")
+    assert verdict.why.startswith("took 0.") and verdict.why.endswith("latency_threshold 0.1s")
+    [timing] = shown(result, "timing")
+    assert timing.startswith("connect ") and "processing " in timing
+
+
+async def test_a_certificate_past_its_end_is_degraded_when_not_verified(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    """probe_ssl_earliest_cert_expiry - time() < 14 days: TlsCertificateExpiringSoon."""
+    result = await run_probe(
+        target(f"{peers.https_expired}/ok", tls={"insecure_skip_verify": True})
+    )
+
+    verdict = result.health()
+    assert (verdict.health, verdict.alert) == (Health.DEGRADED, "TlsCertificateExpiringSoon")
+    assert verdict.why.startswith("TLS certificate expired on 2024-01-01 (")
+    assert shown(result, "tls") == ["TLS 1.3, certificate valid until 2024-01-01 00:00 UTC"]
+
+
+@pytest.fixture
+async def expiring_site(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """A TLS site whose certificate ends in 5 days, and the CA file that trusts it."""
+    import ssl
+
+    import trustme
+    from aiohttp import web
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    leaf = ca.issue_cert(
+        "127.0.0.1", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=5, hours=1)
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(context)
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response(HEALTHY)
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"https://127.0.0.1:{port}", ca_file
+    await runner.cleanup()
+
+
+async def test_a_certificate_ending_within_14_days_is_degraded(
+    expiring_site: tuple[str, Path], peers: Peers, run_probe: RunProbe
+) -> None:
+    url, ca_file = expiring_site
+    expiring = await run_probe(target(f"{url}/ok", tls={"ca_file": str(ca_file)}))
+    lasting = await run_probe(
+        target(f"{peers.https_trusted}/ok", tls={"ca_file": str(peers.ca_file)})
+    )
+
+    verdict = expiring.health()
+    assert expiring.success
+    assert (verdict.health, verdict.alert) == (Health.DEGRADED, "TlsCertificateExpiringSoon")
+    assert re.fullmatch(r"TLS certificate expires on \d{4}-\d\d-\d\d, in 5\.0 days", verdict.why)
+    assert lasting.health() == Verdict(Health.OK)
+    assert shown(lasting, "tls") == ["TLS 1.3, certificate valid until 3000-01-01 00:00 UTC"]
+
+
+async def test_a_connect_that_never_completes_shows_its_phase(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    url = f"http://127.0.0.1:{peers.blackhole_port}/health/live"
+    result = await run_probe(target(url, timeout="500ms"))
+
+    assert result.health() == Verdict(
+        Health.FAILING,
+        "no answer within 0.5s (stopped in the connect phase)",
+        "HealthLiveFailing",
+    )
+    assert result.evidence == (("request", f"GET {url}"), ("failed in", "the connect phase"))
+
+
+async def test_a_redirect_and_a_binary_body_are_shown_short(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    redirected = await run_probe(target(f"{peers.http}/redirect-to?url=/ok%3Fsig%3Dabc"))
+    binary = await run_probe(target(f"{peers.http}/garbage"))
+
+    base = peers.http
+    assert shown(redirected, "redirected") == [f"1 time(s), last to {base}/ok"]  # no query
+    assert shown(binary, "body") == ["2048 bytes of application/octet-stream, not shown"]
+
+
+async def test_evidence_carries_no_credential(peers: Peers, run_probe: RunProbe) -> None:
+    """No Set-Cookie, no password or user name of the URL, no header a server echoes."""
+    cookie = await run_probe(target(f"{peers.http}/set-cookie"))
+    user = peers.http.replace("http://", "http://probe-user@")
+    named = await run_probe(target(f"{user}/ok"))
+    raw = {"name": "t", "kind": "http", "url": {"from_env": "HEALTH_URL"}}
+    secret_url = peers.http.replace("http://", "http://probe:CANARY-pw-77@")
+    from_env = await run_probe(make_target(raw, {"HEALTH_URL": f"{secret_url}/ok"}))
+
+    assert cookie.success and named.success and from_env.success
+    assert "sticky-to-task-1" not in repr(cookie.evidence)
+    assert not [h for h in shown(cookie, "header") if h.startswith("set-cookie")]
+    assert shown(named, "request") == [f"GET {peers.http}/ok"]
+    assert shown(from_env, "request") == ["GET <url from env HEALTH_URL>"]
+    assert "CANARY" not in repr(from_env)
+
+
+@respx.mock
+async def test_headers_are_few_short_and_never_credentials(run_probe: RunProbe) -> None:
+    echoed = "CANARY-echoed-token-31c7"
+    headers = [
+        ("Set-Cookie", "session=CANARY-cookie"),
+        ("X-Api-Token", "CANARY-header"),
+        ("X-Amz-Security-Token", "CANARY-sts"),
+        ("WWW-Authenticate", f'Bearer realm="x", error="{echoed}"'),
+        ("Content-Security-Policy", "default-src 'self' " + "https://cdn.example " * 50),
+        *((f"X-Filler-{i}", "v") for i in range(30)),
+    ]
+    respx.get("http://mocked.test/ready").mock(
+        return_value=httpx.Response(200, headers=headers, text="ok")
+    )
+    raw = {"name": "t", "kind": "http", "url": "http://mocked.test/ready"}
+    raw["headers"] = {"Authorization": {"from_env": "TOKEN"}}
+
+    result = await run_probe(make_target(raw, {"TOKEN": echoed}))
+
+    lines = shown(result, "header")
+    assert 0 < len(lines) <= 10
+    assert all(len(line) <= 100 for line in lines)
+    assert lines[0].startswith("www-authenticate: ")
+    assert lines[1].startswith("content-security-policy: default-src 'self' https://cdn")
+    assert "CANARY" not in repr(result)
+    assert sum(len(label) + len(text) for label, text in result.evidence) < 1024
+
+
+async def test_a_body_echoing_a_secret_is_scrubbed_in_the_evidence(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    secret = "Bearer CANARY-reflected-4d1f"
+    raw = {"name": "t", "kind": "http", "url": f"{peers.http}/reflect-auth", "timeout": "2s"}
+    raw["headers"] = {"Authorization": {"from_env": "TOKEN"}}
+
+    result = await run_probe(make_target(raw, {"TOKEN": secret}))
+
+    [body] = shown(result, "body")
+    assert body.endswith('": true, "db": true}')
+    assert "CANARY" not in repr(result.evidence)
+
+
+async def test_a_body_over_the_cap_is_said_not_shown(peers: Peers, run_probe: RunProbe) -> None:
+    result = await run_probe(target(f"{peers.http}/big"))
+
+    assert shown(result, "body") == [
+        "not kept: body is over max_body_bytes=1048576; stopped reading"
+    ]
+    assert result.health() == Verdict(Health.OK)

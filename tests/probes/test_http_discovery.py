@@ -9,6 +9,7 @@ import boto3
 import pytest
 from aiohttp import web
 
+from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from tests.support.aws import REGION, EcsStack, api_calls, by_operation, inject
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
@@ -76,6 +77,19 @@ async def test_each_running_task_is_probed_at_its_address(
     reasons = samples_by_name(result)["stackprobe_ecs_task_failure_reason"]
     assert reasons == {(ids[broken], "http_status"): 1}
     assert by_operation(api_calls(aws_metrics.registry)) == {"ListTasks": 1, "DescribeTasks": 1}
+    # The failing task speaks for the service, and its body names Redis: AppRedisPoolBroken
+    # (which mutes EcsTaskReadyFailing of the same task in alertmanager.yml).
+    why = (
+        f"1 of 2 tasks failing; task {ids[broken]} at 127.0.0.3: "
+        "status 503, expected 2xx; `redis: false` in /health/ready"
+    )
+    assert result.health() == Verdict(Health.FAILING, why, "AppRedisPoolBroken")
+    assert result.evidence[:3] == (
+        ("discover", "2 running task(s) of aep/aep-api, 2 probed"),
+        ("task", f"{ids[broken]} at 127.0.0.3"),
+        ("request", f"GET http://127.0.0.3:{port}/health/ready"),
+    )
+    assert ("status", "HTTP/1.1 503 Service Unavailable") in result.evidence
 
 
 async def test_no_running_task_and_a_failed_discovery(
@@ -94,6 +108,32 @@ async def test_no_running_task_and_a_failed_discovery(
     assert value(empty, "stackprobe_ecs_tasks_discovered") == 0
     assert denied.reason == "discovery_failed"
     assert "ecs:ListTasks" in denied.detail
+    # No running task: what EcsServiceNoRunningTasks pages on (the ecs_service kind's series).
+    assert empty.health() == Verdict(Health.FAILING, empty.detail, "EcsServiceNoRunningTasks")
+    assert empty.evidence == (("discover", "0 running task(s) of aep/aep-api, 0 probed"),)
+    # No stackprobe_ecs_tasks_discovered series: the role's own rule fires for the target.
+    assert denied.health() == Verdict(Health.FAILING, denied.detail, "HealthReadyFailing")
+    assert denied.evidence == (("discover", "running tasks of aep/aep-api: the ECS calls failed"),)
+
+
+async def test_a_task_that_refuses_pages_as_a_task(
+    moto: None, aws: AwsClients, tasks_serving: tuple[int, dict[str, int]]
+) -> None:
+    """No body, no component: EcsTaskReadyFailing, whatever the target's role."""
+    port, _ = tasks_serving
+    stack = EcsStack(boto3.Session(region_name=REGION))
+    stack.service("aep-api", desired=2)
+    healthy, refusing = stack.run_tasks("aep-api", 2)
+    stack.set_address(healthy, "127.0.0.2")
+    stack.set_address(refusing, "127.0.0.4")  # nothing listens there
+    task = refusing.rsplit("/", 1)[-1]
+
+    result = await ProbeRunner.once(discover_target(port), aws=aws)
+
+    verdict = result.health()
+    assert (verdict.health, verdict.alert) == (Health.FAILING, "EcsTaskReadyFailing")
+    assert verdict.why.startswith(f"1 of 2 tasks failing; task {task} at 127.0.0.4: ")
+    assert ("failed in", "the connect phase") in result.evidence
 
 
 def test_url_and_discover_are_exclusive() -> None:
@@ -121,3 +161,6 @@ async def test_max_tasks_bounds_the_tasks_probed(
     assert result.success, result.detail
     assert value(result, "stackprobe_ecs_tasks_discovered") == 3
     assert len(samples_by_name(result)["stackprobe_ecs_task_probe_success"]) == 2
+    assert result.health() == Verdict(Health.OK)
+    assert result.evidence[0] == ("discover", "3 running task(s) of aep/aep-api, 2 probed")
+    assert ("status", "HTTP/1.1 200 OK") in result.evidence

@@ -4,6 +4,7 @@ and throwaway clusters that are filled up, stopped and restarted."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -12,10 +13,18 @@ import asyncpg
 import pytest
 
 from stackprobe.app import all_metric_specs
-from stackprobe.contract import ProbeResult
+from stackprobe.contract import EVIDENCE_VALUE_MAX, Health, ProbeResult, Verdict
 from stackprobe.exposition import Renderer
 from stackprobe.probes import KINDS
-from stackprobe.probes.postgres import STATES, Reason
+from stackprobe.probes.postgres import (
+    LEAK_STEP_SECONDS,
+    STATES,
+    AppPool,
+    Reason,
+    _idle_in_transaction,
+    _pool,
+    predict_linear,
+)
 from tests.support.datastores import (
     PROBE_PASSWORD,
     PROBE_ROLE,
@@ -23,6 +32,7 @@ from tests.support.datastores import (
     ensure_probe_role,
     require_postgres,
 )
+from tests.support.polling import wait_until_async
 from tests.support.probing import ProbeRunner, make_target, samples_by_name
 from tests.support.processes import free_port
 
@@ -65,6 +75,20 @@ async def end_sessions(admin: asyncpg.Connection, *databases: str) -> None:
     )
 
 
+async def wait_sessions(admin: asyncpg.Connection, database: str, count: int) -> None:
+    """Until the server has `count` sessions in `database`: a terminated client's backend
+    leaves a moment after it hangs up."""
+
+    async def settled() -> bool:
+        found = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+        return bool(found == count)
+
+    await wait_until_async(settled, 10, what=f"{count} sessions in {database}")
+
+
 @pytest.fixture
 async def runner() -> AsyncIterator[Callable[[Any], ProbeRunner]]:
     """Runners that keep their state across runs, closed when the test ends."""
@@ -80,6 +104,21 @@ async def runner() -> AsyncIterator[Callable[[Any], ProbeRunner]]:
 
 def by_db(result: ProbeResult, name: str) -> dict[tuple[str, ...], float]:
     return samples_by_name(result)[name]
+
+
+def evidence(result: ProbeResult) -> dict[str, str]:
+    """The run's evidence by label, after checking what any of it may hold: no canary
+    password, no value past the console's cap, about a kilobyte in all."""
+    for label, text in result.evidence:
+        assert "CANARY" not in text and len(text) <= EVIDENCE_VALUE_MAX, (label, text)
+    assert sum(len(k) + len(v) for k, v in result.evidence) < 1024, result.evidence
+    assert "CANARY" not in result.health().why and "CANARY" not in result.detail
+    return dict(result.evidence)
+
+
+def verdict(result: ProbeResult) -> tuple[Health, str, str]:
+    found = result.health()
+    return found.health, found.why, found.alert
 
 
 async def test_a_built_load_is_counted_exactly(admin: asyncpg.Connection, runner: Any) -> None:
@@ -173,6 +212,232 @@ async def test_one_statement_and_one_connection_per_target(
     assert samples_by_name(results[-1])["stackprobe_pg_connects"] == {(): 1}
 
 
+async def test_a_healthy_server_is_ok_with_its_evidence(
+    admin: asyncpg.Connection, runner: Any
+) -> None:
+    probe_runner = runner(pg_target(probe_dsn()))
+    first, second = await probe_runner.run(), await probe_runner.run()
+
+    assert first.success and second.success, first.detail
+    assert first.health() == second.health() == Verdict(Health.OK)
+    shown, again = evidence(first), evidence(second)
+    version = await admin.fetchval("SHOW server_version")
+    assert shown["target"] == f"postgres postgresql://{PROBE_ROLE}@127.0.0.1:5432/postgres"
+    assert shown["server"] == f"PostgreSQL {version.split()[0]}"
+    assert shown["database"] == f"postgres on 127.0.0.1:5432 as {PROBE_ROLE}"
+    assert re.fullmatch(r"new: connected in \d+\.\d ms", shown["connection"])
+    assert again["connection"] == "reused: kept from an earlier run"
+    assert re.fullmatch(r"1 statement in \d+\.\d ms", shown["query"])
+    total = sum(samples_by_name(second)["pg_stat_activity_count"].values())
+    assert again["sessions"].startswith(
+        f"{int(total)} of 97 non-superusers may open, stackprobe's own not counted"
+    )
+
+
+async def test_a_dsn_given_as_a_secret_shows_only_the_servers_view(
+    admin: asyncpg.Connection, runner: Any
+) -> None:
+    target = make_target(
+        {"name": "db", "kind": "postgres", "dsn": {"from_env": "PGDSN"}, "timeout": "2s"},
+        {"PGDSN": f"postgresql://{PROBE_ROLE}:{PROBE_PASSWORD}@127.0.0.1:5432/postgres"},
+    )
+    wrong = make_target(
+        {"name": "db", "kind": "postgres", "dsn": {"from_env": "PGDSN"}, "timeout": "2s"},
+        {"PGDSN": f"postgresql://{PROBE_ROLE}:CANARY-wrong-pw@127.0.0.1:5432/postgres"},
+    )
+
+    result, refused = await runner(target).run(), await runner(wrong).run()
+
+    assert result.success, result.detail
+    shown = evidence(result)
+    assert shown["target"] == "postgres <dsn from env PGDSN>"
+    assert shown["database"] == f"postgres on 127.0.0.1:5432 as {PROBE_ROLE}"
+    assert evidence(refused)["target"] == "postgres <dsn from env PGDSN>"
+    assert verdict(refused)[2] == "StackprobeCannotMeasure"
+
+
+async def test_long_running_queries_degrade(admin: asyncpg.Connection, runner: Any) -> None:
+    await ensure_database(admin, "sp_long")
+    await end_sessions(admin, "sp_long")
+    sleeper = await asyncpg.connect(require_postgres().rsplit("/", 1)[0] + "/sp_long")
+    task = asyncio.create_task(sleeper.execute("SELECT pg_sleep(60)"))
+    try:
+        await asyncio.sleep(1.3)  # past the 1 s threshold
+        result = await runner(pg_target(probe_dsn(), long_query_threshold="1s")).run()
+    finally:
+        task.cancel()
+        sleeper.terminate()
+        await end_sessions(admin, "sp_long")
+
+    health, why, alert = verdict(result)
+    assert result.success and health is Health.DEGRADED, result.health()
+    assert alert == "PostgresLongRunningQueries"
+    assert re.fullmatch(r"1 query in sp_long running over 1s, the oldest for \d\.\ds", why), why
+
+
+async def test_sessions_idle_in_transaction_degrade(admin: asyncpg.Connection, runner: Any) -> None:
+    await ensure_database(admin, "sp_idle")
+    await end_sessions(admin, "sp_idle")
+    dsn = require_postgres().rsplit("/", 1)[0] + "/sp_idle"
+    held = [await asyncpg.connect(dsn) for _ in range(5)]
+    try:
+        for connection in held[:4]:
+            await connection.execute("BEGIN; SELECT 1")
+        probe_runner = runner(pg_target(probe_dsn()))
+        four = await probe_runner.run()
+        await held[4].execute("BEGIN; SELECT 1")
+        five = await probe_runner.run()
+    finally:
+        for connection in held:
+            connection.terminate()
+        await end_sessions(admin, "sp_idle")
+
+    assert verdict(four) == (Health.OK, "", "")
+    assert verdict(five) == (
+        Health.DEGRADED,
+        "5 idle in transaction in sp_idle",
+        "PostgresIdleInTransaction",
+    )
+    assert "5 idle in transaction" in evidence(five)["sessions"]
+
+
+def test_one_session_idle_in_transaction_past_five_minutes() -> None:
+    """The rule's other arm, which a test cannot wait for: the oldest past 300 s."""
+    found = _idle_in_transaction("app", 3, 432.0)
+
+    assert found.verdict == Verdict(
+        Health.DEGRADED,
+        "3 idle in transaction in app, the oldest for 7m 12s",
+        "PostgresIdleInTransaction",
+    )
+
+
+async def test_app_pools_checked_out(admin: asyncpg.Connection, runner: Any) -> None:
+    """Active, idle in a transaction, or in an aborted one: checked out. Idle: in the pool."""
+    await ensure_database(admin, "sp_pool")
+    await end_sessions(admin, "sp_pool")
+    dsn = require_postgres().rsplit("/", 1)[0] + "/sp_pool"
+    in_tx, aborted, idle = [await asyncpg.connect(dsn) for _ in range(3)]
+    try:
+        await in_tx.execute("BEGIN; SELECT 1")
+        await aborted.execute("BEGIN")
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await aborted.execute("SELECT 1/0")
+        alone = await runner(
+            pg_target(probe_dsn(), app_pools={"sp_pool": {"size": 2, "max_overflow": 0}})
+        ).run()
+        on_ecs = await runner(
+            pg_target(
+                probe_dsn(),
+                app_pools={"sp_pool": {"size": 1, "max_overflow": 1, "service": "backend"}},
+            )
+        ).run()
+        # the last idle connection checked out too: no pool has one left to hand out
+        idle.terminate()
+        await wait_sessions(admin, "sp_pool", 2)
+        full = await runner(
+            pg_target(
+                probe_dsn(),
+                app_pools={"sp_pool": {"size": 2, "max_overflow": 0, "service": "backend"}},
+            )
+        ).run()
+        may_overflow = await runner(
+            pg_target(
+                probe_dsn(),
+                app_pools={"sp_pool": {"size": 2, "max_overflow": 3, "service": "backend"}},
+            )
+        ).run()
+    finally:
+        for connection in (in_tx, aborted, idle):
+            connection.terminate()
+        await end_sessions(admin, "sp_pool")
+
+    assert verdict(alone) == (
+        Health.FAILING,
+        "sp_pool pool 100 % checked out (2 of 2)",
+        "PostgresAppPoolExhausted",
+    )
+    assert evidence(alone)["pool"] == "sp_pool: 2 of 2 checked out (one process, no service)"
+    # Its capacity is per running task, which the ecs_service target measures: shown only.
+    assert verdict(on_ecs) == (Health.OK, "", "")
+    assert evidence(on_ecs)["pool"] == (
+        "sp_pool for backend: 2 checked out, 1 idle, 2 per running task"
+    )
+    # With none idle, a pool's worth out means every connection the pools hold is out.
+    assert verdict(full) == (
+        Health.FAILING,
+        "sp_pool pools of backend hold no idle connection: 2 checked out, 2 per task with no "
+        "overflow: the pools are full",
+        "PostgresAppPoolExhausted",
+    )
+    assert verdict(may_overflow) == (
+        Health.DEGRADED,
+        "sp_pool pools of backend hold no idle connection: 2 checked out; each task may still "
+        "open 3 more",
+        "PostgresAppPoolExhausted",
+    )
+
+
+def test_a_pool_at_ninety_percent_is_degraded() -> None:
+    finding, line = _pool("app", AppPool(size=5, max_overflow=5), 9, 1)
+    below, _ = _pool("app", AppPool(size=5, max_overflow=5), 8, 2)
+
+    assert finding is not None and below is None
+    assert finding.verdict == Verdict(
+        Health.DEGRADED, "app pool 90 % checked out (9 of 10)", "PostgresAppPoolExhausted"
+    )
+    assert line == "app: 9 of 10 checked out (one process, no service)"
+
+
+async def test_slow_statements_degrade(admin: asyncpg.Connection, runner: Any) -> None:
+    await ensure_database(admin, "sp_slow")
+    slow = await asyncpg.connect(require_postgres().rsplit("/", 1)[0] + "/sp_slow")
+    reset = (
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database "
+        "WHERE datname = 'sp_slow'), 0)"
+    )
+    try:
+        await slow.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await slow.execute(reset)
+        await slow.execute("SELECT pg_sleep(1.05)")
+        result = await runner(
+            pg_target(probe_dsn("sp_slow"), pg_stat_statements={"enabled": True})
+        ).run()
+    finally:
+        await slow.execute(reset)  # a slow statement left behind would show in other runs
+        await slow.close()
+
+    health, why, alert = verdict(result)
+    assert (health, alert) == (Health.DEGRADED, "PostgresSlowStatements"), why
+    assert re.fullmatch(r"statement -?\d+ in sp_slow averages 1\.\ds", why), why
+
+
+async def test_a_steady_climb_in_connections_is_a_leak(
+    admin: asyncpg.Connection, runner: Any
+) -> None:
+    """The last hour of runs, as the state keeps them, climbing 10 every 5 minutes: at that
+    rate the limit (97) is passed within 4 hours."""
+    probe_runner = runner(pg_target(probe_dsn()))
+    now = asyncio.get_running_loop().time()
+    probe_runner.state.trend.extend(
+        (now - LEAK_STEP_SECONDS * (12 - step), 10 * step) for step in range(12)
+    )
+
+    result = await probe_runner.run()
+
+    health, why, alert = verdict(result)
+    assert (health, alert) == (Health.DEGRADED, "PostgresConnectionLeak"), why
+    assert re.fullmatch(
+        r"connections growing: \d+ now, \d+ in 4h at this rate, past the limit of 97", why
+    ), why
+
+
+def test_the_leak_trend_needs_an_hour() -> None:
+    assert predict_linear([(0.0, 0), (3600.0, 10)], 3600.0 + 4 * 3600) == pytest.approx(50)
+    assert predict_linear([(0.0, 0), (3000.0, 10)], 3000.0 + 4 * 3600) is None
+    assert predict_linear([(0.0, 5)], 4 * 3600) is None
+
+
 async def test_top_statements_when_enabled(admin: asyncpg.Connection, runner: Any) -> None:
     await ensure_database(admin, "sp_stmts")
     stats = await asyncpg.connect(require_postgres().rsplit("/", 1)[0] + "/sp_stmts")
@@ -211,15 +476,31 @@ async def test_app_pools_are_exported_for_rules(admin: asyncpg.Connection, runne
 
 
 @pytest.mark.parametrize(
-    ("setup", "reason"),
+    ("setup", "reason", "why", "alert"),
     [
-        ("wrong_password", Reason.AUTH_FAILED),
-        ("missing_database", Reason.DATABASE_MISSING),
-        ("refused", Reason.CONNECTION_REFUSED),
+        (
+            "wrong_password",
+            Reason.AUTH_FAILED,
+            "stackprobe's own login is refused: password authentication failed for user "
+            f'"{PROBE_ROLE}"',
+            "StackprobeCannotMeasure",
+        ),
+        (
+            "missing_database",
+            Reason.DATABASE_MISSING,
+            'database "sp_no_such_db" does not exist',
+            "StackprobeCannotMeasure",
+        ),
+        (
+            "refused",
+            Reason.CONNECTION_REFUSED,
+            "connection refused: PostgreSQL is down, starting or shutting down",
+            "PostgresDown",
+        ),
     ],
 )
 async def test_connection_failures(
-    admin: asyncpg.Connection, runner: Any, setup: str, reason: Reason
+    admin: asyncpg.Connection, runner: Any, setup: str, reason: Reason, why: str, alert: str
 ) -> None:
     target = {
         "wrong_password": pg_target(probe_dsn(), password="CANARY-wrong-pw"),
@@ -231,7 +512,11 @@ async def test_connection_failures(
 
     assert (result.success, result.reason) == (False, reason), result.detail
     assert samples_by_name(result)["pg_up"] == {(): 0}
-    assert "CANARY" not in result.detail
+    assert verdict(result) == (Health.FAILING, why, alert)
+    shown = evidence(result)
+    assert shown["target"] == target.describe()
+    assert shown["connection"] == "new: the attempt failed"
+    assert shown["error"] == result.detail
 
 
 async def test_too_many_connections_for_role(admin: asyncpg.Connection, runner: Any) -> None:
@@ -248,6 +533,11 @@ async def test_too_many_connections_for_role(admin: asyncpg.Connection, runner: 
 
     assert result.reason == Reason.TOO_MANY_CLIENTS
     assert 'too many connections for role "sp_limited"' in result.detail
+    assert verdict(result) == (
+        Health.FAILING,
+        'too many connections for role "sp_limited"',
+        "PostgresDown",
+    )
 
 
 @pytest.fixture
@@ -283,9 +573,21 @@ async def test_a_full_server_is_too_many_clients_and_recovers(
 
     assert reserved_full.reason == Reason.TOO_MANY_CLIENTS
     assert "remaining connection slots are reserved" in reserved_full.detail
+    assert verdict(reserved_full) == (
+        Health.FAILING,
+        "too many clients already: only reserved connection slots are left",
+        "PostgresDown",
+    )
     assert all_full.reason == Reason.TOO_MANY_CLIENTS
     assert "too many clients already" in all_full.detail
+    assert verdict(all_full) == (
+        Health.FAILING,
+        "too many clients already: every connection slot is taken",
+        "PostgresDown",
+    )
+    assert evidence(all_full)["connection"] == "new: the attempt failed"
     assert recovered.success, recovered.detail
+    assert verdict(recovered) == (Health.OK, "", "")
     assert samples_by_name(recovered)["stackprobe_pg_connection_errors"][("too_many_clients",)] == 1
 
 
@@ -302,6 +604,7 @@ async def test_a_server_stopped_mid_run_and_restarted(
 
     assert before.success and after.success, after.detail
     assert during.reason == Reason.CONNECTION_REFUSED, during.detail
+    assert verdict(during)[::2] == (Health.FAILING, "PostgresDown")
     errors = samples_by_name(after)["stackprobe_pg_connection_errors"]
     assert errors[("connection_closed",)] == 1  # the kept connection died with the server
     assert errors[("connection_refused",)] == 1
@@ -323,6 +626,10 @@ async def test_a_terminated_connection_is_replaced_within_the_run(
     found = samples_by_name(result)
     assert found["stackprobe_pg_connection_errors"][("connection_closed",)] == 1
     assert found["stackprobe_pg_connects"] == {(): 2}
+    assert re.fullmatch(
+        r"new, replacing the kept one the server closed: \d+\.\d ms",
+        evidence(result)["connection"],
+    )
 
 
 async def test_a_slow_server_hits_statement_timeout_and_the_connection_is_kept(
@@ -347,6 +654,8 @@ async def test_a_slow_server_hits_statement_timeout_and_the_connection_is_kept(
     after = await probe_runner.run()
 
     assert slow.reason == Reason.STATEMENT_TIMEOUT, slow.detail
+    assert verdict(slow) == (Health.FAILING, slow.detail, "PostgresDown")
+    assert evidence(slow)["connection"] == "reused: kept from an earlier run"
     assert 1.0 <= took < 2.0
     assert slow.detail.startswith("the probe's query ran past statement_timeout 1s")
     assert after.success, after.detail
@@ -374,11 +683,48 @@ async def test_a_server_that_fills_up_after_the_probe_connected_stays_visible(
             await connection.close()
 
     assert full.success, full.detail
+    assert verdict(full) == (
+        Health.FAILING,
+        "connections 100 % of the 4 non-superusers may open (stackprobe's own included): "
+        "new ones get too many clients",
+        "PostgresConnectionsNearLimit",
+    )
     counts = samples_by_name(full)["pg_stat_activity_count"]
     assert counts[("postgres", "idle")] == 3
     found = samples_by_name(full)
     assert found["pg_settings_max_connections"] == {(): 6}
     assert found["pg_settings_superuser_reserved_connections"] == {(): 2}
+
+
+async def test_connections_near_the_limit_degrade_then_fail(runner: Any) -> None:
+    """20 slots for non-superusers: 18 other sessions are 90 %; 19 and stackprobe's own
+    leave none."""
+    require_postgres()
+    cluster = ThrowawayCluster(max_connections=22, reserved=2).create()
+    held: list[asyncpg.Connection] = []
+    try:
+        probe_runner = runner(pg_target(cluster.dsn(), password="admin"))
+        held += [await asyncpg.connect(cluster.dsn(), password="admin") for _ in range(17)]
+        below = await probe_runner.run()
+        held.append(await asyncpg.connect(cluster.dsn(), password="admin"))
+        near = await probe_runner.run()
+        held.append(await asyncpg.connect(cluster.dsn(), password="admin"))
+        full = await probe_runner.run()
+    finally:
+        for connection in held:
+            connection.terminate()
+        cluster.destroy()
+
+    assert verdict(below) == (Health.OK, "", "")
+    assert verdict(near) == (
+        Health.DEGRADED,
+        "connections 90 % of the 20 non-superusers may open",
+        "PostgresConnectionsNearLimit",
+    )
+    assert evidence(near)["sessions"] == (
+        "18 of 20 non-superusers may open, stackprobe's own not counted: 18 idle"
+    )
+    assert verdict(full)[::2] == (Health.FAILING, "PostgresConnectionsNearLimit")
 
 
 @pytest.mark.parametrize(

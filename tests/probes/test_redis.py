@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 import trustme
 
-from stackprobe.contract import ProbeResult
+from stackprobe.contract import EVIDENCE_VALUE_MAX, Health, ProbeResult, Verdict
 from stackprobe.probes import KINDS
 from stackprobe.probes.redis import Reason
 from tests.support.datastores import RedisServer
@@ -57,6 +59,21 @@ def errors(result: ProbeResult) -> dict[str, float]:
     return {labels[0]: value for labels, value in found.items() if value}
 
 
+def evidence(result: ProbeResult) -> dict[str, str]:
+    """The run's evidence by label, after checking what any of it may hold: no canary
+    password, no value past the console's cap, about a kilobyte in all."""
+    for label, text in result.evidence:
+        assert "CANARY" not in text and len(text) <= EVIDENCE_VALUE_MAX, (label, text)
+    assert sum(len(k) + len(v) for k, v in result.evidence) < 1024, result.evidence
+    assert "CANARY" not in result.health().why and "CANARY" not in result.detail
+    return dict(result.evidence)
+
+
+def verdict(result: ProbeResult) -> tuple[Health, str, str]:
+    found = result.health()
+    return found.health, found.why, found.alert
+
+
 def stats(server: RedisServer, section: str) -> dict[str, str]:
     lines = server.cli("INFO", section).splitlines()
     return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
@@ -86,6 +103,30 @@ async def test_healthy_server_exports_redis_exporter_names(
     assert 0 < found["stackprobe_redis_ping_duration_seconds"][()] < 1
     assert set(found["stackprobe_redis_connection_errors"]) == {(r.value,) for r in Reason}
     assert set(found) == {spec.name for spec in KINDS["redis"].metrics}
+
+
+async def test_a_healthy_server_is_ok_with_its_evidence(server: RedisServer, runner: Any) -> None:
+    server.cli("SET", "a", "1")
+    server.cli("-n", "3", "SET", "b", "2")
+    probe_runner = runner(server.url())
+
+    first, second = await probe_runner.run(), await probe_runner.run()
+
+    assert first.success and second.success, first.detail
+    assert first.health() == second.health() == Verdict(Health.OK)
+    shown, again = evidence(first), evidence(second)
+    version = stats(server, "server")["redis_version"]
+    maxclients = server.cli("CONFIG", "GET", "maxclients").split()[1]
+    clients = int(samples_by_name(second)["redis_connected_clients"][()])
+    assert shown["target"] == f"redis {server.url()}"
+    assert shown["server"] == f"Redis {version}, role master"
+    assert re.fullmatch(r"new: connected in \d+\.\d ms", shown["connection"])
+    assert again["connection"] == "reused: kept from an earlier run"
+    assert re.fullmatch(r"PING \d+\.\d ms, INFO \d+\.\d ms", again["commands"])
+    assert again["clients"] == f"{clients} connected of maxclients {maxclients}, 0 blocked"
+    assert re.fullmatch(r"\S+ used, maxmemory none", again["memory"])
+    assert again["keys"] == "db0 1, db3 1"
+    assert "errors" not in again
 
 
 async def test_two_commands_and_no_new_connection_per_run(server: RedisServer, runner: Any) -> None:
@@ -128,6 +169,13 @@ async def test_killed_then_restarted(server: RedisServer, runner: Any) -> None:
 
     assert (down.success, down.reason) == (False, Reason.CONNECTION_REFUSED), down.detail
     assert samples_by_name(down)["redis_up"] == {(): 0}
+    assert verdict(down) == (
+        Health.FAILING,
+        "connection refused: Redis is down or not listening",
+        "RedisDown",
+    )
+    assert evidence(down)["connection"] == "new: the attempt failed"
+    assert evidence(down)["error"] == down.detail
     assert back.success, back.detail
     # The kept connection died with the server ("transport closed"), then connects were refused.
     assert errors(back) == {"connection_closed": 1, "connection_refused": 1}
@@ -146,6 +194,33 @@ async def test_restarted_between_runs_is_recovered_within_the_run(
     assert result.success, result.detail
     assert errors(result) == {"connection_closed": 1}
     assert samples_by_name(result)["stackprobe_redis_connects"] == {(): 2}
+    assert verdict(result) == (Health.OK, "", "")  # one failover is no alert
+    assert re.fullmatch(
+        r"new, replacing the kept one the server closed: \d+\.\d ms",
+        evidence(result)["connection"],
+    )
+    assert evidence(result)["errors"] == "1 closed or timed out in the last 5m"
+
+
+async def test_a_server_that_keeps_closing_connections_degrades(
+    server: RedisServer, runner: Any
+) -> None:
+    """RedisConnectionErrors: three connections closed within five minutes."""
+    probe_runner = runner(server.url())
+    assert (await probe_runner.run()).success
+    results = []
+    for _ in range(3):
+        server.kill()
+        server.start()
+        results.append(await probe_runner.run())
+
+    assert all(r.success for r in results), [r.detail for r in results]
+    assert [verdict(r) for r in results[:2]] == [(Health.OK, "", "")] * 2
+    assert verdict(results[2]) == (
+        Health.DEGRADED,
+        "3 connections closed or timed out in the last 5m",
+        "RedisConnectionErrors",
+    )
 
 
 async def test_a_frozen_server_times_out_within_the_deadline(
@@ -165,6 +240,8 @@ async def test_a_frozen_server_times_out_within_the_deadline(
     thawed = await probe_runner.run()
 
     assert frozen.reason == Reason.TIMEOUT and took < 1.2, (frozen.detail, took)
+    assert verdict(frozen) == (Health.FAILING, "no connection or answer within 1s", "RedisDown")
+    assert evidence(frozen)["connection"] == "reused: kept from an earlier run"
     assert thawed.success, thawed.detail
 
 
@@ -196,8 +273,30 @@ async def test_passwords_and_acl_users(runner: Any) -> None:
     assert right.success and acl.success, (right.detail, acl.detail)
     assert minimal.success, minimal.detail  # no +client|setname: it goes on unnamed
     assert (wrong.reason, missing.reason) == (Reason.AUTH_FAILED, Reason.AUTH_FAILED)
-    for result in (right, acl, wrong, missing):
-        assert "CANARY" not in result.detail
+    for result in (right, acl, minimal, wrong, missing):
+        evidence(result)  # no canary anywhere
+    for result in (wrong, missing):
+        health, why, alert = verdict(result)
+        assert (health, alert) == (Health.FAILING, "StackprobeCannotMeasure")
+        assert why.startswith("stackprobe's own login is refused: "), why
+
+
+async def test_a_url_given_as_a_secret_is_never_shown(runner: Any) -> None:
+    protected = RedisServer("--requirepass", PASSWORD).start()
+    try:
+        results = []
+        for password in (PASSWORD, "CANARY-wrong"):
+            raw = {"name": "cache", "kind": "redis", "url": {"from_env": "URL"}, "timeout": "1s"}
+            url = f"redis://:{password}@127.0.0.1:{protected.port}/0"
+            async with ProbeRunner(make_target(raw, {"URL": url})) as probe_runner:
+                results.append(await probe_runner.run())
+    finally:
+        protected.stop()
+
+    right, wrong = results
+    assert right.success, right.detail
+    assert evidence(right)["target"] == evidence(wrong)["target"] == "redis <url from env URL>"
+    assert verdict(wrong)[::2] == (Health.FAILING, "StackprobeCannotMeasure")
 
 
 async def test_rediss_with_a_private_ca(runner: Any, tmp_path: Path) -> None:
@@ -226,13 +325,20 @@ async def test_rediss_with_a_private_ca(runner: Any, tmp_path: Path) -> None:
 
     assert trusted.success, trusted.detail
     assert untrusted.reason == Reason.TLS, untrusted.detail
+    assert verdict(untrusted)[::2] == (Health.FAILING, "StackprobeCannotMeasure")
 
 
 async def test_refused_from_the_start(runner: Any) -> None:
-    result = await runner(f"redis://127.0.0.1:{free_port()}/0").run()
+    probe_runner = runner(f"redis://127.0.0.1:{free_port()}/0")
+    result = await probe_runner.run()
+    paused = await probe_runner.run()  # within the reconnect pause: no attempt
 
     assert result.reason == Reason.CONNECTION_REFUSED
     assert errors(result) == {"connection_refused": 1}
+    assert verdict(paused) == verdict(result)
+    assert evidence(paused)["connection"] == (
+        "none: waiting out the reconnect pause after the last failure"
+    )
 
 
 async def test_maxclients_reached_is_too_many_clients(runner: Any) -> None:
@@ -260,6 +366,56 @@ async def test_maxclients_reached_is_too_many_clients(runner: Any) -> None:
 
     assert result.reason == Reason.TOO_MANY_CLIENTS, result.detail
     assert errors(result) == {"too_many_clients": 1}
+    assert verdict(result) == (
+        Health.FAILING,
+        "max number of clients reached: maxclients is full",
+        "RedisDown",
+    )
+
+
+async def test_clients_near_maxclients_degrade_then_fail(runner: Any) -> None:
+    """RedisTooManyClients: over 90 % of maxclients connected, stackprobe's own included."""
+    near_full = RedisServer("--maxclients", "20").start()
+    holders: list[socket.socket] = []
+
+    async def connected(expected: int) -> bool:
+        """What the server counts, asked on a held connection: the start-up check's own
+        connection may linger a moment."""
+        holders[0].sendall(b"INFO clients\r\n")
+        reply = holders[0].recv(4096).decode()
+        found = re.search(r"connected_clients:(\d+)", reply)
+        return found is not None and int(found.group(1)) == expected
+
+    def hold() -> None:
+        holder = socket.create_connection(("127.0.0.1", near_full.port))
+        holder.sendall(b"PING\r\n")
+        assert holder.recv(64) == b"+PONG\r\n"
+        holders.append(holder)
+
+    try:
+        for _ in range(18):
+            hold()
+        await wait_until_async(lambda: connected(18), 2.5, what="18 clients", interval=0.05)
+        probe_runner = runner(near_full.url())
+        near = await probe_runner.run()  # 19 of 20
+        hold()
+        full = await probe_runner.run()  # 20 of 20
+    finally:
+        for holder in holders:
+            holder.close()
+        near_full.stop()
+
+    assert verdict(near) == (
+        Health.DEGRADED,
+        "clients 95 % of maxclients (19 of 20)",
+        "RedisTooManyClients",
+    )
+    assert evidence(near)["clients"] == "19 connected of maxclients 20, 0 blocked"
+    assert verdict(full) == (
+        Health.FAILING,
+        "clients 100 % of maxclients (20 of 20)",
+        "RedisTooManyClients",
+    )
 
 
 async def test_a_server_loading_its_dataset_is_loading(runner: Any) -> None:
@@ -280,6 +436,11 @@ async def test_a_server_loading_its_dataset_is_loading(runner: Any) -> None:
 
     assert result.reason == Reason.LOADING, result.detail
     assert errors(result) == {"loading": 1}
+    assert verdict(result) == (
+        Health.FAILING,
+        "Redis is loading its dataset and answers nothing else",
+        "RedisDown",
+    )
 
 
 async def test_the_servers_own_idle_timeout_is_no_error(runner: Any) -> None:

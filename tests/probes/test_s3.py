@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
 
+from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
-from tests.support.aws import REGION, api_calls, by_operation
+from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 DAY = 86400
@@ -162,3 +164,132 @@ async def test_cloudwatch_mode_reads_each_storage_type(s3: Any, aws: AwsClients)
 
     sizes = samples_by_name(result)["aws_s3_bucket_size_bytes"]
     assert sizes == {("rasters", "StandardStorage"): 10.0, ("rasters", "StandardIAStorage"): 90.0}
+
+
+# The verdict: the buckets' health, as the s3 alert rules see it.
+
+GIB = 1024**3
+
+
+def calls(result: Any) -> list[str]:
+    """The "aws call" lines of a run's evidence, without their durations."""
+    return [v.split(" in ")[0] for label, v in result.evidence if label == "aws call"]
+
+
+def findings(result: Any) -> list[tuple[str, str]]:
+    return [(label, v) for label, v in result.evidence if label != "aws call"]
+
+
+def daily_size(cloudwatch: Any, bucket: str, days_ago: int, size: float) -> None:
+    midnight = math.floor(time.time() / DAY) * DAY
+    cloudwatch.put_metric_data(
+        Namespace="AWS/S3",
+        MetricData=[
+            {
+                "MetricName": "BucketSizeBytes",
+                "Dimensions": [
+                    {"Name": "BucketName", "Value": bucket},
+                    {"Name": "StorageType", "Value": "StandardStorage"},
+                ],
+                "Timestamp": datetime.fromtimestamp(midnight - days_ago * DAY, UTC),
+                "Value": size,
+            }
+        ],
+    )
+
+
+async def test_a_bucket_with_a_lifecycle_rule_is_ok(s3: Any, aws: AwsClients) -> None:
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    daily_size(cloudwatch, "uploads", 2, 2.0 * GIB)
+    daily_size(cloudwatch, "uploads", 1, 2.2 * GIB)  # 10 % in a day: not fast
+
+    result = await ProbeRunner.once(
+        make_target({"name": "b", "kind": "s3", "buckets": ["uploads"]}), aws=aws
+    )
+
+    assert result.health() == Verdict(
+        Health.OK, "buckets: 1, each with a lifecycle rule; 2.2 GiB stored"
+    )
+    assert calls(result) == ["s3:GetLifecycleConfiguration ok", "cloudwatch:GetMetricData ok"]
+    assert result.evidence[-1][1].endswith(" ms, 1 page")
+    shown = " ".join(v for _, v in result.evidence) + result.health().why
+    assert CANARY_KEY_ID not in shown and CANARY_SECRET not in shown
+
+
+async def test_no_lifecycle_rule_is_degraded(s3: Any, aws: AwsClients) -> None:
+    target = make_target({"name": "b", "kind": "s3", "buckets": ["rasters", "uploads"]})
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.health() == Verdict(
+        Health.DEGRADED, "rasters: no enabled lifecycle rule, nothing expires", "S3NoLifecycleRule"
+    )
+    # S3 answers a bucket without rules with an error: the evidence says which (the two
+    # calls run side by side, so in either order)
+    assert sorted(calls(result)[:2]) == [
+        "s3:GetLifecycleConfiguration error (NoSuchLifecycleConfiguration)",
+        "s3:GetLifecycleConfiguration ok",
+    ]
+
+
+async def test_a_bucket_growing_a_fifth_in_a_day_is_degraded(s3: Any, aws: AwsClients) -> None:
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    daily_size(cloudwatch, "uploads", 2, 1.0 * GIB)
+    daily_size(cloudwatch, "uploads", 1, 1.5 * GIB)
+    daily_size(cloudwatch, "rasters", 2, 1000.0)  # five times as big, but under 1 GiB
+    daily_size(cloudwatch, "rasters", 1, 5000.0)
+
+    result = await ProbeRunner.once(
+        make_target({"name": "b", "kind": "s3", "buckets": ["uploads", "rasters"]}), aws=aws
+    )
+
+    assert findings(result) == [
+        (
+            "degraded",
+            "uploads: grew 50 % in a day to 1.5 GiB (StandardStorage) (S3BucketGrowingFast)",
+        ),
+        (
+            "degraded",
+            "rasters: no enabled lifecycle rule, nothing expires (S3NoLifecycleRule)",
+        ),
+    ]
+    assert result.health().alert == "S3BucketGrowingFast"
+
+
+async def test_list_mode_sets_the_size_beside_the_one_a_day_before(
+    s3: Any, aws: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state keeps a size an hour; a day later the growth is judged. The kind's clock is
+    moved (its module's `time` alone), and the 1 GiB floor lowered to the test's bytes."""
+    from stackprobe.probes import s3 as kind
+
+    now = [time.time()]
+    monkeypatch.setattr(kind, "time", SimpleNamespace(time=lambda: now[0]))
+    monkeypatch.setattr(kind, "GROWTH_MIN_BYTES", 100)
+    s3.put_object(Bucket="uploads", Key="a", Body=b"x" * 100)
+    target = make_target({"name": "b", "kind": "s3", "buckets": ["uploads"], "mode": "list"})
+    async with ProbeRunner(target, aws=aws) as runner:
+        first = await runner.run()
+        s3.put_object(Bucket="uploads", Key="b", Body=b"x" * 100)
+        now[0] += 3600
+        hour_later = await runner.run()  # no size a day old yet
+        now[0] += DAY - 3600
+        day_later = await runner.run()
+
+    assert first.health().health is Health.OK
+    assert hour_later.health().health is Health.OK
+    assert day_later.health() == Verdict(
+        Health.DEGRADED,
+        "uploads: grew 100 % in a day to 200 B (listed)",
+        "S3BucketGrowingFast",
+    )
+
+
+async def test_a_missing_bucket_cannot_be_measured(s3: Any, aws: AwsClients) -> None:
+    target = make_target({"name": "b", "kind": "s3", "buckets": ["gone"], "mode": "list"})
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    verdict = result.health()
+    assert verdict.health is Health.FAILING and verdict.alert == "StackprobeCannotMeasure"
+    assert "s3:GetLifecycleConfiguration error (NoSuchBucket)" in calls(result)

@@ -8,8 +8,9 @@ from typing import Any
 import boto3
 import pytest
 
+from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
-from tests.support.aws import REGION, api_calls, by_operation, inject
+from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation, inject
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
@@ -99,3 +100,136 @@ def test_a_queue_listed_by_name_and_by_url_is_a_config_error() -> None:
     url = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs"
     with pytest.raises(ConfigError, match="are both queue jobs"):
         queues_target("jobs", url)
+
+
+# The verdict: the queues' health, as the sqs alert rules see it.
+
+
+def calls(result: Any) -> list[str]:
+    """The "aws call" lines of a run's evidence, without their durations."""
+    return [v.split(" in ")[0] for label, v in result.evidence if label == "aws call"]
+
+
+def findings(result: Any) -> list[tuple[str, str]]:
+    return [(label, v) for label, v in result.evidence if label != "aws call"]
+
+
+def with_dead_letter_queue(sqs: Any, name: str) -> tuple[str, str]:
+    """(queue URL, dead-letter queue URL)."""
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"})
+    url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": policy})["QueueUrl"]
+    return url, dlq
+
+
+async def test_a_queue_with_an_empty_dead_letter_queue_is_ok(sqs: Any, aws: AwsClients) -> None:
+    jobs, _ = with_dead_letter_queue(sqs, "jobs")
+    sqs.send_message(QueueUrl=jobs, MessageBody="job")
+
+    result = await ProbeRunner.once(queues_target("jobs"), aws=aws)
+
+    assert result.health() == Verdict(Health.OK, "queues: 1; messages waiting 1, in flight 0")
+    assert calls(result) == ["sqs:GetQueueUrl ok, 2 calls", "sqs:GetQueueAttributes ok, 2 calls"]
+    shown = " ".join(v for _, v in result.evidence) + result.health().why + result.detail
+    assert CANARY_KEY_ID not in shown and CANARY_SECRET not in shown
+    assert "https://" not in shown  # no queue URL: names only
+
+
+async def test_dead_letter_messages_and_no_redrive_policy_are_degraded(
+    sqs: Any, aws: AwsClients
+) -> None:
+    _, dlq = with_dead_letter_queue(sqs, "jobs")
+    sqs.create_queue(QueueName="no-dlq")
+    for i in range(3):
+        sqs.send_message(QueueUrl=dlq, MessageBody=f"failed {i}")
+
+    result = await ProbeRunner.once(queues_target("jobs", "no-dlq"), aws=aws)
+
+    assert result.health() == Verdict(
+        Health.DEGRADED,
+        "jobs-dlq: 3 messages that failed in jobs (+1 more)",
+        "SqsDeadLetterMessages",
+    )
+    assert findings(result) == [
+        ("degraded", "jobs-dlq: 3 messages that failed in jobs (SqsDeadLetterMessages)"),
+        ("degraded", "no-dlq: no dead-letter queue (no redrive policy) (SqsNoRedrivePolicy)"),
+    ]
+
+
+async def test_a_deleted_dead_letter_queue_is_degraded(sqs: Any, aws: AwsClients) -> None:
+    _, dlq = with_dead_letter_queue(sqs, "jobs")
+    sqs.delete_queue(QueueUrl=dlq)
+
+    result = await ProbeRunner.once(queues_target("jobs"), aws=aws)
+
+    assert result.reason == "not_found"
+    assert result.health() == Verdict(
+        Health.DEGRADED,
+        "jobs: its dead-letter queue jobs-dlq does not exist",
+        "SqsDeadLetterQueueMissing",
+    )
+    assert "sqs:GetQueueUrl error (AWS.SimpleQueueService.NonExistentQueue)" in calls(result)
+
+
+async def test_a_growing_queue_nobody_takes_from_is_stuck(sqs: Any, aws: AwsClients) -> None:
+    jobs, _ = with_dead_letter_queue(sqs, "jobs")
+    sqs.send_message(QueueUrl=jobs, MessageBody="job 0")
+    async with ProbeRunner(queues_target("jobs"), aws=aws) as runner:
+        first = await runner.run()  # nothing to compare with yet
+        for i in (1, 2):
+            sqs.send_message(QueueUrl=jobs, MessageBody=f"job {i}")
+        stuck = await runner.run()
+        sqs.receive_message(QueueUrl=jobs, MaxNumberOfMessages=1, VisibilityTimeout=300)
+        sqs.send_message(QueueUrl=jobs, MessageBody="job 3")
+        taken = await runner.run()  # growing, but a worker holds a message: not stuck
+
+    assert first.health().health is Health.OK
+    assert stuck.success
+    assert stuck.health() == Verdict(
+        Health.FAILING,
+        "jobs: queue growing (1 to 3 waiting) and nothing in flight: no worker is taking jobs",
+        "SqsJobsStuck",
+    )
+    assert taken.health() == Verdict(Health.OK, "queues: 1; messages waiting 3, in flight 1")
+
+
+async def test_a_missing_queue_cannot_be_measured(sqs: Any, aws: AwsClients) -> None:
+    result = await ProbeRunner.once(queues_target("nope"), aws=aws)
+
+    verdict = result.health()
+    assert verdict.health is Health.FAILING and verdict.alert == "StackprobeCannotMeasure"
+    assert calls(result) == ["sqs:GetQueueUrl error (AWS.SimpleQueueService.NonExistentQueue)"]
+
+
+async def test_access_denied_is_stackprobe_aws_access_denied(sqs: Any, aws: AwsClients) -> None:
+    sqs.create_queue(QueueName="jobs")
+    target = queues_target("jobs")
+    inject(aws.client(target, "sqs"), "GetQueueAttributes", "AccessDenied", status=403, times=3)
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.health().alert == "StackprobeAwsAccessDenied"
+    assert "sqs:GetQueueAttributes" in result.health().why
+    assert calls(result) == ["sqs:GetQueueUrl ok", "sqs:GetQueueAttributes denied"]
+
+
+async def test_a_throttled_run_keeps_the_last_health(sqs: Any, aws: AwsClients) -> None:
+    sqs.create_queue(QueueName="no-dlq")
+    target = queues_target("no-dlq")
+    async with ProbeRunner(target, aws=aws) as runner:
+        good = await runner.run()
+        inject(aws.client(target, "sqs"), "GetQueueAttributes", "RequestThrottled", times=2)
+        throttled = await runner.run()
+
+    assert throttled.reason == "throttled"
+    assert samples_by_name(throttled) == samples_by_name(good)
+    assert throttled.health() == Verdict(
+        Health.DEGRADED,
+        "AWS throttled this run; the last good values: no-dlq: no dead-letter queue (no "
+        "redrive policy)",
+        "SqsNoRedrivePolicy",
+    )
+    assert calls(throttled) == ["sqs:GetQueueAttributes throttled"]
