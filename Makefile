@@ -7,7 +7,12 @@ demo:  ## stackprobe against a demo ECS stack on this machine (no AWS account ne
 	$(VENV)/bin/stackprobe demo $(if $(POSTGRES_DSN),--postgres-dsn=$(POSTGRES_DSN)) \
 		$(if $(REDIS_URL),--redis-url=$(REDIS_URL))
 
-.PHONY: demo run test lint bench bench-datastores bench-aws dashboards clean
+demo-alerts:  ## the demo with Prometheus and Alertmanager beside it: each fault becomes a page
+	scripts/setup.sh --venv
+	$(VENV)/bin/stackprobe demo --with-alerts $(if $(POSTGRES_DSN),--postgres-dsn=$(POSTGRES_DSN)) \
+		$(if $(REDIS_URL),--redis-url=$(REDIS_URL))
+
+.PHONY: demo demo-alerts run test lint bench bench-datastores bench-aws dashboards clean
 
 run:  ## run stackprobe with its built-in self-check config (no AWS account needed)
 	scripts/setup.sh --venv

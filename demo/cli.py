@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +31,9 @@ def add_demo(commands: Any) -> None:
         description=(
             "Start a demo ECS Fargate stack (AWS in moto, a web app, DNS) and stackprobe "
             "probing it, plus PostgreSQL and Redis at their usual local addresses. With "
-            "--fault or --clear while a demo runs, switch its faults and exit."
+            "--fault or --clear while a demo runs, switch its faults and exit. With "
+            "--with-alerts, also Prometheus with the shipped alert rules and Alertmanager "
+            "with the example routing, so each fault becomes a page."
         ),
     )
     demo.add_argument(
@@ -43,7 +46,9 @@ def add_demo(commands: Any) -> None:
         default="127.0.0.1:8787",
         help="HOST:PORT of the demo app and its fault switch (default: 127.0.0.1:8787)",
     )
-    demo.add_argument("--interval", default="5s", help="how often each target is probed")
+    demo.add_argument(
+        "--interval", help="how often each target is probed (default: 5s; 1s with --with-alerts)"
+    )
     demo.add_argument(
         "--postgres-dsn",
         help="PostgreSQL to probe; a password goes in PGPASSWORD, never in the DSN (default: "
@@ -59,6 +64,12 @@ def add_demo(commands: Any) -> None:
     )
     demo.add_argument(
         "--clear", action="append", default=[], metavar="NAME", help="switch a fault off (or all)"
+    )
+    demo.add_argument(
+        "--with-alerts",
+        action="store_true",
+        help="also run Debian's prometheus with the shipped alert rules (on a faster clock) and "
+        "prometheus-alertmanager with the example routing; the demo logs each page they send",
     )
     demo.add_argument(
         "--print-config",
@@ -113,11 +124,21 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    default = demo.DEFAULT_ALERTS_INTERVAL if args.with_alerts else demo.DEFAULT_INTERVAL
     try:
-        interval = parse_duration(args.interval)
+        interval = parse_duration(args.interval) if args.interval else default
     except ValueError as exc:
         print(f"stackprobe demo: --interval: {exc}", file=sys.stderr)
         return 2
+    tools = None
+    if args.with_alerts:
+        from stackprobe.demo.alerting import find_tools
+
+        found = find_tools()
+        if isinstance(found, str):
+            print(f"stackprobe demo: {found}", file=sys.stderr)
+            return 2
+        tools = found
     demo.demo_environment()
     options = demo.Options(
         listen=listen,
@@ -128,20 +149,29 @@ def _demo(args: argparse.Namespace) -> int:
         faults=args.fault,
         own_postgres=own_postgres,
         own_redis=own_redis,
+        alerting=tools,
     )
     redactor = Redactor()
     configure_logging(args.log_format, args.log_level, redactor)
 
     async def run() -> int:
+        # SIGTERM while it starts: stop what has started (serve() handles it from then on)
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         try:
             async with demo.demo_stack(options) as running:
                 if args.print_config:
                     print(running.config_text, end="")
                     return 0
-                return await serve(running.config, None, *listen, redactor, running.banner)
-        except (OSError, ConfigError, demo.FaultError) as exc:
+                return await serve(
+                    running.config, running.config_path, *listen, redactor, running.banner
+                )
+        except (OSError, ConfigError, demo.FaultError, demo.AlertingError) as exc:
             print(f"stackprobe demo: cannot start: {exc}", file=sys.stderr)
             return 1
+        except asyncio.CancelledError:
+            return 0
 
     try:
         return asyncio.run(run())

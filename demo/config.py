@@ -13,6 +13,9 @@ from stackprobe.demo.faults import POOL_MAX_OVERFLOW, POOL_SIZE
 from stackprobe.demo.site import SITE_NAME
 from stackprobe.durations import format_duration
 
+# The cloudwatch target's period: the demo writes its datapoints at high resolution.
+CLOUDWATCH_PERIOD = 10.0
+
 
 @dataclass(frozen=True)
 class Addresses:
@@ -27,8 +30,9 @@ class Addresses:
     redis_url: str
 
 
-def demo_config(at: Addresses, interval: float) -> str:
-    """Every check each `interval`, given 80 % of it to finish."""
+def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None = None) -> str:
+    """Every check each `interval`, given 80 % of it to finish; `console` is the landing
+    page's section (the demo's Alertmanager, Prometheus and rules, with --with-alerts)."""
     # by address: the demo's DNS serves the aep-dns check, not this machine's resolver
     site = f"https://127.0.0.1:{at.https_port}"
     tls = {"ca_file": at.ca_file}
@@ -116,7 +120,7 @@ def demo_config(at: Addresses, interval: float) -> str:
             "kind": "cloudwatch",
             # the demo writes its datapoints as they happen, at high resolution; CloudWatch
             # would take a minute, and AWS's own ALB, ECS and SQS metrics have 60 s periods
-            "period": "10s",
+            "period": format_duration(CLOUDWATCH_PERIOD),
             "delay": "0s",
             "albs": [{"load_balancer": at.load_balancer_dimension}],
             "ecs_services": [
@@ -133,6 +137,8 @@ def demo_config(at: Addresses, interval: float) -> str:
         "aws": {"region": world.REGION, "endpoint_url": at.aws_endpoint},
         "targets": targets,
     }
+    if console:
+        document["console"] = console
     return yaml.safe_dump(document, sort_keys=False)
 
 

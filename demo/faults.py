@@ -38,6 +38,10 @@ class Fault:
     name: str
     incident: str  # the runbook incident it plays
     what: str  # what it does to the stack
+    # The alerts of alert_rules/*.rules.yml it fires by itself, which page (those it mutes
+    # aside); `stackprobe demo`'s banner says when (tests/test_demo_alerts.py checks them
+    # against the rules and tests/support/incidents.py).
+    alerts: tuple[str, ...] = ()
 
 
 FAULTS = {
@@ -48,102 +52,127 @@ FAULTS = {
             "AEP Incident 1 (all requests 5xx: roll back)",
             "the backend is deployed with code that fails every request but /health/live: "
             "/health/ready answers 500 and the ALB's requests end in 5xx",
+            ("AlbMostRequests5xx", "HealthReadyFailing", "EcsTaskReadyFailing"),
         ),
         Fault(
             "5xx-spike",
             "AEP Incident 1 (ALB 5xx > 5 %)",
             "one request in ten to the backend ends in a 5xx",
+            ("AlbHigh5xxRate",),
         ),
         Fault(
             "redis-transport-closed",
             "AEP Incident 3",
             "the app's pooled Redis connections are dead: /health/ready answers 503 with "
             "redis: false, while Redis itself answers",
+            ("AppRedisPoolBroken",),
         ),
         Fault(
             "redis-flapping",
             "AEP Incident 3 (Redis dropping clients)",
             "Redis closes stackprobe's connections every second",
+            ("RedisConnectionErrors",),
         ),
         Fault(
             "scaled-to-zero",
             "AEP Incident 6 (complete outage)",
             "the backend service is scaled to 0: its tasks stop, its targets leave the ALB, "
-            "/health/live and /health/ready answer 503",
+            "which answers every request with 503; /health/live and /health/ready too",
+            ("EcsServiceScaledToZero", "HealthLiveFailing", "AlbMostRequests5xx"),
         ),
         Fault(
             "tasks-failing",
             "AEP Incident 6 (all tasks stopped: bad deploy)",
             "a backend deployment whose image cannot be pulled: the old tasks stop, every new "
-            "one fails to start and the rollout FAILS; the site answers 503",
+            "one fails to start and the rollout FAILS; the ALB and the site answer 503",
+            (
+                "EcsServiceNoRunningTasks",
+                "HealthLiveFailing",
+                "EcsDeploymentFailed",
+                "EcsServiceCrashLooping",
+                "AlbMostRequests5xx",
+            ),
         ),
         Fault(
             "alb-failed",
             "AEP Incident 6 (ALB offline)",
-            "the load balancer leaves the active state",
+            "the load balancer leaves the active state and answers every request with 5xx itself",
+            ("AlbNotActive", "AlbMostRequests5xx"),
         ),
         Fault(
             "dns-broken",
             "AEP Incident 6 (DNS not resolving)",
             "the site's name has no record any more: NXDOMAIN",
+            ("DnsNotResolving",),
         ),
         Fault(
             "worker-deleted",
             "AEP Incident 6 (a service deleted by accident)",
             "the worker service is deleted",
+            ("EcsServiceMissing",),
         ),
         Fault(
             "db-unreachable",
             "AEP Incident 2 (/health/ready 503: DB connection failing)",
             "the app's tasks cannot reach PostgreSQL (a security group change): /health/ready "
             "answers 503 with database: false, while PostgreSQL itself answers",
+            ("DependencyComponentDown",),
         ),
         Fault(
             "unhealthy-targets",
             "AEP Incident 2",
             "the backend's target group checks /health, which the app does not serve: every "
             "target fails with Target.ResponseCodeMismatch",
+            ("AlbUnhealthyTargets", "AlbNoHealthyTargets", "AlbHealthCheckPathDrift"),
         ),
         Fault(
             "oom-kill",
             "AEP Incident 2 / 6 (task not starting: OOM)",
             "a backend task is killed for running out of memory, and so is each replacement",
+            ("EcsServiceCrashLooping",),
         ),
         Fault(
             "db-pool-exhausted",
             "AEP Incident 4",
             "the backend's pools are used up: every connection of its warmed pools sits idle "
             "in a transaction",
+            ("PostgresAppPoolExhausted", "PostgresIdleInTransaction"),
         ),
         Fault(
             "db-too-many-clients",
             "VivaCampo Scenario 1",
             "connections leak until PostgreSQL refuses new ones: too many clients already",
+            ("PostgresConnectionsNearLimit",),
         ),
         Fault(
             "env-drift",
             "AEP Incident 5",
             "the backend is deployed without BUDGET_ENFORCEMENT_MODE=strict",
+            ("EcsTaskDefinitionEnvDrift",),
         ),
         Fault(
             "access-logs-off",
             "AEP Incident 7 (containment: enable ALB access logs)",
             "the load balancer's access logs are switched off",
+            ("AlbAccessLogsDisabled",),
         ),
         Fault(
             "s3-growth",
             "VivaCampo Scenario 2",
             "S3 reports yesterday's bucket size 50 % above the day before's",
+            ("S3BucketGrowingFast",),
         ),
         Fault(
             "jobs-stuck",
             "VivaCampo Scenario 4",
             "the workers stop taking jobs: the queue grows and nothing is deleted",
+            ("SqsJobsStuck",),
         ),
         Fault(
             "tiles-down",
             "VivaCampo Scenario 3 (map tiles not loading)",
             "the tile server answers 503",
+            ("EndpointFailing",),
         ),
     )
 }
@@ -176,7 +205,13 @@ class Faults:
 
     def state(self) -> list[dict[str, Any]]:
         return [
-            {"name": f.name, "on": f.name in self.on, "incident": f.incident, "what": f.what}
+            {
+                "name": f.name,
+                "on": f.name in self.on,
+                "incident": f.incident,
+                "what": f.what,
+                "alerts": list(f.alerts),
+            }
             for f in FAULTS.values()
         ]
 

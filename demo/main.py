@@ -1,5 +1,6 @@
 """`stackprobe demo`: the demo stack, its fault switch, and stackprobe probing all of it in
-one process, with no AWS account and no config."""
+one process, with no AWS account and no config; with --with-alerts, Prometheus and
+Alertmanager beside it (demo/alerting.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shlex
+import shutil
+import sys
 import tempfile
+import textwrap
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +20,25 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from stackprobe.config import Config, parse_config
+from stackprobe.config import Config, load_config
 from stackprobe.demo import world as stack
+from stackprobe.demo.alerting import (
+    PRODUCTION,
+    Alerting,
+    Pace,
+    Tools,
+    Yesterday,
+    about,
+    demo_clock,
+    group_waits,
+    read_alerts,
+    routing,
+    shipped_rules,
+    timing,
+)
+from stackprobe.demo.alerting import AlertingError as AlertingError
 from stackprobe.demo.cli import DEFAULT_POSTGRES_DSN, DEFAULT_REDIS_URL
-from stackprobe.demo.config import Addresses, demo_config
+from stackprobe.demo.config import CLOUDWATCH_PERIOD, Addresses, demo_config
 from stackprobe.demo.datastores import OwnPostgres, OwnRedis, postgres_refuses, redis_refuses
 from stackprobe.demo.faults import FAULTS as FAULTS
 from stackprobe.demo.faults import POOL_MAX_OVERFLOW, POOL_SIZE, Faults
@@ -27,6 +47,9 @@ from stackprobe.demo.site import SiteState, health_app, self_signed, serve_dns
 from stackprobe.probes import KINDS
 
 DEFAULT_APP_LISTEN = "127.0.0.1:8787"
+DEFAULT_INTERVAL = 5.0
+# With --with-alerts a probe runs each second, as in tests/e2e: the rules' minutes are seconds.
+DEFAULT_ALERTS_INTERVAL = 1.0
 
 
 @dataclass
@@ -41,6 +64,8 @@ class Options:
     # refuses: set when the user named none, so a server they chose is never replaced.
     own_postgres: bool = False
     own_redis: bool = False
+    # Prometheus, Alertmanager and the rules to run beside the demo (--with-alerts), or None.
+    alerting: Tools | None = None
 
 
 def control_routes(app: web.Application, faults: Faults, config: dict[str, str]) -> None:
@@ -56,6 +81,7 @@ def control_routes(app: web.Application, faults: Faults, config: dict[str, str])
         for fault in faults.state():
             mark = "ON " if fault["on"] else "off"
             lines.append(f"  [{mark}] {fault['name']:<24} {fault['incident']}: {fault['what']}")
+            lines.append(f"        {'':<24} pages: {', '.join(fault['alerts'])}")
         lines += [
             "",
             f"switch on:  curl -X POST {base}/faults/NAME   (or: stackprobe demo --fault NAME)",
@@ -106,6 +132,7 @@ def _password_env() -> str | None:
 class Running:
     config: Config  # stackprobe's, probing all of the demo
     config_text: str  # the same, as YAML
+    config_path: Path  # the same, as the file stackprobe loads (and reloads on SIGHUP)
     banner: Callable[[], str]
 
 
@@ -121,6 +148,7 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
     pools = (POOL_SIZE + POOL_MAX_OVERFLOW) * stack.SERVICES[stack.BACKEND]
     own: list[OwnPostgres | OwnRedis] = []
     faults: Faults | None = None
+    alerts: Alerting | None = None
     with tempfile.TemporaryDirectory(prefix="stackprobe-demo-") as tmp:
         try:
             postgres_dsn, redis_url = options.postgres_dsn, options.redis_url
@@ -155,10 +183,7 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
             https_port = runners[-1].addresses[0][1]
             dns_transport, dns_port = await serve_dns(site)
             await asyncio.to_thread(aws.start)
-            # the traffic ticks at most every 10 s, and twice an interval apart for a demo
-            # that checks faster (the tests' 1 s), so CloudWatch figures keep up with it
-            tick = min(stack.TICK, max(1.0, 2 * options.interval))
-            traffic = asyncio.create_task(_traffic(aws, log, tick))
+            traffic = asyncio.create_task(_traffic(aws, log, _tick(options.interval)))
             await faults.warm()
             for name in options.faults:
                 await faults.switch(name, True)
@@ -173,10 +198,33 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
                 postgres_password_env=_password_env(),
                 redis_url=options.redis_url,
             )
-            text = config_holder["text"] = demo_config(addresses, options.interval)
-            config = parse_config(text, "<demo>", KINDS)
-            yield Running(config, text, lambda: _banner(options, aws.endpoint))
+            console = None
+            if options.alerting is not None:
+                alerts = Alerting(
+                    options.alerting,
+                    Path(tmp) / "alerting",
+                    _scrape_address(options.listen),
+                    options.interval,
+                    [YESTERDAY],
+                )
+                await alerts.start()
+                console = {
+                    # the rules on the demo clock: their runbook and dashboard links as shipped
+                    "rules": str(alerts.rules),
+                    "alertmanager_url": alerts.alertmanager_url,
+                    "prometheus_url": alerts.prometheus_url,
+                }
+            text = config_holder["text"] = demo_config(addresses, options.interval, console)
+            # a file, as a user's config is: the page names it, and SIGHUP reloads it
+            path = Path(tmp) / "stackprobe.yml"
+            path.touch(mode=0o600)
+            path.write_text(text)
+            config = load_config(path, KINDS)
+            shown = alerts
+            yield Running(config, text, path, lambda: _banner(options, aws.endpoint, path, shown))
         finally:
+            if alerts is not None:  # first: Prometheus would page on what stops next
+                await alerts.stop()
             if traffic is not None:
                 traffic.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -216,6 +264,12 @@ async def _own_if_refused(
     return started
 
 
+def _tick(interval: float) -> float:
+    """The traffic ticks at most every 10 s, and twice an interval apart for a demo that
+    checks faster (the tests' 1 s), so CloudWatch figures keep up with it."""
+    return min(stack.TICK, max(1.0, 2 * interval))
+
+
 async def _traffic(aws: stack.World, log: structlog.stdlib.BoundLogger, tick: float) -> None:
     while True:
         try:
@@ -225,36 +279,152 @@ async def _traffic(aws: stack.World, log: structlog.stdlib.BoundLogger, tick: fl
         await asyncio.sleep(tick)
 
 
+# What Prometheus scraped of the bucket "yesterday", before s3-growth: S3BucketGrowingFast
+# compares with it (demo/alerting.py backfills it).
+YESTERDAY = Yesterday(
+    "aws_s3_bucket_size_bytes",
+    {"bucket": stack.BUCKET, "storage_type": "StandardStorage", "target": "aep-rasters"},
+    stack.BUCKET_BYTES,
+)
+
+
 def _url(address: tuple[str | None, int]) -> str:
     host, port = address
     return f"http://{host or '127.0.0.1'}:{port}"
 
 
-def _banner(options: Options, aws_endpoint: str) -> str:
+def _scrape_address(address: tuple[str | None, int]) -> str:
+    """Where Prometheus finds stackprobe's /metrics: loopback when it listens on every
+    address."""
+    host, port = address
+    if not host or host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _command() -> str:
+    """How to run stackprobe again as this process was run, for the banner's commands:
+    `.venv/bin/stackprobe` as typed, `stackprobe` when that is the one on PATH, or this
+    Python with -m."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "stackprobe":
+        on_path = shutil.which("stackprobe")
+        if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+            return "stackprobe"
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m stackprobe"
+
+
+def _banner(options: Options, aws_endpoint: str, config_path: Path, alerts: Alerting | None) -> str:
     metrics = _url(options.listen)
     app = _url(options.app_listen)
     host, port = options.app_listen
     default = f"{host}:{port}" == DEFAULT_APP_LISTEN
     where = "" if default else f" --app-listen {host or ''}:{port}"
-    return f"""
-stackprobe demo: an ECS Fargate stack like AEP's, on this machine, no AWS account needed.
+    run = _command()
+    lines = [
+        "",
+        "stackprobe demo: an ECS Fargate stack like AEP's, on this machine, no AWS account needed.",
+        "",
+        f"  stackprobe      {metrics}/           (the console: what is broken, why, which runbook)",
+        f"  /metrics        {metrics}/metrics",
+        f"  the demo app    {app}/           (its faults, and how to switch them)",
+        f"  AWS (moto)      {aws_endpoint}",
+        f"  PostgreSQL      {options.postgres_dsn}",
+        f"  Redis           {options.redis_url}",
+        f"  its config      {config_path}   ({run} demo{where} --print-config)",
+    ]
+    if alerts is not None:
+        lines += [
+            f"  Prometheus      {alerts.prometheus_url}/alerts   (the shipped rules, on the "
+            "demo clock)",
+            f"  Alertmanager    {alerts.alertmanager_url}/   (the example routing; its pages "
+            "are logged here)",
+            f"  their logs      {alerts.work}/{{prometheus,alertmanager}}.log",
+            "",
+            *_wrap(
+                f"Alerts run on the {alerts.clock.label()}: a rule that waits an hour in "
+                "production pages here within about a minute. The rules it runs "
+                f"({alerts.rules}) are for the demo only. Each notification Alertmanager "
+                "sends is logged below as an `alert notification` line: receiver, status, "
+                "alertname, priority, target, runbook_url."
+            ),
+        ]
+    lines += [
+        "",
+        *_wrap(
+            "PostgreSQL and Redis are probed where they usually run; when those refuse the "
+            "demo and the servers are installed, it runs throwaway ones of its own (the log "
+            "says which). A server named with --postgres-dsn or --redis-url is never replaced: "
+            "if it refuses, aep-db or aep-redis shows down with the reason, as it would in "
+            "production (auth_failed: give the password in PGPASSWORD)."
+        ),
+        "",
+        "Play an incident from the runbooks, then look at the console again:",
+        f"  {run} demo{where} --fault unhealthy-targets   (and --clear unhealthy-targets)",
+        f"  curl -X POST {app}/faults/jobs-stuck",
+        "",
+        *_fault_table(options, alerts, run),
+        "Ctrl-C stops the demo.",
+        "",
+    ]
+    return "\n".join(lines)
 
-  stackprobe      {metrics}/           (what it checks, and why a check fails)
-  /metrics        {metrics}/metrics
-  the demo app    {app}/           (its faults, and how to switch them)
-  AWS (moto)      {aws_endpoint}
-  PostgreSQL      {options.postgres_dsn}
-  Redis           {options.redis_url}
 
-PostgreSQL and Redis are probed where they usually run; when those refuse the demo and the
-servers are installed, it runs throwaway ones of its own (the log says which). A server
-named with --postgres-dsn or --redis-url is never replaced: if it refuses, aep-db or
-aep-redis shows down with the reason, as it would in production (auth_failed: give the
-password in PGPASSWORD).
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, 92, break_on_hyphens=False)
 
-Play an incident from the runbooks, then look at /metrics again:
-  stackprobe demo{where} --fault unhealthy-targets   (and --clear unhealthy-targets)
-  curl -X POST {app}/faults/jobs-stuck
-The faults: {", ".join(FAULTS)}.
-Ctrl-C stops the demo.
-"""
+
+def _rows(items: list[str], width: int) -> list[str]:
+    """The items, comma-separated, in lines of at most `width` (an item is never split)."""
+    rows: list[str] = []
+    for item in items:
+        if rows and len(rows[-1]) + 2 + len(item) < width:  # room for its comma
+            rows[-1] += f", {item}"
+        else:
+            if rows:
+                rows[-1] += ","
+            rows.append(item)
+    return rows
+
+
+def _fault_table(options: Options, alerts: Alerting | None, run: str) -> list[str]:
+    """Each fault, the alerts it raises, and when the first pages: with the shipped rules in
+    production, and on the demo clock (this demo's, or the one --with-alerts would run)."""
+    folder = options.alerting.rules if options.alerting else shipped_rules()
+    if folder is None:  # an installed wheel: no rules beside it
+        return [f"The faults: {', '.join(FAULTS)}.", ""]
+    cloudwatch = KINDS["cloudwatch"]
+    fields = cloudwatch.config.model_fields
+    rules = read_alerts(folder, [m.name for m in cloudwatch.metrics])
+    production = Pace(
+        PRODUCTION,
+        options.interval,
+        float(fields["period"].default) + float(fields["delay"].default),
+        group_waits(routing(folder, "")),
+    )
+    interval = options.interval if alerts is not None else DEFAULT_ALERTS_INTERVAL
+    demo_routes = routing(folder, "")
+    timing(demo_routes)
+    # a figure waits for its CloudWatch period to close, and the traffic's next tick
+    lag = CLOUDWATCH_PERIOD + _tick(interval)
+    here = Pace(demo_clock(interval), interval, lag, group_waits(demo_routes))
+    if alerts is not None:
+        head, intro = "here", "and here, on the demo clock:"
+    else:
+        head = "--with-alerts"
+        intro = f"and with --with-alerts (Ctrl-C, then: {run} demo --with-alerts):"
+    lines = _wrap(
+        "Each fault, the alerts it raises, and about when the first one pages: with the "
+        "shipped rules in production (a probe run at this interval, CloudWatch's delay, the "
+        f"rule's `for:`, the routing's wait), {intro}"
+    )
+    lines.append(f"  {'fault':<23} {'production':<11} {head:<14} alerts (priority)")
+    pad = " " * 53  # under the alerts column
+    for fault in FAULTS.values():
+        named = sorted((rules[a] for a in fault.alerts if a in rules), key=here.page_after)
+        when = [about(min(map(p.page_after, named))) if named else "-" for p in (production, here)]
+        body = _rows([f"{r.name} {r.priority}" for r in named], 100 - len(pad)) or ["-"]
+        lines.append(f"  {fault.name:<23} {when[0]:<11} {when[1]:<14} {body[0]}")
+        lines += [pad + more for more in body[1:]]
+    return [*lines, ""]

@@ -4,13 +4,15 @@ traffic that keeps its queue and CloudWatch figures moving, and the AWS side of 
 The stack is AEP's, shrunk: cluster `aep-demo` with backend, frontend and worker services, an
 ALB with a target group per web service, a jobs queue with its dead-letter queue, and a
 rasters bucket with a lifecycle rule and S3's daily storage metrics. Every 10 seconds the
-frontend "serves" requests and the worker takes jobs, and what AWS would record of it goes
-to CloudWatch, so the demo's dashboards move as a live stack's do.
+site "serves" requests and the worker takes jobs, and what AWS would record of it goes to
+CloudWatch, so the demo's dashboards move as a live stack's do: a fault that takes the
+backend off the balancer shows as the balancer's own 5xx, as an outage does there.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import threading
@@ -74,6 +76,9 @@ class World:
         )
 
     def start(self) -> None:
+        # moto's server (werkzeug) logs every request at info, setting its logger's level
+        # itself unless one is set: only its warnings, or the demo's own lines drown
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._patches = ExitStack()
         self._patches.enter_context(behave_like_aws())
         self.server.start()
@@ -275,18 +280,51 @@ class World:
 
     def _traffic(self, now: datetime) -> None:
         requests = random.randint(250, 350)
-        failed = round(requests * self.error_ratio) or random.choice((0, 0, 1))
         lb = {"LoadBalancer": self.load_balancer_dimension}
+        if self._backend_serves():
+            failed = round(requests * self.error_ratio) or random.choice((0, 0, 1))
+            refused = 0
+        else:  # the balancer answers every request with a 5xx of its own; no target answers
+            failed, refused = 0, requests
         self._put(
             "AWS/ApplicationELB",
             [
                 ("RequestCount", {}, requests),
                 ("HTTPCode_Target_5XX_Count", {}, failed),
-                ("HTTPCode_ELB_5XX_Count", {}, 0),
+                ("HTTPCode_ELB_5XX_Count", {}, refused),
             ],
             lb,
             now,
         )
+        if not refused:
+            self._response_times(lb, now)
+        for service in SERVICES:
+            dims = {"ClusterName": CLUSTER, "ServiceName": service}
+            self._put(
+                "AWS/ECS",
+                [
+                    ("CPUUtilization", {}, random.uniform(20, 45)),
+                    ("MemoryUtilization", {}, random.uniform(45, 65)),
+                ],
+                dims,
+                now,
+            )
+
+    def _backend_serves(self) -> bool:
+        """Whether the balancer sends the site's requests to the backend's targets (every
+        request of the demo's traffic is the backend's: the frontend's pages call its API).
+        Not when it is not active (AEP Incident 6, "ALB offline"), nor when its target group
+        has no healthy target: none registered (scaled to zero, every task failing to start)
+        or only ones still registering. With every target unhealthy it fails open, as AWS
+        does, and the targets answer (AEP Incident 2's path mismatch: the app is fine)."""
+        balancer = self.elb.describe_load_balancers(LoadBalancerArns=[self.load_balancer_arn])
+        if balancer["LoadBalancers"][0]["State"]["Code"] != "active":
+            return False
+        health = self.elb.describe_target_health(TargetGroupArn=self.target_groups[BACKEND])
+        states = [t["TargetHealth"]["State"] for t in health["TargetHealthDescriptions"]]
+        return "healthy" in states or (bool(states) and set(states) == {"unhealthy"})
+
+    def _response_times(self, lb: dict[str, str], now: datetime) -> None:
         self.cloudwatch.put_metric_data(
             Namespace="AWS/ApplicationELB",
             MetricData=[
@@ -299,17 +337,6 @@ class World:
                 }
             ],
         )
-        for service in SERVICES:
-            dims = {"ClusterName": CLUSTER, "ServiceName": service}
-            self._put(
-                "AWS/ECS",
-                [
-                    ("CPUUtilization", {}, random.uniform(20, 45)),
-                    ("MemoryUtilization", {}, random.uniform(45, 65)),
-                ],
-                dims,
-                now,
-            )
 
     def _jobs(self, now: datetime) -> None:
         sent = random.randint(2, 4)

@@ -3,8 +3,10 @@ refusing, each fault switched on and off while it runs, and no secret in anythin
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -133,12 +135,42 @@ def test_everything_but_the_absent_datastores_is_green_and_they_say_why(
     assert f"{running.app}/" in banner
     landing = httpx.get(f"{running.metrics}/", timeout=5).text
     assert "aep-redis" in landing and "connection_refused" in landing
+    # the page names the config it runs: the file the demo wrote, gone when it stops
+    config = re.search(r"^  its config\s+(\S+/stackprobe\.yml)", banner, re.MULTILINE)
+    assert config, banner
+    assert config.group(1) in landing and "built-in default" not in landing
+    assert yaml.safe_load(Path(config.group(1)).read_text())["targets"]
+
+
+def test_the_banner_says_each_faults_alerts_and_its_commands_work(demo: tuple[Demo, str]) -> None:
+    running, banner = demo
+    lines = banner.splitlines()
+    for fault in FAULTS.values():
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"  {fault.name} "))
+        # when the first page comes: in production, and on the demo clock of --with-alerts
+        assert re.match(rf"  {fault.name} +~\d+ (s|min|h) +~\d+ (s|min) +\w", lines[at])
+        more = itertools.takewhile(lambda line: line.startswith(" " * 40), lines[at + 1 :])
+        row = " ".join([lines[at], *more])
+        for alert in fault.alerts:  # each with its priority
+            assert re.search(rf"\b{alert} P[0-3]\b", row), (alert, row)
+    switch = next(line for line in lines if "--fault unhealthy-targets" in line).split("(")[0]
+    assert switch.strip().startswith(f"{sys.executable} -m stackprobe demo --app-listen ")
+    done = subprocess.run(shlex.split(switch), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "unhealthy-targets: on", done
+    back = shlex.split(switch.replace("--fault", "--clear"))
+    done = subprocess.run(back, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "unhealthy-targets: off", done
+    curl = next(line for line in lines if line.strip().startswith("curl -X POST"))
+    assert curl.split()[-1] == f"{running.app}/faults/jobs-stuck"
+    assert "--with-alerts" in banner
 
 
 FAULT_SIGNALS = {
+    # an outage: no target behind the balancer, which answers every request itself
     "scaled-to-zero": lambda d: (
         d.value("aws_ecs_service_desired_tasks", service=world.BACKEND) == 0
         and d.value("probe_success", target="aep-live") == 0
+        and refused_share(d) >= 0.9
     ),
     "unhealthy-targets": lambda d: (
         d.value(
@@ -173,10 +205,12 @@ FAULT_SIGNALS = {
         d.value("probe_http_status_code", target="aep-ready") == 500
         and d.value("probe_success", target="aep-live") == 1
         and failed_share(d) >= 0.9
+        and refused_share(d) == 0
     ),
     "5xx-spike": lambda d: 0.05 < failed_share(d) < 0.2,
     "tasks-failing": lambda d: (
-        d.value("aws_ecs_service_running_tasks", service=world.BACKEND) == 0
+        refused_share(d) >= 0.9
+        and d.value("aws_ecs_service_running_tasks", service=world.BACKEND) == 0
         and (
             d.value("aws_ecs_service_deployments", service=world.BACKEND, rollout_state="FAILED")
             or 0
@@ -191,6 +225,7 @@ FAULT_SIGNALS = {
     "alb-failed": lambda d: (
         d.value("aws_alb_load_balancer_state", load_balancer=world.LOAD_BALANCER, state="failed")
         == 1
+        and refused_share(d) >= 0.9
     ),
     "dns-broken": lambda d: (
         d.value("stackprobe_probe_failure_reason", target="aep-dns", reason="nxdomain") == 1
@@ -213,8 +248,17 @@ DATASTORE_FAULTS = {"db-pool-exhausted", "db-too-many-clients", "redis-flapping"
 
 def failed_share(d: Any) -> float:
     """The share of the ALB's requests its targets answered with 5xx, in the newest period."""
+    return _share(d, "aws_applicationelb_httpcode_target_5xx_count_sum")
+
+
+def refused_share(d: Any) -> float:
+    """The share of the ALB's requests it answered with a 5xx of its own (no target)."""
+    return _share(d, "aws_applicationelb_httpcode_elb_5xx_count_sum")
+
+
+def _share(d: Any, series: str) -> float:
     requests = d.value("aws_applicationelb_request_count_sum") or 0
-    failed = d.value("aws_applicationelb_httpcode_target_5xx_count_sum") or 0
+    failed = d.value(series) or 0
     return float(failed / requests) if requests else 0.0
 
 
@@ -382,3 +426,16 @@ def test_without_the_demo_extra_it_says_what_to_install() -> None:
     )
     assert done.returncode == 2
     assert "pip install 'stackprobe[demo]'" in done.stderr and "make demo" in done.stderr
+
+
+def test_the_alerts_page_lists_each_faults_alerts_as_the_demo_does() -> None:
+    """docs/alerts.md's table of the demo's faults against demo/faults.py."""
+    text = (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+    section = text.split("## The demo's faults", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        cells[0]: set(re.findall(r"\b([A-Z][A-Za-z0-9]+) P\d", cells[1]))
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith("| fault")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    assert rows == {name: set(fault.alerts) for name, fault in FAULTS.items()}

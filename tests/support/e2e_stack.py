@@ -3,11 +3,11 @@ the test's own, to fill, stop and restart), a real Prometheus with the shipped r
 Alertmanager with the example routing, and the receivers' far end.
 
 Time runs 60 times faster for the rules: every `for`, range and offset in them is divided
-by 60 (15m becomes 15s, 1d 24m; a `for` gets 5s more, see `faster_rules`), the expressions
-are otherwise as shipped. An alert that waits an hour in production waits a minute here
-(and 5 s); one that compares with yesterday
-compares with 24 minutes ago, which Prometheus learns from a block backfilled by promtool
-(what the bucket held "yesterday").
+by 60 (15m becomes 15s, 1d 24m; a `for` gets 5s more, see demo/alerting.py, which
+`stackprobe demo --with-alerts` runs them with too), the expressions are otherwise as
+shipped. An alert that waits an hour in production waits a minute here (and 5 s); one that
+compares with yesterday compares with 24 minutes ago, which Prometheus learns from a block
+backfilled by promtool (what the bucket held "yesterday").
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import httpx
 import yaml
 
 from stackprobe.demo import world
-from stackprobe.durations import format_duration, parse_duration
+from stackprobe.demo.alerting import backfill, faster_rules, timing
 from tests.support.alerting import RULE_FILES, example_config
 from tests.support.datastores import (
     PROBE_PASSWORD,
@@ -51,46 +50,8 @@ DATABASE = "aep_e2e"
 # Small enough for db-too-many-clients to fill: the app's warmed pools (10), stackprobe's own
 # connection and a few leaked ones.
 MAX_CONNECTIONS, RESERVED = 20, 3
-_DURATION = r"\d+(?:ms|[smhdwy])(?:\d+(?:ms|[smhdwy]))*"
-
-
-def faster(duration: str, floor: float = 1.0) -> str:
-    """A rule's duration on the test's clock, never under `floor` (a second: Prometheus's
-    step)."""
-    seconds = parse_duration(duration)
-    return format_duration(max(floor, seconds / SPEED)) if seconds else duration
-
-
-def faster_expr(expr: str) -> str:
-    # predict_linear's horizon is in seconds, not a duration: `4 * 3600` becomes 4 minutes
-    expr = re.sub(r"(\d+) \* 3600\)", rf"\1 * 3600 / {SPEED})", expr)
-    expr = re.sub(
-        rf"\[({_DURATION})(?::({_DURATION})?)?\]",
-        lambda m: f"[{faster(m[1])}" + (f":{faster(m[2])}" if m[2] else "") + "]",
-        expr,
-    )
-    return re.sub(rf"\boffset ({_DURATION})", lambda m: f"offset {faster(m[1])}", expr)
-
-
-def faster_rules(out: Path) -> list[Path]:
-    out.mkdir()
-    written = []
-    for path in RULE_FILES:
-        document = yaml.safe_load(path.read_text())
-        for group in document["groups"]:
-            for rule in group["rules"]:
-                rule["expr"] = faster_expr(rule["expr"])
-                if "for" in rule:
-                    # 5 s more than the scaled wait: five probe runs, so one slow run on a
-                    # busy machine (its timeout is 0.8 s) pages no more here than one slow
-                    # minute would there. Added, not a floor: a floor would give 2m and 5m
-                    # the same wait, and a cause (AlbMostRequests5xx, 2m) must still fire
-                    # before the symptom it mutes (AlbHigh5xxRate, 5m), as it does there.
-                    rule["for"] = format_duration(5.0 + parse_duration(rule["for"]) / SPEED)
-        target = out / path.name
-        target.write_text(yaml.safe_dump(document, sort_keys=False))
-        written.append(target)
-    return written
+# the rules' clock: `for` slack in seconds (five probe runs, see demo/alerting.py)
+SLACK = 5.0
 
 
 class Receivers:
@@ -218,23 +179,14 @@ async def _database(cluster: ThrowawayCluster) -> None:
 def _backfill(promtool: str, data: Path, demo: str, work: Path) -> None:
     """What Prometheus scraped "yesterday" (24 minutes ago on the test's clock): the bucket's
     size before it grew, with the labels the demo's series carry."""
-    labels = (
-        f'bucket="{world.BUCKET}",instance="{demo}",job="stackprobe",'
-        f'storage_type="StandardStorage",target="aep-rasters"'
-    )
-    now = int(time.time())
-    lines = [
-        f"aws_s3_bucket_size_bytes{{{labels}}} {world.BUCKET_BYTES} {t}"
-        for t in range(now - 45 * 60, now - 12 * 60, 15)
-    ]
-    source = work / "yesterday.om"
-    source.write_text("# TYPE aws_s3_bucket_size_bytes gauge\n" + "\n".join(lines) + "\n# EOF\n")
-    subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    labels = {
+        "bucket": world.BUCKET,
+        "instance": demo,
+        "job": "stackprobe",
+        "storage_type": "StandardStorage",
+        "target": "aep-rasters",
+    }
+    backfill(promtool, data, work, "aws_s3_bucket_size_bytes", labels, world.BUCKET_BYTES, SPEED)
 
 
 @contextmanager
@@ -294,7 +246,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
         _backfill(promtool, data, demo, work)
         prometheus_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(p) for p in faster_rules(work / "rules")],
+            "rule_files": [str(p) for p in faster_rules(RULE_FILES, work / "rules", SPEED, SLACK)],
             "alerting": {
                 "alertmanagers": [
                     {"static_configs": [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]}
@@ -328,17 +280,3 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
         wait_http(f"{e2e.alertmanager}/-/ready", 60, process=am_process, logs=logs[2:])
         wait_http(f"{e2e.prometheus}/-/ready", 60, process=prometheus_process, logs=logs[1:2])
         yield e2e, logs
-
-
-def timing(config: dict[str, Any]) -> None:
-    """The example's waits, shorter: a group waits 10 s, as the example's pager routes do
-    (here a minute of `for` is a second, but a cause is still seen seconds after its symptom
-    when their probes run apart: the wait lets it mute the symptom), and repeats changes
-    every 2 s."""
-    route = config["route"]
-    for node in [route, *route.get("routes", ())]:
-        if "group_wait" in node:
-            node["group_wait"] = "10s"
-        if "group_interval" in node:
-            node["group_interval"] = "2s"
-    route.setdefault("group_interval", "2s")
