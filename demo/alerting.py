@@ -45,6 +45,9 @@ EVALUATION = "1s"
 RETENTION = "3h"
 # What a notification's line keeps of each value it logs (they come from the network).
 LOGGED_MAX = 200
+# What Prometheus and Alertmanager get of the demo's environment: none of its secrets
+# (PGPASSWORD, POSTGRES_DSN, REDIS_URL, AWS_*), only what a process needs to run.
+_CHILD_ENVIRONMENT = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"})
 _DURATION = r"\d+(?:ms|[smhdwy])(?:\d+(?:ms|[smhdwy]))*"
 
 
@@ -118,8 +121,9 @@ def faster_rules(
                 group["name"] = f"{group['name']}-demo-clock"
             for rule in group["rules"]:
                 rule["expr"] = faster_expr(rule["expr"], speed)
-                if "for" in rule:
-                    rule["for"] = format_duration(slack + parse_duration(rule["for"]) / speed)
+                for key in ("for", "keep_firing_for"):
+                    if key in rule:
+                        rule[key] = format_duration(slack + parse_duration(rule[key]) / speed)
         target = out / path.name
         header = "".join(f"# {line}\n" for line in label.splitlines()) if label else ""
         target.write_text(header + yaml.safe_dump(document, sort_keys=False))
@@ -484,10 +488,7 @@ class Alerting:
         )
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        # the demo's own secrets stay with it
-        env = {
-            k: v for k, v in os.environ.items() if k != "PGPASSWORD" and not k.startswith("AWS_")
-        }
+        env = {k: v for k, v in os.environ.items() if k in _CHILD_ENVIRONMENT}
         with self.logs[name].open("wb") as out:
             process = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
