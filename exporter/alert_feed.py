@@ -24,6 +24,10 @@ FRESH_SECONDS = 5.0
 TIMEOUT_SECONDS = 2.0
 BODY_MAX_BYTES = 4 * 1024 * 1024
 SHOWN_MAX = 50
+# What one alert keeps of its strings: the cached feed holds at most SHOWN_MAX of them.
+FIELD_MAX = 200
+SUMMARY_MAX = 500
+URL_MAX = 2000
 _PRIORITIES = ("P0", "P1", "P2", "P3")
 
 
@@ -77,8 +81,14 @@ async def fetch(alertmanager: str | None, prometheus: str | None) -> Feed:
     try:
         data = await _get_json(url)
         raw = data if alertmanager is not None else _prometheus_firing(data)
+        if not isinstance(raw, list):  # a proxy's or a login page's JSON: never "none firing"
+            raise TypeError("not a list of alerts")
         alerts = sorted(
-            (_alert(item) for item in raw if isinstance(item, Mapping)),
+            (
+                _alert(item)
+                for item in raw
+                if isinstance(item, Mapping) and _pages(_strings(item.get("labels")))
+            ),
             key=lambda a: (_rank(a.priority), -a.since, a.name, a.target),
         )
     except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError) as exc:
@@ -90,7 +100,7 @@ async def _get_json(url: str) -> Any:
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
     async with (
         aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
-        session.get(url, headers={"Accept": "application/json"}) as response,
+        session.get(url, headers={"Accept": "application/json"}, allow_redirects=False) as response,
     ):
         if response.status != 200:
             raise ValueError(f"it answered HTTP {response.status}")
@@ -105,15 +115,20 @@ def _prometheus_firing(data: Any) -> list[Any]:
     return [a for a in alerts if isinstance(a, Mapping) and a.get("state") == "firing"]
 
 
+def _pages(labels: Mapping[str, str]) -> bool:
+    """Watchdog and its like (`priority: none`, routed to no one) are not news at 3 a.m."""
+    return labels.get("priority") != "none"
+
+
 def _alert(item: Mapping[str, Any]) -> FiringAlert:
     labels = _strings(item.get("labels"))
     notes = _strings(item.get("annotations"))
     return FiringAlert(
-        name=labels.get("alertname", "?"),
-        priority=labels.get("priority", ""),
-        summary=notes.get("summary", ""),
-        runbook=notes.get("runbook_url", "") or labels.get("runbook_url", ""),
-        target=labels.get("target", "") or labels.get("service", ""),
+        name=labels.get("alertname", "?")[:FIELD_MAX],
+        priority=labels.get("priority", "")[:FIELD_MAX],
+        summary=notes.get("summary", "")[:SUMMARY_MAX],
+        runbook=(notes.get("runbook_url", "") or labels.get("runbook_url", ""))[:URL_MAX],
+        target=(labels.get("target", "") or labels.get("service", ""))[:FIELD_MAX],
         since=_time(item.get("startsAt") or item.get("activeAt")),
     )
 
@@ -141,5 +156,5 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {TIMEOUT_SECONDS:g} s"
     if isinstance(exc, json.JSONDecodeError | KeyError | TypeError):
-        return "its answer is not the alerts API's JSON"
+        return "its answer is not the alerts API's JSON (is the URL the API's root?)"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

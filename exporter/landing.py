@@ -165,6 +165,11 @@ def _links(app: App, verdict: Verdict | None) -> str:
     return "<br>".join(parts)
 
 
+def _link(href: str, text: str) -> str:
+    """A runbook link, or its text alone when the URL was no http(s) one."""
+    return f'<a class="runbook" href="{href}">{esc(text)}</a>' if href else esc(text)
+
+
 def _detail_href(name: str) -> str:
     return esc(f"/target?name={quote(name, safe='')}")
 
@@ -235,8 +240,7 @@ def _itself(app: App, found: Sequence[Row], full: bool) -> str:
             '<tr class="failing"><td><span class="badge failing">failing</span></td>'
             "<td>config reload</td><td>The last config reload failed; the previous config is still "
             f"running<pre>{error}</pre></td><td></td><td></td>"
-            f'<td><a class="runbook" href="{runbook}">'
-            "runbook: StackprobeConfigReloadFailed</a></td><td></td></tr>"
+            f"<td>{_link(runbook, 'runbook: StackprobeConfigReloadFailed')}</td><td></td></tr>"
         )
     pending = sum(1 for r in found if r.record is None)
     state = "pending" if pending else "ok"

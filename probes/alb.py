@@ -244,7 +244,7 @@ def _group_findings(
 
 def _not_healthy(name: str, counts: _Counts) -> str:
     """What is wrong with a group's targets, by state and the commonest reasons, e.g.
-    "aep-api: 2 of 2 targets unhealthy: Target.ResponseCodeMismatch; 1 draining"."""
+    "api-tg: 2 of 2 targets unhealthy: Target.ResponseCodeMismatch; 1 draining"."""
     if counts.registered == 0:
         return f"{name}: no target registered"
     unhealthy = Counter({r: n for (s, r), n in counts.states.items() if s == "unhealthy"})

@@ -480,10 +480,12 @@ EVIDENCE_HEADERS_TOTAL = 400  # characters of header lines in all
 EVIDENCE_COMPONENTS = 3  # components named in a why at most
 # Never shown, whatever the target: credentials and what a server sets to stand for one.
 _HIDDEN_HEADER = re.compile(
-    r"^(authorization|proxy-authorization|cookie|set-cookie|set-cookie2)$"
-    r"|token|secret|passw|api[-_]?key|session|credential",
+    r"auth|cookie|token|secret|passw|api[-_]?key|session|credential|jwt|oidc|signature",
     re.I,
 )
+# Headers whose value is a URL: shown without its query, where presigned signatures and OAuth
+# codes travel.
+_URL_HEADERS = frozenset({"location", "content-location", "link", "refresh"})
 # How a status failure's detail lists the components down; a verdict's why says it better.
 _COMPONENTS_SAID = "; unhealthy components: "
 _TEXT_TYPES = ("json", "text/", "xml", "javascript", "html", "yaml", "urlencoded")
@@ -638,7 +640,9 @@ def _down_components(seen: _Observed) -> list[str]:
 
 
 def _component_alert(down: list[str]) -> str:
-    return REDIS_ALERT if REDIS_COMPONENT.search(down[0]) else COMPONENT_ALERT
+    """AppRedisPoolBroken when any component down is the app's Redis: it pages as well, and
+    its runbook section is the more specific one."""
+    return REDIS_ALERT if any(REDIS_COMPONENT.search(name) for name in down) else COMPONENT_ALERT
 
 
 def _named_down(target: HttpTarget, seen: _Observed) -> str:
@@ -673,7 +677,10 @@ def _evidence(target: HttpTarget, seen: _Observed, body: _Body | None) -> Eviden
     output: request, status line, some headers, the start of the body, TLS. Only what the
     run already had: nothing is read or parsed for it."""
     evidence: list[tuple[str, str]] = [("request", target.request_line())]
-    if seen.final_url is not None:
+    if seen.final_url is not None and isinstance(target.url, SecretRef):
+        # a URL from a secret is shown as its source only, not even its path
+        evidence.append(("redirected", f"{seen.redirects} time(s)"))
+    elif seen.final_url is not None:
         where = seen.final_url.copy_with(query=None, fragment=None, username=None, password=None)
         evidence.append(("redirected", f"{seen.redirects} time(s), last to {where}"))
     if seen.status_line:
@@ -702,26 +709,16 @@ def _body_excerpt(target: HttpTarget, body: _Body, seen: _Observed) -> str:
     content_type = body.content_type.lower()
     if content_type and not any(kind in content_type for kind in _TEXT_TYPES):
         return f"{seen.body_length} bytes of {body.content_type[:60]}, not shown"
-    text = body.data[:EVIDENCE_VALUE_MAX].decode("utf-8", errors="replace")
+    # Scrubbed, then cut: a cut first could leave half a secret the scrub cannot recognise.
+    # Four times what is shown is scrubbed, so a secret starting in what is shown is whole.
+    text = body.data[: EVIDENCE_VALUE_MAX * 4].decode("utf-8", errors="replace")
     return target.secret_scrubber(text)[:EVIDENCE_VALUE_MAX]
 
 
 def _header_name(raw: bytes) -> str | None:
-    """A header's name as shown, None for one never shown; remembered, as the same few names
-    come back on every run of every target and the check is the costly part."""
-    try:
-        return _HEADER_NAMES[raw]
-    except KeyError:
-        pass
+    """A header's name as shown, None for one never shown."""
     name = raw.decode("latin-1").lower()
-    shown = None if _HIDDEN_HEADER.search(name) else name
-    if len(_HEADER_NAMES) < _HEADER_NAMES_MAX:  # a server inventing names fills it only once
-        _HEADER_NAMES[raw] = shown
-    return shown
-
-
-_HEADER_NAMES: dict[bytes, str | None] = {}
-_HEADER_NAMES_MAX = 1024
+    return None if _HIDDEN_HEADER.search(name) else name
 
 
 def _header_evidence(target: HttpTarget, raw: list[tuple[bytes, bytes]]) -> Evidence:
@@ -732,8 +729,12 @@ def _header_evidence(target: HttpTarget, raw: list[tuple[bytes, bytes]]) -> Evid
         name = _header_name(name_bytes)
         if name is None:
             continue
-        line = f"{name}: {value_bytes.decode('latin-1')}"[:EVIDENCE_HEADER_MAX]
-        shown.append(("header", target.secret_scrubber(line)))
+        value = value_bytes.decode("latin-1")
+        if name in _URL_HEADERS:
+            value = value.split("?", 1)[0]
+        # scrubbed whole, then cut, as the body
+        line = target.secret_scrubber(f"{name}: {value}")[:EVIDENCE_HEADER_MAX]
+        shown.append(("header", line))
         budget -= len(line)
         if len(shown) >= EVIDENCE_HEADERS or budget <= 0:
             break

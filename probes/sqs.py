@@ -213,12 +213,22 @@ def _stuck(state: AwsState, depths: Sequence[tuple[str, int, int]]) -> list[Find
         while runs and now - runs[0][0] > STUCK_WINDOW:
             runs.popleft()
         growing = bool(runs) and visible > 0 and visible > runs[0][1]
-        if growing and in_flight == 0 and not any(seen for _, _, seen in runs):
+        taken = [when for when, _, seen in runs if seen]
+        if growing and in_flight == 0 and not taken:
             seen = (
                 f"{name}: queue growing ({runs[0][1]} to {visible} waiting) and nothing in "
                 "flight: no worker is taking jobs"
             )
             found.append(Finding(Health.FAILING, seen, "SqsJobsStuck"))
+        elif growing and in_flight == 0 and runs[-1][2] == 0:
+            # Two runs in a row with nothing taken while the queue grows: said at once,
+            # where the rule waits its window and its `for:` before it pages.
+            seen = (
+                f"{name}: queue growing ({runs[0][1]} to {visible} waiting) and nothing in "
+                f"flight for {now - taken[-1]:.0f}s: workers may have stopped (SqsJobsStuck "
+                "pages after 15 minutes of it)"
+            )
+            found.append(Finding(Health.DEGRADED, seen, "SqsJobsStuck"))
         runs.append((now, visible, in_flight))
     return found
 

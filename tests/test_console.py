@@ -18,6 +18,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 import yaml
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from stackprobe.app import App
@@ -465,3 +466,49 @@ async def test_firing_alerts_from_prometheus_when_there_is_no_alertmanager(
         process.terminate()
         await asyncio.wait_for(process.wait(), 15)
         log.close()
+
+
+async def test_watchdog_is_not_news_and_a_json_that_is_no_alert_list_is_no_all_clear(
+    alertmanager: str,  # noqa: F811 (the imported fixture)
+    tmp_path: Path,
+) -> None:
+    watchdog = alert("Watchdog", "none")
+    async with httpx.AsyncClient() as http:
+        (await http.post(f"{alertmanager}/api/v2/alerts", json=[watchdog])).raise_for_status()
+
+    # a login proxy in front of the Alertmanager: JSON, but not the alerts API's
+    async def login(_: web.Request) -> web.Response:
+        return web.json_response({"login": "required"})
+
+    proxy = web.Application()
+    proxy.router.add_get("/api/v2/alerts", login)
+    runner = web.AppRunner(proxy)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    SAYS.clear()
+    try:
+        for url, says in (
+            (alertmanager, f"None firing at Alertmanager at {alertmanager}."),
+            (
+                f"http://127.0.0.1:{port}",
+                f"Alertmanager at http://127.0.0.1:{port}: could not read the firing alerts: "
+                "its answer is not the alerts API's JSON",
+            ),
+        ):
+            app = await start(config({"alertmanager_url": url}), tmp_path)
+            client = TestClient(TestServer(make_web_app(app, Surface(WebOptions()))))
+            await client.start_server()
+            try:
+
+                async def said(client: TestClient[Any, Any] = client, says: str = says) -> str:
+                    words = Page(await (await client.get("/")).text()).all_text()
+                    return words if says in words else ""
+
+                words = await wait_until_async(said, 20, what=says)
+                assert "Watchdog" not in words
+            finally:
+                await client.close()
+                await app.stop()
+    finally:
+        await runner.cleanup()

@@ -259,7 +259,10 @@ def test_a_fault_becomes_a_page_in_the_log_alertmanager_and_the_console(tmp_path
             assert groups and all(g["name"].endswith("-demo-clock") for g in groups)
             console = httpx.get(f"http://{metrics}/", timeout=5).text
             assert config.group(1) in console and "built-in default" not in console
-            assert "DnsNotResolving" in console
+            # in the firing alerts on top, read from the Alertmanager, not only the row's link
+            firing_section = console.split("Firing alerts", 1)[1].split("</section>", 1)[0]
+            assert "<b>DnsNotResolving</b> on <b>aep-dns</b>" in firing_section, firing_section
+            assert ">P0<" in firing_section
         finally:
             process.send_signal(signal.SIGTERM)
             try:

@@ -182,9 +182,15 @@ async def test_a_growing_queue_nobody_takes_from_is_stuck(sqs: Any, aws: AwsClie
         for i in (1, 2):
             sqs.send_message(QueueUrl=jobs, MessageBody=f"job {i}")
         stuck = await runner.run()
-        sqs.receive_message(QueueUrl=jobs, MaxNumberOfMessages=1, VisibilityTimeout=300)
+        held = sqs.receive_message(QueueUrl=jobs, MaxNumberOfMessages=1, VisibilityTimeout=300)
         sqs.send_message(QueueUrl=jobs, MessageBody="job 3")
         taken = await runner.run()  # growing, but a worker holds a message: not stuck
+        # the worker finishes that job and takes no other
+        sqs.delete_message(QueueUrl=jobs, ReceiptHandle=held["Messages"][0]["ReceiptHandle"])
+        sqs.send_message(QueueUrl=jobs, MessageBody="job 4")
+        once = await runner.run()  # one run with nothing in flight: not yet said
+        sqs.send_message(QueueUrl=jobs, MessageBody="job 5")
+        stopped = await runner.run()
 
     assert first.health().health is Health.OK
     assert stuck.success
@@ -194,6 +200,13 @@ async def test_a_growing_queue_nobody_takes_from_is_stuck(sqs: Any, aws: AwsClie
         "SqsJobsStuck",
     )
     assert taken.health() == Verdict(Health.OK, "queues: 1; messages waiting 3, in flight 1")
+    assert once.health().health is Health.OK
+    verdict = stopped.health()
+    assert verdict.health is Health.DEGRADED and verdict.alert == "SqsJobsStuck", verdict
+    assert verdict.why.startswith("jobs: queue growing (1 to 5 waiting) and nothing in flight for ")
+    assert verdict.why.endswith(
+        "s: workers may have stopped (SqsJobsStuck pages after 15 minutes of it)"
+    )
 
 
 async def test_a_missing_queue_cannot_be_measured(sqs: Any, aws: AwsClients) -> None:
