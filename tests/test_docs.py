@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -255,3 +256,23 @@ def test_the_console_page_names_every_alert_a_verdict_links_and_no_other() -> No
     assert named, "no kind names an alert"
     assert sorted(named - in_table) == []
     assert sorted(in_table - alerts) == []
+
+
+def test_the_readme_quick_start_config_passes_check_config_as_written(tmp_path: Path) -> None:
+    """Without its secrets set: check-config warns about them and passes, as the README says
+    to run it before exporting them."""
+    text = (DOCS.parent / "README.md").read_text()
+    block = text.split("```yaml\n# stackprobe.yml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "stackprobe.yml"
+    path.write_text(block)
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_PASSWORD"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "stackprobe", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "HEALTH_TOKEN" in done.stdout + done.stderr  # said to be unset, not silently passed
