@@ -75,6 +75,7 @@ class Reason(StrEnum):
 TOO_MANY_CLIENTS = 0.9  # RedisTooManyClients: redis_connected_clients / maxclients > 0.9
 CONNECTION_ERRORS = 3  # RedisConnectionErrors: increase(...[5m]) >= 3
 CONNECTION_ERRORS_SECONDS = 300.0  # RedisConnectionErrors: the [5m] of its increase()
+DOWN_SECONDS = 60.0  # RedisDown: its `for: 1m`
 # RedisConnectionErrors: the reasons it counts.
 CONNECTION_ERROR_REASONS = (Reason.CONNECTION_CLOSED, Reason.TIMEOUT)
 # StackprobeCannotMeasure: failures of stackprobe's own access; RedisDown pages on the rest.
@@ -359,14 +360,28 @@ def _state_samples(state: RedisState) -> list[Sample]:
 
 
 def _failed(state: RedisState, reason: StrEnum, detail: str) -> ProbeResult:
-    """Failing either way: RedisDown pages for a server that refuses, is full, closes or does
-    not answer; StackprobeCannotMeasure for stackprobe's own access (its login, TLS, DNS)."""
-    alert = "StackprobeCannotMeasure" if reason in CANNOT_MEASURE else "RedisDown"
+    """RedisDown pages for a server that refuses, is full, closes or does not answer for its
+    `for:` of a minute; StackprobeCannotMeasure for stackprobe's own access (its login, TLS,
+    DNS). A closed connection or a timeout between runs that worked is a server dropping
+    clients (RedisConnectionErrors), degraded, until it has not answered for that minute."""
+    verdict = Verdict(
+        Health.FAILING,
+        _why(reason, detail),
+        "StackprobeCannotMeasure" if reason in CANNOT_MEASURE else "RedisDown",
+    )
+    since_ok = asyncio.get_running_loop().time() - state.last_used
+    if reason in CONNECTION_ERROR_REASONS and state.last_used and since_ok < DOWN_SECONDS:
+        errors = state.errors_within(CONNECTION_ERROR_REASONS, CONNECTION_ERRORS_SECONDS)
+        verdict = Verdict(
+            Health.DEGRADED,
+            f"{verdict.why} ({errors} in the last 5m; it answered {since_ok:.0f}s ago)",
+            "RedisConnectionErrors",
+        )
     return ProbeResult.failed(
         reason,
         detail,
         (REDIS_UP(0), *_state_samples(state)),
-        verdict=Verdict(Health.FAILING, _why(reason, detail), alert),
+        verdict=verdict,
         evidence=(state.described, state.via, ("error", detail[:EVIDENCE_VALUE_MAX])),
     )
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what stackprobe needs on a Debian machine, idempotently; `make test` and CI run it.
 #   scripts/setup.sh           the venv with stackprobe and its test tools, the Debian tools
-#                              the tests use (promtool, dnsmasq), and PostgreSQL and Redis,
+#                              the tests use (promtool, dnsmasq, chromium), and PostgreSQL and Redis,
 #                              configured and started (there is no systemd to start them)
 #   scripts/setup.sh --venv    only the venv (enough to run stackprobe)
 #   scripts/setup.sh --bench   also nginx and prometheus-blackbox-exporter for bench/
@@ -20,6 +20,8 @@ if [ "$mode" != "--venv" ]; then
   need pg_ctlcluster postgresql
   need redis-server redis-server
   need curl curl
+  # the console's tests look at it as a person does (tests/support/browser.py)
+  need chromium chromium
 fi
 if [ "$mode" = "--bench" ]; then
   need nginx nginx-light

@@ -234,13 +234,24 @@ async def test_a_frozen_server_times_out_within_the_deadline(
     try:
         frozen = await probe_runner.run()
         took = loop.time() - started
+        # as if it had not answered for RedisDown's minute: down now
+        probe_runner.state.last_used = loop.time() - 61
+        down = await probe_runner.run()
     finally:
         server.signal(signal.SIGCONT)
     await asyncio.sleep(1.1)
     thawed = await probe_runner.run()
 
     assert frozen.reason == Reason.TIMEOUT and took < 1.2, (frozen.detail, took)
-    assert verdict(frozen) == (Health.FAILING, "no connection or answer within 1s", "RedisDown")
+    # a minute before RedisDown's `for:` is over, a timeout after an answer is a server
+    # dropping clients, not yet a server down
+    health, why, alert = verdict(frozen)
+    assert (health, alert) == (Health.DEGRADED, "RedisConnectionErrors")
+    assert re.fullmatch(
+        r"no connection or answer within 1s \(1 in the last 5m; it answered [01]s ago\)", why
+    ), why
+    assert verdict(down)[::2] == (Health.FAILING, "RedisDown")
+    assert verdict(down)[1].startswith("no connection or answer within 1s"), verdict(down)
     assert evidence(frozen)["connection"] == "reused: kept from an earlier run"
     assert thawed.success, thawed.detail
 
