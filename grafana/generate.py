@@ -509,6 +509,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "EcsServiceNoRunningTasks": ("stackprobe-overview", 4),
     "EcsServiceCrashLooping": ("stackprobe-overview", 15),
     "EcsDeploymentFailed": ("stackprobe-overview", 21),
+    "EcsDeploymentRolledBack": ("stackprobe-ecs", 48),
     "EcsServiceResourcesSaturated": ("stackprobe-overview", 16),
     "EcsTaskDefinitionEnvDrift": ("stackprobe-ecs", 44),
     "SqsJobsStuck": ("stackprobe-overview", 5),
@@ -610,6 +611,28 @@ ECS_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "A deploy in the last 30 minutes is the first suspect (AEP Incident 1).",
                 "AlbHigh5xxRate",
                 unit="m",
+            ),
+            Signal(
+                48,
+                "Rollbacks, and the revision each service replaced",
+                (
+                    (
+                        f"increase(aws_ecs_service_rollbacks_total{{{SERVICE}}}[30m])",
+                        "rollbacks in 30m {{service}}",
+                    ),
+                    (
+                        f"aws_ecs_service_previous_task_definition_revision{{{SERVICE}}}",
+                        "replaced {{service}} {{family}}",
+                    ),
+                    (
+                        f"aws_ecs_service_primary_failed_tasks{{{SERVICE}}}",
+                        "PRIMARY failed tasks {{service}}",
+                    ),
+                ),
+                "A rollback ECS made in the last 30 minutes pages; the revision it replaced is "
+                "the one that failed, and failed tasks on the PRIMARY come before it.",
+                "EcsDeploymentRolledBack",
+                width=24,
             ),
         ),
     ),

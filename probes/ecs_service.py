@@ -15,9 +15,20 @@ right when a filter is not applied (moto ignores ListTasks' serviceName).
 Task definition env is read from the plain `environment` entries only: `secrets` and
 `valueFrom` are never resolved, and no value is exported, only whether it matches.
 
+Rollbacks come from the deployments DescribeServices already returns, no other call. ECS
+rolls a failed rollout back by creating a new PRIMARY deployment of the last completed task
+definition, whose rolloutStateReason reads "ECS deployment circuit breaker: rolling back to
+deploymentId ecs-svc/...", and keeping the failed one ACTIVE with rolloutState FAILED until
+it drains. Either shape counts: that reason on the PRIMARY, or a PRIMARY of an older revision
+of the same family created after a FAILED deployment (a rollback by hand after the breaker
+stopped a rollout). Each rollback deployment is counted once, by its id. The revision a
+service replaced is the newest other deployment's while one is listed, else the one this
+target last saw as PRIMARY before it changed (gone after a restart until the next deploy).
+
 The verdict mirrors alert_rules/ecs.rules.yml with its thresholds. What a rule reads from
 Prometheus' history the state keeps: when each service last wanted tasks (a day, for
-EcsServiceScaledToZero) and when its tasks stopped (15 minutes, for EcsServiceCrashLooping).
+EcsServiceScaledToZero), when its tasks stopped (15 minutes, for EcsServiceCrashLooping) and
+when its rollbacks were seen (30 minutes, for EcsDeploymentRolledBack).
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -62,6 +75,7 @@ SCALED_DOWN_WITHIN = 86400.0  # EcsServiceScaledToZero: wanted tasks in the last
 CRASH_WINDOW = 900.0  # EcsServiceCrashLooping: stops counted over 15 minutes ([15m])
 CRASH_STOPS = 3  # EcsServiceCrashLooping: this many stops (not scaling, not a user's) or more
 ROLLOUT_REASON_SHOWN = 120  # characters of ECS's rolloutStateReason a why shows
+ROLLBACK_WITHIN = 1800.0  # EcsDeploymentRolledBack: increase(rollbacks_total[30m]) > 0
 
 
 class StopClass(StrEnum):
@@ -179,6 +193,27 @@ ENV_MATCH = MetricSpec(
     (*_L, "name"),
 )
 
+PREVIOUS_REVISION = MetricSpec(
+    "aws_ecs_service_previous_task_definition_revision",
+    "Revision of the task definition the PRIMARY deployment replaced: the newest other "
+    "deployment's, else the PRIMARY this target saw before it changed.",
+    (*_L, "family"),
+)
+ROLLBACKS = MetricSpec(
+    "aws_ecs_service_rollbacks",
+    "Rollbacks seen since stackprobe started: a PRIMARY deployment ECS marks as rolling back "
+    "(circuit breaker or alarms), or an older revision deployed over a FAILED one; each "
+    "counted once.",
+    _L,
+    type="counter",
+)
+PRIMARY_FAILED_TASKS = MetricSpec(
+    "aws_ecs_service_primary_failed_tasks",
+    "Tasks of the PRIMARY deployment that failed to start in a row (failedTasks); ECS resets "
+    "it to 0 once one of its tasks runs.",
+    _L,
+)
+
 TARGET_GROUP = MetricSpec(
     "aws_ecs_service_target_group_info",
     "Always 1: the service registers its tasks in this ALB target group. The alert rules join "
@@ -195,11 +230,30 @@ METRICS = (
     FAILED_TASKS,
     LAST_DEPLOYMENT,
     REVISION,
+    PREVIOUS_REVISION,
+    ROLLBACKS,
+    PRIMARY_FAILED_TASKS,
     STOPPED,
     STOPS,
     ENV_MATCH,
     TARGET_GROUP,
 )
+
+
+# How ECS words a rollback on the deployment it creates for it: "ECS deployment circuit
+# breaker: rolling back to deploymentId ecs-svc/1234567890123456789."
+_ROLLING_BACK = re.compile(r"\brolling back to\b", re.I)
+
+
+@dataclass(slots=True)
+class _Rollback:
+    """One rollback a target saw, kept for the verdict for ROLLBACK_WITHIN."""
+
+    seen: float  # monotonic time first seen; on a target's first run, when it began
+    began: float  # unix time ECS created the rollback deployment
+    to: str  # the revision rolled back to: "rev 42"
+    replaced: str  # the revision rolled back from, "" when no longer known
+    cause: str  # "circuit breaker", "alarm", "after a failed rollout"
 
 
 def _name(arn_or_name: str) -> str:
@@ -249,6 +303,8 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
         if service is not None and service.get("status") != "INACTIVE":
             samples.extend(_service_samples(target.cluster, name, service))
     present = [n for n in names if n not in missing]
+    rollouts, findings = _rollouts(target.cluster, [services[n] for n in present], state)
+    samples.extend(rollouts)
     stops: dict[str, Counter[StopClass]] | None = None
     if target.stopped_tasks:
         stopped, stops = await _stopped(target, ctx, state, present)
@@ -260,7 +316,7 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
         for sample in matches:
             if not sample.value:
                 drift.setdefault(sample.label_values[1], []).append(sample.label_values[2])
-    verdict, evidence = _judge(names, services, state, stops, drift)
+    verdict, evidence = _judge(names, services, state, stops, drift, findings)
     if missing:
         return ProbeResult.failed(
             AwsProblem.NOT_FOUND,
@@ -278,6 +334,7 @@ def _judge(
     state: AwsState,
     stops: Mapping[str, Counter[StopClass]] | None,
     drift: Mapping[str, list[str]],
+    rollouts: Mapping[str, Sequence[Finding]],
 ) -> tuple[Verdict, Evidence]:
     """The services' findings, most urgent first, and the verdict on them."""
     now = time.monotonic()
@@ -307,6 +364,7 @@ def _judge(
             seen = f"{name}: running 0 of {desired} desired"
             failing.append(Finding(Health.FAILING, seen, "EcsServiceNoRunningTasks"))
         recent = stops.get(name, Counter()) if stops is not None else Counter()
+        below: list[Finding] = []  # what no rule pages on goes after what one does
         if 0 < running < desired:
             if recent.total() >= CRASH_STOPS:
                 # EcsServiceCrashLooping: 3+ stops in 15m and running < desired
@@ -318,7 +376,10 @@ def _judge(
                 degraded.append(Finding(Health.DEGRADED, seen, "EcsServiceCrashLooping"))
             else:  # no rule pages on this alone: a rollout or a scale-out under way
                 seen = f"{name}: running {running} of {desired} desired"
-                degraded.append(Finding(Health.DEGRADED, seen))
+                below.append(Finding(Health.DEGRADED, seen))
+        # EcsDeploymentRolledBack first: it names the FAILED deployment's outcome
+        paged = [f for f in rollouts.get(name, ()) if f.alert]
+        degraded.extend(paged)
         for deployment in service.get("deployments", ()):
             if deployment.get("rolloutState") == "FAILED":
                 # EcsDeploymentFailed: deployments{rollout_state="FAILED"} > 0
@@ -329,12 +390,142 @@ def _judge(
         if name in drift:  # EcsTaskDefinitionEnvDrift: expected_env_match == 0
             seen = f"{name}: {', '.join(drift[name])} not the expected value"
             degraded.append(Finding(Health.DEGRADED, seen, "EcsTaskDefinitionEnvDrift"))
+        degraded.extend(f for f in rollouts.get(name, ()) if not f.alert)
+        degraded.extend(below)
     for gone in set(wanted) - set(names):
         del wanted[gone]
     return judged(
         failing + degraded,
         f"services: {len(names)}; {running_total} of {desired_total} desired tasks running",
     )
+
+
+def _created(deployment: Mapping[str, Any]) -> float:
+    created = deployment.get("createdAt")
+    return created.timestamp() if isinstance(created, datetime) else 0.0
+
+
+def _rolled_back(
+    deployments: Sequence[Mapping[str, Any]],
+) -> tuple[Mapping[str, Any], Mapping[str, Any] | None, str] | None:
+    """When the PRIMARY deployment is a rollback: it, the deployment it replaced (while ECS
+    still lists it) and the cause."""
+    primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+    if primary is None:
+        return None
+    others = sorted((d for d in deployments if d is not primary), key=_created, reverse=True)
+    failed = [d for d in others if d.get("rolloutState") == "FAILED"]
+    reason = str(primary.get("rolloutStateReason", ""))
+    if _ROLLING_BACK.search(reason):
+        said = reason.lower()
+        cause = (
+            "circuit breaker"
+            if "circuit breaker" in said
+            else "alarm"
+            if "alarm" in said
+            else "ECS"
+        )
+        return primary, (failed or others)[0] if failed or others else None, cause
+    if failed and _created(failed[0]) <= _created(primary):
+        now = _revision(str(primary.get("taskDefinition", "")))
+        was = _revision(str(failed[0].get("taskDefinition", "")))
+        if now is not None and was is not None and now[0] == was[0] and now[1] < was[1]:
+            return primary, failed[0], "after a failed rollout"
+    return None
+
+
+def _rev(task_definition: str) -> str:
+    found = _revision(task_definition)
+    return f"rev {found[1]}" if found is not None else ""
+
+
+def _ago(seconds: float) -> str:
+    return f"{int(seconds)}s ago" if seconds < 60 else f"{int(seconds // 60)}m ago"
+
+
+def _rollouts(
+    cluster: str, services: Sequence[Mapping[str, Any]], state: AwsState
+) -> tuple[list[Sample], dict[str, list[Finding]]]:
+    """Per service: the revision its PRIMARY replaced, its rollbacks (counted once each, by
+    the rollback deployment's id) and the PRIMARY's failed tasks; and what the verdict says
+    of them."""
+    now, wall = time.monotonic(), time.time()
+    first_run = "rollouts_seen" not in state.cache
+    # service -> rollback deployment id -> what was seen of it
+    rollbacks: dict[str, dict[str, _Rollback]] = state.cache.setdefault("rollbacks", {})
+    counted: Counter[str] = state.cache.setdefault("rollbacks_counted", Counter())
+    # service -> task definition ARN of the PRIMARY last seen, and of the one it replaced
+    primaries: dict[str, str] = state.cache.setdefault("primary_task_definition", {})
+    previous: dict[str, str] = state.cache.setdefault("previous_task_definition", {})
+    samples: list[Sample] = []
+    findings: dict[str, list[Finding]] = {}
+    names = set()
+    for service in services:
+        name = str(service["serviceName"])
+        names.add(name)
+        deployments: Sequence[Mapping[str, Any]] = service.get("deployments", ())
+        primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+        current = str((primary or service).get("taskDefinition", ""))
+        replaced = sorted(
+            (d for d in deployments if d is not primary and d.get("taskDefinition") != current),
+            key=_created,
+            reverse=True,
+        )
+        if replaced:
+            previous[name] = str(replaced[0]["taskDefinition"])
+        elif primaries.get(name, current) != current:
+            previous[name] = primaries[name]
+        primaries[name] = current
+        found = _revision(previous.get(name, ""))
+        if found is not None:
+            samples.append(PREVIOUS_REVISION(found[1], cluster, name, found[0]))
+
+        known = rollbacks.setdefault(name, {})
+        rolled = _rolled_back(deployments)
+        if rolled is not None:
+            back, before, cause = rolled
+            ident = str(back.get("id", "")) or current
+            if ident not in known:
+                began = _created(back) or wall
+                age = max(0.0, wall - began)
+                # a target's first run counts only what began within the alert's window
+                if not first_run or age <= ROLLBACK_WITHIN:
+                    counted[name] += 1
+                was = str(before.get("taskDefinition", "")) if before else previous.get(name, "")
+                known[ident] = _Rollback(
+                    now - age if first_run else now,
+                    began,
+                    _rev(str(back.get("taskDefinition", ""))),
+                    _rev(was) if was != back.get("taskDefinition") else "",
+                    cause,
+                )
+        listed = {str(d.get("id", "")) for d in deployments}
+        for ident in [i for i in known if i not in listed]:  # drained, and past the window
+            if now - known[ident].seen > ROLLBACK_WITHIN:
+                del known[ident]
+        samples.append(ROLLBACKS(counted[name], cluster, name))
+        said: list[Finding] = []
+        lately = [r for r in known.values() if now - r.seen <= ROLLBACK_WITHIN]
+        if lately:  # EcsDeploymentRolledBack: increase(rollbacks_total[30m]) > 0
+            last = max(lately, key=lambda r: r.seen)
+            moved = f"from {last.replaced} to {last.to}" if last.replaced else f"to {last.to}"
+            seen = f"{name}: rolled back {moved} ({last.cause}) {_ago(wall - last.began)}"
+            said.append(Finding(Health.DEGRADED, seen, "EcsDeploymentRolledBack"))
+        failed_tasks = int(primary.get("failedTasks", 0)) if primary is not None else 0
+        samples.append(PRIMARY_FAILED_TASKS(failed_tasks, cluster, name))
+        if failed_tasks > 0 and primary is not None and primary.get("rolloutState") != "FAILED":
+            # no rule pages on this alone: the circuit breaker fails the rollout
+            # (EcsDeploymentFailed) or rolls it back (EcsDeploymentRolledBack)
+            tasks = "1 task" if failed_tasks == 1 else f"{failed_tasks} tasks"
+            seen = f"{name}: primary deployment {_rev(current)}: {tasks} failed to start"
+            said.append(Finding(Health.DEGRADED, seen))
+        if said:
+            findings[name] = said
+    for table in (rollbacks, counted, primaries, previous):
+        for gone in set(table) - names:
+            del table[gone]
+    state.cache["rollouts_seen"] = True
+    return samples, findings
 
 
 async def _list_services(target: EcsServiceTarget, ctx: ProbeContext) -> list[str]:

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
+from moto.core.utils import utcnow
 
 from stackprobe.contract import Health, Verdict
+from stackprobe.probes import ecs_service
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.ecs_service import StopClass, stop_class
 from tests.support.aws import (
@@ -57,6 +61,11 @@ async def test_counts_per_service_from_the_whole_cluster(
     }
     deployed = value(result, "aws_ecs_service_last_deployment_timestamp_seconds", "aep", "aep-api")
     assert time.time() - 120 < deployed <= time.time() + 1
+    found = samples_by_name(result)
+    assert set(found["aws_ecs_service_rollbacks"].values()) == {0}
+    assert set(found["aws_ecs_service_primary_failed_tasks"].values()) == {0}
+    # nothing replaced yet: one deployment each, and no earlier run to remember one from
+    assert "aws_ecs_service_previous_task_definition_revision" not in found
 
 
 @pytest.mark.parametrize(("services", "describe_calls", "list_pages"), [(25, 3, 1), (105, 11, 2)])
@@ -501,3 +510,163 @@ async def test_access_denied_names_its_alert_and_keeps_the_calls(
         "ecs:ListTasks denied",
     ]
     assert_no_secret(result)
+
+
+# Rollbacks: DescribeServices' deployments as ECS shows a circuit-breaker rollback
+# (EcsStack.roll_back), the revisions, and the counter each is counted in once.
+
+
+def revisions(result: Any, service: str = "aep-api") -> tuple[float | None, float | None]:
+    """(current, previous) task definition revision of a service, None when not exported."""
+    found = samples_by_name(result)
+    current = found["aws_ecs_service_task_definition_revision"].get(("aep", service, service))
+    previous = found.get("aws_ecs_service_previous_task_definition_revision", {})
+    return current, previous.get(("aep", service, service))
+
+
+def rollbacks(result: Any, service: str = "aep-api") -> float:
+    return value(result, "aws_ecs_service_rollbacks", "aep", service)
+
+
+class Clock:
+    """The ecs_service module's clocks, moved on without sleeping (the loop keeps its own)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    moved = Clock()
+    monkeypatch.setattr(
+        ecs_service, "time", SimpleNamespace(monotonic=moved.monotonic, time=moved.time)
+    )
+    return moved
+
+
+async def test_a_circuit_breaker_rollback_is_counted_once_and_degraded_for_30_minutes(
+    stack: EcsStack, aws: AwsClients, clock: Clock
+) -> None:
+    stack.service("aep-api", desired=2, running=2)  # aep-api:1, COMPLETED
+    stack.deploy("aep-api", stack.task_definition("aep-api"))  # aep-api:2
+    target = ecs_target(services=["aep-api"], stopped_tasks=False)
+    async with ProbeRunner(target, aws=aws) as runner:
+        rolling = await runner.run()
+        stack.backend_service("aep-api").deployments[0]["failedTasks"] = 3
+        failing = await runner.run()
+        stack.roll_back("aep-api", failed_tasks=4)
+        back = stack.backend_service("aep-api").deployments[0]
+        back["createdAt"] = utcnow() - timedelta(minutes=4)
+        rolled = await runner.run()
+        again = await runner.run()
+        stack.complete_deployment("aep-api")
+        completed = await runner.run()
+        clock.offset = 26 * 60.0  # 30 minutes after the rollback began; 26 after it was seen
+        late = await runner.run()
+        clock.offset = 30 * 60.0 + 1
+        past = await runner.run()
+
+    assert revisions(rolling) == (2, 1)
+    assert rollbacks(rolling) == 0
+    assert rolling.health().health is Health.OK
+
+    assert value(failing, "aws_ecs_service_primary_failed_tasks", "aep", "aep-api") == 3
+    assert failing.health() == Verdict(
+        Health.DEGRADED, "aep-api: primary deployment rev 2: 3 tasks failed to start"
+    )
+
+    # ECS runs aep-api:1 again in a new PRIMARY; aep-api:2 is ACTIVE and FAILED until it drains
+    assert revisions(rolled) == (1, 2)
+    assert rollbacks(rolled) == 1
+    assert value(rolled, "aws_ecs_service_primary_failed_tasks", "aep", "aep-api") == 0
+    assert value(rolled, "aws_ecs_service_deployment_failed_tasks", "aep", "aep-api") == 4
+    assert rolled.health() == Verdict(
+        Health.DEGRADED,
+        "aep-api: rolled back from rev 2 to rev 1 (circuit breaker) 4m ago (+1 more)",
+        "EcsDeploymentRolledBack",
+    )
+    assert findings(rolled) == [
+        (
+            "degraded",
+            "aep-api: rolled back from rev 2 to rev 1 (circuit breaker) 4m ago "
+            "(EcsDeploymentRolledBack)",
+        ),
+        (
+            "degraded",
+            "aep-api: ACTIVE deployment rollout FAILED: ECS deployment circuit breaker: tasks "
+            "failed to start. (EcsDeploymentFailed)",
+        ),
+    ]
+    assert rollbacks(again) == 1  # the same rollback deployment: not counted twice
+
+    # done rolling back: the failed deployment is gone, the revision it replaced remembered
+    assert revisions(completed) == (1, 2)
+    assert rollbacks(completed) == 1
+    assert completed.health() == Verdict(
+        Health.DEGRADED,
+        "aep-api: rolled back from rev 2 to rev 1 (circuit breaker) 4m ago",
+        "EcsDeploymentRolledBack",
+    )
+    assert late.health().why == "aep-api: rolled back from rev 2 to rev 1 (circuit breaker) 30m ago"
+    assert past.health() == Verdict(Health.OK, "services: 1; 2 of 2 desired tasks running")
+    assert rollbacks(past) == 1 and revisions(past) == (1, 2)
+    assert_no_secret(rolled)
+
+
+async def test_a_first_run_counts_a_rollback_only_within_the_alerts_window(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    """A restart must not page again for an old rollback, nor forget a recent one."""
+    for name, minutes in (("aep-api", 2), ("aep-worker", 90)):
+        stack.service(name, desired=1)
+        stack.deploy(name, stack.task_definition(name))
+        stack.roll_back(name)
+        stack.backend_service(name).deployments[0]["createdAt"] = utcnow() - timedelta(
+            minutes=minutes
+        )
+
+    result = await ProbeRunner.once(ecs_target(stopped_tasks=False), aws=aws)
+
+    assert rollbacks(result, "aep-api") == 1
+    assert rollbacks(result, "aep-worker") == 0
+    assert revisions(result, "aep-worker") == (1, 2)
+    assert findings(result)[0] == (
+        "degraded",
+        "aep-api: rolled back from rev 2 to rev 1 (circuit breaker) 2m ago "
+        "(EcsDeploymentRolledBack)",
+    )
+    assert not any("aep-worker: rolled back" in why for _, why in findings(result))
+
+
+async def test_an_older_revision_deployed_over_a_failed_rollout_is_a_rollback(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    """No circuit-breaker rollback (its rollback option off): the breaker fails the rollout,
+    then someone deploys the previous revision again. A fix deployed over it is no rollback."""
+    stack.service("aep-api", desired=2, running=2)
+    stack.service("aep-worker", desired=1, running=1)
+    for name in ("aep-api", "aep-worker"):
+        stack.deploy(name, stack.task_definition(name))  # rev 2
+        broken = stack.backend_service(name).deployments[0]
+        broken.update(rolloutState="FAILED", rolloutStateReason="ECS deployment circuit breaker.")
+    stack.deploy("aep-api", stack.backend_service("aep-api").deployments[1]["taskDefinition"])
+    stack.deploy("aep-worker", stack.task_definition("aep-worker"))  # rev 3: a fix
+    target = ecs_target(stopped_tasks=False)
+    async with ProbeRunner(target, aws=aws) as runner:
+        first = await runner.run()
+        second = await runner.run()
+
+    assert rollbacks(first, "aep-api") == 1 and rollbacks(second, "aep-api") == 1
+    assert rollbacks(second, "aep-worker") == 0
+    assert revisions(first, "aep-api") == (1, 2)
+    assert revisions(first, "aep-worker") == (3, 2)
+    assert first.health().alert == "EcsDeploymentRolledBack"
+    assert first.health().why.startswith(
+        "aep-api: rolled back from rev 2 to rev 1 (after a failed rollout) "
+    )
