@@ -2,10 +2,11 @@
 CloudWatch part costs.
 
 Inventory (issue floors): 3 clusters x 10 services, 20 target groups on 2 ALBs, 10 queues with
-10 dead-letter queues, 5 buckets, all in moto (in-process, made faithful by
-tests/support/aws.py: AWS's page and batch limits, percentiles). Every AWS kind probes all of
-it: three ecs_service targets, one alb, one sqs, one s3 (cloudwatch mode) and one cloudwatch
-target with the ALBs, the 30 services and the 10 queues.
+10 dead-letter queues, 5 buckets, 3 log groups, all in moto (in-process, made faithful by
+tests/support/aws.py: AWS's page and batch limits, percentiles, FilterLogEvents). Every AWS
+kind probes all of it: three ecs_service targets, one alb, one sqs, one s3 (cloudwatch mode),
+one cloudwatch target with the ALBs, the 30 services and the 10 queues, and one logs target
+counting the 7 built-in signals in the log groups a prefix names.
 
 Cycle 1 is cold (queue URLs and task definitions are fetched once, stopped tasks described
 once); cycle 2 is the steady state every later cycle repeats. Cycle 3 has every AWS request
@@ -43,10 +44,12 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from stackprobe.config import parse_config  # noqa: E402
 from stackprobe.probes import KINDS  # noqa: E402
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics, AwsSettings  # noqa: E402
+from stackprobe.probes.logs import SIGNALS as LOG_SIGNALS  # noqa: E402
 from tests.support.aws import REGION, Inventory, api_calls, faithful_aws, inject  # noqa: E402
 from tests.support.probing import ProbeRunner  # noqa: E402
 
 CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS = 3, 10, 20, 10, 5
+LOG_GROUPS = 3
 STOPPED_PER_CLUSTER = 1  # Inventory stops one task per cluster
 PRICE_PER_1000_METRICS = 0.01  # GetMetricData, USD, AWS's list price (us-east-1)
 SECONDS_PER_MONTH = 30 * 86400
@@ -72,6 +75,10 @@ def minimum(cold: bool, queries: int, daily_queries: int) -> Counter[str]:
         need["GetQueueUrl"] += 2 * QUEUES
     need["GetBucketLifecycleConfiguration"] += BUCKETS
     need["GetMetricData"] += math.ceil(queries / 500) + math.ceil(daily_queries / 500)
+    # FilterLogEvents reads one log group a call: one per (pattern, group) while a window's
+    # matches fit one page (10,000 events); the prefix is resolved once a run
+    need["DescribeLogGroups"] += 1
+    need["FilterLogEvents"] += len(LOG_SIGNALS) * LOG_GROUPS
     return need
 
 
@@ -109,10 +116,11 @@ async def main() -> None:
     with credentials(), faithful_aws():
         print(
             f"seeding moto: {CLUSTERS} clusters x {SERVICES} services, {TARGET_GROUPS} "
-            f"target groups, {QUEUES} queues + DLQs, {BUCKETS} buckets ...",
+            f"target groups, {QUEUES} queues + DLQs, {BUCKETS} buckets, {LOG_GROUPS} log "
+            "groups ...",
             flush=True,
         )
-        inventory = Inventory(CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS)
+        inventory = Inventory(CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS, LOG_GROUPS)
         raw = [
             t
             for t in inventory.targets(percentiles=True)
@@ -171,6 +179,14 @@ async def main() -> None:
                 print(f"  {op:34} {made[op]:6d} {need[op]:8d}{flag}")
             print(f"  calls repeated within the cycle for the same data: {len(repeated)}")
             print(f"  GetMetricData metrics requested: {requested}")
+            logs_calls = made["FilterLogEvents"] + made["DescribeLogGroups"]
+            print(
+                f"  logs target: {logs_calls} calls ({made['FilterLogEvents']} FilterLogEvents "
+                f"= {len(LOG_SIGNALS)} patterns x {LOG_GROUPS} log groups, "
+                f"{made['DescribeLogGroups']} DescribeLogGroups for its prefix); at a 1m "
+                f"interval {made['FilterLogEvents'] / 60:.2f} FilterLogEvents/s of the "
+                "account's 5/s"
+            )
 
         steady = rows[1]
         print()

@@ -1,16 +1,21 @@
 """An ECS Fargate stack in moto, shared by `stackprobe demo` and the tests.
 
 moto stands in for AWS but differs where stackprobe looks: it reports every registered ip
-target healthy, fails on percentile statistics, and walks a running task towards STOPPED
-each time it is described. `behave_like_aws()` closes those gaps in this process (moto's
-server mode runs its backends in-process too), so what the demo shows and what the tests
-assert is what AWS would answer.
+target healthy, fails on percentile statistics, walks a running task towards STOPPED each
+time it is described, and its FilterLogEvents matches every event for any filter pattern
+but a single term or phrase (`?a ?b` included), ignores `logStreamNamePrefix` and
+`logGroupIdentifier`, and orders events stream by stream. `behave_like_aws()` closes those
+gaps in this process (moto's server mode runs its backends in-process too), so what the demo
+shows and what the tests assert is what AWS would answer.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -19,6 +24,9 @@ from unittest import mock
 from moto.cloudwatch.models import Statistics
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.elbv2.models import FakeTargetGroup
+from moto.logs.exceptions import InvalidParameterException as LogsInvalidParameter
+from moto.logs.exceptions import ResourceNotFoundException as LogsNotFound
+from moto.logs.responses import LogsResponse
 from moto.moto_api import state_manager
 
 ACCOUNT = DEFAULT_ACCOUNT_ID  # MOTO_ACCOUNT_ID, when set
@@ -48,13 +56,150 @@ def _with_percentiles(self: Statistics, stat: str) -> Any:
     return _statistic(self, stat)
 
 
+# FilterLogEvents as the API reference describes it: one log group, named by logGroupName or
+# logGroupIdentifier (never both); logStreamNames or logStreamNamePrefix (never both);
+# startTime and endTime both inclusive; events of every stream interleaved by timestamp; a
+# page holds at most `limit` events (1-10,000, 10,000 by default) and at most 1 MB; a
+# nextToken while more remain. CloudWatch's filter-pattern syntax for unstructured events is
+# evaluated (terms, "exact phrases", ?any-of, -excluded, case-sensitive); a JSON,
+# space-delimited or %regex% pattern is refused rather than matching everything as moto does.
+FILTER_PAGE_EVENTS = 10_000
+FILTER_PAGE_BYTES = 1_048_576
+_EVENT_OVERHEAD = 26  # bytes AWS counts per event beside its message (PutLogEvents' rule)
+_FILTER_TERM = re.compile(r'([?-]?)(?:"((?:[^"\\]|\\.)*)"|([^\s"]+))(?=\s|$)')
+
+
+def filter_pattern_matcher(pattern: str) -> Callable[[str], bool]:
+    """Whether a message matches a CloudWatch Logs filter pattern for unstructured events:
+    every plain term, none of the `-` terms, and one of the `?` terms when there are any."""
+    text = pattern.strip()
+    if not text or text == '""':
+        return lambda message: True
+    if text[0] in "{[":
+        raise ValueError(f"JSON and space-delimited patterns are not evaluated here: {text}")
+    required: list[str] = []
+    excluded: list[str] = []
+    any_of: list[str] = []
+    position = 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        match = _FILTER_TERM.match(text, position)
+        if match is None:
+            raise ValueError(f"cannot parse the filter pattern {text!r} at {position}")
+        prefix, phrase, word = match.groups()
+        if word is not None and word.startswith("%"):
+            raise ValueError(f"regular-expression patterns are not evaluated here: {text}")
+        term = re.sub(r"\\(.)", r"\1", phrase) if phrase is not None else word
+        {"?": any_of, "-": excluded, "": required}[prefix].append(term)
+        position = match.end()
+
+    def matches(message: str) -> bool:
+        return (
+            all(term in message for term in required)
+            and not any(term in message for term in excluded)
+            and (not any_of or any(term in message for term in any_of))
+        )
+
+    return matches
+
+
+def _filter_log_events(self: LogsResponse) -> str:
+    name = self._get_param("logGroupName")
+    identifier = self._get_param("logGroupIdentifier")
+    if (name is None) == (identifier is None):
+        raise LogsInvalidParameter(
+            "You must include either logGroupIdentifier or logGroupName, but not both."
+        )
+    if identifier is not None:  # a name, or an ARN (arn:aws:logs:REGION:ACCOUNT:log-group:NAME)
+        name = identifier.split(":log-group:", 1)[-1].removesuffix(":*")
+    streams_named = self._get_param("logStreamNames")
+    stream_prefix = self._get_param("logStreamNamePrefix")
+    if streams_named and stream_prefix is not None:
+        raise LogsInvalidParameter(
+            "logStreamNames and logStreamNamePrefix cannot both be specified."
+        )
+    limit = self._get_param("limit")
+    if limit is not None and not 1 <= int(limit) <= FILTER_PAGE_EVENTS:
+        raise LogsInvalidParameter(
+            constraint=f"Member must have value between 1 and {FILTER_PAGE_EVENTS}",
+            parameter="limit",
+            value=limit,
+        )
+    start, end = self._get_param("startTime"), self._get_param("endTime")
+    try:
+        matches = filter_pattern_matcher(self._get_param("filterPattern") or "")
+    except ValueError as exc:
+        raise LogsInvalidParameter(str(exc)) from None
+    group = self.logs_backend.groups.get(name)
+    if group is None:
+        raise LogsNotFound("The specified log group does not exist.")
+    streams = {
+        stream_name: stream
+        for stream_name, stream in group.streams.items()
+        if (not streams_named or stream_name in streams_named)
+        and stream_name.startswith(stream_prefix or "")
+    }
+    found = sorted(
+        (
+            (event.timestamp, event.ingestion_time, int(event.event_id), stream_name, event)
+            for stream_name, stream in streams.items()
+            for event in stream.events
+            if (start is None or event.timestamp >= start)
+            and (end is None or event.timestamp <= end)
+            and matches(event.message)
+        ),
+        key=lambda found: found[:3],
+    )
+    token = self._get_param("nextToken")
+    if token:
+        try:
+            token_group, *after = json.loads(base64.b64decode(token))
+        except ValueError:
+            raise LogsInvalidParameter("The specified nextToken is invalid.") from None
+        if token_group != name:
+            raise LogsInvalidParameter("The specified nextToken is invalid.")
+        found = [f for f in found if list(f[:3]) > after]
+    page: list[tuple[int, int, int, str, Any]] = []
+    size = 0
+    for timestamp, ingested, event_id, stream_name, event in found:
+        size += len(event.message.encode()) + _EVENT_OVERHEAD
+        if len(page) >= int(limit or FILTER_PAGE_EVENTS) or (page and size > FILTER_PAGE_BYTES):
+            break
+        page.append((timestamp, ingested, event_id, stream_name, event))
+    answer: dict[str, Any] = {
+        "events": [
+            {
+                "logStreamName": stream_name,
+                "timestamp": timestamp,
+                "message": event.message,
+                "ingestionTime": ingested,
+                "eventId": str(event_id),
+            }
+            for timestamp, ingested, event_id, stream_name, event in page
+        ],
+        "searchedLogStreams": [
+            {"logStreamName": stream_name, "searchedCompletely": True} for stream_name in streams
+        ],
+    }
+    if len(page) < len(found):
+        last = list(page[-1][:3])
+        answer["nextToken"] = base64.b64encode(json.dumps([name, *last]).encode()).decode()
+    return json.dumps(answer)
+
+
 @contextmanager
 def behave_like_aws() -> Iterator[None]:
-    """Target health that can fail, percentiles, and running tasks that stay RUNNING."""
+    """Target health that can fail, percentiles, running tasks that stay RUNNING, and
+    FilterLogEvents as CloudWatch Logs answers it."""
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(FakeTargetGroup, "health_for", _patched_health_for))
         stack.enter_context(
             mock.patch.object(Statistics, "get_statistics_for_type", _with_percentiles)
+        )
+        stack.enter_context(
+            mock.patch.object(LogsResponse, "filter_log_events", _filter_log_events)
         )
         # on AWS a running task stays RUNNING until something stops it
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
@@ -236,6 +381,40 @@ class EcsStack:
             runningCount=service.running_count,
         )
         service.deployments = [newest]
+
+    def roll_back(self, name: str, failed_tasks: int = 3) -> None:
+        """The deployment circuit breaker gives up on the newest deployment and rolls back, as
+        DescribeServices shows it while it does (moto has no circuit breaker): the failed
+        deployment ACTIVE with rolloutState FAILED, and a new PRIMARY deployment of the last
+        completed one's task definition "rolling back to deploymentId" it."""
+        from moto.core.utils import utcnow
+
+        service = self.backend_service(name)
+        failed, *older = service.deployments
+        stable = next(d for d in older if d.get("rolloutState") == "COMPLETED")
+        now = utcnow()
+        failed.update(
+            status="ACTIVE",
+            rolloutState="FAILED",
+            rolloutStateReason="ECS deployment circuit breaker: tasks failed to start.",
+            failedTasks=failed_tasks,
+            runningCount=0,
+            updatedAt=now,
+        )
+        back = {
+            **stable,
+            "id": f"ecs-svc/{uuid.uuid4().int % 10**19:019d}",
+            "status": "PRIMARY",
+            "createdAt": now,
+            "updatedAt": now,
+            "failedTasks": 0,
+            "rolloutState": "IN_PROGRESS",
+            "rolloutStateReason": (
+                f"ECS deployment circuit breaker: rolling back to deploymentId {stable['id']}."
+            ),
+        }
+        service.task_definition = stable["taskDefinition"]
+        service.deployments = [back, failed]
 
     def set_address(self, task_arn: str, address: str) -> None:
         """Point a task's network interface at an address that is served (moto picks a

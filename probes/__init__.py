@@ -11,7 +11,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from stackprobe.contract import ProbeKind
-from stackprobe.probes import alb, cloudwatch, dns, ecs_service, http, postgres, redis, s3, sqs
+from stackprobe.probes import (
+    alb,
+    cloudwatch,
+    dns,
+    ecs_service,
+    http,
+    logs,
+    postgres,
+    redis,
+    s3,
+    sqs,
+)
 
 KINDS: Mapping[str, ProbeKind[Any]] = {
     kind.name: kind
@@ -25,6 +36,7 @@ KINDS: Mapping[str, ProbeKind[Any]] = {
         sqs.KIND,
         s3.KIND,
         cloudwatch.KIND,
+        logs.KIND,
     )
 }
 

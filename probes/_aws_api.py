@@ -90,6 +90,8 @@ NOT_FOUND_CODES = frozenset(
         "AWS.SimpleQueueService.NonExistentQueue",
         "QueueDoesNotExist",
         "NoSuchBucket",
+        # CloudWatch Logs: a log group (FilterLogEvents) that is not there
+        "ResourceNotFoundException",
     }
 )
 # The credentials themselves were refused: a wrong key, an expired session.
@@ -141,7 +143,7 @@ class AwsProblem(StrEnum):
     CREDENTIALS = "credentials"  # none found, or AWS refused them (expired, wrong key)
     TIMEOUT = "timeout"  # no answer within the run's deadline or the read timeout
     UNREACHABLE = "unreachable"  # the endpoint could not be connected to
-    NOT_FOUND = "not_found"  # a cluster, service, load balancer, queue or bucket is missing
+    NOT_FOUND = "not_found"  # a cluster, service, balancer, queue, bucket or log group is missing
     API_ERROR = "api_error"  # any other error AWS returned
 
 

@@ -98,6 +98,9 @@ async def test_vivacampo_aws_targets_run_against_its_stack(moto: None) -> None:
         HealthCheckPath="/health/live",
     )
     boto3.client("sqs", region_name=REGION).create_queue(QueueName="vivacampo-prod-jobs")
+    cwlogs = boto3.client("logs", region_name=REGION)
+    for service in ("api", "worker", "tiler"):
+        cwlogs.create_log_group(logGroupName=f"/ecs/vivacampo-prod/{service}")
     boto3.client("s3", region_name=REGION).create_bucket(
         Bucket="vivacampo-prod-rasters",
         CreateBucketConfiguration={"LocationConstraint": REGION},

@@ -6,6 +6,9 @@ DescribeTasks with more than 100 and GetMetricData with more than 500 queries, f
 percentile statistics, and moves a running task towards STOPPED every time it is
 described. Real AWS pages, rejects and keeps it RUNNING; so does moto once
 `faithful_aws()` is entered, so a probe that forgets to batch or paginate fails here too.
+CloudWatch Logs' FilterLogEvents (filter patterns, stream prefixes, its 10,000-event pages and
+their tokens) is made faithful by demo/moto_stack.py's `behave_like_aws()`, which this enters
+too, so `stackprobe demo` counts what the tests count.
 
 Errors are injected on the wire: `inject()` answers an operation with the status and error
 body AWS would send, in the protocol the client speaks, so botocore parses it, retries it with
@@ -35,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from stackprobe.demo import moto_stack
 from stackprobe.demo.moto_stack import behave_like_aws
 from stackprobe.demo.moto_stack import set_target_health as set_target_health
+from stackprobe.probes.logs import SIGNALS as LOG_SIGNALS
 
 REGION = "eu-west-1"
 # Planted as the credentials every AWS test runs with: none may ever appear in any output.
@@ -209,7 +213,8 @@ class EcsStack(moto_stack.EcsStack):
 class Inventory:
     """A whole stack in moto, sized as asked: clusters of services with stopped and running
     tasks, load balancers with target groups, queues with dead-letter queues, buckets with
-    objects and daily storage metrics. `targets()` is a config probing all of it."""
+    objects and daily storage metrics, log groups with a few application lines. `targets()`
+    is a config probing all of it."""
 
     def __init__(
         self,
@@ -218,6 +223,7 @@ class Inventory:
         target_groups: int = 2,
         queues: int = 2,
         buckets: int = 1,
+        log_groups: int = 2,
     ) -> None:
         import time
         from datetime import UTC, datetime
@@ -278,6 +284,18 @@ class Inventory:
             )
             url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": policy})
             sqs.send_message(QueueUrl=url["QueueUrl"], MessageBody="job")
+        cwlogs = session.client("logs", region_name=REGION)
+        self.log_groups = [f"/ecs/app-{g}" for g in range(log_groups)]
+        for name in self.log_groups:
+            cwlogs.create_log_group(logGroupName=name)
+            cwlogs.create_log_stream(logGroupName=name, logStreamName="app/app/1")
+            at = int(time.time() * 1000) - 120_000
+            lines = ["GET /health/live 200", "redis: transport closed", "KeyError: 'id'"]
+            cwlogs.put_log_events(
+                logGroupName=name,
+                logStreamName="app/app/1",
+                logEvents=[{"timestamp": at + i, "message": m} for i, m in enumerate(lines)],
+            )
         s3 = session.client("s3", region_name=REGION)
         cloudwatch = session.client("cloudwatch", region_name=REGION)
         self.buckets = [f"bucket-{b}" for b in range(buckets)]
@@ -368,6 +386,16 @@ class Inventory:
                 for i, (_, dim) in enumerate(self.load_balancers)
             ]
         targets.append(cloudwatch)
+        if self.log_groups:
+            targets.append(
+                {
+                    "name": "logs",
+                    "kind": "logs",
+                    "log_group_prefix": "/ecs/app-",
+                    "signals": list(LOG_SIGNALS),
+                    **aws,
+                }
+            )
         return targets
 
 
