@@ -44,6 +44,7 @@ class Signal:
     runbook: str  # the alert whose section says what to do
     unit: str = "short"
     width: int = 8
+    more_runbooks: tuple[str, ...] = ()  # further alerts the panel shows, each its own link
 
 
 ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
@@ -213,6 +214,35 @@ ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "Percent of the task's reservation; near 100 means 502/504s and OOM kills.",
                 "EcsServiceResourcesSaturated",
                 unit="percent",
+            ),
+        ),
+    ),
+    (
+        "Application logs: what the services' log groups say",
+        (
+            Signal(
+                36,
+                "Log signals",
+                (
+                    (
+                        f"increase(stackprobe_logs_pattern_matches_total{{{TARGET}}}[5m])",
+                        "{{log_group}} {{pattern}}",
+                    ),
+                ),
+                "Lines matching each signal per log group in 5 minutes, a minute or two behind "
+                "the log: too_many_clients is VivaCampo Scenario 1, redis_transport_closed AEP "
+                "Incident 3, queuepool_exhausted Incident 4, code_error after a deploy and "
+                "rate_limited Incident 1, s3_upload_failed Scenario 2. The links open each "
+                "signal's alert.",
+                "PostgresTooManyClientsLogged",
+                width=24,
+                more_runbooks=(
+                    "AppRedisTransportClosedLogged",
+                    "AppQueuePoolExhaustedLogged",
+                    "AppCodeErrorsAfterDeploy",
+                    "LlmRateLimitedLogged",
+                    "S3UploadFailuresLogged",
+                ),
             ),
         ),
     ),
@@ -512,6 +542,12 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "EcsDeploymentRolledBack": ("stackprobe-ecs", 48),
     "EcsServiceResourcesSaturated": ("stackprobe-overview", 16),
     "EcsTaskDefinitionEnvDrift": ("stackprobe-ecs", 44),
+    "PostgresTooManyClientsLogged": ("stackprobe-overview", 36),
+    "AppRedisTransportClosedLogged": ("stackprobe-overview", 36),
+    "AppQueuePoolExhaustedLogged": ("stackprobe-overview", 36),
+    "AppCodeErrorsAfterDeploy": ("stackprobe-overview", 36),
+    "LlmRateLimitedLogged": ("stackprobe-overview", 36),
+    "S3UploadFailuresLogged": ("stackprobe-overview", 36),
     "SqsJobsStuck": ("stackprobe-overview", 5),
     "SqsOldestMessageTooOld": ("stackprobe-overview", 35),
     "SqsDeadLetterMessages": ("stackprobe-overview", 17),
@@ -556,10 +592,11 @@ def _panel(signal: Signal, x: int, y: int) -> timeseries.Panel:
         .grid_pos(GridPos(h=8, w=signal.width, x=x, y=y))
         .links(
             [
-                dashboard.DashboardLink("Runbook")
+                dashboard.DashboardLink("Runbook" if not signal.more_runbooks else alert)
                 .type(DashboardLinkType.LINK)
-                .url(f"{RUNBOOK}#{signal.runbook.lower()}")
+                .url(f"{RUNBOOK}#{alert.lower()}")
                 .target_blank(True)
+                for alert in (signal.runbook, *signal.more_runbooks)
             ]
         )
     )

@@ -84,9 +84,9 @@ SIGNALS: Mapping[str, str] = {
 }
 assert tuple(SIGNALS) == get_args(Signal)
 
-# The alert that pages on each signal's counter (alert_rules, to come). The verdict names
-# none of them until those rules exist, or the console would link runbook sections that are
-# not there: whoever adds the rules sets VERDICT_NAMES_ALERTS and docs/console.md's row.
+# The alert that pages on each signal's counter (alert_rules/logs.rules.yml), named by the
+# verdict so the console links its runbook section (docs/console.md's verdict table).
+# connection_refused has none: it names no dependency (the rule file says why).
 SIGNAL_ALERTS: Mapping[str, str] = {
     "redis_transport_closed": "AppRedisTransportClosedLogged",
     "queuepool_exhausted": "AppQueuePoolExhaustedLogged",
@@ -95,7 +95,6 @@ SIGNAL_ALERTS: Mapping[str, str] = {
     "code_error": "AppCodeErrorsAfterDeploy",
     "s3_upload_failed": "S3UploadFailuresLogged",
 }
-VERDICT_NAMES_ALERTS = False
 
 MAX_PATTERNS = 20  # custom patterns per target
 MAX_LOG_GROUPS = 10  # names per target, and groups read under a prefix
@@ -577,7 +576,7 @@ def _result(
                 findings.append(Finding(Health.DEGRADED, seen))
             else:
                 seen = f"{count} `{name}` in {where} in the last {_span(now - window.start)}"
-                alert = SIGNAL_ALERTS.get(name, "") if VERDICT_NAMES_ALERTS else ""
+                alert = SIGNAL_ALERTS.get(name, "")
                 findings.append(Finding(Health.DEGRADED, seen, alert))
 
     said = _truncation(target, run) + notes

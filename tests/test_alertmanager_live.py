@@ -172,6 +172,37 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
             component="database",
         ),
         alert("HealthReadyFailing", "P1", area="health", target="billing-ready", service="billing"),
+        # "transport closed" in the logs of a service whose Redis is down (api) or whose
+        # readiness already says redis: false (worker): both said already
+        alert(
+            "AppRedisTransportClosedLogged",
+            "P1",
+            area="logs",
+            target="api-logs",
+            log_group="/ecs/api",
+            pattern="redis_transport_closed",
+            service="api",
+        ),
+        alert(
+            "AppRedisTransportClosedLogged",
+            "P1",
+            area="logs",
+            target="worker-logs",
+            log_group="/ecs/worker",
+            pattern="redis_transport_closed",
+            service="worker",
+        ),
+        # requests failing for a pool connection mute the pool's 90 % of the same service
+        alert(
+            "AppQueuePoolExhaustedLogged",
+            "P1",
+            area="logs",
+            target="billing-logs",
+            log_group="/ecs/billing",
+            pattern="queuepool_exhausted",
+            service="billing",
+        ),
+        alert("PostgresAppPoolExhausted", "P1", area="postgres", target="db", service="billing"),
         alert("SqsDeadLetterMessages", "P2", area="sqs", target="jobs", queue="jobs"),
         alert("S3NoLifecycleRule", "P3", area="s3", target="b", bucket="rasters"),
         alert("Watchdog", "none", area="stackprobe"),
@@ -195,6 +226,7 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         "HealthReadyFailing",
         "AppRedisPoolBroken",
         "DependencyComponentDown",
+        "AppQueuePoolExhaustedLogged",
     }
     assert hooks.alerts("pager")["AppRedisPoolBroken"]["labels"]["service"] == "worker"
     assert set(hooks.alerts("incident-channel")) == {
@@ -220,6 +252,9 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         ("AppRedisPoolBroken", "api"),
         ("HealthReadyFailing", "web"),
         ("HealthReadyFailing", "billing"),
+        ("AppRedisTransportClosedLogged", "api"),
+        ("AppRedisTransportClosedLogged", "worker"),
+        ("PostgresAppPoolExhausted", "billing"),
     }
 
 

@@ -6,7 +6,6 @@ view, and nothing unescaped or secret on any of it."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -158,8 +157,13 @@ async def console(tmp_path: Path) -> AsyncIterator[tuple[App, TestClient[Any, An
     await app.stop()
 
 
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secret every test target names, from the environment as a config would."""
+    monkeypatch.setenv("CONSOLE_TEST_TOKEN", SECRET)
+
+
 async def start(raw: dict[str, Any], tmp_path: Path) -> App:
-    os.environ["CONSOLE_TEST_TOKEN"] = SECRET
     path = tmp_path / "stackprobe.yml"
     path.write_text(yaml.safe_dump(raw))
     app = App(

@@ -179,7 +179,9 @@ async def test_signals_and_custom_patterns_counted_across_pages(
     assert value(second, "stackprobe_logs_counted_since_timestamp_seconds", API) == T0 / 1000
     assert value(second, "stackprobe_logs_truncated_runs", API) == 0
     assert second.health() == Verdict(
-        Health.DEGRADED, f"5 `redis_transport_closed` in {API} in the last 1m (+2 more)"
+        Health.DEGRADED,
+        f"5 `redis_transport_closed` in {API} in the last 1m (+2 more)",
+        "AppRedisTransportClosedLogged",  # the first finding's signal names its alert
     )
     evidence = dict((k, v) for k, v in second.evidence if k in ("window", "matches"))
     assert evidence == {
@@ -319,6 +321,7 @@ async def test_the_page_cap_carries_the_window_to_the_next_run(
         Health.DEGRADED,
         f"2 `code_error` in {API} in the last 2m; window truncated (page cap): 1 query "
         "carried to the next run",
+        "AppCodeErrorsAfterDeploy",
     )
     assert results[2].health().why == f"1 `code_error` in {API} in the last 4m"
 
@@ -464,7 +467,7 @@ async def test_throttled_runs_keep_the_last_values_and_lose_nothing(
     assert throttled.health() == Verdict(
         Health.DEGRADED,
         f"AWS throttled this run; the last good values: 1 `code_error` in {API} in the last 1m",
-        "StackprobeAwsThrottled",
+        "AppCodeErrorsAfterDeploy",  # the last good verdict's alert: StackprobeAwsThrottled if none
     )
     assert calls(throttled) == ["logs:FilterLogEvents throttled"]
     assert matches(after, "code_error") == 2  # the throttled window is read, once
