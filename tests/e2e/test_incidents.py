@@ -147,6 +147,9 @@ def test_incidents_fire_route_mute_and_resolve(e2e: tuple[E2E, list[Path]]) -> N
             assert receiver in RECEIVERS[owners[0]["priority"]], (receiver, alert["labels"])
 
 
+NO_DEMO_DATA = {"stackprobe-overview 36 Log signals A"}
+
+
 def test_every_dashboard_query_has_data(e2e: tuple[E2E, list[Path]]) -> None:
     """Over the run so far, as a dashboard's time range shows it, with a crash loop and an
     env drift on so their panels (and the firing-alerts table) have something to show."""
@@ -157,7 +160,9 @@ def test_every_dashboard_query_has_data(e2e: tuple[E2E, list[Path]]) -> None:
     stack.fault("env-drift")
     try:
         wait_for_alert(stack, "EcsTaskDefinitionEnvDrift")
-        wanted = dashboard_queries()
+        # The demo writes no application logs yet (issue 14): the logs kind's panel has
+        # nothing to show here; tests/probes/test_logs_kind.py covers its series.
+        wanted = {n: q for n, q in dashboard_queries().items() if n not in NO_DEMO_DATA}
         empty = set(wanted)
         with httpx.Client(base_url=stack.prometheus, timeout=10) as client:
 
