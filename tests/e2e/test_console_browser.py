@@ -5,7 +5,6 @@ state is kept (tests/support/browser.py says where)."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import os
 import re
@@ -22,8 +21,8 @@ import yaml
 
 from stackprobe.demo.faults import FAULTS
 from tests.support.browser import dom, png_size, screenshot
-from tests.support.datastores import PROBE_PASSWORD, PROBE_ROLE, RedisServer, ThrowawayCluster
-from tests.support.e2e_stack import DATABASE, MAX_CONNECTIONS, RESERVED, _database
+from tests.support.datastores import PROBE_PASSWORD, PROBE_ROLE
+from tests.support.e2e_stack import DATABASE, datastores
 from tests.support.polling import wait_until
 from tests.support.processes import free_port, stop
 
@@ -110,13 +109,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, P
     log = work / "demo.log"
     console, app = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     with ExitStack() as stack:
-        redis = RedisServer().start()
-        stack.callback(redis.stop)
-        postgres = ThrowawayCluster(
-            MAX_CONNECTIONS, RESERVED, "-c shared_preload_libraries=pg_stat_statements"
-        ).create()
-        stack.callback(postgres.destroy)
-        asyncio.run(_database(postgres))
+        redis, postgres = datastores(stack)
         out = stack.enter_context(log.open("wb"))
         process = subprocess.Popen(
             [

@@ -18,7 +18,7 @@ from tests.support.aws import (
     inject,
     set_target_health,
 )
-from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
+from tests.support.probing import ProbeRunner, aws_calls, make_target, samples_by_name, value
 
 
 class AlbStack:
@@ -185,11 +185,6 @@ def test_a_repeat_that_would_emit_a_series_twice_is_a_config_error(raw: dict[str
 # The verdict: the health of the balancers and their targets, as the alb alert rules see it.
 
 
-def calls(result: Any) -> list[str]:
-    """The "aws call" lines of a run's evidence."""
-    return [value for label, value in result.evidence if label == "aws call"]
-
-
 def assert_no_secret(result: Any) -> None:
     shown = " ".join([result.detail, result.health().why, *(v for _, v in result.evidence)])
     for canary in (CANARY_KEY_ID, CANARY_SECRET):
@@ -213,7 +208,7 @@ async def test_a_healthy_balancer_is_ok_and_shows_its_calls(
     verdict = result.health()
     assert verdict.health is Health.OK and verdict.alert == ""
     assert verdict.why == "load balancers active: 1; 4 of 4 targets healthy in 2 target groups"
-    made = calls(result)
+    made = aws_calls(result)
     assert made[0].startswith("elasticloadbalancing:DescribeLoadBalancers ok in ")
     assert made[0].endswith(" ms, 1 page")
     assert made[1].startswith("elasticloadbalancing:DescribeTargetGroups ok in ")
@@ -316,7 +311,7 @@ async def test_a_missing_balancer_is_failing_as_alb_not_active(
     assert result.health() == Verdict(
         Health.FAILING, "no load balancer named gone-alb", "AlbNotActive"
     )
-    assert calls(result)  # a failed run shows its calls too
+    assert aws_calls(result)  # a failed run shows its calls too
 
 
 async def test_a_throttled_run_keeps_the_last_health_and_shows_the_throttled_call(
@@ -342,5 +337,5 @@ async def test_a_throttled_run_keeps_the_last_health_and_shows_the_throttled_cal
     assert ("degraded", "aep-alb: access logs off (AlbAccessLogsDisabled)") in throttled.evidence
     assert any(
         c.startswith("elasticloadbalancing:DescribeTargetHealth throttled in ")
-        for c in calls(throttled)
+        for c in aws_calls(throttled)
     )

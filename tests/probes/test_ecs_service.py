@@ -25,7 +25,14 @@ from tests.support.aws import (
     by_operation,
     inject,
 )
-from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
+from tests.support.probing import (
+    ProbeRunner,
+    aws_calls,
+    findings,
+    make_target,
+    samples_by_name,
+    value,
+)
 
 
 @pytest.fixture
@@ -312,15 +319,6 @@ def test_stop_classes(task: dict[str, Any], expected: StopClass) -> None:
 # The verdict: the services' health, as the ecs alert rules see it.
 
 
-def calls(result: Any) -> list[str]:
-    """The "aws call" lines of a run's evidence."""
-    return [v for label, v in result.evidence if label == "aws call"]
-
-
-def findings(result: Any) -> list[tuple[str, str]]:
-    return [(label, v) for label, v in result.evidence if label != "aws call"]
-
-
 def assert_no_secret(result: Any) -> None:
     shown = " ".join([result.detail, result.health().why, *(v for _, v in result.evidence)])
     for canary in (CANARY_KEY_ID, CANARY_SECRET):
@@ -334,7 +332,7 @@ async def test_services_at_their_desired_count_are_ok(stack: EcsStack, aws: AwsC
     result = await ProbeRunner.once(ecs_target(), aws=aws)
 
     assert result.health() == Verdict(Health.OK, "services: 2; 2 of 2 desired tasks running")
-    made = calls(result)
+    made = aws_calls(result)
     assert made[0].startswith("ecs:ListServices ok in ") and made[0].endswith(" ms, 1 page")
     assert made[1].startswith("ecs:DescribeServices ok in ")
     assert made[2].startswith("ecs:ListTasks ok in ") and made[2].endswith(" ms, 1 page")
@@ -388,7 +386,7 @@ async def test_a_missing_and_a_draining_service_are_failing(
         ("failing", "aep-gone: not in the cluster (EcsServiceMissing)"),
         ("failing", "aep-old: DRAINING (EcsServiceMissing)"),
     ]
-    assert calls(result)
+    assert aws_calls(result)
 
 
 async def test_a_missing_cluster_is_failing_with_no_alert(stack: EcsStack, aws: AwsClients) -> None:
@@ -399,7 +397,7 @@ async def test_a_missing_cluster_is_failing_with_no_alert(stack: EcsStack, aws: 
     )
 
     assert result.health() == Verdict(Health.FAILING, "ECS has no cluster nope in this region")
-    assert [c.split(" in ")[0] for c in calls(result)] == [
+    assert [c.split(" in ")[0] for c in aws_calls(result)] == [
         "ecs:ListServices error (ClusterNotFoundException)"
     ]
 
@@ -458,7 +456,9 @@ async def test_env_drift_is_degraded_and_never_shows_a_value(
     )
     shown = " ".join(v for _, v in result.evidence) + result.health().why
     assert "warn-CANARY" not in shown and "strict" not in shown
-    assert any(c.startswith("ecs:DescribeTaskDefinition ok, 2 calls in ") for c in calls(result))
+    assert any(
+        c.startswith("ecs:DescribeTaskDefinition ok, 2 calls in ") for c in aws_calls(result)
+    )
 
 
 async def test_a_throttled_run_keeps_the_last_health(stack: EcsStack, aws: AwsClients) -> None:
@@ -475,7 +475,7 @@ async def test_a_throttled_run_keeps_the_last_health(stack: EcsStack, aws: AwsCl
         "AWS throttled this run; the last good values: aep-api: running 0 of 2 desired",
         "EcsServiceNoRunningTasks",
     )
-    assert [c.split(" in ")[0] for c in calls(throttled)] == ["ecs:DescribeServices throttled"]
+    assert [c.split(" in ")[0] for c in aws_calls(throttled)] == ["ecs:DescribeServices throttled"]
 
 
 async def test_a_throttled_first_run_is_degraded(stack: EcsStack, aws: AwsClients) -> None:
@@ -504,7 +504,7 @@ async def test_access_denied_names_its_alert_and_keeps_the_calls(
     verdict = result.health()
     assert verdict.health is Health.FAILING and verdict.alert == "StackprobeAwsAccessDenied"
     assert "ecs:ListTasks" in verdict.why
-    assert [c.split(" in ")[0] for c in calls(result)] == [
+    assert [c.split(" in ")[0] for c in aws_calls(result)] == [
         "ecs:ListServices ok",
         "ecs:DescribeServices ok",
         "ecs:ListTasks denied",

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from stackprobe.app import all_metric_specs
-from stackprobe.contract import EVIDENCE_VALUE_MAX, Health, ProbeResult, Verdict
+from stackprobe.contract import Health, ProbeResult, Verdict
 from stackprobe.exposition import Renderer
 from stackprobe.probes import KINDS
 from stackprobe.probes.postgres import (
@@ -33,7 +33,13 @@ from tests.support.datastores import (
     require_postgres,
 )
 from tests.support.polling import wait_until_async
-from tests.support.probing import ProbeRunner, make_target, samples_by_name
+from tests.support.probing import (
+    ProbeRunner,
+    checked_evidence,
+    make_target,
+    samples_by_name,
+    verdict,
+)
 from tests.support.processes import free_port
 
 
@@ -104,21 +110,6 @@ async def runner() -> AsyncIterator[Callable[[Any], ProbeRunner]]:
 
 def by_db(result: ProbeResult, name: str) -> dict[tuple[str, ...], float]:
     return samples_by_name(result)[name]
-
-
-def evidence(result: ProbeResult) -> dict[str, str]:
-    """The run's evidence by label, after checking what any of it may hold: no canary
-    password, no value past the console's cap, about a kilobyte in all."""
-    for label, text in result.evidence:
-        assert "CANARY" not in text and len(text) <= EVIDENCE_VALUE_MAX, (label, text)
-    assert sum(len(k) + len(v) for k, v in result.evidence) < 1024, result.evidence
-    assert "CANARY" not in result.health().why and "CANARY" not in result.detail
-    return dict(result.evidence)
-
-
-def verdict(result: ProbeResult) -> tuple[Health, str, str]:
-    found = result.health()
-    return found.health, found.why, found.alert
 
 
 async def test_a_built_load_is_counted_exactly(admin: asyncpg.Connection, runner: Any) -> None:
@@ -220,7 +211,7 @@ async def test_a_healthy_server_is_ok_with_its_evidence(
 
     assert first.success and second.success, first.detail
     assert first.health() == second.health() == Verdict(Health.OK)
-    shown, again = evidence(first), evidence(second)
+    shown, again = checked_evidence(first), checked_evidence(second)
     version = await admin.fetchval("SHOW server_version")
     assert shown["target"] == f"postgres postgresql://{PROBE_ROLE}@127.0.0.1:5432/postgres"
     assert shown["server"] == f"PostgreSQL {version.split()[0]}"
@@ -249,10 +240,10 @@ async def test_a_dsn_given_as_a_secret_shows_only_the_servers_view(
     result, refused = await runner(target).run(), await runner(wrong).run()
 
     assert result.success, result.detail
-    shown = evidence(result)
+    shown = checked_evidence(result)
     assert shown["target"] == "postgres <dsn from env PGDSN>"
     assert shown["database"] == f"postgres on 127.0.0.1:5432 as {PROBE_ROLE}"
-    assert evidence(refused)["target"] == "postgres <dsn from env PGDSN>"
+    assert checked_evidence(refused)["target"] == "postgres <dsn from env PGDSN>"
     assert verdict(refused)[2] == "StackprobeCannotMeasure"
 
 
@@ -298,7 +289,7 @@ async def test_sessions_idle_in_transaction_degrade(admin: asyncpg.Connection, r
         "5 idle in transaction in sp_idle",
         "PostgresIdleInTransaction",
     )
-    assert "5 idle in transaction" in evidence(five)["sessions"]
+    assert "5 idle in transaction" in checked_evidence(five)["sessions"]
 
 
 def test_one_session_idle_in_transaction_past_five_minutes() -> None:
@@ -357,10 +348,12 @@ async def test_app_pools_checked_out(admin: asyncpg.Connection, runner: Any) -> 
         "sp_pool pool 100 % checked out (2 of 2)",
         "PostgresAppPoolExhausted",
     )
-    assert evidence(alone)["pool"] == "sp_pool: 2 of 2 checked out (one process, no service)"
+    assert (
+        checked_evidence(alone)["pool"] == "sp_pool: 2 of 2 checked out (one process, no service)"
+    )
     # Its capacity is per running task, which the ecs_service target measures: shown only.
     assert verdict(on_ecs) == (Health.OK, "", "")
-    assert evidence(on_ecs)["pool"] == (
+    assert checked_evidence(on_ecs)["pool"] == (
         "sp_pool for backend: 2 checked out, 1 idle, 2 per running task"
     )
     # With none idle, a pool's worth out means every connection the pools hold is out.
@@ -513,7 +506,7 @@ async def test_connection_failures(
     assert (result.success, result.reason) == (False, reason), result.detail
     assert samples_by_name(result)["pg_up"] == {(): 0}
     assert verdict(result) == (Health.FAILING, why, alert)
-    shown = evidence(result)
+    shown = checked_evidence(result)
     assert shown["target"] == target.describe()
     assert shown["connection"] == "new: the attempt failed"
     assert shown["error"] == result.detail
@@ -585,7 +578,7 @@ async def test_a_full_server_is_too_many_clients_and_recovers(
         "too many clients already: every connection slot is taken",
         "PostgresDown",
     )
-    assert evidence(all_full)["connection"] == "new: the attempt failed"
+    assert checked_evidence(all_full)["connection"] == "new: the attempt failed"
     assert recovered.success, recovered.detail
     assert verdict(recovered) == (Health.OK, "", "")
     assert samples_by_name(recovered)["stackprobe_pg_connection_errors"][("too_many_clients",)] == 1
@@ -628,7 +621,7 @@ async def test_a_terminated_connection_is_replaced_within_the_run(
     assert found["stackprobe_pg_connects"] == {(): 2}
     assert re.fullmatch(
         r"new, replacing the kept one the server closed: \d+\.\d ms",
-        evidence(result)["connection"],
+        checked_evidence(result)["connection"],
     )
 
 
@@ -655,7 +648,7 @@ async def test_a_slow_server_hits_statement_timeout_and_the_connection_is_kept(
 
     assert slow.reason == Reason.STATEMENT_TIMEOUT, slow.detail
     assert verdict(slow) == (Health.FAILING, slow.detail, "PostgresDown")
-    assert evidence(slow)["connection"] == "reused: kept from an earlier run"
+    assert checked_evidence(slow)["connection"] == "reused: kept from an earlier run"
     assert 1.0 <= took < 2.0
     assert slow.detail.startswith("the probe's query ran past statement_timeout 1s")
     assert after.success, after.detail
@@ -721,7 +714,7 @@ async def test_connections_near_the_limit_degrade_then_fail(runner: Any) -> None
         "connections 90 % of the 20 non-superusers may open",
         "PostgresConnectionsNearLimit",
     )
-    assert evidence(near)["sessions"] == (
+    assert checked_evidence(near)["sessions"] == (
         "18 of 20 non-superusers may open, stackprobe's own not counted: 18 idle"
     )
     assert verdict(full)[::2] == (Health.FAILING, "PostgresConnectionsNearLimit")

@@ -14,12 +14,18 @@ from typing import Any
 import pytest
 import trustme
 
-from stackprobe.contract import EVIDENCE_VALUE_MAX, Health, ProbeResult, Verdict
+from stackprobe.contract import Health, ProbeResult, Verdict
 from stackprobe.probes import KINDS
 from stackprobe.probes.redis import Reason
 from tests.support.datastores import RedisServer
 from tests.support.polling import wait_until_async
-from tests.support.probing import ProbeRunner, make_target, samples_by_name
+from tests.support.probing import (
+    ProbeRunner,
+    checked_evidence,
+    make_target,
+    samples_by_name,
+    verdict,
+)
 from tests.support.processes import free_port
 
 PASSWORD = "CANARY-redis-4b8e2c"
@@ -57,21 +63,6 @@ def server() -> Iterator[RedisServer]:
 def errors(result: ProbeResult) -> dict[str, float]:
     found = samples_by_name(result)["stackprobe_redis_connection_errors"]
     return {labels[0]: value for labels, value in found.items() if value}
-
-
-def evidence(result: ProbeResult) -> dict[str, str]:
-    """The run's evidence by label, after checking what any of it may hold: no canary
-    password, no value past the console's cap, about a kilobyte in all."""
-    for label, text in result.evidence:
-        assert "CANARY" not in text and len(text) <= EVIDENCE_VALUE_MAX, (label, text)
-    assert sum(len(k) + len(v) for k, v in result.evidence) < 1024, result.evidence
-    assert "CANARY" not in result.health().why and "CANARY" not in result.detail
-    return dict(result.evidence)
-
-
-def verdict(result: ProbeResult) -> tuple[Health, str, str]:
-    found = result.health()
-    return found.health, found.why, found.alert
 
 
 def stats(server: RedisServer, section: str) -> dict[str, str]:
@@ -114,7 +105,7 @@ async def test_a_healthy_server_is_ok_with_its_evidence(server: RedisServer, run
 
     assert first.success and second.success, first.detail
     assert first.health() == second.health() == Verdict(Health.OK)
-    shown, again = evidence(first), evidence(second)
+    shown, again = checked_evidence(first), checked_evidence(second)
     version = stats(server, "server")["redis_version"]
     maxclients = server.cli("CONFIG", "GET", "maxclients").split()[1]
     clients = int(samples_by_name(second)["redis_connected_clients"][()])
@@ -174,8 +165,8 @@ async def test_killed_then_restarted(server: RedisServer, runner: Any) -> None:
         "connection refused: Redis is down or not listening",
         "RedisDown",
     )
-    assert evidence(down)["connection"] == "new: the attempt failed"
-    assert evidence(down)["error"] == down.detail
+    assert checked_evidence(down)["connection"] == "new: the attempt failed"
+    assert checked_evidence(down)["error"] == down.detail
     assert back.success, back.detail
     # The kept connection died with the server ("transport closed"), then connects were refused.
     assert errors(back) == {"connection_closed": 1, "connection_refused": 1}
@@ -197,9 +188,9 @@ async def test_restarted_between_runs_is_recovered_within_the_run(
     assert verdict(result) == (Health.OK, "", "")  # one failover is no alert
     assert re.fullmatch(
         r"new, replacing the kept one the server closed: \d+\.\d ms",
-        evidence(result)["connection"],
+        checked_evidence(result)["connection"],
     )
-    assert evidence(result)["errors"] == "1 closed or timed out in the last 5m"
+    assert checked_evidence(result)["errors"] == "1 closed or timed out in the last 5m"
 
 
 async def test_a_server_that_keeps_closing_connections_degrades(
@@ -252,7 +243,7 @@ async def test_a_frozen_server_times_out_within_the_deadline(
     ), why
     assert verdict(down)[::2] == (Health.FAILING, "RedisDown")
     assert verdict(down)[1].startswith("no connection or answer within 1s"), verdict(down)
-    assert evidence(frozen)["connection"] == "reused: kept from an earlier run"
+    assert checked_evidence(frozen)["connection"] == "reused: kept from an earlier run"
     assert thawed.success, thawed.detail
 
 
@@ -285,7 +276,7 @@ async def test_passwords_and_acl_users(runner: Any) -> None:
     assert minimal.success, minimal.detail  # no +client|setname: it goes on unnamed
     assert (wrong.reason, missing.reason) == (Reason.AUTH_FAILED, Reason.AUTH_FAILED)
     for result in (right, acl, minimal, wrong, missing):
-        evidence(result)  # no canary anywhere
+        checked_evidence(result)  # no canary anywhere
     for result in (wrong, missing):
         health, why, alert = verdict(result)
         assert (health, alert) == (Health.FAILING, "StackprobeCannotMeasure")
@@ -306,7 +297,11 @@ async def test_a_url_given_as_a_secret_is_never_shown(runner: Any) -> None:
 
     right, wrong = results
     assert right.success, right.detail
-    assert evidence(right)["target"] == evidence(wrong)["target"] == "redis <url from env URL>"
+    assert (
+        checked_evidence(right)["target"]
+        == checked_evidence(wrong)["target"]
+        == "redis <url from env URL>"
+    )
     assert verdict(wrong)[::2] == (Health.FAILING, "StackprobeCannotMeasure")
 
 
@@ -347,7 +342,7 @@ async def test_refused_from_the_start(runner: Any) -> None:
     assert result.reason == Reason.CONNECTION_REFUSED
     assert errors(result) == {"connection_refused": 1}
     assert verdict(paused) == verdict(result)
-    assert evidence(paused)["connection"] == (
+    assert checked_evidence(paused)["connection"] == (
         "none: waiting out the reconnect pause after the last failure"
     )
 
@@ -421,7 +416,7 @@ async def test_clients_near_maxclients_degrade_then_fail(runner: Any) -> None:
         "clients 95 % of maxclients (19 of 20)",
         "RedisTooManyClients",
     )
-    assert evidence(near)["clients"] == "19 connected of maxclients 20, 0 blocked"
+    assert checked_evidence(near)["clients"] == "19 connected of maxclients 20, 0 blocked"
     assert verdict(full) == (
         Health.FAILING,
         "clients 100 % of maxclients (20 of 20)",

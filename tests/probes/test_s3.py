@@ -14,7 +14,14 @@ import pytest
 from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation
-from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
+from tests.support.probing import (
+    ProbeRunner,
+    aws_calls,
+    findings,
+    make_target,
+    samples_by_name,
+    value,
+)
 
 DAY = 86400
 
@@ -171,15 +178,6 @@ async def test_cloudwatch_mode_reads_each_storage_type(s3: Any, aws: AwsClients)
 GIB = 1024**3
 
 
-def calls(result: Any) -> list[str]:
-    """The "aws call" lines of a run's evidence, without their durations."""
-    return [v.split(" in ")[0] for label, v in result.evidence if label == "aws call"]
-
-
-def findings(result: Any) -> list[tuple[str, str]]:
-    return [(label, v) for label, v in result.evidence if label != "aws call"]
-
-
 def daily_size(cloudwatch: Any, bucket: str, days_ago: int, size: float) -> None:
     midnight = math.floor(time.time() / DAY) * DAY
     cloudwatch.put_metric_data(
@@ -210,7 +208,10 @@ async def test_a_bucket_with_a_lifecycle_rule_is_ok(s3: Any, aws: AwsClients) ->
     assert result.health() == Verdict(
         Health.OK, "buckets: 1, each with a lifecycle rule; 2.2 GiB stored"
     )
-    assert calls(result) == ["s3:GetLifecycleConfiguration ok", "cloudwatch:GetMetricData ok"]
+    assert aws_calls(result, timed=False) == [
+        "s3:GetLifecycleConfiguration ok",
+        "cloudwatch:GetMetricData ok",
+    ]
     assert result.evidence[-1][1].endswith(" ms, 1 page")
     shown = " ".join(v for _, v in result.evidence) + result.health().why
     assert CANARY_KEY_ID not in shown and CANARY_SECRET not in shown
@@ -226,7 +227,7 @@ async def test_no_lifecycle_rule_is_degraded(s3: Any, aws: AwsClients) -> None:
     )
     # S3 answers a bucket without rules with an error: the evidence says which (the two
     # calls run side by side, so in either order)
-    assert sorted(calls(result)[:2]) == [
+    assert sorted(aws_calls(result, timed=False)[:2]) == [
         "s3:GetLifecycleConfiguration error (NoSuchLifecycleConfiguration)",
         "s3:GetLifecycleConfiguration ok",
     ]
@@ -292,4 +293,4 @@ async def test_a_missing_bucket_cannot_be_measured(s3: Any, aws: AwsClients) -> 
 
     verdict = result.health()
     assert verdict.health is Health.FAILING and verdict.alert == "StackprobeCannotMeasure"
-    assert "s3:GetLifecycleConfiguration error (NoSuchBucket)" in calls(result)
+    assert "s3:GetLifecycleConfiguration error (NoSuchBucket)" in aws_calls(result, timed=False)

@@ -11,7 +11,14 @@ import pytest
 from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation, inject
-from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
+from tests.support.probing import (
+    ProbeRunner,
+    aws_calls,
+    findings,
+    make_target,
+    samples_by_name,
+    value,
+)
 
 
 @pytest.fixture
@@ -105,15 +112,6 @@ def test_a_queue_listed_by_name_and_by_url_is_a_config_error() -> None:
 # The verdict: the queues' health, as the sqs alert rules see it.
 
 
-def calls(result: Any) -> list[str]:
-    """The "aws call" lines of a run's evidence, without their durations."""
-    return [v.split(" in ")[0] for label, v in result.evidence if label == "aws call"]
-
-
-def findings(result: Any) -> list[tuple[str, str]]:
-    return [(label, v) for label, v in result.evidence if label != "aws call"]
-
-
 def with_dead_letter_queue(sqs: Any, name: str) -> tuple[str, str]:
     """(queue URL, dead-letter queue URL)."""
     dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
@@ -132,7 +130,10 @@ async def test_a_queue_with_an_empty_dead_letter_queue_is_ok(sqs: Any, aws: AwsC
     result = await ProbeRunner.once(queues_target("jobs"), aws=aws)
 
     assert result.health() == Verdict(Health.OK, "queues: 1; messages waiting 1, in flight 0")
-    assert calls(result) == ["sqs:GetQueueUrl ok, 2 calls", "sqs:GetQueueAttributes ok, 2 calls"]
+    assert aws_calls(result, timed=False) == [
+        "sqs:GetQueueUrl ok, 2 calls",
+        "sqs:GetQueueAttributes ok, 2 calls",
+    ]
     shown = " ".join(v for _, v in result.evidence) + result.health().why + result.detail
     assert CANARY_KEY_ID not in shown and CANARY_SECRET not in shown
     assert "https://" not in shown  # no queue URL: names only
@@ -171,7 +172,9 @@ async def test_a_deleted_dead_letter_queue_is_degraded(sqs: Any, aws: AwsClients
         "jobs: its dead-letter queue jobs-dlq does not exist",
         "SqsDeadLetterQueueMissing",
     )
-    assert "sqs:GetQueueUrl error (AWS.SimpleQueueService.NonExistentQueue)" in calls(result)
+    assert "sqs:GetQueueUrl error (AWS.SimpleQueueService.NonExistentQueue)" in aws_calls(
+        result, timed=False
+    )
 
 
 async def test_a_growing_queue_nobody_takes_from_is_stuck(sqs: Any, aws: AwsClients) -> None:
@@ -214,7 +217,9 @@ async def test_a_missing_queue_cannot_be_measured(sqs: Any, aws: AwsClients) -> 
 
     verdict = result.health()
     assert verdict.health is Health.FAILING and verdict.alert == "StackprobeCannotMeasure"
-    assert calls(result) == ["sqs:GetQueueUrl error (AWS.SimpleQueueService.NonExistentQueue)"]
+    assert aws_calls(result, timed=False) == [
+        "sqs:GetQueueUrl error (AWS.SimpleQueueService.NonExistentQueue)"
+    ]
 
 
 async def test_access_denied_is_stackprobe_aws_access_denied(sqs: Any, aws: AwsClients) -> None:
@@ -226,7 +231,7 @@ async def test_access_denied_is_stackprobe_aws_access_denied(sqs: Any, aws: AwsC
 
     assert result.health().alert == "StackprobeAwsAccessDenied"
     assert "sqs:GetQueueAttributes" in result.health().why
-    assert calls(result) == ["sqs:GetQueueUrl ok", "sqs:GetQueueAttributes denied"]
+    assert aws_calls(result, timed=False) == ["sqs:GetQueueUrl ok", "sqs:GetQueueAttributes denied"]
 
 
 async def test_a_throttled_run_keeps_the_last_health(sqs: Any, aws: AwsClients) -> None:
@@ -245,4 +250,4 @@ async def test_a_throttled_run_keeps_the_last_health(sqs: Any, aws: AwsClients) 
         "redrive policy)",
         "SqsNoRedrivePolicy",
     )
-    assert calls(throttled) == ["sqs:GetQueueAttributes throttled"]
+    assert aws_calls(throttled, timed=False) == ["sqs:GetQueueAttributes throttled"]

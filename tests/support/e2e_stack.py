@@ -176,6 +176,19 @@ async def _database(cluster: ThrowawayCluster) -> None:
         await db.close()
 
 
+def datastores(stack: ExitStack) -> tuple[RedisServer, ThrowawayCluster]:
+    """A Redis and a PostgreSQL of the demo's own, small enough for its faults to fill, with
+    the app's database; both gone when `stack` closes."""
+    redis = RedisServer().start()
+    stack.callback(redis.stop)
+    postgres = ThrowawayCluster(
+        MAX_CONNECTIONS, RESERVED, "-c shared_preload_libraries=pg_stat_statements"
+    ).create()
+    stack.callback(postgres.destroy)
+    asyncio.run(_database(postgres))
+    return redis, postgres
+
+
 def _backfill(promtool: str, data: Path, demo: str, work: Path) -> None:
     """What Prometheus scraped "yesterday" (24 minutes ago on the test's clock): the bucket's
     size before it grew, with the labels the demo's series carry."""
@@ -199,13 +212,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
     demo = f"127.0.0.1:{ports['demo']}"
     logs = [work / f"{name}.log" for name in ("demo", "prometheus", "alertmanager")]
     with ExitStack() as stack:
-        redis = RedisServer().start()
-        stack.callback(redis.stop)
-        postgres = ThrowawayCluster(
-            MAX_CONNECTIONS, RESERVED, "-c shared_preload_libraries=pg_stat_statements"
-        ).create()
-        stack.callback(postgres.destroy)
-        asyncio.run(_database(postgres))
+        redis, postgres = datastores(stack)
         receivers = Receivers()
         stack.callback(receivers.close)
 

@@ -10,7 +10,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from stackprobe.config import parse_config
-from stackprobe.contract import ProbeContext, ProbeResult
+from stackprobe.contract import EVIDENCE_VALUE_MAX, Health, ProbeContext, ProbeResult
 from stackprobe.probes import KINDS
 from stackprobe.probes._aws_api import AWS, AwsClients, AwsMetrics, AwsSettings
 from stackprobe.probes._http_clients import HTTP_CLIENTS, HttpClients
@@ -91,3 +91,30 @@ def samples_by_name(result: ProbeResult) -> dict[str, dict[tuple[str, ...], floa
 def value(result: ProbeResult, name: str, *labels: str) -> float:
     """One sample's value, by metric name and label values."""
     return samples_by_name(result)[name][labels]
+
+
+def verdict(result: ProbeResult) -> tuple[Health, str, str]:
+    """The run's verdict as (health, why, alert), for one comparison."""
+    found = result.health()
+    return found.health, found.why, found.alert
+
+
+def checked_evidence(result: ProbeResult) -> dict[str, str]:
+    """The run's evidence by label, after checking what any of it may hold: no canary
+    password, no value past the console's cap, about a kilobyte in all."""
+    for label, text in result.evidence:
+        assert "CANARY" not in text and len(text) <= EVIDENCE_VALUE_MAX, (label, text)
+    assert sum(len(k) + len(v) for k, v in result.evidence) < 1024, result.evidence
+    assert "CANARY" not in result.health().why and "CANARY" not in result.detail
+    return dict(result.evidence)
+
+
+def aws_calls(result: ProbeResult, *, timed: bool = True) -> list[str]:
+    """The "aws call" lines of a run's evidence; `timed=False` drops their durations."""
+    lines = [v for label, v in result.evidence if label == "aws call"]
+    return lines if timed else [line.split(" in ")[0] for line in lines]
+
+
+def findings(result: ProbeResult) -> list[tuple[str, str]]:
+    """The run's evidence but its AWS calls: what an AWS kind found, line by line."""
+    return [(label, v) for label, v in result.evidence if label != "aws call"]
