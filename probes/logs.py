@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -104,6 +104,10 @@ MAX_PAGES = 10  # pages of one query in one run; the rest is resumed next run
 # Run time kept back when deciding to start one more query: a page can take seconds.
 RESERVE_SHARE, RESERVE_MIN = 0.25, 0.5
 EVIDENCE_ENTRIES = 3  # `log_group` entries whose windows and counts the evidence shows
+# The verdict counts the matches of the last runs, not the last run's alone: lines arrive in
+# bursts (a batch of requests, a log driver's flush), and a run that read between two would
+# show a failing app as ok for a run and flicker on the console.
+VERDICT_RUNS = 4
 
 _LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
 _PATTERN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -322,6 +326,8 @@ class LogsState(AwsState):
         self.started: int | None = None  # ms: the first run's wall clock
         self.cursors: dict[tuple[str, str], _Cursor] = {}
         self.truncated: Counter[str] = Counter()
+        # the last VERDICT_RUNS runs: where each began reading (ms), and what it counted
+        self.recent: deque[tuple[int, Counter[tuple[str, str]]]] = deque(maxlen=VERDICT_RUNS)
 
     async def aclose(self) -> None:
         await super().aclose()
@@ -562,22 +568,26 @@ def _result(
         samples.append(COUNTED_SINCE(state.started / 1000, entry))
         samples.append(TRUNCATED(state.truncated[entry], entry))
 
+    counted = [w.start for w in run.windows.values() if not w.catch_up]
+    if counted:
+        kept = Counter({k: n for k, n in run.counts.items() if not run.windows[k].catch_up})
+        state.recent.append((min(counted), kept))
     findings: list[Finding] = []
     for name in patterns:
         for entry in target.entries():
-            count = run.counts[(entry, name)]
-            if not count:
-                continue
-            window = run.windows[(entry, name)]
             where = target.shown(entry)
-            if window.catch_up:
+            window = run.windows.get((entry, name))
+            count = run.counts[(entry, name)]
+            if window is not None and window.catch_up and count:
                 span = _span(state.started - window.start)
                 seen = f"{count} `{name}` in {where} in the {span} before counting began"
                 findings.append(Finding(Health.DEGRADED, seen))
-            else:
-                seen = f"{count} `{name}` in {where} in the last {_span(now - window.start)}"
-                alert = SIGNAL_ALERTS.get(name, "")
-                findings.append(Finding(Health.DEGRADED, seen, alert))
+            lately = [(start, n[(entry, name)]) for start, n in state.recent if n[(entry, name)]]
+            if lately:
+                total = sum(n for _, n in lately)
+                since = min(start for start, _ in state.recent)
+                seen = f"{total} `{name}` in {where} in the last {_span(now - since)}"
+                findings.append(Finding(Health.DEGRADED, seen, SIGNAL_ALERTS.get(name, "")))
 
     said = _truncation(target, run) + notes
     read = [w.start for w in run.windows.values()]
