@@ -88,6 +88,14 @@ def demo_clock(interval: float) -> Clock:
     return Clock(speed=60.0 / step, slack=5.0 * step)
 
 
+def resend_delay(speed: float) -> str:
+    """Prometheus's `--rules.alert.resend-delay` (1m) on the faster clock. Alertmanager
+    forgets a resolved alert it had to mute when it resolved (its cause still firing), and
+    hears of it again at Prometheus's next resend: on the demo clock that is a second, as the
+    minute is in production, not a minute of a faster incident."""
+    return faster("1m", speed)
+
+
 def faster(duration: str, speed: float, floor: float = 1.0) -> str:
     """A rule's duration on the faster clock, never under `floor` (a second: Prometheus's
     step)."""
@@ -184,6 +192,8 @@ class AlertRule:
     for_seconds: float
     # fed by the cloudwatch kind: its figures arrive a CloudWatch period (and delay) late
     cloudwatch: bool
+    # fed by the logs kind: a line is counted its `ingestion_lag` late
+    logs: bool = False
     # an alert on nothing happening over a range (SqsJobsStuck: nothing deleted in 15m)
     # is true only once the range has passed
     fill_seconds: float = 0.0
@@ -199,9 +209,12 @@ def shipped_rules() -> Path | None:
     return None
 
 
-def read_alerts(folder: Path, cloudwatch_series: Iterable[str] = ()) -> dict[str, AlertRule]:
-    """Every alert rule in the folder's *.rules.yml; `cloudwatch_series` are the names that
-    make an alert CloudWatch-fed, through any recording rule it uses."""
+def read_alerts(
+    folder: Path, cloudwatch_series: Iterable[str] = (), logs_series: Iterable[str] = ()
+) -> dict[str, AlertRule]:
+    """Every alert rule in the folder's *.rules.yml; `cloudwatch_series` and `logs_series`
+    are the names that make an alert CloudWatch-fed or logs-fed, through any recording rule
+    it uses."""
     records: dict[str, str] = {}
     alerts: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.rules.yml")):
@@ -211,7 +224,7 @@ def read_alerts(folder: Path, cloudwatch_series: Iterable[str] = ()) -> dict[str
                     records[rule["record"]] = rule["expr"]
                 else:
                     alerts.append(rule)
-    watched = set(cloudwatch_series)
+    watched, logged = set(cloudwatch_series), set(logs_series)
 
     def names(expr: str, seen: frozenset[str] = frozenset()) -> set[str]:
         found = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
@@ -228,6 +241,7 @@ def read_alerts(folder: Path, cloudwatch_series: Iterable[str] = ()) -> dict[str
             priority=priority[1] if priority else "",
             for_seconds=parse_duration(rule["for"]) if "for" in rule else 0.0,
             cloudwatch=bool(names(rule["expr"]) & watched),
+            logs=bool(names(rule["expr"]) & logged),
             fill_seconds=max((parse_duration(d) for d in quiet), default=0.0),
         )
     return rules
@@ -260,16 +274,17 @@ def group_waits(config: Mapping[str, Any]) -> dict[str, float]:
 @dataclass(frozen=True)
 class Pace:
     """What a page waits for besides its rule's `for`: a probe run, CloudWatch's lag for
-    CloudWatch-fed alerts, a range to pass for an alert on nothing happening, and the
-    routing's group_wait."""
+    CloudWatch-fed alerts and the logs' for logs-fed ones, a range to pass for an alert on
+    nothing happening, and the routing's group_wait."""
 
     clock: Clock
     interval: float  # the probes'
     cloudwatch_lag: float  # a period's figure is read once it has closed (and its delay)
     group_wait: Mapping[str, float]
+    logs_lag: float = 0.0  # a log line is counted once it is `ingestion_lag` old
 
     def page_after(self, rule: AlertRule) -> float:
-        lag = self.cloudwatch_lag if rule.cloudwatch else 0.0
+        lag = self.cloudwatch_lag if rule.cloudwatch else self.logs_lag if rule.logs else 0.0
         wait = self.clock.range(rule.fill_seconds) + self.clock.wait(rule.for_seconds)
         return self.interval + lag + wait + self.group_wait.get(rule.priority, 0.0)
 
@@ -484,6 +499,7 @@ class Alerting:
                 f"--storage.tsdb.path={data}",
                 f"--storage.tsdb.retention.time={RETENTION}",
                 f"--web.listen-address={_host_port(self.prometheus_url)}",
+                f"--rules.alert.resend-delay={resend_delay(self.clock.speed)}",
             ],
         )
 

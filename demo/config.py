@@ -15,6 +15,9 @@ from stackprobe.durations import format_duration
 
 # The cloudwatch target's period: the demo writes its datapoints at high resolution.
 CLOUDWATCH_PERIOD = 10.0
+# The logs targets' ingestion_lag: moto stores a line as it is put, so 2 s cover the put
+# itself (CloudWatch Logs needs the 60 s default).
+DEMO_INGESTION_LAG = 2.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,29 @@ def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None =
             "kind": "alb",
             "load_balancers": [world.LOAD_BALANCER],
             "expect_health_check_path": "/health/live",
+        },
+        # the services' own logs: the lines the runbooks grep for, counted
+        {
+            "name": "aep-backend-logs",
+            "kind": "logs",
+            "log_groups": [world.LOG_GROUPS[world.BACKEND]],
+            "signals": [
+                "redis_transport_closed",
+                "queuepool_exhausted",
+                "code_error",
+                "rate_limited",
+                "connection_refused",
+            ],
+            "ingestion_lag": format_duration(DEMO_INGESTION_LAG),
+            "labels": backend,
+        },
+        {
+            "name": "aep-worker-logs",
+            "kind": "logs",
+            "log_groups": [world.LOG_GROUPS[world.WORKER]],
+            "signals": ["too_many_clients", "code_error", "s3_upload_failed"],
+            "ingestion_lag": format_duration(DEMO_INGESTION_LAG),
+            "labels": {"service": world.WORKER},
         },
         {"name": "aep-jobs", "kind": "sqs", "queues": [world.QUEUE]},
         {"name": "aep-rasters", "kind": "s3", "buckets": [world.BUCKET]},

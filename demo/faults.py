@@ -31,6 +31,9 @@ POOL_MAX_OVERFLOW = 0
 # `for` (5 s), as AWS's is longer than the rules' 1m.
 DRAIN_SECONDS = 5.0
 REGISTRATION_SECONDS = 8.0
+# SQLAlchemy's pool_timeout: a request waits this long for a connection from a full pool
+# before it fails and logs "QueuePool limit of size 5 overflow 0 reached".
+POOL_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,25 @@ FAULTS = {
             "AEP Incident 1 (all requests 5xx: roll back)",
             "the backend is deployed with code that fails every request but /health/live: "
             "/health/ready answers 500 and the ALB's requests end in 5xx",
-            ("AlbMostRequests5xx", "HealthReadyFailing", "EcsTaskReadyFailing"),
+            (
+                "AlbMostRequests5xx",
+                "HealthReadyFailing",
+                "EcsTaskReadyFailing",
+                "AppCodeErrorsAfterDeploy",
+            ),
+        ),
+        Fault(
+            "deploy-rolled-back",
+            "AEP Incident 1 (a deployment in the last 30 minutes: rolled back)",
+            "a worker deployment whose tasks fail to start: ECS's circuit breaker rolls it back "
+            "to the revision it replaced",
+            ("EcsDeploymentRolledBack",),
+        ),
+        Fault(
+            "llm-rate-limited",
+            "AEP Incident 1 (openai.RateLimitError in the logs)",
+            "the LLM provider answers 429: the backend logs openai.RateLimitError",
+            ("LlmRateLimitedLogged",),
         ),
         Fault(
             "5xx-spike",
@@ -64,8 +85,16 @@ FAULTS = {
             "redis-transport-closed",
             "AEP Incident 3",
             "the app's pooled Redis connections are dead: /health/ready answers 503 with "
-            "redis: false, while Redis itself answers",
+            "redis: false and requests log `RuntimeError: transport closed`, while Redis "
+            "itself answers",
             ("AppRedisPoolBroken",),
+        ),
+        Fault(
+            "redis-transport-intermittent",
+            "AEP Incident 3 (intermittent)",
+            "some of the backend's requests get a dead pooled Redis connection and log "
+            "`RuntimeError: transport closed`; /health/ready, which opens its own, passes",
+            ("AppRedisTransportClosedLogged",),
         ),
         Fault(
             "redis-flapping",
@@ -135,14 +164,20 @@ FAULTS = {
             "db-pool-exhausted",
             "AEP Incident 4",
             "the backend's pools are used up: every connection of its warmed pools sits idle "
-            "in a transaction",
-            ("PostgresAppPoolExhausted", "PostgresIdleInTransaction"),
+            "in a transaction, and after SQLAlchemy's 30 s pool timeout requests log "
+            "`QueuePool limit of size 5 overflow 0 reached`",
+            (
+                "PostgresAppPoolExhausted",
+                "PostgresIdleInTransaction",
+                "AppQueuePoolExhaustedLogged",
+            ),
         ),
         Fault(
             "db-too-many-clients",
             "VivaCampo Scenario 1",
-            "connections leak until PostgreSQL refuses new ones: too many clients already",
-            ("PostgresConnectionsNearLimit",),
+            "connections leak until PostgreSQL refuses new ones, and the workers log "
+            "`FATAL: sorry, too many clients already`",
+            ("PostgresConnectionsNearLimit", "PostgresTooManyClientsLogged"),
         ),
         Fault(
             "env-drift",
@@ -161,6 +196,13 @@ FAULTS = {
             "VivaCampo Scenario 2",
             "S3 reports yesterday's bucket size 50 % above the day before's",
             ("S3BucketGrowingFast",),
+        ),
+        Fault(
+            "s3-upload-failing",
+            "VivaCampo Scenario 2 (S3 upload failed)",
+            "the workers' uploads to the rasters bucket are denied: they log `S3 upload failed "
+            "... AccessDenied`",
+            ("S3UploadFailuresLogged",),
         ),
         Fault(
             "jobs-stuck",
@@ -283,6 +325,10 @@ class Faults:
     async def _redis_transport_closed(self, on: bool) -> None:
         # Redis is fine and so is stackprobe's connection to it; only the app's are dead
         self.site.redis = not on
+        self.world.app_errors("redis-transport-closed", "transport_closed", on)
+
+    async def _redis_transport_intermittent(self, on: bool) -> None:
+        self.world.app_errors("redis-transport-intermittent", "transport_closed", on)
 
     async def _redis_flapping(self, on: bool) -> None:
         if on:
@@ -329,6 +375,7 @@ class Faults:
         await asyncio.to_thread(self.world.backend_targets_unhealthy, on)
 
     async def _db_pool_exhausted(self, on: bool) -> None:
+        self.world.app_errors("db-pool-exhausted", "queuepool", on, after=POOL_TIMEOUT)
         if not on:
             for connection in self._pool:
                 with contextlib.suppress(Exception):
@@ -343,6 +390,7 @@ class Faults:
 
     async def _db_too_many_clients(self, on: bool) -> None:
         if not on:
+            self.world.app_errors("db-too-many-clients", "too_many_clients", False)
             for connection in self._leaked:
                 with contextlib.suppress(Exception):
                     await connection.close(timeout=5)
@@ -352,10 +400,14 @@ class Faults:
             try:
                 self._leaked.append(await asyncpg.connect(self.postgres_dsn, timeout=5))
             except asyncpg.TooManyConnectionsError:
-                return  # "sorry, too many clients already": the leak has filled it
+                # "sorry, too many clients already": the leak has filled it, and the workers'
+                # next connections are refused too
+                self.world.app_errors("db-too-many-clients", "too_many_clients", True)
+                return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                if self._leaked:
-                    return  # a server that stops answering new connections is full too
+                if self._leaked:  # a server that stops answering new connections is full too
+                    self.world.app_errors("db-too-many-clients", "too_many_clients", True)
+                    return
                 await self._connect()  # says why none could be opened at all
         self.log.warning("stopped leaking connections before PostgreSQL refused one")
 
@@ -373,6 +425,16 @@ class Faults:
         await asyncio.to_thread(self.world.deploy_backend)
         self.site.broken = on
         self.world.error_ratio = 1.0 if on else 0.0
+        self.world.app_errors("bad-deploy", "code_error", on)
+
+    async def _deploy_rolled_back(self, on: bool) -> None:
+        await asyncio.to_thread(self.world.worker_rolled_back, on)
+
+    async def _llm_rate_limited(self, on: bool) -> None:
+        self.world.app_errors("llm-rate-limited", "rate_limited", on)
+
+    async def _s3_upload_failing(self, on: bool) -> None:
+        self.world.app_errors("s3-upload-failing", "s3_upload_failed", on)
 
     async def _5xx_spike(self, on: bool) -> None:
         self.world.error_ratio = 0.1 if on else 0.0

@@ -38,7 +38,7 @@ from stackprobe.demo.alerting import (
 )
 from stackprobe.demo.alerting import AlertingError as AlertingError
 from stackprobe.demo.cli import DEFAULT_POSTGRES_DSN, DEFAULT_REDIS_URL
-from stackprobe.demo.config import CLOUDWATCH_PERIOD, Addresses, demo_config
+from stackprobe.demo.config import CLOUDWATCH_PERIOD, DEMO_INGESTION_LAG, Addresses, demo_config
 from stackprobe.demo.datastores import OwnPostgres, OwnRedis, postgres_refuses, redis_refuses
 from stackprobe.demo.faults import FAULTS as FAULTS
 from stackprobe.demo.faults import POOL_MAX_OVERFLOW, POOL_SIZE, Faults
@@ -80,7 +80,8 @@ def control_routes(app: web.Application, faults: Faults, config: dict[str, str])
         lines = ["stackprobe demo: the AEP-like stack's web app and its fault switch", ""]
         for fault in faults.state():
             mark = "ON " if fault["on"] else "off"
-            lines.append(f"  [{mark}] {fault['name']:<24} {fault['incident']}: {fault['what']}")
+            name = f"{fault['name']:<{max(map(len, FAULTS))}}"
+            lines.append(f"  [{mark}] {name} {fault['incident']}: {fault['what']}")
             lines.append(f"        {'':<24} pages: {', '.join(fault['alerts'])}")
         lines += [
             "",
@@ -394,21 +395,33 @@ def _fault_table(options: Options, alerts: Alerting | None, run: str) -> list[st
     folder = options.alerting.rules if options.alerting else shipped_rules()
     if folder is None:  # an installed wheel: no rules beside it
         return [f"The faults: {', '.join(FAULTS)}.", ""]
-    cloudwatch = KINDS["cloudwatch"]
+    cloudwatch, logs = KINDS["cloudwatch"], KINDS["logs"]
     fields = cloudwatch.config.model_fields
-    rules = read_alerts(folder, [m.name for m in cloudwatch.metrics])
+    rules = read_alerts(
+        folder,
+        [m.name for m in cloudwatch.metrics],
+        [m.name + ("_total" if m.type == "counter" else "") for m in logs.metrics],
+    )
     production = Pace(
         PRODUCTION,
         options.interval,
         float(fields["period"].default) + float(fields["delay"].default),
         group_waits(routing(folder, "")),
+        logs_lag=float(logs.config.model_fields["ingestion_lag"].default),
     )
     interval = options.interval if alerts is not None else DEFAULT_ALERTS_INTERVAL
     demo_routes = routing(folder, "")
     timing(demo_routes)
     # a figure waits for its CloudWatch period to close, and the traffic's next tick
     lag = CLOUDWATCH_PERIOD + _tick(interval)
-    here = Pace(demo_clock(interval), interval, lag, group_waits(demo_routes))
+    # a line waits for the traffic's next tick, and the demo's 2 s ingestion lag
+    here = Pace(
+        demo_clock(interval),
+        interval,
+        lag,
+        group_waits(demo_routes),
+        logs_lag=DEMO_INGESTION_LAG + _tick(interval),
+    )
     if alerts is not None:
         head, intro = "here", "and here, on the demo clock:"
     else:
@@ -419,12 +432,13 @@ def _fault_table(options: Options, alerts: Alerting | None, run: str) -> list[st
         "shipped rules in production (a probe run at this interval, CloudWatch's delay, the "
         f"rule's `for:`, the routing's wait), {intro}"
     )
-    lines.append(f"  {'fault':<23} {'production':<11} {head:<14} alerts (priority)")
-    pad = " " * 53  # under the alerts column
+    width = max(map(len, FAULTS))
+    lines.append(f"  {'fault':<{width}} {'production':<11} {head:<14} alerts (priority)")
+    pad = " " * (width + 30)  # under the alerts column
     for fault in FAULTS.values():
         named = sorted((rules[a] for a in fault.alerts if a in rules), key=here.page_after)
         when = [about(min(map(p.page_after, named))) if named else "-" for p in (production, here)]
         body = _rows([f"{r.name} {r.priority}" for r in named], 100 - len(pad)) or ["-"]
-        lines.append(f"  {fault.name:<23} {when[0]:<11} {when[1]:<14} {body[0]}")
+        lines.append(f"  {fault.name:<{width}} {when[0]:<11} {when[1]:<14} {body[0]}")
         lines += [pad + more for more in body[1:]]
     return [*lines, ""]

@@ -6,7 +6,9 @@ ALB with a target group per web service, a jobs queue with its dead-letter queue
 rasters bucket with a lifecycle rule and S3's daily storage metrics. Every 10 seconds the
 site "serves" requests and the worker takes jobs, and what AWS would record of it goes to
 CloudWatch, so the demo's dashboards move as a live stack's do: a fault that takes the
-backend off the balancer shows as the balancer's own 5xx, as an outage does there.
+backend off the balancer shows as the balancer's own 5xx, as an outage does there. Each
+running task writes to its service's log group in CloudWatch Logs, and while a fault is on,
+the error lines the runbooks grep for (`APP_ERRORS`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,48 @@ GIB = 1024**3
 BUCKET_BYTES = 42 * GIB  # yesterday's BucketSizeBytes; the day before held 40 GiB
 TICK = 10.0  # seconds between the traffic's CloudWatch datapoints (at most)
 KEPT_SECONDS = 3600.0  # how long datapoints and stopped tasks are kept
+# The services' log groups, named as the awslogs driver's are in AEP's task definitions
+# (`/ecs/aep-backend-staging`); each task writes to its own stream, `ecs/<service>/<task id>`.
+LOG_GROUPS = {BACKEND: "/ecs/aep-backend-demo", WORKER: "/ecs/aep-worker-demo"}
+# Log lines older than the logs kind ever reads (its `max_catch_up`, 15m) are forgotten.
+LOGS_KEPT_SECONDS = 1200.0
+# Error lines a service writes per tick while their fault is on: every threshold of
+# alert_rules/logs.rules.yml is met within one tick, as a failing app's lines would.
+ERROR_LINES = (10, 16)
+
+
+# What the services log while a fault is on: (service, line), the lines as the runbooks quote
+# them (AEP "Common Log Errors", VivaCampo's greps). Each matches one signal of probes/logs.py.
+APP_ERRORS: dict[str, tuple[str, str]] = {
+    "transport_closed": (
+        BACKEND,
+        "ERROR app.api GET /api/v1/projects/7/runs failed: RuntimeError: transport closed",
+    ),
+    "queuepool": (
+        BACKEND,
+        "ERROR app.api GET /api/v1/projects failed: sqlalchemy.exc.TimeoutError: QueuePool "
+        "limit of size 5 overflow 0 reached, connection timed out, timeout 30.00",
+    ),
+    "code_error": (
+        BACKEND,
+        "ERROR app.api POST /api/v1/chat failed: KeyError: 'budget_mode'",
+    ),
+    "rate_limited": (
+        BACKEND,
+        "WARNING app.llm openai.RateLimitError: Error code: 429 - Rate limit reached for "
+        "requests; retrying in 2s",
+    ),
+    # a job opens its own connection (no pool), so the worker is the first to be refused
+    "too_many_clients": (
+        WORKER,
+        "ERROR worker.db connection failed: FATAL:  sorry, too many clients already",
+    ),
+    "s3_upload_failed": (
+        WORKER,
+        "ERROR worker.rasters S3 upload failed for rasters/2026/tile-042.tif: An error "
+        "occurred (AccessDenied) when calling the PutObject operation: Access Denied",
+    ),
+}
 
 BROKEN_HEALTH_CHECK_PATH = "/health"
 OOM_REASON = "Essential container in task exited"
@@ -64,6 +108,9 @@ class World:
         self.bucket_grown = False
         self.error_ratio = 0.0  # share of requests the targets answer with 5xx
         self._stopped_at: dict[str, float] = {}  # task ARN -> when the demo saw it stopped
+        # (fault, APP_ERRORS key) -> when its lines begin
+        self._app_errors: dict[tuple[str, str], float] = {}
+        self._streams: set[tuple[str, str]] = set()  # (log group, stream) created
         self._oldest_job: float | None = None
 
     def client(self, service: str) -> Any:
@@ -89,10 +136,13 @@ class World:
         self.sqs = self.client("sqs")
         self.s3 = self.client("s3")
         self.cloudwatch = self.client("cloudwatch")
+        self.logs = self.client("logs")
         self._seed_alb()
         self._seed_ecs()
         self._seed_sqs()
         self._seed_s3()
+        for group in LOG_GROUPS.values():
+            self.logs.create_log_group(logGroupName=group)
 
     def stop(self) -> None:
         if self._started:
@@ -255,6 +305,7 @@ class World:
             if self.cannot_start:
                 self._fail_to_start()
             self._daily_storage()
+            self._logs(now)
             self._forget(now.timestamp() - KEPT_SECONDS)
 
     def _forget(self, before: float) -> None:
@@ -277,6 +328,61 @@ class World:
             if task.last_status == "STOPPED" and stopped.setdefault(arn, time.time()) < before:
                 del tasks[arn]
                 del stopped[arn]
+        self._forget_logs()
+
+    def _forget_logs(self) -> None:
+        from moto.logs.models import logs_backends
+
+        oldest = (time.time() - LOGS_KEPT_SECONDS) * 1000
+        groups = logs_backends[ACCOUNT][REGION].groups
+        for name in LOG_GROUPS.values():
+            streams = groups[name].streams
+            for stream_name, stream in list(streams.items()):
+                stream.events = [e for e in stream.events if e.timestamp >= oldest]
+                if not stream.events:  # a stopped task's, long ago: a crash loop's are many
+                    del streams[stream_name]
+                    self._streams.discard((name, stream_name))
+
+    # -- the services' logs ------------------------------------------------------------------
+
+    def app_errors(self, fault: str, error: str, on: bool, after: float = 0.0) -> None:
+        """Start (`after` seconds from now) or stop `fault`'s lines of APP_ERRORS[error]."""
+        if error not in APP_ERRORS:
+            raise KeyError(f"no app error {error!r}; the errors are: {', '.join(APP_ERRORS)}")
+        # no lock: called on the demo's event loop, which a tick holding it would stall; the
+        # tick reads a copy
+        if on:
+            self._app_errors[fault, error] = time.time() + after
+        else:
+            self._app_errors.pop((fault, error), None)
+
+    def _logs(self, now: datetime) -> None:
+        """What each running task logged this tick: a line of the requests or jobs it
+        served, and the error lines of the faults that are on. A service with no running
+        task writes nothing, as on ECS."""
+        at = int(now.timestamp() * 1000)
+        for service, group in LOG_GROUPS.items():
+            tasks = [arn.rsplit("/", 1)[-1] for arn in self.ecs.running_tasks(service)]
+            if not tasks:
+                continue
+            lines: dict[str, list[str]] = {
+                task: [f"INFO app served {random.randint(100, 180)} requests"] for task in tasks
+            }
+            for (_, error), since in list(self._app_errors.items()):
+                where, line = APP_ERRORS[error]
+                if where == service and since <= now.timestamp():
+                    for _ in range(random.randint(*ERROR_LINES)):
+                        lines[random.choice(tasks)].append(line)
+            for task, messages in lines.items():
+                stream = f"ecs/{service}/{task}"
+                if (group, stream) not in self._streams:
+                    self.logs.create_log_stream(logGroupName=group, logStreamName=stream)
+                    self._streams.add((group, stream))
+                self.logs.put_log_events(
+                    logGroupName=group,
+                    logStreamName=stream,
+                    logEvents=[{"timestamp": at, "message": m} for m in messages],
+                )
 
     def _traffic(self, now: datetime) -> None:
         requests = random.randint(250, 350)
@@ -490,6 +596,16 @@ class World:
         for arn in self.ecs.run_tasks(BACKEND, 2):
             self.ecs.stop(arn, "Task failed to start", PULL_REASON)
         self.ecs.set_counts(BACKEND, 0)
+
+    def worker_rolled_back(self, on: bool) -> None:
+        """A worker deployment whose tasks fail to start, which ECS's deployment circuit
+        breaker rolls back to the revision it replaced. Off: the rollback completes."""
+        with self.lock:
+            if not on:
+                self.ecs.complete_deployment(WORKER)
+                return
+            self.ecs.deploy(WORKER, self.ecs.task_definition(WORKER, {"ENVIRONMENT": "demo"}))
+            self.ecs.roll_back(WORKER)
 
     def load_balancer_failed(self, failed: bool) -> None:
         """The load balancer leaves `active` (AEP Incident 6: "ALB offline")."""

@@ -172,26 +172,6 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
             component="database",
         ),
         alert("HealthReadyFailing", "P1", area="health", target="billing-ready", service="billing"),
-        # "transport closed" in the logs of a service whose Redis is down (api) or whose
-        # readiness already says redis: false (worker): both said already
-        alert(
-            "AppRedisTransportClosedLogged",
-            "P1",
-            area="logs",
-            target="api-logs",
-            log_group="/ecs/api",
-            pattern="redis_transport_closed",
-            service="api",
-        ),
-        alert(
-            "AppRedisTransportClosedLogged",
-            "P1",
-            area="logs",
-            target="worker-logs",
-            log_group="/ecs/worker",
-            pattern="redis_transport_closed",
-            service="worker",
-        ),
         # requests failing for a pool connection mute the pool's 90 % of the same service
         alert(
             "AppQueuePoolExhaustedLogged",
@@ -252,8 +232,6 @@ async def test_alerts_reach_their_receivers_and_causes_mute_symptoms(
         ("AppRedisPoolBroken", "api"),
         ("HealthReadyFailing", "web"),
         ("HealthReadyFailing", "billing"),
-        ("AppRedisTransportClosedLogged", "api"),
-        ("AppRedisTransportClosedLogged", "worker"),
         ("PostgresAppPoolExhausted", "billing"),
     }
 

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -241,9 +242,30 @@ FAULT_SIGNALS = {
         d.value("probe_http_status_code", target="aep-tiles") == 503
         and d.value("probe_success", target="aep-live") == 1
     ),
+    # the worker's FAILED deployment, listed while ECS rolls it back, and the rollback counted
+    "deploy-rolled-back": lambda d: (
+        (d.value("aws_ecs_service_deployments", service=world.WORKER, rollout_state="FAILED") or 0)
+        >= 1
+        and (d.value("aws_ecs_service_rollbacks_total", service=world.WORKER) or 0) >= 1
+    ),
+    "redis-transport-intermittent": lambda d: (
+        logged(d, "aep-backend-logs", "redis_transport_closed")
+        and d.value("probe_success", target="aep-ready") == 1
+    ),
+    "llm-rate-limited": lambda d: logged(d, "aep-backend-logs", "rate_limited"),
+    "s3-upload-failing": lambda d: logged(d, "aep-worker-logs", "s3_upload_failed"),
 }
 # These need a PostgreSQL or a Redis that lets the demo in; tests/e2e plays them.
 DATASTORE_FAULTS = {"db-pool-exhausted", "db-too-many-clients", "redis-flapping"}
+
+
+def logged(d: Any, target: str, pattern: str) -> bool:
+    """Whether the logs target counted a `pattern` line written in the last 8 s: the
+    traffic's tick (2 s), the demo's ingestion lag (2 s) and a run or two."""
+    newest = d.value(
+        "stackprobe_logs_pattern_last_match_timestamp_seconds", target=target, pattern=pattern
+    )
+    return newest is not None and time.time() - newest < 8
 
 
 def failed_share(d: Any) -> float:
@@ -412,6 +434,7 @@ def test_print_config_shows_a_config_of_every_kind(tmp_path: Path) -> None:
         "sqs",
         "s3",
         "cloudwatch",
+        "logs",
     }
     assert config["aws"]["endpoint_url"].startswith("http://127.0.0.1:")
 

@@ -32,7 +32,7 @@ import httpx
 import yaml
 
 from stackprobe.demo import world
-from stackprobe.demo.alerting import backfill, faster_rules, timing
+from stackprobe.demo.alerting import backfill, faster_rules, resend_delay, timing
 from tests.support.alerting import RULE_FILES, example_config
 from tests.support.datastores import (
     PROBE_PASSWORD,
@@ -269,6 +269,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
                 f"--config.file={work / 'prometheus.yml'}",
                 f"--storage.tsdb.path={data}",
                 f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+                f"--rules.alert.resend-delay={resend_delay(SPEED)}",
             ],
             logs[1],
         )
@@ -286,4 +287,20 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
         wait_http(f"http://{demo}/metrics", 60, process=demo_process, logs=logs[:1])
         wait_http(f"{e2e.alertmanager}/-/ready", 60, process=am_process, logs=logs[2:])
         wait_http(f"{e2e.prometheus}/-/ready", 60, process=prometheus_process, logs=logs[1:2])
+        # every target has run and been scraped before a fault plays: a kind that learns from
+        # its previous run (the revision a deployment replaced) must have had one
+        config = yaml.safe_load(httpx.get(f"{e2e.app}/config", timeout=10).text)
+        names = {t["name"] for t in config["targets"]}
+        wait_until(
+            lambda: names <= {r["metric"]["target"] for r in e2e.query("probe_success")},
+            60,
+            what=lambda: (
+                "every target in Prometheus; missing: "
+                + ", ".join(
+                    sorted(names - {r["metric"]["target"] for r in e2e.query("probe_success")})
+                )
+            ),
+            logs=logs,
+            interval=0.5,
+        )
         yield e2e, logs

@@ -44,6 +44,10 @@ class Incident:
     # alertname -> words its description must hold (what the page tells the on-call)
     says: dict[str, str] = field(default_factory=dict)
     before: Step | None = None  # checked before the fault: what must stay quiet
+    # alertname -> labels of alerts that must reach no receiver during the incident nor on
+    # its way back, though what they count is seen: the `pattern` counts that must grow
+    quiet: dict[str, dict[str, str]] = field(default_factory=dict)
+    counted: tuple[str, ...] = ()
 
     def expected(self) -> list[tuple[str, dict[str, str]]]:
         return list(self.alerts.items())
@@ -91,6 +95,7 @@ def warmed_pool_is_quiet(e2e: E2E, on: bool) -> None:
 
 
 BACKEND = {"service": world.BACKEND}
+WORKER = {"service": world.WORKER}
 
 # Independent incidents, each on its own part of the stack, played at once.
 WAVES: list[list[Incident]] = [
@@ -104,10 +109,57 @@ WAVES: list[list[Incident]] = [
                 # what the runbook checks first: /health/ready fails, on the site and each task
                 "HealthReadyFailing": {"priority": "P1", "target": "aep-ready", **BACKEND},
                 "EcsTaskReadyFailing": {"priority": "P1", "target": "aep-backend-tasks"},
+                # and its logs: KeyError after the deploy, with the command that rolls it back
+                "AppCodeErrorsAfterDeploy": {
+                    "priority": "P1",
+                    "target": "aep-backend-logs",
+                    "pattern": "code_error",
+                    **BACKEND,
+                },
             },
             muted={"AlbHigh5xxRate": {}},
             within=CLOUDWATCH_WITHIN,
-            says={"AlbMostRequests5xx": "within 30 minutes: consider a rollback"},
+            says={
+                "AlbMostRequests5xx": "within 30 minutes: consider a rollback",
+                "AppCodeErrorsAfterDeploy": (
+                    f"aws ecs update-service --cluster {world.CLUSTER} --service "
+                    f"{world.BACKEND} --task-definition {world.BACKEND}:"
+                ),
+            },
+        ),
+        Incident(
+            "deploy-rolled-back",
+            "AEP Incident 1: a deployment ECS rolled back",
+            "deploy-rolled-back",
+            {"EcsDeploymentRolledBack": {"priority": "P1", **WORKER}},
+            # the FAILED deployment stays listed until the rollback completes: not a page
+            quiet={"EcsDeploymentFailed": WORKER},
+            says={"EcsDeploymentRolledBack": f"back from {world.WORKER}:2 to {world.WORKER}:1"},
+        ),
+        Incident(
+            "llm-rate-limited",
+            "AEP Incident 1: openai.RateLimitError in the logs",
+            "llm-rate-limited",
+            {"LlmRateLimitedLogged": {"priority": "P2", "pattern": "rate_limited", **BACKEND}},
+        ),
+        Incident(
+            "redis-transport-intermittent",
+            "AEP Incident 3: transport closed, readiness passing",
+            "redis-transport-intermittent",
+            {
+                "AppRedisTransportClosedLogged": {
+                    "priority": "P1",
+                    "target": "aep-backend-logs",
+                    **BACKEND,
+                }
+            },
+            says={"AppRedisTransportClosedLogged": world.LOG_GROUPS[world.BACKEND]},
+        ),
+        Incident(
+            "s3-upload-failing",
+            "VivaCampo Scenario 2: S3 upload failed",
+            "s3-upload-failing",
+            {"S3UploadFailuresLogged": {"priority": "P2", "target": "aep-worker-logs", **WORKER}},
         ),
         Incident(
             "jobs-stuck",
@@ -150,7 +202,15 @@ WAVES: list[list[Incident]] = [
             {
                 "PostgresAppPoolExhausted": {"priority": "P1", "target": "aep-db"},
                 "PostgresIdleInTransaction": {"priority": "P2", "target": "aep-db"},
+                # requests that waited the pool's 30 s and failed: from the logs, after the
+                # pool figures have paged, and muting them from then on
+                "AppQueuePoolExhaustedLogged": {
+                    "priority": "P1",
+                    "target": "aep-backend-logs",
+                    **BACKEND,
+                },
             },
+            muted={"PostgresAppPoolExhausted": {"target": "aep-db", **BACKEND}},
             before=warmed_pool_is_quiet,
         ),
         Incident(
@@ -191,6 +251,10 @@ WAVES: list[list[Incident]] = [
             },
             also=("RedisDown", redis_down),
             says={"AppRedisPoolBroken": "the app's Redis pool, not Redis"},
+            # the app's "transport closed" lines are counted, and page no one: the probe
+            # alerts have, before the lines reached the count and for minutes after the fix
+            quiet={"AppRedisTransportClosedLogged": BACKEND},
+            counted=("redis_transport_closed",),
         ),
         Incident(
             "db-too-many-clients",
@@ -198,6 +262,12 @@ WAVES: list[list[Incident]] = [
             "db-too-many-clients",
             {
                 "PostgresConnectionsNearLimit": {"priority": "P1", "target": "aep-db"},
+                # the workers' connections refused: "FATAL: sorry, too many clients already"
+                "PostgresTooManyClientsLogged": {
+                    "priority": "P0",
+                    "target": "aep-worker-logs",
+                    **WORKER,
+                },
                 "PostgresDown": {"priority": "P0", "target": "aep-db"},
             },
             also=("PostgresDown", postgres_down),
