@@ -28,6 +28,10 @@ class BodyTooLarge(Exception):
 class UndecodableBody(Exception):
     """The body's content encoding is broken or not one we asked for."""
 
+    def __init__(self, detail: str, asked: bool = True) -> None:
+        super().__init__(detail)
+        self.asked = asked  # a coding we asked for that breaks, not one we did not ask for
+
 
 # Inflate at most this much per call: the copy zlib hands back is transient memory on top of
 # the body, so it is kept small rather than as large as the room left under the cap.
@@ -106,7 +110,8 @@ def _decoder(content_encoding: str) -> _Gzip | _Deflate | None:
     if codings == ["deflate"]:  # not asked for, but common enough to read (zlib or raw)
         return _Deflate()
     raise UndecodableBody(
-        f"content-encoding {content_encoding!r} was not asked for ({ACCEPT_ENCODING})"
+        f"content-encoding {content_encoding!r} was not asked for ({ACCEPT_ENCODING})",
+        asked=False,
     )
 
 

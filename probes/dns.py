@@ -156,7 +156,9 @@ PROBE_DNS_ADDITIONAL_RRS = MetricSpec(
     "probe_dns_additional_rrs", "Records in the additional section."
 )
 PROBE_DNS_QUERY_SUCCEEDED = MetricSpec(
-    "probe_dns_query_succeeded", "1 if a response arrived with a code in valid_rcodes."
+    "probe_dns_query_succeeded",
+    "1 if a response arrived, whatever its code (blackbox_exporter's meaning; valid_rcodes "
+    "decides probe_success).",
 )
 PROBE_DNS_RCODE = MetricSpec(
     "stackprobe_dns_rcode",
@@ -248,7 +250,11 @@ def _judge(
 ) -> ProbeResult:
     rcode = response.rcode()
     rdtype = dns.rdatatype.from_text(target.record_type)
-    answers = sum(len(rrset) for rrset in response.answer if rrset.rdtype == rdtype)
+    answers = sum(
+        len(rrset)
+        for rrset in response.answer
+        if rrset.rdtype == rdtype or rdtype == dns.rdatatype.ANY  # ANY asks for every type
+    )
     rcode_text = dns.rcode.to_text(rcode)
     valid = rcode_text in target.valid_rcodes
     samples = (
@@ -256,7 +262,7 @@ def _judge(
         PROBE_DNS_ANSWER_RRS(sum(len(rrset) for rrset in response.answer)),
         PROBE_DNS_AUTHORITY_RRS(sum(len(rrset) for rrset in response.authority)),
         PROBE_DNS_ADDITIONAL_RRS(sum(len(rrset) for rrset in response.additional)),
-        PROBE_DNS_QUERY_SUCCEEDED(1 if valid else 0),
+        PROBE_DNS_QUERY_SUCCEEDED(1),
         PROBE_DNS_RCODE(int(rcode)),
     )
     evidence = _evidence(response, rcode_text, elapsed, asked)

@@ -33,10 +33,11 @@ What a hostile or broken server gets (tests/support/peers.py has one of each):
   detail says so. `probes/_http_clients.py` tells these apart (`NotHttp`, `ClosedEarly`).
 - A redirect to anything but http:// or https:// (file:, gopher:, ftp:), or with a
   `Location` that is not a URL, is `invalid_redirect`; its detail names the scheme.
-- A body in a coding that was not asked for (`br`, `zstd`), or whose compression is broken,
-  fails a run (`invalid_body`) only when the run reads the body: a check needs it
-  (`_needs_body`) or it is said to be JSON (read for components); and only once the status
-  has been judged, so a 503 stays `http_status`.
+- A body whose compression is broken fails a run (`invalid_body`) only when the run reads
+  the body: a check needs it (`_needs_body`) or it is said to be JSON (read for components).
+  One in a coding that was not asked for (`br`, `zstd`) fails only when a check needs it, as
+  blackbox_exporter reads it raw and passes; its components stay unread. Either only once
+  the status has been judged, so a 503 stays `http_status`.
 """
 
 from __future__ import annotations
@@ -408,7 +409,11 @@ PROBE_HTTP_DURATION_SECONDS = MetricSpec(
     "Seconds per phase summed over redirects; connect includes name resolution.",
     ("phase",),
 )
-PROBE_HTTP_REDIRECTS = MetricSpec("probe_http_redirects", "Redirects followed.")
+PROBE_HTTP_REDIRECTS = MetricSpec(
+    "probe_http_redirects",
+    "Redirects followed; past max_redirects, the refused one is counted too, as "
+    "blackbox_exporter counts it.",
+)
 PROBE_HTTP_SSL = MetricSpec("probe_http_ssl", "1 if the final response came over TLS.")
 PROBE_HTTP_VERSION = MetricSpec("probe_http_version", "HTTP version of the final response.")
 PROBE_SSL_EARLIEST_CERT_EXPIRY = MetricSpec(
@@ -832,6 +837,7 @@ class _Body:
     too_large: str = ""
     # Set when the body's content coding could not be decoded: why, in one sentence.
     undecodable: str = ""
+    unasked: bool = False  # undecodable for a coding the request did not ask for (br)
 
 
 async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed) -> _Body:
@@ -866,6 +872,10 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                 try:
                     if target.follow_redirects and response.next_request is not None:
                         if seen.redirects >= target.max_redirects:
+                            # as blackbox_exporter reports it: the last response's status,
+                            # version and length, and the refused redirect counted too
+                            _observe_response(target, response, seen)
+                            seen.redirects += 1
                             raise _Failure(
                                 Reason.TOO_MANY_REDIRECTS,
                                 f"more than max_redirects={target.max_redirects} redirects",
@@ -938,7 +948,7 @@ async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observ
         seen.body_length = exc.read
         return _Body(b"", content_type, f"body is over max_body_bytes={cap}; stopped reading")
     except UndecodableBody as exc:
-        return _Body(b"", content_type, undecodable=str(exc))
+        return _Body(b"", content_type, undecodable=str(exc), unasked=not exc.asked)
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
         reason = classify(exc)
         if reason is Reason.INVALID_RESPONSE:  # framing that does not parse (a chunk size)
@@ -979,7 +989,8 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
 
     A body over the cap fails the run only when something needed its content; a tile or an
     image larger than the cap is read up to the cap and passes. A body that does not decode
-    fails it only when the run reads it: a check needs it, or it is said to be JSON.
+    fails it when the run reads it: a check needs it, or it is said to be JSON, unless its
+    coding is one the request did not ask for (then only when a check needs it).
     """
     needed = _needs_body(target)
     doc = None if body.too_large or body.undecodable else _parse_json(target, body)
@@ -1007,7 +1018,11 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
         raise _Failure(Reason.HTTP_STATUS, detail)
     if body.too_large and needed:
         raise _Failure(Reason.BODY_TOO_LARGE, body.too_large)
-    if body.undecodable and (needed or _wants_json(target, body.content_type)):
+    # A coding the request did not ask for (br) fails only a run a check needs the body for:
+    # said to be JSON is not enough (its components stay unread), as blackbox_exporter, which
+    # reads such a body raw, passes it. Compression we asked for that breaks is a broken reply.
+    wanted = needed or (not body.unasked and _wants_json(target, body.content_type))
+    if body.undecodable and wanted:
         raise _Failure(Reason.INVALID_BODY, body.undecodable)
     if isinstance(doc, _Invalid):
         raise _Failure(Reason.INVALID_BODY, doc.detail)

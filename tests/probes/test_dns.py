@@ -75,10 +75,17 @@ class _Responder(asyncio.DatagramProtocol):
     (`truncate`) with an empty answer flagged TC, which sends the client on to TCP; `soa`
     adds the zone's SOA in the authority section, as an authoritative server does."""
 
-    def __init__(self, rcode: int | None, truncate: bool = False, soa: bool = False) -> None:
+    def __init__(
+        self,
+        rcode: int | None,
+        truncate: bool = False,
+        soa: bool = False,
+        answer: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.rcode = rcode
         self.truncate = truncate
         self.soa = soa
+        self.answer = answer  # (type, record) for the asked name, whatever type was asked
         self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
@@ -90,6 +97,9 @@ class _Responder(asyncio.DatagramProtocol):
             return
         response = dns.message.make_response(dns.message.from_wire(data))
         response.set_rcode(self.rcode)
+        name = response.question[0].name
+        for rdtype, record in self.answer:
+            response.answer.append(dns.rrset.from_text(name, 300, "IN", rdtype, record))
         if self.soa:
             response.authority.append(dns.rrset.from_text("test.", 300, "IN", "SOA", SOA))
         if self.truncate:  # late, so the TCP retry only has part of the deadline left
@@ -165,6 +175,39 @@ async def test_resolving_name_exports_blackbox_names(dnsmasq: str, run_probe: Ru
         "probe_dns_query_succeeded",
         "stackprobe_dns_rcode",
     }
+
+
+async def test_any_counts_every_answer_record_as_blackbox_does(run_probe: RunProbe) -> None:
+    """An ANY query is answered with records of other types: each counts for min_answers."""
+    loop = asyncio.get_running_loop()
+    answer = (("A", "192.0.2.1"), ("AAAA", "2001:db8::1"))
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Responder(dns.rcode.NOERROR, answer=answer), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        server = f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"
+        result = await run_probe(target(server, record_type="ANY"))
+        strict = await run_probe(target(server, record_type="ANY", min_answers=3))
+    finally:
+        transport.close()
+
+    assert result.success, result.detail
+    assert samples_by_name(result)["probe_dns_answer_rrs"] == {(): 2.0}
+    assert (strict.success, strict.reason) == (False, Reason.NO_ANSWER)
+    assert strict.detail == "site.test ANY: 2 answer(s), min_answers is 3"
+
+
+async def test_query_succeeded_means_a_response_arrived_as_in_blackbox(
+    responder: dict[str, str], run_probe: RunProbe
+) -> None:
+    """blackbox_exporter's dashboards read probe_dns_query_succeeded as "the server
+    answered": a SERVFAIL is an answer (the run still fails), silence is not."""
+    servfail = await run_probe(target(responder["servfail"]))
+    silent = await run_probe(target(responder["blackhole"], timeout="300ms"))
+
+    assert (servfail.success, servfail.reason) == (False, Reason.SERVFAIL)
+    assert samples_by_name(servfail)["probe_dns_query_succeeded"] == {(): 1.0}
+    assert samples_by_name(silent)["probe_dns_query_succeeded"] == {(): 0.0}
 
 
 async def test_tcp_transport(dnsmasq: str, run_probe: RunProbe) -> None:

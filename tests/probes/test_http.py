@@ -110,6 +110,20 @@ async def test_nested_checks_and_gzip_bodies_are_parsed(peers: Peers, run_probe:
     assert samples_by_name(gzipped)["stackprobe_health_component_up"][("redis",)] == 0.0
 
 
+async def test_a_redirect_past_the_limit_reports_the_last_response_as_blackbox_does(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    """blackbox_exporter's own case: the last status, version and length, and the refused
+    redirect counted (11 for a limit of 10)."""
+    result = await run_probe(target(f"{peers.http}/redirect-loop", max_redirects=3))
+
+    assert (result.success, result.reason) == (False, Reason.TOO_MANY_REDIRECTS)
+    assert value(result, "probe_http_status_code") == 302
+    assert value(result, "probe_http_redirects") == 4
+    assert value(result, "probe_http_version") == 1.1
+    assert value(result, "probe_http_content_length") >= 0
+
+
 @pytest.mark.parametrize(
     ("where", "extra", "reason"),
     [
@@ -387,7 +401,10 @@ async def test_components_are_bounded(peers: Peers, run_probe: RunProbe) -> None
         ("br-200", {"body_format": "text", "health_components": False}, None),
         ("br-200", {"expect_body_regex": ["ready"]}, Reason.INVALID_BODY),
         ("br-200", {"body_format": "json"}, Reason.INVALID_BODY),
-        ("br-200-json", {}, Reason.INVALID_BODY),  # said to be JSON: read for components
+        # said to be JSON, but no check reads it: its components stay unread, and the run
+        # passes, as blackbox_exporter's does
+        ("br-200-json", {}, None),
+        ("br-200-json", {"expect_json": [{"path": "status", "equals": "ok"}]}, Reason.INVALID_BODY),
     ],
 )
 async def test_an_encoding_that_was_not_asked_for_fails_only_a_run_that_reads_the_body(
