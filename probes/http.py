@@ -142,6 +142,9 @@ class Reason(StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     INVALID_BODY = "invalid_body"  # undecodable compression, or JSON that does not parse
     BODY_MISMATCH = "body_mismatch"  # a body regex or JSON expectation did not hold
+    HEADER_MISMATCH = "header_mismatch"  # fail_if_header_matches / _not_matches
+    HTTP_VERSION = "http_version"  # a version outside valid_http_versions
+    TLS_MISMATCH = "tls_mismatch"  # fail_if_ssl / fail_if_not_ssl
     POOL_TIMEOUT = "pool_timeout"  # stackprobe's own connection limit was saturated
     DISCOVERY_FAILED = "discovery_failed"  # `discover`: the ECS API calls failed
     NO_TASKS = "no_tasks"  # `discover`: the service has no running task to probe
@@ -157,6 +160,34 @@ class BasicAuth(BaseModel):
     def derived_secrets(self) -> list[str]:
         """The Authorization header carries base64 of `user:password`; the redactor needs it."""
         return [f"{self.username}:{self.password.get()}"]
+
+
+class HeaderMatch(BaseModel):
+    """A `fail_if_header_matches` / `fail_if_header_not_matches` entry, as blackbox_exporter
+    has it: the regexp is searched in each value of the header; a header that is missing
+    fails the run unless `allow_missing`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    header: str
+    regexp: Regex
+    allow_missing: bool = False
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value):
+            raise PydanticCustomError(
+                "header_name",
+                "{found} is not a valid header name: use letters, digits and -",
+                {"found": repr(value)[:80]},
+            )
+        return value
+
+
+# What blackbox_exporter calls the versions (Go's resp.Proto), and httpx's names for them.
+_HTTP_VERSIONS = {"HTTP/1.0": "HTTP/1.0", "HTTP/1.1": "HTTP/1.1", "HTTP/2.0": "HTTP/2"}
+BODY_FILE_MAX = 1024 * 1024  # bytes a `body_file` may hold
 
 
 class JsonExpectation(BaseModel):
@@ -244,6 +275,16 @@ class HttpTarget(TargetConfig):
     ignore_components: frozenset[str] = frozenset()
     latency_threshold: Duration | None = None
     tls: TLSConfig = TLSConfig()
+    # blackbox_exporter's checks of the final response, judged after the status
+    fail_if_header_matches: tuple[HeaderMatch, ...] = ()
+    fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
+    valid_http_versions: tuple[Literal["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"], ...] = ()
+    fail_if_ssl: bool = False
+    fail_if_not_ssl: bool = False
+    # the request's body (a POST check); `body_file` is read when the config loads
+    body: StrOrSecret | None = None
+    body_file: str | None = None
+    _body_bytes: bytes | None = PrivateAttr(default=None)
 
     @field_validator("url")
     @classmethod
@@ -376,6 +417,51 @@ class HttpTarget(TargetConfig):
         if isinstance(self.url, SecretRef):
             return f"{self.method} <url from {self.url.source()}>"
         return f"{self.method} {self.url}"
+
+    @model_validator(mode="after")
+    def _response_checks_and_body(self) -> HttpTarget:
+        if self.fail_if_ssl and self.fail_if_not_ssl:
+            raise PydanticCustomError(
+                "tls_mismatch", "fail_if_ssl and fail_if_not_ssl together fail every run", {}
+            )
+        if self.body is not None and self.body_file is not None:
+            raise PydanticCustomError(
+                "body", "give the request's body as body or as body_file, not both", {}
+            )
+        if self.body_file is not None:
+            try:
+                with open(self.body_file, "rb") as file:
+                    data = file.read(BODY_FILE_MAX + 1)
+            except OSError as exc:
+                raise PydanticCustomError(
+                    "body_file",
+                    "cannot read body_file {path}: {error}",
+                    {"path": self.body_file, "error": exc.strerror or type(exc).__name__},
+                ) from None
+            if len(data) > BODY_FILE_MAX:
+                raise PydanticCustomError(
+                    "body_file",
+                    "body_file {path} is over {most} bytes",
+                    {"path": self.body_file, "most": BODY_FILE_MAX},
+                )
+            self._body_bytes = data
+        return self
+
+    def request_body(self) -> bytes | None:
+        if self.body is not None:
+            return reveal(self.body).encode()
+        return self._body_bytes
+
+    def checks_response(self) -> bool:
+        """Whether any of blackbox_exporter's final-response checks is set (the hot path
+        skips them otherwise)."""
+        return bool(
+            self.fail_if_header_matches
+            or self.fail_if_header_not_matches
+            or self.valid_http_versions
+            or self.fail_if_ssl
+            or self.fail_if_not_ssl
+        )
 
     def request_headers(self) -> dict[str, str]:
         headers = {"Accept-Encoding": ACCEPT_ENCODING}
@@ -553,6 +639,9 @@ class _Observed:
         self.final_url: httpx.URL | None = None  # after a redirect only
         # Components found down and the word the body used: {"redis": "false"}.
         self.down: dict[str, str] = {}
+        # a final-response check that failed (HeaderMatch, versions, TLS), raised after the
+        # status has been judged
+        self.mismatch: _Failure | None = None
 
 
 async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
@@ -859,6 +948,7 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
             request = client.build_request(
                 target.method,
                 target.url_text(),
+                content=target.request_body(),
                 headers=target.request_headers(),
                 extensions=extensions,
                 timeout=httpx.Timeout(max(ctx.remaining(), 0.001)),
@@ -896,6 +986,8 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                             auth = None
                         continue
                     _observe_response(target, response, seen)
+                    if target.checks_response():
+                        seen.mismatch = _response_mismatch(target, response, seen)
                     started = time.perf_counter()
                     body = await _read_body(target, response, seen)
                     trace.durations["transfer"] += time.perf_counter() - started
@@ -910,6 +1002,48 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
         if body is not None:  # the deadline fell while closing a response already read
             return body
         raise
+
+
+def _response_mismatch(
+    target: HttpTarget, response: httpx.Response, seen: _Observed
+) -> _Failure | None:
+    """blackbox_exporter's checks of the final response, in its order: headers, version,
+    TLS. The detail names the header and the pattern, never a value (it may be a secret)."""
+    for match in target.fail_if_header_matches:
+        values = response.headers.get_list(match.header)
+        if not values and not match.allow_missing:
+            return _Failure(Reason.HEADER_MISMATCH, f"header {match.header} is missing")
+        if any(match.regexp.search(v) for v in values):
+            return _Failure(
+                Reason.HEADER_MISMATCH,
+                f"header {match.header} matches {match.regexp.pattern!r} (fail_if_header_matches)",
+            )
+    for match in target.fail_if_header_not_matches:
+        values = response.headers.get_list(match.header)
+        if not values:
+            if match.allow_missing:
+                continue
+            return _Failure(Reason.HEADER_MISMATCH, f"header {match.header} is missing")
+        if not any(match.regexp.search(v) for v in values):
+            return _Failure(
+                Reason.HEADER_MISMATCH,
+                f"header {match.header} does not match {match.regexp.pattern!r}",
+            )
+    if target.valid_http_versions:
+        allowed = {_HTTP_VERSIONS[v] for v in target.valid_http_versions}
+        if response.http_version not in allowed:
+            return _Failure(
+                Reason.HTTP_VERSION,
+                f"{response.http_version}, valid_http_versions is "
+                + ", ".join(target.valid_http_versions),
+            )
+    if target.fail_if_ssl and seen.tls_version:
+        return _Failure(Reason.TLS_MISMATCH, "the final response came over TLS (fail_if_ssl)")
+    if target.fail_if_not_ssl and not seen.tls_version:
+        return _Failure(
+            Reason.TLS_MISMATCH, "the final response did not come over TLS (fail_if_not_ssl)"
+        )
+    return None
 
 
 def _strip_credentials(target: HttpTarget, request: httpx.Request) -> None:
@@ -1016,6 +1150,8 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
         if down:
             detail += f"{_COMPONENTS_SAID}{', '.join(down)}"
         raise _Failure(Reason.HTTP_STATUS, detail)
+    if seen.mismatch is not None:
+        raise seen.mismatch
     if body.too_large and needed:
         raise _Failure(Reason.BODY_TOO_LARGE, body.too_large)
     # A coding the request did not ask for (br) fails only a run a check needs the body for:

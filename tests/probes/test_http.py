@@ -19,6 +19,7 @@ import pytest
 import respx
 import yaml
 
+from stackprobe.config import ConfigError
 from stackprobe.contract import Health, Verdict
 from stackprobe.probes.http import Reason, _same_origin, classify
 from tests.support.peers import AUTH_TOKEN, BIG_BODY_BYTES, HEALTHY, REDIS_DOWN, Peers
@@ -1097,3 +1098,135 @@ async def test_a_body_over_the_cap_is_said_not_shown(peers: Peers, run_probe: Ru
         "not kept: body is over max_body_bytes=1048576; stopped reading"
     ]
     assert result.health() == Verdict(Health.OK)
+
+
+# blackbox_exporter's checks of the final response, and a request body
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason", "detail"),
+    [
+        (
+            {"fail_if_header_matches": [{"header": "Content-Type", "regexp": "json"}]},
+            Reason.HEADER_MISMATCH,
+            "header Content-Type matches 'json' (fail_if_header_matches)",
+        ),
+        ({"fail_if_header_matches": [{"header": "content-type", "regexp": "xml"}]}, None, ""),
+        (
+            {"fail_if_header_matches": [{"header": "X-Cache", "regexp": "MISS"}]},
+            Reason.HEADER_MISMATCH,
+            "header X-Cache is missing",
+        ),
+        (
+            {
+                "fail_if_header_matches": [
+                    {"header": "X-Cache", "regexp": "MISS", "allow_missing": True}
+                ]
+            },
+            None,
+            "",
+        ),
+        (
+            {"fail_if_header_not_matches": [{"header": "Content-Type", "regexp": "^text/"}]},
+            Reason.HEADER_MISMATCH,
+            "header Content-Type does not match '^text/'",
+        ),
+        ({"fail_if_header_not_matches": [{"header": "Content-Type", "regexp": "json"}]}, None, ""),
+        (
+            {"valid_http_versions": ["HTTP/2.0"]},
+            Reason.HTTP_VERSION,
+            "HTTP/1.1, valid_http_versions is HTTP/2.0",
+        ),
+        ({"valid_http_versions": ["HTTP/1.0", "HTTP/1.1"]}, None, ""),
+        (
+            {"fail_if_not_ssl": True},
+            Reason.TLS_MISMATCH,
+            "the final response did not come over TLS (fail_if_not_ssl)",
+        ),
+        ({"fail_if_ssl": True}, None, ""),
+    ],
+)
+async def test_blackbox_final_response_checks(
+    peers: Peers, run_probe: RunProbe, extra: dict[str, Any], reason: Reason | None, detail: str
+) -> None:
+    result = await run_probe(target(f"{peers.http}/ok", **extra))
+
+    assert (result.success, result.reason) == (reason is None, reason), result.detail
+    if reason is not None:
+        assert result.detail == detail
+
+
+async def test_fail_if_ssl_on_https_and_the_status_judged_first(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    tls = {"ca_file": str(peers.ca_file)}
+    over_tls = await run_probe(target(f"{peers.https_trusted}/ok", tls=tls, fail_if_ssl=True))
+    missing = [{"header": "X-Cache", "regexp": "."}]
+    status = await run_probe(target(f"{peers.http}/status/503", fail_if_header_not_matches=missing))
+
+    assert (over_tls.success, over_tls.reason) == (False, Reason.TLS_MISMATCH)
+    assert (status.success, status.reason) == (False, Reason.HTTP_STATUS)
+
+
+async def test_a_post_sends_its_body_and_body_file(
+    peers: Peers, run_probe: RunProbe, tmp_path: Path
+) -> None:
+    payload = tmp_path / "query.json"
+    payload.write_text('{"query": "{ health }"}')
+    inline = await run_probe(
+        target(
+            f"{peers.http}/echo",
+            method="POST",
+            body="ping",
+            expect_json=[{"path": "body", "equals": "ping"}],
+        )
+    )
+    from_file = await run_probe(
+        target(
+            f"{peers.http}/echo",
+            method="POST",
+            body_file=str(payload),
+            expect_json=[{"path": "body", "equals": '{"query": "{ health }"}'}],
+        )
+    )
+
+    assert inline.success, inline.detail
+    assert from_file.success, from_file.detail
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"fail_if_ssl": True, "fail_if_not_ssl": True}, "fail every run"),
+        ({"body": "a", "body_file": "/etc/hostname"}, "not both"),
+        ({"body_file": "/nonexistent/query.json"}, "cannot read body_file /nonexistent/query.json"),
+        ({"fail_if_header_matches": [{"header": "bad header", "regexp": "x"}]}, "header name"),
+        ({"valid_http_versions": ["HTTP/3"]}, "HTTP/1.1"),
+    ],
+)
+def test_blackbox_options_refused_with_why(extra: dict[str, Any], says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        target("http://127.0.0.1/ok", **extra)
+
+
+async def test_a_body_given_as_a_secret_never_shows(peers: Peers, run_probe: RunProbe) -> None:
+    """/echo sends the body back: the evidence scrubs it as it scrubs every secret."""
+    canary = "body-canary-7f3a9c2e"
+    result = await run_probe(
+        make_target(
+            {
+                "name": "t",
+                "kind": "http",
+                "url": f"{peers.http}/echo",
+                "method": "POST",
+                "body": {"from_env": "PROBE_BODY"},
+                "timeout": "2s",
+                "interval": "10s",
+            },
+            {"PROBE_BODY": canary},
+        )
+    )
+
+    assert result.success, result.detail
+    assert canary not in repr(result.evidence) and canary not in repr(result.samples)
+    assert any(name == "body" for name, _ in result.evidence)

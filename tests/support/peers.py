@@ -199,6 +199,10 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
         await asyncio.sleep(float(request.query.get("seconds", "0.3")))
         return await _json(request, HEALTHY)
 
+    async def echo(request: web.Request) -> web.Response:
+        """The request's method and body, for a POST check's `body`."""
+        return await _json(request, {"method": request.method, "body": await request.text()})
+
     for path, handler in {
         "/ok": ok,
         "/health/ready": ok,
@@ -223,6 +227,7 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
         "/redirect-to": redirect_to,
         "/record-headers": record_headers,
         "/set-cookie": set_cookie,
+        "/echo": echo,
     }.items():
         app.router.add_route("*", path, handler)
     return app
