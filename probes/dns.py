@@ -32,7 +32,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import dns.rrset
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from stackprobe.contract import (
@@ -46,7 +46,7 @@ from stackprobe.contract import (
     Sample,
     Verdict,
 )
-from stackprobe.target import TargetConfig
+from stackprobe.target import Regex, TargetConfig
 
 
 class Reason(StrEnum):
@@ -59,8 +59,45 @@ class Reason(StrEnum):
     REFUSED = "refused"  # the server refuses to answer this client or zone
     UNEXPECTED_RCODE = "unexpected_rcode"  # any other response code outside valid_rcodes
     NO_ANSWER = "no_answer"  # fewer than min_answers records of the asked type
+    RECORD_MISMATCH = "record_mismatch"  # a validate_*_rrs rule: the name resolves wrongly
     INVALID_RESPONSE = "invalid_response"  # a response that does not parse
     OTHER = "other"
+
+
+class RecordChecks(BaseModel):
+    """blackbox_exporter's `validate_answer_rrs` (and authority, additional): regexps
+    searched in each record as `dig` and Go's DNS library print it, tab-separated
+    (`www.example.com.\t300\tIN\tA\t192.0.2.1`), so blackbox's patterns work unchanged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fail_if_matches_regexp: tuple[Regex, ...] = ()  # any record matches any
+    fail_if_all_match_regexp: tuple[Regex, ...] = ()  # every record matches each
+    fail_if_not_matches_regexp: tuple[Regex, ...] = ()  # a record does not match one
+    fail_if_none_matches_regexp: tuple[Regex, ...] = ()  # no record matches one
+
+    def failure(self, records: list[str]) -> str:
+        """Why the records fail these checks, or ""; in blackbox_exporter's order."""
+        if not records and (self.fail_if_not_matches_regexp or self.fail_if_none_matches_regexp):
+            return "no record, and a match is required"
+        for record in records:
+            for pattern in self.fail_if_matches_regexp:
+                if pattern.search(record):
+                    return f"{_shown(record)} matches {pattern.pattern!r}"
+            for pattern in self.fail_if_not_matches_regexp:
+                if not pattern.search(record):
+                    return f"{_shown(record)} does not match {pattern.pattern!r}"
+        for pattern in self.fail_if_all_match_regexp:
+            if records and all(pattern.search(record) for record in records):
+                return f"every record matches {pattern.pattern!r}"
+        for pattern in self.fail_if_none_matches_regexp:
+            if not any(pattern.search(record) for record in records):
+                return f"no record matches {pattern.pattern!r}"
+        return ""
+
+
+def _shown(record: str) -> str:
+    return record.replace("\t", " ")[:EVIDENCE_RECORD_MAX]
 
 
 class DnsTarget(TargetConfig):
@@ -72,6 +109,21 @@ class DnsTarget(TargetConfig):
     valid_rcodes: tuple[str, ...] = ("NOERROR",)
     min_answers: int = Field(1, ge=0)
     recursion_desired: bool = True
+    query_class: str = "IN"
+    validate_answer_rrs: RecordChecks | None = None
+    validate_authority_rrs: RecordChecks | None = None
+    validate_additional_rrs: RecordChecks | None = None
+
+    @field_validator("query_class")
+    @classmethod
+    def _known_class(cls, value: str) -> str:
+        try:
+            dns.rdataclass.from_text(value.upper())
+        except dns.exception.DNSException:
+            raise PydanticCustomError(
+                "dns_class", "{found} is not a DNS class; use IN, CH or HS", {"found": repr(value)}
+            ) from None
+        return value.upper()
 
     @field_validator("query")
     @classmethod
@@ -160,6 +212,9 @@ PROBE_DNS_QUERY_SUCCEEDED = MetricSpec(
     "1 if a response arrived, whatever its code (blackbox_exporter's meaning; valid_rcodes "
     "decides probe_success).",
 )
+PROBE_DNS_SERIAL = MetricSpec(
+    "probe_dns_serial", "The zone's serial, from the answer's SOA record (record_type SOA)."
+)
 PROBE_DNS_RCODE = MetricSpec(
     "stackprobe_dns_rcode",
     "Numeric DNS response code (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN), -1 when no response arrived.",
@@ -172,6 +227,7 @@ METRICS = (
     PROBE_DNS_ADDITIONAL_RRS,
     PROBE_DNS_QUERY_SUCCEEDED,
     PROBE_DNS_RCODE,
+    PROBE_DNS_SERIAL,
 )
 
 # DnsNotResolving: probe_success == 0 of a dns target, whatever the reason.
@@ -195,7 +251,7 @@ async def probe(target: DnsTarget, ctx: ProbeContext) -> ProbeResult:
             "no server given and /etc/resolv.conf names none",
             (("query", f"{target.query} {target.record_type} @ resolv.conf: names no server"),),
         )
-    query = dns.message.make_query(target.query, target.record_type)
+    query = dns.message.make_query(target.query, target.record_type, target.query_class)
     if not target.recursion_desired:
         query.flags &= ~dns.flags.RD
     asked = (
@@ -257,7 +313,14 @@ def _judge(
     )
     rcode_text = dns.rcode.to_text(rcode)
     valid = rcode_text in target.valid_rcodes
+    serials = [
+        rdata.serial
+        for rrset in response.answer
+        if rrset.rdtype == dns.rdatatype.SOA and rdtype == dns.rdatatype.SOA
+        for rdata in rrset
+    ]
     samples = (
+        *(PROBE_DNS_SERIAL(serial) for serial in serials[-1:]),
         PROBE_DNS_LOOKUP_TIME_SECONDS(elapsed),
         PROBE_DNS_ANSWER_RRS(sum(len(rrset) for rrset in response.answer)),
         PROBE_DNS_AUTHORITY_RRS(sum(len(rrset) for rrset in response.authority)),
@@ -288,7 +351,41 @@ def _judge(
             verdict=Verdict(Health.FAILING, detail, NOT_RESOLVING_ALERT),
             evidence=evidence,
         )
+    for section, checks in (
+        ("answer", target.validate_answer_rrs),
+        ("authority", target.validate_authority_rrs),
+        ("additional", target.validate_additional_rrs),
+    ):
+        if checks is None:
+            continue
+        why = checks.failure(_records(getattr(response, section)))
+        if why:
+            detail = f"{target.query} {target.record_type}: {section} {why}"
+            return ProbeResult.failed(
+                Reason.RECORD_MISMATCH,
+                detail,
+                samples,
+                verdict=Verdict(Health.FAILING, detail, NOT_RESOLVING_ALERT),
+                evidence=evidence,
+            )
     return ProbeResult.ok(samples, evidence=evidence)
+
+
+def _records(section: list[dns.rrset.RRset]) -> list[str]:
+    """Each record as Go's DNS library prints it: name, TTL, class, type, data, tab-separated."""
+    return [
+        "\t".join(
+            (
+                rrset.name.to_text(),
+                str(rrset.ttl),
+                dns.rdataclass.to_text(rrset.rdclass),
+                dns.rdatatype.to_text(rrset.rdtype),
+                rdata.to_text(),
+            )
+        )
+        for rrset in section
+        for rdata in rrset
+    ]
 
 
 def _evidence(

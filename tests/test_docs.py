@@ -25,6 +25,7 @@ from stackprobe.probes._ecs_tasks import EcsDiscovery
 from stackprobe.probes._http_clients import HttpClientSettings
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.probes.cloudwatch import AlbSelection, CustomMetric, EcsSelection
+from stackprobe.probes.dns import RecordChecks
 from stackprobe.probes.http import BasicAuth, HeaderMatch, JsonExpectation
 from stackprobe.probes.postgres import AppPool, StatStatements
 from stackprobe.resource import ResourceEnv
@@ -78,6 +79,7 @@ MODEL_SECTIONS: list[tuple[str, type[BaseModel], set[str]]] = [
     ("`basic_auth`", BasicAuth, set()),
     ("`expect_json` entries", JsonExpectation, set()),
     ("`fail_if_header_matches` entries", HeaderMatch, set()),
+    ("`validate_answer_rrs`", RecordChecks, set()),
     ("`app_pools` entries", AppPool, set()),
     ("`pg_stat_statements`", StatStatements, set()),
     ("`aws`", AwsSettings, set()),

@@ -11,9 +11,11 @@ from typing import Any
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdataclass
 import dns.rrset
 import pytest
 
+from stackprobe.config import ConfigError
 from stackprobe.contract import Health, Verdict
 from stackprobe.probes.dns import Reason
 from tests.support.polling import wait_until
@@ -86,6 +88,7 @@ class _Responder(asyncio.DatagramProtocol):
         self.truncate = truncate
         self.soa = soa
         self.answer = answer  # (type, record) for the asked name, whatever type was asked
+        self.classes: list[str] = []  # each query's class, as asked
         self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
@@ -95,7 +98,9 @@ class _Responder(asyncio.DatagramProtocol):
         if self.rcode is None:
             self.transport.sendto(b"\x00\x01garbage", addr)
             return
-        response = dns.message.make_response(dns.message.from_wire(data))
+        query = dns.message.from_wire(data)
+        self.classes.append(dns.rdataclass.to_text(query.question[0].rdclass))
+        response = dns.message.make_response(query)
         response.set_rcode(self.rcode)
         name = response.question[0].name
         for rdtype, record in self.answer:
@@ -346,3 +351,76 @@ async def test_with_no_answer_the_authority_says_which_zone_answered(
 
     assert result.health() == Verdict(Health.FAILING, "site.test A: NXDOMAIN", "DnsNotResolving")
     assert shown(result, "authority") == [f"test. 300 IN SOA {SOA}"]
+
+
+# blackbox_exporter's record checks, written as its prober tests write them
+
+
+@pytest.mark.parametrize(
+    ("checks", "why"),
+    [
+        ({"fail_if_matches_regexp": [".*127.0.0.11"]}, "matches '.*127.0.0.11'"),
+        ({"fail_if_matches_regexp": [".*192.0.2.1"]}, ""),
+        ({"fail_if_all_match_regexp": [".*127.0.0.1"]}, "every record matches '.*127.0.0.1'"),
+        ({"fail_if_all_match_regexp": [".*127.0.0.11"]}, ""),
+        ({"fail_if_not_matches_regexp": ["multi.test.\t\\d+\tIN\tA\t127.0.0.1[12]"]}, ""),
+        ({"fail_if_not_matches_regexp": [".*127.0.0.11$"]}, "does not match '.*127.0.0.11$'"),
+        ({"fail_if_none_matches_regexp": ["127.0.0.12"]}, ""),
+        ({"fail_if_none_matches_regexp": ["192.0.2.1"]}, "no record matches '192.0.2.1'"),
+    ],
+)
+async def test_answer_records_are_validated_as_blackbox_does(
+    dnsmasq: str, run_probe: RunProbe, checks: dict[str, list[str]], why: str
+) -> None:
+    """multi.test has two A records, 127.0.0.11 and 127.0.0.12: a name resolving to the
+    wrong address must fail."""
+    result = await run_probe(target(dnsmasq, query="multi.test", validate_answer_rrs=checks))
+
+    if why:
+        assert (result.success, result.reason) == (False, Reason.RECORD_MISMATCH)
+        assert result.detail.startswith("multi.test A: answer ") and why in result.detail
+        assert result.health().alert == "DnsNotResolving"
+    else:
+        assert result.success, result.detail
+
+
+async def test_an_empty_section_fails_a_check_that_needs_a_match(
+    dnsmasq: str, run_probe: RunProbe
+) -> None:
+    required = {"fail_if_none_matches_regexp": ["."]}
+    result = await run_probe(target(dnsmasq, query="multi.test", validate_authority_rrs=required))
+    forbidden = await run_probe(
+        target(
+            dnsmasq, query="multi.test", validate_additional_rrs={"fail_if_matches_regexp": ["."]}
+        )
+    )
+
+    assert result.detail == "multi.test A: authority no record, and a match is required"
+    assert forbidden.success, forbidden.detail
+
+
+async def test_soa_serial_and_query_class(run_probe: RunProbe) -> None:
+    loop = asyncio.get_running_loop()
+    answer = (("SOA", SOA),)
+    transport, responder = await loop.create_datagram_endpoint(
+        lambda: _Responder(dns.rcode.NOERROR, answer=answer), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        server = f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"
+        soa = await run_probe(target(server, query="test", record_type="SOA"))
+        chaos = await run_probe(
+            target(server, query="version.bind", record_type="TXT", query_class="CH", min_answers=0)
+        )
+    finally:
+        transport.close()
+
+    assert soa.success, soa.detail
+    assert samples_by_name(soa)["probe_dns_serial"] == {(): 1.0}
+    assert chaos.success, chaos.detail
+    assert "probe_dns_serial" not in samples_by_name(chaos)
+    assert responder.classes == ["IN", "CH"]
+
+
+def test_an_unknown_class_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a DNS class"):
+        target("127.0.0.1", query_class="XX")
