@@ -118,6 +118,12 @@ _SENSITIVE_HEADER = re.compile(
 )
 
 
+def is_credential_header(name: str) -> bool:
+    """Whether a request header of this name carries a credential, which the config must
+    give as a secret (`{from_env: ...}`), never inline."""
+    return bool(_SENSITIVE_HEADER.search(name))
+
+
 # What httpx can send: visible ASCII and tabs in values (RFC 9110 allows Latin-1 too, but
 # httpx encodes values as ASCII), and a token for names.
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")

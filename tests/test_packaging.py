@@ -229,6 +229,7 @@ def test_the_wheel_declares_the_command_and_the_commands_beside_it(wheel: Path) 
         "demo": "stackprobe.demo.cli:add_demo",
         "rules": "stackprobe.tools.cli:add_rules",
         "runbook": "stackprobe.tools.cli:add_runbook",
+        "migrate-blackbox": "stackprobe.tools.cli:add_migrate_blackbox",
     }
 
 
