@@ -672,6 +672,11 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
     except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
         reason = classify(exc)
         detail = target.secret_scrubber(_describe(exc, reason))  # may echo what the peer sent
+        if reason is Reason.TLS_CERT_EXPIRED:
+            seen.cert_expiry = await _expired_certificate(target, ctx, seen)
+            if seen.cert_expiry is not None:
+                until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seen.cert_expiry))
+                detail = f"{detail}; it expired on {until}"
         return _failed(target, reason, detail, trace, seen, body, f"the {trace.phase} phase")
     elapsed = time.perf_counter() - started
     verdict = _ok_verdict(target, seen, elapsed)
@@ -679,6 +684,35 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
     if verdict is not None and verdict.alert == SLOW_ALERT:
         evidence += (("timing", _timing(trace)),)
     return ProbeResult.ok(_samples(target, trace, seen), verdict=verdict, evidence=evidence)
+
+
+async def _expired_certificate(
+    target: HttpTarget, ctx: ProbeContext, seen: _Observed
+) -> float | None:
+    """When the certificate failed verification because it expired, when it expired: read
+    from a second handshake that verifies nothing and sends no request, so that
+    probe_ssl_earliest_cert_expiry is there when it matters most (blackbox_exporter drops it,
+    its issue #1119). None when that handshake fails or the run's time is up."""
+    url = seen.final_url or httpx.URL(target.url_text())
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    writer = None
+    try:
+        async with asyncio.timeout_at(ctx.deadline):
+            _, writer = await asyncio.open_connection(
+                url.host,
+                url.port or 443,
+                ssl=context,
+                server_hostname=target.tls.server_name or url.host,
+            )
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            return float(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
+    except (OSError, ssl.SSLError, TimeoutError, ValueError, AttributeError):
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _failed(

@@ -354,6 +354,22 @@ async def test_insecure_skip_verify_still_reports_the_expired_certificate(
     assert expiry == dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp()
 
 
+async def test_an_expired_certificate_still_reports_when_it_expired(
+    peers: Peers, run_probe: RunProbe
+) -> None:
+    """The run fails verification, and probe_ssl_earliest_cert_expiry is still there, read
+    from a second handshake (blackbox_exporter drops it once the certificate has expired)."""
+    result = await run_probe(
+        target(f"{peers.https_expired}/ok", tls={"ca_file": str(peers.ca_file)})
+    )
+
+    assert (result.success, result.reason) == (False, Reason.TLS_CERT_EXPIRED)
+    assert value(result, "probe_ssl_earliest_cert_expiry") == (
+        dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp()
+    )
+    assert result.detail.endswith("it expired on 2024-01-01 00:00 UTC"), result.detail
+
+
 async def test_redirects_are_followed_and_counted(peers: Peers, run_probe: RunProbe) -> None:
     followed = await run_probe(target(f"{peers.http}/redirect-once"))
     not_followed = await run_probe(
