@@ -20,7 +20,7 @@ run:  ## run stackprobe with its built-in self-check config (no AWS account need
 
 test:  ## install what the tests need (Debian packages, the venv) and run them all
 	scripts/setup.sh
-	$(VENV)/bin/pytest -n 2 --dist loadscope
+	$(VENV)/bin/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 lint:
 	scripts/setup.sh --venv
