@@ -79,3 +79,11 @@ def aws(moto: None, aws_metrics: AwsMetrics) -> Iterator[AwsClients]:
     clients = AwsClients(AwsSettings(region=REGION), aws_metrics)
     yield clients
     clients.shutdown()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser test last. `make test` runs two processes, each module in one, in this
+    order: the e2e incidents (collected first) then run beside unit tests, not beside
+    Chromium, whose load delayed probe runs enough to eat the e2e clock's one-second margins
+    between a cause and the symptom it mutes."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/test_console_browser.py"))
