@@ -712,7 +712,10 @@ async def _expired_certificate(
         return None
     finally:
         if writer is not None:
-            writer.close()
+            # no TLS goodbye to a server we only asked for its certificate: the socket is
+            # closed at once, on the loop's next turn
+            writer.transport.abort()
+            await asyncio.sleep(0)
 
 
 def _failed(
