@@ -52,7 +52,8 @@ def _compile(value: Any) -> re.Pattern[str]:
 Regex = Annotated[re.Pattern[str], BeforeValidator(_compile)]
 
 
-def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+def unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The values, refused when one is listed twice (for an AfterValidator)."""
     seen: set[str] = set()
     for value in values:
         if value in seen:
@@ -66,7 +67,7 @@ def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 # A list of names that each become a label value: a repeat would emit every series twice.
-UniqueNames = Annotated[tuple[str, ...], AfterValidator(_unique)]
+UniqueNames = Annotated[tuple[str, ...], AfterValidator(unique)]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

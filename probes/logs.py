@@ -39,9 +39,9 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from stackprobe.contract import (
@@ -56,6 +56,7 @@ from stackprobe.contract import (
 from stackprobe.durations import Duration, format_duration
 from stackprobe.probes._aws import AwsState, Finding, Reason, judged, measured
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
+from stackprobe.target import UniqueNames, unique
 
 # The built-in patterns (CloudWatch filter-pattern syntax: "an exact phrase", ?any ?of,
 # case-sensitive), most urgent first: the shipped alert rules key on these names. Where the
@@ -116,12 +117,12 @@ _PATTERN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 class LogsTarget(AwsTarget):
     kind: Literal["logs"] = "logs"
     # Log group names in the target's account and region; each is its own `log_group`.
-    log_groups: tuple[str, ...] = Field((), max_length=MAX_LOG_GROUPS)
+    log_groups: UniqueNames = Field((), max_length=MAX_LOG_GROUPS)
     # Every group whose name starts with this (up to MAX_LOG_GROUPS, by name), together
     # labelled with the prefix itself.
     log_group_prefix: str | None = None
     stream_prefix: str | None = Field(None, min_length=1, max_length=512, pattern=r"^[^:*]+$")
-    signals: tuple[Signal, ...] = ()
+    signals: Annotated[tuple[Signal, ...], AfterValidator(unique)] = ()
     # name -> CloudWatch filter pattern
     patterns: dict[str, str] = Field(default_factory=dict)
     ingestion_lag: Duration = 60.0
@@ -132,11 +133,6 @@ class LogsTarget(AwsTarget):
     def _group_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             _check_group(name)
-        if len(set(value)) != len(value):
-            twice = next(n for n in value if value.count(n) > 1)
-            raise PydanticCustomError(
-                "duplicate_entry", "{found} is listed twice; list each once", {"found": twice}
-            )
         return value
 
     @field_validator("log_group_prefix")
@@ -144,16 +140,6 @@ class LogsTarget(AwsTarget):
     def _prefix(cls, value: str | None) -> str | None:
         if value is not None:
             _check_group(value)
-        return value
-
-    @field_validator("signals")
-    @classmethod
-    def _signals_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            twice = next(n for n in value if value.count(n) > 1)
-            raise PydanticCustomError(
-                "duplicate_entry", "signal {found} is listed twice", {"found": twice}
-            )
         return value
 
     @field_validator("patterns")
