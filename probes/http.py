@@ -183,12 +183,15 @@ class HeaderMatch(BaseModel):
     @classmethod
     def _header_name(cls, value: str) -> str:
         if not _HEADER_NAME.match(value):
-            raise PydanticCustomError(
-                "header_name",
-                "{found} is not a valid header name: use letters, digits and -",
-                {"found": repr(value)[:80]},
-            )
+            raise _invalid_header_name({"found": repr(value)[:80]})
         return value
+
+
+def _invalid_header_name(context: dict[str, str]) -> PydanticCustomError:
+    """A header name that is not an HTTP token, in `headers` or a header check."""
+    return PydanticCustomError(
+        "header_name", "{found} is not a valid header name: use letters, digits and -", context
+    )
 
 
 # What blackbox_exporter calls the versions (Go's resp.Proto), and httpx's names for them.
@@ -332,11 +335,7 @@ class HttpTarget(TargetConfig):
     def _credentials_not_inline(cls, value: dict[str, str | SecretRef]) -> dict[str, Any]:
         for name, header in value.items():
             if not _HEADER_NAME.match(name):
-                raise PydanticCustomError(
-                    "header_name",
-                    "{found} is not a valid header name: use letters, digits and -",
-                    {"found": repr(name), "entry": name},
-                )
+                raise _invalid_header_name({"found": repr(name), "entry": name})
             if isinstance(header, str) and _SENSITIVE_HEADER.search(name):
                 raise PydanticCustomError(
                     "inline_secret",
@@ -458,9 +457,10 @@ class HttpTarget(TargetConfig):
             return reveal(self.body).encode()
         return self._body_bytes
 
+    @cached_property
     def checks_response(self) -> bool:
         """Whether any of blackbox_exporter's final-response checks is set (the hot path
-        skips them otherwise)."""
+        skips them otherwise); computed once per config, not per run."""
         return bool(
             self.fail_if_header_matches
             or self.fail_if_header_not_matches
@@ -1029,7 +1029,7 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                             auth = None
                         continue
                     _observe_response(target, response, seen)
-                    if target.checks_response():
+                    if target.checks_response:
                         seen.mismatch = _response_mismatch(target, response, seen)
                     started = time.perf_counter()
                     body = await _read_body(target, response, seen)
