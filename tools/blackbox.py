@@ -12,7 +12,7 @@ translation table this follows.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,7 +121,7 @@ def migrate(
             migration.skipped.append(f"target {probed!r} ({module_name}) left out: {base}")
             continue
         try:
-            target = _target(module_name, base, probed)
+            target = _target(base, probed)
         except Unsupported as exc:
             migration.skipped.append(f"target {probed!r} ({module_name}) left out: {exc}")
             continue
@@ -152,7 +152,11 @@ def _module(
     return base
 
 
-def _noter(module: str, migration: Migration) -> Any:
+# Says one thing of a module, into Migration.notes.
+Note = Callable[[str], None]
+
+
+def _noter(module: str, migration: Migration) -> Note:
     def note(text: str) -> None:
         migration.notes.append(f"module {module}: {text}")
 
@@ -160,7 +164,7 @@ def _noter(module: str, migration: Migration) -> Any:
 
 
 def _http(
-    module: str, http: Mapping[str, Any], base: dict[str, Any], note: Any, migration: Migration
+    module: str, http: Mapping[str, Any], base: dict[str, Any], note: Note, migration: Migration
 ) -> None:
     for key in _HTTP_SAME:
         if key in http and http[key] not in (None, [], ""):
@@ -241,7 +245,7 @@ def _http(
 
 
 def _headers(
-    module: str, http: Mapping[str, Any], note: Any, migration: Migration
+    module: str, http: Mapping[str, Any], note: Note, migration: Migration
 ) -> dict[str, Any]:
     """`headers` (name: value) and the newer `http_headers` (name: {values, files, secrets}).
     A credential header written inline becomes an environment variable."""
@@ -267,7 +271,7 @@ def _headers(
     return {k: v for k, v in found.items() if k.lower() != "accept-encoding"}
 
 
-def _dns(dns: Mapping[str, Any], base: dict[str, Any], note: Any) -> None:
+def _dns(dns: Mapping[str, Any], base: dict[str, Any], note: Note) -> None:
     if not dns.get("query_name"):
         raise Unsupported("no query_name")
     base["query"] = str(dns["query_name"])
@@ -309,7 +313,7 @@ def _dns(dns: Mapping[str, Any], base: dict[str, Any], note: Any) -> None:
         note(f"{key} is not translated: stackprobe has no such option")
 
 
-def _target(module: str, base: Mapping[str, Any], probed: str) -> dict[str, Any]:
+def _target(base: Mapping[str, Any], probed: str) -> dict[str, Any]:
     target = dict(base)
     if base["kind"] == "http":
         url = probed if "://" in probed else f"http://{probed}"  # as blackbox reads it
