@@ -78,11 +78,13 @@ def control_routes(app: web.Application, faults: Faults, config: dict[str, str])
     async def index(request: web.Request) -> web.Response:
         base = f"http://{request.host}"
         lines = ["stackprobe demo: the AEP-like stack's web app and its fault switch", ""]
+        width = max(map(len, FAULTS))
         for fault in faults.state():
             mark = "ON " if fault["on"] else "off"
-            name = f"{fault['name']:<{max(map(len, FAULTS))}}"
-            lines.append(f"  [{mark}] {name} {fault['incident']}: {fault['what']}")
-            lines.append(f"        {'':<24} pages: {', '.join(fault['alerts'])}")
+            lines.append(
+                f"  [{mark}] {fault['name']:<{width}} {fault['incident']}: {fault['what']}"
+            )
+            lines.append(f"        {'':<{width}} pages: {', '.join(fault['alerts'])}")
         lines += [
             "",
             f"switch on:  curl -X POST {base}/faults/NAME   (or: stackprobe demo --fault NAME)",
