@@ -4,20 +4,15 @@ a whole over moto with canary credentials that must never show."""
 from __future__ import annotations
 
 import asyncio
-import io
-import logging
 import time
 from typing import Any
 
 import boto3
 import pytest
-import structlog
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from stackprobe.app import App
 from stackprobe.config import parse_config
-from stackprobe.logs import configure_logging
 from stackprobe.probes import KINDS
 from stackprobe.probes._aws import AWS_CALL_LINES, call_evidence
 from stackprobe.probes._aws_api import (
@@ -31,9 +26,8 @@ from stackprobe.probes._aws_api import (
     iam_action,
 )
 from stackprobe.secrets import Redactor
-from stackprobe.server import make_web_app
 from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, EcsStack, api_calls, inject
-from tests.support.polling import wait_until_async
+from tests.support.in_process import serving
 from tests.support.probing import ProbeRunner, make_target
 
 
@@ -157,15 +151,8 @@ targets:
         {"EXTERNAL_ID": "ext-id-CANARY-31"},
     )
     redactor = redactor_class()
-    log = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    configure_logging("json", "debug", redactor, log)
-    app = App(config, kinds=KINDS, redactor=redactor, config_path=None)
-    app.start()
-    client = TestClient(TestServer(make_web_app(app)))
-    await client.start_server()
-    try:
+
+    def deny_list_tasks(app: App) -> None:
         inject(
             app.resources[AWS].client(config.targets[0], "ecs"),
             "ListTasks",
@@ -173,10 +160,7 @@ targets:
             times=10,
         )
 
-        async def ready() -> bool:
-            return (await client.get("/-/ready")).status == 200
-
-        await wait_until_async(ready, 10, what="/-/ready to answer 200")
+    async with serving(config, redactor, deny_list_tasks) as (app, client, log):
         metrics = await (await client.get("/metrics")).text()
         landing = await (await client.get("/")).text()
         # the detail views: each run's verdict and evidence, its AWS calls among them
@@ -184,12 +168,6 @@ targets:
         jobs_detail = await (await client.get("/target", params={"name": "jobs"})).text()
         signer = app.resources[AWS].client(config.targets[0], "ecs")._request_signer
         assumed = signer._credentials.get_frozen_credentials()  # what moto's STS issued
-    finally:
-        await client.close()
-        await app.stop()
-        root.handlers[:], _ = saved
-        root.setLevel(saved[1])
-        structlog.reset_defaults()
 
     assert (
         'stackprobe_aws_api_calls_total{operation="ListTasks",outcome="denied",service="ecs"}'

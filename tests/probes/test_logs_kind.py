@@ -11,8 +11,6 @@ waits on time.
 
 from __future__ import annotations
 
-import io
-import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -20,23 +18,19 @@ from typing import Any
 
 import boto3
 import pytest
-import structlog
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from stackprobe.app import App, all_metric_specs
+from stackprobe.app import all_metric_specs
 from stackprobe.config import ConfigError, parse_config
 from stackprobe.contract import Health, ProbeResult, Verdict
 from stackprobe.exposition import Exposition
-from stackprobe.logs import configure_logging
 from stackprobe.probes import KINDS
 from stackprobe.probes import logs as kind
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.results import ResultStore
 from stackprobe.secrets import Redactor
-from stackprobe.server import make_web_app
 from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation, inject
-from tests.support.polling import wait_until_async
+from tests.support.in_process import serving
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 # A whole minute of wall time near now (CloudWatch Logs refuses events 14 days old), as ms.
@@ -560,29 +554,10 @@ targets:
         KINDS,
         {},
     )
-    log = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    configure_logging("json", "debug", Redactor(), log)
-    app = App(config, kinds=KINDS, redactor=Redactor(), config_path=None)
-    app.start()
-    client = TestClient(TestServer(make_web_app(app)))
-    await client.start_server()
-    try:
-
-        async def ready() -> bool:
-            return (await client.get("/-/ready")).status == 200
-
-        await wait_until_async(ready, 10, what="/-/ready to answer 200")
+    async with serving(config, Redactor()) as (_, client, log):
         metrics = await (await client.get("/metrics")).text()
         landing = await (await client.get("/")).text()
         detail = await (await client.get("/target", params={"name": "api-logs"})).text()
-    finally:
-        await client.close()
-        await app.stop()
-        root.handlers[:], _ = saved
-        root.setLevel(saved[1])
-        structlog.reset_defaults()
 
     assert (
         'stackprobe_logs_catch_up_matches{log_group="/ecs/api-staging",'
