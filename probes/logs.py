@@ -568,9 +568,8 @@ def _result(
                 span = _span(state.started - window.start)
                 seen = f"{count} `{name}` in {where} in the {span} before counting began"
                 findings.append(Finding(Health.DEGRADED, seen))
-            lately = [(start, n[(entry, name)]) for start, n in state.recent if n[(entry, name)]]
-            if lately:
-                total = sum(n for _, n in lately)
+            total = sum(counts[(entry, name)] for _, counts in state.recent)
+            if total:
                 since = min(start for start, _ in state.recent)
                 seen = f"{total} `{name}` in {where} in the last {_span(now - since)}"
                 findings.append(Finding(Health.DEGRADED, seen, SIGNAL_ALERTS.get(name, "")))
