@@ -95,8 +95,10 @@ class Outcome:
 
 
 def all_metric_specs(kinds: Mapping[str, ProbeKind[Any]]) -> list[MetricSpec]:
-    """Every per-target family, core first, then each kind's in kind-table order."""
-    return [*CORE_METRICS, *(spec for kind in kinds.values() for spec in kind.metrics)]
+    """Every per-target family, core first, then each kind's in kind-table order; a spec
+    several kinds share (probe_ip_protocol of http and dns) once."""
+    specs = (spec for kind in kinds.values() for spec in kind.metrics)
+    return list(dict.fromkeys((*CORE_METRICS, *specs)))
 
 
 class App:

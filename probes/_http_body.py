@@ -2,13 +2,14 @@
 
 httpx's own decoders inflate a whole network chunk at once, so 64 KiB of gzip bomb becomes
 tens of MiB before any cap can look at it. Reading raw bytes and inflating them with zlib's
-`max_length` keeps the peak at the cap plus one network chunk, whatever the server sends.
+`max_length` (brotli's `output_buffer_limit`) keeps the peak at the cap plus one network
+chunk, whatever the server sends.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
@@ -26,11 +27,14 @@ class BodyTooLarge(Exception):
 
 
 class UndecodableBody(Exception):
-    """The body's content encoding is broken or not one we asked for."""
+    """The body's content encoding is broken or not one we asked for. `raw` is how many
+    bytes of a body left undecoded (a coding not asked for) were read, as blackbox_exporter
+    reports such a body's length."""
 
-    def __init__(self, detail: str, asked: bool = True) -> None:
+    def __init__(self, detail: str, asked: bool = True, raw: int = 0) -> None:
         super().__init__(detail)
         self.asked = asked  # a coding we asked for that breaks, not one we did not ask for
+        self.raw = raw
 
 
 # Inflate at most this much per call: the copy zlib hands back is transient memory on top of
@@ -68,6 +72,8 @@ class _Deflate:
     def eof(self) -> bool:
         return self._inner is not None and self._inner.eof
 
+    holds_output = False
+
 
 class _Gzip:
     """gzip that carries on into the next member, as `gzip -c a b` writes and curl reads."""
@@ -99,13 +105,65 @@ class _Gzip:
     def eof(self) -> bool:
         return self._inner.eof
 
+    holds_output = False
 
-def _decoder(content_encoding: str) -> _Gzip | _Deflate | None:
-    codings = [c.strip().lower() for c in content_encoding.split(",")]
-    codings = [c for c in codings if c and c != "identity"]
+
+class _Brotli:
+    """`br`, read only when a target asks for it (`compression: br`). brotli takes every
+    input byte at once and holds what it could not hand out under the limit: it is asked
+    again, with no input, while it `holds_output`."""
+
+    def __init__(self) -> None:
+        import brotli  # only a target with `compression: br` pays for the module
+
+        self._inner = brotli.Decompressor()
+        self._error = brotli.error
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        try:
+            out: bytes = self._inner.process(data, output_buffer_limit=max_length)
+        except self._error as exc:
+            raise zlib.error(f"brotli: {exc}") from None
+        return out
+
+    unconsumed_tail = b""
+
+    def flush(self) -> bytes:
+        return b""
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._inner.is_finished())
+
+    @property
+    def holds_output(self) -> bool:
+        return not self._inner.can_accept_more_data()
+
+
+_Decoder = _Gzip | _Deflate | _Brotli
+# The codings a target can ask for with `compression:`, and their decoders.
+CODINGS: dict[str, Callable[[], _Decoder]] = {"gzip": _Gzip, "deflate": _Deflate, "br": _Brotli}
+
+
+def _codings(content_encoding: str) -> list[str]:
+    found = [c.strip().lower() for c in content_encoding.split(",")]
+    return ["gzip" if c == "x-gzip" else c for c in found if c and c != "identity"]
+
+
+def _decoder(content_encoding: str, compression: str | None) -> _Decoder | None:
+    """The decoder for the response's coding. With `compression` set, the response must
+    come in that coding (or, for `identity`, in none); without it, gzip (asked for) and
+    deflate (common enough) are read, and any other coding is left undecoded."""
+    codings = _codings(content_encoding)
+    if compression is not None:
+        wanted = [] if compression == "identity" else [compression]
+        if codings != wanted:
+            came = content_encoding.strip() or "no content-encoding"
+            raise UndecodableBody(f"the body came in {came!r}, compression is {compression!r}")
+        return CODINGS[compression]() if wanted else None
     if not codings:
         return None
-    if codings == ["gzip"] or codings == ["x-gzip"]:
+    if codings == ["gzip"]:
         return _Gzip()
     if codings == ["deflate"]:  # not asked for, but common enough to read (zlib or raw)
         return _Deflate()
@@ -115,7 +173,7 @@ def _decoder(content_encoding: str) -> _Gzip | _Deflate | None:
     )
 
 
-async def read_capped(response: httpx.Response, cap: int) -> bytes:
+async def read_capped(response: httpx.Response, cap: int, compression: str | None = None) -> bytes:
     """The decoded body, or BodyTooLarge as soon as more than `cap` bytes would be held.
 
     A body that cannot be decoded (a coding not asked for, compression that breaks) is still
@@ -125,9 +183,9 @@ async def read_capped(response: httpx.Response, cap: int) -> bytes:
     """
     chunks = response.aiter_raw()
     try:
-        decoder = _decoder(response.headers.get("content-encoding", ""))
-    except UndecodableBody:
-        await _drain(chunks, cap)
+        decoder = _decoder(response.headers.get("content-encoding", ""), compression)
+    except UndecodableBody as exc:
+        exc.raw = await _drain(chunks, cap)
         raise
     body = bytearray()
     raw = 0
@@ -138,9 +196,11 @@ async def read_capped(response: httpx.Response, cap: int) -> bytes:
                 body += chunk[: cap + 1 - len(body)]
             else:
                 pending = chunk
-                while pending and len(body) <= cap:
+                while len(body) <= cap:
                     body += decoder.decompress(pending, min(cap + 1 - len(body), _STEP))
                     pending = decoder.unconsumed_tail
+                    if not pending and not decoder.holds_output:
+                        break
             if len(body) > cap:
                 raise BodyTooLarge(len(body))
         if decoder is not None:
@@ -155,10 +215,13 @@ async def read_capped(response: httpx.Response, cap: int) -> bytes:
     return bytes(body)
 
 
-async def _drain(chunks: AsyncIterator[bytes], budget: int) -> None:
-    """Reads on and discards, until the body ends or more than `budget` bytes went by."""
-    while budget >= 0:
+async def _drain(chunks: AsyncIterator[bytes], budget: int) -> int:
+    """Reads on and discards, until the body ends or more than `budget` bytes went by; how
+    many bytes went by."""
+    read = 0
+    while read <= budget:
         chunk = await anext(chunks, None)
         if chunk is None:
-            return
-        budget -= len(chunk)
+            break
+        read += len(chunk)
+    return read

@@ -32,10 +32,13 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from stackprobe._version import __version__
+from stackprobe.probes._ip import Addressing
 from stackprobe.probes._tls import BUILT_CONTEXTS, TLSConfig
 from stackprobe.resource import ResourceEnv, Shared
 
 USER_AGENT = f"stackprobe/{__version__}"
+# The request extension that carries a run's `Addressing` (probes/_ip.py) to its connections.
+ADDRESSING = "stackprobe.addressing"
 
 # Every HTTP/1.x response starts with these bytes (RFC 9112 status-line; h11 allows nothing
 # before it, not even an empty line).
@@ -145,11 +148,18 @@ class _WatchedStream(httpcore.AsyncNetworkStream):
 
 
 class _WatchedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's asyncio backend, handing out watched streams. One per connection."""
+    """httpcore's asyncio backend, handing out watched streams. One per connection.
 
-    def __init__(self, inner: httpcore.AsyncNetworkBackend, received: _Received) -> None:
+    It resolves the host itself (`Addressing`: timed as the resolve phase, in the order the
+    target prefers) and connects to one address at a time, going on to the next only when
+    one fails at once (refused, no route), as blackbox_exporter probes one address."""
+
+    def __init__(
+        self, inner: httpcore.AsyncNetworkBackend, received: _Received, addressing: Addressing
+    ) -> None:
         self._inner = inner
         self._received = received
+        self._addressing = addressing
 
     async def connect_tcp(
         self,
@@ -159,10 +169,33 @@ class _WatchedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(
-            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        try:
+            async with asyncio.timeout(timeout):
+                addresses = await self._addressing.candidates(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout}s") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        failed: list[Exception] = []
+        for address in addresses:
+            try:
+                stream = await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as exc:
+                failed.append(exc)
+                continue
+            self._addressing.address = address
+            return _WatchedStream(stream, self._received)
+        if len(failed) == 1:
+            raise failed[0]
+        raise httpcore.ConnectError(f"every address of {host} failed") from ExceptionGroup(
+            "one error per address", failed
         )
-        return _WatchedStream(stream, self._received)
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -220,10 +253,11 @@ class FreshConnections:
         except TimeoutError:
             raise httpcore.PoolTimeout("every connection slot stayed busy") from None
         received = _Received()
+        addressing = request.extensions.get(ADDRESSING) or Addressing()
         connection = httpcore.AsyncHTTPConnection(
             origin=request.url.origin,
             ssl_context=self._ssl_context,
-            network_backend=_WatchedBackend(self._backend, received),
+            network_backend=_WatchedBackend(self._backend, received, addressing),
         )
         self._open.add(connection)
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
+import socket
 import time
 from enum import StrEnum
 from itertools import islice
 from typing import Literal
 
+import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.flags
@@ -46,6 +49,7 @@ from stackprobe.contract import (
     Sample,
     Verdict,
 )
+from stackprobe.probes._ip import PROBE_IP_ADDR_HASH, PROBE_IP_PROTOCOL, Addressing, IpProtocol
 from stackprobe.target import Regex, TargetConfig
 
 
@@ -113,6 +117,9 @@ class DnsTarget(TargetConfig):
     validate_answer_rrs: RecordChecks | None = None
     validate_authority_rrs: RecordChecks | None = None
     validate_additional_rrs: RecordChecks | None = None
+    # Which address of a server given by name to ask, as blackbox_exporter's keys.
+    preferred_ip_protocol: IpProtocol | None = None
+    ip_protocol_fallback: bool = True
 
     @field_validator("query_class")
     @classmethod
@@ -176,8 +183,12 @@ class DnsTarget(TargetConfig):
         return f"{self.record_type} {self.query} @ {self.server or 'resolv.conf'}"
 
 
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*\.?$")
+
+
 def _split_server(text: str) -> tuple[str, int]:
-    """`1.2.3.4`, `1.2.3.4:5353`, `::1` or `[::1]:5353` -> (address, port)."""
+    """`1.2.3.4`, `1.2.3.4:5353`, `::1`, `[::1]:5353`, `ns1.example.com` or
+    `localhost:5353` -> (address or name, port). A name is resolved at each run."""
     host, port = text, "53"
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -185,15 +196,16 @@ def _split_server(text: str) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, port = text.split(":")
     try:
-        ipaddress.ip_address(host)
         number = int(port)
         if not 0 < number < 65536:
             raise ValueError(port)
+        if not _HOST_NAME.match(host):
+            ipaddress.ip_address(host)
     except ValueError:
         raise PydanticCustomError(
             "dns_server",
-            "server {found} must be an IP address with an optional port, like 10.0.0.2 or "
-            "10.0.0.2:5353 or [fd00::2]:53",
+            "server {found} must be an IP address or a host name with an optional port, like "
+            "10.0.0.2, 10.0.0.2:5353, [fd00::2]:53 or ns1.example.com:53",
             {"found": repr(text)},
         ) from None
     return host, number
@@ -201,6 +213,12 @@ def _split_server(text: str) -> tuple[str, int]:
 
 PROBE_DNS_LOOKUP_TIME_SECONDS = MetricSpec(
     "probe_dns_lookup_time_seconds", "Seconds from sending the query to its response."
+)
+PROBE_DNS_DURATION_SECONDS = MetricSpec(
+    "probe_dns_duration_seconds",
+    "Seconds per phase: resolve (the server's name), connect (TCP; opening the socket for "
+    "UDP), request (the query and its response).",
+    ("phase",),
 )
 PROBE_DNS_ANSWER_RRS = MetricSpec("probe_dns_answer_rrs", "Records in the answer section.")
 PROBE_DNS_AUTHORITY_RRS = MetricSpec("probe_dns_authority_rrs", "Records in the authority section.")
@@ -222,12 +240,15 @@ PROBE_DNS_RCODE = MetricSpec(
 
 METRICS = (
     PROBE_DNS_LOOKUP_TIME_SECONDS,
+    PROBE_DNS_DURATION_SECONDS,
     PROBE_DNS_ANSWER_RRS,
     PROBE_DNS_AUTHORITY_RRS,
     PROBE_DNS_ADDITIONAL_RRS,
     PROBE_DNS_QUERY_SUCCEEDED,
     PROBE_DNS_RCODE,
     PROBE_DNS_SERIAL,
+    PROBE_IP_PROTOCOL,
+    PROBE_IP_ADDR_HASH,
 )
 
 # DnsNotResolving: probe_success == 0 of a dns target, whatever the reason.
@@ -257,39 +278,104 @@ async def probe(target: DnsTarget, ctx: ProbeContext) -> ProbeResult:
     asked = (
         ("query", f"{target.query} {target.record_type} @ {host}:{port} over {target.transport}"),
     )
-    started = time.perf_counter()
-    tcp = target.transport == "tcp"
+    run = _Run(Addressing(target.preferred_ip_protocol, target.ip_protocol_fallback))
     try:
-        # dnspython gives a TCP retry after a truncated UDP answer the whole timeout again.
         async with asyncio.timeout_at(ctx.deadline):
-            if tcp:
-                response = await dns.asyncquery.tcp(query, host, ctx.remaining(), port)
-            else:
-                response, tcp = await dns.asyncquery.udp_with_fallback(
-                    query, host, ctx.remaining(), port
-                )
+            response, tcp = await _ask(target, query, host, port, ctx, run)
     except (dns.exception.Timeout, TimeoutError):
         detail = f"no response from {host}:{port} within {target.timeout:g}s"
-        return _failed(Reason.TIMEOUT, detail, asked)
+        return _failed(Reason.TIMEOUT, detail, asked, run)
     except ConnectionRefusedError:
-        return _failed(Reason.CONNECT_REFUSED, f"{host}:{port} refused the query", asked)
+        return _failed(Reason.CONNECT_REFUSED, f"{host}:{port} refused the query", asked, run)
+    except socket.gaierror as exc:
+        detail = f"cannot resolve the server {host}: {exc.strerror or exc}"
+        return _failed(Reason.OTHER, detail, asked, run)
     except dns.exception.DNSException as exc:
         detail = f"{type(exc).__name__}: {exc}"
-        return _failed(Reason.INVALID_RESPONSE, detail, asked)
+        return _failed(Reason.INVALID_RESPONSE, detail, asked, run)
     except OSError as exc:
-        return _failed(Reason.OTHER, f"{type(exc).__name__}: {exc}", asked)
-    elapsed = time.perf_counter() - started
+        return _failed(Reason.OTHER, f"{type(exc).__name__}: {exc}", asked, run)
     if tcp and target.transport == "udp":
         asked = (("query", f"{asked[0][1]}, again over tcp (the answer was truncated)"),)
-    return _judge(target, response, elapsed, asked)
+    return _judge(target, response, run, asked)
 
 
-def _failed(reason: Reason, detail: str, evidence: Evidence) -> ProbeResult:
+class _Run:
+    """One run's address and phase timings, kept apart so a failure still reports them."""
+
+    __slots__ = ("addressing", "connect", "request")
+
+    def __init__(self, addressing: Addressing) -> None:
+        self.addressing = addressing
+        self.connect = 0.0
+        self.request = 0.0
+
+    def samples(self) -> tuple[Sample, ...]:
+        return (
+            PROBE_DNS_DURATION_SECONDS(self.addressing.resolve_seconds, "resolve"),
+            PROBE_DNS_DURATION_SECONDS(self.connect, "connect"),
+            PROBE_DNS_DURATION_SECONDS(self.request, "request"),
+            *self.addressing.samples(),
+        )
+
+
+async def _ask(
+    target: DnsTarget,
+    query: dns.message.Message,
+    host: str,
+    port: int,
+    ctx: ProbeContext,
+    run: _Run,
+) -> tuple[dns.message.Message, bool]:
+    """The query sent to the server's first address of the preferred family, over a socket
+    opened here so that connecting is timed apart from the exchange, as in
+    blackbox_exporter. dnspython gives a TCP retry after a truncated UDP answer the rest of
+    the run's time."""
+    address = (await run.addressing.candidates(host, port))[0]
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    tcp = target.transport == "tcp"
+    backend = dns.asyncbackend.get_backend("asyncio")
+    started = time.perf_counter()
+    sock = await backend.make_socket(  # type: ignore[no-untyped-call]
+        family,
+        socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM,
+        destination=(address, port) if tcp else None,
+        timeout=ctx.remaining(),
+    )
+    run.addressing.address = address
+    async with sock:
+        run.connect = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            if tcp:
+                response = await dns.asyncquery.tcp(
+                    query,
+                    address,
+                    ctx.remaining(),
+                    port,
+                    sock=sock,
+                )
+            else:
+                response, tcp = await dns.asyncquery.udp_with_fallback(
+                    query,
+                    address,
+                    ctx.remaining(),
+                    port,
+                    udp_sock=sock,
+                )
+        finally:
+            run.request = time.perf_counter() - started
+    return response, tcp
+
+
+def _failed(
+    reason: Reason, detail: str, evidence: Evidence, run: _Run | None = None
+) -> ProbeResult:
     """A run that got no usable response: the name does not resolve, for the pager too."""
     return ProbeResult.failed(
         reason,
         detail,
-        _samples(),
+        _samples() + (run.samples() if run is not None else ()),
         verdict=Verdict(Health.FAILING, detail, NOT_RESOLVING_ALERT),
         evidence=evidence,
     )
@@ -302,8 +388,9 @@ def _where(target: DnsTarget) -> tuple[str, int]:
 
 
 def _judge(
-    target: DnsTarget, response: dns.message.Message, elapsed: float, asked: Evidence
+    target: DnsTarget, response: dns.message.Message, run: _Run, asked: Evidence
 ) -> ProbeResult:
+    elapsed = run.request
     rcode = response.rcode()
     rdtype = dns.rdatatype.from_text(target.record_type)
     answers = sum(
@@ -327,6 +414,7 @@ def _judge(
         PROBE_DNS_ADDITIONAL_RRS(sum(len(rrset) for rrset in response.additional)),
         PROBE_DNS_QUERY_SUCCEEDED(1),
         PROBE_DNS_RCODE(int(rcode)),
+        *run.samples(),
     )
     evidence = _evidence(response, rcode_text, elapsed, asked)
     if not valid:

@@ -6,10 +6,9 @@ that loads too slowly, and the external services the site depends on. Metric nam
 blackbox_exporter's so its dashboards and rules keep working.
 
 Defaults worth knowing:
-- Every probe opens a fresh connection (see `probes/_http_clients.py`), so connect and TLS
-  are measured each time. Name resolution happens inside the connect phase; there is no
-  separate `resolve` phase as in blackbox_exporter. Use a `dns` target to watch resolution
-  on its own.
+- Every probe opens a fresh connection (see `probes/_http_clients.py`), so resolve, connect
+  and TLS are measured each time. The name is resolved once per connection and its
+  addresses tried one at a time, the `preferred_ip_protocol`'s first (probes/_ip.py).
 - The body is always read, through a bounded decoder, up to `max_body_bytes` (1 MiB): a
   readiness body is the evidence ("503 with `redis: false`"), and a 50 MB body or a gzip bomb
   must not cost more memory than the cap.
@@ -84,6 +83,7 @@ from stackprobe.contract import (
 )
 from stackprobe.durations import Duration
 from stackprobe.probes._aws_api import AWS
+from stackprobe.probes._cel import CelProgram
 from stackprobe.probes._components import OVERALL, components
 from stackprobe.probes._ecs_tasks import METRICS as TASK_METRICS
 from stackprobe.probes._ecs_tasks import (
@@ -100,7 +100,8 @@ from stackprobe.probes._http_body import (
     UndecodableBody,
     read_capped,
 )
-from stackprobe.probes._http_clients import HTTP_CLIENTS, ClosedEarly, NotHttp
+from stackprobe.probes._http_clients import ADDRESSING, HTTP_CLIENTS, ClosedEarly, NotHttp
+from stackprobe.probes._ip import PROBE_IP_ADDR_HASH, PROBE_IP_PROTOCOL, Addressing, IpProtocol
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.secrets import (
     Redactor,
@@ -147,7 +148,7 @@ class Reason(StrEnum):
     HTTP_STATUS = "http_status"  # a status outside `expect_status`
     BODY_TOO_LARGE = "body_too_large"
     INVALID_BODY = "invalid_body"  # undecodable compression, or JSON that does not parse
-    BODY_MISMATCH = "body_mismatch"  # a body regex or JSON expectation did not hold
+    BODY_MISMATCH = "body_mismatch"  # a body regex, JSON expectation or CEL check did not hold
     HEADER_MISMATCH = "header_mismatch"  # fail_if_header_matches / _not_matches
     HTTP_VERSION = "http_version"  # a version outside valid_http_versions
     TLS_MISMATCH = "tls_mismatch"  # fail_if_ssl / fail_if_not_ssl
@@ -275,15 +276,29 @@ class HttpTarget(TargetConfig):
     follow_redirects: bool = True
     max_redirects: int = Field(10, ge=0, le=100)
     max_body_bytes: int = Field(1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    # blackbox_exporter's: a (decoded) body larger than this fails the run, with
+    # body_too_large; max_body_bytes only bounds memory
+    body_size_limit: int | None = Field(None, gt=0, le=64 * 1024 * 1024)
+    # The coding the response must come in: asked for with Accept-Encoding and decoded.
+    # Unset: gzip is asked for and decoded, deflate decoded, any other left undecoded.
+    compression: Literal["gzip", "br", "deflate", "identity"] | None = None
     body_format: Literal["auto", "json", "text"] = "auto"
     expect_body_regex: tuple[Regex, ...] = ()
     reject_body_regex: tuple[Regex, ...] = ()
     expect_json: tuple[JsonExpectation, ...] = ()
+    # blackbox_exporter's CEL checks over the JSON body (`body`): fail when it yields true /
+    # when it does not yield true
+    fail_if_body_json_matches_cel: CelProgram | None = None
+    fail_if_body_json_not_matches_cel: CelProgram | None = None
     health_components: bool = True
     max_health_components: int = Field(32, ge=1, le=256)
     ignore_components: frozenset[str] = frozenset()
     latency_threshold: Duration | None = None
     tls: TLSConfig = TLSConfig()
+    # Which address family to connect over, as blackbox_exporter's keys (probes/_ip.py).
+    # Unset: the resolver's order.
+    preferred_ip_protocol: IpProtocol | None = None
+    ip_protocol_fallback: bool = True
     # blackbox_exporter's checks of the final response, judged after the status
     fail_if_header_matches: tuple[HeaderMatch, ...] = ()
     fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
@@ -469,9 +484,30 @@ class HttpTarget(TargetConfig):
             or self.fail_if_not_ssl
         )
 
+    @cached_property
+    def read_cap(self) -> int:
+        """Decoded body bytes read at most: body_size_limit when set, else max_body_bytes."""
+        return self.body_size_limit or self.max_body_bytes
+
+    @cached_property
+    def checks_regex(self) -> bool:
+        """Whether probe_failed_due_to_regex is exported: a body or header regex is set."""
+        return bool(
+            self.expect_body_regex
+            or self.reject_body_regex
+            or self.fail_if_header_matches
+            or self.fail_if_header_not_matches
+        )
+
+    @cached_property
+    def checks_cel(self) -> bool:
+        return bool(self.fail_if_body_json_matches_cel or self.fail_if_body_json_not_matches_cel)
+
     def request_headers(self) -> dict[str, str]:
-        headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        headers = {"Accept-Encoding": self.compression or ACCEPT_ENCODING}
         for name, value in self.headers.items():
+            if name.lower() == "accept-encoding":
+                del headers["Accept-Encoding"]
             headers[name] = reveal(value)
         return headers
 
@@ -482,7 +518,7 @@ class HttpTarget(TargetConfig):
         return status in self.expect_status if self.expect_status else 200 <= status < 300
 
 
-_PHASES = ("connect", "tls", "processing", "transfer")
+_PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 # What a response's body is once read and closed.
 _READ = httpx.ByteStream(b"")
 
@@ -494,11 +530,12 @@ PROBE_HTTP_CONTENT_LENGTH = MetricSpec(
 )
 PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH = MetricSpec(
     "probe_http_uncompressed_body_length",
-    "Decoded body bytes read, at most max_body_bytes + 1.",
+    "Decoded body bytes read (raw bytes for a coding left undecoded), at most "
+    "max_body_bytes + 1, or body_size_limit.",
 )
 PROBE_HTTP_DURATION_SECONDS = MetricSpec(
     "probe_http_duration_seconds",
-    "Seconds per phase summed over redirects; connect includes name resolution.",
+    "Seconds per phase (resolve, connect, tls, processing, transfer), summed over redirects.",
     ("phase",),
 )
 PROBE_HTTP_REDIRECTS = MetricSpec(
@@ -514,6 +551,14 @@ PROBE_SSL_EARLIEST_CERT_EXPIRY = MetricSpec(
 )
 PROBE_TLS_VERSION_INFO = MetricSpec(
     "probe_tls_version_info", "TLS version of the final connection.", ("version",)
+)
+PROBE_FAILED_DUE_TO_REGEX = MetricSpec(
+    "probe_failed_due_to_regex",
+    "1 if a body or header regex failed the run; only for a target with one.",
+)
+PROBE_FAILED_DUE_TO_CEL = MetricSpec(
+    "probe_failed_due_to_cel",
+    "1 if a CEL check of the JSON body failed the run; only for a target with one.",
 )
 HEALTH_COMPONENT_UP = MetricSpec(
     "stackprobe_health_component_up",
@@ -539,6 +584,10 @@ METRICS = (
     PROBE_HTTP_VERSION,
     PROBE_SSL_EARLIEST_CERT_EXPIRY,
     PROBE_TLS_VERSION_INFO,
+    PROBE_IP_PROTOCOL,
+    PROBE_IP_ADDR_HASH,
+    PROBE_FAILED_DUE_TO_REGEX,
+    PROBE_FAILED_DUE_TO_CEL,
     HEALTH_COMPONENT_UP,
     HEALTH_COMPONENTS_DROPPED,
     HTTP_LATENCY_THRESHOLD,
@@ -602,12 +651,23 @@ class _Trace:
     (a security group dropping packets) from a slow application.
     """
 
-    __slots__ = ("_started", "durations", "phase")
+    __slots__ = ("_started", "addressing", "durations", "phase")
 
     def __init__(self) -> None:
         self.durations = dict.fromkeys(_PHASES, 0.0)
         self.phase = "pool"
         self._started = 0.0
+        # the connections resolve the name inside their connect (probes/_http_clients.py)
+        self.addressing = Addressing()
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase, the name's resolution taken out of connect."""
+        resolve = self.addressing.resolve_seconds
+        return {
+            **self.durations,
+            "resolve": resolve,
+            "connect": max(self.durations["connect"] - resolve, 0.0),
+        }
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
         now = time.perf_counter()
@@ -648,6 +708,8 @@ class _Observed:
         # a final-response check that failed (HeaderMatch, versions, TLS), raised after the
         # status has been judged
         self.mismatch: _Failure | None = None
+        self.failed_regex = False  # probe_failed_due_to_regex
+        self.failed_cel = False
 
 
 async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
@@ -655,6 +717,8 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
         return await _probe_each_task(target, target.discover.ecs, ctx)
     started = time.perf_counter()
     trace = _Trace()
+    trace.addressing.preferred = target.preferred_ip_protocol
+    trace.addressing.fallback = target.ip_protocol_fallback
     seen = _Observed()
     body: _Body | None = None
     try:
@@ -806,7 +870,8 @@ def _cert_why(expiry: float, left: float) -> str:
 
 def _timing(trace: _Trace) -> str:
     """The phases of a slow run: which one was slow is the first question."""
-    return ", ".join(f"{phase} {trace.durations[phase] * 1000:.1f} ms" for phase in _PHASES)
+    seconds = trace.seconds()
+    return ", ".join(f"{phase} {seconds[phase] * 1000:.1f} ms" for phase in _PHASES)
 
 
 def _evidence(target: HttpTarget, seen: _Observed, body: _Body | None) -> Evidence:
@@ -977,7 +1042,7 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
         client = ctx.use(HTTP_CLIENTS).client(target.tls)
     except (ssl.SSLError, OSError, ValueError) as exc:  # files changed since the config load
         raise _Failure(Reason.TLS, f"cannot use the TLS files: {exc}") from None
-    extensions: dict[str, Any] = {"trace": trace}
+    extensions: dict[str, Any] = {"trace": trace, ADDRESSING: trace.addressing}
     if target.tls.server_name:
         extensions["sni_hostname"] = target.tls.server_name
     auth = (
@@ -1055,8 +1120,10 @@ def _response_mismatch(
     for match in target.fail_if_header_matches:
         values = response.headers.get_list(match.header)
         if not values and not match.allow_missing:
+            seen.failed_regex = True
             return _Failure(Reason.HEADER_MISMATCH, f"header {match.header} is missing")
         if any(match.regexp.search(v) for v in values):
+            seen.failed_regex = True
             return _Failure(
                 Reason.HEADER_MISMATCH,
                 f"header {match.header} matches {match.regexp.pattern!r} (fail_if_header_matches)",
@@ -1066,8 +1133,10 @@ def _response_mismatch(
         if not values:
             if match.allow_missing:
                 continue
+            seen.failed_regex = True
             return _Failure(Reason.HEADER_MISMATCH, f"header {match.header} is missing")
         if not any(match.regexp.search(v) for v in values):
+            seen.failed_regex = True
             return _Failure(
                 Reason.HEADER_MISMATCH,
                 f"header {match.header} does not match {match.regexp.pattern!r}",
@@ -1114,17 +1183,21 @@ async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observ
     content_type = response.headers.get("content-type", "")
     if target.method == "HEAD":
         return _Body(b"", content_type)
-    cap = target.max_body_bytes
+    cap = target.read_cap
+    setting = "max_body_bytes" if target.body_size_limit is None else "body_size_limit"
     announced = seen.content_length
     if announced > cap and "content-encoding" not in response.headers and _needs_body(target):
         # The run fails whatever comes (unless the status fails it first): nothing is read.
-        return _Body(b"", content_type, f"Content-Length {announced} is over max_body_bytes={cap}")
+        return _Body(b"", content_type, f"Content-Length {announced} is over {setting}={cap}")
     try:
-        data = await read_capped(response, cap)
+        data = await read_capped(response, cap, target.compression)
     except BodyTooLarge as exc:
-        seen.body_length = exc.read
-        return _Body(b"", content_type, f"body is over max_body_bytes={cap}; stopped reading")
+        # blackbox_exporter stops at its limit and reports the limit
+        seen.body_length = exc.read if target.body_size_limit is None else cap
+        return _Body(b"", content_type, f"body is over {setting}={cap}; stopped reading")
     except UndecodableBody as exc:
+        if not exc.asked:
+            seen.body_length = exc.raw  # read raw, as blackbox_exporter reads it
         return _Body(b"", content_type, undecodable=str(exc), unasked=not exc.asked)
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
         reason = classify(exc)
@@ -1201,6 +1274,8 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
     # said to be JSON is not enough (its components stay unread), as blackbox_exporter, which
     # reads such a body raw, passes it. Compression we asked for that breaks is a broken reply.
     wanted = needed or (not body.unasked and _wants_json(target, body.content_type))
+    if target.compression is not None:
+        wanted = True  # the target said which coding the body must come in
     if body.undecodable and wanted:
         raise _Failure(Reason.INVALID_BODY, body.undecodable)
     if isinstance(doc, _Invalid):
@@ -1214,10 +1289,30 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
         text = body.data.decode("utf-8", errors="replace")
         for pattern in target.expect_body_regex:
             if not pattern.search(text):
+                seen.failed_regex = True
                 raise _Failure(Reason.BODY_MISMATCH, f"body does not match {pattern.pattern!r}")
         for pattern in target.reject_body_regex:
             if pattern.search(text):
+                seen.failed_regex = True
                 raise _Failure(Reason.BODY_MISMATCH, f"body matches {pattern.pattern!r}")
+    if target.checks_cel:
+        _check_cel(target, seen, body)
+
+
+def _check_cel(target: HttpTarget, seen: _Observed, body: _Body) -> None:
+    """blackbox_exporter's CEL checks: a body that is not JSON, an expression that fails on
+    it or yields no boolean fails the run, as does the outcome each check forbids."""
+    for program, forbidden, key in (
+        (target.fail_if_body_json_matches_cel, True, "fail_if_body_json_matches_cel"),
+        (target.fail_if_body_json_not_matches_cel, False, "fail_if_body_json_not_matches_cel"),
+    ):
+        if program is None:
+            continue
+        outcome = program.verdict(body.data)
+        if outcome is forbidden or isinstance(outcome, str):
+            seen.failed_cel = True
+            why = outcome if isinstance(outcome, str) else f"it is {str(outcome).lower()}"
+            raise _Failure(Reason.BODY_MISMATCH, f"{key} {program.expression!r}: {why}")
 
 
 def _wants_json(target: HttpTarget, content_type: str) -> bool:
@@ -1236,6 +1331,8 @@ def _needs_body(target: HttpTarget) -> bool:
         or target.expect_json
         or target.expect_body_regex
         or target.reject_body_regex
+        or target.body_size_limit is not None
+        or target.checks_cel
     )
 
 
@@ -1261,15 +1358,21 @@ def _error_pos(exc: BaseException) -> str:
 
 
 def _samples(target: HttpTarget, trace: _Trace, seen: _Observed) -> tuple[Sample, ...]:
+    seconds = trace.seconds()
     samples = [
         PROBE_HTTP_STATUS_CODE(seen.status),
         PROBE_HTTP_CONTENT_LENGTH(seen.content_length),
         PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH(seen.body_length),
-        *(PROBE_HTTP_DURATION_SECONDS(trace.durations[p], p) for p in _PHASES),
+        *(PROBE_HTTP_DURATION_SECONDS(seconds[p], p) for p in _PHASES),
+        *trace.addressing.samples(),
         PROBE_HTTP_REDIRECTS(seen.redirects),
         PROBE_HTTP_SSL(1 if seen.tls_version else 0),
         PROBE_HTTP_VERSION(seen.http_version),
     ]
+    if target.checks_regex:
+        samples.append(PROBE_FAILED_DUE_TO_REGEX(1 if seen.failed_regex else 0))
+    if target.checks_cel:
+        samples.append(PROBE_FAILED_DUE_TO_CEL(1 if seen.failed_cel else 0))
     if seen.tls_version:
         samples.append(PROBE_TLS_VERSION_INFO(1, seen.tls_version))
     if seen.cert_expiry is not None:

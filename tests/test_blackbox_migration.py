@@ -17,6 +17,7 @@ import yaml
 from stackprobe.config import parse_config
 from stackprobe.probes import KINDS
 from stackprobe.tools.blackbox import migrate
+from tests.support.probing import make_target
 
 EXAMPLE = Path(__file__).parent / "fixtures" / "blackbox" / "example.yml"
 MODULES: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())["modules"]
@@ -157,11 +158,38 @@ def test_a_file_that_is_not_blackboxs_and_an_unknown_module(tmp_path: Path) -> N
     assert "no module 'http_2xx' in the file (it has dns_soa," in unknown.skipped[0]
 
 
-def test_a_dns_server_given_by_name_is_left_out_with_why() -> None:
+def test_a_dns_server_given_by_name_is_kept_and_loads() -> None:
     migration = migrate(MODULES, [("dns_soa", "dns.google")])
 
-    assert not migration.targets
-    assert "stackprobe asks a server by its IP address" in migration.skipped[0]
+    [target] = migration.targets
+    assert target["server"] == "dns.google" and not migration.skipped
+    assert make_target(target).server == "dns.google"  # type: ignore[attr-defined]
+
+
+def test_address_family_compression_size_limit_and_cel_are_translated() -> None:
+    modules = {
+        "strict": {
+            "prober": "http",
+            "http": {
+                "preferred_ip_protocol": "ip4",
+                "ip_protocol_fallback": False,
+                "compression": "GZIP",
+                "body_size_limit": "1KB",
+                "headers": {"Accept-Encoding": "gzip"},
+                "fail_if_body_json_not_matches_cel": "body.status == 'ok'",
+            },
+        },
+        "v6": {"prober": "dns", "dns": {"query_name": "a.example", "ip_protocol_fallback": False}},
+    }
+    migration = migrate(modules, [("strict", "https://a.example/"), ("v6", "10.0.0.2")])
+
+    http, dns = (make_target(t) for t in migration.targets)
+    assert (http.preferred_ip_protocol, http.ip_protocol_fallback) == ("ip4", False)  # type: ignore[attr-defined]
+    assert (http.compression, http.body_size_limit) == ("gzip", 1024)  # type: ignore[attr-defined]
+    assert http.headers == {"Accept-Encoding": "gzip"}  # type: ignore[attr-defined]
+    assert http.fail_if_body_json_not_matches_cel.expression == "body.status == 'ok'"  # type: ignore[attr-defined]
+    assert (dns.preferred_ip_protocol, dns.ip_protocol_fallback) == ("ip6", False)  # type: ignore[attr-defined]
+    assert not any("not translated" in note for note in migration.notes), migration.notes
 
 
 def test_the_translation_table_names_every_key_of_blackboxs_example() -> None:

@@ -37,28 +37,25 @@ _HTTP_SAME = (
     "fail_if_header_not_matches",
     "body",
     "body_file",
+    "preferred_ip_protocol",
+    "ip_protocol_fallback",
+    "fail_if_body_json_matches_cel",
+    "fail_if_body_json_not_matches_cel",
 )
 # Keys stackprobe has no equivalent for, and what to know instead.
 _HTTP_MISSING = {
-    "preferred_ip_protocol": "stackprobe connects to the resolver's addresses in its order "
-    "(no ip4/ip6 preference)",
-    "ip_protocol_fallback": "no ip4/ip6 preference, so no fallback either",
     "proxy_url": "stackprobe sends no request through a proxy yet",
     "skip_resolve_phase_with_proxy": "no proxy",
     "proxy_connect_header": "no proxy",
     "no_proxy": "no proxy",
     "proxy_from_environment": "no proxy",
     "oauth2": "no OAuth2 client: give a token as a header secret",
-    "fail_if_body_json_not_matches_cel": "no CEL: use expect_json (a JMESPath and a value)",
     "enable_http2": "stackprobe speaks HTTP/1.1 only",
     "iptables_conntrack": "not applicable",
     "source_ip_address": "stackprobe uses the system's source address",
     "follow_redirect": "no such blackbox key (follow_redirects?)",
 }
 _DNS_MISSING = {
-    "preferred_ip_protocol": "stackprobe asks the server's address as given (no ip4/ip6 "
-    "preference)",
-    "ip_protocol_fallback": "no ip4/ip6 preference",
     "source_ip_address": "stackprobe uses the system's source address",
     "dns_over_tls": "no DNS over TLS",
     "tls_config": "no DNS over TLS",
@@ -218,7 +215,10 @@ def _http(
     for key in sorted(set(tls) - {*kept, "insecure_skip_verify"}):
         note(f"tls_config.{key} is not translated")
     if http.get("compression"):
-        note("compression: stackprobe always asks for gzip and decodes it")
+        base["compression"] = str(http["compression"]).lower()
+    if http.get("body_size_limit"):
+        base["body_size_limit"] = _bytes(http["body_size_limit"])
+    _ip_protocol(http, base)
     for key, why in _HTTP_MISSING.items():
         if key in http and http[key] not in (None, False, "", []):
             note(f"{key} is not translated: {why}")
@@ -238,6 +238,7 @@ def _http(
         "authorization",
         "tls_config",
         "compression",
+        "body_size_limit",
         "http_config",
     }
     for key in sorted(set(http) - known):
@@ -266,9 +267,29 @@ def _headers(
             variable = _variable(module, name, migration)
             found[name] = {"from_env": variable}
             note(f"header {name} carries a credential: it is read from ${variable}")
-        if name.lower() == "accept-encoding":
-            note("header Accept-Encoding: stackprobe asks for gzip itself")
-    return {k: v for k, v in found.items() if k.lower() != "accept-encoding"}
+    return found
+
+
+def _ip_protocol(settings: Mapping[str, Any], base: dict[str, Any]) -> None:
+    """blackbox's address family keys; without a preference, no fallback means IPv6 only
+    (its default preference)."""
+    preferred = settings.get("preferred_ip_protocol")
+    if preferred:
+        base["preferred_ip_protocol"] = str(preferred)
+    if settings.get("ip_protocol_fallback") is False:
+        base["ip_protocol_fallback"] = False
+        base.setdefault("preferred_ip_protocol", "ip6")
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3}
+
+
+def _bytes(value: Any) -> int:
+    """`body_size_limit` as blackbox reads it: bytes, or a size with a unit (powers of 2)."""
+    found = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(value))
+    if not found or found[2].lower() not in _UNITS:
+        raise Unsupported(f"body_size_limit {value!r} is not a size (bytes, or 10MB)")
+    return int(found[1]) * _UNITS[found[2].lower()]
 
 
 def _dns(dns: Mapping[str, Any], base: dict[str, Any], note: Note) -> None:
@@ -294,11 +315,14 @@ def _dns(dns: Mapping[str, Any], base: dict[str, Any], note: Note) -> None:
             base[ours] = dns[key]
     if "transport_protocol" in dns:
         base["transport"] = str(dns["transport_protocol"])
+    _ip_protocol(dns, base)
     for key, why in _DNS_MISSING.items():
         if key in dns and dns[key] not in (None, False, "", {}):
             note(f"{key} is not translated: {why}")
     known = {
         *_DNS_MISSING,
+        "preferred_ip_protocol",
+        "ip_protocol_fallback",
         "query_name",
         "query_type",
         "query_class",
@@ -321,13 +345,7 @@ def _target(base: Mapping[str, Any], probed: str) -> dict[str, Any]:
             raise Unsupported(f"{urlsplit(url).scheme}:// is not http:// or https://")
         target["url"] = url
     else:
-        server = probed.rsplit("://", 1)[-1]
-        if not re.fullmatch(r"[0-9.]+(:\d+)?|\[?[0-9a-fA-F:]+\]?(:\d+)?", server):
-            raise Unsupported(
-                f"the DNS server {server!r} is a name; stackprobe asks a server by its IP "
-                "address (`server: 10.0.0.2:53`)"
-            )
-        target["server"] = server
+        target["server"] = probed.rsplit("://", 1)[-1]
     return target
 
 

@@ -179,7 +179,12 @@ async def test_resolving_name_exports_blackbox_names(dnsmasq: str, run_probe: Ru
         "probe_dns_additional_rrs",
         "probe_dns_query_succeeded",
         "stackprobe_dns_rcode",
+        "probe_dns_duration_seconds",
+        "probe_ip_protocol",
+        "probe_ip_addr_hash",
     }
+    assert set(found["probe_dns_duration_seconds"]) == {("resolve",), ("connect",), ("request",)}
+    assert found["probe_ip_protocol"] == {(): 4.0}
 
 
 async def test_any_counts_every_answer_record_as_blackbox_does(run_probe: RunProbe) -> None:

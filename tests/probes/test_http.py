@@ -60,14 +60,18 @@ async def test_healthy_endpoint_exports_blackbox_names_and_components(
         "probe_http_redirects",
         "probe_http_ssl",
         "probe_http_version",
+        "probe_ip_protocol",
+        "probe_ip_addr_hash",
         "stackprobe_health_component_up",
         "stackprobe_health_components_dropped",
     }
     assert found["probe_http_status_code"] == {(): 200.0}
+    assert found["probe_ip_protocol"] == {(): 4.0}  # the peers listen on 127.0.0.1
     assert (
         found["probe_http_content_length"][()] == found["probe_http_uncompressed_body_length"][()]
     )
     assert set(found["probe_http_duration_seconds"]) == {
+        ("resolve",),
         ("connect",),
         ("tls",),
         ("processing",),
@@ -947,7 +951,7 @@ async def test_an_answer_slower_than_latency_threshold_is_degraded(
     assert (verdict.health, verdict.alert) == (Health.DEGRADED, "EndpointSlow")
     assert verdict.why.startswith("took 0.") and verdict.why.endswith("latency_threshold 0.1s")
     [timing] = shown(result, "timing")
-    assert timing.startswith("connect ") and "processing " in timing
+    assert timing.startswith("resolve ") and "connect " in timing and "processing " in timing
 
 
 async def test_a_certificate_past_its_end_is_degraded_when_not_verified(

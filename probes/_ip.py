@@ -1,0 +1,94 @@
+"""Which address a probe connects to: blackbox_exporter's `preferred_ip_protocol` and
+`ip_protocol_fallback`, shared by the kinds that resolve a name themselves (http, dns).
+
+The name is resolved once per connection, timed as the run's `resolve` phase, and the
+addresses are tried in order: the preferred family's first, then (with the fallback) the
+other's. `probe_ip_protocol` says which family the probe used, as in blackbox_exporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+from stackprobe.contract import MetricSpec, Sample
+
+IpProtocol = Literal["ip4", "ip6"]
+_FAMILY = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}
+
+PROBE_IP_PROTOCOL = MetricSpec(
+    "probe_ip_protocol", "IP protocol of the address probed: 4 or 6 (0 before one was chosen)."
+)
+PROBE_IP_ADDR_HASH = MetricSpec(
+    "probe_ip_addr_hash", "A hash (CRC-32) of the address probed, to see it change."
+)
+
+
+class NoAddress(socket.gaierror):
+    """The name resolves, but to no address of the family the target allows."""
+
+
+@dataclass(slots=True)
+class Addressing:
+    """One run's choice of address: what the target asks for, and what was found. Kept
+    across a redirect chain, so the resolve time is summed and the address is the last."""
+
+    preferred: IpProtocol | None = None
+    fallback: bool = True
+    resolve_seconds: float = 0.0
+    address: str | None = None
+
+    async def candidates(self, host: str, port: int) -> list[str]:
+        """The addresses to try, in order; raises socket.gaierror when there is none."""
+        started = time.perf_counter()
+        try:
+            return self._ordered(await _addresses(host, port))
+        finally:
+            self.resolve_seconds += time.perf_counter() - started
+
+    def _ordered(self, found: list[tuple[int, str]]) -> list[str]:
+        if self.preferred is None:
+            return [address for _, address in found]
+        family = _FAMILY[self.preferred]
+        first = [address for af, address in found if af == family]
+        rest = [address for af, address in found if af != family] if self.fallback else []
+        if not first and not rest:
+            raise NoAddress(
+                socket.EAI_ADDRFAMILY,
+                f"no {self.preferred} address, and ip_protocol_fallback is off",
+            )
+        return first + rest
+
+    def samples(self) -> tuple[Sample, ...]:
+        """probe_ip_protocol and, once connected, probe_ip_addr_hash."""
+        if self.address is None:
+            return (PROBE_IP_PROTOCOL(0),)
+        version = ipaddress.ip_address(self.address.split("%", 1)[0]).version
+        return (
+            PROBE_IP_PROTOCOL(version),
+            PROBE_IP_ADDR_HASH(zlib.crc32(self.address.encode())),
+        )
+
+
+async def _addresses(host: str, port: int) -> list[tuple[int, str]]:
+    """The host's addresses in the resolver's order, without repeats; an address literal as
+    itself, with no lookup."""
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        return [(family, literal.compressed)]
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[tuple[int, str]] = []
+    for family, *_, sockaddr in infos:
+        entry = (int(family), str(sockaddr[0]))
+        if entry not in found:
+            found.append(entry)
+    return found
