@@ -76,7 +76,8 @@ class RecordChecks(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fail_if_matches_regexp: tuple[Regex, ...] = ()  # any record matches any
-    fail_if_all_match_regexp: tuple[Regex, ...] = ()  # every record matches each
+    # despite its name, blackbox_exporter fails unless every record matches each of these
+    fail_if_all_match_regexp: tuple[Regex, ...] = ()
     fail_if_not_matches_regexp: tuple[Regex, ...] = ()  # a record does not match one
     fail_if_none_matches_regexp: tuple[Regex, ...] = ()  # no record matches one
 
@@ -92,8 +93,12 @@ class RecordChecks(BaseModel):
                 if not pattern.search(record):
                     return f"{_shown(record)} does not match {pattern.pattern!r}"
         for pattern in self.fail_if_all_match_regexp:
-            if records and all(pattern.search(record) for record in records):
-                return f"every record matches {pattern.pattern!r}"
+            for record in records:
+                if not pattern.search(record):
+                    return (
+                        f"{_shown(record)} does not match {pattern.pattern!r} "
+                        "(fail_if_all_match_regexp: every record must match)"
+                    )
         for pattern in self.fail_if_none_matches_regexp:
             if not any(pattern.search(record) for record in records):
                 return f"no record matches {pattern.pattern!r}"

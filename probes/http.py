@@ -59,6 +59,7 @@ import httpx
 import jmespath
 import jmespath.exceptions
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -552,6 +553,12 @@ PROBE_SSL_EARLIEST_CERT_EXPIRY = MetricSpec(
 PROBE_TLS_VERSION_INFO = MetricSpec(
     "probe_tls_version_info", "TLS version of the final connection.", ("version",)
 )
+PROBE_SSL_LAST_CHAIN_INFO = MetricSpec(
+    "probe_ssl_last_chain_info",
+    "1, with the server's leaf certificate: its SHA-256 fingerprint, subject, issuer, DNS "
+    "names and serial number (only over TLS).",
+    ("fingerprint_sha256", "subject", "issuer", "subjectalternative", "serialnumber"),
+)
 PROBE_FAILED_DUE_TO_REGEX = MetricSpec(
     "probe_failed_due_to_regex",
     "1 if a body or header regex failed the run; only for a target with one.",
@@ -584,6 +591,7 @@ METRICS = (
     PROBE_HTTP_VERSION,
     PROBE_SSL_EARLIEST_CERT_EXPIRY,
     PROBE_TLS_VERSION_INFO,
+    PROBE_SSL_LAST_CHAIN_INFO,
     PROBE_IP_PROTOCOL,
     PROBE_IP_ADDR_HASH,
     PROBE_FAILED_DUE_TO_REGEX,
@@ -624,6 +632,7 @@ EVIDENCE_HEADERS = 10  # response headers shown at most
 EVIDENCE_HEADER_MAX = 100  # characters of one header line
 EVIDENCE_HEADERS_TOTAL = 400  # characters of header lines in all
 EVIDENCE_COMPONENTS = 3  # components named in a why at most
+_CERT_LABEL_MAX = 256  # characters of a certificate's subject, issuer or names as a label
 # Never shown, whatever the target: credentials and what a server sets to stand for one.
 _HIDDEN_HEADER = re.compile(
     r"auth|cookie|token|secret|passw|api[-_]?key|session|credential|jwt|oidc|signature",
@@ -697,6 +706,7 @@ class _Observed:
         self.http_version = 0.0
         self.tls_version: str | None = None
         self.cert_expiry: float | None = None
+        self.leaf: tuple[str, str, str, str, str] | None = None  # probe_ssl_last_chain_info
         self.components: dict[str, float] = {}
         self.components_dropped = 0
         # Evidence of the final response, taken as it arrives (the response is not kept).
@@ -1232,6 +1242,24 @@ def _observe_response(target: HttpTarget, response: httpx.Response, seen: _Obser
         if der:
             certificate = x509.load_der_x509_certificate(der)
             seen.cert_expiry = certificate.not_valid_after_utc.timestamp()
+            seen.leaf = _leaf_info(certificate)
+
+
+def _leaf_info(certificate: x509.Certificate) -> tuple[str, str, str, str, str]:
+    """probe_ssl_last_chain_info's labels, written as blackbox_exporter writes them."""
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns_names = names.value.get_values_for_type(x509.DNSName)
+    except (x509.ExtensionNotFound, ValueError):
+        dns_names = []
+    serial = certificate.serial_number
+    return (
+        certificate.fingerprint(hashes.SHA256()).hex(),
+        certificate.subject.rfc4514_string()[:_CERT_LABEL_MAX],
+        certificate.issuer.rfc4514_string()[:_CERT_LABEL_MAX],
+        ",".join(dns_names)[:_CERT_LABEL_MAX],
+        serial.to_bytes((serial.bit_length() + 7) // 8 or 1, "big").hex(),
+    )
 
 
 def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
@@ -1375,6 +1403,8 @@ def _samples(target: HttpTarget, trace: _Trace, seen: _Observed) -> tuple[Sample
         samples.append(PROBE_FAILED_DUE_TO_CEL(1 if seen.failed_cel else 0))
     if seen.tls_version:
         samples.append(PROBE_TLS_VERSION_INFO(1, seen.tls_version))
+    if seen.leaf is not None:
+        samples.append(PROBE_SSL_LAST_CHAIN_INFO(1, *seen.leaf))
     if seen.cert_expiry is not None:
         samples.append(PROBE_SSL_EARLIEST_CERT_EXPIRY(seen.cert_expiry))
     samples.extend(HEALTH_COMPONENT_UP(up, name) for name, up in seen.components.items())

@@ -54,6 +54,12 @@ if [ "$mode" != "--venv" ]; then
   # Redis on its default port, without persistence (the tests start their own as well).
   redis-cli -p 6379 ping >/dev/null 2>&1 ||
     redis-server --daemonize yes --port 6379 --save '' --appendonly no --bind 127.0.0.1 >/dev/null
+  # A name on both loopback addresses, for blackbox_exporter's TestDNSProtocol
+  # (tests/probes/test_blackbox_prober.py): its own, so nothing else resolves differently.
+  dual=stackprobe-dual-stack.localhost
+  if grep -qs '^0\{31\}1 ' /proc/net/if_inet6 && ! grep -qs "[[:space:]]$dual\b" /etc/hosts; then
+    printf '127.0.0.1 %s\n::1 %s\n' "$dual" "$dual" | $sudo tee -a /etc/hosts >/dev/null
+  fi
 fi
 
 python=${PYTHON:-python3}
