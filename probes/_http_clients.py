@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
@@ -39,6 +40,19 @@ from stackprobe.resource import ResourceEnv, Shared
 USER_AGENT = f"stackprobe/{__version__}"
 # The request extension that carries a run's `Addressing` (probes/_ip.py) to its connections.
 ADDRESSING = "stackprobe.addressing"
+# The request extension that sends one request through a proxy (`Proxy`).
+PROXY = "stackprobe.proxy"
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """A proxy for one request: its URL without credentials, which travel as `auth` (in
+    Proxy-Authorization), and the headers its CONNECT (or forwarded request) carries."""
+
+    url: str
+    auth: tuple[str, str] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
 
 # Every HTTP/1.x response starts with these bytes (RFC 9112 status-line; h11 allows nothing
 # before it, not even an empty line).
@@ -238,7 +252,7 @@ class FreshConnections:
     def __init__(self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore) -> None:
         self._ssl_context = ssl_context
         self._slots = slots
-        self._open: set[httpcore.AsyncHTTPConnection] = set()
+        self._open: set[httpcore.AsyncHTTPConnection | httpcore.AsyncHTTPProxy] = set()
         self._backend = httpcore.AnyIOBackend()  # what httpcore picks itself under asyncio
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
@@ -254,11 +268,29 @@ class FreshConnections:
             raise httpcore.PoolTimeout("every connection slot stayed busy") from None
         received = _Received()
         addressing = request.extensions.get(ADDRESSING) or Addressing()
-        connection = httpcore.AsyncHTTPConnection(
-            origin=request.url.origin,
-            ssl_context=self._ssl_context,
-            network_backend=_WatchedBackend(self._backend, received, addressing),
-        )
+        proxy: Proxy | None = request.extensions.get(PROXY)
+        connection: httpcore.AsyncHTTPConnection | httpcore.AsyncHTTPProxy
+        if proxy is None:
+            connection = httpcore.AsyncHTTPConnection(
+                origin=request.url.origin,
+                ssl_context=self._ssl_context,
+                network_backend=_WatchedBackend(self._backend, received, addressing),
+            )
+        else:
+            # httpcore's proxy pool, for this one request and closed with it: a CONNECT
+            # tunnel for https://, a forwarded request for http://. The proxy's own name is
+            # looked up in the connect phase; the target's, if at all, by the probe.
+            connection = httpcore.AsyncHTTPProxy(
+                proxy_url=proxy.url,
+                proxy_auth=proxy.auth,
+                proxy_headers=list(proxy.headers),
+                ssl_context=self._ssl_context,
+                max_connections=1,
+                max_keepalive_connections=0,
+                network_backend=_WatchedBackend(
+                    self._backend, received, Addressing(addressing.preferred, addressing.fallback)
+                ),
+            )
         self._open.add(connection)
 
         async def release() -> None:

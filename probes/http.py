@@ -42,12 +42,16 @@ What a hostile or broken server gets (tests/support/peers.py has one of each):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import ipaddress
 import json
 import re
 import socket
 import ssl
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -101,7 +105,14 @@ from stackprobe.probes._http_body import (
     UndecodableBody,
     read_capped,
 )
-from stackprobe.probes._http_clients import ADDRESSING, HTTP_CLIENTS, ClosedEarly, NotHttp
+from stackprobe.probes._http_clients import (
+    ADDRESSING,
+    HTTP_CLIENTS,
+    PROXY,
+    ClosedEarly,
+    NotHttp,
+    Proxy,
+)
 from stackprobe.probes._ip import PROBE_IP_ADDR_HASH, PROBE_IP_PROTOCOL, Addressing, IpProtocol
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.secrets import (
@@ -300,6 +311,13 @@ class HttpTarget(TargetConfig):
     # Unset: the resolver's order.
     preferred_ip_protocol: IpProtocol | None = None
     ip_protocol_fallback: bool = True
+    # blackbox_exporter's proxy keys: every request through `proxy_url` (hosts in `no_proxy`
+    # excepted), or through HTTP_PROXY / HTTPS_PROXY / NO_PROXY when asked to read them
+    proxy_url: StrOrSecret | None = None
+    proxy_from_environment: bool = False
+    no_proxy: str | None = None
+    proxy_connect_header: dict[str, StrOrSecret] = Field(default_factory=dict)
+    skip_resolve_phase_with_proxy: bool = False
     # blackbox_exporter's checks of the final response, judged after the status
     fail_if_header_matches: tuple[HeaderMatch, ...] = ()
     fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
@@ -346,7 +364,34 @@ class HttpTarget(TargetConfig):
             )
         return value
 
-    @field_validator("headers")
+    @field_validator("proxy_url")
+    @classmethod
+    def _usable_proxy(cls, value: str | SecretRef | None) -> str | SecretRef | None:
+        if value is None or unresolved(value):
+            return value
+        text = reveal(value)
+        shown = "proxy_url" if "@" in text or isinstance(value, SecretRef) else repr(text)
+        try:
+            url = httpx.URL(text)
+        except httpx.InvalidURL:
+            raise PydanticCustomError(
+                "proxy_url", "{shown} is not a valid URL", {"shown": shown}
+            ) from None
+        if url.password and not isinstance(value, SecretRef):
+            raise PydanticCustomError(
+                "inline_secret",
+                "proxy_url carries a password; give the whole proxy_url as {from_env: VARIABLE}",
+            )
+        if url.scheme not in ("http", "https") or not url.host:
+            raise PydanticCustomError(
+                "proxy_url",
+                "{shown} must be an http:// or https:// URL with a host, like "
+                "http://proxy.internal:3128",
+                {"shown": shown},
+            )
+        return value
+
+    @field_validator("headers", "proxy_connect_header")
     @classmethod
     def _credentials_not_inline(cls, value: dict[str, str | SecretRef]) -> dict[str, Any]:
         for name, header in value.items():
@@ -438,6 +483,50 @@ class HttpTarget(TargetConfig):
         if isinstance(self.url, SecretRef):
             return f"{self.method} <url from {self.url.source()}>"
         return f"{self.method} {self.url}"
+
+    @model_validator(mode="after")
+    def _one_proxy(self) -> HttpTarget:
+        if self.proxy_url is not None and self.proxy_from_environment:
+            raise PydanticCustomError(
+                "proxy", "give proxy_url or proxy_from_environment: true, not both", {}
+            )
+        return self
+
+    def derived_secrets(self) -> list[str]:
+        """A proxy URL's password travels alone and in Proxy-Authorization's `user:password`."""
+        if self.proxy_url is None:
+            return []
+        url = httpx.URL(reveal(self.proxy_url))
+        if not url.password:
+            return []
+        password = urllib.parse.unquote(url.password)
+        return [password, f"{urllib.parse.unquote(url.username)}:{password}"]
+
+    @cached_property
+    def _configured_proxy(self) -> Proxy | None:
+        return None if self.proxy_url is None else self._proxy(reveal(self.proxy_url))
+
+    def _proxy(self, text: str) -> Proxy:
+        url = httpx.URL(text)
+        auth = None
+        if url.username:
+            auth = (urllib.parse.unquote(url.username), urllib.parse.unquote(url.password or ""))
+        headers = tuple((name, reveal(value)) for name, value in self.proxy_connect_header.items())
+        return Proxy(str(url.copy_with(username=None, password=None)), auth, headers)
+
+    def proxy_for(self, url: httpx.URL) -> Proxy | None:
+        """The proxy a request to `url` goes through, if any."""
+        if self.proxy_url is not None:
+            if self.no_proxy and _bypasses(url.host, self.no_proxy):
+                return None
+            return self._configured_proxy
+        if not self.proxy_from_environment:
+            return None
+        proxies = urllib.request.getproxies_environment()
+        found = proxies.get(url.scheme)
+        if not found or _bypasses(url.host, proxies.get("no", "")):
+            return None
+        return self._proxy(found)
 
     @model_validator(mode="after")
     def _response_checks_and_body(self) -> HttpTarget:
@@ -660,7 +749,7 @@ class _Trace:
     (a security group dropping packets) from a slow application.
     """
 
-    __slots__ = ("_started", "addressing", "durations", "phase")
+    __slots__ = ("_started", "addressing", "durations", "phase", "resolved")
 
     def __init__(self) -> None:
         self.durations = dict.fromkeys(_PHASES, 0.0)
@@ -668,10 +757,14 @@ class _Trace:
         self._started = 0.0
         # the connections resolve the name inside their connect (probes/_http_clients.py)
         self.addressing = Addressing()
+        self.resolved = True  # False: through a proxy that resolves the name (no resolve phase)
 
     def seconds(self) -> dict[str, float]:
-        """Seconds per phase, the name's resolution taken out of connect."""
+        """Seconds per phase, the name's resolution taken out of connect (through a proxy,
+        looked up apart, before connecting)."""
         resolve = self.addressing.resolve_seconds
+        if not self.resolved:
+            return {phase: self.durations[phase] for phase in _PHASES if phase != "resolve"}
         return {
             **self.durations,
             "resolve": resolve,
@@ -684,9 +777,9 @@ class _Trace:
             self.phase, self._started = "connect", now
         elif event == "connection.connect_tcp.complete":
             self.durations["connect"] += now - self._started
-        elif event == "connection.start_tls.started":
+        elif event.endswith(".start_tls.started"):  # a CONNECT tunnel's is "proxy.start_tls"
             self.phase, self._started = "tls", now
-        elif event == "connection.start_tls.complete":
+        elif event.endswith(".start_tls.complete"):
             self.durations["tls"] += now - self._started
         elif event.endswith(".send_request_headers.started"):
             self.phase, self._started = "processing", now
@@ -880,8 +973,7 @@ def _cert_why(expiry: float, left: float) -> str:
 
 def _timing(trace: _Trace) -> str:
     """The phases of a slow run: which one was slow is the first question."""
-    seconds = trace.seconds()
-    return ", ".join(f"{phase} {seconds[phase] * 1000:.1f} ms" for phase in _PHASES)
+    return ", ".join(f"{phase} {took * 1000:.1f} ms" for phase, took in trace.seconds().items())
 
 
 def _evidence(target: HttpTarget, seen: _Observed, body: _Body | None) -> Evidence:
@@ -1073,6 +1165,7 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
             )
             origin = request.url
             while True:
+                await _route(target, request, trace)
                 trace.phase = "pool"
                 response = await client.send(
                     request, auth=auth, follow_redirects=False, stream=True
@@ -1120,6 +1213,49 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
         if body is not None:  # the deadline fell while closing a response already read
             return body
         raise
+
+
+def _bypasses(host: str, no_proxy: str) -> bool:
+    """Whether `host` skips the proxy by a NO_PROXY-style list, as Go's and curl's read it:
+    `*`, a host, a domain (`example.com` and `.example.com` take its subdomains), an address
+    or a network (`10.0.0.0/8`)."""
+    host = host.strip("[]").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if entry == "*":
+            return True
+        if not entry:
+            continue
+        if address is not None and "/" in entry:
+            with contextlib.suppress(ValueError):
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            continue
+        domain = entry.lstrip(".").split(":", 1)[0] if entry.count(":") == 1 else entry.lstrip(".")
+        if host == domain or host.endswith("." + domain):
+            return True
+    return False
+
+
+async def _route(target: HttpTarget, request: httpx.Request, trace: _Trace) -> None:
+    """Through a proxy, the connection reaches the proxy: the target's own name is looked up
+    here, as blackbox_exporter does (the resolve phase and probe_ip_protocol), unless
+    skip_resolve_phase_with_proxy (the proxy resolves it, maybe a name only it can)."""
+    proxy = (
+        target.proxy_for(request.url) if target.proxy_url or target.proxy_from_environment else None
+    )
+    if proxy is None:
+        request.extensions.pop(PROXY, None)
+        return
+    request.extensions[PROXY] = proxy
+    if target.skip_resolve_phase_with_proxy:
+        trace.resolved = False
+        return
+    addressing = trace.addressing
+    addressing.address = (await addressing.candidates(request.url.host, request.url.port or 0))[0]
 
 
 def _response_mismatch(
@@ -1391,7 +1527,7 @@ def _samples(target: HttpTarget, trace: _Trace, seen: _Observed) -> tuple[Sample
         PROBE_HTTP_STATUS_CODE(seen.status),
         PROBE_HTTP_CONTENT_LENGTH(seen.content_length),
         PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH(seen.body_length),
-        *(PROBE_HTTP_DURATION_SECONDS(seconds[p], p) for p in _PHASES),
+        *(PROBE_HTTP_DURATION_SECONDS(took, phase) for phase, took in seconds.items()),
         *trace.addressing.samples(),
         PROBE_HTTP_REDIRECTS(seen.redirects),
         PROBE_HTTP_SSL(1 if seen.tls_version else 0),

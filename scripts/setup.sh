@@ -20,6 +20,8 @@ if [ "$mode" != "--venv" ]; then
   need pg_ctlcluster postgresql
   need redis-server redis-server
   need curl curl
+  # a real forward proxy for the http kind's proxy_url (tests/probes/test_http_proxy.py)
+  need tinyproxy tinyproxy-bin
   # the console's tests look at it as a person does (tests/support/browser.py)
   need chromium chromium
 fi

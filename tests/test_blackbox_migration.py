@@ -177,13 +177,25 @@ def test_address_family_compression_size_limit_and_cel_are_translated() -> None:
                 "body_size_limit": "1KB",
                 "headers": {"Accept-Encoding": "gzip"},
                 "fail_if_body_json_not_matches_cel": "body.status == 'ok'",
+                "proxy_url": "http://probe:CANARY-pw@proxy.internal:3128",
+                "no_proxy": "localhost",
+                "proxy_connect_header": {"Proxy-Authorization": ["Basic CANARY-x"], "X-A": ["b"]},
+                "skip_resolve_phase_with_proxy": True,
             },
         },
         "v6": {"prober": "dns", "dns": {"query_name": "a.example", "ip_protocol_fallback": False}},
     }
     migration = migrate(modules, [("strict", "https://a.example/"), ("v6", "10.0.0.2")])
 
-    http, dns = (make_target(t) for t in migration.targets)
+    text = migration.config()
+    assert "CANARY" not in text, "an inline proxy credential was copied"
+    environ = {
+        "BLACKBOX_STRICT_PROXY_URL": "http://probe:pw@proxy.internal:3128",
+        "BLACKBOX_STRICT_PROXY_PROXY_AUTHORIZATION": "Basic eA==",
+    }
+    http, dns = (make_target(t, environ) for t in migration.targets)
+    assert http.proxy_connect_header["X-A"] == "b"  # type: ignore[attr-defined]
+    assert http.skip_resolve_phase_with_proxy and http.no_proxy == "localhost"  # type: ignore[attr-defined]
     assert (http.preferred_ip_protocol, http.ip_protocol_fallback) == ("ip4", False)  # type: ignore[attr-defined]
     assert (http.compression, http.body_size_limit) == ("gzip", 1024)  # type: ignore[attr-defined]
     assert http.headers == {"Accept-Encoding": "gzip"}  # type: ignore[attr-defined]

@@ -41,14 +41,12 @@ _HTTP_SAME = (
     "ip_protocol_fallback",
     "fail_if_body_json_matches_cel",
     "fail_if_body_json_not_matches_cel",
+    "proxy_from_environment",
+    "no_proxy",
+    "skip_resolve_phase_with_proxy",
 )
 # Keys stackprobe has no equivalent for, and what to know instead.
 _HTTP_MISSING = {
-    "proxy_url": "stackprobe sends no request through a proxy yet",
-    "skip_resolve_phase_with_proxy": "no proxy",
-    "proxy_connect_header": "no proxy",
-    "no_proxy": "no proxy",
-    "proxy_from_environment": "no proxy",
     "oauth2": "no OAuth2 client: give a token as a header secret",
     "enable_http2": "stackprobe speaks HTTP/1.1 only",
     "iptables_conntrack": "not applicable",
@@ -219,6 +217,7 @@ def _http(
     if http.get("body_size_limit"):
         base["body_size_limit"] = _bytes(http["body_size_limit"])
     _ip_protocol(http, base)
+    _proxy(module, http, base, note, migration)
     for key, why in _HTTP_MISSING.items():
         if key in http and http[key] not in (None, False, "", []):
             note(f"{key} is not translated: {why}")
@@ -239,6 +238,8 @@ def _http(
         "tls_config",
         "compression",
         "body_size_limit",
+        "proxy_url",
+        "proxy_connect_header",
         "http_config",
     }
     for key in sorted(set(http) - known):
@@ -268,6 +269,34 @@ def _headers(
             found[name] = {"from_env": variable}
             note(f"header {name} carries a credential: it is read from ${variable}")
     return found
+
+
+def _proxy(
+    module: str, http: Mapping[str, Any], base: dict[str, Any], note: Note, migration: Migration
+) -> None:
+    """`proxy_url` (a password in it becomes an environment variable) and the CONNECT's
+    headers (the first value of each; a credential one from the environment)."""
+    url = http.get("proxy_url")
+    if url:
+        if urlsplit(str(url)).password:
+            variable = _variable(module, "PROXY_URL", migration)
+            base["proxy_url"] = {"from_env": variable}
+            note(f"proxy_url carries a password: the whole URL is read from ${variable}")
+        else:
+            base["proxy_url"] = str(url)
+    headers: dict[str, Any] = {}
+    for name, values in (http.get("proxy_connect_header") or {}).items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            continue
+        if is_credential_header(str(name)):
+            variable = _variable(module, f"PROXY_{name}", migration)
+            headers[str(name)] = {"from_env": variable}
+            note(f"proxy_connect_header {name} carries a credential: it is read from ${variable}")
+        else:
+            headers[str(name)] = str(values[0])
+    if headers:
+        base["proxy_connect_header"] = headers
 
 
 def _ip_protocol(settings: Mapping[str, Any], base: dict[str, Any]) -> None:
