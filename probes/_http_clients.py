@@ -75,16 +75,20 @@ class ClosedEarly(httpcore.RemoteProtocolError):
 class _Received:
     """What the server sent on one connection: how much, how it began, whether it ended."""
 
-    __slots__ = ("count", "eof", "head")
+    __slots__ = ("count", "eof", "h2", "head")
 
     def __init__(self) -> None:
         self.count = 0
         self.head = b""
         self.eof = False
+        self.h2 = False  # ALPN chose HTTP/2: binary frames, which h2 itself judges
 
     def saw(self, data: bytes) -> None:
         if not data:
             self.eof = True
+            return
+        if self.h2:
+            self.count += len(data)
             return
         if len(self.head) < _SHOWN:
             self.head += data[: _SHOWN - len(self.head)]
@@ -101,7 +105,7 @@ class _Received:
         The parser fails for want of bytes only after the server closed (`eof`); before that,
         it failed on bytes it had (h11 parses what it holds before it asks for more).
         """
-        if isinstance(exc, NotHttp | ClosedEarly):
+        if isinstance(exc, NotHttp | ClosedEarly) or self.h2:
             return None
         if not self.eof:
             where = "body framing" if in_body else "head"
@@ -155,6 +159,9 @@ class _WatchedStream(httpcore.AsyncNetworkStream):
             # socket stays open until a garbage collection finds it.
             await self._inner.aclose()
             raise
+        ssl_object = inner.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            self._received.h2 = True
         return _WatchedStream(inner, self._received)  # the handshake is not read through here
 
     def get_extra_info(self, info: str) -> Any:
@@ -249,9 +256,12 @@ class _ClosingStream:
 class FreshConnections:
     """httpcore's pool interface, with a new connection per request."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore, http2: bool = False
+    ) -> None:
         self._ssl_context = ssl_context
         self._slots = slots
+        self._http2 = http2
         self._open: set[httpcore.AsyncHTTPConnection | httpcore.AsyncHTTPProxy] = set()
         self._backend = httpcore.AnyIOBackend()  # what httpcore picks itself under asyncio
 
@@ -274,6 +284,7 @@ class FreshConnections:
             connection = httpcore.AsyncHTTPConnection(
                 origin=request.url.origin,
                 ssl_context=self._ssl_context,
+                http2=self._http2,
                 network_backend=_WatchedBackend(self._backend, received, addressing),
             )
         else:
@@ -287,6 +298,7 @@ class FreshConnections:
                 ssl_context=self._ssl_context,
                 max_connections=1,
                 max_keepalive_connections=0,
+                http2=self._http2,
                 network_backend=_WatchedBackend(
                     self._backend, received, Addressing(addressing.preferred, addressing.fallback)
                 ),
@@ -395,8 +407,10 @@ class FreshTransport(httpx.AsyncBaseTransport):
     around its pool (the request as httpcore's, the response as httpx's, the exceptions
     mapped), and nothing it does to configure that pool, which is not used."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore) -> None:
-        self.connections = FreshConnections(ssl_context, slots)
+    def __init__(
+        self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore, http2: bool = False
+    ) -> None:
+        self.connections = FreshConnections(ssl_context, slots, http2)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -434,6 +448,9 @@ class HttpClientSettings(BaseModel):
     max_connections: int = Field(512, ge=1, le=65536)
 
 
+_HEADERS = {"User-Agent": USER_AGENT, "Connection": "close"}
+
+
 class HttpClients:
     """`trust_env` is off so that a stray HTTP_PROXY or ~/.netrc never changes what a probe
     measures or sends, and cookies are refused: a jar shared by every target would carry an
@@ -456,26 +473,30 @@ class HttpClients:
         self.max_connections = max_connections
         self.slots = slots or asyncio.Semaphore(max_connections)
         self._contexts = dict(contexts or {})
-        self._clients: dict[TLSConfig, httpx.AsyncClient] = {}
-        self._transports: dict[TLSConfig, FreshTransport] = {}
+        self._clients: dict[tuple[TLSConfig, bool], httpx.AsyncClient] = {}
+        self._transports: dict[tuple[TLSConfig, bool], FreshTransport] = {}
 
-    def client(self, tls: TLSConfig) -> httpx.AsyncClient:
-        """The client for a TLS profile; raises ssl.SSLError, OSError or ValueError when the
-        profile's files cannot be used (they are checked at load, but may change since)."""
-        client = self._clients.get(tls)
+    def client(self, tls: TLSConfig, http2: bool = False) -> httpx.AsyncClient:
+        """The client for a TLS profile, offering HTTP/2 by ALPN or not; raises
+        ssl.SSLError, OSError or ValueError when the profile's files cannot be used (they
+        are checked at load, but may change since).
+
+        An HTTP/2 client has a TLS context of its own, as httpcore sets the ALPN protocols
+        on the context of each connection, and sends no `Connection: close`, which HTTP/2
+        forbids (the connection is closed after the response either way)."""
+        key = (tls, http2)
+        client = self._clients.get(key)
         if client is None:
-            context = self._contexts.get(tls) or tls.ssl_context()
-            transport = FreshTransport(context, self.slots)
+            context = tls.ssl_context() if http2 else self._contexts.get(tls) or tls.ssl_context()
+            transport = FreshTransport(context, self.slots, http2)
+            headers = {"User-Agent": USER_AGENT} if http2 else _HEADERS
             client = httpx.AsyncClient(
-                transport=transport,
-                trust_env=False,
-                follow_redirects=False,
-                headers={"User-Agent": USER_AGENT, "Connection": "close"},
+                transport=transport, trust_env=False, follow_redirects=False, headers=headers
             )
             # A policy that allows no domain: nothing is ever stored, so nothing is ever sent.
             client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-            self._clients[tls] = client
-            self._transports[tls] = transport
+            self._clients[key] = client
+            self._transports[key] = transport
         return client
 
     def pools(self) -> list[FreshConnections]:

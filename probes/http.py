@@ -322,6 +322,8 @@ class HttpTarget(TargetConfig):
     fail_if_header_matches: tuple[HeaderMatch, ...] = ()
     fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
     valid_http_versions: tuple[Literal["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"], ...] = ()
+    # Offer HTTP/2 over TLS (ALPN), as blackbox_exporter does by default; the server picks.
+    enable_http2: bool = False
     fail_if_ssl: bool = False
     fail_if_not_ssl: bool = False
     # the request's body (a POST check); `body_file` is read when the config loads
@@ -1141,7 +1143,7 @@ class _Body:
 
 async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed) -> _Body:
     try:
-        client = ctx.use(HTTP_CLIENTS).client(target.tls)
+        client = ctx.use(HTTP_CLIENTS).client(target.tls, target.enable_http2)
     except (ssl.SSLError, OSError, ValueError) as exc:  # files changed since the config load
         raise _Failure(Reason.TLS, f"cannot use the TLS files: {exc}") from None
     extensions: dict[str, Any] = {"trace": trace, ADDRESSING: trace.addressing}

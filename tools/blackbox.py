@@ -44,11 +44,11 @@ _HTTP_SAME = (
     "proxy_from_environment",
     "no_proxy",
     "skip_resolve_phase_with_proxy",
+    "enable_http2",
 )
 # Keys stackprobe has no equivalent for, and what to know instead.
 _HTTP_MISSING = {
     "oauth2": "no OAuth2 client: give a token as a header secret",
-    "enable_http2": "stackprobe speaks HTTP/1.1 only",
     "iptables_conntrack": "not applicable",
     "source_ip_address": "stackprobe uses the system's source address",
     "follow_redirect": "no such blackbox key (follow_redirects?)",
@@ -168,8 +168,9 @@ def _http(
         base["valid_http_versions"] = [
             "HTTP/2.0" if v == "HTTP/2" else v for v in base["valid_http_versions"]
         ]
-        if any(v == "HTTP/2.0" for v in base["valid_http_versions"]):
-            note("valid_http_versions allows HTTP/2.0, which stackprobe does not speak")
+        if "HTTP/2.0" in base["valid_http_versions"] and http.get("enable_http2") is not False:
+            # blackbox offers HTTP/2 unless told not to; stackprobe only when told to
+            base["enable_http2"] = True
     if http.get("valid_status_codes"):
         base["expect_status"] = list(http["valid_status_codes"])
     method = str(http.get("method", "GET")).upper()
