@@ -44,10 +44,14 @@ class Addressing:
     address: str | None = None
 
     async def candidates(self, host: str, port: int) -> list[str]:
-        """The addresses to try, in order; raises socket.gaierror when there is none."""
+        """The addresses to try, in order; raises socket.gaierror when there is none. Only
+        a lookup is timed: an address literal takes no resolve time."""
+        literal = _literal(host)
+        if literal is not None:
+            return self._ordered([literal])
         started = time.perf_counter()
         try:
-            return self._ordered(await _addresses(host, port))
+            return self._ordered(await _lookup(host, port))
         finally:
             self.resolve_seconds += time.perf_counter() - started
 
@@ -75,16 +79,17 @@ class Addressing:
         )
 
 
-async def _addresses(host: str, port: int) -> list[tuple[int, str]]:
-    """The host's addresses in the resolver's order, without repeats; an address literal as
-    itself, with no lookup."""
+def _literal(host: str) -> tuple[int, str] | None:
+    """An address literal as (family, address), None for a name."""
     try:
         literal = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        pass
-    else:
-        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
-        return [(family, literal.compressed)]
+        return None
+    return (socket.AF_INET6 if literal.version == 6 else socket.AF_INET), literal.compressed
+
+
+async def _lookup(host: str, port: int) -> list[tuple[int, str]]:
+    """The name's addresses in the resolver's order, without repeats."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     found: list[tuple[int, str]] = []
     for family, *_, sockaddr in infos:

@@ -51,7 +51,6 @@ import socket
 import ssl
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -524,6 +523,8 @@ class HttpTarget(TargetConfig):
             return self._configured_proxy
         if not self.proxy_from_environment:
             return None
+        import urllib.request  # only a target reading the environment's proxies pays for it
+
         proxies = urllib.request.getproxies_environment()
         found = proxies.get(url.scheme)
         if not found or _bypasses(url.host, proxies.get("no", "")):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
-import socket
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -30,15 +29,12 @@ import trustme
 
 from stackprobe.config import ConfigError
 from stackprobe.contract import ProbeResult
-from tests.support.blackbox_peers import DnsPeer, HttpPeer, Reply, Seen
+from tests.support.blackbox_peers import DnsPeer, HttpPeer, Reply, Seen, dual_stack_name
 from tests.support.probing import RunProbe, make_target, samples_by_name
-from tests.support.processes import IN_CI, free_port
+from tests.support.processes import free_port
 
 DOCS = Path(__file__).parent.parent.parent / "docs" / "blackbox.md"
 MSG = b"hello world" * 10
-# A name that resolves to both loopback addresses (scripts/setup.sh writes it to
-# /etc/hosts), as blackbox's TestDNSProtocol needs of "localhost".
-DUAL_STACK_NAME = "stackprobe-dual-stack.localhost"
 
 
 def _deflate(data: bytes) -> bytes:
@@ -982,21 +978,6 @@ async def test_servfail_dns_response(
     )
 
 
-def _dual_stack_name() -> str:
-    """DUAL_STACK_NAME, when it resolves to both loopback addresses; else a clear failure on
-    CI and a skip elsewhere (blackbox skips TestDNSProtocol where localhost lacks ::1)."""
-    try:
-        found = {info[4][0] for info in socket.getaddrinfo(DUAL_STACK_NAME, 53)}
-    except socket.gaierror:
-        found = set()
-    if found != {"127.0.0.1", "::1"}:
-        why = f"{DUAL_STACK_NAME} resolves to {sorted(found)}; scripts/setup.sh writes it"
-        if IN_CI:
-            pytest.fail(why)
-        pytest.skip(why)
-    return DUAL_STACK_NAME
-
-
 DNS_PROTOCOL = [
     ("ip6", True, 6),
     ("ip4", True, 4),
@@ -1017,7 +998,7 @@ async def test_dns_protocol(
     """A server given by a name with both addresses: the preferred family's is asked, and
     with no preference the resolver's first (::1). With no transport given, UDP is asked,
     which a TCP-only server never answers."""
-    name = _dual_stack_name()
+    name = dual_stack_name()
     async with DnsPeer(recursive, transport, dual=True) as server:
         keys: dict[str, Any] = {"recursion_desired": True}
         if preferred in ("ip4", "ip6"):

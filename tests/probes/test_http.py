@@ -209,14 +209,20 @@ def peers_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     process.stdout.close()
 
 
-@pytest.mark.parametrize("where", ["/big", "/big-chunked", "/gzip-bomb"])
+@pytest.mark.parametrize("where", ["/big", "/big-chunked", "/gzip-bomb", "/brotli-bomb"])
 async def test_huge_bodies_cost_no_more_memory_than_the_cap(
     peers_elsewhere: dict[str, Any], run_probe: RunProbe, where: str
 ) -> None:
-    """50 MB of body or 2 GiB of gzip bomb: the probe holds at most the cap plus a chunk."""
+    """50 MB of body or 2 GiB of gzip or brotli bomb (asked for with `compression: br`): the
+    probe holds at most the cap plus a chunk."""
     cap = 1024 * 1024
+    coding = {"compression": "br"} if where == "/brotli-bomb" else {}
     probe_target = target(
-        f"{peers_elsewhere['http']}{where}", max_body_bytes=cap, timeout="5s", body_format="json"
+        f"{peers_elsewhere['http']}{where}",
+        max_body_bytes=cap,
+        timeout="5s",
+        body_format="json",
+        **coding,
     )
     gc.collect()
     tracemalloc.start()

@@ -16,6 +16,28 @@ from http import HTTPStatus
 from typing import Self, cast
 
 import dns.message
+import pytest
+
+from tests.support.processes import IN_CI
+
+# A name that resolves to both loopback addresses (scripts/setup.sh writes it to
+# /etc/hosts), as blackbox's TestDNSProtocol needs of "localhost".
+DUAL_STACK_NAME = "stackprobe-dual-stack.localhost"
+
+
+def dual_stack_name() -> str:
+    """DUAL_STACK_NAME, when it resolves to both loopback addresses; else a clear failure on
+    CI and a skip elsewhere (blackbox skips TestDNSProtocol where localhost lacks ::1)."""
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(DUAL_STACK_NAME, 53)}
+    except socket.gaierror:
+        found = set()
+    if found != {"127.0.0.1", "::1"}:
+        why = f"{DUAL_STACK_NAME} resolves to {sorted(found)}; scripts/setup.sh writes it"
+        if IN_CI:
+            pytest.fail(why)
+        pytest.skip(why)
+    return DUAL_STACK_NAME
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import socket
 import ssl
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import brotli
 import trustme
 from aiohttp import web
 
@@ -50,6 +52,27 @@ def gzip_bomb(inflated: int = BOMB_INFLATED_BYTES) -> bytes:
         crc = zlib.crc32(block, crc)
     trailer = struct.pack("<II", crc, inflated & 0xFFFFFFFF)
     return head + repeat * (inflated // len(block) - 1) + final + trailer
+
+
+@functools.cache
+def brotli_bomb(inflated: int = BOMB_INFLATED_BYTES) -> bytes:
+    """A valid brotli stream of `inflated` zero bytes, about 400 KB for 2 GiB."""
+    compressor = brotli.Compressor(quality=1)
+    block = bytes(1024 * 1024)
+    parts = [compressor.process(block) for _ in range(inflated // len(block))]
+    return b"".join(parts) + compressor.finish()
+
+
+async def _bomb(request: web.Request, body: bytes, coding: str) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/json", "Content-Encoding": coding}
+    )
+    response.content_length = len(body)
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):
+        for start in range(0, len(body), 65536):
+            await response.write(body[start : start + 65536])
+    return response
 
 
 @dataclass
@@ -135,15 +158,10 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
         return response
 
     async def gzip_bomb_handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
-        )
-        response.content_length = len(bomb)
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionError):
-            for start in range(0, len(bomb), 65536):
-                await response.write(bomb[start : start + 65536])
-        return response
+        return await _bomb(request, bomb, "gzip")
+
+    async def brotli_bomb_handler(request: web.Request) -> web.StreamResponse:
+        return await _bomb(request, brotli_bomb(), "br")
 
     async def gzip_ok(request: web.Request) -> web.Response:
         body = zlib.compress(json.dumps(REDIS_DOWN).encode(), wbits=16 + zlib.MAX_WBITS)
@@ -215,6 +233,7 @@ def _routes(peers: Peers, bomb: bytes) -> web.Application:
         "/big": big,
         "/big-chunked": big_chunked,
         "/gzip-bomb": gzip_bomb_handler,
+        "/brotli-bomb": brotli_bomb_handler,
         "/gzip-ok": gzip_ok,
         "/truncated-gzip": truncated_gzip,
         "/garbage": garbage,
