@@ -40,7 +40,7 @@ class CelProgram:
         JSON, the expression fails on it (a missing key) or yields no boolean."""
         from celpy.adapter import json_to_cel
         from celpy.celtypes import BoolType
-        from celpy.evaluation import CELEvalError
+        from celpy.evaluation import CELEvalError, CELUnsupportedError
 
         try:
             document = json.loads(body)
@@ -48,8 +48,12 @@ class CelProgram:
             return "the body is not JSON"
         try:
             result: Any = self._program.evaluate({"body": json_to_cel(document)})
-        except CELEvalError as exc:
+        except (CELEvalError, CELUnsupportedError) as exc:
             return f"evaluating it failed: {str(exc.args[0] if exc.args else exc)[:120]}"
+        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+            # what the JSON-to-CEL conversion raises on a number past 64 bits or a document
+            # nested past the interpreter's depth
+            return f"the body cannot be read as CEL values: {type(exc).__name__}"
         if isinstance(result, BoolType | bool):
             return bool(result)
         return f"it yields {type(result).__name__}, not a boolean"

@@ -109,24 +109,38 @@ class _Gzip:
 
 
 class _Brotli:
-    """`br`, read only when a target asks for it (`compression: br`). brotli takes every
-    input byte at once and holds what it could not hand out under the limit: it is asked
-    again, with no input, while it `holds_output`."""
+    """`br`, read only when a target asks for it (`compression: br`). brotli takes input
+    only while `can_accept_more_data()`, and may hold decoded output past the limit of one
+    call: it is asked again with no input (`holds_output`) until a call yields nothing, and
+    new input waits (`unconsumed_tail`) until it takes input again. Its limit is not strict
+    (one call can yield about 32 KiB over it), so the bound is the cap plus that."""
 
     def __init__(self) -> None:
         import brotli  # only a target with `compression: br` pays for the module
 
         self._inner = brotli.Decompressor()
         self._error = brotli.error
+        self._pending = b""
+        self._more = False
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         try:
-            out: bytes = self._inner.process(data, output_buffer_limit=max_length)
+            if data and not self._inner.can_accept_more_data():
+                out: bytes = self._inner.process(b"", output_buffer_limit=max_length)
+                if not out:  # neither takes input nor gives output: never loop on it
+                    raise zlib.error("brotli: the decoder made no progress")
+                self._pending = data
+            else:
+                out = self._inner.process(data, output_buffer_limit=max_length)
+                self._pending = b""
         except self._error as exc:
             raise zlib.error(f"brotli: {exc}") from None
+        self._more = bool(out) and not self._inner.is_finished()
         return out
 
-    unconsumed_tail = b""
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._pending
 
     def flush(self) -> bytes:
         return b""
@@ -137,7 +151,7 @@ class _Brotli:
 
     @property
     def holds_output(self) -> bool:
-        return not self._inner.can_accept_more_data()
+        return self._more
 
 
 _Decoder = _Gzip | _Deflate | _Brotli

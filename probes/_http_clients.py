@@ -1,5 +1,5 @@
-"""The `http_client:` resource: shared httpx clients (one per TLS profile) under one
-connection limit, without a pool.
+"""The `http_client:` resource: shared httpx clients (one per TLS profile and HTTP/2
+setting) under one connection limit, without a pool.
 
 Every probe opens a fresh connection, so connect and TLS are measured each time, as
 blackbox_exporter does. httpcore's connection pool would only get in the way: its bookkeeping
@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
@@ -50,8 +50,8 @@ class Proxy:
     Proxy-Authorization), and the headers its CONNECT (or forwarded request) carries."""
 
     url: str
-    auth: tuple[str, str] | None = None
-    headers: tuple[tuple[str, str], ...] = ()
+    auth: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 # Every HTTP/1.x response starts with these bytes (RFC 9112 status-line; h11 allows nothing
@@ -270,12 +270,6 @@ class FreshConnections:
         if scheme not in (b"http", b"https"):  # as httpcore's pool, which this replaces, does
             shown = scheme.decode("ascii", "replace")[:20]
             raise httpcore.UnsupportedProtocol(f"{shown}:// is not http:// or https://")
-        wait = request.extensions.get("timeout", {}).get("pool")
-        try:
-            async with asyncio.timeout(wait):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpcore.PoolTimeout("every connection slot stayed busy") from None
         received = _Received()
         addressing = request.extensions.get(ADDRESSING) or Addressing()
         proxy: Proxy | None = request.extensions.get(PROXY)
@@ -303,6 +297,13 @@ class FreshConnections:
                     self._backend, received, Addressing(addressing.preferred, addressing.fallback)
                 ),
             )
+        # A slot is taken once the connection exists: nothing before this can leak one.
+        wait = request.extensions.get("timeout", {}).get("pool")
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpcore.PoolTimeout("every connection slot stayed busy") from None
         self._open.add(connection)
 
         async def release() -> None:
@@ -482,16 +483,16 @@ class HttpClients:
         are checked at load, but may change since).
 
         An HTTP/2 client has a TLS context of its own, as httpcore sets the ALPN protocols
-        on the context of each connection, and sends no `Connection: close`, which HTTP/2
-        forbids (the connection is closed after the response either way)."""
+        on the context of each connection. Its `Connection: close` holds when the server
+        picks HTTP/1.1; over HTTP/2 the h2 library leaves it out, as HTTP/2 has no such
+        header (the connection is closed after the response either way)."""
         key = (tls, http2)
         client = self._clients.get(key)
         if client is None:
             context = tls.ssl_context() if http2 else self._contexts.get(tls) or tls.ssl_context()
             transport = FreshTransport(context, self.slots, http2)
-            headers = {"User-Agent": USER_AGENT} if http2 else _HEADERS
             client = httpx.AsyncClient(
-                transport=transport, trust_env=False, follow_redirects=False, headers=headers
+                transport=transport, trust_env=False, follow_redirects=False, headers=_HEADERS
             )
             # A policy that allows no domain: nothing is ever stored, so nothing is ever sent.
             client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))

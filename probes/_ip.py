@@ -56,15 +56,16 @@ class Addressing:
             self.resolve_seconds += time.perf_counter() - started
 
     def _ordered(self, found: list[tuple[int, str]]) -> list[str]:
-        if self.preferred is None:
+        # no fallback without a preference means IPv6 only, blackbox_exporter's default
+        preferred = self.preferred or (None if self.fallback else "ip6")
+        if preferred is None:
             return [address for _, address in found]
-        family = _FAMILY[self.preferred]
+        family = _FAMILY[preferred]
         first = [address for af, address in found if af == family]
         rest = [address for af, address in found if af != family] if self.fallback else []
         if not first and not rest:
             raise NoAddress(
-                socket.EAI_ADDRFAMILY,
-                f"no {self.preferred} address, and ip_protocol_fallback is off",
+                socket.EAI_ADDRFAMILY, f"no {preferred} address, and ip_protocol_fallback is off"
             )
         return first + rest
 
@@ -90,7 +91,12 @@ def _literal(host: str) -> tuple[int, str] | None:
 
 async def _lookup(host: str, port: int) -> list[tuple[int, str]]:
     """The name's addresses in the resolver's order, without repeats."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError:  # the idna codec's verdict on a label over 63 characters, or empty
+        raise socket.gaierror(
+            socket.EAI_NONAME, f"{host[:80]!r} is not a valid host name"
+        ) from None
     found: list[tuple[int, str]] = []
     for family, *_, sockaddr in infos:
         entry = (int(family), str(sockaddr[0]))

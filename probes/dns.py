@@ -21,20 +21,8 @@ import socket
 import time
 from enum import StrEnum
 from itertools import islice
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dns.asyncbackend
-import dns.asyncquery
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-import dns.resolver
-import dns.rrset
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -51,6 +39,13 @@ from stackprobe.contract import (
 )
 from stackprobe.probes._ip import PROBE_IP_ADDR_HASH, PROBE_IP_PROTOCOL, Addressing, IpProtocol
 from stackprobe.target import Regex, TargetConfig
+
+# dnspython is imported by the first dns target the config loads (its checks read record
+# types and codes), so a config without one never loads it.
+if TYPE_CHECKING:
+    import dns.message
+    import dns.rdata
+    import dns.rrset
 
 
 class Reason(StrEnum):
@@ -129,6 +124,9 @@ class DnsTarget(TargetConfig):
     @field_validator("query_class")
     @classmethod
     def _known_class(cls, value: str) -> str:
+        import dns.exception
+        import dns.rdataclass
+
         try:
             dns.rdataclass.from_text(value.upper())
         except dns.exception.DNSException:
@@ -140,6 +138,9 @@ class DnsTarget(TargetConfig):
     @field_validator("query")
     @classmethod
     def _valid_name(cls, value: str) -> str:
+        import dns.exception
+        import dns.name
+
         try:
             dns.name.from_text(value)
         except dns.exception.DNSException as exc:
@@ -153,6 +154,9 @@ class DnsTarget(TargetConfig):
     @field_validator("record_type")
     @classmethod
     def _known_type(cls, value: str) -> str:
+        import dns.exception
+        import dns.rdatatype
+
         try:
             dns.rdatatype.from_text(value.upper())
         except dns.exception.DNSException:
@@ -166,6 +170,9 @@ class DnsTarget(TargetConfig):
     @field_validator("valid_rcodes")
     @classmethod
     def _known_rcodes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import dns.exception
+        import dns.rcode
+
         for code in value:
             try:
                 dns.rcode.from_text(code.upper())
@@ -204,7 +211,8 @@ def _split_server(text: str) -> tuple[str, int]:
         number = int(port)
         if not 0 < number < 65536:
             raise ValueError(port)
-        if not _HOST_NAME.match(host):
+        # digits and dots are an address (a mistyped one is an error, not a name to look up)
+        if not _HOST_NAME.match(host) or re.fullmatch(r"[\d.]+", host):
             ipaddress.ip_address(host)
     except ValueError:
         raise PydanticCustomError(
@@ -261,14 +269,16 @@ NOT_RESOLVING_ALERT = "DnsNotResolving"
 EVIDENCE_RECORDS = 4  # answer records shown at most; the count says how many there were
 EVIDENCE_RECORD_MAX = 200  # characters of one record (a TXT record can hold kilobytes)
 
-_RCODE_REASONS = {
-    dns.rcode.NXDOMAIN: Reason.NXDOMAIN,
-    dns.rcode.SERVFAIL: Reason.SERVFAIL,
-    dns.rcode.REFUSED: Reason.REFUSED,
-}
+# The response codes with a reason of their own (NXDOMAIN 3, SERVFAIL 2, REFUSED 5).
+_RCODE_REASONS = {3: Reason.NXDOMAIN, 2: Reason.SERVFAIL, 5: Reason.REFUSED}
 
 
 async def probe(target: DnsTarget, ctx: ProbeContext) -> ProbeResult:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.resolver
+
     try:
         host, port = _where(target)
     except (dns.resolver.NoResolverConfiguration, IndexError, OSError):
@@ -336,7 +346,10 @@ async def _ask(
     opened here so that connecting is timed apart from the exchange, as in
     blackbox_exporter. dnspython gives a TCP retry after a truncated UDP answer the rest of
     the run's time."""
-    address = (await run.addressing.candidates(host, port))[0]
+    import dns.asyncbackend
+    import dns.asyncquery
+
+    address = run.addressing.address = (await run.addressing.candidates(host, port))[0]
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     tcp = target.transport == "tcp"
     backend = dns.asyncbackend.get_backend("asyncio")
@@ -347,7 +360,6 @@ async def _ask(
         destination=(address, port) if tcp else None,
         timeout=ctx.remaining(),
     )
-    run.addressing.address = address
     async with sock:
         run.connect = time.perf_counter() - started
         started = time.perf_counter()
@@ -387,6 +399,8 @@ def _failed(
 
 
 def _where(target: DnsTarget) -> tuple[str, int]:
+    import dns.resolver
+
     if target.server is not None:
         return _split_server(target.server)
     return str(dns.resolver.Resolver().nameservers[0]), 53
@@ -395,6 +409,9 @@ def _where(target: DnsTarget) -> tuple[str, int]:
 def _judge(
     target: DnsTarget, response: dns.message.Message, run: _Run, asked: Evidence
 ) -> ProbeResult:
+    import dns.rcode
+    import dns.rdatatype
+
     elapsed = run.request
     rcode = response.rcode()
     rdtype = dns.rdatatype.from_text(target.record_type)
@@ -466,6 +483,9 @@ def _judge(
 
 def _records(section: list[dns.rrset.RRset]) -> list[str]:
     """Each record as Go's DNS library prints it: name, TTL, class, type, data, tab-separated."""
+    import dns.rdataclass
+    import dns.rdatatype
+
     return [
         "\t".join(
             (
@@ -501,6 +521,9 @@ def _evidence(
 
 def _record(rrset: dns.rrset.RRset, rdata: dns.rdata.Rdata) -> str:
     """One record as dig prints it: `site.test. 0 IN A 127.0.0.10`."""
+    import dns.rdataclass
+    import dns.rdatatype
+
     kind = f"{dns.rdataclass.to_text(rrset.rdclass)} {dns.rdatatype.to_text(rrset.rdtype)}"
     return f"{rrset.name} {rrset.ttl} {kind} {rdata.to_text()}"[:EVIDENCE_RECORD_MAX]
 

@@ -55,14 +55,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import h11
 import httpx
 import jmespath
 import jmespath.exceptions
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -123,6 +121,9 @@ from stackprobe.secrets import (
     unresolved,
 )
 from stackprobe.target import Regex, TargetConfig
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # A credential in one of these headers must come from env or file, never the config text.
 _SENSITIVE_HEADER = re.compile(
@@ -510,15 +511,18 @@ class HttpTarget(TargetConfig):
     def _proxy(self, text: str) -> Proxy:
         url = httpx.URL(text)
         auth = None
-        if url.username:
-            auth = (urllib.parse.unquote(url.username), urllib.parse.unquote(url.password or ""))
+        if url.username:  # bytes: httpcore takes only ASCII as text, a password may be UTF-8
+            auth = (
+                urllib.parse.unquote(url.username).encode(),
+                urllib.parse.unquote(url.password or "").encode(),
+            )
         headers = tuple((name, reveal(value)) for name, value in self.proxy_connect_header.items())
         return Proxy(str(url.copy_with(username=None, password=None)), auth, headers)
 
     def proxy_for(self, url: httpx.URL) -> Proxy | None:
         """The proxy a request to `url` goes through, if any."""
         if self.proxy_url is not None:
-            if self.no_proxy and _bypasses(url.host, self.no_proxy):
+            if self.no_proxy and _bypasses(url.host, _port(url), self.no_proxy):
                 return None
             return self._configured_proxy
         if not self.proxy_from_environment:
@@ -527,7 +531,7 @@ class HttpTarget(TargetConfig):
 
         proxies = urllib.request.getproxies_environment()
         found = proxies.get(url.scheme)
-        if not found or _bypasses(url.host, proxies.get("no", "")):
+        if not found or _bypasses(url.host, _port(url), proxies.get("no", "")):
             return None
         return self._proxy(found)
 
@@ -752,7 +756,7 @@ class _Trace:
     (a security group dropping packets) from a slow application.
     """
 
-    __slots__ = ("_started", "addressing", "durations", "phase", "resolved")
+    __slots__ = ("_started", "addressing", "durations", "phase", "resolved", "resolved_apart")
 
     def __init__(self) -> None:
         self.durations = dict.fromkeys(_PHASES, 0.0)
@@ -761,6 +765,7 @@ class _Trace:
         # the connections resolve the name inside their connect (probes/_http_clients.py)
         self.addressing = Addressing()
         self.resolved = True  # False: through a proxy that resolves the name (no resolve phase)
+        self.resolved_apart = 0.0  # of the resolve time, what was looked up outside connect
 
     def seconds(self) -> dict[str, float]:
         """Seconds per phase, the name's resolution taken out of connect (through a proxy,
@@ -768,10 +773,11 @@ class _Trace:
         resolve = self.addressing.resolve_seconds
         if not self.resolved:
             return {phase: self.durations[phase] for phase in _PHASES if phase != "resolve"}
+        inside_connect = resolve - self.resolved_apart
         return {
             **self.durations,
             "resolve": resolve,
-            "connect": max(self.durations["connect"] - resolve, 0.0),
+            "connect": max(self.durations["connect"] - inside_connect, 0.0),
         }
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
@@ -830,6 +836,8 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
     try:
         body = await _fetch(target, ctx, trace, seen)
         _check(target, seen, body)
+        if target.checks_cel:
+            await _check_cel(target, seen, body, ctx)
     except _Failure as failure:
         phase = "the checks of the response" if body is not None else f"the {trace.phase} phase"
         return _failed(target, failure.reason, failure.detail, trace, seen, body, phase)
@@ -837,6 +845,8 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
         reason = Reason.CONNECT_TIMEOUT if trace.phase == "connect" else Reason.TIMEOUT
         if trace.phase == "pool":
             reason = Reason.POOL_TIMEOUT
+        elif trace.phase == "resolve":  # the target's name, looked up before a proxy
+            reason = Reason.DNS
         detail = f"no answer within {target.timeout:g}s (stopped in the {trace.phase} phase)"
         return _failed(target, reason, detail, trace, seen, body, f"the {trace.phase} phase")
     except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
@@ -877,6 +887,8 @@ async def _expired_certificate(
                 server_hostname=target.tls.server_name or url.host,
             )
             der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            from cryptography import x509
+
             return float(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
     except (OSError, ssl.SSLError, TimeoutError, ValueError, AttributeError):
         return None
@@ -1218,29 +1230,48 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
         raise
 
 
-def _bypasses(host: str, no_proxy: str) -> bool:
-    """Whether `host` skips the proxy by a NO_PROXY-style list, as Go's and curl's read it:
-    `*`, a host, a domain (`example.com` and `.example.com` take its subdomains), an address
-    or a network (`10.0.0.0/8`)."""
+def _port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def _bypasses(host: str, port: int, no_proxy: str) -> bool:
+    """Whether `host:port` skips the proxy by a NO_PROXY-style list, as Go reads it: `*`, a
+    host name (and its subdomains; `.example.com` too), an address (`::1` or `[::1]`) or a
+    network (`10.0.0.0/8`), each with an optional `:port` that must then match."""
     host = host.strip("[]").lower()
     try:
-        address = ipaddress.ip_address(host)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
     except ValueError:
         address = None
     for entry in (e.strip().lower() for e in no_proxy.split(",")):
         if entry == "*":
             return True
-        if not entry:
+        name, wanted = _entry(entry)
+        if not name or (wanted is not None and wanted != port):
             continue
-        if address is not None and "/" in entry:
-            with contextlib.suppress(ValueError):
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
+        if address is None:
+            domain = name.lstrip(".")
+            if host == domain or host.endswith("." + domain):
+                return True
             continue
-        domain = entry.lstrip(".").split(":", 1)[0] if entry.count(":") == 1 else entry.lstrip(".")
-        if host == domain or host.endswith("." + domain):
-            return True
+        with contextlib.suppress(ValueError):
+            if "/" in name and address in ipaddress.ip_network(name, strict=False):
+                return True
+            if "/" not in name and address == ipaddress.ip_address(name):
+                return True
     return False
+
+
+def _entry(entry: str) -> tuple[str, int | None]:
+    """A NO_PROXY entry as (host, port): `[::1]:8080`, `::1`, `example.com:8080`."""
+    if entry.startswith("["):
+        name, _, rest = entry[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif entry.count(":") == 1:
+        name, port = entry.split(":")
+    else:
+        name, port = entry, ""
+    return name, int(port) if port.isdigit() else None
 
 
 async def _route(target: HttpTarget, request: httpx.Request, trace: _Trace) -> None:
@@ -1258,7 +1289,9 @@ async def _route(target: HttpTarget, request: httpx.Request, trace: _Trace) -> N
         trace.resolved = False
         return
     addressing = trace.addressing
+    before, trace.phase = addressing.resolve_seconds, "resolve"
     addressing.address = (await addressing.candidates(request.url.host, request.url.port or 0))[0]
+    trace.resolved_apart += addressing.resolve_seconds - before
 
 
 def _response_mismatch(
@@ -1269,10 +1302,8 @@ def _response_mismatch(
     for match in target.fail_if_header_matches:
         values = response.headers.get_list(match.header)
         if not values and not match.allow_missing:
-            seen.failed_regex = True
             return _Failure(Reason.HEADER_MISMATCH, f"header {match.header} is missing")
         if any(match.regexp.search(v) for v in values):
-            seen.failed_regex = True
             return _Failure(
                 Reason.HEADER_MISMATCH,
                 f"header {match.header} matches {match.regexp.pattern!r} (fail_if_header_matches)",
@@ -1282,10 +1313,8 @@ def _response_mismatch(
         if not values:
             if match.allow_missing:
                 continue
-            seen.failed_regex = True
             return _Failure(Reason.HEADER_MISMATCH, f"header {match.header} is missing")
         if not any(match.regexp.search(v) for v in values):
-            seen.failed_regex = True
             return _Failure(
                 Reason.HEADER_MISMATCH,
                 f"header {match.header} does not match {match.regexp.pattern!r}",
@@ -1379,6 +1408,9 @@ def _observe_response(target: HttpTarget, response: httpx.Response, seen: _Obser
         seen.tls_version = (ssl_object.version() or "").replace("TLSv", "TLS ")
         der = ssl_object.getpeercert(binary_form=True)
         if der:
+            # only a TLS run pays for cryptography (8 MiB), on the first one
+            from cryptography import x509
+
             certificate = x509.load_der_x509_certificate(der)
             seen.cert_expiry = certificate.not_valid_after_utc.timestamp()
             seen.leaf = _leaf_info(certificate)
@@ -1386,12 +1418,15 @@ def _observe_response(target: HttpTarget, response: httpx.Response, seen: _Obser
 
 def _leaf_info(certificate: x509.Certificate) -> tuple[str, str, str, str, str]:
     """probe_ssl_last_chain_info's labels, written as blackbox_exporter writes them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         dns_names = names.value.get_values_for_type(x509.DNSName)
     except (x509.ExtensionNotFound, ValueError):
         dns_names = []
-    serial = certificate.serial_number
+    serial = abs(certificate.serial_number)  # as Go's Bytes(), for a (non-conforming) negative one
     return (
         certificate.fingerprint(hashes.SHA256()).hex(),
         certificate.subject.rfc4514_string()[:_CERT_LABEL_MAX],
@@ -1434,6 +1469,7 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
             detail += f"{_COMPONENTS_SAID}{', '.join(down)}"
         raise _Failure(Reason.HTTP_STATUS, detail)
     if seen.mismatch is not None:
+        seen.failed_regex = seen.mismatch.reason is Reason.HEADER_MISMATCH
         raise seen.mismatch
     if body.too_large and needed:
         raise _Failure(Reason.BODY_TOO_LARGE, body.too_large)
@@ -1462,20 +1498,26 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
             if pattern.search(text):
                 seen.failed_regex = True
                 raise _Failure(Reason.BODY_MISMATCH, f"body matches {pattern.pattern!r}")
-    if target.checks_cel:
-        _check_cel(target, seen, body)
 
 
-def _check_cel(target: HttpTarget, seen: _Observed, body: _Body) -> None:
-    """blackbox_exporter's CEL checks: a body that is not JSON, an expression that fails on
-    it or yields no boolean fails the run, as does the outcome each check forbids."""
+async def _check_cel(target: HttpTarget, seen: _Observed, body: _Body, ctx: ProbeContext) -> None:
+    """blackbox_exporter's CEL checks, after every other check: a body that is not JSON, an
+    expression that fails on it or yields no boolean fails the run, as does the outcome each
+    check forbids. Evaluated in a worker thread (an expression over a large body takes
+    seconds), which the run waits for until its deadline."""
     for program, forbidden, key in (
         (target.fail_if_body_json_matches_cel, True, "fail_if_body_json_matches_cel"),
         (target.fail_if_body_json_not_matches_cel, False, "fail_if_body_json_not_matches_cel"),
     ):
         if program is None:
             continue
-        outcome = program.verdict(body.data)
+        try:
+            async with asyncio.timeout_at(ctx.deadline):
+                outcome = await asyncio.to_thread(program.verdict, body.data)
+        except TimeoutError:
+            raise _Failure(
+                Reason.TIMEOUT, f"{key} did not finish within the run's {target.timeout:g}s"
+            ) from None
         if outcome is forbidden or isinstance(outcome, str):
             seen.failed_cel = True
             why = outcome if isinstance(outcome, str) else f"it is {str(outcome).lower()}"

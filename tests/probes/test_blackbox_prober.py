@@ -636,11 +636,18 @@ async def test_http_phases(run_probe: RunProbe) -> None:
     }
 
 
-async def test_skip_resolve_phase_without_proxy(run_probe: RunProbe) -> None:
-    """Both of blackbox's cases without a proxy (skip_resolve_phase_with_proxy set or not):
-    the resolve phase is there."""
+SKIP_RESOLVE_WITHOUT_PROXY = {
+    f"Without Proxy {skip} skipping resolve": skip == "with" for skip in ("with", "without")
+}
+
+
+@pytest.mark.parametrize("case", SKIP_RESOLVE_WITHOUT_PROXY)
+async def test_skip_resolve_phase_without_proxy(run_probe: RunProbe, case: str) -> None:
+    """Without a proxy, skip_resolve_phase_with_proxy changes nothing: the resolve phase is
+    there."""
+    skip = SKIP_RESOLVE_WITHOUT_PROXY[case]
     async with HttpPeer(lambda _: Reply(204)) as server:
-        result = await run_probe(http_target(server.url))
+        result = await run_probe(http_target(server.url, skip_resolve_phase_with_proxy=skip))
     assert result.success, result.detail
     assert phases(result, "probe_http_duration_seconds") == {
         "connect",
@@ -1066,15 +1073,12 @@ def played() -> Iterator[str]:
         "TestBody": BODIES,
         "TestHTTPParsingScheme": PARSING_SCHEME,
         "TestTCPConnectionWithTLS": TCP_TLS,
-        "TestSkipResolvePhase": SKIP_RESOLVE_WITH_PROXY,
+        "TestSkipResolvePhase": {**SKIP_RESOLVE_WITH_PROXY, **SKIP_RESOLVE_WITHOUT_PROXY},
     }
     for test, table in tables.items():
         keys = list(table) if isinstance(table, dict) else range(len(table))
         yield from (f"{test}/{key}" for key in keys)
     yield from SINGLE_HTTP_CASES
-    yield from (
-        f"TestSkipResolvePhase/Without Proxy {s} skipping resolve" for s in ("with", "without")
-    )
     for test, table in (
         ("TestRecursiveDNSResponse", RECURSIVE),
         ("TestAuthoritativeDNSResponse", AUTHORITATIVE),

@@ -430,3 +430,10 @@ async def test_soa_serial_and_query_class(run_probe: RunProbe) -> None:
 def test_an_unknown_class_is_refused() -> None:
     with pytest.raises(ConfigError, match="not a DNS class"):
         target("127.0.0.1", query_class="XX")
+
+
+@pytest.mark.parametrize("server", ["10.0.0.256", "300.1.1.1:53", "10.1"])
+def test_a_server_of_digits_and_dots_must_be_an_address(server: str) -> None:
+    """A mistyped address is refused, not looked up as a name (glibc reads 10.1 as 10.0.0.1)."""
+    with pytest.raises(ConfigError, match="must be an IP address or a host name"):
+        target(server)

@@ -62,3 +62,22 @@ async def test_a_name_is_resolved_in_its_own_phase_and_an_address_is_not(
     assert named[("resolve",)] > 0 and addressed[("resolve",)] == 0
     hashes = {samples_by_name(r)["probe_ip_addr_hash"][()] for r in (by_name, by_address)}
     assert len(hashes) == 1  # the same address, 127.0.0.1, both times
+
+
+async def test_a_host_label_over_63_characters_is_dns_not_an_internal_error(
+    run_probe: RunProbe,
+) -> None:
+    result = await run_probe(target(f"http://{'a' * 64}.invalid/health"))
+
+    assert (result.success, result.reason) == (False, Reason.DNS)
+    assert "is not a valid host name" in result.detail
+
+
+async def test_no_fallback_without_a_preference_is_ipv6_only_as_in_blackbox(
+    run_probe: RunProbe,
+) -> None:
+    async with HttpPeer(lambda _: Reply()) as server:
+        result = await run_probe(target(server.url, ip_protocol_fallback=False))
+
+    assert (result.success, result.reason) == (False, Reason.DNS)
+    assert "no ip6 address" in result.detail

@@ -43,7 +43,7 @@ async def tasks_serving() -> AsyncIterator[tuple[int, dict[str, int]]]:
 def discover_target(port: int, **extra: Any) -> Any:
     ecs = {"cluster": "aep", "service": "aep-api", "port": port, "path": "/health/ready", **extra}
     return make_target(
-        {"name": "aep-api-tasks", "kind": "http", "timeout": "2s", "discover": {"ecs": ecs}}
+        {"name": "aep-api-tasks", "kind": "http", "timeout": "5s", "discover": {"ecs": ecs}}
     )
 
 

@@ -95,8 +95,16 @@ async def test_https_goes_through_a_connect_tunnel(
                 proxy_connect_header={"X-Probe": "stackprobe"},
             )
         )
+        refused = await run_probe(
+            through(
+                server.url, f"http://probe:wrong@127.0.0.1:{proxy}", tls={"ca_file": str(ca_file)}
+            )
+        )
+        reached = len(server.seen)
 
     assert result.success, result.detail
+    # the tunnel went through the proxy: its CONNECT with the wrong password never reached
+    assert not refused.success and reached == 1
     found = samples_by_name(result)
     assert found["probe_http_ssl"] == {(): 1.0}
     assert found["probe_http_duration_seconds"][("tls",)] > 0
@@ -173,20 +181,24 @@ def test_bad_proxy_settings_are_refused_with_why(keys: dict[str, Any], message: 
 
 
 @pytest.mark.parametrize(
-    ("host", "no_proxy", "bypassed"),
+    ("host", "port", "no_proxy", "bypassed"),
     [
-        ("a.example.com", "example.com", True),
-        ("example.com", ".example.com", True),
-        ("badexample.com", "example.com", False),
-        ("10.1.2.3", "10.0.0.0/8", True),
-        ("11.1.2.3", "10.0.0.0/8", False),
-        ("::1", "::1", True),
-        ("anything", "*", True),
-        ("a.example.com", "example.com:8080", True),
-        ("a.example.com", "", False),
+        ("a.example.com", 80, "example.com", True),
+        ("example.com", 80, ".example.com", True),
+        ("badexample.com", 80, "example.com", False),
+        ("10.1.2.3", 80, "10.0.0.0/8", True),
+        ("11.1.2.3", 80, "10.0.0.0/8", False),
+        ("10.0.0.1", 80, "0.0.1", False),  # an address is not matched as a domain
+        ("::1", 80, "::1", True),
+        ("[::1]", 80, "[::1]", True),
+        ("::1", 8080, "[::1]:8080", True),
+        ("anything", 80, "*", True),
+        ("a.example.com", 8080, "example.com:8080", True),
+        ("a.example.com", 443, "example.com:8080", False),
+        ("a.example.com", 80, "", False),
     ],
 )
-def test_no_proxy_entries_match_as_go_and_curl_read_them(
-    host: str, no_proxy: str, bypassed: bool
+def test_no_proxy_entries_match_as_go_reads_them(
+    host: str, port: int, no_proxy: str, bypassed: bool
 ) -> None:
-    assert _bypasses(host, no_proxy) is bypassed
+    assert _bypasses(host, port, no_proxy) is bypassed
