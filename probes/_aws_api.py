@@ -7,6 +7,9 @@ botocore does what it already does well: the credential chain, assume-role with 
 timeouts. What is added here is what an exporter needs on top: a deadline per probe run, an
 outcome per attempt (ok, throttled, denied, error) as a metric, and errors that say which IAM
 action is missing instead of a traceback.
+
+botocore is imported when the first client is made, so a config without an AWS target never
+loads it (about 8 MiB).
 """
 
 from __future__ import annotations
@@ -19,27 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
-import botocore.session
-from botocore.config import Config as BotoConfig
-from botocore.credentials import (
-    AssumeRoleCredentialFetcher,
-    CredentialProvider,
-    CredentialResolver,
-    DeferredRefreshableCredentials,
-)
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -49,6 +34,10 @@ from stackprobe.durations import Duration
 from stackprobe.resource import ResourceEnv, Shared
 from stackprobe.secrets import StrOrSecret, reveal
 from stackprobe.target import TargetConfig
+
+if TYPE_CHECKING:
+    import botocore.session
+    from botocore.credentials import AssumeRoleCredentialFetcher, CredentialProvider
 
 # botocore's own list (botocore.retries.standard), so "throttled" means what its retry mode
 # treats as throttling.
@@ -227,18 +216,25 @@ class _ClientKey:
     external_id: str | None
 
 
-class _AssumedRole(CredentialProvider):
-    """botocore's own assume-role fetcher, refreshed before expiry, as a session's only
-    credential provider (so nothing else in the chain is consulted for this role)."""
+@cache
+def _assumed_role() -> Callable[[AssumeRoleCredentialFetcher], CredentialProvider]:
+    """The provider class, defined on first use (its base is botocore's)."""
+    from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 
-    METHOD = "stackprobe-assume-role"
+    class AssumedRole(CredentialProvider):
+        """botocore's own assume-role fetcher, refreshed before expiry, as a session's only
+        credential provider (so nothing else in the chain is consulted for this role)."""
 
-    def __init__(self, fetcher: AssumeRoleCredentialFetcher) -> None:
-        super().__init__()
-        self._fetcher = fetcher
+        METHOD = "stackprobe-assume-role"
 
-    def load(self) -> DeferredRefreshableCredentials:
-        return DeferredRefreshableCredentials(self._fetcher.fetch_credentials, self.METHOD)
+        def __init__(self, fetcher: AssumeRoleCredentialFetcher) -> None:
+            super().__init__()
+            self._fetcher = fetcher
+
+        def load(self) -> DeferredRefreshableCredentials:
+            return DeferredRefreshableCredentials(self._fetcher.fetch_credentials, self.METHOD)
+
+    return AssumedRole
 
 
 _CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -276,16 +272,29 @@ class AwsClients:
         # botocore sessions are not thread-safe: every client is created under this lock,
         # including the STS client a credential refresh creates in a worker thread
         self._lock = threading.RLock()
-        self._base = botocore.session.Session()
+        self._started: tuple[botocore.session.Session, Any] | None = None  # session, config
         self._sessions: dict[tuple[str | None, str | None], botocore.session.Session] = {}
         self._clients: dict[_ClientKey, Any] = {}
-        self._boto_config = BotoConfig(
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
-            max_pool_connections=settings.max_workers,
-            user_agent_extra=f"stackprobe/{__version__}",
-        )
+
+    def _botocore(self) -> tuple[botocore.session.Session, Any]:
+        """The base session and the clients' config, made (and botocore imported) on the
+        first client; under the lock."""
+        if self._started is None:
+            import botocore.session
+            from botocore.config import Config as BotoConfig
+
+            config = BotoConfig(
+                connect_timeout=self.settings.connect_timeout,
+                read_timeout=self.settings.read_timeout,
+                retries={
+                    "mode": self.settings.retry_mode,
+                    "total_max_attempts": self.settings.max_attempts,
+                },
+                max_pool_connections=self.settings.max_workers,
+                user_agent_extra=f"stackprobe/{__version__}",
+            )
+            self._started = (botocore.session.Session(), config)
+        return self._started
 
     def client(self, target: AwsAccess, service: str) -> Any:
         """The client for this target's region and role; built once, then shared (blocking)."""
@@ -306,14 +315,19 @@ class AwsClients:
     def _session(
         self, role_arn: str | None, external_id: str | None, region: str | None
     ) -> botocore.session.Session:
+        import botocore.session
+        from botocore.credentials import AssumeRoleCredentialFetcher, CredentialResolver
+        from botocore.exceptions import NoCredentialsError
+
+        base, _ = self._botocore()
         if role_arn is None:
-            return self._base
+            return base
         found = self._sessions.get((role_arn, external_id))
         if found is None:
             extra: dict[str, Any] = {"RoleSessionName": "stackprobe"}
             if external_id:
                 extra["ExternalId"] = external_id
-            source = self._base.get_credentials()
+            source = base.get_credentials()
             if source is None:  # not cached: the next run looks again (a metadata blip)
                 raise NoCredentialsError()
             fetcher = AssumeRoleCredentialFetcher(
@@ -324,21 +338,21 @@ class AwsClients:
             )
             found = botocore.session.Session()
             found.register_component(
-                "credential_provider", CredentialResolver([_AssumedRole(fetcher)])
+                "credential_provider", CredentialResolver([_assumed_role()(fetcher)])
             )
             self._sessions[(role_arn, external_id)] = found
         return found
 
     def _sts(self, service: str, region: str | None) -> Any:
         with self._lock:
-            return self._create(self._base, service, region)
+            return self._create(self._botocore()[0], service, region)
 
     def _create(self, session: botocore.session.Session, service: str, region: str | None) -> Any:
         client = session.create_client(
             service,
             region_name=region,
             endpoint_url=self.settings.endpoint_url,
-            config=self._boto_config,
+            config=self._botocore()[1],
         )
         events = client.meta.events
         events.register("request-created", _stamp_attempt)
@@ -509,6 +523,18 @@ def _iam_name(service: str, operation: str) -> str:
 
 def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
     """Run one job in a worker thread, turning botocore's exceptions into `AwsCallError`."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        CredentialRetrievalError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
     name = _api_name(service, operation)
     try:
         return job()

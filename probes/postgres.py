@@ -33,9 +33,9 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
-import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stackprobe.contract import (
@@ -55,6 +55,11 @@ from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes.ecs_service import EcsServiceTarget
 from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal
 from stackprobe.target import TargetConfig
+
+# asyncpg is imported by the first run of a postgres target, so a config without one never
+# loads it.
+if TYPE_CHECKING:
+    import asyncpg
 
 # The states pg_stat_activity reports for client backends, all exported even at zero:
 # `starting` is PostgreSQL 18's authentication in progress, `unknown` a session whose state
@@ -371,14 +376,21 @@ WHERE e.extname = 'pg_stat_statements'
 # ... and whether it can be read with PostgreSQL 13's column names: loaded through
 # shared_preload_libraries, updated after an upgrade, granted to the role.
 STATEMENTS_PROBE_SQL = "SELECT mean_exec_time FROM {schema}.pg_stat_statements LIMIT 0"
-# What the statement's statements column raises when the extension cannot be read after all.
-_STATEMENTS_UNREADABLE = (
-    asyncpg.UndefinedTableError,
-    asyncpg.UndefinedColumnError,
-    asyncpg.UndefinedFunctionError,
-    asyncpg.ObjectNotInPrerequisiteStateError,
-    asyncpg.InsufficientPrivilegeError,
-)
+
+
+@cache
+def _statements_unreadable() -> tuple[type[Exception], ...]:
+    """What the statement's statements column raises when the extension cannot be read
+    after all."""
+    import asyncpg
+
+    return (
+        asyncpg.UndefinedTableError,
+        asyncpg.UndefinedColumnError,
+        asyncpg.UndefinedFunctionError,
+        asyncpg.ObjectNotInPrerequisiteStateError,
+        asyncpg.InsufficientPrivilegeError,
+    )
 
 
 # Once per connection: what the evidence names (the server's own view, so never a DSN), and
@@ -390,11 +402,16 @@ SELECT current_database() AS db, current_user AS role, host(inet_server_addr()) 
 KEEP_IDLE_COLUMN = ", set_config('idle_session_timeout', '0', false) AS keep_idle"
 
 
-# What a kept connection the server has closed since the last run raises on its next use.
-_CLOSED = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
+@cache
+def _closed() -> tuple[type[BaseException], ...]:
+    """What a kept connection the server has closed since the last run raises on its next
+    use."""
+    import asyncpg
+
+    return (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
 
 
-class PostgresState(KeptConnection[asyncpg.Connection, Reason]):
+class PostgresState(KeptConnection["asyncpg.Connection", Reason]):
     """The target's kept connection, and what it learnt on connecting."""
 
     def __init__(self, target: PostgresTarget) -> None:
@@ -411,6 +428,8 @@ class PostgresState(KeptConnection[asyncpg.Connection, Reason]):
         self.predicted: float | None = None  # sessions the trend reaches at the horizon
 
     async def close(self, connection: asyncpg.Connection, graceful: bool) -> None:
+        import asyncpg
+
         if connection.is_closed():
             return
         if graceful:
@@ -439,6 +458,8 @@ async def probe(target: PostgresTarget, ctx: ProbeContext) -> ProbeResult:
 def _connection_intact(exc: BaseException, state: PostgresState) -> bool:
     """The server answered with an error (statement_timeout, a cancel) and the connection is
     fine: keeping it keeps the probe's slot on a server that is running out."""
+    import asyncpg
+
     connection = state.connection
     return (
         connection is not None
@@ -454,12 +475,14 @@ async def _query(target: PostgresTarget, state: PostgresState) -> Any:
     return await state.use(
         lambda: _connection(target, state),
         lambda connection: _fetch(target, state, connection),
-        closed=lambda exc: isinstance(exc, _CLOSED),
+        closed=lambda exc: isinstance(exc, _closed()),
         counted=lambda exc: Reason.CONNECTION_CLOSED,
     )
 
 
 async def _connection(target: PostgresTarget, state: PostgresState) -> asyncpg.Connection:
+    import asyncpg
+
     if state.connection is not None:
         if not state.connection.is_closed():
             return state.connection
@@ -502,6 +525,8 @@ async def _connection(target: PostgresTarget, state: PostgresState) -> asyncpg.C
 
 async def _statements_sql(connection: asyncpg.Connection) -> str | None:
     """The statement with its top-N column, if pg_stat_statements can be read here."""
+    import asyncpg
+
     schema = await connection.fetchval(STATEMENTS_SCHEMA_SQL)
     if schema is None:
         return None
@@ -524,7 +549,7 @@ async def _fetch(
             )
             state.query_seconds = time.perf_counter() - started
             return row
-        except _STATEMENTS_UNREADABLE:
+        except _statements_unreadable():
             state.statements_sql = None  # dropped or revoked since the connect: go on without
     row = await connection.fetchrow(ACTIVITY_SQL, target.long_query_threshold)
     state.query_seconds = time.perf_counter() - started
@@ -809,6 +834,8 @@ def _why(reason: StrEnum, detail: str) -> str:
 
 def classify(exc: BaseException) -> Reason:
     """asyncpg raises the server's SQLSTATE as its own class; sockets raise OSError."""
+    import asyncpg
+
     if isinstance(exc, asyncpg.TooManyConnectionsError):
         return Reason.TOO_MANY_CLIENTS
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):

@@ -27,13 +27,9 @@ import socket
 import ssl
 import time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import redis.asyncio as aioredis
-import redis.exceptions as rex
 from pydantic import field_validator
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from stackprobe.contract import (
     EVIDENCE_VALUE_MAX,
@@ -50,6 +46,11 @@ from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal
 from stackprobe.target import TargetConfig
+
+# redis-py (with what it imports, 8 MiB) is imported by the first run of a redis target, so
+# a config without one never loads it.
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 # The INFO sections read; one command either way. Older servers (before 7.0) take only one
 # section per INFO, so for them the probe asks for everything, once per run all the same.
@@ -160,7 +161,7 @@ METRICS = (
 )
 
 
-class RedisState(KeptConnection[aioredis.Redis, Reason]):
+class RedisState(KeptConnection["aioredis.Redis", Reason]):
     """The target's kept connection, and what it learnt of the server."""
 
     def __init__(self, target: RedisTarget) -> None:
@@ -173,6 +174,8 @@ class RedisState(KeptConnection[aioredis.Redis, Reason]):
         self.info_seconds = 0.0
 
     async def close(self, connection: aioredis.Redis, graceful: bool) -> None:
+        import redis.exceptions as rex
+
         # The same either way: Redis has no goodbye, closing the client only closes its socket.
         with contextlib.suppress(OSError, rex.RedisError):
             await connection.aclose()
@@ -204,6 +207,8 @@ async def _cycle(target: RedisTarget, state: RedisState) -> tuple[float, dict[st
 
 def _closed(exc: BaseException) -> bool:
     """A connection error that is not the server refusing the probe (a password, loading)."""
+    import redis.exceptions as rex
+
     return isinstance(exc, rex.ConnectionError | ConnectionError) and not isinstance(
         exc, rex.AuthenticationError | rex.BusyLoadingError
     )
@@ -217,6 +222,11 @@ def _idle_timed_out(state: RedisState) -> bool:
 
 
 async def _client(target: RedisTarget, state: RedisState) -> aioredis.Redis:
+    import redis.asyncio as aioredis
+    import redis.exceptions as rex
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     if state.connection is not None:
         return state.connection
     url = reveal(target.url)
@@ -266,6 +276,8 @@ async def _client(target: RedisTarget, state: RedisState) -> aioredis.Redis:
 
 
 async def _commands(client: aioredis.Redis, state: RedisState) -> tuple[float, dict[str, Any]]:
+    import redis.exceptions as rex
+
     started = time.perf_counter()
     await client.ping()
     ping = time.perf_counter() - started
@@ -406,6 +418,8 @@ def _why(reason: StrEnum, detail: str) -> str:
 
 def classify(exc: BaseException) -> Reason:
     """redis-py wraps socket errors in its ConnectionError; the cause says which."""
+    import redis.exceptions as rex
+
     if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError):
         return Reason.AUTH_FAILED
     if isinstance(exc, rex.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS")):

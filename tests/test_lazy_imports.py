@@ -1,0 +1,71 @@
+"""A kind's libraries load only when the config has a target of that kind (issue 19): a
+config of http targets never pays for botocore, asyncpg, redis-py, dnspython, cryptography
+or the CEL runtime, about 27 MiB of RSS together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# A kind's libraries, by top-level package.
+HEAVY = frozenset({"botocore", "boto3", "asyncpg", "redis", "dns", "cryptography", "celpy"})
+
+HTTP_ONLY = """
+targets:
+  - {name: site, kind: http, url: "http://127.0.0.1:9/health/ready"}
+"""
+
+
+def loaded_after(config: str, run: bool = False) -> set[str]:
+    """The heavy packages a fresh interpreter holds after importing stackprobe's entry
+    point and loading `config` (and, with `run`, one run of its first target)."""
+    code = textwrap.dedent(
+        f"""
+        import asyncio, json, sys
+        import stackprobe.cli
+        from stackprobe.config import parse_config
+        from stackprobe.probes import KINDS
+        from tests.support.probing import ProbeRunner
+
+        config = parse_config({config!r}, "<test>", KINDS, {{}})
+        if {run!r}:
+            asyncio.run(ProbeRunner.once(config.targets[0]))
+        print(json.dumps(sorted({{name.split(".")[0] for name in sys.modules}})))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(json.loads(done.stdout)) & HEAVY
+
+
+def test_an_http_config_and_its_runs_load_no_other_kinds_library() -> None:
+    assert loaded_after(HTTP_ONLY, run=True) == set()
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("{name: d, kind: dns, query: example.com, server: 127.0.0.1}", {"dns"}),
+        (
+            '{name: c, kind: http, url: "http://127.0.0.1:9/", '
+            "fail_if_body_json_not_matches_cel: \"body.status == 'ok'\"}",
+            {"celpy"},
+        ),
+        ('{name: r, kind: redis, url: "redis://127.0.0.1:9"}', set()),
+    ],
+)
+def test_a_kind_loads_its_library_only_when_it_needs_it(target: str, expected: set[str]) -> None:
+    """dnspython and the CEL runtime check the config, so they load with it; redis-py loads
+    at the first run, not with the config."""
+    assert loaded_after(f"targets:\n  - {target}\n") == expected
+
+
+def test_a_redis_run_loads_redis_py() -> None:
+    assert "redis" in loaded_after(
+        'targets:\n  - {name: r, kind: redis, url: "redis://127.0.0.1:9"}\n', run=True
+    )
