@@ -91,9 +91,15 @@ class SelfMetrics:
             self.reloads.labels(result)
 
     def set_kinds(self, counts: dict[str, int], known: Iterable[str]) -> None:
-        """Targets by kind, with every known kind present so the series never vanish."""
+        """Targets by kind, every known kind present so the series never vanish; the run
+        series of a kind from its first target on (and kept, as counters are, after its
+        last goes). A kind never configured has no runs to count: its 14 histogram buckets
+        per result would be a third of /metrics' own part for nothing, rendered on every
+        scrape."""
         for kind in known:
             self.targets.labels(kind).set(counts.get(kind, 0))
+            if not counts.get(kind):
+                continue
             for result in ("success", "failure"):
                 self.runs.labels(kind, result)
                 self.run_duration.labels(kind, result)

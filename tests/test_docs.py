@@ -170,7 +170,7 @@ def test_core_reasons_are_documented() -> None:
 
 def test_own_metrics_are_documented() -> None:
     own = SelfMetrics()
-    own.set_kinds({}, KINDS)  # creates the labelled children, so their labels show
+    own.set_kinds(dict.fromkeys(KINDS, 1), KINDS)  # the labelled children, so labels show
     # and the shared resources' own, registered when they open
     aws = AWS.open(AwsSettings(), ResourceEnv(own.registry), None)
     aws.metrics.calls.labels("ecs", "DescribeServices", "ok")
