@@ -259,6 +259,17 @@ def _role_from_path(path: str) -> Role:
     return _ROLE_BY_LAST_SEGMENT.get(last, "endpoint")
 
 
+def _http_url(text: str, error: str, shown: str, wanted: str) -> httpx.URL:
+    """`text` as an http(s) URL with a host, or a config error that shows it as `shown`."""
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        raise PydanticCustomError(error, "{shown} is not a valid URL", {"shown": shown}) from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise PydanticCustomError(error, "{shown} must be " + wanted, {"shown": shown})
+    return url
+
+
 def _without_userinfo(url: str) -> str:
     """The URL without a `user@` (a password is refused at load; a user name is not shown)."""
     scheme, sep, rest = url.partition("://")
@@ -352,18 +363,7 @@ class HttpTarget(TargetConfig):
         shown = "url" if "@" in text else repr(text)
         if isinstance(value, SecretRef):
             shown = f"the URL from {value.source()}"
-        try:
-            url = httpx.URL(text)
-        except httpx.InvalidURL:
-            raise PydanticCustomError(
-                "http_url", "{shown} is not a valid URL", {"shown": shown}
-            ) from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise PydanticCustomError(
-                "http_url",
-                "{shown} must be an absolute http:// or https:// URL with a host",
-                {"shown": shown},
-            )
+        _http_url(text, "http_url", shown, "an absolute http:// or https:// URL with a host")
         return value
 
     @field_validator("proxy_url")
@@ -373,24 +373,14 @@ class HttpTarget(TargetConfig):
             return value
         text = reveal(value)
         shown = "proxy_url" if "@" in text or isinstance(value, SecretRef) else repr(text)
-        try:
-            url = httpx.URL(text)
-        except httpx.InvalidURL:
-            raise PydanticCustomError(
-                "proxy_url", "{shown} is not a valid URL", {"shown": shown}
-            ) from None
-        if url.password and not isinstance(value, SecretRef):
+        authority = re.split(r"[/?#]", text.split("://", 1)[-1], maxsplit=1)[0]
+        if not isinstance(value, SecretRef) and ":" in authority.rpartition("@")[0]:
             raise PydanticCustomError(
                 "inline_secret",
                 "proxy_url carries a password; give the whole proxy_url as {from_env: VARIABLE}",
             )
-        if url.scheme not in ("http", "https") or not url.host:
-            raise PydanticCustomError(
-                "proxy_url",
-                "{shown} must be an http:// or https:// URL with a host, like "
-                "http://proxy.internal:3128",
-                {"shown": shown},
-            )
+        kind = "an http:// or https:// URL with a host, like http://proxy.internal:3128"
+        _http_url(text, "proxy_url", shown, kind)
         return value
 
     @field_validator("headers", "proxy_connect_header")

@@ -29,7 +29,14 @@ import trustme
 
 from stackprobe.config import ConfigError
 from stackprobe.contract import ProbeResult
-from tests.support.blackbox_peers import DnsPeer, HttpPeer, Reply, Seen, dual_stack_name
+from tests.support.blackbox_peers import (
+    Answer,
+    DnsPeer,
+    HttpPeer,
+    Reply,
+    Seen,
+    dual_stack_name,
+)
 from tests.support.probing import RunProbe, make_target, samples_by_name
 from tests.support.processes import free_port
 
@@ -836,6 +843,17 @@ def dns_target(server: str, transport: str, **keys: Any) -> Any:
     return make_target(raw)
 
 
+async def ask(
+    run_probe: RunProbe, answer: Answer, transport: str, keys: dict[str, Any]
+) -> ProbeResult:
+    """One of blackbox's DNS cases: its module (over IPv4, as its tests ask) against a
+    server answering with `answer`."""
+    async with DnsPeer(answer, transport) as server:
+        return await run_probe(
+            dns_target(server.address, transport, preferred_ip_protocol="ip4", **keys)
+        )
+
+
 RECURSIVE = [
     ({"recursion_desired": True}, True),
     ({"recursion_desired": True, "valid_rcodes": ["SERVFAIL", "NXDOMAIN"]}, False),
@@ -872,10 +890,7 @@ RECURSIVE = [
 async def test_recursive_dns_response(
     run_probe: RunProbe, transport: str, keys: dict[str, Any], succeeds: bool
 ) -> None:
-    async with DnsPeer(recursive, transport) as server:
-        result = await run_probe(
-            dns_target(server.address, transport, preferred_ip_protocol="ip4", **keys)
-        )
+    result = await ask(run_probe, recursive, transport, keys)
     assert result.success is succeeds, result.detail
     check_metrics(
         result,
@@ -934,10 +949,7 @@ AUTHORITATIVE = [
 async def test_authoritative_dns_response(
     run_probe: RunProbe, transport: str, keys: dict[str, Any], succeeds: bool
 ) -> None:
-    async with DnsPeer(authoritative, transport) as server:
-        result = await run_probe(
-            dns_target(server.address, transport, preferred_ip_protocol="ip4", **keys)
-        )
+    result = await ask(run_probe, authoritative, transport, keys)
     assert result.success is succeeds, result.detail
     expected = {
         "probe_dns_answer_rrs": 1,
