@@ -155,10 +155,16 @@ class Renderer:
             position = end
         return chunks
 
-    def body(self, store: ResultStore, openmetrics: bool) -> bytes:
+    def body(
+        self, store: ResultStore, openmetrics: bool, names: frozenset[str] | None = None
+    ) -> bytes:
+        """The targets' part of /metrics; with `names`, only those families (a counter by
+        its name with or without `_total`)."""
         which = 1 if openmetrics else 0
         parts: list[bytes] = []
         for name in self._order:
+            if names is not None and name not in names and f"{name}_total" not in names:
+                continue
             start = len(parts)
             parts.extend(store.family(name))
             if len(parts) > start:
@@ -219,13 +225,20 @@ class Exposition:
     def remove(self, target: str) -> None:
         self.store.remove(target)
 
-    def body(self, openmetrics: bool) -> bytes:
-        version = self.store.version
-        cached = self._cache.get(openmetrics)
-        if cached is None or cached[0] != version:
-            cached = (version, self.renderer.body(self.store, openmetrics))
-            self._cache[openmetrics] = cached
+    def body(self, openmetrics: bool, names: frozenset[str] | None = None) -> bytes:
+        """The whole /metrics body; with `names` (`?name[]=...`, as prometheus_client's own
+        handler reads it), only those families, for a large fleet's scrape of a few."""
+        own: CollectorRegistry | _Families
+        if names is None:
+            version = self.store.version
+            cached = self._cache.get(openmetrics)
+            if cached is None or cached[0] != version:
+                cached = (version, self.renderer.body(self.store, openmetrics))
+                self._cache[openmetrics] = cached
+            targets, own = cached[1], self._own
+        else:  # a scrape of a few families, not cached
+            targets = self.renderer.body(self.store, openmetrics, names)
+            own = _Families(list(self._own.restricted_registry(names).collect()))
         if openmetrics:
-            own = generate_openmetrics(self._own)[: -len(_EOF)]
-            return own + cached[1] + _EOF
-        return generate_latest(self._own) + cached[1]
+            return generate_openmetrics(own)[: -len(_EOF)] + targets + _EOF
+        return generate_latest(own) + targets

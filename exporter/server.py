@@ -135,7 +135,8 @@ async def _metrics(request: web.Request) -> web.Response:
     app = request.app[APP_KEY]
     accept = ",".join(request.headers.getall("Accept", []))
     _, content_type = choose_encoder(accept)
-    body = app.exposition.body(content_type.startswith("application/openmetrics-text"))
+    names = frozenset(request.query.getall("name[]", [])) or None
+    body = app.exposition.body(content_type.startswith("application/openmetrics-text"), names)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if gzip_accepted(request.headers.get("Accept-Encoding", "")):
         # On the loop: ~0.7 ms for 1,000 targets with ISA-L (zlib took 2.5, the largest part

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
@@ -198,3 +198,31 @@ def test_a_targets_constant_labels_are_on_every_series() -> None:
         'stackprobe_health_component_up{component="redis",priority="P2",role="readiness",'
         'service="we\\"ird\\\\name\\nwith newline",target="ready"} 0.0'
     ) in text
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_name_filter_keeps_only_the_families_asked_for(openmetrics: bool) -> None:
+    """`/metrics?name[]=...`, as prometheus_client's own handler reads it: a large fleet's
+    scrape of a few families, its own and the targets', a counter by its sample name."""
+    specs = all_metric_specs(KINDS)
+    store = ResultStore()
+    own = CollectorRegistry()
+    Counter("stackprobe_test_calls", "calls", registry=own).inc()
+    Counter("stackprobe_test_other", "other", registry=own).inc()
+    exposition = Exposition(specs, store, own)
+    for run in results(exposition.renderer):
+        store.put(run)
+    asked = frozenset({"probe_http_status_code", "probe_success", "stackprobe_test_calls_total"})
+
+    filtered = exposition.body(openmetrics, asked).decode()
+    whole = exposition.body(openmetrics).decode()
+
+    names = {
+        family.name.removesuffix("_total")  # as the text parser names a counter in either
+        for family in text_string_to_metric_families(filtered)
+    }
+    assert names == {"probe_http_status_code", "probe_success", "stackprobe_test_calls"}
+    assert filtered.endswith("# EOF\n") is openmetrics
+    # the same lines as in the whole body, for the families kept
+    kept = [line for line in whole.splitlines() if line.startswith("probe_success{")]
+    assert kept and all(line in filtered.splitlines() for line in kept)
