@@ -73,9 +73,9 @@ class Addressing:
         """probe_ip_protocol and, once connected, probe_ip_addr_hash."""
         if self.address is None:
             return (PROBE_IP_PROTOCOL(0),)
-        version = ipaddress.ip_address(self.address.split("%", 1)[0]).version
+        # an address chosen here is IPv6 exactly when it has colons: no second parse
         return (
-            PROBE_IP_PROTOCOL(version),
+            PROBE_IP_PROTOCOL(6 if ":" in self.address else 4),
             PROBE_IP_ADDR_HASH(zlib.crc32(self.address.encode())),
         )
 

@@ -748,12 +748,12 @@ class _Trace:
 
     __slots__ = ("_started", "addressing", "durations", "phase", "resolved", "resolved_apart")
 
-    def __init__(self) -> None:
+    def __init__(self, addressing: Addressing) -> None:
         self.durations = dict.fromkeys(_PHASES, 0.0)
         self.phase = "pool"
         self._started = 0.0
         # the connections resolve the name inside their connect (probes/_http_clients.py)
-        self.addressing = Addressing()
+        self.addressing = addressing
         self.resolved = True  # False: through a proxy that resolves the name (no resolve phase)
         self.resolved_apart = 0.0  # of the resolve time, what was looked up outside connect
 
@@ -818,9 +818,7 @@ async def probe(target: HttpTarget, ctx: ProbeContext) -> ProbeResult:
     if target.discover is not None:
         return await _probe_each_task(target, target.discover.ecs, ctx)
     started = time.perf_counter()
-    trace = _Trace()
-    trace.addressing.preferred = target.preferred_ip_protocol
-    trace.addressing.fallback = target.ip_protocol_fallback
+    trace = _Trace(Addressing(target.preferred_ip_protocol, target.ip_protocol_fallback))
     seen = _Observed()
     body: _Body | None = None
     try:
@@ -1268,9 +1266,7 @@ async def _route(target: HttpTarget, request: httpx.Request, trace: _Trace) -> N
     """Through a proxy, the connection reaches the proxy: the target's own name is looked up
     here, as blackbox_exporter does (the resolve phase and probe_ip_protocol), unless
     skip_resolve_phase_with_proxy (the proxy resolves it, maybe a name only it can)."""
-    proxy = (
-        target.proxy_for(request.url) if target.proxy_url or target.proxy_from_environment else None
-    )
+    proxy = target.proxy_for(request.url)
     if proxy is None:
         request.extensions.pop(PROXY, None)
         return
@@ -1466,9 +1462,12 @@ def _check(target: HttpTarget, seen: _Observed, body: _Body) -> None:
     # A coding the request did not ask for (br) fails only a run a check needs the body for:
     # said to be JSON is not enough (its components stay unread), as blackbox_exporter, which
     # reads such a body raw, passes it. Compression we asked for that breaks is a broken reply.
-    wanted = needed or (not body.unasked and _wants_json(target, body.content_type))
-    if target.compression is not None:
-        wanted = True  # the target said which coding the body must come in
+    # With `compression`, the target said which coding the body must come in: always wanted.
+    wanted = (
+        target.compression is not None
+        or needed
+        or (not body.unasked and _wants_json(target, body.content_type))
+    )
     if body.undecodable and wanted:
         raise _Failure(Reason.INVALID_BODY, body.undecodable)
     if isinstance(doc, _Invalid):
