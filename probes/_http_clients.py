@@ -11,11 +11,8 @@ connection per request (`FreshConnections`), closed with the response, under a s
 that is the connection limit, with httpcore's exceptions raised as httpx's, as httpx's own
 transport does.
 
-Each connection also watches what the server sends (`_Received`), because the parser cannot
-say what went wrong: httpcore reports a server that hung up before any byte, one that
-answered in another protocol and one that closed mid-body alike, as RemoteProtocolError.
-Those are re-raised as `NotHttp` or `ClosedEarly`, subclasses of httpcore's
-RemoteProtocolError (so httpx still maps them to its own, with them as the cause).
+The connections run on asyncio's streams (probes/_http_network.py), which also tell what
+the server sent apart from what httpcore's parser says of it (`NotHttp`, `ClosedEarly`).
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -33,6 +30,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from stackprobe._version import __version__
+from stackprobe.probes._http_network import Backend, Received
 from stackprobe.probes._ip import Addressing
 from stackprobe.probes._tls import BUILT_CONTEXTS, TLSConfig
 from stackprobe.resource import ResourceEnv, Shared
@@ -54,179 +52,11 @@ class Proxy:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
-# Every HTTP/1.x response starts with these bytes (RFC 9112 status-line; h11 allows nothing
-# before it, not even an empty line).
-_STATUS_LINE_START = b"HTTP/"
-# How much of a reply that is not HTTP is kept to show what it was (an SSH banner, -ERR).
-_SHOWN = 32
-
-
-class NotHttp(httpcore.RemoteProtocolError):
-    """The server answered, but not in HTTP/1.x: another protocol on the port, or an HTTP
-    head or body framing that does not parse (a chunk size that is not hex, a head over
-    httpcore's 100 KiB limit)."""
-
-
-class ClosedEarly(httpcore.RemoteProtocolError):
-    """The server closed the connection before the response was complete: before any byte,
-    in the middle of the head, or before the end of the body its framing announced."""
-
-
-class _Received:
-    """What the server sent on one connection: how much, how it began, whether it ended."""
-
-    __slots__ = ("count", "eof", "h2", "head")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.head = b""
-        self.eof = False
-        self.h2 = False  # ALPN chose HTTP/2: binary frames, which h2 itself judges
-
-    def saw(self, data: bytes) -> None:
-        if not data:
-            self.eof = True
-            return
-        if self.h2:
-            self.count += len(data)
-            return
-        if len(self.head) < _SHOWN:
-            self.head += data[: _SHOWN - len(self.head)]
-        self.count += len(data)
-        start = self.head[: len(_STATUS_LINE_START)]
-        if start != _STATUS_LINE_START[: len(start)]:
-            # What h11 would conclude once the head were complete, known now: a server that
-            # speaks first (SSH) or waits for more (SMTP) is not waited for until the deadline.
-            raise NotHttp(f"the reply is not HTTP: it begins {self.head!r}")
-
-    def explain(self, exc: httpcore.RemoteProtocolError, *, in_body: bool) -> Exception | None:
-        """`exc` as NotHttp or ClosedEarly, or None when it already is one.
-
-        The parser fails for want of bytes only after the server closed (`eof`); before that,
-        it failed on bytes it had (h11 parses what it holds before it asks for more).
-        """
-        if isinstance(exc, NotHttp | ClosedEarly) or self.h2:
-            return None
-        if not self.eof:
-            where = "body framing" if in_body else "head"
-            return NotHttp(f"the response {where} does not parse as HTTP/1.1: {exc}")
-        if in_body:
-            return ClosedEarly(
-                f"the server closed the connection before the body was complete: {exc}"
-            )
-        if self.count == 0:
-            return ClosedEarly(
-                "the server closed the connection without sending a byte: an application "
-                "that died on the request, or a server of another protocol that hangs up on "
-                "HTTP (PostgreSQL and Redis do)"
-            )
-        return ClosedEarly(
-            f"the server closed the connection in the middle of the response head, after "
-            f"{self.count} bytes"
-        )
-
-
-class _WatchedStream(httpcore.AsyncNetworkStream):
-    """A network stream that tells `_Received` everything it reads. (The signatures, timeouts
-    included, are httpcore's interface, hence the ASYNC109 exceptions.)"""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream, received: _Received) -> None:
-        self._inner = inner
-        self._received = received
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        data = await self._inner.read(max_bytes, timeout)
-        self._received.saw(data)
-        return data
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
-        except BaseException:
-            # httpcore closes the TCP stream when the handshake fails, but not when it is
-            # cancelled (the probe's deadline), and nothing else holds it: left alone, its
-            # socket stays open until a garbage collection finds it.
-            await self._inner.aclose()
-            raise
-        ssl_object = inner.get_extra_info("ssl_object")
-        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-            self._received.h2 = True
-        return _WatchedStream(inner, self._received)  # the handshake is not read through here
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _WatchedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's asyncio backend, handing out watched streams. One per connection.
-
-    It resolves the host itself (`Addressing`: timed as the resolve phase, in the order the
-    target prefers) and connects to one address at a time, going on to the next only when
-    one fails at once (refused, no route), as blackbox_exporter probes one address."""
-
-    def __init__(
-        self, inner: httpcore.AsyncNetworkBackend, received: _Received, addressing: Addressing
-    ) -> None:
-        self._inner = inner
-        self._received = received
-        self._addressing = addressing
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                addresses = await self._addressing.candidates(host, port)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout}s") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        failed: list[Exception] = []
-        for address in addresses:
-            try:
-                stream = await self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except httpcore.ConnectError as exc:
-                failed.append(exc)
-                continue
-            self._addressing.address = address
-            return _WatchedStream(stream, self._received)
-        if len(failed) == 1:
-            raise failed[0]
-        raise httpcore.ConnectError(f"every address of {host} failed") from ExceptionGroup(
-            "one error per address", failed
-        )
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
 class _ClosingStream:
     """A response body that closes its connection, and frees its slot, when it is closed."""
 
     def __init__(
-        self, stream: Any, release: Callable[[], Awaitable[None]], received: _Received
+        self, stream: Any, release: Callable[[], Awaitable[None]], received: Received
     ) -> None:
         self._stream = stream
         self._release = release
@@ -263,14 +93,13 @@ class FreshConnections:
         self._slots = slots
         self._http2 = http2
         self._open: set[httpcore.AsyncHTTPConnection | httpcore.AsyncHTTPProxy] = set()
-        self._backend = httpcore.AnyIOBackend()  # what httpcore picks itself under asyncio
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         scheme = request.url.scheme
         if scheme not in (b"http", b"https"):  # as httpcore's pool, which this replaces, does
             shown = scheme.decode("ascii", "replace")[:20]
             raise httpcore.UnsupportedProtocol(f"{shown}:// is not http:// or https://")
-        received = _Received()
+        received = Received()
         addressing = request.extensions.get(ADDRESSING) or Addressing()
         proxy: Proxy | None = request.extensions.get(PROXY)
         connection: httpcore.AsyncHTTPConnection | httpcore.AsyncHTTPProxy
@@ -279,7 +108,7 @@ class FreshConnections:
                 origin=request.url.origin,
                 ssl_context=self._ssl_context,
                 http2=self._http2,
-                network_backend=_WatchedBackend(self._backend, received, addressing),
+                network_backend=Backend(received, addressing),
             )
         else:
             # httpcore's proxy pool, for this one request and closed with it: a CONNECT
@@ -293,8 +122,8 @@ class FreshConnections:
                 max_connections=1,
                 max_keepalive_connections=0,
                 http2=self._http2,
-                network_backend=_WatchedBackend(
-                    self._backend, received, Addressing(addressing.preferred, addressing.fallback)
+                network_backend=Backend(
+                    received, Addressing(addressing.preferred, addressing.fallback)
                 ),
             )
         # A slot is taken once the connection exists: nothing before this can leak one.

@@ -29,7 +29,7 @@ What a hostile or broken server gets (tests/support/peers.py has one of each):
   `invalid_response`, judged from the first bytes without waiting for more. A close before any
   byte stays `connection_closed`: that is also how PostgreSQL and Redis answer an HTTP
   request (they hang up without a word), and nothing on the wire tells them from a crash; the
-  detail says so. `probes/_http_clients.py` tells these apart (`NotHttp`, `ClosedEarly`).
+  detail says so. `probes/_http_network.py` tells these apart (`NotHttp`, `ClosedEarly`).
 - A redirect to anything but http:// or https:// (file:, gopher:, ftp:), or with a
   `Location` that is not a URL, is `invalid_redirect`; its detail names the scheme.
 - A body whose compression is broken fails a run (`invalid_body`) only when the run reads
@@ -102,14 +102,8 @@ from stackprobe.probes._http_body import (
     UndecodableBody,
     read_capped,
 )
-from stackprobe.probes._http_clients import (
-    ADDRESSING,
-    HTTP_CLIENTS,
-    PROXY,
-    ClosedEarly,
-    NotHttp,
-    Proxy,
-)
+from stackprobe.probes._http_clients import ADDRESSING, HTTP_CLIENTS, PROXY, Proxy
+from stackprobe.probes._http_network import ClosedEarly, NotHttp
 from stackprobe.probes._ip import PROBE_IP_ADDR_HASH, PROBE_IP_PROTOCOL, Addressing, IpProtocol
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.secrets import (
@@ -1636,7 +1630,7 @@ def classify(exc: BaseException) -> Reason:
             return Reason.CONNECTION_CLOSED
         if isinstance(error, OSError) and error.errno in _NO_ROUTE:
             return Reason.UNREACHABLE
-        # What the client's connections made of the server's bytes (probes/_http_clients.py).
+        # What the client's connections made of the server's bytes (probes/_http_network.py).
         if isinstance(error, NotHttp):
             return Reason.INVALID_RESPONSE
         if isinstance(error, ClosedEarly):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpcore
 import httpx
 
-from stackprobe.probes._http_clients import _AS_HTTPX, ClosedEarly, HttpClients
+from stackprobe.probes._http_clients import _AS_HTTPX, HttpClients
+from stackprobe.probes._http_network import ClosedEarly
 from stackprobe.probes._tls import TLSConfig
 from tests.support.peers import Peers
 
