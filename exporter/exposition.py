@@ -5,11 +5,19 @@ renders them, keeps the result in the store and builds /metrics bodies from it.
 
 prometheus_client costs 5-7 us per sample, so rendering 1,000 targets x ~20 samples on every
 scrape would take 100 ms or more (bench/http_vs_blackbox.py measures /metrics). Instead each
-finished run is rendered once, by prometheus_client itself, into one chunk of sample lines
-per metric family, and a scrape only joins the chunks under each family's header. A sample
-line is the same in the Prometheus text format and in OpenMetrics for the gauges and
-counters-without-created probes emit; only the headers differ, and those come from
-prometheus_client too, once per family and format.
+finished run is rendered once into one chunk of sample lines per metric family, and a scrape
+only joins the chunks under each family's header. A sample line is the same in the
+Prometheus text format and in OpenMetrics for the gauges and counters-without-created probes
+emit; only the headers differ, and those come from prometheus_client, once per family and
+format.
+
+The sample lines are written here, one format string per family and set of label names
+(`_Shape`), because going through prometheus_client's family objects and renderer for every
+run was a sixth of the CPU of an http probe (bench/profile_http.py). They are what
+prometheus_client writes, byte for byte: its label order (sorted by name), its escaping of
+label values (the text format's three escapes) and its own float formatting
+(`floatToGoString`); tests/test_exposition.py checks them against generate_latest for every
+family of every kind and for label values and numbers at the edges.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
+from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
 from stackprobe.contract import CoreReason, MetricSpec, ProbeResult, Sample
 from stackprobe.results import ResultStore, TargetResult
@@ -31,6 +40,8 @@ if TYPE_CHECKING:
 
 # prometheus_client types its text renderer but not the OpenMetrics one.
 generate_openmetrics = cast(Callable[[Any], bytes], openmetrics_exposition.generate_latest)
+# prometheus_client's value formatting (Go's), untyped there too.
+floatToGoString = cast(Callable[[float], str], _untyped_float_to_go)
 
 TARGET_LABEL = "target"
 _EOF = b"# EOF\n"
@@ -100,6 +111,34 @@ def _family(
     return GaugeMetricFamily(spec.name, spec.help, labels=labels)
 
 
+def _escape(value: str) -> str:
+    """A label value as the text format (and prometheus_client) escapes it."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class _Shape:
+    """How one family's sample lines are written with one set of constant label names: a
+    format string with the labels in prometheus_client's order (sorted by name), the
+    target's and the constant labels' values first, then the kind's."""
+
+    __slots__ = ("_format",)
+
+    def __init__(self, spec: MetricSpec, constant: tuple[str, ...]) -> None:
+        names = (TARGET_LABEL, *constant, *spec.labels)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{spec.name} would have a label twice: {names}")
+        order = sorted(range(len(names)), key=names.__getitem__)
+        # prometheus_client names a counter's sample <name>_total, `_total` given or not
+        sample = (
+            spec.name.removesuffix("_total") + "_total" if spec.type == "counter" else spec.name
+        )
+        pairs = ",".join(f'{names[i]}="{{{i}}}"' for i in order)
+        self._format = f"{sample}{{{{{pairs}}}}} {{{len(names)}}}\n"
+
+    def line(self, constant: Sequence[str], own: Sequence[str], value: float) -> str:
+        return self._format.format(*constant, *own, floatToGoString(value))
+
+
 class Renderer:
     """Turns one run's samples into per-family chunks, and chunks into a /metrics body."""
 
@@ -109,6 +148,7 @@ class Renderer:
             raise ValueError(f"metric families declared twice: {names}")
         self._specs = {spec.name: spec for spec in specs}
         self._order = names
+        self._shapes: dict[tuple[MetricSpec, tuple[str, ...]], _Shape] = {}
         self._headers = {
             spec.name: (
                 generate_latest(_Families([_family(spec)])),
@@ -126,34 +166,28 @@ class Renderer:
         """One run's samples as chunks, each series with `target`, the target's constant
         `labels` (its config's `labels:`) and the kind's own."""
         label_names = tuple(name for name, _ in labels)
-        values = tuple(value for _, value in labels)
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        constant = (_escape(target), *(_escape(value) for _, value in labels))
+        lines: dict[str, list[str]] = {}
         seen: set[tuple[str, tuple[str, ...]]] = set()
         for sample in samples:
-            name = sample.spec.name
-            family = families.get(name)
-            if family is None:
-                if self._specs.get(name) != sample.spec:
-                    raise ValueError(f"metric {name} is not declared in the kind table")
-                family = families[name] = _family(sample.spec, label_names)
-            key = (name, sample.label_values)
+            spec = sample.spec
+            shape = self._shapes.get((spec, label_names))
+            if shape is None:
+                if self._specs.get(spec.name) != spec:
+                    raise ValueError(f"metric {spec.name} is not declared in the kind table")
+                shape = self._shapes[spec, label_names] = _Shape(spec, label_names)
+            key = (spec.name, sample.label_values)
             if key in seen:  # two series with one identity would make the scrape invalid
-                raise ValueError(f"{name}{sample.label_values} was emitted twice")
+                raise ValueError(f"{spec.name}{sample.label_values} was emitted twice")
             seen.add(key)
-            family.add_metric((target, *values, *sample.label_values), sample.value)
-        names = [name for name in self._order if name in families]
-        text = generate_latest(_Families([families[name] for name in names]))
-        chunks: dict[str, bytes] = {}
-        position = 0
-        for name in names:
-            header = self._headers[name][0]
-            start = position + len(header)
-            # Label values escape newlines, so "\n# HELP " only ever starts the next header.
-            end = text.find(b"\n# HELP ", start)
-            end = len(text) if end < 0 else end + 1
-            chunks[name] = text[start:end]
-            position = end
-        return chunks
+            own = [_escape(value) for value in sample.label_values]
+            line = shape.line(constant, own, sample.value)
+            family = lines.get(spec.name)
+            if family is None:
+                lines[spec.name] = [line]
+            else:
+                family.append(line)
+        return {name: "".join(lines[name]).encode() for name in self._order if name in lines}
 
     def body(
         self, store: ResultStore, openmetrics: bool, names: frozenset[str] | None = None
