@@ -1,15 +1,14 @@
-"""The `http_client:` resource: shared httpx clients (one per TLS profile and HTTP/2
-setting) under one connection limit, without a pool.
+"""The `http_client:` resource: shared clients (one per TLS profile and HTTP/2 setting)
+under one connection limit, without a pool.
 
 Every probe opens a fresh connection, so connect and TLS are measured each time, as
 blackbox_exporter does. httpcore's connection pool would only get in the way: its bookkeeping
 walks every queued request against every connection on each change, which at a few thousand
-targets took the whole CPU (measured: 5,000 targets never got their first results). So the
-clients keep httpx's request handling (URLs, redirects, auth) over a transport of their own,
-`FreshTransport`, built on httpx's and httpcore's public interfaces only: one new httpcore
-connection per request (`FreshConnections`), closed with the response, under a semaphore
-that is the connection limit, with httpcore's exceptions raised as httpx's, as httpx's own
-transport does.
+targets took the whole CPU (measured: 5,000 targets never got their first results). So a
+`Client` sends httpx requests through a transport of its own, `FreshTransport`, built on
+httpx's and httpcore's public interfaces only: one new httpcore connection per request
+(`FreshConnections`), closed with the response, under a semaphore that is the connection
+limit, with httpcore's exceptions raised as httpx's, as httpx's own transport does.
 
 The connections run on asyncio's streams (probes/_http_network.py), which also tell what
 the server sent apart from what httpcore's parser says of it (`NotHttp`, `ClosedEarly`).
@@ -22,7 +21,6 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import httpcore
@@ -278,15 +276,101 @@ class HttpClientSettings(BaseModel):
     max_connections: int = Field(512, ge=1, le=65536)
 
 
-_HEADERS = {"User-Agent": USER_AGENT, "Connection": "close"}
+# What every request says unless the target's headers say otherwise, in httpx's order: what
+# httpx's client sent by default, and `Connection: close` as blackbox_exporter's does, so the
+# server closes first and the TIME_WAIT sockets of thousands of probes pile up there, not here.
+_HEADERS = (
+    ("Accept", "*/*"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("User-Agent", USER_AGENT),
+    ("Connection", "close"),
+)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class Client:
+    """What the http kind asks of an HTTP client: a request with the client's headers, sent
+    as it is, and the request a redirect leads to, over one `FreshTransport`.
+
+    httpx's AsyncClient did the same with machinery the kind never uses (a cookie jar read
+    on every response, auth flows, event hooks, its own redirect loop): a twelfth of the CPU
+    of a probe (bench/profile_http.py). Cookies are never kept or sent: a jar shared by
+    every target would carry an ALB's stickiness cookie (AWSALB) from one probe to the next
+    and pin them all to one task. No environment variable (HTTP_PROXY, ~/.netrc) changes
+    what a probe sends; proxies are the target's own (probes/http.py)."""
+
+    def __init__(self, transport: FreshTransport) -> None:
+        self.transport = transport
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        headers: Mapping[str, str],
+        extensions: dict[str, Any],
+    ) -> httpx.Request:
+        merged = httpx.Headers(_HEADERS)
+        merged.update(headers)
+        return httpx.Request(method, url, headers=merged, content=content, extensions=extensions)
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """The response, its body still to be read (and closed)."""
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+def redirect(request: httpx.Request, response: httpx.Response) -> httpx.Request | None:
+    """The request a redirect response leads to, or None when it is none; raises
+    httpx.InvalidURL when its Location is not a URL.
+
+    httpx's client's rules: 303, and 302 but for HEAD, become a GET, as does a POST answered
+    with 301; a relative or host-less Location is resolved against the request's URL;
+    Authorization goes only to the same origin (or its https:// upgrade). Credentials a
+    target configured beyond it are the caller's to strip."""
+    if response.status_code not in _REDIRECTS or "location" not in response.headers:
+        return None
+    url = httpx.URL(response.headers["location"])
+    if url.scheme and not url.host:
+        url = url.copy_with(host=request.url.host)
+    if url.is_relative_url:
+        url = request.url.join(url)
+    if request.url.fragment and not url.fragment:
+        url = url.copy_with(fragment=request.url.fragment)
+    method, status = request.method, response.status_code
+    if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
+        method = "GET"
+    headers = httpx.Headers(request.headers)
+    if (url.scheme, url.host, url.port) != (request.url.scheme, request.url.host, request.url.port):
+        upgrade = (
+            (request.url.scheme, url.scheme) == ("http", "https")
+            and request.url.host == url.host
+            and request.url.port in (None, 80)
+            and url.port in (None, 443)
+        )
+        if not upgrade:
+            headers.pop("Authorization", None)
+        headers["Host"] = url.netloc.decode("ascii")
+    changed = method != request.method
+    if changed:
+        headers.pop("Content-Length", None)
+        headers.pop("Transfer-Encoding", None)
+    headers.pop("Cookie", None)
+    return httpx.Request(
+        method,
+        url,
+        headers=headers,
+        stream=None if changed else request.stream,
+        extensions=request.extensions,
+    )
 
 
 class HttpClients:
-    """`trust_env` is off so that a stray HTTP_PROXY or ~/.netrc never changes what a probe
-    measures or sends, and cookies are refused: a jar shared by every target would carry an
-    ALB's stickiness cookie (AWSALB) from one probe to the next and pin them all to one task.
-    Each request says `Connection: close`, as blackbox_exporter's does, so the server closes
-    first and the TIME_WAIT sockets of thousands of probes pile up there, not here.
+    """The clients of one config load, one per TLS profile and HTTP/2 setting.
 
     TLS contexts come from the config load that validated them (`contexts`), so the files
     are read once per load; a reload builds a new `HttpClients` and so reads them again.
@@ -303,10 +387,9 @@ class HttpClients:
         self.max_connections = max_connections
         self.slots = slots or asyncio.Semaphore(max_connections)
         self._contexts = dict(contexts or {})
-        self._clients: dict[tuple[TLSConfig, bool], httpx.AsyncClient] = {}
-        self._transports: dict[tuple[TLSConfig, bool], FreshTransport] = {}
+        self._clients: dict[tuple[TLSConfig, bool], Client] = {}
 
-    def client(self, tls: TLSConfig, http2: bool = False) -> httpx.AsyncClient:
+    def client(self, tls: TLSConfig, http2: bool = False) -> Client:
         """The client for a TLS profile, offering HTTP/2 by ALPN or not; raises
         ssl.SSLError, OSError or ValueError when the profile's files cannot be used (they
         are checked at load, but may change since).
@@ -319,21 +402,14 @@ class HttpClients:
         client = self._clients.get(key)
         if client is None:
             context = tls.ssl_context() if http2 else self._contexts.get(tls) or tls.ssl_context()
-            transport = FreshTransport(context, self.slots, http2)
-            client = httpx.AsyncClient(
-                transport=transport, trust_env=False, follow_redirects=False, headers=_HEADERS
-            )
-            # A policy that allows no domain: nothing is ever stored, so nothing is ever sent.
-            client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-            self._clients[key] = client
-            self._transports[key] = transport
+            client = self._clients[key] = Client(FreshTransport(context, self.slots, http2))
         return client
 
     def pools(self) -> list[FreshConnections]:
-        return [transport.connections for transport in self._transports.values()]
+        return [client.transport.connections for client in self._clients.values()]
 
     async def aclose(self) -> None:
-        clients, self._clients, self._transports = list(self._clients.values()), {}, {}
+        clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
 

@@ -102,7 +102,7 @@ from stackprobe.probes._http_body import (
     UndecodableBody,
     read_capped,
 )
-from stackprobe.probes._http_clients import ADDRESSING, HTTP_CLIENTS, PROXY, Proxy
+from stackprobe.probes._http_clients import ADDRESSING, HTTP_CLIENTS, PROXY, Proxy, redirect
 from stackprobe.probes._http_network import ClosedEarly, NotHttp
 from stackprobe.probes._ip import PROBE_IP_ADDR_HASH, PROBE_IP_PROTOCOL, Addressing, IpProtocol
 from stackprobe.probes._tls import TLSConfig
@@ -600,8 +600,6 @@ class HttpTarget(TargetConfig):
 
 
 _PHASES = ("resolve", "connect", "tls", "processing", "transfer")
-# What a response's body is once read and closed.
-_READ = httpx.ByteStream(b"")
 
 PROBE_HTTP_STATUS_CODE = MetricSpec(
     "probe_http_status_code", "HTTP status code of the final response, 0 when none arrived."
@@ -1141,34 +1139,35 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
         client = ctx.use(HTTP_CLIENTS).client(target.tls, target.enable_http2)
     except (ssl.SSLError, OSError, ValueError) as exc:  # files changed since the config load
         raise _Failure(Reason.TLS, f"cannot use the TLS files: {exc}") from None
-    extensions: dict[str, Any] = {"trace": trace, ADDRESSING: trace.addressing}
+    extensions: dict[str, Any] = {
+        "trace": trace,
+        ADDRESSING: trace.addressing,
+        # a connection slot is waited for until the deadline, then it is pool_timeout
+        "timeout": {"pool": max(ctx.remaining(), 0.001)},
+    }
     if target.tls.server_name:
         extensions["sni_hostname"] = target.tls.server_name
-    auth = (
-        httpx.BasicAuth(target.basic_auth.username, target.basic_auth.password.get())
-        if target.basic_auth
-        else None
-    )
     body: _Body | None = None
     try:
         async with asyncio.timeout_at(ctx.deadline):
-            request = client.build_request(
+            request = client.request(
                 target.method,
                 target.url_text(),
-                content=target.request_body(),
-                headers=target.request_headers(),
-                extensions=extensions,
-                timeout=httpx.Timeout(max(ctx.remaining(), 0.001)),
+                target.request_body(),
+                target.request_headers(),
+                extensions,
             )
+            if target.basic_auth:  # httpx's header, kept for the same origin by `redirect`
+                auth = httpx.BasicAuth(target.basic_auth.username, target.basic_auth.password.get())
+                next(auth.auth_flow(request))
             origin = request.url
             while True:
                 await _route(target, request, trace)
                 trace.phase = "pool"
-                response = await client.send(
-                    request, auth=auth, follow_redirects=False, stream=True
-                )
+                response = await client.send(request)
                 try:
-                    if target.follow_redirects and response.next_request is not None:
+                    following = _redirect(target, request, response, seen)
+                    if following is not None:
                         if seen.redirects >= target.max_redirects:
                             # as blackbox_exporter reports it: the last response's status,
                             # version and length, and the refused redirect counted too
@@ -1178,7 +1177,7 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                                 Reason.TOO_MANY_REDIRECTS,
                                 f"more than max_redirects={target.max_redirects} redirects",
                             )
-                        scheme = response.next_request.url.scheme
+                        scheme = following.url.scheme
                         if scheme not in ("http", "https"):
                             _observe_response(target, response, seen)
                             raise _Failure(
@@ -1187,11 +1186,10 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                                 "only http:// and https:// are followed",
                             )
                         seen.redirects += 1
-                        request = response.next_request
+                        request = following
                         seen.final_url = request.url
                         if not _same_origin(origin, request.url):
                             _strip_credentials(target, request)
-                            auth = None
                         continue
                     _observe_response(target, response, seen)
                     if target.checks_response:
@@ -1202,10 +1200,6 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                     return body
                 finally:
                     await response.aclose()
-                    # httpx binds a streamed response's body to the response (its stream
-                    # holds the response), a cycle that would keep the request, headers and
-                    # trace of every run until a full garbage collection; read, it is done.
-                    response.stream = _READ
     except TimeoutError:
         if body is not None:  # the deadline fell while closing a response already read
             return body
@@ -1321,6 +1315,24 @@ def _strip_credentials(target: HttpTarget, request: httpx.Request) -> None:
     for name in target.secret_header_names():
         request.headers.pop(name, None)
     request.extensions = {k: v for k, v in request.extensions.items() if k != "sni_hostname"}
+
+
+def _redirect(
+    target: HttpTarget, request: httpx.Request, response: httpx.Response, seen: _Observed
+) -> httpx.Request | None:
+    """The request a redirect leads to when the target follows it; a Location that is not
+    a URL fails the run (a target that does not follow never reads it)."""
+    if not target.follow_redirects:
+        return None
+    try:
+        return redirect(request, response)
+    except httpx.InvalidURL as exc:
+        _observe_response(target, response, seen)
+        detail = target.secret_scrubber(_first_line(exc))
+        raise _Failure(
+            Reason.INVALID_REDIRECT,
+            f"status {seen.status} redirects to a Location that is not a URL: {detail}",
+        ) from None
 
 
 def _same_origin(first: httpx.URL, other: httpx.URL) -> bool:

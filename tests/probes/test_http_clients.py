@@ -1,12 +1,14 @@
-"""The http kind's transport: httpx's public transport interface over fresh httpcore
-connections, raising what httpx's own transport would."""
+"""The http kind's client: httpx's public transport interface over fresh httpcore
+connections, raising what httpx's own transport would, and the request a redirect leads to
+by httpx's client's rules."""
 
 from __future__ import annotations
 
 import httpcore
 import httpx
+import pytest
 
-from stackprobe.probes._http_clients import _AS_HTTPX, HttpClients
+from stackprobe.probes._http_clients import _AS_HTTPX, HttpClients, redirect
 from stackprobe.probes._http_network import ClosedEarly
 from stackprobe.probes._tls import TLSConfig
 from tests.support.peers import Peers
@@ -35,16 +37,93 @@ async def test_a_body_cut_short_reaches_the_caller_as_httpx_with_the_reason_as_c
     clients = HttpClients(max_connections=2)
     client = clients.client(TLSConfig())
     try:
-        async with client.stream("GET", f"http://127.0.0.1:{peers.short_body_port}/") as response:
-            assert response.status_code == 200
-            try:
-                await response.aread()
-            except httpx.RemoteProtocolError as exc:
-                raised: BaseException = exc
-            else:
-                raise AssertionError("a body 93 bytes short was read whole")
+        url = f"http://127.0.0.1:{peers.short_body_port}/"
+        response = await client.send(client.request("GET", url, None, {}, {}))
+        assert response.status_code == 200
+        try:
+            await response.aread()
+        except httpx.RemoteProtocolError as exc:
+            raised: BaseException = exc
+        else:
+            raise AssertionError("a body 93 bytes short was read whole")
+        finally:
+            await response.aclose()
         assert isinstance(raised.__cause__, ClosedEarly), repr(raised.__cause__)
         assert [pool.open_connections for pool in clients.pools()] == [0]
         assert not clients.slots.locked()
     finally:
         await clients.aclose()
+
+
+def _redirected(
+    method: str, url: str, status: int, location: str | None, **headers: str
+) -> httpx.Request | None:
+    request = httpx.Request(
+        method, url, headers=headers, content=b"x" if method == "POST" else None
+    )
+    response = httpx.Response(status, headers={"Location": location} if location else {})
+    return redirect(request, response)
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "after"),
+    [
+        ("GET", 301, "GET"),
+        ("POST", 301, "GET"),
+        ("PUT", 301, "PUT"),
+        ("POST", 302, "GET"),
+        ("HEAD", 302, "HEAD"),
+        ("PUT", 303, "GET"),
+        ("HEAD", 303, "HEAD"),
+        ("POST", 307, "POST"),
+        ("POST", 308, "POST"),
+    ],
+)
+def test_a_redirect_changes_the_method_as_httpx_does(method: str, status: int, after: str) -> None:
+    following = _redirected(method, "http://h/a", status, "/b")
+
+    assert following is not None and following.method == after
+    # a body (and its length) goes on only with the method unchanged
+    assert ("content-length" in following.headers) is (after == method in ("POST", "PUT"))
+
+
+@pytest.mark.parametrize(
+    ("url", "location", "expected"),
+    [
+        ("http://h/a/b?q=1", "c", "http://h/a/c"),
+        ("http://h/a", "/x?y=2", "http://h/x?y=2"),
+        ("http://h:8080/a", "//other/p", "http://other/p"),
+        ("https://h/a", "http:/p", "http://h/p"),  # a scheme but no host: the request's host
+        ("http://h/a#frag", "/b", "http://h/b#frag"),  # the request's fragment carried over
+        ("http://h/a#frag", "/b#own", "http://h/b#own"),
+    ],
+)
+def test_a_location_is_resolved_against_the_request(url: str, location: str, expected: str) -> None:
+    following = _redirected("GET", url, 302, location)
+
+    assert following is not None and str(following.url) == expected
+
+
+@pytest.mark.parametrize(
+    ("location", "kept"),
+    [
+        ("/same", True),
+        ("https://h/upgraded", True),  # http -> https on the default ports, as httpx allows
+        ("https://h:8443/other-port", False),
+        ("http://elsewhere/", False),
+    ],
+)
+def test_authorization_goes_only_to_the_same_origin(location: str, kept: bool) -> None:
+    following = _redirected("GET", "http://h/", 302, location, Authorization="Basic eDp5")
+
+    assert following is not None
+    assert ("authorization" in following.headers) is kept
+    assert following.headers["host"] == following.url.netloc.decode()
+
+
+def test_what_is_not_a_redirect_leads_nowhere() -> None:
+    assert _redirected("GET", "http://h/", 302, None) is None  # no Location
+    assert _redirected("GET", "http://h/", 200, "/elsewhere") is None
+    assert _redirected("GET", "http://h/", 304, "/elsewhere") is None
+    with pytest.raises(httpx.InvalidURL):
+        _redirected("GET", "http://h/", 302, "http://[::1/health")
