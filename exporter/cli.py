@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import uvloop
 
 from stackprobe._version import __version__
 from stackprobe.app import LOAD_LIMIT_SECONDS, App
@@ -218,9 +219,12 @@ def _run(args: argparse.Namespace) -> int:
     for warning in config.warnings:  # at start only: a reload does not repeat them
         log.warning(warning.message, config=warning.source, path=warning.path)
     try:
-        return asyncio.run(
-            serve(config, args.config, host, port, redactor, surface=surface, early_hup=early)
-        )
+        # uvloop: asyncio's loop and transports in C (libuv), an eighth less CPU per probe
+        # (bench/http_vs_blackbox.py); everything above the loop is asyncio's own API
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(
+                serve(config, args.config, host, port, redactor, surface=surface, early_hup=early)
+            )
     except KeyboardInterrupt:
         return 0
 

@@ -9,12 +9,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 from prometheus_client import CollectorRegistry
 
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics, AwsSettings
 from stackprobe.probes._http_clients import HttpClients
 from tests.support.peers import Peers, PeerServers
 from tests.support.probing import ProbeRunner, RunProbe
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """Every async test on uvloop, the loop `stackprobe run` uses (exporter/cli.py)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")
