@@ -273,6 +273,7 @@ class Exposition:
         else:  # a scrape of a few families, not cached
             targets = self.renderer.body(self.store, openmetrics, names)
             own = _Families(list(self._own.restricted_registry(names).collect()))
+        # one copy of the targets' part (a megabyte or more), not one per `+`
         if openmetrics:
-            return generate_openmetrics(own)[: -len(_EOF)] + targets + _EOF
-        return generate_latest(own) + targets
+            return b"".join((generate_openmetrics(own)[: -len(_EOF)], targets, _EOF))
+        return b"".join((generate_latest(own), targets))
