@@ -81,16 +81,26 @@ class _ClosingStream:
             await self._release()
 
 
+_Direct = httpcore.AsyncHTTP11Connection | httpcore.AsyncHTTP2Connection
+_Connection = _Direct | httpcore.AsyncHTTPProxy
+
+
 class FreshConnections:
-    """httpcore's pool interface, with a new connection per request."""
+    """httpcore's pool interface, with a new connection per request.
+
+    A direct connection is made here, as httpcore's AsyncHTTPConnection makes one (connect,
+    TLS with ALPN, HTTP/1.1 or HTTP/2 as the server chose), with the same trace events, and
+    without its lock and retry loop, which a connection used once never needs."""
 
     def __init__(
         self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore, http2: bool = False
     ) -> None:
         self._ssl_context = ssl_context
+        # what httpcore sets on the context before each handshake; one value per context
+        ssl_context.set_alpn_protocols(["http/1.1", "h2"] if http2 else ["http/1.1"])
         self._slots = slots
         self._http2 = http2
-        self._open: set[httpcore.AsyncHTTPConnection | httpcore.AsyncHTTPProxy] = set()
+        self._open: set[_Connection] = set()
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         scheme = request.url.scheme
@@ -100,37 +110,34 @@ class FreshConnections:
         received = Received()
         addressing = request.extensions.get(ADDRESSING) or Addressing()
         proxy: Proxy | None = request.extensions.get(PROXY)
-        connection: httpcore.AsyncHTTPConnection | httpcore.AsyncHTTPProxy
-        if proxy is None:
-            connection = httpcore.AsyncHTTPConnection(
-                origin=request.url.origin,
-                ssl_context=self._ssl_context,
-                http2=self._http2,
-                network_backend=Backend(received, addressing),
-            )
-        else:
-            # httpcore's proxy pool, for this one request and closed with it: a CONNECT
-            # tunnel for https://, a forwarded request for http://. The proxy's own name is
-            # looked up in the connect phase; the target's, if at all, by the probe.
-            connection = httpcore.AsyncHTTPProxy(
-                proxy_url=proxy.url,
-                proxy_auth=proxy.auth,
-                proxy_headers=list(proxy.headers),
-                ssl_context=self._ssl_context,
-                max_connections=1,
-                max_keepalive_connections=0,
-                http2=self._http2,
-                network_backend=Backend(
-                    received, Addressing(addressing.preferred, addressing.fallback)
-                ),
-            )
-        # A slot is taken once the connection exists: nothing before this can leak one.
         wait = request.extensions.get("timeout", {}).get("pool")
         try:
             async with asyncio.timeout(wait):
                 await self._slots.acquire()
         except TimeoutError:
             raise httpcore.PoolTimeout("every connection slot stayed busy") from None
+        try:
+            if proxy is None:
+                connection: _Connection = await self._connect(request, received, addressing)
+            else:
+                # httpcore's proxy pool, for this one request and closed with it: a CONNECT
+                # tunnel for https://, a forwarded request for http://. The proxy's own name
+                # is looked up in the connect phase; the target's, if at all, by the probe.
+                connection = httpcore.AsyncHTTPProxy(
+                    proxy_url=proxy.url,
+                    proxy_auth=proxy.auth,
+                    proxy_headers=list(proxy.headers),
+                    ssl_context=self._ssl_context,
+                    max_connections=1,
+                    max_keepalive_connections=0,
+                    http2=self._http2,
+                    network_backend=Backend(
+                        received, Addressing(addressing.preferred, addressing.fallback)
+                    ),
+                )
+        except BaseException:
+            self._slots.release()
+            raise
         self._open.add(connection)
 
         async def release() -> None:
@@ -162,6 +169,37 @@ class FreshConnections:
             extensions=response.extensions,
         )
 
+    async def _connect(
+        self, request: httpcore.Request, received: Received, addressing: Addressing
+    ) -> _Direct:
+        origin = request.url.origin
+        host = origin.host.decode("ascii")
+        trace = request.extensions.get("trace")
+        backend = Backend(received, addressing)
+        stream = await _traced(
+            trace,
+            "connection.connect_tcp",
+            {"host": host, "port": origin.port},
+            lambda: backend.connect_tcp(host, origin.port),
+        )
+        try:
+            if origin.scheme == b"https":
+                name = request.extensions.get("sni_hostname") or host
+                tcp = stream
+                stream = await _traced(
+                    trace,
+                    "connection.start_tls",
+                    {"ssl_context": self._ssl_context, "server_hostname": name},
+                    lambda: tcp.start_tls(self._ssl_context, name),
+                )
+        except BaseException:
+            await stream.aclose()  # a failed handshake closed it; a cancelled trace did not
+            raise
+        ssl_object = stream.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            return httpcore.AsyncHTTP2Connection(origin=origin, stream=stream)
+        return httpcore.AsyncHTTP11Connection(origin=origin, stream=stream)
+
     @property
     def open_connections(self) -> int:
         return len(self._open)
@@ -179,6 +217,26 @@ class FreshConnections:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _traced(
+    trace: Callable[[str, dict[str, Any]], Awaitable[None]] | None,
+    name: str,
+    info: dict[str, Any],
+    step: Callable[[], Awaitable[httpcore.AsyncNetworkStream]],
+) -> httpcore.AsyncNetworkStream:
+    """`step()`, between the events httpcore's own connection sends the `trace` extension
+    (`<name>.started`, then `.complete` or `.failed`), which time the run's phases."""
+    if trace is None:
+        return await step()
+    await trace(f"{name}.started", info)
+    try:
+        stream = await step()
+    except Exception as exc:
+        await trace(f"{name}.failed", {"exception": exc})
+        raise
+    await trace(f"{name}.complete", {"return_value": stream})
+    return stream
 
 
 # httpcore's exceptions and the httpx ones of the same name that httpx's own transport raises

@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-import respx
 import yaml
 
 from stackprobe.config import ConfigError
 from stackprobe.contract import Health, Verdict
 from stackprobe.probes.http import Reason, _same_origin, classify
+from tests.support.blackbox_peers import HttpPeer, Reply, Seen
 from tests.support.peers import AUTH_TOKEN, BIG_BODY_BYTES, HEALTHY, REDIS_DOWN, Peers
 from tests.support.polling import wait_until_async
 from tests.support.probing import (
@@ -576,14 +576,15 @@ async def test_a_location_that_is_not_a_url_is_invalid_redirect(
     assert "location" in result.detail.lower()
 
 
-@respx.mock
 async def test_the_request_asks_only_for_encodings_it_can_bound(run_probe: RunProbe) -> None:
-    route = respx.get("http://mocked.test/ready").mock(return_value=httpx.Response(200))
-    await run_probe(target("http://mocked.test/ready"))
+    async with HttpPeer(lambda seen: Reply(200)) as peer:
+        await run_probe(target(f"{peer.url}/ready"))
 
-    assert route.calls.last.request.headers["Accept-Encoding"] == "gzip"
-    assert route.calls.last.request.headers["Connection"] == "close"
-    assert route.calls.last.request.headers["User-Agent"].startswith("stackprobe/")
+    (request,) = peer.seen
+    assert request.headers["accept-encoding"] == "gzip"
+    assert request.headers["connection"] == "close"
+    assert request.headers["user-agent"].startswith("stackprobe/")
+    assert "cookie" not in request.headers
 
 
 def anyio_connect_error(*errors: OSError) -> httpx.ConnectError:
@@ -629,7 +630,6 @@ def test_classify_maps_each_exception_to_its_reason(exc: BaseException, reason: 
     assert classify(exc) == reason
 
 
-@respx.mock
 async def test_multi_member_gzip_and_raw_deflate_bodies_decode(run_probe: RunProbe) -> None:
     import zlib
 
@@ -638,25 +638,21 @@ async def test_multi_member_gzip_and_raw_deflate_bodies_decode(run_probe: RunPro
 
     raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     deflated = raw.compress(b'{"redis": false}') + raw.flush()
-    respx.get("http://mocked.test/members").mock(
-        return_value=httpx.Response(
-            200,
-            content=gz(b'{"redis": ') + gz(b"false}"),
-            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
-        )
-    )
-    respx.get("http://mocked.test/raw").mock(
-        return_value=httpx.Response(
-            200,
-            content=deflated,
-            headers={"Content-Encoding": "deflate", "Content-Type": "application/json"},
-        )
-    )
+    bodies = {
+        "/members": ("gzip", gz(b'{"redis": ') + gz(b"false}")),
+        "/raw": ("deflate", deflated),
+    }
 
-    for path in ("members", "raw"):
-        result = await run_probe(target(f"http://mocked.test/{path}"))
-        assert result.success, result.detail
-        assert samples_by_name(result)["stackprobe_health_component_up"] == {("redis",): 0.0}
+    def reply(seen: Seen) -> Reply:
+        coding, body = bodies[seen.target]
+        headers = (("Content-Encoding", coding), ("Content-Type", "application/json"))
+        return Reply(200, headers, body)
+
+    async with HttpPeer(reply) as peer:
+        for path in bodies:
+            result = await run_probe(target(f"{peer.url}{path}"))
+            assert result.success, result.detail
+            assert samples_by_name(result)["stackprobe_health_component_up"] == {("redis",): 0.0}
 
 
 async def test_the_connection_limit_holds_and_a_saturated_one_is_pool_timeout(
@@ -894,7 +890,6 @@ async def test_a_503_naming_redis_down_says_so_and_pages_for_redis(
     assert shown(result, "body") == [json.dumps(REDIS_DOWN)]
 
 
-@respx.mock
 @pytest.mark.parametrize(
     ("body", "verdict"),
     [
@@ -925,9 +920,9 @@ async def test_a_200_whose_body_names_a_component_down_is_not_ok(
     run_probe: RunProbe, body: dict[str, Any], verdict: Verdict
 ) -> None:
     """The component rules page on stackprobe_health_component_up == 0 whatever the status."""
-    respx.get("http://mocked.test/health/ready").mock(return_value=httpx.Response(200, json=body))
-
-    result = await run_probe(target("http://mocked.test/health/ready"))
+    reply = Reply(200, (("Content-Type", "application/json"),), json.dumps(body).encode())
+    async with HttpPeer(lambda seen: reply) as peer:
+        result = await run_probe(target(f"{peer.url}/health/ready"))
 
     assert result.success
     assert result.health() == verdict
@@ -1070,7 +1065,6 @@ async def test_evidence_carries_no_credential(peers: Peers, run_probe: RunProbe)
     assert "CANARY" not in repr(from_env)
 
 
-@respx.mock
 async def test_headers_are_few_short_and_never_credentials(run_probe: RunProbe) -> None:
     echoed = "CANARY-echoed-token-31c7"
     headers = [
@@ -1085,13 +1079,10 @@ async def test_headers_are_few_short_and_never_credentials(run_probe: RunProbe) 
         ("Content-Security-Policy", "default-src 'self' " + "https://cdn.example " * 50),
         *((f"X-Filler-{i}", "v") for i in range(30)),
     ]
-    respx.get("http://mocked.test/ready").mock(
-        return_value=httpx.Response(200, headers=headers, text="ok")
-    )
-    raw = {"name": "t", "kind": "http", "url": "http://mocked.test/ready"}
-    raw["headers"] = {"Authorization": {"from_env": "TOKEN"}}
-
-    result = await run_probe(make_target(raw, {"TOKEN": echoed}))
+    async with HttpPeer(lambda seen: Reply(200, tuple(headers), b"ok")) as peer:
+        raw = {"name": "t", "kind": "http", "url": f"{peer.url}/ready"}
+        raw["headers"] = {"Authorization": {"from_env": "TOKEN"}}
+        result = await run_probe(make_target(raw, {"TOKEN": echoed}))
 
     lines = shown(result, "header")
     assert 0 < len(lines) <= 10
