@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import uvloop
 
 from stackprobe.cli import logging_options, parse_listen, serve
 from stackprobe.config import ConfigError
@@ -174,7 +175,9 @@ def _demo(args: argparse.Namespace) -> int:
             return 0
 
     try:
-        return asyncio.run(run())
+        # on uvloop, as `stackprobe run` (exporter/cli.py): the demo runs what production runs
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(run())
     except KeyboardInterrupt:
         return 0
 

@@ -1,7 +1,7 @@
 """Blocking work that may never end, run where it cannot hold stackprobe up.
 
 A read of a FIFO nobody writes, or of a mount that stopped answering, blocks its thread for
-good. On the loop's executor such a thread is joined when `asyncio.run` ends, so a SIGTERM
+good. On the loop's executor such a thread is joined when the loop's runner ends, so a SIGTERM
 would wait for it; a daemon thread of its own is left behind instead, and whoever awaits the
 future can give up on it (a timeout, a shutdown) while it runs on.
 """

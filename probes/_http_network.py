@@ -12,7 +12,8 @@ Each connection also watches what the server sends (`Received`), because the par
 say what went wrong: httpcore reports a server that hung up before any byte, one that
 answered in another protocol and one that closed mid-body alike, as RemoteProtocolError.
 Those are re-raised as `NotHttp` or `ClosedEarly`, subclasses of httpcore's
-RemoteProtocolError (so httpx still maps them to its own, with them as the cause).
+RemoteProtocolError (so the transport maps them to httpx's, with them as the cause,
+probes/_http_clients.py).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         # At once, with no TLS close_notify exchange: asyncio would wait up to 30 s for the
         # peer's (ssl_shutdown_timeout), holding the socket, for a connection that is done.
-        # The request is written in full before any read (drain), so nothing is dropped.
+        # Only what the server did not take yet is dropped: a request body it answered
+        # before reading, which the probe no longer needs either.
         self._writer.transport.abort()
 
     async def start_tls(
@@ -146,6 +148,15 @@ class _Stream(httpcore.AsyncNetworkStream):
             # A failed or cancelled handshake leaves the TCP connection to its owner, and
             # httpcore closes it only on an exception, not on cancellation (the deadline).
             self._writer.transport.abort()
+            if isinstance(exc, ConnectionResetError) and exc.errno is None:
+                # asyncio's (and uvloop's) word for a server that closed in the middle of
+                # the handshake, which the ssl module calls an EOF: a TLS failure (a port
+                # that is not TLS, a server refusing the client), not a reset
+                eof = ssl.SSLEOFError(
+                    ssl.SSL_ERROR_EOF,
+                    "the server closed the connection during the TLS handshake",
+                )
+                raise httpcore.ConnectError(eof) from eof
             if isinstance(exc, OSError):  # ssl.SSLError included: the cause says which
                 raise httpcore.ConnectError(exc) from exc
             raise

@@ -9,6 +9,7 @@ other's. `probe_ip_protocol` says which family the probe used, as in blackbox_ex
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import time
@@ -91,8 +92,11 @@ def _literal(host: str) -> tuple[int, str] | None:
 
 async def _lookup(host: str, port: int) -> list[tuple[int, str]]:
     """The name's addresses in the resolver's order, without repeats."""
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        # in the loop's executor, as asyncio's own getaddrinfo does: uvloop's would queue
+        # every lookup on libuv's four threads, so a slow resolver would hold up the rest
+        infos = await asyncio.get_running_loop().run_in_executor(None, lookup)
     except UnicodeError:  # the idna codec's verdict on a label over 63 characters, or empty
         raise socket.gaierror(
             socket.EAI_NONAME, f"{host[:80]!r} is not a valid host name"

@@ -744,7 +744,7 @@ class _Trace:
         self.durations = dict.fromkeys(_PHASES, 0.0)
         self.phase = "pool"
         self._started = 0.0
-        # the connections resolve the name inside their connect (probes/_http_clients.py)
+        # the connections resolve the name inside their connect (probes/_http_network.py)
         self.addressing = addressing
         self.resolved = True  # False: through a proxy that resolves the name (no resolve phase)
         self.resolved_apart = 0.0  # of the resolve time, what was looked up outside connect
@@ -1157,11 +1157,19 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                 target.request_headers(),
                 extensions,
             )
-            if target.basic_auth:  # httpx's header, kept for the same origin by `redirect`
-                auth = httpx.BasicAuth(target.basic_auth.username, target.basic_auth.password.get())
-                next(auth.auth_flow(request))
+            auth = (
+                httpx.BasicAuth(target.basic_auth.username, target.basic_auth.password.get())
+                if target.basic_auth
+                else None
+            )
             origin = request.url
             while True:
+                if auth is not None:  # until the first hop away from the origin
+                    next(auth.auth_flow(request))
+                elif request.url.username or request.url.password:
+                    # a URL's own user and password, as Go's client and httpx send them
+                    url = request.url
+                    next(httpx.BasicAuth(url.username, url.password).auth_flow(request))
                 await _route(target, request, trace)
                 trace.phase = "pool"
                 response = await client.send(request)
@@ -1190,6 +1198,7 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                         seen.final_url = request.url
                         if not _same_origin(origin, request.url):
                             _strip_credentials(target, request)
+                            auth = None
                         continue
                     _observe_response(target, response, seen)
                     if target.checks_response:
@@ -1623,7 +1632,8 @@ def classify(exc: BaseException) -> Reason:
     """The most specific reason in the exception chain, socket-level causes first.
 
     A host with several addresses (every ALB name) fails with one error per address, which
-    anyio gathers in an ExceptionGroup; the reason is the first address's.
+    the connection gathers in an ExceptionGroup (probes/_http_network.py); the reason is
+    the first address's.
     """
     for error in _chain(exc):
         if isinstance(error, BaseExceptionGroup) and error.exceptions:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 import yaml
@@ -150,6 +151,9 @@ async def test_a_redirect_past_the_limit_reports_the_last_response_as_blackbox_d
         ("/auth", {}, Reason.HTTP_STATUS),
         ("reset", {}, Reason.CONNECTION_CLOSED),
         ("close", {}, Reason.CONNECTION_CLOSED),
+        # closed after the ClientHello: what a port that is not TLS, or a server refusing
+        # the client, does in the handshake
+        ("tls-close", {}, Reason.TLS),
         ("garbage-tcp", {}, Reason.INVALID_RESPONSE),
         ("refused", {}, Reason.CONNECT_REFUSED),
         ("blackhole", {}, Reason.CONNECT_TIMEOUT),
@@ -164,6 +168,7 @@ async def test_failure_reasons(
     urls = {
         "reset": f"http://127.0.0.1:{peers.reset_port}/",
         "close": f"http://127.0.0.1:{peers.close_port}/",
+        "tls-close": f"https://127.0.0.1:{peers.close_port}/",
         "garbage-tcp": f"http://127.0.0.1:{peers.garbage_port}/",
         "refused": f"http://127.0.0.1:{peers.closed_port}/",
         "blackhole": f"http://127.0.0.1:{peers.blackhole_port}/",
@@ -334,6 +339,33 @@ async def test_credentials_follow_a_same_origin_redirect(peers: Peers, run_probe
 
     assert result.success, result.detail
     assert peers.recorded_headers == [{"x-api-token"}]
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "expected"), [("user:CANARY-pw", "user:CANARY-pw"), ("user", "user:")]
+)
+async def test_a_urls_own_user_and_password_go_as_basic_auth(
+    run_probe: RunProbe, userinfo: str, expected: str
+) -> None:
+    """As Go's client and httpx send them; the URL on the wire carries neither."""
+    import base64
+
+    def reply(seen: Seen) -> Reply:
+        if seen.target == "/first":  # a same-origin redirect keeps them
+            return Reply(302, (("Location", "/second"),))
+        return Reply(200)
+
+    async with HttpPeer(reply) as peer:
+        url = peer.url.replace("://", f"://{userinfo}@") + "/first"
+        raw = {"name": "t", "kind": "http", "url": {"from_env": "URL"}}
+        result = await run_probe(make_target(raw, {"URL": url}))
+
+    assert result.success, result.detail
+    sent = "Basic " + base64.b64encode(expected.encode()).decode()
+    assert [(seen.target, seen.headers.get("authorization")) for seen in peer.seen] == [
+        ("/first", sent),
+        ("/second", sent),
+    ]
 
 
 async def test_tls_with_a_private_ca_reports_certificate_and_version(
@@ -587,16 +619,23 @@ async def test_the_request_asks_only_for_encodings_it_can_bound(run_probe: RunPr
     assert "cookie" not in request.headers
 
 
-def anyio_connect_error(*errors: OSError) -> httpx.ConnectError:
-    """The chain anyio and httpx raise for a refused connect: one cause per address tried."""
-    cause: BaseException = errors[0] if len(errors) == 1 else ExceptionGroup("attempts", errors)
-    try:
-        try:
-            raise OSError("All connection attempts failed") from cause
-        except OSError as exc:
-            raise httpx.ConnectError("All connection attempts failed") from exc
-    except httpx.ConnectError as wrapped:
-        return wrapped
+def connect_error(*errors: OSError) -> httpx.ConnectError:
+    """The chain a refused connect raises (probes/_http_network.py, mapped to httpx's by
+    probes/_http_clients.py): the OSError itself for one address, one per address tried in
+    an ExceptionGroup for several."""
+    per_address = []
+    for error in errors:
+        core = httpcore.ConnectError(error)
+        core.__cause__ = error
+        per_address.append(core)
+    if len(per_address) == 1:
+        inner: Exception = per_address[0]
+    else:
+        inner = httpcore.ConnectError("every address of h failed")
+        inner.__cause__ = ExceptionGroup("one error per address", per_address)
+    wrapped = httpx.ConnectError(str(inner))
+    wrapped.__cause__ = inner
+    return wrapped
 
 
 @pytest.mark.parametrize(
@@ -605,20 +644,20 @@ def anyio_connect_error(*errors: OSError) -> httpx.ConnectError:
         (httpx.PoolTimeout("pool"), Reason.POOL_TIMEOUT),
         (httpx.ConnectTimeout("connect"), Reason.CONNECT_TIMEOUT),
         (httpx.ReadTimeout("read"), Reason.TIMEOUT),
-        (anyio_connect_error(ConnectionRefusedError(111, "refused")), Reason.CONNECT_REFUSED),
+        (connect_error(ConnectionRefusedError(111, "refused")), Reason.CONNECT_REFUSED),
         (
-            anyio_connect_error(
+            connect_error(
                 ConnectionRefusedError(111, "refused"), ConnectionRefusedError(111, "refused")
             ),
             Reason.CONNECT_REFUSED,
         ),
-        (anyio_connect_error(OSError(101, "unreachable"), OSError(101, "x")), Reason.UNREACHABLE),
+        (connect_error(OSError(101, "unreachable"), OSError(101, "x")), Reason.UNREACHABLE),
         (
-            anyio_connect_error(OSError(101, "no route"), ConnectionRefusedError(111, "refused")),
+            connect_error(OSError(101, "no route"), ConnectionRefusedError(111, "refused")),
             Reason.CONNECT_REFUSED,
         ),
         (
-            anyio_connect_error(OSError(99, "cannot assign"), ConnectionRefusedError(111, "r")),
+            connect_error(OSError(99, "cannot assign"), ConnectionRefusedError(111, "r")),
             Reason.CONNECT_REFUSED,
         ),
         (httpx.ReadError("read"), Reason.CONNECTION_CLOSED),
