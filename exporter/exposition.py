@@ -148,7 +148,9 @@ class Renderer:
             raise ValueError(f"metric families declared twice: {names}")
         self._specs = {spec.name: spec for spec in specs}
         self._order = names
-        self._shapes: dict[tuple[MetricSpec, tuple[str, ...]], _Shape] = {}
+        self._rank = {name: i for i, name in enumerate(names)}
+        # (family, constant label names) -> the spec declared and its shape
+        self._shapes: dict[tuple[str, tuple[str, ...]], tuple[MetricSpec, _Shape]] = {}
         self._headers = {
             spec.name: (
                 generate_latest(_Families([_family(spec)])),
@@ -169,25 +171,32 @@ class Renderer:
         constant = (_escape(target), *(_escape(value) for _, value in labels))
         lines: dict[str, list[str]] = {}
         seen: set[tuple[str, tuple[str, ...]]] = set()
-        for sample in samples:
-            spec = sample.spec
-            shape = self._shapes.get((spec, label_names))
-            if shape is None:
-                if self._specs.get(spec.name) != spec:
-                    raise ValueError(f"metric {spec.name} is not declared in the kind table")
-                shape = self._shapes[spec, label_names] = _Shape(spec, label_names)
-            key = (spec.name, sample.label_values)
+        shapes = self._shapes
+        for spec, label_values, value in samples:
+            name = spec.name
+            cached = shapes.get((name, label_names))
+            if cached is None or cached[0] is not spec:
+                cached = self._shape(spec, label_names)
+            key = (name, label_values)
             if key in seen:  # two series with one identity would make the scrape invalid
-                raise ValueError(f"{spec.name}{sample.label_values} was emitted twice")
+                raise ValueError(f"{name}{label_values} was emitted twice")
             seen.add(key)
-            own = [_escape(value) for value in sample.label_values]
-            line = shape.line(constant, own, sample.value)
-            family = lines.get(spec.name)
+            line = cached[1].line(constant, [_escape(v) for v in label_values], value)
+            family = lines.get(name)
             if family is None:
-                lines[spec.name] = [line]
+                lines[name] = [line]
             else:
                 family.append(line)
-        return {name: "".join(lines[name]).encode() for name in self._order if name in lines}
+        # in the kind table's order, as /metrics has them (the console lists them so)
+        ordered = sorted(lines, key=self._rank.__getitem__)
+        return {name: "".join(lines[name]).encode() for name in ordered}
+
+    def _shape(self, spec: MetricSpec, label_names: tuple[str, ...]) -> tuple[MetricSpec, _Shape]:
+        """The declared family's shape, made once per set of constant label names."""
+        if self._specs.get(spec.name) != spec:
+            raise ValueError(f"metric {spec.name} is not declared in the kind table")
+        cached = self._shapes[spec.name, label_names] = (spec, _Shape(spec, label_names))
+        return cached
 
     def body(
         self, store: ResultStore, openmetrics: bool, names: frozenset[str] | None = None

@@ -295,8 +295,7 @@ class Scheduler:
         duration = loop.time() - started
         record = self._exposition.render(target, result, started_at, duration)
         outcome = "success" if record.result.success else "failure"
-        self._metrics.runs.labels(target.kind, outcome).inc()
-        self._metrics.run_duration.labels(target.kind, outcome).observe(duration)
+        self._metrics.ran(target.kind, outcome, duration)
         return record
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -94,6 +95,17 @@ class SelfMetrics:
         )
         for result in ("success", "failure"):
             self.reloads.labels(result)
+        # Each (kind, result)'s children, kept: `labels()` validates and locks on every call.
+        self._run_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def ran(self, kind: str, result: str, seconds: float) -> None:
+        """One finished run of `kind`, counted and timed; `result` is success or failure."""
+        children = self._run_children.get((kind, result))
+        if children is None:
+            children = (self.runs.labels(kind, result), self.run_duration.labels(kind, result))
+            self._run_children[kind, result] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_kinds(self, counts: dict[str, int], known: Iterable[str]) -> None:
         """Targets by kind, every known kind present so the series never vanish; the run

@@ -195,7 +195,10 @@ async def read_capped(response: httpx.Response, cap: int, compression: str | Non
     transport failure behind it (the server closing mid-body, framing that does not parse)
     is raised as what it is, not hidden behind the decoding error it causes.
     """
-    chunks = response.aiter_raw()
+    # the raw stream itself: aiter_raw would re-chunk and count what it passes on, for nothing
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)  # a response of the http kind's client
+    chunks = aiter(stream)
     try:
         decoder = _decoder(response.headers.get("content-encoding", ""), compression)
     except UndecodableBody as exc:
