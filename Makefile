@@ -45,6 +45,11 @@ bench-reload:  ## /metrics latency through reloads, an alias bomb, a SIGHUP stor
 	scripts/setup.sh --bench
 	$(VENV)/bin/python bench/reload_stall.py
 
+.PHONY: bench-10k
+bench-10k:  ## 10,000 http targets for 10 minutes: runs on time, RSS and fds flat, beside blackbox
+	scripts/setup.sh --bench
+	$(VENV)/bin/python bench/ten_thousand.py
+
 .PHONY: bench-hostile
 bench-hostile:  ## RSS and fds over 10 minutes against 2,000 hostile http targets, beside blackbox
 	scripts/setup.sh --bench

@@ -325,6 +325,8 @@ async def main() -> int:
             sp["redis_connections"] == 0,
             f"{sp['redis_connections']:.2f} (redis_exporter {re['redis_connections']:.2f})",
         ),
+        # issue 19: one PostgreSQL and one Redis target in one process
+        ("RSS <= 50 MiB", sp["rss_mib"] <= 50, f"{sp['rss_mib']:.1f} MiB"),
     ]
     print("\n## floors")
     for name, ok, figure in verdicts:
