@@ -30,6 +30,8 @@ if [ "$mode" = "--bench" ]; then
   need prometheus-blackbox-exporter prometheus-blackbox-exporter
   need prometheus-postgres-exporter prometheus-postgres-exporter
   need prometheus-redis-exporter prometheus-redis-exporter
+  # instructions per probe run, which machine noise does not move (bench/instructions.py)
+  need valgrind valgrind
 fi
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
