@@ -208,20 +208,17 @@ class Renderer:
         for name in self._order:
             if names is not None and name not in names and f"{name}_total" not in names:
                 continue
-            start = len(parts)
-            parts.extend(store.family(name))
-            if len(parts) > start:
-                parts.insert(start, self._headers[name][which])
+            lines = store.family(name)
+            if lines:
+                parts.append(self._headers[name][which])
+                parts.append(lines)
         return b"".join(parts)
 
 
 class Exposition:
     """Every target's latest result, rendered, and the whole /metrics body: stackprobe's own
-    registry first, then the targets'.
-
-    The targets' part is cached by the store's version, so a second scraper (an HA pair of
-    Prometheus servers) between two runs costs one join less.
-    """
+    registry first, then the targets' (each family's lines kept joined by the store until a
+    run changes them)."""
 
     def __init__(
         self, specs: Sequence[MetricSpec], store: ResultStore, own: CollectorRegistry
@@ -229,7 +226,6 @@ class Exposition:
         self.renderer = Renderer(specs)
         self.store = store
         self._own = own
-        self._cache: dict[bool, tuple[int, bytes]] = {}
         self._log = structlog.get_logger("stackprobe.exposition")
 
     def render(
@@ -271,17 +267,10 @@ class Exposition:
     def body(self, openmetrics: bool, names: frozenset[str] | None = None) -> bytes:
         """The whole /metrics body; with `names` (`?name[]=...`, as prometheus_client's own
         handler reads it), only those families, for a large fleet's scrape of a few."""
-        own: CollectorRegistry | _Families
-        if names is None:
-            version = self.store.version
-            cached = self._cache.get(openmetrics)
-            if cached is None or cached[0] != version:
-                cached = (version, self.renderer.body(self.store, openmetrics))
-                self._cache[openmetrics] = cached
-            targets, own = cached[1], self._own
-        else:  # a scrape of a few families, not cached
-            targets = self.renderer.body(self.store, openmetrics, names)
+        own: CollectorRegistry | _Families = self._own
+        if names is not None:  # a scrape of a few families
             own = _Families(list(self._own.restricted_registry(names).collect()))
+        targets = self.renderer.body(self.store, openmetrics, names)
         # one copy of the targets' part (a megabyte or more), not one per `+`
         if openmetrics:
             return b"".join((generate_openmetrics(own)[: -len(_EOF)], targets, _EOF))

@@ -2,8 +2,12 @@
 
 Probes never write here; the scheduler puts a finished, already rendered `TargetResult` in a
 single call, so a scrape sees either the previous run or the new one, never a mix. The rendered
-chunks are also kept family by family, the order a /metrics body needs them in, so a scrape
-joins a few long lists instead of looking up every family of every target.
+chunks are also kept family by family, the order a /metrics body needs them in, and each
+family's lines are kept joined until a run changes them: most of a target's series keep their
+value from run to run (its status code, TLS version, components, interval), so a scrape joins
+again only the few families whose lines changed (the durations, the last run's time) instead
+of every family of every target (at 5,000 targets, 125,000 small objects scattered in memory:
+most of a scrape's time, bench/http_vs_blackbox.py).
 """
 
 from __future__ import annotations
@@ -52,21 +56,26 @@ class ResultStore:
     def __init__(self) -> None:
         self._results: dict[str, TargetResult] = {}
         self._by_family: dict[str, dict[str, bytes]] = {}
+        self._joined: dict[str, bytes] = {}  # family -> its lines joined, until they change
         self._trails: dict[str, Trail] = {}
-        self.version = 0  # bumped on every change, so renderers can cache by it
 
     def put(self, result: TargetResult) -> None:
         previous = self._results.get(result.target)
         if previous is not None:
             for family in previous.chunks.keys() - result.chunks.keys():
                 del self._by_family[family][result.target]
+                self._joined.pop(family, None)
         for family, chunk in result.chunks.items():
-            self._by_family.setdefault(family, {})[result.target] = chunk
+            lines = self._by_family.get(family)
+            if lines is None:
+                lines = self._by_family[family] = {}
+            if lines.get(result.target) != chunk:  # a target keeps its place in the order
+                lines[result.target] = chunk
+                self._joined.pop(family, None)
         self._results[result.target] = result
         self._trails.setdefault(result.target, Trail()).add(
             result.result.health().health, result.started
         )
-        self.version += 1
 
     def remove(self, target: str) -> None:
         previous = self._results.pop(target, None)
@@ -74,7 +83,7 @@ class ResultStore:
         if previous is not None:
             for family in previous.chunks:
                 del self._by_family[family][target]
-            self.version += 1
+                self._joined.pop(family, None)
 
     def get(self, target: str) -> TargetResult | None:
         return self._results.get(target)
@@ -83,9 +92,13 @@ class ResultStore:
         """The target's recent healths, for the console; None before its first run."""
         return self._trails.get(target)
 
-    def family(self, name: str) -> Iterator[bytes]:
-        """Every target's rendered lines of one metric family, in a stable target order."""
-        return iter(self._by_family.get(name, {}).values())
+    def family(self, name: str) -> bytes:
+        """Every target's rendered lines of one metric family, in a stable target order,
+        joined once per change."""
+        joined = self._joined.get(name)
+        if joined is None:
+            joined = self._joined[name] = b"".join(self._by_family.get(name, {}).values())
+        return joined
 
     def __iter__(self) -> Iterator[TargetResult]:
         return iter(list(self._results.values()))

@@ -112,7 +112,26 @@ def test_openmetrics_body_ends_with_eof_once() -> None:
     assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
 
 
-def test_cache_follows_the_store_version() -> None:
+def test_a_family_is_joined_again_only_when_a_run_changes_its_lines() -> None:
+    store = ResultStore()
+    renderer = Renderer(all_metric_specs(KINDS))
+    first, _ = results(renderer)
+    store.put(first)
+    status, success = store.family("probe_http_status_code"), store.family("probe_success")
+    again = ProbeResult.failed(
+        Reason.HTTP_STATUS, "status 503", (PROBE_HTTP_STATUS_CODE(503),)
+    )  # the same status, and now no components
+    samples = (*core_samples("http", again, 1700000015.25, 0.5, 15.0), *again.samples)
+    rendered = renderer.render(first.target, samples)
+    store.put(TargetResult(first.target, "http", again, 1700000015.25, 0.5, rendered))
+
+    assert store.family("probe_http_status_code") is status  # unchanged: not joined again
+    assert store.family("probe_success") is success
+    assert b"0.5" in store.family("probe_duration_seconds")  # changed: joined again
+    assert store.family("stackprobe_health_component_up") == b""  # gone with the run
+
+
+def test_the_body_follows_every_put_and_remove() -> None:
     store = ResultStore()
     exposition = Exposition(all_metric_specs(KINDS), store, CollectorRegistry())
     renderer = exposition.renderer
