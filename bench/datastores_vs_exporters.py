@@ -37,7 +37,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 import yaml
-from processes import RedisServer, binary, free_port, rss_mib, stackprobe_run, wait_http
+from processes import RedisServer, binary, floors, free_port, rss_mib, stackprobe_run, wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 ADMIN_DSN = os.environ.get(
@@ -328,10 +328,7 @@ async def main() -> int:
         # issue 19: one PostgreSQL and one Redis target in one process
         ("RSS <= 50 MiB", sp["rss_mib"] <= 50, f"{sp['rss_mib']:.1f} MiB"),
     ]
-    print("\n## floors")
-    for name, ok, figure in verdicts:
-        print(f"{'PASS' if ok else 'FAIL'}  {name:40} {figure}")
-    return 0 if all(ok for _, ok, _ in verdicts) else 1
+    return floors(verdicts)
 
 
 async def _pg_version() -> str:

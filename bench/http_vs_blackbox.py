@@ -39,6 +39,7 @@ import yaml
 from processes import (
     PROMETHEUS_ACCEPT,
     binary,
+    floors,
     free_port,
     percentile,
     rss_mib,
@@ -333,10 +334,7 @@ def main() -> int:
             print(f"{'':28}{'stackprobe':>14}{'blackbox':>14}")
             print(f"{'RSS MiB (peak)':28}{own:>14.1f}{bb_rss:>14.1f}")
             verdicts.append(("default config: RSS <= 45 MiB", own <= 45, f"{own:.1f} MiB peak"))
-    print("\n## floors")
-    for name, ok, figure in verdicts:
-        print(f"{'PASS' if ok else 'FAIL'}  {name:40} {figure}")
-    return 0 if all(ok for _, ok, _ in verdicts) else 1
+    return floors(verdicts)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ __all__ = [
     "RedisServer",
     "Slowloris",
     "binary",
+    "floors",
     "free_port",
     "percentile",
     "rss_mib",
@@ -40,6 +41,14 @@ PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
+
+
+def floors(verdicts: list[tuple[str, bool, str]]) -> int:
+    """Print each floor of the issue as PASS or FAIL with its figure; the exit status."""
+    print("\n## floors")
+    for name, ok, figure in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}  {name:40} {figure}")
+    return 0 if all(ok for _, ok, _ in verdicts) else 1
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -36,7 +36,7 @@ from http_vs_blackbox import (
     stackprobe_totals,
     target_url,
 )
-from processes import PROMETHEUS_ACCEPT, free_port, rss_mib, stackprobe_run, wait_http
+from processes import PROMETHEUS_ACCEPT, floors, free_port, rss_mib, stackprobe_run, wait_http
 
 TARGETS = 10_000
 WARM_UP = 60.0
@@ -136,10 +136,7 @@ def main() -> int:
             f"{fd_first} -> {fd_last}",
         ),
     ]
-    print("\n## floors")
-    for name, ok, figure in verdicts:
-        print(f"{'PASS' if ok else 'FAIL'}  {name:40} {figure}")
-    return 0 if all(ok for _, ok, _ in verdicts) else 1
+    return floors(verdicts)
 
 
 if __name__ == "__main__":
