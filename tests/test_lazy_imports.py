@@ -69,3 +69,18 @@ def test_a_redis_run_loads_redis_py() -> None:
     assert "redis" in loaded_after(
         'targets:\n  - {name: r, kind: redis, url: "redis://127.0.0.1:9"}\n', run=True
     )
+
+
+def test_the_command_line_loads_no_library_of_a_command_it_does_not_run() -> None:
+    """Every command line builds the whole parser, the plugin commands' included: `run`
+    must not pay for `runbook check`'s markdown-it or `rules`' ruamel.yaml."""
+    code = (
+        "import json, sys\n"
+        "from stackprobe.cli import build_parser\n"
+        "build_parser().parse_args(['run'])\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert set(json.loads(done.stdout)) & {"markdown_it", "ruamel", "mdurl"} == set()

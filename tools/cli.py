@@ -9,8 +9,6 @@ from typing import Any
 
 import yaml
 
-from stackprobe.tools import runbooks
-
 RULES_HELP = "folder of *.rules.yml files (default: ./alert_rules)"
 
 
@@ -127,6 +125,10 @@ def _migrate_blackbox(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
+    # here, not at the top: every command line builds the parser, and `run` should not
+    # load markdown-it and ruamel.yaml (2.6 MiB of RSS) for commands it never runs
+    from stackprobe.tools import runbooks
+
     try:
         mapping = runbooks.load_map(args.runbook_map) if args.runbook_map else {}
         written = runbooks.render(args.rules, mapping, args.out, args.grafana_url)
@@ -138,6 +140,8 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _runbook_check(args: argparse.Namespace) -> int:
+    from stackprobe.tools import runbooks  # as in _rules
+
     try:
         result = runbooks.check(args.rules, args.runbook, args.url_prefix)
     except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: a file not UTF-8
