@@ -403,15 +403,9 @@ def redirect(request: httpx.Request, response: httpx.Response) -> httpx.Request 
     if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
         method = "GET"
     headers = httpx.Headers(request.headers)
+    if not same_origin(request.url, url):
+        headers.pop("Authorization", None)
     if (url.scheme, url.host, url.port) != (request.url.scheme, request.url.host, request.url.port):
-        upgrade = (
-            (request.url.scheme, url.scheme) == ("http", "https")
-            and request.url.host == url.host
-            and request.url.port in (None, 80)
-            and url.port in (None, 443)
-        )
-        if not upgrade:
-            headers.pop("Authorization", None)
         headers["Host"] = url.netloc.decode("ascii")
     changed = method != request.method
     if changed:
@@ -425,6 +419,17 @@ def redirect(request: httpx.Request, response: httpx.Response) -> httpx.Request 
         stream=None if changed else request.stream,
         extensions=request.extensions,
     )
+
+
+def same_origin(first: httpx.URL, other: httpx.URL) -> bool:
+    """Same scheme, host and port, or http://host upgraded to https://host on the default
+    ports, which is the one redirect httpx itself lets credentials follow."""
+    if first.host != other.host:
+        return False
+    if (first.scheme, first.port) == (other.scheme, other.port):
+        return True
+    upgrade = (first.scheme, other.scheme) == ("http", "https")
+    return upgrade and first.port in (None, 80) and other.port in (None, 443)
 
 
 class HttpClients:
@@ -452,8 +457,8 @@ class HttpClients:
         ssl.SSLError, OSError or ValueError when the profile's files cannot be used (they
         are checked at load, but may change since).
 
-        An HTTP/2 client has a TLS context of its own, as httpcore sets the ALPN protocols
-        on the context of each connection. Its `Connection: close` holds when the server
+        An HTTP/2 client has a TLS context of its own, as the ALPN protocols offered are set
+        on the context (`FreshConnections`). Its `Connection: close` holds when the server
         picks HTTP/1.1; over HTTP/2 the h2 library leaves it out, as HTTP/2 has no such
         header (the connection is closed after the response either way)."""
         key = (tls, http2)

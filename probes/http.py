@@ -102,7 +102,14 @@ from stackprobe.probes._http_body import (
     UndecodableBody,
     read_capped,
 )
-from stackprobe.probes._http_clients import ADDRESSING, HTTP_CLIENTS, PROXY, Proxy, redirect
+from stackprobe.probes._http_clients import (
+    ADDRESSING,
+    HTTP_CLIENTS,
+    PROXY,
+    Proxy,
+    redirect,
+    same_origin,
+)
 from stackprobe.probes._http_network import ClosedEarly, NotHttp
 from stackprobe.probes._ip import PROBE_IP_ADDR_HASH, PROBE_IP_PROTOCOL, Addressing, IpProtocol
 from stackprobe.probes._tls import TLSConfig
@@ -1196,7 +1203,7 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
                         seen.redirects += 1
                         request = following
                         seen.final_url = request.url
-                        if not _same_origin(origin, request.url):
+                        if not same_origin(origin, request.url):
                             _strip_credentials(target, request)
                             auth = None
                         continue
@@ -1342,17 +1349,6 @@ def _redirect(
             Reason.INVALID_REDIRECT,
             f"status {seen.status} redirects to a Location that is not a URL: {detail}",
         ) from None
-
-
-def _same_origin(first: httpx.URL, other: httpx.URL) -> bool:
-    """Same scheme, host and port, or http://host upgraded to https://host on the default
-    ports, which is the one redirect httpx itself lets credentials follow."""
-    if first.host != other.host:
-        return False
-    if (first.scheme, first.port) == (other.scheme, other.port):
-        return True
-    upgrade = (first.scheme, other.scheme) == ("http", "https")
-    return upgrade and first.port in (None, 80) and other.port in (None, 443)
 
 
 async def _read_body(target: HttpTarget, response: httpx.Response, seen: _Observed) -> _Body:

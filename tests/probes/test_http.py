@@ -21,7 +21,8 @@ import yaml
 
 from stackprobe.config import ConfigError
 from stackprobe.contract import Health, Verdict
-from stackprobe.probes.http import Reason, _same_origin, classify
+from stackprobe.probes._http_clients import same_origin
+from stackprobe.probes.http import Reason, classify
 from tests.support.blackbox_peers import HttpPeer, Reply, Seen
 from tests.support.peers import AUTH_TOKEN, BIG_BODY_BYTES, HEALTHY, REDIS_DOWN, Peers
 from tests.support.polling import wait_until_async
@@ -323,7 +324,7 @@ async def test_cookies_are_never_kept_between_runs(peers: Peers, run_probe: RunP
     ],
 )
 def test_same_origin(first: str, then: str, same: bool) -> None:
-    assert _same_origin(httpx.URL(first), httpx.URL(then)) is same
+    assert same_origin(httpx.URL(first), httpx.URL(then)) is same
 
 
 async def test_credentials_follow_a_same_origin_redirect(peers: Peers, run_probe: RunProbe) -> None:
