@@ -11,9 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import uvloop
 
-from stackprobe.cli import logging_options, parse_listen, serve
+from stackprobe.cli import logging_options, parse_listen, run_loop, serve
 from stackprobe.config import ConfigError
 from stackprobe.durations import parse_duration
 from stackprobe.logs import configure_logging
@@ -174,12 +173,7 @@ def _demo(args: argparse.Namespace) -> int:
         except asyncio.CancelledError:
             return 0
 
-    try:
-        # on uvloop, as `stackprobe run` (exporter/cli.py): the demo runs what production runs
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(run())
-    except KeyboardInterrupt:
-        return 0
+    return run_loop(run())  # on the loop `stackprobe run` uses: what production runs
 
 
 def _running_demo_config(app_listen: tuple[str | None, int]) -> str | None:

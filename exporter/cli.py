@@ -10,7 +10,7 @@ import resource
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -218,13 +218,18 @@ def _run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("stackprobe")
     for warning in config.warnings:  # at start only: a reload does not repeat them
         log.warning(warning.message, config=warning.source, path=warning.path)
+    return run_loop(
+        serve(config, args.config, host, port, redactor, surface=surface, early_hup=early)
+    )
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """`main` on the loop every command that serves runs on (`run`, `demo`): uvloop, asyncio's
+    loop and transports in C (libuv), an eighth less CPU per probe (bench/http_vs_blackbox.py);
+    everything above the loop is asyncio's own API. Ctrl-C is a clean exit."""
     try:
-        # uvloop: asyncio's loop and transports in C (libuv), an eighth less CPU per probe
-        # (bench/http_vs_blackbox.py); everything above the loop is asyncio's own API
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(
-                serve(config, args.config, host, port, redactor, surface=surface, early_hup=early)
-            )
+            return runner.run(main)
     except KeyboardInterrupt:
         return 0
 

@@ -100,12 +100,17 @@ class SelfMetrics:
 
     def ran(self, kind: str, result: str, seconds: float) -> None:
         """One finished run of `kind`, counted and timed; `result` is success or failure."""
+        runs, duration = self._run_series(kind, result)
+        runs.inc()
+        duration.observe(seconds)
+
+    def _run_series(self, kind: str, result: str) -> tuple[Any, Any]:
+        """The run counter's and duration histogram's series of (kind, result), made once."""
         children = self._run_children.get((kind, result))
         if children is None:
             children = (self.runs.labels(kind, result), self.run_duration.labels(kind, result))
             self._run_children[kind, result] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        return children
 
     def set_kinds(self, counts: dict[str, int], known: Iterable[str]) -> None:
         """Targets by kind, every known kind present so the series never vanish; the run
@@ -118,7 +123,6 @@ class SelfMetrics:
             if not counts.get(kind):
                 continue
             for result in ("success", "failure"):
-                self.runs.labels(kind, result)
-                self.run_duration.labels(kind, result)
+                self._run_series(kind, result)
             self.runs_skipped.labels(kind)
             self.task_restarts.labels(kind)
