@@ -31,6 +31,7 @@ import yaml
 from http_vs_blackbox import (
     INTERVAL,
     cpu_seconds,
+    late,
     nginx,
     run_blackbox,
     stackprobe_totals,
@@ -45,11 +46,6 @@ ROW_EVERY = 30.0
 
 def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def late(lag: dict[float, float]) -> int:
-    """Runs that started more than 1 s after their slot, from the lag histogram's buckets."""
-    return int(lag[float("inf")] - lag[1.0])
 
 
 def main() -> int:
