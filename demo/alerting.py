@@ -3,11 +3,12 @@ Alertmanager with the example routing, beside the demo, and the webhook receiver
 reach (it logs each one). Also the time shortening tests/support/e2e_stack.py plays the
 runbooks' incidents with.
 
-The rules run on a faster clock, so a fault becomes a page within a minute or two: every
-`for`, range and offset is divided by `speed` (60 for a demo probing each second: 15m becomes
-15s, 1d 24m) and each `for` gets `slack` seconds more; the expressions are otherwise as
-shipped. A rule that compares with yesterday compares with 24 minutes ago, which Prometheus
-learns from a block backfilled by promtool (`backfill`).
+The rules run on a faster clock, so a fault becomes a page within a minute or two: every `for`,
+range and offset is divided by `speed` (60 for a demo probing each second: 15m becomes 15s, 1d
+24m) and each `for` gets `slack` seconds more, and `slack` again for each cause above it in the
+routing's inhibitions; the expressions are otherwise as shipped. A rule that compares with
+yesterday compares with 24 minutes ago, which Prometheus learns from a block backfilled by
+promtool (`backfill`).
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ class Clock:
     speed: float = 1.0
     slack: float = 0.0
 
-    def wait(self, for_seconds: float) -> float:
-        """A rule's `for`, in seconds on this clock."""
-        return self.slack + for_seconds / self.speed if for_seconds else 0.0
+    def wait(self, for_seconds: float, causes: int = 0) -> float:
+        """A rule's `for`, in seconds on this clock, for an alert with `causes` inhibitions
+        above it (`muting_depths`): each adds `slack`, so a cause still fires before the
+        symptom it mutes when one minute of margin there is one second here, less than a
+        probe run, a scrape and an evaluation can put between two alerts."""
+        return self.slack * (1 + causes) + for_seconds / self.speed if for_seconds else 0.0
 
     def range(self, seconds: float) -> float:
         return seconds / self.speed
@@ -71,7 +75,8 @@ class Clock:
     def label(self) -> str:
         return (
             f"demo clock: 1 minute of the rules' time is {format_duration(60 / self.speed)}, "
-            f"and every `for:` waits {format_duration(self.slack)} more"
+            f"and every `for:` waits {format_duration(self.slack)} more (and as much again "
+            "for each alert that mutes it)"
         )
 
 
@@ -114,24 +119,98 @@ def faster_expr(expr: str, speed: float) -> str:
     return re.sub(rf"\boffset ({_DURATION})", lambda m: f"offset {faster(m[1], speed)}", expr)
 
 
+# What StackprobeDown mutes are the series it stops exporting, which go stale rather than
+# fire: it is no cause to wait for.
+STALE_CAUSES = frozenset({"StackprobeDown"})
+
+
+def selected(matchers: Iterable[str], rules: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The alerts (rules by name) a list of Alertmanager matchers selects, by alertname and
+    the labels the rules set."""
+    found = set(rules)
+    for matcher in matchers:
+        parsed = re.fullmatch(r'(\w+)\s*(=~|!=|=)\s*"?([^"]*)"?', matcher)
+        if parsed is None:
+            raise ValueError(f"not an Alertmanager matcher: {matcher!r}")
+        label, op, value = parsed.groups()
+
+        def has(name: str, label: str = label) -> str:
+            return (
+                name if label == "alertname" else str(rules[name].get("labels", {}).get(label, ""))
+            )
+
+        if op == "=":
+            found = {n for n in found if has(n) == value}
+        elif op == "=~":
+            found = {n for n in found if re.fullmatch(value, has(n))}
+        else:
+            found = {n for n in found if has(n) != value}
+    return found
+
+
+def muting_depths(
+    rules: Mapping[str, Mapping[str, Any]], inhibit_rules: Iterable[Mapping[str, Any]]
+) -> dict[str, int]:
+    """For each alert, the longest chain of causes whose inhibitions mute it: 0 for an alert
+    nothing mutes, 1 for AlbNoHealthyTargets under EcsServiceNoRunningTasks, 2 for what that
+    symptom mutes in turn."""
+    above: dict[str, set[str]] = {name: set() for name in rules}
+    for inhibition in inhibit_rules:
+        causes = selected(inhibition.get("source_matchers", ()), rules) - STALE_CAUSES
+        for symptom in selected(inhibition.get("target_matchers", ()), rules):
+            above[symptom] |= causes - {symptom}
+    depths: dict[str, int] = {}
+
+    def depth(name: str, seen: frozenset[str]) -> int:
+        if name not in depths:
+            causes = above[name] - seen  # a cycle counts once
+            depths[name] = max((depth(c, seen | {name}) + 1 for c in causes), default=0)
+        return depths[name]
+
+    for name in rules:
+        depth(name, frozenset())
+    return depths
+
+
 def faster_rules(
-    rule_files: Iterable[Path], out: Path, speed: float, slack: float = 5.0, label: str = ""
+    rule_files: Iterable[Path],
+    out: Path,
+    speed: float,
+    slack: float = 5.0,
+    label: str = "",
+    inhibit_rules: Iterable[Mapping[str, Any]] = (),
 ) -> list[Path]:
-    """The rule files on the faster clock, written to `out` (a new folder). With `label`,
-    each file starts with it as a comment and its groups' names end in `-demo-clock`, so no
-    one mistakes them for rules to deploy. Annotations (the runbook links) are kept."""
+    """The rule files on the faster clock, written to `out` (a new folder): each `for` as
+    `Clock.wait` has it, counting the causes above each alert in `inhibit_rules` (the
+    routing's), and each `keep_firing_for` shortened with `slack` added. With `label`, each
+    file starts with it as a comment and its groups' names end in `-demo-clock`, so no one
+    mistakes them for rules to deploy. Annotations (the runbook links) are kept."""
     out.mkdir()
+    clock = Clock(speed, slack)
+    paths = list(rule_files)
+    documents = [yaml.safe_load(path.read_text()) for path in paths]
+    alerts = {
+        rule["alert"]: rule
+        for document in documents
+        for group in document["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    depths = muting_depths(alerts, inhibit_rules)
     written = []
-    for path in rule_files:
-        document = yaml.safe_load(path.read_text())
+    for path, document in zip(paths, documents, strict=True):
         for group in document["groups"]:
             if label:
                 group["name"] = f"{group['name']}-demo-clock"
             for rule in group["rules"]:
                 rule["expr"] = faster_expr(rule["expr"], speed)
-                for key in ("for", "keep_firing_for"):
-                    if key in rule:
-                        rule[key] = format_duration(slack + parse_duration(rule[key]) / speed)
+                if "for" in rule:
+                    causes = depths.get(rule.get("alert", ""), 0)
+                    rule["for"] = format_duration(clock.wait(parse_duration(rule["for"]), causes))
+                if "keep_firing_for" in rule:
+                    rule["keep_firing_for"] = format_duration(
+                        slack + parse_duration(rule["keep_firing_for"]) / speed
+                    )
         target = out / path.name
         header = "".join(f"# {line}\n" for line in label.splitlines()) if label else ""
         target.write_text(header + yaml.safe_dump(document, sort_keys=False))
@@ -197,6 +276,8 @@ class AlertRule:
     # an alert on nothing happening over a range (SqsJobsStuck: nothing deleted in 15m)
     # is true only once the range has passed
     fill_seconds: float = 0.0
+    # the causes above it in the routing's inhibitions (`muting_depths`)
+    causes: int = 0
 
 
 def shipped_rules() -> Path | None:
@@ -214,7 +295,7 @@ def read_alerts(
 ) -> dict[str, AlertRule]:
     """Every alert rule in the folder's *.rules.yml; `cloudwatch_series` and `logs_series`
     are the names that make an alert CloudWatch-fed or logs-fed, through any recording rule
-    it uses."""
+    it uses. The causes above each come from the folder's alertmanager.yml."""
     records: dict[str, str] = {}
     alerts: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.rules.yml")):
@@ -232,6 +313,11 @@ def read_alerts(
             found |= names(records[record], seen | {record})
         return found
 
+    routes = folder / "alertmanager.yml"
+    inhibit_rules = (
+        yaml.safe_load(routes.read_text()).get("inhibit_rules", ()) if routes.is_file() else ()
+    )
+    depths = muting_depths({rule["alert"]: rule for rule in alerts}, inhibit_rules)
     rules = {}
     for rule in alerts:
         priority = re.search(r'"(P\d)"', str(rule.get("labels", {}).get("priority", "")))
@@ -243,6 +329,7 @@ def read_alerts(
             cloudwatch=bool(names(rule["expr"]) & watched),
             logs=bool(names(rule["expr"]) & logged),
             fill_seconds=max((parse_duration(d) for d in quiet), default=0.0),
+            causes=depths[rule["alert"]],
         )
     return rules
 
@@ -285,7 +372,7 @@ class Pace:
 
     def page_after(self, rule: AlertRule) -> float:
         lag = self.cloudwatch_lag if rule.cloudwatch else self.logs_lag if rule.logs else 0.0
-        wait = self.clock.range(rule.fill_seconds) + self.clock.wait(rule.for_seconds)
+        wait = self.clock.range(rule.fill_seconds) + self.clock.wait(rule.for_seconds, rule.causes)
         return self.interval + lag + wait + self.group_wait.get(rule.priority, 0.0)
 
 
@@ -452,8 +539,15 @@ class Alerting:
             "deploy the shipped files, never these."
         )
         files = sorted(self.tools.rules.glob("*.rules.yml"))
-        written = faster_rules(files, self.rules, self.clock.speed, self.clock.slack, label)
         routes = routing(self.tools.rules, self.receiver_url)
+        written = faster_rules(
+            files,
+            self.rules,
+            self.clock.speed,
+            self.clock.slack,
+            label,
+            routes.get("inhibit_rules", ()),
+        )
         timing(routes)
         (self.work / "alertmanager.yml").write_text(yaml.safe_dump(routes, sort_keys=False))
         data = self.work / "prometheus-data"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stackprobe.demo.alerting import STALE_CAUSES, selected
 from stackprobe.durations import parse_duration
 from stackprobe.tools.runbooks import alerts, anchors, headings, slug
 from tests.support.alerting import ALERTMANAGER, ROOT, RULE_FILES, RULES, exported_names
@@ -511,24 +512,6 @@ def test_every_alert_has_a_healthy_and_a_boundary_group(alert: Any) -> None:
     )
 
 
-def _named(matchers: list[str], rules: dict[str, dict[str, Any]]) -> set[str]:
-    """The alerts a list of Alertmanager matchers selects, by alertname and area."""
-    found = set(rules)
-    for matcher in matchers:
-        label, op, value = re.fullmatch(r'(\w+)\s*(=~|!=|=)\s*"?([^"]*)"?', matcher).groups()  # type: ignore[union-attr]
-
-        def has(name: str, label: str = label) -> str:
-            return name if label == "alertname" else rules[name].get("labels", {}).get(label, "")
-
-        if op == "=":
-            found = {n for n in found if has(n) == value}
-        elif op == "=~":
-            found = {n for n in found if re.fullmatch(value, has(n))}
-        else:
-            found = {n for n in found if has(n) != value}
-    return found
-
-
 def test_a_cause_fires_before_the_symptoms_it_mutes() -> None:
     """An inhibition mutes a symptom only while its cause fires: a cause that waits as long
     as its symptom (or longer) lets the symptom page first, and one incident pages twice.
@@ -545,9 +528,9 @@ def test_a_cause_fires_before_the_symptoms_it_mutes() -> None:
     config = yaml.safe_load(ALERTMANAGER.read_text())
     late = []
     for inhibition in config["inhibit_rules"]:
-        causes = _named(inhibition["source_matchers"], rules) - {"StackprobeDown"}
+        causes = selected(inhibition["source_matchers"], rules) - STALE_CAUSES
         for cause in sorted(causes):
-            for symptom in sorted(_named(inhibition["target_matchers"], rules) - {cause}):
+            for symptom in sorted(selected(inhibition["target_matchers"], rules) - {cause}):
                 if wait[cause] >= wait[symptom]:
                     late.append(
                         f"{cause} ({rules[cause].get('for')}) mutes {symptom} "

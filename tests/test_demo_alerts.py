@@ -18,18 +18,22 @@ import yaml
 from stackprobe.demo.alerting import (
     LOGGED_MAX,
     PRODUCTION,
+    STALE_CAUSES,
     Clock,
     Pace,
     about,
     demo_clock,
     faster_rules,
     group_waits,
+    muting_depths,
     notification,
     read_alerts,
     routing,
+    selected,
     timing,
 )
 from stackprobe.demo.faults import FAULTS
+from stackprobe.durations import parse_duration
 from stackprobe.probes import KINDS
 from tests.support.alerting import RULE_FILES, RULES, example_config
 from tests.support.incidents import INCIDENTS
@@ -98,9 +102,64 @@ def test_the_rules_on_the_demo_clock_are_shortened_labelled_and_valid(tmp_path: 
                     shortened[rule["alert"]] = rule
     assert shortened["AlbAccessLogsDisabled"]["for"] == "1m5s"  # 1h
     assert shortened["DnsNotResolving"]["for"] == "7s"  # 2m
+    assert shortened["AlbNoHealthyTargets"]["for"] == "8s"  # 3m: no routing, no causes
     assert "offset 24m" in shortened["S3BucketGrowingFast"]["expr"]  # 1d
     leak = shortened["PostgresConnectionLeak"]["expr"]
     assert "[3m:5s]" in leak and "4 * 3600 / 60)" in leak  # [3h:5m], 4 hours ahead
+
+
+def test_on_the_demo_clock_each_cause_fires_a_slack_before_what_it_mutes(tmp_path: Path) -> None:
+    """A minute between a cause and its symptom is a second on the demo clock, less than a
+    probe run, a scrape and an evaluation can put between them; each cause above an alert adds
+    the slack, so the cause still fires first (the e2e's AEP Incident 6 once paged
+    AlbNoHealthyTargets, 3m, under EcsServiceNoRunningTasks, 2m, a second apart here)."""
+    inhibit_rules = yaml.safe_load((RULES / "alertmanager.yml").read_text())["inhibit_rules"]
+    written = faster_rules(RULE_FILES, tmp_path / "rules", 60, 5.0, inhibit_rules=inhibit_rules)
+    fors = {
+        rule["alert"]: parse_duration(rule["for"])
+        for path in written
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "for" in rule and "alert" in rule
+    }
+    assert fors["EcsServiceNoRunningTasks"] == 7.0  # 2m, nothing above it
+    assert fors["AlbNoHealthyTargets"] == 13.0  # 3m, and one cause above
+    assert fors["HealthLiveFailing"] + 5.0 <= fors["HealthReadyFailing"]
+    rules = read_alerts(RULES)
+    assert rules["AlbNoHealthyTargets"].causes == 1
+    assert rules["EcsServiceNoRunningTasks"].causes == 0
+    for inhibition in inhibit_rules:
+        alerts = {
+            r["alert"]: r
+            for p in RULE_FILES
+            for g in yaml.safe_load(p.read_text())["groups"]
+            for r in g["rules"]
+            if "alert" in r
+        }
+        for cause in selected(inhibition["source_matchers"], alerts) - STALE_CAUSES:
+            for symptom in selected(inhibition["target_matchers"], alerts) - {cause}:
+                if cause in fors and symptom in fors:
+                    assert fors[cause] + 5.0 <= fors[symptom], (cause, symptom)
+
+
+def test_muting_depth_is_the_longest_chain_of_causes() -> None:
+    rules = {name: {"labels": {"area": "x"}} for name in ("A", "B", "C", "D", "StackprobeDown")}
+    inhibit = [
+        {"source_matchers": ['alertname="A"'], "target_matchers": ['alertname=~"B|C"']},
+        {"source_matchers": ['alertname="B"'], "target_matchers": ['alertname="C"']},
+        {"source_matchers": ['alertname="C"'], "target_matchers": ['alertname="A"']},  # a cycle
+        {"source_matchers": ['alertname="StackprobeDown"'], "target_matchers": ['area="x"']},
+    ]
+    depths = muting_depths(rules, inhibit)
+    assert depths["D"] == 0  # muted only by StackprobeDown, whose series go stale
+    assert set(depths) == set(rules)  # the cycle ends
+    assert muting_depths(rules, inhibit[:2]) == {
+        "A": 0,
+        "B": 1,
+        "C": 2,
+        "D": 0,
+        "StackprobeDown": 0,
+    }
 
 
 def test_the_routing_is_the_examples_with_the_demos_receiver(tmp_path: Path) -> None:

@@ -2,12 +2,12 @@
 the test's own, to fill, stop and restart), a real Prometheus with the shipped rules, a real
 Alertmanager with the example routing, and the receivers' far end.
 
-Time runs 60 times faster for the rules: every `for`, range and offset in them is divided
-by 60 (15m becomes 15s, 1d 24m; a `for` gets 5s more, see demo/alerting.py, which
-`stackprobe demo --with-alerts` runs them with too), the expressions are otherwise as
-shipped. An alert that waits an hour in production waits a minute here (and 5 s); one that
-compares with yesterday compares with 24 minutes ago, which Prometheus learns from a block
-backfilled by promtool (what the bucket held "yesterday").
+Time runs 60 times faster for the rules: every `for`, range and offset in them is divided by 60
+(15m becomes 15s, 1d 24m; a `for` gets 5s more, and 5s again for each alert that mutes it, see
+demo/alerting.py, which `stackprobe demo --with-alerts` runs them with too), the expressions
+are otherwise as shipped. An alert that waits an hour in production waits a minute here (and 5
+s); one that compares with yesterday compares with 24 minutes ago, which Prometheus learns from
+a block backfilled by promtool (what the bucket held "yesterday").
 """
 
 from __future__ import annotations
@@ -253,7 +253,16 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
         _backfill(promtool, data, demo, work)
         prometheus_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(p) for p in faster_rules(RULE_FILES, work / "rules", SPEED, SLACK)],
+            "rule_files": [
+                str(p)
+                for p in faster_rules(
+                    RULE_FILES,
+                    work / "rules",
+                    SPEED,
+                    SLACK,
+                    inhibit_rules=am_config["inhibit_rules"],
+                )
+            ],
             "alerting": {
                 "alertmanagers": [
                     {"static_configs": [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]}
