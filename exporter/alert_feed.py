@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-import aiohttp
 
 from stackprobe.console import ConsoleSettings
 
@@ -91,23 +91,51 @@ async def fetch(alertmanager: str | None, prometheus: str | None) -> Feed:
             ),
             key=lambda a: (_rank(a.priority), -a.since, a.name, a.target),
         )
-    except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # TimeoutError is an OSError
         return Feed(source, problem=f"could not read the firing alerts: {_why(exc)}")
     return Feed(source, tuple(alerts[:SHOWN_MAX]), more=max(0, len(alerts) - SHOWN_MAX))
 
 
 async def _get_json(url: str) -> Any:
-    timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
-    async with (
-        aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
-        session.get(url, headers={"Accept": "application/json"}, allow_redirects=False) as response,
-    ):
-        if response.status != 200:
-            raise ValueError(f"it answered HTTP {response.status}")
-        body = await response.content.read(BODY_MAX_BYTES + 1)
-        if len(body) > BODY_MAX_BYTES:
-            raise ValueError(f"its answer is larger than {BODY_MAX_BYTES // 1024 // 1024} MiB")
-        return json.loads(body)
+    # urllib in a thread: the one request a few seconds this makes does not warrant an async
+    # client's memory in every process, most of which never show the console.
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        return json.loads(await asyncio.to_thread(_read, url, time.monotonic() + TIMEOUT_SECONDS))
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer to report (a login page, a moved API), not one to follow."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# No proxy from the environment (the Alertmanager is beside stackprobe), no redirects.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+
+
+def _read(url: str, deadline: float) -> bytes:
+    """The body of a 200 answer, read whole by `deadline` and at most BODY_MAX_BYTES."""
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with _OPENER.open(request, timeout=TIMEOUT_SECONDS) as response:
+            if response.status != 200:
+                raise ValueError(f"it answered HTTP {response.status}")
+            body = bytearray()
+            while chunk := response.read1(64 * 1024):
+                body += chunk
+                if len(body) > BODY_MAX_BYTES:
+                    raise ValueError(
+                        f"its answer is larger than {BODY_MAX_BYTES // 1024 // 1024} MiB"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+            return bytes(body)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise ValueError(f"it answered HTTP {exc.code}") from None
+    except urllib.error.URLError as exc:
+        raise ValueError(f"cannot reach it: {exc.reason}") from None
 
 
 def _prometheus_firing(data: Any) -> list[Any]:

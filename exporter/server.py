@@ -7,6 +7,9 @@ fast while targets hang (blackbox_exporter probes at scrape time, so a slow targ
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import hashlib
 import ipaddress
 import socket
@@ -17,12 +20,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from aiohttp import BasicAuth, web
 from isal import igzip
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from stackprobe.alert_feed import AlertFeed
 from stackprobe.app import App
+from stackprobe.http_server import Connections, Handler, Request, Response, serve
 from stackprobe.landing import render_landing, render_target
 from stackprobe.secrets import read_capped
 from stackprobe.webconfig import (
@@ -46,6 +49,7 @@ _GZIP_LEVEL = 1
 KEEPALIVE_SECONDS = 15.0
 # What a browser may send on its own to another site (a form, a beacon): never enough to
 # reload. A request with another type needs a CORS preflight, which stackprobe never grants.
+_HTML = "text/html; charset=utf-8"
 _SIMPLE_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 
 
@@ -124,154 +128,167 @@ def files_digest(path: Path | None, tls: TlsServerConfig | None) -> str:
     return digest.hexdigest()
 
 
-APP_KEY = web.AppKey("stackprobe", App)
-SURFACE_KEY = web.AppKey("surface", Surface)
 Reload = Callable[[], Awaitable[tuple[bool, str]]]
-RELOAD_KEY: web.AppKey[Reload] = web.AppKey("reload")
-FEED_KEY = web.AppKey("alert_feed", AlertFeed)
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    app = request.app[APP_KEY]
-    accept = ",".join(request.headers.getall("Accept", []))
-    _, content_type = choose_encoder(accept)
-    names = frozenset(request.query.getall("name[]", [])) or None
-    body = app.exposition.body(content_type.startswith("application/openmetrics-text"), names)
-    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-    if gzip_accepted(request.headers.get("Accept-Encoding", "")):
-        # On the loop: ~0.7 ms for 1,000 targets with ISA-L (zlib took 2.5, the largest part
-        # of a scrape), less than a hop to a thread and back costs.
-        body = igzip.compress(body, _GZIP_LEVEL)
-        headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+class WebApp:
+    """The endpoints behind the web config's gate, each answer with its headers."""
+
+    def __init__(self, app: App, surface: Surface, reload: Reload) -> None:
+        self.app = app
+        self.surface = surface
+        self.reload = reload
+        self.feed = AlertFeed()
+        self._routes: dict[str, dict[str, Endpoint]] = {
+            "/": {"GET": self._landing},
+            "/target": {"GET": self._target},
+            "/metrics": {"GET": self._metrics},
+            "/-/healthy": {"GET": self._healthy},
+            "/-/ready": {"GET": self._ready},
+            "/-/reload": {"POST": self._reload, "GET": self._reload_needs_post},
+        }
+
+    async def __call__(self, request: Request) -> Response:
+        response = await self._gate(request)
+        response.headers.update(self.surface.gate.headers)
+        return response
+
+    async def _route(self, request: Request) -> Response:
+        methods = self._routes.get(request.path)
+        if methods is None:
+            return Response.text("not found; metrics are at /metrics\n", 404)
+        endpoint = methods.get("GET" if request.method == "HEAD" else request.method)
+        if endpoint is None:
+            allowed = ", ".join(sorted({*methods, "HEAD"} if "GET" in methods else methods))
+            return Response.text(f"use {allowed}\n", 405, {"Allow": allowed})
+        return await endpoint(request)
+
+    async def _gate(self, request: Request) -> Response:
+        """The web config's client certificate names, basic auth and rate limit, for every
+        path.
+
+        Credentials come before the rate limit, so clients without them cannot spend the
+        budget of those with them; a remembered pair skips bcrypt and its queue."""
+        gate = self.surface.gate
+        tls = gate.config.tls_server_config
+        transport = request.transport
+        if tls is not None and tls.client_allowed_sans:
+            allowed = {_san(value) for value in tls.client_allowed_sans}
+            if not _sans(transport.get_extra_info("peercert")) & allowed:
+                return Response.text("client certificate not allowed\n", 403)
+        if gate.needs_auth:
+            given = _credentials(request.headers.get("Authorization"))
+            if given is None or not gate.remembered(*given):
+                if gate.busy():
+                    return Response.text("too many credential checks at once\n", 429)
+                if given is None or not await gate.authenticate(*given):
+                    return Response.text("Unauthorized\n", 401, {"WWW-Authenticate": "Basic"})
+        if not gate.admit():
+            return Response.text("too many requests\n", 429)
+        response = await self._route(request)
+        if self.surface.tls is not None:
+            context = transport.get_extra_info("sslcontext")
+            if context is not None and context is not self.surface.tls:
+                # A keep-alive connection from before a new certificate or CA: this answer
+                # is its last, so the client reconnects under the new settings.
+                response.close = True
+        return response
+
+    async def _metrics(self, request: Request) -> Response:
+        _, content_type = choose_encoder(",".join(request.headers.getall("Accept")))
+        names = frozenset(request.query.get("name[]", ())) or None
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        body = self.app.exposition.body(openmetrics, names)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if gzip_accepted(request.headers.get("Accept-Encoding")):
+            # On the loop: ~0.7 ms for 1,000 targets with ISA-L (zlib took 2.5, the largest
+            # part of a scrape), less than a hop to a thread and back costs.
+            body = igzip.compress(body, _GZIP_LEVEL)
+            headers["Content-Encoding"] = "gzip"
+        return Response(200, body, headers)
+
+    async def _healthy(self, request: Request) -> Response:
+        return Response.text("Healthy\n")
+
+    async def _ready(self, request: Request) -> Response:
+        outcome = self.app.ready()
+        return Response.text(outcome.message + "\n", 200 if outcome.ok else 503)
+
+    async def _reload(self, request: Request) -> Response:
+        if not self.surface.options.lifecycle:
+            return Response.text(
+                "reloading over HTTP is disabled; start stackprobe with "
+                "--web.enable-lifecycle, or send it SIGHUP\n",
+                403,
+            )
+        why = _cross_site(request)
+        if why is not None:
+            return Response.text(
+                f"refused: {why}; reload with a plain POST (curl -X POST URL/-/reload)\n", 403
+            )
+        ok, message = await self.reload()
+        return Response.text(message + "\n", 200 if ok else 500)
+
+    async def _reload_needs_post(self, request: Request) -> Response:
+        return Response.text(
+            "use POST to reload the config, e.g. curl -X POST http://HOST:PORT/-/reload\n",
+            405,
+            {"Allow": "POST"},
+        )
+
+    async def _landing(self, request: Request) -> Response:
+        mode = self.surface.options.landing
+        if mode == "off":
+            return Response.text(
+                "the landing page is off (--web.landing-page=off); metrics are at /metrics\n",
+                404,
+            )
+        feed = await self.feed.get(self.app.config.console) if mode == "full" else None
+        page = render_landing(self.app, urls=mode == "full", feed=feed)
+        return Response.text(page, content_type=_HTML)
+
+    async def _target(self, request: Request) -> Response:
+        if self.surface.options.landing != "full":
+            return Response.text(
+                "the detail view needs --web.landing-page=full; metrics are at /metrics\n", 404
+            )
+        page = render_target(self.app, request.query.get("name", [""])[0])
+        if page is None:
+            return Response.text("no target has that name; the landing page lists them\n", 404)
+        return Response.text(page, content_type=_HTML)
 
 
-async def _healthy(request: web.Request) -> web.Response:
-    return web.Response(text="Healthy\n")
-
-
-async def _ready(request: web.Request) -> web.Response:
-    outcome = request.app[APP_KEY].ready()
-    return web.Response(text=outcome.message + "\n", status=200 if outcome.ok else 503)
-
-
-def _cross_site(request: web.Request) -> str | None:
+def _cross_site(request: Request) -> str | None:
     """Why a state-changing request looks like it came from another site's page, or None.
 
     Browsers label their own requests (Sec-Fetch-Site, Origin); curl, Prometheus and scripts
     send neither, so they pass."""
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site not in ("same-origin", "none"):
+    headers = request.headers
+    site = headers.get("Sec-Fetch-Site")
+    if "Sec-Fetch-Site" in headers and site not in ("same-origin", "none"):
         return f"Sec-Fetch-Site is {site!r}"
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+    origin = headers.get("Origin")
+    if "Origin" in headers and urlsplit(origin).netloc.lower() != request.host.lower():
         return "its Origin is another site"
-    content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    content_type = headers.get("Content-Type").split(";")[0].strip().lower()
     if content_type in _SIMPLE_TYPES:
         return f"a {content_type} body is what a cross-site form sends"
     return None
 
 
-async def _reload(request: web.Request) -> web.Response:
-    if not request.app[SURFACE_KEY].options.lifecycle:
-        return web.Response(
-            text="reloading over HTTP is disabled; start stackprobe with "
-            "--web.enable-lifecycle, or send it SIGHUP\n",
-            status=403,
-        )
-    why = _cross_site(request)
-    if why is not None:
-        return web.Response(
-            text=f"refused: {why}; reload with a plain POST (curl -X POST URL/-/reload)\n",
-            status=403,
-        )
-    ok, message = await request.app[RELOAD_KEY]()
-    return web.Response(text=message + "\n", status=200 if ok else 500)
-
-
-async def _reload_needs_post(request: web.Request) -> web.Response:
-    return web.Response(
-        text="use POST to reload the config, e.g. curl -X POST http://HOST:PORT/-/reload\n",
-        status=405,
-        headers={"Allow": "POST"},
-    )
-
-
-async def _landing(request: web.Request) -> web.Response:
-    mode = request.app[SURFACE_KEY].options.landing
-    if mode == "off":
-        return web.Response(
-            text="the landing page is off (--web.landing-page=off); metrics are at /metrics\n",
-            status=404,
-        )
-    app = request.app[APP_KEY]
-    feed = await request.app[FEED_KEY].get(app.config.console) if mode == "full" else None
-    return web.Response(
-        text=render_landing(app, urls=mode == "full", feed=feed), content_type="text/html"
-    )
-
-
-async def _target(request: web.Request) -> web.Response:
-    if request.app[SURFACE_KEY].options.landing != "full":
-        return web.Response(
-            text="the detail view needs --web.landing-page=full; metrics are at /metrics\n",
-            status=404,
-        )
-    name = request.query.get("name", "")
-    page = render_target(request.app[APP_KEY], name)
-    if page is None:
-        return web.Response(
-            text="no target has that name; the landing page lists them\n", status=404
-        )
-    return web.Response(text=page, content_type="text/html")
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The web config's client certificate names, basic auth and rate limit, for every path.
-
-    Credentials come before the rate limit, so clients without them cannot spend the budget
-    of those with them; a remembered pair skips bcrypt and its queue."""
-    surface = request.app[SURFACE_KEY]
-    gate = surface.gate
-    tls = gate.config.tls_server_config
-    transport = request.transport
-    if tls is not None and tls.client_allowed_sans:
-        allowed = {_san(value) for value in tls.client_allowed_sans}
-        if not _sans(transport.get_extra_info("peercert") if transport else None) & allowed:
-            return web.Response(text="client certificate not allowed\n", status=403)
-    if gate.needs_auth:
-        given = _credentials(request)
-        if given is None or not gate.remembered(*given):
-            if gate.busy():
-                return web.Response(text="too many credential checks at once\n", status=429)
-            if given is None or not await gate.authenticate(*given):
-                return web.Response(
-                    text="Unauthorized\n", status=401, headers={"WWW-Authenticate": "Basic"}
-                )
-    if not gate.admit():
-        return web.Response(text="too many requests\n", status=429)
-    response = await handler(request)
-    if transport is not None and surface.tls is not None:
-        context = transport.get_extra_info("sslcontext")
-        if context is not None and context is not surface.tls:
-            # A keep-alive connection from before a new certificate or CA: this answer is its
-            # last, so the client reconnects under the new settings.
-            response.force_close()
-    return response
-
-
-def _credentials(request: web.Request) -> tuple[bytes, bytes] | None:
-    """User and password as the bytes the client sent (aiohttp decodes them as latin-1,
-    which maps each byte to one character, so encoding back gives the bytes unchanged)."""
-    try:
-        given = BasicAuth.decode(request.headers.get("Authorization", ""))
-    except ValueError:
+def _credentials(header: str) -> tuple[bytes, bytes] | None:
+    """User and password of a Basic Authorization header, as the bytes the client sent
+    (RFC 7617 leaves their charset to the client; bcrypt compares bytes)."""
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
         return None
-    return given.login.encode("latin-1"), given.password.encode("latin-1")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error:
+        return None
+    user, colon, password = decoded.partition(b":")
+    return (user, password) if colon else None
 
 
 def _san(value: str) -> str:
@@ -288,35 +305,18 @@ def _sans(peercert: object) -> set[str]:
     return {_san(str(value)) for _, value in peercert.get("subjectAltName", ())}
 
 
-async def _headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(request.app[SURFACE_KEY].gate.headers)
-
-
 def make_web_app(
     app: App,
     surface: Surface | None = None,
     reload: Reload | None = None,
-) -> web.Application:
+) -> WebApp:
     surface = surface if surface is not None else Surface(WebOptions())
 
     async def reload_app() -> tuple[bool, str]:
         outcome = await app.reload()
         return outcome.ok, app.redactor(outcome.message)
 
-    web_app = web.Application(middlewares=[_gate])
-    web_app[APP_KEY] = app
-    web_app[SURFACE_KEY] = surface
-    web_app[FEED_KEY] = AlertFeed()
-    web_app[RELOAD_KEY] = reload if reload is not None else reload_app
-    web_app.on_response_prepare.append(_headers)
-    web_app.router.add_get("/", _landing)
-    web_app.router.add_get("/target", _target)
-    web_app.router.add_get("/metrics", _metrics)
-    web_app.router.add_get("/-/healthy", _healthy)
-    web_app.router.add_get("/-/ready", _ready)
-    web_app.router.add_post("/-/reload", _reload)
-    web_app.router.add_get("/-/reload", _reload_needs_post)
-    return web_app
+    return WebApp(app, surface, reload if reload is not None else reload_app)
 
 
 class Listener:
@@ -324,38 +324,43 @@ class Listener:
     CA) is served by a second server on a duplicate of the same socket, started before the
     first stops: no moment without a listener, and no second bind that could fail."""
 
-    def __init__(self, web_app: web.Application, host: str | None, port: int) -> None:
-        self._runner = web.AppRunner(
-            web_app,
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=KEEPALIVE_SECONDS,
-            # A client that hangs up stops its handler, so it stops waiting for bcrypt.
-            handler_cancellation=True,
-        )
+    def __init__(self, handler: Handler, host: str | None, port: int) -> None:
+        self._handler = handler
         self._host, self._port = host, port
         self._socket: socket.socket | None = None
-        self._site: web.SockSite | None = None
+        self._server: asyncio.Server | None = None
+        self._connections = Connections()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one the system chose when asked for port 0)."""
+        assert self._socket is not None
+        return int(self._socket.getsockname()[1])
 
     async def start(self, context: ssl.SSLContext | None) -> None:
         """Raises OSError when the address cannot be bound."""
         self._socket = _bind(self._host, self._port)
-        await self._runner.setup()
         await self.serve(context)
 
     async def serve(self, context: ssl.SSLContext | None) -> None:
         """Serve new connections with `context`; established ones finish their request."""
         assert self._socket is not None
-        site = web.SockSite(self._runner, self._socket.dup(), ssl_context=context)
-        await site.start()
-        previous, self._site = self._site, site
+        server = await serve(
+            self._handler, self._socket.dup(), context, self._connections, KEEPALIVE_SECONDS
+        )
+        previous, self._server = self._server, server
         if previous is not None:
-            await previous.stop()
+            previous.close()
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        """Stop listening and hang up every connection; a handler still running is
+        cancelled."""
+        if self._server is not None:
+            self._server.close()
+        self._connections.close()
         if self._socket is not None:
             self._socket.close()
+        await asyncio.sleep(0)  # the transports' connection_lost callbacks
 
 
 def _bind(host: str | None, port: int) -> socket.socket:

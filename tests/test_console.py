@@ -18,7 +18,6 @@ import httpx
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from stackprobe.app import App
 from stackprobe.config import ConfigError, parse_config
@@ -39,6 +38,7 @@ from stackprobe.target import TargetConfig
 from stackprobe.tools import runbooks
 from tests.support.polling import wait_until_async
 from tests.support.processes import free_port, require_binary
+from tests.support.web_client import WebClient
 from tests.test_alertmanager_live import alert, alertmanager, webhooks  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,10 +147,10 @@ def config(console: dict[str, Any] | None = None, **names: str) -> dict[str, Any
 
 
 @pytest.fixture
-async def console(tmp_path: Path) -> AsyncIterator[tuple[App, TestClient[Any, Any]]]:
+async def console(tmp_path: Path) -> AsyncIterator[tuple[App, WebClient]]:
     SAYS.clear()
     app = await start(config(), tmp_path)
-    client = TestClient(TestServer(make_web_app(app, Surface(WebOptions()))))
+    client = WebClient(make_web_app(app, Surface(WebOptions())))
     await client.start_server()
     yield app, client
     await client.close()
@@ -187,7 +187,7 @@ async def runs(app: App, name: str, health: Health, count: int = 2) -> None:
 
 
 async def test_failing_targets_come_first_with_their_why_since_and_runbook(
-    console: tuple[App, TestClient[Any, Any]],
+    console: tuple[App, WebClient],
 ) -> None:
     app, client = console
     await runs(app, "db", Health.OK)
@@ -222,7 +222,7 @@ async def test_failing_targets_come_first_with_their_why_since_and_runbook(
 
 
 async def test_the_strip_is_bounded_and_since_resets_when_the_health_changes(
-    console: tuple[App, TestClient[Any, Any]],
+    console: tuple[App, WebClient],
 ) -> None:
     app, _ = console
     await runs(app, "db", Health.OK)
@@ -239,7 +239,7 @@ async def test_the_strip_is_bounded_and_since_resets_when_the_health_changes(
 
 
 async def test_nothing_on_the_page_or_detail_view_is_unescaped_or_secret(
-    console: tuple[App, TestClient[Any, Any]],
+    console: tuple[App, WebClient],
 ) -> None:
     app, client = console
     SAYS["db"] = (Health.FAILING, f"<script>alert(1)</script> saw {SECRET}", "PostgresDown", True)
@@ -254,7 +254,7 @@ async def test_nothing_on_the_page_or_detail_view_is_unescaped_or_secret(
 
 
 async def test_the_detail_view_shows_the_last_run_its_evidence_and_series(
-    console: tuple[App, TestClient[Any, Any]],
+    console: tuple[App, WebClient],
 ) -> None:
     app, client = console
     SAYS["db"] = (Health.FAILING, "pool 100 % checked out", "PostgresAppPoolExhausted", False)
@@ -283,7 +283,7 @@ async def test_names_mode_shows_healths_but_no_why_no_detail_and_no_path(tmp_pat
     SAYS.clear()
     SAYS["db"] = (Health.FAILING, "pool 100 % checked out", "PostgresAppPoolExhausted", False)
     app = await start(config(), tmp_path)
-    client = TestClient(TestServer(make_web_app(app, Surface(WebOptions(landing="names")))))
+    client = WebClient(make_web_app(app, Surface(WebOptions(landing="names"))))
     await client.start_server()
     try:
         await runs(app, "db", Health.FAILING)
@@ -367,7 +367,7 @@ async def test_firing_alerts_from_alertmanager_come_on_top_with_their_runbook(
         (await http.post(f"{alertmanager}/api/v2/alerts", json=posted)).raise_for_status()
     SAYS.clear()
     app = await start(config({"alertmanager_url": alertmanager}), tmp_path)
-    client = TestClient(TestServer(make_web_app(app, Surface(WebOptions()))))
+    client = WebClient(make_web_app(app, Surface(WebOptions())))
     await client.start_server()
     try:
 
@@ -400,7 +400,7 @@ async def test_an_alertmanager_that_does_not_answer_is_a_sentence_not_an_error(
     SAYS.clear()
     port = free_port()
     app = await start(config({"alertmanager_url": f"http://127.0.0.1:{port}"}), tmp_path)
-    client = TestClient(TestServer(make_web_app(app, Surface(WebOptions()))))
+    client = WebClient(make_web_app(app, Surface(WebOptions())))
     await client.start_server()
     try:
         response = await client.get("/")
@@ -450,7 +450,7 @@ async def test_firing_alerts_from_prometheus_when_there_is_no_alertmanager(
     )
     SAYS.clear()
     app = await start(config({"prometheus_url": f"http://127.0.0.1:{port}"}), tmp_path)
-    client = TestClient(TestServer(make_web_app(app, Surface(WebOptions()))))
+    client = WebClient(make_web_app(app, Surface(WebOptions())))
     await client.start_server()
     try:
 
@@ -501,11 +501,11 @@ async def test_watchdog_is_not_news_and_a_json_that_is_no_alert_list_is_no_all_c
             ),
         ):
             app = await start(config({"alertmanager_url": url}), tmp_path)
-            client = TestClient(TestServer(make_web_app(app, Surface(WebOptions()))))
+            client = WebClient(make_web_app(app, Surface(WebOptions())))
             await client.start_server()
             try:
 
-                async def said(client: TestClient[Any, Any] = client, says: str = says) -> str:
+                async def said(client: WebClient = client, says: str = says) -> str:
                     words = Page(await (await client.get("/")).text()).all_text()
                     return words if says in words else ""
 

@@ -34,7 +34,7 @@ IGNORED = [
     if line.strip() and not line.startswith("#")
 ]
 # what the demo extra pulls in; the image runs without them
-DEMO_ONLY = ("moto", "flask", "werkzeug")
+DEMO_ONLY = ("moto", "flask", "werkzeug", "aiohttp")
 
 Instruction = tuple[str, str]
 

@@ -12,13 +12,13 @@ import botocore.exceptions
 import httpx
 import pytest
 import redis.exceptions
-from aiohttp.test_utils import TestClient, TestServer
 
 from stackprobe.app import App
 from stackprobe.config import parse_config
 from stackprobe.probes import KINDS
 from stackprobe.secrets import REDACTED, Redactor, weakness
 from stackprobe.server import make_web_app
+from tests.support.web_client import WebClient
 
 SECRET = 'p@ss "wörd"\n'
 
@@ -230,7 +230,7 @@ targets:
     )
     app = App(config, kinds=KINDS, redactor=Redactor(), config_path=None)
     app.start()
-    client = TestClient(TestServer(make_web_app(app)))
+    client = WebClient(make_web_app(app))
     await client.start_server()
     try:
         app.last_reload_error = (

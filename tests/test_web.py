@@ -23,7 +23,6 @@ import httpx
 import pytest
 import trustme
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
 
 from stackprobe.app import App
 from stackprobe.config import parse_config
@@ -35,6 +34,7 @@ from tests.support.exporter import Exporter, start_exporter, stop_exporter
 from tests.support.polling import wait_http, wait_until, wait_until_async
 from tests.support.processes import free_port, require_binary, run, stop
 from tests.support.slowloris import Slowloris
+from tests.support.web_client import WebClient
 
 TARGETS = {"targets": [{"name": "closed-port", "kind": "http", "url": "http://127.0.0.1:1/"}]}
 PASSWORD = "CANARY-web-password-7d41"
@@ -394,7 +394,7 @@ async def test_credentials_are_checked_as_bytes_whatever_their_script_or_length(
     )
     config = parse_config(yaml.safe_dump(TARGETS), "<test>", KINDS)
     app = App(config, kinds=KINDS, redactor=Redactor(), config_path=None)
-    client = TestClient(TestServer(make_web_app(app, Surface(WebOptions(web)))))
+    client = WebClient(make_web_app(app, Surface(WebOptions(web))))
     await client.start_server()
 
     def basic(user: str, password: str) -> dict[str, str]:
@@ -509,11 +509,11 @@ async def test_the_landing_page_shows_names_only_or_nothing_when_told() -> None:
             ("off", 404, ["--web.landing-page=off"], ["closed-port"]),
         ):
             surface = Surface(WebOptions(landing=mode))  # type: ignore[arg-type]
-            client = TestClient(TestServer(make_web_app(app, surface)))
+            client = WebClient(make_web_app(app, surface))
             await client.start_server()
             try:
 
-                async def answered(client: TestClient[Any, Any] = client) -> bool:
+                async def answered(client: WebClient = client) -> bool:
                     page = await client.get("/")
                     return "1 failing" in await page.text() or page.status == 404
 
@@ -534,7 +534,7 @@ async def test_the_rate_limit_answers_429_past_its_burst(tmp_path: Path) -> None
     web = write_web_config(tmp_path / "web.yml", {"rate_limit": {"interval": "1m", "burst": 3}})
     config = parse_config(yaml.safe_dump(TARGETS), "<test>", KINDS)
     app = App(config, kinds=KINDS, redactor=Redactor(), config_path=None)
-    client = TestClient(TestServer(make_web_app(app, Surface(WebOptions(web)))))
+    client = WebClient(make_web_app(app, Surface(WebOptions(web))))
     await client.start_server()
     try:
         statuses = [(await client.get("/-/healthy")).status for _ in range(5)]
@@ -615,3 +615,30 @@ def _open_writer(fifo: Path) -> int | None:
         return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     except OSError:  # ENXIO: no reader yet
         return None
+
+
+async def test_unknown_paths_and_methods_say_what_exists_with_the_configs_headers(
+    tmp_path: Path,
+) -> None:
+    web = write_web_config(
+        tmp_path / "web.yml", {"http_server_config": {"headers": {"X-Frame-Options": "deny"}}}
+    )
+    config = parse_config(yaml.safe_dump(TARGETS), "<test>", KINDS)
+    app = App(config, kinds=KINDS, redactor=Redactor(), config_path=None)
+    client = WebClient(make_web_app(app, Surface(WebOptions(web))))
+    await client.start_server()
+    try:
+        missing = await client.get("/nothing-here")
+        put = await client.request("PUT", "/metrics")
+        get_reload = await client.get("/-/reload")
+        head = await client.request("HEAD", "/-/healthy")
+    finally:
+        await client.close()
+        await app.stop()
+
+    assert (missing.status, "/metrics" in await missing.text()) == (404, True)
+    assert (put.status, put.headers["Allow"]) == (405, "GET, HEAD")
+    assert (get_reload.status, get_reload.headers["Allow"]) == (405, "POST")
+    assert (head.status, head.headers["Content-Length"], await head.read()) == (200, "8", b"")
+    for answer in (missing, put, get_reload, head):
+        assert answer.headers["X-Frame-Options"] == "deny"

@@ -8,10 +8,8 @@ import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
-from aiohttp.test_utils import TestClient, TestServer
 
 from stackprobe.app import App
 from stackprobe.config import Config
@@ -20,12 +18,13 @@ from stackprobe.probes import KINDS
 from stackprobe.secrets import Redactor
 from stackprobe.server import make_web_app
 from tests.support.polling import wait_until_async
+from tests.support.web_client import WebClient
 
 
 @asynccontextmanager
 async def serving(
     config: Config, redactor: Redactor, prepare: Callable[[App], None] | None = None
-) -> AsyncIterator[tuple[App, TestClient[Any, Any], io.StringIO]]:
+) -> AsyncIterator[tuple[App, WebClient, io.StringIO]]:
     """The app started and ready, its client, and its log (JSON, debug); the root logger
     and structlog are restored after. `prepare` runs once the app has started, before its
     first results are awaited (a fault injected into its AWS clients)."""
@@ -35,7 +34,7 @@ async def serving(
     configure_logging("json", "debug", redactor, log)
     app = App(config, kinds=KINDS, redactor=redactor, config_path=None)
     app.start()
-    client = TestClient(TestServer(make_web_app(app)))
+    client = WebClient(make_web_app(app))
     await client.start_server()
     try:
         if prepare is not None:
