@@ -116,8 +116,11 @@ class App:
         self.config_path = config_path
         self.store = ResultStore()
         self.metrics = SelfMetrics()
-        self.exposition = Exposition(all_metric_specs(kinds), self.store, self.metrics.registry)
-        self._shared = declared(kinds.values())
+        # The kinds a config has used since start, in table order: their families stay
+        # declared, so a run that ends after a reload removed its kind still renders.
+        self._used: list[str] = []
+        self.exposition = Exposition(self._specs(config), self.store, self.metrics.registry)
+        self._shared: list[Shared[Any, Any]] = []
         self.resources = self._open_resources(config, {})
         self.scheduler = Scheduler(
             kinds=kinds, exposition=self.exposition, metrics=self.metrics, resources=self.resources
@@ -289,11 +292,12 @@ class App:
         # Old secrets stay known: a run started before the reload may still log.
         self.redactor.update(self._secrets | secrets | self._ambient_secrets())
         retired = self.resources
+        self.exposition.declare(self._specs(new))
         self.resources = self._open_resources(new, retired)
         self.scheduler.use(self.resources)
         retire_after = self._longest_timeout()
         for shared, resource in retired.items():
-            if self.resources[shared] is not resource:
+            if self.resources.get(shared) is not resource:
                 self._later(self._close_after(resource, retire_after))
         self.config = new
         self._secrets = secrets
@@ -357,11 +361,20 @@ class App:
         for resource in self.resources.values():
             await _close(resource, self._log)
 
+    def _specs(self, config: Config) -> list[MetricSpec]:
+        """The families of every kind used so far, this config's included; looking a kind up
+        imports it (probes/__init__.py), so only used kinds are."""
+        wanted = {target.kind for target in config.targets} | set(self._used)
+        self._used = [name for name in self.kinds if name in wanted]
+        return all_metric_specs({name: self.kinds[name] for name in self._used})
+
     def _open_resources(
         self, config: Config, previous: Mapping[Shared[Any, Any], Any]
     ) -> dict[Shared[Any, Any], Any]:
-        """Every resource the kinds declare, from the config's sections; on reload each is
+        """Every resource the config's kinds declare, from its sections; on reload each is
         given the one in use and keeps it, or replaces it, as its settings say."""
+        in_use = {target.kind for target in config.targets}
+        self._shared = declared(self.kinds[name] for name in self.kinds if name in in_use)
         env = ResourceEnv(self.metrics.registry, config.built)
         return {
             shared: shared.open(config.section(shared), env, previous.get(shared))

@@ -11,7 +11,6 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +58,14 @@ def logging_options() -> argparse.ArgumentParser:
     return options
 
 
+# The commands build_parser defines itself; any other is looked for among the plugins.
+CORE_COMMANDS = ("run", "check-config")
 Commands = Any  # argparse's private _SubParsersAction: what add_subparsers() returns
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
+    """The command line; `plugins=False` leaves out the commands registered by entry point,
+    whose modules (and importlib.metadata's) a `run` need not hold in memory."""
     parser = argparse.ArgumentParser(
         prog="stackprobe",
         description="Prometheus exporter and synthetic prober for web stacks on AWS ECS Fargate.",
@@ -122,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a secret that cannot be read is an error, as for `run` (a deploy's last check)",
     )
     check.set_defaults(handler=lambda args: _check_config(args.config, args.require_secrets))
+    if not plugins:
+        return parser
+    from importlib.metadata import entry_points
+
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         try:
             register: Callable[[Commands], None] = entry.load()
@@ -132,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(plugins=command not in CORE_COMMANDS).parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
 

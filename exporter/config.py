@@ -231,13 +231,34 @@ class _Loader:
         if found not in self.warnings:
             self.warnings.append(found)
 
+    def _resources(self, data: dict[str, Any]) -> list[Shared[Any, Any]]:
+        """The resources of the kinds the targets name, and of the kinds that declare the
+        file's other sections: only those kinds are imported (probes/__init__.py). A section
+        no kind declares brings in every kind, so its error can suggest the right one."""
+        targets = data.get("targets")
+        named = (
+            {t.get("kind") for t in targets if isinstance(t, dict)}
+            if isinstance(targets, list)
+            else set()
+        )
+        found = declared(self.kinds[name] for name in self.kinds if name in named)
+        sections = {str(key) for key in data} - _Base.model_fields.keys()
+        sections -= {shared.section for shared in found}
+        for name in self.kinds:
+            if not sections:
+                return found
+            owned = [s for s in self.kinds[name].resources if s.section in sections]
+            found += [s for s in owned if s not in found]
+            sections -= {s.section for s in owned}
+        return found if not sections else declared(self.kinds.values())
+
     def load(self) -> Config:
         data = self._yaml()
         if not isinstance(data, dict):
             found = "an empty file" if data is None else f"a {_type_name(data)}"
             self.problem((), f"expected a mapping with a `targets:` list, found {found}")
             raise ConfigError(self.problems)
-        model = _top_level(tuple(declared(self.kinds.values())))
+        model = _top_level(tuple(self._resources(data)))
         try:
             top: Any = model.model_validate(data, context=self.context)
         except ValidationError as exc:

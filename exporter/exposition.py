@@ -143,21 +143,29 @@ class Renderer:
     """Turns one run's samples into per-family chunks, and chunks into a /metrics body."""
 
     def __init__(self, specs: Sequence[MetricSpec]) -> None:
+        self._specs: dict[str, MetricSpec] = {}
+        self._headers: dict[str, tuple[bytes, bytes]] = {}
+        # (family, constant label names) -> the spec declared and its shape
+        self._shapes: dict[tuple[str, tuple[str, ...]], tuple[MetricSpec, _Shape]] = {}
+        self.declare(specs)
+
+    def declare(self, specs: Sequence[MetricSpec]) -> None:
+        """The families from now on, in their /metrics order: a reload that brings a new
+        kind declares its families (a family once declared keeps its place)."""
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"metric families declared twice: {names}")
+        changed = [s for s in specs if self._specs.get(s.name) not in (None, s)]
+        if changed:
+            raise ValueError(f"metric families declared again differently: {changed}")
+        for spec in specs:
+            if spec.name not in self._headers:
+                family = _Families([_family(spec)])
+                openmetrics = generate_openmetrics(family)[: -len(_EOF)]
+                self._headers[spec.name] = (generate_latest(family), openmetrics)
         self._specs = {spec.name: spec for spec in specs}
         self._order = names
         self._rank = {name: i for i, name in enumerate(names)}
-        # (family, constant label names) -> the spec declared and its shape
-        self._shapes: dict[tuple[str, tuple[str, ...]], tuple[MetricSpec, _Shape]] = {}
-        self._headers = {
-            spec.name: (
-                generate_latest(_Families([_family(spec)])),
-                generate_openmetrics(_Families([_family(spec)]))[: -len(_EOF)],
-            )
-            for spec in specs
-        }
 
     def render(
         self,
@@ -227,6 +235,10 @@ class Exposition:
         self.store = store
         self._own = own
         self._log = structlog.get_logger("stackprobe.exposition")
+
+    def declare(self, specs: Sequence[MetricSpec]) -> None:
+        """See `Renderer.declare`."""
+        self.renderer.declare(specs)
 
     def render(
         self, target: TargetConfig, result: ProbeResult, started: float, duration: float

@@ -93,6 +93,7 @@ class Scheduler:
         self._kinds = kinds
         self._exposition = exposition
         self._metrics = metrics
+        self._resources: Mapping[Shared[Any, Any], Any] = {}
         self._by_kind: dict[str, Mapping[Shared[Any, Any], Any]] = {}
         self.use(resources)
         self._tasks: dict[str, tuple[TargetConfig, asyncio.Task[None]]] = {}
@@ -111,10 +112,15 @@ class Scheduler:
     def use(self, resources: Mapping[Shared[Any, Any], Any]) -> None:
         """The open resources for runs from now on (a reload renews them); each kind's runs
         see only those it declared."""
-        self._by_kind = {
-            name: {shared: resources[shared] for shared in kind.resources}
-            for name, kind in self._kinds.items()
-        }
+        self._resources = resources
+        self._by_kind = {}
+
+    def _resources_of(self, name: str) -> Mapping[Shared[Any, Any], Any]:
+        found = self._by_kind.get(name)
+        if found is None:
+            declared = self._kinds[name].resources
+            found = self._by_kind[name] = {shared: self._resources[shared] for shared in declared}
+        return found
 
     @property
     def targets(self) -> list[TargetConfig]:
@@ -268,7 +274,7 @@ class Scheduler:
         started_at = time.time()
         started = loop.time()
         deadline = started + target.timeout
-        ctx = ProbeContext(deadline, state, self._by_kind[target.kind])
+        ctx = ProbeContext(deadline, state, self._resources_of(target.kind))
         try:
             async with asyncio.timeout_at(deadline + GRACE_SECONDS):
                 result = await kind.probe(target, ctx)

@@ -52,7 +52,6 @@ from stackprobe.contract import (
 )
 from stackprobe.durations import Duration
 from stackprobe.probes._kept import KeptConnection, one_line
-from stackprobe.probes.ecs_service import EcsServiceTarget
 from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal
 from stackprobe.target import TargetConfig
 
@@ -184,7 +183,10 @@ def advice(target: PostgresTarget, targets: Sequence[TargetConfig]) -> list[str]
                 "tasks hold the pool, and cover it with an ecs_service target"
             )
         elif not any(
-            isinstance(t, EcsServiceTarget) and (not t.services or pool.service in t.services)
+            # by kind name, not class: importing ecs_service would load it for every
+            # PostgreSQL config (probes/__init__.py)
+            t.kind == "ecs_service"
+            and pool.service in (getattr(t, "services", ()) or [pool.service])
             for t in targets
         ):
             found.append(

@@ -1,6 +1,8 @@
 """A kind's libraries load only when the config has a target of that kind (issue 19): a
 config of http targets never pays for botocore, asyncpg, redis-py, dnspython, cryptography
-or the CEL runtime, about 27 MiB of RSS together."""
+or the CEL runtime, about 27 MiB of RSS together, and one of PostgreSQL and Redis targets
+never for the http kind's httpx, httpcore and h2 (about 10 MiB): the kind table imports a
+kind's module when a config first names it (probes/__init__.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import textwrap
 
 import pytest
 
+from stackprobe.probes import NAMES
+
 # A kind's libraries, by top-level package.
 HEAVY = frozenset({"botocore", "boto3", "asyncpg", "redis", "dns", "cryptography", "celpy"})
+HTTP_KIND = frozenset({"httpx", "httpcore", "h2", "hpack", "jmespath"})
 
 HTTP_ONLY = """
 targets:
@@ -20,7 +25,7 @@ targets:
 """
 
 
-def loaded_after(config: str, run: bool = False) -> set[str]:
+def loaded_after(config: str, run: bool = False, among: frozenset[str] = HEAVY) -> set[str]:
     """The heavy packages a fresh interpreter holds after importing stackprobe's entry
     point and loading `config` (and, with `run`, one run of its first target)."""
     code = textwrap.dedent(
@@ -40,7 +45,7 @@ def loaded_after(config: str, run: bool = False) -> set[str]:
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    return set(json.loads(done.stdout)) & HEAVY
+    return set(json.loads(done.stdout)) & among
 
 
 def test_an_http_config_and_its_runs_load_no_other_kinds_library() -> None:
@@ -69,6 +74,77 @@ def test_a_redis_run_loads_redis_py() -> None:
     assert "redis" in loaded_after(
         'targets:\n  - {name: r, kind: redis, url: "redis://127.0.0.1:9"}\n', run=True
     )
+
+
+def test_datastore_targets_and_their_runs_load_no_http_library_nor_its_kind() -> None:
+    """The whole app (config, resources, scheduler, a first run of each target)."""
+    code = textwrap.dedent(
+        """
+        import asyncio, json, sys
+        from stackprobe.app import App
+        from stackprobe.config import parse_config
+        from stackprobe.probes import KINDS
+        from stackprobe.secrets import Redactor
+
+        async def main():
+            config = parse_config(sys.stdin.read(), "<test>", KINDS, {})
+            app = App(config, kinds=KINDS, redactor=Redactor(), config_path=None)
+            app.start()
+            for _ in range(200):
+                if app.ready().ok:
+                    break
+                await asyncio.sleep(0.05)
+            print(json.dumps([app.ready().ok, sorted(sys.modules)]))
+            await app.stop()
+
+        asyncio.run(main())
+        """
+    )
+    both = (
+        "targets:\n"
+        '  - {name: r, kind: redis, url: "redis://127.0.0.1:9"}\n'
+        '  - {name: p, kind: postgres, dsn: "postgresql://u@127.0.0.1:9/d"}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=both,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    ready, modules = json.loads(done.stdout.splitlines()[-1])
+    loaded = {name.split(".")[0] for name in modules}
+    assert ready and {"redis", "asyncpg"} <= loaded  # both ran
+    assert loaded & HTTP_KIND == set()
+    kinds = [m for m in modules if m.startswith("stackprobe.probes.") and m[18:] in NAMES]
+    assert kinds == ["stackprobe.probes.postgres", "stackprobe.probes.redis"]
+    # and an http config does load them
+    assert loaded_after(HTTP_ONLY, among=HTTP_KIND) >= {"httpx", "httpcore", "jmespath"}
+
+
+def test_run_and_check_config_load_no_plugin_command() -> None:
+    """The commands registered by entry point (demo, rules, runbook, migrate-blackbox) are
+    looked up only for a command line that is not the core's own."""
+    code = (
+        "import json, sys\n"
+        "from stackprobe.cli import main\n"
+        "main(['check-config', sys.argv[1]])\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    config = "targets:\n  - {name: r, kind: redis, url: 'redis://127.0.0.1:9'}\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "/dev/stdin"],
+        input=config,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "stackprobe.probes.redis" in loaded  # the config was read
+    plugins = {"stackprobe.demo.cli", "stackprobe.tools.cli", "httpx"}
+    assert loaded & plugins == set()
 
 
 def test_the_command_line_loads_no_library_of_a_command_it_does_not_run() -> None:

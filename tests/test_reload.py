@@ -256,3 +256,34 @@ async def test_a_reload_stuck_at_stop_is_abandoned_and_answers(held_fifo: Path) 
         False,
         "stackprobe is stopping: the reload was abandoned",
     )
+
+
+def test_a_reload_that_brings_a_new_kind_imports_it_and_serves_its_families(
+    tmp_path: Path,
+) -> None:
+    """Kinds are imported when a config first names them (probes/__init__.py): one that
+    appears on reload gets its resources opened and its families declared, so its first
+    run renders (an undeclared family would be reason internal_error)."""
+    closed = free_port()
+    redis_only = {
+        "targets": [{"name": "cache", "kind": "redis", "url": f"redis://127.0.0.1:{closed}"}]
+    }
+    exporter = start_exporter(tmp_path, redis_only, {})
+    try:
+        exporter.wait_ready()
+        assert "probe_http_duration_seconds" not in exporter.get("/metrics").text
+        web = {"name": "web", "kind": "http", "url": f"http://127.0.0.1:{closed}/health/ready"}
+        exporter.config_path.write_text(yaml.safe_dump({"targets": [*redis_only["targets"], web]}))
+        reloaded = httpx.post(exporter.url + "/-/reload", timeout=30)
+        assert reloaded.status_code == 200, reloaded.text
+
+        def reasons() -> dict[str, str]:
+            samples = exporter.metrics().get("stackprobe_probe_failure_reason", [])
+            return {s.labels["target"]: s.labels["reason"] for s in samples}
+
+        exporter.until("the new http target's first run", lambda: "web" in reasons())
+        assert reasons()["web"] == "connect_refused"
+        text = exporter.get("/metrics").text
+        assert re.search(r'^probe_http_duration_seconds\{[^}]*target="web"', text, re.M), text
+    finally:
+        stop_exporter(exporter)
