@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 import structlog
@@ -246,6 +246,9 @@ class HttpProtocol(asyncio.Protocol):
             self._idle.cancel()
         event, self._request = self._request, None
         target = event.target.decode("ascii", "replace")
+        if not target.startswith("/"):  # the absolute form (RFC 9112 3.2.2) a proxy sends
+            split = urlsplit(target)
+            target = f"{split.path or '/'}?{split.query}"
         path, _, query = target.partition("?")
         request = Request(
             method=event.method.decode("ascii", "replace"),

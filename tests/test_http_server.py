@@ -94,6 +94,14 @@ async def test_keep_alive_answers_requests_in_order_on_one_connection() -> None:
     assert len(recorder.seen) == 3
 
 
+async def test_the_absolute_form_a_proxy_sends_is_the_same_path() -> None:
+    async with server() as (port, _, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET http://h:1/metrics?a=1 HTTP/1.1\r\nHost: h:1\r\n\r\n")
+        assert (await read_answer(reader))[1] == b"GET /metrics a=1 0"
+        writer.close()
+
+
 async def test_pipelined_requests_are_answered_in_order() -> None:
     async with server() as (port, _, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
