@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import UNDERSCORES
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,9 +21,12 @@ from stackprobe.exposition import (
     _family,
     core_samples,
 )
+from stackprobe.exposition import generate_openmetrics as ours
 from stackprobe.probes import KINDS
+from stackprobe.probes._aws_api import AwsMetrics
 from stackprobe.probes.http import HEALTH_COMPONENT_UP, PROBE_HTTP_STATUS_CODE, Reason
 from stackprobe.results import ResultStore, TargetResult
+from stackprobe.selfmetrics import SelfMetrics
 
 TRICKY = 'we"ird\\name\nwith newline'
 
@@ -281,3 +287,20 @@ def test_every_family_of_every_kind_renders_as_prometheus_client_does(openmetric
     expected = render(_Families(reference_families))
     assert body == expected.removesuffix(b"# EOF\n")
     assert len(specs) > 100  # every kind's families, not a handful
+
+
+def test_every_exported_name_is_legacy_so_allow_utf8_renders_what_underscores_does() -> None:
+    """exporter/exposition.py renders OpenMetrics with `escaping=allow-utf-8`, which is only
+    byte for byte the default when every metric and label name is a legacy one."""
+    metric, label = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*"), re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+    for spec in all_metric_specs(KINDS):
+        assert metric.fullmatch(spec.name) and all(label.fullmatch(n) for n in spec.labels), spec
+    own = SelfMetrics()
+    aws = AwsMetrics(own.registry)
+    aws.calls.labels("ecs", "DescribeServices", TRICKY).inc()
+    own.runs.labels("http", "success").inc()
+    for family in own.registry.collect():
+        for sample in family.samples:
+            assert metric.fullmatch(sample.name), sample
+            assert all(label.fullmatch(name) for name in sample.labels), sample
+    assert ours(own.registry) == generate_openmetrics(own.registry, escaping=UNDERSCORES)
