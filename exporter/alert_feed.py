@@ -9,16 +9,19 @@ Alertmanager one request per `FRESH_SECONDS`; a slow or broken one costs a page 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import json
+import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from stackprobe.console import ConsoleSettings
+from stackprobe.daemon_thread import run_in_daemon_thread
 
 FRESH_SECONDS = 5.0
 TIMEOUT_SECONDS = 2.0
@@ -97,45 +100,59 @@ async def fetch(alertmanager: str | None, prometheus: str | None) -> Feed:
 
 
 async def _get_json(url: str) -> Any:
-    # urllib in a thread: the one request a few seconds this makes does not warrant an async
-    # client's memory in every process, most of which never show the console.
-    async with asyncio.timeout(TIMEOUT_SECONDS):
-        return json.loads(await asyncio.to_thread(_read, url, time.monotonic() + TIMEOUT_SECONDS))
+    """The JSON of a 200 answer within TIMEOUT_SECONDS, whole and at most BODY_MAX_BYTES.
 
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer to report (a login page, a moved API), not one to follow."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-# No proxy from the environment (the Alertmanager is beside stackprobe), no redirects.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
-
-
-def _read(url: str, deadline: float) -> bytes:
-    """The body of a 200 answer, read whole by `deadline` and at most BODY_MAX_BYTES."""
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    http.client on a thread of its own: the one request a few seconds this makes does not
+    warrant an async client's memory in every process, most of which never show the
+    console. It follows no redirect (a login page is reported, not fetched) and reads no
+    proxy from the environment (the Alertmanager is beside stackprobe). Past the deadline
+    the socket is shut down, so the thread ends then too, however slowly a peer trickles."""
+    connection = _connection(url)
+    split = urlsplit(url)
+    target = f"{split.path or '/'}?{split.query}" if split.query else split.path or "/"
+    reading = run_in_daemon_thread(lambda: _read(connection, target), "alert feed")
     try:
-        with _OPENER.open(request, timeout=TIMEOUT_SECONDS) as response:
-            if response.status != 200:
-                raise ValueError(f"it answered HTTP {response.status}")
-            body = bytearray()
-            while chunk := response.read1(64 * 1024):
-                body += chunk
-                if len(body) > BODY_MAX_BYTES:
-                    raise ValueError(
-                        f"its answer is larger than {BODY_MAX_BYTES // 1024 // 1024} MiB"
-                    )
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-            return bytes(body)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise ValueError(f"it answered HTTP {exc.code}") from None
-    except urllib.error.URLError as exc:
-        raise ValueError(f"cannot reach it: {exc.reason}") from None
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            return json.loads(await reading)
+    except TimeoutError:
+        _hang_up(connection)
+        raise
+
+
+def _connection(url: str) -> http.client.HTTPConnection:
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ValueError("its URL is not an http:// or https:// URL")
+    if split.scheme == "https":
+        return http.client.HTTPSConnection(split.hostname, split.port, timeout=TIMEOUT_SECONDS)
+    return http.client.HTTPConnection(split.hostname, split.port, timeout=TIMEOUT_SECONDS)
+
+
+def _read(connection: http.client.HTTPConnection, target: str) -> bytes:
+    try:
+        connection.request("GET", target, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise ValueError(f"it answered HTTP {response.status}")
+        body = response.read(BODY_MAX_BYTES + 1)
+        if len(body) > BODY_MAX_BYTES:
+            raise ValueError(f"its answer is larger than {BODY_MAX_BYTES // 1024 // 1024} MiB")
+        announced = response.getheader("Content-Length", "")
+        if announced.isdigit() and len(body) < int(announced):  # read(n) does not say so
+            raise ValueError("its answer was cut short")
+        return body
+    except http.client.HTTPException as exc:  # not HTTP, or cut short
+        raise ValueError(f"its answer is not HTTP ({type(exc).__name__})") from None
+    finally:
+        connection.close()
+
+
+def _hang_up(connection: http.client.HTTPConnection) -> None:
+    """Wake the thread blocked on the socket: its read fails at once."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _prometheus_firing(data: Any) -> list[Any]:

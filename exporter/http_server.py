@@ -112,8 +112,9 @@ class Connections:
         self.open: set[HttpProtocol] = set()
 
     def close(self) -> None:
+        """At shutdown: every connection cut at once, its running handler cancelled."""
         for connection in list(self.open):
-            connection.close()
+            connection.abort()
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -131,7 +132,9 @@ class HttpProtocol(asyncio.Protocol):
         self._request: h11.Request | None = None
         self._body = bytearray()
         self._writable = True
-        self._held = 0  # bytes received while a handler runs, parsed after it
+        # Bytes received since h11's buffer last held no whole event: what a client sends
+        # ahead (pipelining) is read no further than one request more than it is answered.
+        self._held = 0
         self._discarding = False  # refused: what arrives is dropped until the client closes
 
     # asyncio's callbacks
@@ -146,13 +149,13 @@ class HttpProtocol(asyncio.Protocol):
         if self._discarding:
             return
         self._h11.receive_data(data)
+        self._held += len(data)
         if not self._busy():
             self._next()
-            return
-        # A client that sends on while its answer is made (pipelining) is read no further
-        # than one request more; its hang-up is still seen when it sends less.
-        self._held += len(data)
-        if self._held > HEAD_MAX_BYTES + BODY_MAX_BYTES and self._transport is not None:
+        # Still busy: stop reading past one request's worth (a hang-up is still seen while
+        # the client sends less).
+        held_too_much = self._held > HEAD_MAX_BYTES + BODY_MAX_BYTES
+        if self._busy() and held_too_much and self._transport is not None:
             self._transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -176,8 +179,16 @@ class HttpProtocol(asyncio.Protocol):
         self._go_on()
 
     def close(self) -> None:
+        """Close once what was written is sent, or cut it off when the client does not read
+        it within the idle limit (a socket is never held for a client that stopped)."""
         if self._transport is not None:
-            self._transport.close()
+            transport = self._transport
+            transport.close()
+            self._loop.call_later(self._idle_seconds, transport.abort)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
 
     # the request cycle
 
@@ -185,10 +196,12 @@ class HttpProtocol(asyncio.Protocol):
         return self._task is not None or not self._writable
 
     def _go_on(self) -> None:
+        """After an answer is out: the next request already buffered, or more reading."""
+        if self._busy() or self._transport is None:
+            return
+        self._next()
         if not self._busy() and self._transport is not None:
-            self._held = 0
             self._transport.resume_reading()
-            self._next()
 
     def _wait_for_request(self) -> None:
         """Start the clock for the next request: it must arrive whole within the limit,
@@ -204,13 +217,14 @@ class HttpProtocol(asyncio.Protocol):
     def _next(self) -> None:
         """Read events until a request is whole (then answer it), more data is needed, or
         the client is done."""
-        while self._task is None and self._transport is not None:
+        while self._task is None and self._transport is not None and not self._discarding:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
                 self._refuse(exc.error_status_hint, str(exc))
                 return
             if event is h11.NEED_DATA:
+                self._held = 0  # what h11 holds now is less than one event (its own limit)
                 return
             if event is h11.PAUSED:
                 self._transport.pause_reading()
@@ -230,6 +244,11 @@ class HttpProtocol(asyncio.Protocol):
                 return
 
     def _start(self, request: h11.Request) -> bool:
+        names = {name for name, _ in request.headers}
+        if {b"content-length", b"transfer-encoding"} <= names:
+            # Framed two ways: a proxy in front may read it the other way (RFC 9112 6.1).
+            self._refuse(400, "both Content-Length and Transfer-Encoding")
+            return False
         length = next((v for k, v in request.headers if k == b"content-length"), b"0")
         if length.isdigit() and int(length) > BODY_MAX_BYTES:
             self._refuse(413, f"the body is larger than {BODY_MAX_BYTES} bytes")
@@ -247,7 +266,11 @@ class HttpProtocol(asyncio.Protocol):
         event, self._request = self._request, None
         target = event.target.decode("ascii", "replace")
         if not target.startswith("/"):  # the absolute form (RFC 9112 3.2.2) a proxy sends
-            split = urlsplit(target)
+            try:
+                split = urlsplit(target)
+            except ValueError as exc:
+                self._refuse(400, f"the request target is not a URL ({exc})")
+                return
             target = f"{split.path or '/'}?{split.query}"
         path, _, query = target.partition("?")
         request = Request(
@@ -272,7 +295,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             self._send(response, head_only=request.method == "HEAD")
-        except h11.LocalProtocolError:
+        except Exception:  # h11 refused a header; the client gets a reset, not a wait
             log.exception("an answer could not be sent", method=request.method, path=request.path)
             self._transport.abort()
             return
@@ -285,7 +308,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _send(self, response: Response, head_only: bool = False) -> None:
         assert self._transport is not None
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+        # Values as UTF-8, as aiohttp and Go's net/http write a configured header's value.
+        headers = [(k.encode("ascii"), v.encode()) for k, v in response.headers.items()]
         headers.append((b"Date", _Clock.date()))
         headers.append((b"Content-Length", str(len(response.body)).encode()))
         if response.close:
@@ -328,5 +352,10 @@ async def serve(
     """Accept connections on an already bound socket, over TLS when `context` is given."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: HttpProtocol(handler, connections, idle_seconds), sock=sock, ssl=context
+        lambda: HttpProtocol(handler, connections, idle_seconds),
+        sock=sock,
+        ssl=context,
+        # A client that never finishes its TLS handshake is held no longer than one that
+        # never finishes its request.
+        ssl_handshake_timeout=idle_seconds if context is not None else None,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import ipaddress
 import socket
@@ -50,6 +49,8 @@ KEEPALIVE_SECONDS = 15.0
 # What a browser may send on its own to another site (a form, a beacon): never enough to
 # reload. A request with another type needs a CORS preflight, which stackprobe never grants.
 _HTML = "text/html; charset=utf-8"
+# What a 405 adds to "use METHOD" for a path a person types into a browser.
+_HINTS = {"/-/reload": " to reload the config, e.g. curl -X POST http://HOST:PORT/-/reload"}
 _SIMPLE_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 
 
@@ -146,7 +147,7 @@ class WebApp:
             "/metrics": {"GET": self._metrics},
             "/-/healthy": {"GET": self._healthy},
             "/-/ready": {"GET": self._ready},
-            "/-/reload": {"POST": self._reload, "GET": self._reload_needs_post},
+            "/-/reload": {"POST": self._reload},
         }
 
     async def __call__(self, request: Request) -> Response:
@@ -161,7 +162,8 @@ class WebApp:
         endpoint = methods.get("GET" if request.method == "HEAD" else request.method)
         if endpoint is None:
             allowed = ", ".join(sorted({*methods, "HEAD"} if "GET" in methods else methods))
-            return Response.text(f"use {allowed}\n", 405, {"Allow": allowed})
+            hint = _HINTS.get(request.path, "")
+            return Response.text(f"use {allowed}{hint}\n", 405, {"Allow": allowed})
         return await endpoint(request)
 
     async def _gate(self, request: Request) -> Response:
@@ -230,13 +232,6 @@ class WebApp:
         ok, message = await self.reload()
         return Response.text(message + "\n", 200 if ok else 500)
 
-    async def _reload_needs_post(self, request: Request) -> Response:
-        return Response.text(
-            "use POST to reload the config, e.g. curl -X POST http://HOST:PORT/-/reload\n",
-            405,
-            {"Allow": "POST"},
-        )
-
     async def _landing(self, request: Request) -> Response:
         mode = self.surface.options.landing
         if mode == "off":
@@ -285,7 +280,7 @@ def _credentials(header: str) -> tuple[bytes, bytes] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True)
-    except binascii.Error:
+    except ValueError:  # not base64, or not ASCII (binascii.Error is a ValueError)
         return None
     user, colon, password = decoded.partition(b":")
     return (user, password) if colon else None

@@ -6,7 +6,9 @@ view, and nothing unescaped or secret on any of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from enum import StrEnum
@@ -19,6 +21,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from stackprobe import alert_feed
 from stackprobe.app import App
 from stackprobe.config import ConfigError, parse_config
 from stackprobe.console import STACKPROBE_RUNBOOK
@@ -516,3 +519,60 @@ async def test_watchdog_is_not_news_and_a_json_that_is_no_alert_list_is_no_all_c
                 await app.stop()
     finally:
         await runner.cleanup()
+
+
+async def test_a_broken_or_trickling_alert_source_costs_a_page_its_timeout_and_no_thread() -> None:
+    """Not HTTP (an SSH banner), a body cut short, and headers trickled a line at a time
+    for ever: each is a sentence on the page within the timeout, and the thread that read
+    it is gone by then (the socket is shut down at the deadline)."""
+
+    async def banner(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+        writer.close()
+
+    async def short(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[{")
+        await writer.drain()
+        writer.close()
+
+    async def trickle(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(30):  # 9 s of headers, far past the timeout, unless hung up on
+                writer.write(b"X-Slow: 1\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.3)
+                if writer.is_closing():
+                    break
+        writer.close()
+
+    threads = threading.active_count()
+    handlers: set[asyncio.Task[Any]] = set()
+
+    def tracked(peer: Any) -> Any:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+            try:
+                await peer(reader, writer)
+            finally:
+                writer.transport.abort()
+
+        return handle
+
+    for peer, said in ((banner, "not HTTP"), (short, "cut short"), (trickle, "no answer within")):
+        server = await asyncio.start_server(tracked(peer), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        started = time.monotonic()
+        feed = await alert_feed.fetch(f"http://127.0.0.1:{port}", None)
+        took = time.monotonic() - started
+
+        async def ended() -> bool:
+            return threading.active_count() == threads
+
+        await wait_until_async(ended, 1, what="the reading thread to end, its peer still there")
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        assert said in feed.problem and not feed.alerts, (peer.__name__, feed)
+        assert took < alert_feed.TIMEOUT_SECONDS + 0.5, (peer.__name__, took)

@@ -217,3 +217,86 @@ async def test_http_1_0_gets_its_answer_then_the_end() -> None:
         assert head.startswith("HTTP/1.1 200") and body == b"GET /old  0"
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+async def test_a_pipelined_flood_is_read_no_faster_than_it_is_answered() -> None:
+    """A client that sends requests back to back, reading the answers, must not make the
+    server buffer what it has not parsed yet (it reached 500 MiB in 6 s before the fix)."""
+    async with server() as (port, recorder, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        burst = b"GET /f HTTP/1.1\r\nHost: h\r\n\r\n" * 20_000
+        before, peak, answered = rss_mib(), 0.0, 0
+
+        async def read_answers() -> None:
+            nonlocal answered
+            while True:
+                await read_answer(reader)
+                answered += 1
+
+        reading = asyncio.create_task(read_answers())
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            writer.write(burst)
+            await writer.drain()
+            peak = max(peak, rss_mib())
+        reading.cancel()
+        writer.close()
+        assert answered > 1000  # it was served all along
+        assert peak - before < 64, f"RSS grew {peak - before:.0f} MiB"
+    assert len(recorder.seen) >= answered
+
+
+async def test_a_last_answer_the_client_never_reads_is_cut_off_after_the_idle_limit() -> None:
+    async def big(request: Request) -> Response:
+        return Response(200, b"x" * (32 * 1024 * 1024))
+
+    connections = Connections()
+    sock = socket.create_server(("127.0.0.1", 0))
+    listening = await serve(big, sock, None, connections, IDLE)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        writer.write(b"GET /big HTTP/1.0\r\n\r\n")  # HTTP/1.0: the answer is the last
+        await asyncio.sleep(0.3)
+        assert len(connections.open) == 1  # still sending
+        await asyncio.sleep(IDLE + 1)
+        assert connections.open == set()
+        writer.close()
+    finally:
+        listening.close()
+        connections.close()
+
+
+async def test_headers_beyond_latin1_and_odd_targets_still_get_an_answer() -> None:
+    async def utf8(request: Request) -> Response:
+        return Response.text("ok", headers={"Content-Security-Policy": "default-src über.example"})
+
+    connections = Connections()
+    sock = socket.create_server(("127.0.0.1", 0))
+    listening = await serve(utf8, sock, None, connections, IDLE)
+    port = sock.getsockname()[1]
+    try:
+        for request, expected in (
+            (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 200),
+            (b"GET http://[::1/metrics HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                400,
+            ),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            head, _ = await read_answer(reader)
+            assert status(head) == expected, (request, head)
+            if expected == 200:
+                assert "über.example" in head.encode("latin-1").decode()
+            writer.close()
+    finally:
+        listening.close()
+        connections.close()

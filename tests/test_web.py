@@ -5,6 +5,7 @@ never finish a request are closed; the landing page shows only what it is told t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import signal
@@ -409,10 +410,16 @@ async def test_credentials_are_checked_as_bytes_whatever_their_script_or_length(
         utf8 = await client.get("/-/healthy", headers=basic("jörg", "pässwörd€"))
         longer = await client.get("/-/healthy", headers=basic("long", long + "ignored"))
         limited = await client.get("/-/healthy", headers=basic("jörg", "pässwörd€"))
+        # not base64 at all, and not even ASCII: refused as no credentials, not a 500
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(client.url.rsplit(":")[-1]))
+        writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: h\r\nAuthorization: Basic \xe9\r\n\r\n")
+        garbled = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
     finally:
         await client.close()
         await app.stop()
 
+    assert garbled.startswith(b"HTTP/1.1 401 ") and b"WWW-Authenticate: Basic" in garbled
     assert strangers == [401] * 4
     assert (utf8.status, longer.status, limited.status) == (200, 200, 429)
 
