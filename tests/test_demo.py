@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackprobe.demo import world
 from stackprobe.demo.faults import FAULTS
+from stackprobe.probes import NAMES
 from tests.support.datastores import require_postgres
 from tests.support.polling import wait_port, wait_until
 from tests.support.processes import free_port, stop
@@ -424,18 +425,7 @@ def test_print_config_shows_a_config_of_every_kind(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     kinds = {t["kind"] for t in config["targets"]}
-    assert kinds == {
-        "http",
-        "dns",
-        "postgres",
-        "redis",
-        "ecs_service",
-        "alb",
-        "sqs",
-        "s3",
-        "cloudwatch",
-        "logs",
-    }
+    assert kinds == set(NAMES)
     assert config["aws"]["endpoint_url"].startswith("http://127.0.0.1:")
 
 
