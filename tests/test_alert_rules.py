@@ -17,7 +17,14 @@ import yaml
 from stackprobe.demo.alerting import STALE_CAUSES, selected
 from stackprobe.durations import parse_duration
 from stackprobe.tools.runbooks import alerts, anchors, headings, slug
-from tests.support.alerting import ALERTMANAGER, ROOT, RULE_FILES, RULES, exported_names
+from tests.support.alerting import (
+    ALERTMANAGER,
+    ROOT,
+    RULE_FILES,
+    RULES,
+    alert_rules,
+    exported_names,
+)
 from tests.support.processes import require_binary, run
 
 UNIT_TESTS = RULES / "tests"
@@ -517,13 +524,7 @@ def test_a_cause_fires_before_the_symptoms_it_mutes() -> None:
     as its symptom (or longer) lets the symptom page first, and one incident pages twice.
     StackprobeDown is left out: what it mutes are the series it stops exporting, which go
     stale rather than fire."""
-    rules = {
-        rule["alert"]: rule
-        for path in RULE_FILES
-        for group in yaml.safe_load(path.read_text())["groups"]
-        for rule in group["rules"]
-        if "alert" in rule
-    }
+    rules = alert_rules()
     wait = {name: parse_duration(rule.get("for", "0s")) for name, rule in rules.items()}
     config = yaml.safe_load(ALERTMANAGER.read_text())
     late = []

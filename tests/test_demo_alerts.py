@@ -35,7 +35,7 @@ from stackprobe.demo.alerting import (
 from stackprobe.demo.faults import FAULTS
 from stackprobe.durations import parse_duration
 from stackprobe.probes import KINDS
-from tests.support.alerting import RULE_FILES, RULES, example_config
+from tests.support.alerting import ALERTMANAGER, RULE_FILES, RULES, alert_rules, example_config
 from tests.support.incidents import INCIDENTS
 from tests.support.polling import wait_port, wait_until
 from tests.support.processes import free_port, require_binary, run, stop
@@ -113,14 +113,10 @@ def test_on_the_demo_clock_each_cause_fires_a_slack_before_what_it_mutes(tmp_pat
     probe run, a scrape and an evaluation can put between them; each cause above an alert adds
     the slack, so the cause still fires first (the e2e's AEP Incident 6 once paged
     AlbNoHealthyTargets, 3m, under EcsServiceNoRunningTasks, 2m, a second apart here)."""
-    inhibit_rules = yaml.safe_load((RULES / "alertmanager.yml").read_text())["inhibit_rules"]
+    inhibit_rules = yaml.safe_load(ALERTMANAGER.read_text())["inhibit_rules"]
     written = faster_rules(RULE_FILES, tmp_path / "rules", 60, 5.0, inhibit_rules=inhibit_rules)
     fors = {
-        rule["alert"]: parse_duration(rule["for"])
-        for path in written
-        for group in yaml.safe_load(path.read_text())["groups"]
-        for rule in group["rules"]
-        if "for" in rule and "alert" in rule
+        name: parse_duration(r["for"]) for name, r in alert_rules(written).items() if "for" in r
     }
     assert fors["EcsServiceNoRunningTasks"] == 7.0  # 2m, nothing above it
     assert fors["AlbNoHealthyTargets"] == 13.0  # 3m, and one cause above
@@ -128,14 +124,8 @@ def test_on_the_demo_clock_each_cause_fires_a_slack_before_what_it_mutes(tmp_pat
     rules = read_alerts(RULES)
     assert rules["AlbNoHealthyTargets"].causes == 1
     assert rules["EcsServiceNoRunningTasks"].causes == 0
+    alerts = alert_rules()
     for inhibition in inhibit_rules:
-        alerts = {
-            r["alert"]: r
-            for p in RULE_FILES
-            for g in yaml.safe_load(p.read_text())["groups"]
-            for r in g["rules"]
-            if "alert" in r
-        }
         for cause in selected(inhibition["source_matchers"], alerts) - STALE_CAUSES:
             for symptom in selected(inhibition["target_matchers"], alerts) - {cause}:
                 if cause in fors and symptom in fors:

@@ -35,6 +35,17 @@ def exported_names() -> set[str]:
     return names
 
 
+def alert_rules(files: list[Path] = RULE_FILES) -> dict[str, dict[str, Any]]:
+    """Every alerting rule of the rule files, as written, by alert name."""
+    return {
+        rule["alert"]: rule
+        for path in files
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
 def example_config(hooks: str) -> dict[str, Any]:
     """The example routing as shipped, each receiver a webhook at `hooks`/<receiver name>."""
     config: dict[str, Any] = yaml.safe_load(ALERTMANAGER.read_text())
