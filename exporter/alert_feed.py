@@ -107,9 +107,7 @@ async def _get_json(url: str) -> Any:
     console. It follows no redirect (a login page is reported, not fetched) and reads no
     proxy from the environment (the Alertmanager is beside stackprobe). Past the deadline
     the socket is shut down, so the thread ends then too, however slowly a peer trickles."""
-    connection = _connection(url)
-    split = urlsplit(url)
-    target = f"{split.path or '/'}?{split.query}" if split.query else split.path or "/"
+    connection, target = _connection(url)
     reading = run_in_daemon_thread(lambda: _read(connection, target), "alert feed")
     try:
         async with asyncio.timeout(TIMEOUT_SECONDS):
@@ -119,13 +117,17 @@ async def _get_json(url: str) -> Any:
         raise
 
 
-def _connection(url: str) -> http.client.HTTPConnection:
+def _connection(url: str) -> tuple[http.client.HTTPConnection, str]:
+    """A connection to the URL's server, not yet open, and the request target to ask it."""
     split = urlsplit(url)
     if split.scheme not in ("http", "https") or not split.hostname:
         raise ValueError("its URL is not an http:// or https:// URL")
+    target = f"{split.path or '/'}?{split.query}" if split.query else split.path or "/"
     if split.scheme == "https":
-        return http.client.HTTPSConnection(split.hostname, split.port, timeout=TIMEOUT_SECONDS)
-    return http.client.HTTPConnection(split.hostname, split.port, timeout=TIMEOUT_SECONDS)
+        secure = http.client.HTTPSConnection(split.hostname, split.port, timeout=TIMEOUT_SECONDS)
+        return secure, target
+    plain = http.client.HTTPConnection(split.hostname, split.port, timeout=TIMEOUT_SECONDS)
+    return plain, target
 
 
 def _read(connection: http.client.HTTPConnection, target: str) -> bytes:

@@ -364,17 +364,19 @@ class App:
     def _specs(self, config: Config) -> list[MetricSpec]:
         """The families of every kind used so far, this config's included; looking a kind up
         imports it (probes/__init__.py), so only used kinds are."""
-        wanted = {target.kind for target in config.targets} | set(self._used)
-        self._used = [name for name in self.kinds if name in wanted]
+        self._used = self._in_table_order({*self._used, *(t.kind for t in config.targets)})
         return all_metric_specs({name: self.kinds[name] for name in self._used})
+
+    def _in_table_order(self, names: set[str]) -> list[str]:
+        return [name for name in self.kinds if name in names]
 
     def _open_resources(
         self, config: Config, previous: Mapping[Shared[Any, Any], Any]
     ) -> dict[Shared[Any, Any], Any]:
         """Every resource the config's kinds declare, from its sections; on reload each is
         given the one in use and keeps it, or replaces it, as its settings say."""
-        in_use = {target.kind for target in config.targets}
-        self._shared = declared(self.kinds[name] for name in self.kinds if name in in_use)
+        in_use = self._in_table_order({target.kind for target in config.targets})
+        self._shared = declared(self.kinds[name] for name in in_use)
         env = ResourceEnv(self.metrics.registry, config.built)
         return {
             shared: shared.open(config.section(shared), env, previous.get(shared))

@@ -29,6 +29,7 @@ import structlog
 # which reads none.
 HEAD_MAX_BYTES = 16 * 1024
 BODY_MAX_BYTES = 64 * 1024
+_TOO_LARGE = f"the body is larger than {BODY_MAX_BYTES} bytes"
 # How long a refused client may go on sending before it is cut off.
 LINGER_SECONDS = 2.0
 
@@ -235,7 +236,7 @@ class HttpProtocol(asyncio.Protocol):
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > BODY_MAX_BYTES:
-                    self._refuse(413, f"the body is larger than {BODY_MAX_BYTES} bytes")
+                    self._refuse(413, _TOO_LARGE)
                     return
             elif isinstance(event, h11.EndOfMessage):
                 self._answer()
@@ -251,7 +252,7 @@ class HttpProtocol(asyncio.Protocol):
             return False
         length = next((v for k, v in request.headers if k == b"content-length"), b"0")
         if length.isdigit() and int(length) > BODY_MAX_BYTES:
-            self._refuse(413, f"the body is larger than {BODY_MAX_BYTES} bytes")
+            self._refuse(413, _TOO_LARGE)
             return False
         self._request, self._body = request, bytearray()
         if self._h11.they_are_waiting_for_100_continue and self._transport is not None:

@@ -130,7 +130,6 @@ def files_digest(path: Path | None, tls: TlsServerConfig | None) -> str:
 
 
 Reload = Callable[[], Awaitable[tuple[bool, str]]]
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class WebApp:
@@ -141,7 +140,7 @@ class WebApp:
         self.surface = surface
         self.reload = reload
         self.feed = AlertFeed()
-        self._routes: dict[str, dict[str, Endpoint]] = {
+        self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self._landing},
             "/target": {"GET": self._target},
             "/metrics": {"GET": self._metrics},
