@@ -29,15 +29,24 @@ from typing import Any
 
 import structlog
 
+from stackprobe.cluster import (
+    TARGET_OWNED,
+    TARGET_REPLICAS,
+    Cluster,
+    MembershipFactory,
+    membership,
+    with_overrides,
+)
 from stackprobe.config import Config, ConfigError, load_config
 from stackprobe.contract import MetricSpec, ProbeKind
 from stackprobe.daemon_thread import run_in_daemon_thread
 from stackprobe.exposition import CORE_METRICS, Exposition
 from stackprobe.resource import ResourceEnv, Shared, declared
 from stackprobe.results import ResultStore
-from stackprobe.scheduler import GRACE_SECONDS, Applied, Scheduler
+from stackprobe.scheduler import GRACE_SECONDS, STARTUP_SPREAD_SECONDS, Applied, Scheduler
 from stackprobe.secrets import Redactor
 from stackprobe.selfmetrics import SelfMetrics
+from stackprobe.target import TargetConfig
 
 FULL_COLLECTION_EVERY = 100  # second-generation collections per full one (default 10)
 # While new targets take their first runs (after start or a reload), what they keep (their
@@ -109,13 +118,30 @@ class App:
         kinds: Mapping[str, ProbeKind[Any]],
         redactor: Redactor,
         config_path: Path | None,
+        cluster_overrides: tuple[int | None, int | None] = (None, None),
+        memberships: Mapping[str, MembershipFactory] | None = None,
     ) -> None:
+        """`cluster_overrides`: this replica's index and count from flags or the environment,
+        over the file's `cluster:` (ValueError when they do not fit); `memberships`: the
+        dynamic member lists the build has (`cluster.ecs`)."""
         self.config = config
         self.kinds = kinds
         self.redactor = redactor
         self.config_path = config_path
         self.store = ResultStore()
         self.metrics = SelfMetrics()
+        settings = with_overrides(config.cluster, *cluster_overrides)
+        self._cluster_file = config.cluster
+        self.cluster = Cluster(
+            settings,
+            membership(settings, self.metrics.registry, memberships),
+            self.metrics.registry,
+        )
+        # Targets this replica owned until the member list changed, probed on until their
+        # new owners have had time to run them (`_handover_seconds`): name -> (target, until).
+        self._handover: dict[str, tuple[TargetConfig, float]] = {}
+        self._owned: set[str] = set()
+        self._handover_timer: asyncio.TimerHandle | None = None
         # The kinds a config has used since start, in table order: their families stay
         # declared, so a run that ends after a reload removed its kind still renders.
         self._used: list[str] = []
@@ -150,9 +176,91 @@ class App:
         self.redactor.update(self._secrets | self._ambient_secrets())
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
-        self._later(self._started(self.scheduler.apply(self.config.targets)))
+        if self.cluster.dynamic:
+            self._later(self._join())
+        else:
+            self._later(self._started(self._schedule()))
         self.metrics.reload_successful.set(1)
         self.metrics.reload_success_time.set(time.time())
+
+    async def _join(self) -> None:
+        """A dynamic membership: the first member list before the first runs (so a replica
+        does not probe everything for a moment), then the list again every `refresh`."""
+        refresh = self.cluster.settings.refresh
+        try:
+            async with asyncio.timeout(refresh):
+                _, error = await self.cluster.refresh()
+        except TimeoutError:
+            error = f"no answer within {refresh:g}s"
+        if error:
+            self._log.warning(
+                "the cluster's member list is unknown; probing every target until it is known",
+                error=error,
+            )
+            self.cluster.adopt(self.cluster.view)  # itself alone: it never owns nothing
+        await self._started(self._schedule())
+        while True:
+            await asyncio.sleep(refresh)
+            try:
+                async with asyncio.timeout(refresh):
+                    changed, error = await self.cluster.refresh()
+            except TimeoutError:
+                changed, error = False, f"no answer within {refresh:g}s"
+            if error:
+                self._log.warning(
+                    "the cluster's member list could not be refreshed; the last one stays",
+                    error=error,
+                )
+            elif changed:
+                self._log.info("cluster members changed", members=len(self.cluster.view.members))
+                await self._applied(self._schedule(rebalanced=True))
+
+    def _schedule(self, rebalanced: bool = False) -> asyncio.Task[Applied]:
+        """Apply what this replica owns of the config, and what it hands over; publish who
+        owns what. After a change of members (`rebalanced`), a target it no longer owns is
+        probed on until its new owners have run it, so its series never go absent."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        rows = self.cluster.ownership(self.config.targets, self.kinds)
+        owned = {row.target.name for row in rows if row.mine}
+        if rebalanced:
+            for row in rows:
+                if row.target.name in self._owned and not row.mine:
+                    until = now + self._handover_seconds(row.target)
+                    self._handover[row.target.name] = (row.target, until)
+        targets = {row.target.name: row.target for row in rows}
+        self._handover = {
+            name: (target, until)
+            for name, (target, until) in self._handover.items()
+            if until > now and name not in owned and targets.get(name) == target
+        }
+        self._owned = owned
+        self.exposition.set_fixed(
+            [
+                (TARGET_OWNED, ((r.target.name, (r.target.kind,), r.mine) for r in rows)),
+                (TARGET_REPLICAS, ((r.target.name, (r.target.kind,), r.wanted) for r in rows)),
+            ]
+        )
+        if self._handover_timer is not None:
+            self._handover_timer.cancel()
+            self._handover_timer = None
+        if self._handover:
+            ends = min(until for _, until in self._handover.values())
+            self._handover_timer = loop.call_at(ends, self._handover_ended)
+        return self.scheduler.apply(
+            [row.target for row in rows if row.mine]
+            + [target for target, _ in self._handover.values()]
+        )
+
+    def _handover_ended(self) -> None:
+        self._handover_timer = None
+        self._later(self._applied(self._schedule()))
+
+    def _handover_seconds(self, target: TargetConfig) -> float:
+        """Until every replica has seen the new members (one refresh) and the new owner's
+        first run has ended (its first runs come within the startup spread)."""
+        first_run = min(target.interval, STARTUP_SPREAD_SECONDS) + target.timeout
+        return self.cluster.settings.refresh + first_run + GRACE_SECONDS
 
     async def _started(self, applying: asyncio.Task[Applied]) -> None:
         applied = await self._applied(applying)
@@ -299,9 +407,13 @@ class App:
         for shared, resource in retired.items():
             if self.resources.get(shared) is not resource:
                 self._later(self._close_after(resource, retire_after))
+        if new.cluster != self._cluster_file:
+            self._log.warning(
+                "the cluster: section changed; it is read at start only, restart to apply it"
+            )
         self.config = new
         self._secrets = secrets
-        applied = await self._applied(self.scheduler.apply(new.targets))
+        applied = await self._applied(self._schedule())
         if applied.added or applied.removed or applied.changed:  # a no-op reload costs nothing
             self._freeze_for(max(applied.settled, retire_after))
         self._log.info(
@@ -337,7 +449,10 @@ class App:
             await asyncio.sleep(FREEZE_STEP_APPLYING_SECONDS)
 
     def ready(self) -> Outcome:
-        """Ready once every target has a first result, so a first scrape is never partial."""
+        """Ready once every target it owns has a first result, so a first scrape is never
+        partial."""
+        if not self.cluster.known:
+            return Outcome(False, "waiting for the cluster's member list")
         targets = self.scheduler.targets
         pending = [t.name for t in targets if self.store.get(t.name) is None]
         if pending:
@@ -354,12 +469,15 @@ class App:
 
     async def stop(self) -> None:
         self.abandon_reload()
+        if self._handover_timer is not None:
+            self._handover_timer.cancel()
         await self.scheduler.stop()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         for resource in self.resources.values():
             await _close(resource, self._log)
+        await _close(self.cluster.source, self._log)
 
     def _specs(self, config: Config) -> list[MetricSpec]:
         """The families of every kind used so far, this config's included; looking a kind up

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import resource
 import signal
 import sys
@@ -19,10 +20,11 @@ import uvloop
 
 from stackprobe._version import __version__
 from stackprobe.app import LOAD_LIMIT_SECONDS, App
+from stackprobe.cluster import COUNT_ENV, INDEX_ENV, with_overrides
 from stackprobe.config import Config, ConfigError, Problem, load_config, parse_config
 from stackprobe.daemon_thread import run_in_daemon_thread
 from stackprobe.logs import LEVELS, configure_logging
-from stackprobe.probes import KINDS
+from stackprobe.probes import KINDS, MEMBERSHIPS
 from stackprobe.secrets import Redactor
 from stackprobe.server import LANDING_MODES, Listener, Surface, WebOptions, make_web_app
 from stackprobe.webconfig import WebConfigError
@@ -108,6 +110,22 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
         default="full",
         help="what / shows: everything (full), target names without what they probe or "
         "failure details (names), or nothing (off)",
+    )
+    run.add_argument(
+        "--cluster.index",
+        dest="cluster_index",
+        type=int,
+        default=os.environ.get(INDEX_ENV),
+        help=f"this replica's place, 0 to count - 1, among replicas sharing the config "
+        f"(default: ${INDEX_ENV}, else the config's cluster.index)",
+    )
+    run.add_argument(
+        "--cluster.count",
+        dest="cluster_count",
+        type=int,
+        default=os.environ.get(COUNT_ENV),
+        help=f"how many replicas share the config's targets (default: ${COUNT_ENV}, else the "
+        "config's cluster.count)",
     )
     run.set_defaults(handler=_run)
     check = commands.add_parser(
@@ -224,11 +242,26 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"stackprobe: the config is invalid, not starting:\n{exc}", file=sys.stderr)
         return 2
+    overrides = (args.cluster_index, args.cluster_count)
+    try:
+        with_overrides(config.cluster, *overrides)
+    except ValueError as exc:
+        print(f"stackprobe: {exc}; not starting", file=sys.stderr)
+        return 2
     log = structlog.get_logger("stackprobe")
     for warning in config.warnings:  # at start only: a reload does not repeat them
         log.warning(warning.message, config=warning.source, path=warning.path)
     return run_loop(
-        serve(config, args.config, host, port, redactor, surface=surface, early_hup=early)
+        serve(
+            config,
+            args.config,
+            host,
+            port,
+            redactor,
+            surface=surface,
+            early_hup=early,
+            cluster_overrides=overrides,
+        )
     )
 
 
@@ -252,10 +285,18 @@ async def serve(
     banner: Callable[[], str] | None = None,
     surface: Surface | None = None,
     early_hup: _EarlyHup | None = None,
+    cluster_overrides: tuple[int | None, int | None] = (None, None),
 ) -> int:
     """Serve /metrics until SIGTERM or SIGINT; SIGHUP reloads the config file."""
     log = structlog.get_logger("stackprobe")
-    app = App(config, kinds=KINDS, redactor=redactor, config_path=path)
+    app = App(
+        config,
+        kinds=KINDS,
+        redactor=redactor,
+        config_path=path,
+        cluster_overrides=cluster_overrides,
+        memberships=MEMBERSHIPS,
+    )
     surface = surface if surface is not None else Surface(WebOptions())
     listener: Listener
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from stackprobe.cluster import ClusterSettings
 from stackprobe.console import ConsoleSettings
 from stackprobe.contract import ProbeKind
 from stackprobe.durations import Duration, format_duration
@@ -55,6 +56,7 @@ class _Base(BaseModel):
 
     defaults: Defaults = Defaults()
     console: ConsoleSettings = ConsoleSettings()
+    cluster: ClusterSettings = ClusterSettings()
     targets: list[Any] = Field(default_factory=list)
 
 
@@ -85,6 +87,8 @@ class Config:
     partial: tuple[str, ...] = ()
     # What the landing page links to and reads from (`console:`).
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    # Which replica probes which target (`cluster:`); read at start, not on reload.
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     def secrets(self) -> set[str]:
         return collect_secrets(self.targets)
@@ -300,6 +304,7 @@ class _Loader:
             tuple(warnings),
             tuple(self.partial),
             top.console,
+            top.cluster,
         )
 
     def _advice(

@@ -205,3 +205,8 @@ class ProbeKind(Generic[T]):
     # its alerts to fire, one sentence each: naming the alert and what to add. Some rules join
     # two kinds' series, and only the kind knows which; `check-config` and `run` warn.
     advice: Callable[[T, Sequence[TargetConfig]], list[str]] | None = None
+    # How many replicas of a cluster probe each target unless it sets `replicas`
+    # (exporter/cluster.py): 2 for cheap checks that drive P0 pages, so one replica's death
+    # or broken network path neither blinds nor pages; 1 where every run costs API calls or
+    # holds a connection.
+    replicas: int = 1

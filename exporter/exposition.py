@@ -120,6 +120,12 @@ def _family(
     return GaugeMetricFamily(spec.name, spec.help, labels=labels)
 
 
+def _headers(spec: MetricSpec) -> tuple[bytes, bytes]:
+    """A family's HELP and TYPE lines in the text format and in OpenMetrics."""
+    family = _Families([_family(spec)])
+    return generate_latest(family), generate_openmetrics(family)[: -len(_EOF)]
+
+
 def _escape(value: str) -> str:
     """A label value as the text format (and prometheus_client) escapes it."""
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
@@ -169,9 +175,7 @@ class Renderer:
             raise ValueError(f"metric families declared again differently: {changed}")
         for spec in specs:
             if spec.name not in self._headers:
-                family = _Families([_family(spec)])
-                openmetrics = generate_openmetrics(family)[: -len(_EOF)]
-                self._headers[spec.name] = (generate_latest(family), openmetrics)
+                self._headers[spec.name] = _headers(spec)
         self._specs = {spec.name: spec for spec in specs}
         self._order = names
         self._rank = {name: i for i, name in enumerate(names)}
@@ -243,6 +247,9 @@ class Exposition:
         self.renderer = Renderer(specs)
         self.store = store
         self._own = own
+        # Families the core renders whole rather than per run (`set_fixed`), each as its
+        # headers in both formats and its lines.
+        self._fixed: dict[str, tuple[bytes, bytes, bytes]] = {}
         self._log = structlog.get_logger("stackprobe.exposition")
 
     def declare(self, specs: Sequence[MetricSpec]) -> None:
@@ -285,6 +292,22 @@ class Exposition:
     def remove(self, target: str) -> None:
         self.store.remove(target)
 
+    def set_fixed(
+        self, families: Sequence[tuple[MetricSpec, Iterable[tuple[str, Sequence[str], float]]]]
+    ) -> None:
+        """Per-target families that are no run's result (which replica owns each configured
+        target), each a row of (target, the spec's label values, value): rendered here once
+        when they change, and replaced together."""
+        fixed: dict[str, tuple[bytes, bytes, bytes]] = {}
+        for spec, rows in families:
+            shape = _Shape(spec, ())
+            lines = "".join(
+                shape.line((_escape(target),), [_escape(v) for v in values], value)
+                for target, values, value in rows
+            )
+            fixed[spec.name] = (*_headers(spec), lines.encode())
+        self._fixed = fixed
+
     def body(self, openmetrics: bool, names: frozenset[str] | None = None) -> bytes:
         """The whole /metrics body; with `names` (`?name[]=...`, as prometheus_client's own
         handler reads it), only those families, for a large fleet's scrape of a few."""
@@ -292,7 +315,12 @@ class Exposition:
         if names is not None:  # a scrape of a few families
             own = _Families(list(self._own.restricted_registry(names).collect()))
         targets = self.renderer.body(self.store, openmetrics, names)
+        fixed = b"".join(
+            b"%s%s" % (headers[1 if openmetrics else 0], headers[2])
+            for name, headers in self._fixed.items()
+            if headers[2] and (names is None or name in names)
+        )
         # one copy of the targets' part (a megabyte or more), not one per `+`
         if openmetrics:
-            return b"".join((generate_openmetrics(own)[: -len(_EOF)], targets, _EOF))
-        return b"".join((generate_latest(own), targets))
+            return b"".join((generate_openmetrics(own)[: -len(_EOF)], targets, fixed, _EOF))
+        return b"".join((generate_latest(own), targets, fixed))

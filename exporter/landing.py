@@ -249,6 +249,16 @@ def _itself(app: App, found: Sequence[Row], full: bool) -> str:
         f"<td>probes</td><td>{len(found) - pending} of {len(found)} targets have a result; "
         f"up {esc(_ago(time.time() - app.started))}</td><td></td><td></td><td></td><td></td></tr>"
     )
+    view = app.cluster.view
+    if len(view.members) > 1:  # a replica's page shows its own share of the targets
+        me = view.identity.rsplit("/", 1)[-1]  # an ECS task's id, not its whole ARN
+        configured = len(app.config.targets)
+        lines.append(
+            '<tr class="ok"><td><span class="badge ok">ok</span></td><td>cluster</td>'
+            f"<td>replica {esc(me)}, one of {len(view.members)}: it probes {len(found)} of the "
+            f"config's {configured} targets; the other replicas' pages show the rest</td>"
+            "<td></td><td></td><td></td><td></td></tr>"
+        )
     return (
         f'<section class="area itself"><h2>{STACKPROBE_AREA}</h2><table>{"".join(lines)}'
         "</table></section>"

@@ -136,6 +136,8 @@ class TargetConfig(BaseModel):
     kind: str
     interval: Duration
     timeout: Duration
+    # How many replicas of a cluster probe it (exporter/cluster.py); default: its kind's.
+    replicas: int | None = Field(None, ge=1, le=10)
     # Static labels on every series of the target; strings only, so a YAML number is an error.
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -165,6 +167,11 @@ class TargetConfig(BaseModel):
     def describe(self) -> str:
         """What the target probes, in one line safe to show on the landing page."""
         return ""
+
+    def shard_group(self) -> str | None:
+        """What ties this target to others that should share a replica (`cluster.shard_key:
+        group`): an AWS kind's role and region, one throttle bucket. None: its name alone."""
+        return None
 
     def own_labels(self) -> dict[str, str]:
         """Labels a kind adds from its own keys (an http target's `role`); none by default."""

@@ -15,6 +15,9 @@ import importlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from stackprobe.cluster import ClusterSettings, Membership, MembershipFactory
 from stackprobe.contract import ProbeKind
 
 # In the order /metrics, the docs and the console list the kinds' families.
@@ -65,3 +68,16 @@ class KindTable(Mapping[str, ProbeKind[Any]]):
 KINDS = KindTable(NAMES)
 
 __all__ = ["KINDS", "KindTable"]
+
+
+def _ecs_membership(settings: ClusterSettings, registry: CollectorRegistry) -> Membership:
+    """`cluster.ecs`, imported only for a config that asks for it (botocore is large)."""
+    from stackprobe.probes._ecs_members import EcsMembership
+
+    if settings.ecs is None:
+        raise ValueError("cluster.ecs is not set")
+    return EcsMembership(settings.ecs, registry)
+
+
+# The dynamic member lists of a cluster (exporter/cluster.py), by their `cluster:` key.
+MEMBERSHIPS: Mapping[str, MembershipFactory] = {"ecs": _ecs_membership}

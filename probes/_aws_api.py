@@ -207,6 +207,10 @@ class AwsAccess(BaseModel):
 class AwsTarget(TargetConfig, AwsAccess):
     """A target of an AWS kind: the base keys and `AwsAccess`."""
 
+    def shard_group(self) -> str | None:
+        """One account (by its role) and region: the calls that share a throttle bucket."""
+        return f"aws:{self.role_arn or 'default'}:{self.region or 'default'}"
+
 
 @dataclass(frozen=True, slots=True)
 class _ClientKey:

@@ -548,4 +548,5 @@ KIND = ProbeKind(
     Reason,
     "One DNS query to a name server: response code, answers, lookup time",
     area=Area.SITE,
+    replicas=2,
 )

@@ -1695,4 +1695,5 @@ KIND = ProbeKind(
     "HTTP(S) request: status, phases, TLS, capped body, health components",
     resources=(HTTP_CLIENTS, AWS),
     area=Area.SITE,
+    replicas=2,
 )

@@ -14,6 +14,13 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from stackprobe.cluster import (
+    OWNERSHIP_METRICS,
+    Cluster,
+    ClusterSettings,
+    EcsMembershipSettings,
+    StaticMembership,
+)
 from stackprobe.config import Defaults
 from stackprobe.console import ConsoleSettings
 from stackprobe.contract import CoreReason
@@ -21,6 +28,7 @@ from stackprobe.durations import format_duration
 from stackprobe.exposition import CORE_METRICS
 from stackprobe.probes import KINDS
 from stackprobe.probes._aws_api import AWS, AwsAccess, AwsSettings, AwsTarget
+from stackprobe.probes._ecs_members import EcsMembership
 from stackprobe.probes._ecs_tasks import EcsDiscovery
 from stackprobe.probes._http_clients import HttpClientSettings
 from stackprobe.probes._tls import TLSConfig
@@ -74,6 +82,8 @@ def doc_default(model: type[BaseModel], name: str) -> str:
 MODEL_SECTIONS: list[tuple[str, type[BaseModel], set[str]]] = [
     ("`defaults`", Defaults, set()),
     ("`console`", ConsoleSettings, set()),
+    ("`cluster`", ClusterSettings, set()),
+    ("`cluster.ecs`", EcsMembershipSettings, set()),
     ("`http_client`", HttpClientSettings, set()),
     ("`tls`", TLSConfig, set()),
     ("`basic_auth`", BasicAuth, set()),
@@ -125,6 +135,7 @@ def test_every_target_table_lists_the_base_keys() -> None:
         "kind": "required",
         "interval": "defaults.interval",
         "timeout": "defaults.timeout",
+        "replicas": "none",
         "labels": "{}",
     }
     kind_cell = next(row[3] for row in CONFIG["Every target"] if row[0] == "kind")
@@ -148,6 +159,10 @@ def spec_rows(specs: Any) -> dict[str, tuple[str, str]]:
 
 def test_core_metrics_are_documented() -> None:
     assert metric_rows("Every target") == spec_rows(CORE_METRICS)
+
+
+def test_ownership_metrics_are_documented() -> None:
+    assert metric_rows("Cluster") == spec_rows(OWNERSHIP_METRICS)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -176,6 +191,10 @@ def test_own_metrics_are_documented() -> None:
     aws.metrics.calls.labels("ecs", "DescribeServices", "ok")
     aws.metrics.call_duration.labels("ecs", "DescribeServices")
     aws.shutdown()
+    # and the cluster's, a dynamic membership's calls included
+    Cluster(ClusterSettings(), StaticMembership(0, 1), own.registry)
+    ecs = EcsMembership(EcsMembershipSettings(), own.registry)
+    ecs.calls.labels("ListTasks", "success")
     expected = {}
     for family in own.registry.collect():
         if family.name.startswith(("process_", "python_")):

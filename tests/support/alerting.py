@@ -16,16 +16,19 @@ ALERTMANAGER = RULES / "alertmanager.yml"
 
 def exported_names() -> set[str]:
     """Every series name stackprobe exports (counters with _total), and what rules record."""
+    from stackprobe.cluster import OWNERSHIP_METRICS, Cluster, ClusterSettings, StaticMembership
     from stackprobe.exposition import CORE_METRICS
     from stackprobe.probes import KINDS
     from stackprobe.probes._aws_api import AwsMetrics
     from stackprobe.selfmetrics import SelfMetrics
 
     names = set()
-    for spec in (*CORE_METRICS, *(s for kind in KINDS.values() for s in kind.metrics)):
+    kinds = (s for kind in KINDS.values() for s in kind.metrics)
+    for spec in (*CORE_METRICS, *OWNERSHIP_METRICS, *kinds):
         names.add(spec.name + ("_total" if spec.type == "counter" else ""))
     own = SelfMetrics()
     AwsMetrics(own.registry)  # the AWS resource's own, which it registers when it opens
+    Cluster(ClusterSettings(), StaticMembership(0, 1), own.registry)  # the app's, as it does
     for family in own.registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
         names.update(family.name + s for s in suffixes.get(family.type, [""]))
