@@ -514,6 +514,31 @@ ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 unit="reqps",
                 width=24,
             ),
+            Signal(
+                69,
+                "Owners per target (replicas sharing a config)",
+                (
+                    (
+                        f"sum by (target) (stackprobe_target_owned{{{TARGET}}})",
+                        "{{target}} owners",
+                    ),
+                    (
+                        f"max by (target) (stackprobe_target_replicas{{{TARGET}}})",
+                        "{{target}} wanted",
+                    ),
+                    (
+                        f"max by (target) (probe_success{{{TARGET}}})"
+                        f" - min by (target) (probe_success{{{TARGET}}})",
+                        "{{target}} owners disagree",
+                    ),
+                ),
+                "How many stackprobe replicas probe each target against how many should; 0 "
+                "owners means nobody probes it. 1 in 'disagree' means one owner sees it fail "
+                "and another does not.",
+                "StackprobeTargetUnowned",
+                width=24,
+                more_runbooks=("StackprobeTargetUnderReplicated", "StackprobeReplicasDisagree"),
+            ),
         ),
     ),
 )
@@ -578,6 +603,9 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "StackprobeProbesStale": ("stackprobe-overview", 24),
     "StackprobeAwsThrottled": ("stackprobe-overview", 9),
     "StackprobeAwsAccessDenied": ("stackprobe-overview", 20),
+    "StackprobeTargetUnowned": ("stackprobe-overview", 69),
+    "StackprobeTargetUnderReplicated": ("stackprobe-overview", 69),
+    "StackprobeReplicasDisagree": ("stackprobe-overview", 69),
 }
 
 
