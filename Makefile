@@ -45,6 +45,11 @@ bench-reload:  ## /metrics latency through reloads, an alias bomb, a SIGHUP stor
 	scripts/setup.sh --bench
 	$(VENV)/bin/python bench/reload_stall.py
 
+.PHONY: bench-cluster
+bench-cluster:  ## 1, 2 and 3 replicas: targets each, AWS calls per cycle, recovery after a kill
+	scripts/setup.sh --bench
+	$(VENV)/bin/python bench/cluster_replicas.py
+
 .PHONY: bench-10k
 bench-10k:  ## 10,000 http targets for 10 minutes: runs on time, RSS and fds flat, beside blackbox
 	scripts/setup.sh --bench

@@ -16,6 +16,8 @@ need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || packages+=(
 if [ "$mode" != "--venv" ]; then
   need promtool prometheus
   need amtool prometheus-alertmanager
+  # the TSDB that deduplicates an HA pair's samples (tests/e2e/test_cluster_ha.py)
+  need victoria-metrics victoria-metrics
   need dnsmasq dnsmasq-base
   need pg_ctlcluster postgresql
   need redis-server redis-server

@@ -87,9 +87,19 @@ def aws(moto: None, aws_metrics: AwsMetrics) -> Iterator[AwsClients]:
     clients.shutdown()
 
 
+# Modules that run last, in this order (see pytest_collection_modifyitems).
+LAST = ("tests/e2e/test_cluster_ha.py", "tests/e2e/test_console_browser.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The browser test last. `make test` runs two processes, each module in one, in this
-    order: the e2e incidents (collected first) then run beside unit tests, not beside
-    Chromium, whose load delayed probe runs enough to eat the e2e clock's one-second margins
-    between a cause and the symptom it mutes."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/test_console_browser.py"))
+    """The HA cluster's e2e and the browser test last. `make test` runs two processes, each
+    module in one, in this order: the e2e incidents (collected first) then run beside unit
+    tests, not beside Chromium nor the cluster's dozen processes, whose load delayed probe
+    runs enough to eat the e2e clock's one-second margins between a cause and the symptom it
+    mutes."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LAST.index(path) + 1 if path in LAST else 0
+
+    items.sort(key=rank)

@@ -34,6 +34,7 @@ from stackprobe.probes._ecs_members import METADATA_ENV, EcsMembership, EcsMembe
 from stackprobe.secrets import Redactor
 from tests.support.aws import EcsStack, boto3_session, faithful_aws, inject
 from tests.support.polling import wait_until_async
+from tests.support.processes import require_binary, run
 
 
 async def _until(condition: Callable[[], object], seconds: float, what: str) -> None:
@@ -359,3 +360,15 @@ def test_the_ecs_membership_is_what_cluster_ecs_builds() -> None:
     built = MEMBERSHIPS["ecs"](settings, registry)
     assert isinstance(built, EcsMembership) and built.settings.cluster == "probes"
     assert Cluster(settings, built, registry).dynamic
+
+
+def test_the_ha_deployment_example_checks_with_promtool_and_stackprobe() -> None:
+    """deploy/ha/: the Prometheus of the HA pair (which tests/e2e/test_cluster_ha.py runs)
+    and the replicas' config are valid as shipped."""
+    deploy = Path(__file__).parent.parent / "deploy" / "ha"
+    checked = run(require_binary("promtool"), "check", "config", deploy / "prometheus.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = load_config(deploy / "stackprobe.yml", KINDS)
+    assert config.cluster.ecs is not None and not config.warnings
+    wanted = {t.name: t.replicas or KINDS[t.kind].replicas for t in config.targets}
+    assert wanted["aep-backend-live"] == 2 and wanted["aep-ecs"] == 1

@@ -113,8 +113,15 @@ def _limited_get_metric_data(self: CloudWatchBackend, queries: list[Any], *a: An
 @contextmanager
 def faithful_aws() -> Iterator[None]:
     """moto for every AWS service, with AWS's paging and batch limits."""
+    with mock_aws(), faithful_responses():
+        yield
+
+
+@contextmanager
+def faithful_responses() -> Iterator[None]:
+    """AWS's paging and batch limits in moto's backends, for the in-process mock
+    (`faithful_aws`) and for a moto server in this process alike."""
     with ExitStack() as stack:
-        stack.enter_context(mock_aws())
         for name, replacement in (
             ("list_services", _list_services),
             ("list_tasks", _list_tasks),

@@ -48,3 +48,21 @@ def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(a) for a in argv], capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def free_port_below(limit: int = 32768, start: int = 20000) -> int:
+    """A loopback port below the kernel's ephemeral range, free for TCP and UDP alike: what
+    Alertmanager's cluster (memberlist) binds, which must not collide with a port the kernel
+    hands out meanwhile."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(start, limit)
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {start} and {limit}")
