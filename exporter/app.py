@@ -43,7 +43,13 @@ from stackprobe.daemon_thread import run_in_daemon_thread
 from stackprobe.exposition import CORE_METRICS, Exposition
 from stackprobe.resource import ResourceEnv, Shared, declared
 from stackprobe.results import ResultStore
-from stackprobe.scheduler import GRACE_SECONDS, STARTUP_SPREAD_SECONDS, Applied, Scheduler
+from stackprobe.scheduler import (
+    GRACE_SECONDS,
+    STARTUP_RATE,
+    STARTUP_SPREAD_SECONDS,
+    Applied,
+    Scheduler,
+)
 from stackprobe.secrets import Redactor
 from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.target import TargetConfig
@@ -185,13 +191,11 @@ class App:
 
     async def _join(self) -> None:
         """A dynamic membership: the first member list before the first runs (so a replica
-        does not probe everything for a moment), then the list again every `refresh`."""
+        does not probe everything for a moment), then the list again every `refresh`. A
+        pass that fails (a stackprobe bug) is logged and the next one runs: the loop never
+        stops while stackprobe runs."""
         refresh = self.cluster.settings.refresh
-        try:
-            async with asyncio.timeout(refresh):
-                _, error = await self.cluster.refresh()
-        except TimeoutError:
-            error = f"no answer within {refresh:g}s"
+        _, error = await self.cluster.refresh(refresh)
         if error:
             self._log.warning(
                 "the cluster's member list is unknown; probing every target until it is known",
@@ -199,28 +203,32 @@ class App:
             )
             self.cluster.adopt(self.cluster.view)  # itself alone: it never owns nothing
         await self._started(self._schedule())
-        while True:
+        while not self._stopping:
             await asyncio.sleep(refresh)
             try:
-                async with asyncio.timeout(refresh):
-                    changed, error = await self.cluster.refresh()
-            except TimeoutError:
-                changed, error = False, f"no answer within {refresh:g}s"
-            if error:
-                self._log.warning(
-                    "the cluster's member list could not be refreshed; the last one stays",
-                    error=error,
-                )
-            elif changed:
-                self._log.info("cluster members changed", members=len(self.cluster.view.members))
-                await self._applied(self._schedule(rebalanced=True))
+                changed, error = await self.cluster.refresh(refresh)
+                if error:
+                    self._log.warning(
+                        "the cluster's member list could not be refreshed; the last one stays",
+                        error=error,
+                    )
+                elif changed:
+                    members = len(self.cluster.view.members)
+                    self._log.info("cluster members changed", members=members)
+                    await self._applied(self._schedule(rebalanced=True))
+            except Exception:
+                self._log.error("a cluster refresh raised; this is a stackprobe bug", exc_info=True)
 
     def _schedule(self, rebalanced: bool = False) -> asyncio.Task[Applied]:
         """Apply what this replica owns of the config, and what it hands over; publish who
         owns what. After a change of members (`rebalanced`), a target it no longer owns is
-        probed on until its new owners have run it, so its series never go absent."""
+        probed on for `_handover_seconds`, until its new owner's series are in Prometheus,
+        so they never go absent. Before a dynamic member list is first known (a reload
+        that comes first), it applies nothing: `_join` does the first apply."""
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if not self.cluster.known:
+            return self.scheduler.apply([])
         rows = self.cluster.ownership(self.config.targets, self.kinds)
         owned = {row.target.name for row in rows if row.mine}
         if rebalanced:
@@ -244,7 +252,7 @@ class App:
         if self._handover_timer is not None:
             self._handover_timer.cancel()
             self._handover_timer = None
-        if self._handover:
+        if self._handover and not self._stopping:
             ends = min(until for _, until in self._handover.values())
             self._handover_timer = loop.call_at(ends, self._handover_ended)
         return self.scheduler.apply(
@@ -254,13 +262,21 @@ class App:
 
     def _handover_ended(self) -> None:
         self._handover_timer = None
-        self._later(self._applied(self._schedule()))
+        if not self._stopping:
+            self._later(self._rescheduled())
+
+    async def _rescheduled(self) -> None:
+        await self._applied(self._schedule())
 
     def _handover_seconds(self, target: TargetConfig) -> float:
-        """Until every replica has seen the new members (one refresh) and the new owner's
-        first run has ended (its first runs come within the startup spread)."""
-        first_run = min(target.interval, STARTUP_SPREAD_SECONDS) + target.timeout
-        return self.cluster.settings.refresh + first_run + GRACE_SECONDS
+        """Until the new owner's series are surely in Prometheus: it has seen the new members
+        (a refresh, and the call's time: two), run the target once (within the startup
+        spread of as many targets as moved) and been discovered and scraped
+        (`cluster.handover`)."""
+        spread = max(STARTUP_SPREAD_SECONDS, len(self.config.targets) / STARTUP_RATE)
+        first_run = min(target.interval, spread) + target.timeout + GRACE_SECONDS
+        settings = self.cluster.settings
+        return 2 * settings.refresh + first_run + settings.handover
 
     async def _started(self, applying: asyncio.Task[Applied]) -> None:
         applied = await self._applied(applying)
@@ -468,7 +484,7 @@ class App:
             self._load_future.set_exception(_Stopping())
 
     async def stop(self) -> None:
-        self.abandon_reload()
+        self.abandon_reload()  # from here on, no handover timer is armed
         if self._handover_timer is not None:
             self._handover_timer.cancel()
         await self.scheduler.stop()
@@ -515,7 +531,17 @@ class App:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._said)
         return task
+
+    def _said(self, task: asyncio.Task[None]) -> None:
+        """A background task that raised says so now, in full, not when it is collected."""
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error(
+                "a background task raised; this is a stackprobe bug",
+                task=task.get_name(),
+                exc_info=task.exception(),
+            )
 
     async def _close_after(self, resource: Any, delay: float) -> None:
         """Close a retired resource once every run that may still hold it has ended."""

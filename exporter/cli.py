@@ -115,7 +115,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
         "--cluster.index",
         dest="cluster_index",
         type=int,
-        default=os.environ.get(INDEX_ENV),
+        default=os.environ.get(INDEX_ENV) or None,  # set but empty: unset
         help=f"this replica's place, 0 to count - 1, among replicas sharing the config "
         f"(default: ${INDEX_ENV}, else the config's cluster.index)",
     )
@@ -123,7 +123,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
         "--cluster.count",
         dest="cluster_count",
         type=int,
-        default=os.environ.get(COUNT_ENV),
+        default=os.environ.get(COUNT_ENV) or None,
         help=f"how many replicas share the config's targets (default: ${COUNT_ENV}, else the "
         "config's cluster.count)",
     )

@@ -19,6 +19,7 @@ call failed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 from collections.abc import Callable, Mapping, Sequence
@@ -79,6 +80,10 @@ class ClusterSettings(BaseModel):
     ecs: EcsMembershipSettings | None = None
     # How often a dynamic membership is asked again.
     refresh: Duration = 10.0
+    # After the members change, how long a replica keeps probing a target it no longer
+    # owns, beyond the new owner's first run: its discovery and first scrape by Prometheus
+    # (a new ECS task: service discovery's refresh, 30s, and a scrape interval).
+    handover: Duration = 60.0
     # `group`: targets that name a group (an AWS kind's role and region: one throttle bucket)
     # are placed by it, so a group stays on one replica; the others by their name.
     shard_key: Literal["target", "group"] = "target"
@@ -254,10 +259,15 @@ class Cluster:
             self._member_info.labels(member, str(member == view.identity).lower()).set(1)
         return changed
 
-    async def refresh(self) -> tuple[bool, str]:
-        """Ask the membership again: (whether the view changed, the error if it failed)."""
+    async def refresh(self, limit: float) -> tuple[bool, str]:
+        """Ask the membership again, for at most `limit` seconds: (whether the view changed,
+        the error if it failed or took too long)."""
         try:
-            view = await self.source.view()
+            async with asyncio.timeout(limit):
+                view = await self.source.view()
+        except TimeoutError:
+            self._refreshes.labels("failure").inc()
+            return False, f"no answer within {limit:g}s"
         except Exception as exc:  # the API, the network, a metadata endpoint: keep the last
             self._refreshes.labels("failure").inc()
             return False, f"{type(exc).__name__}: {exc}"

@@ -2,8 +2,8 @@
 service, as the task metadata endpoint (v4) and ListTasks/DescribeTasks tell.
 
 This replica's identity is its task ARN, from `$ECS_CONTAINER_METADATA_URI_V4/task`, which
-also gives the cluster and the service when the config does not. The calls run on a thread
-of their own (one: a refresh never overlaps the next), each with botocore's timeouts, and
+also gives the cluster and the service when the config does not. The calls run on a daemon
+thread, one refresh at a time, each with botocore's timeouts, and
 are counted apart from the probes' calls (`stackprobe_cluster_membership_calls_total`), so
 what clustering costs in AWS calls is its own figure. A task that is still starting or
 already stopping is no member: only RUNNING tasks own targets, and this replica is always
@@ -12,18 +12,18 @@ one of them (exporter/cluster.py), whatever ECS says.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
 import urllib.request
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import CollectorRegistry, Counter
 
 from stackprobe.cluster import EcsMembershipSettings, View
+from stackprobe.daemon_thread import run_in_daemon_thread
 
 METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
 METADATA_TIMEOUT_SECONDS = 2.0
@@ -47,7 +47,6 @@ class EcsMembership:
     ) -> None:
         self.settings = settings
         self._environ = os.environ if environ is None else environ
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="stackprobe-cluster")
         self._client: Any = None
         self._identity: str | None = None
         self._cluster = settings.cluster
@@ -62,17 +61,22 @@ class EcsMembership:
         )
 
     async def view(self) -> View:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._view)
+        """On a daemon thread of its own: a call that hangs past the app's limit is left
+        behind, and never holds up stackprobe's exit (the app asks one at a time)."""
+        return await run_in_daemon_thread(self._view, "cluster members")
 
     async def aclose(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
 
     def _view(self) -> View:
         if self._identity is None:
             self._identify()
         assert self._identity is not None and self._cluster and self._service
-        client = self.client()
+        try:  # botocore finds its credentials here, which may fail as a call does
+            client = self.client()
+        except BotoCoreError as exc:
+            raise EcsMembershipError(f"no ECS client: {exc}") from exc
         arns: list[str] = []
         pages = client.get_paginator("list_tasks").paginate(
             cluster=self._cluster, serviceName=self._service, desiredStatus="RUNNING"
@@ -104,9 +108,11 @@ class EcsMembership:
                 f"${METADATA_ENV} is not set: cluster.ecs needs to run as an ECS task "
                 "(Fargate sets it; on EC2 the agent 1.39 or later)"
             )
+        # never through a proxy (HTTP_PROXY): the endpoint is the task's own, link-local
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with urllib.request.urlopen(f"{base}/task", timeout=METADATA_TIMEOUT_SECONDS) as r:
-                task = json.loads(r.read(1024 * 1024))
+            with direct.open(f"{base}/task", timeout=METADATA_TIMEOUT_SECONDS) as answer:
+                task = json.loads(answer.read(1024 * 1024))
         except (OSError, ValueError) as exc:
             raise EcsMembershipError(f"the task metadata endpoint did not answer: {exc}") from exc
         arn = task.get("TaskARN")
@@ -141,11 +147,9 @@ class EcsMembership:
         return self._client
 
     def _call(self, operation: str, call: Callable[[], T]) -> T:
-        import botocore.exceptions
-
         try:
             result = call()
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        except (BotoCoreError, ClientError) as exc:
             self.calls.labels(operation, "failure").inc()
             raise EcsMembershipError(f"{operation}: {exc}") from exc
         if result is not None:

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from stackprobe.app import App
+from stackprobe.app import App, Outcome
 from stackprobe.cluster import (
     Cluster,
     ClusterSettings,
@@ -33,6 +31,7 @@ from stackprobe.probes import KINDS, MEMBERSHIPS
 from stackprobe.probes._ecs_members import METADATA_ENV, EcsMembership, EcsMembershipError
 from stackprobe.secrets import Redactor
 from tests.support.aws import EcsStack, boto3_session, faithful_aws, inject
+from tests.support.cluster_stack import Loopback
 from tests.support.polling import wait_until_async
 from tests.support.processes import require_binary, run
 
@@ -208,7 +207,7 @@ def _scripted_app(config_text: str, membership: ScriptedMembership) -> App:
 
 async def test_a_new_member_takes_its_share_after_the_old_owner_handed_it_over() -> None:
     membership = ScriptedMembership("a", ["a"])
-    cluster = "cluster: {ecs: {cluster: probes}, refresh: 1s}"
+    cluster = "cluster: {ecs: {cluster: probes}, refresh: 1s, handover: 1s}"
     app = _scripted_app(_config(40, cluster, ", replicas: 1"), membership)
     app.start()
     try:
@@ -276,39 +275,65 @@ async def test_a_member_list_unknown_at_start_owns_every_target_rather_than_none
         await app.stop()
 
 
-class _Metadata(BaseHTTPRequestHandler):
-    task: ClassVar[dict[str, Any]] = {}
+class HeldMembership(ScriptedMembership):
+    """A member list that answers only once the test lets it."""
 
-    def do_GET(self) -> None:
-        body = json.dumps(self.task).encode() if self.path == "/v4/task" else b"{}"
-        self.send_response(200 if self.path == "/v4/task" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def __init__(self, identity: str, members: list[str]) -> None:
+        super().__init__(identity, members)
+        self.answer = asyncio.Event()
 
-    def log_message(self, *args: Any) -> None:
-        pass
+    async def view(self) -> View:
+        await self.answer.wait()
+        return await super().view()
+
+
+async def test_before_the_first_member_list_nothing_runs_not_even_after_a_reload() -> None:
+    membership = HeldMembership("a", ["a", "b"])
+    app = _scripted_app(_config(10, "cluster: {ecs: {}, refresh: 5s}"), membership)
+    app.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert app.ready() == Outcome(False, "waiting for the cluster's member list")
+        await app._applied(app._schedule())  # what a reload that comes first applies
+        assert app.scheduler.targets == []
+        membership.answer.set()
+        await _until(lambda: app.ready().ok, 10, what="the first runs")
+        assert 0 < len(app.scheduler.targets) < 12
+    finally:
+        await app.stop()
+
+
+async def test_a_member_list_that_hangs_counts_as_a_failed_refresh() -> None:
+    membership = HeldMembership("a", ["a"])
+    registry = CollectorRegistry()
+    cluster = Cluster(ClusterSettings(ecs=EcsMembershipSettings()), membership, registry)
+    changed, error = await cluster.refresh(0.2)
+    assert (changed, error) == (False, "no answer within 0.2s")
+    assert (
+        registry.get_sample_value(
+            "stackprobe_cluster_membership_refreshes_total", {"result": "failure"}
+        )
+        == 1
+    )
 
 
 @pytest.fixture
-def metadata() -> Iterator[tuple[str, type[_Metadata]]]:
-    """The task metadata endpoint (v4), serving what the test sets as `/task`."""
-    handler = type("Metadata", (_Metadata,), {"task": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def metadata() -> Iterator[tuple[str, dict[str, Any]]]:
+    """The task metadata endpoint (v4), serving what the test puts in the dict as `/task`."""
+    task: dict[str, Any] = {}
+    server = Loopback(
+        lambda path: (200, json.dumps(task).encode()) if path == "/v4/task" else (404, b"{}")
+    )
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v4", handler
+        yield f"{server.url}/v4", task
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 async def test_ecs_members_are_the_running_tasks_of_the_service_paged_and_batched(
-    metadata: tuple[str, type[_Metadata]],
+    metadata: tuple[str, dict[str, Any]],
 ) -> None:
-    url, handler = metadata
+    url, task = metadata
     with faithful_aws():
         stack = EcsStack(boto3_session(), "probes")
         definition = stack.task_definition("stackprobe")
@@ -316,11 +341,7 @@ async def test_ecs_members_are_the_running_tasks_of_the_service_paged_and_batche
         stack.service("other", desired=1, task_definition=definition)
         tasks = stack.run_tasks("stackprobe", 130)  # more than a page, and a batch, of them
         stack.run_tasks("other", 1)
-        handler.task = {
-            "TaskARN": tasks[0],
-            "Cluster": stack.cluster,
-            "ServiceName": "stackprobe",
-        }
+        task.update(TaskARN=tasks[0], Cluster=stack.cluster, ServiceName="stackprobe")
         registry = CollectorRegistry()
         membership = EcsMembership(EcsMembershipSettings(), registry, {METADATA_ENV: url})
         try:
@@ -343,6 +364,21 @@ async def test_ecs_members_are_the_running_tasks_of_the_service_paged_and_batche
                 await membership.view()
         finally:
             await membership.aclose()
+
+
+async def test_a_client_that_cannot_be_made_is_a_failed_refresh(
+    metadata: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, aws_env: None
+) -> None:
+    url, task = metadata
+    task.update(TaskARN="arn:aws:ecs:eu-west-1:123456789012:task/probes/abc", Cluster="probes")
+    task.update(ServiceName="stackprobe")
+    monkeypatch.setenv("AWS_PROFILE", "nowhere")  # a profile that does not exist
+    membership = EcsMembership(EcsMembershipSettings(), CollectorRegistry(), {METADATA_ENV: url})
+    try:
+        with pytest.raises(EcsMembershipError, match=r"^no ECS client: .*nowhere"):
+            await membership.view()
+    finally:
+        await membership.aclose()
 
 
 async def test_ecs_membership_outside_ecs_says_what_it_needs() -> None:
@@ -372,3 +408,23 @@ def test_the_ha_deployment_example_checks_with_promtool_and_stackprobe() -> None
     assert config.cluster.ecs is not None and not config.warnings
     wanted = {t.name: t.replicas or KINDS[t.kind].replicas for t in config.targets}
     assert wanted["aep-backend-live"] == 2 and wanted["aep-ecs"] == 1
+
+
+async def test_the_task_metadata_is_never_asked_through_a_proxy(
+    metadata: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, aws_env: None
+) -> None:
+    """HTTP_PROXY is for the probes' world, not the task's own link-local endpoint."""
+    url, task = metadata
+    task.update(TaskARN="arn:aws:ecs:eu-west-1:123456789012:task/probes/abc", Cluster="probes")
+    task.update(ServiceName="stackprobe")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    settings = EcsMembershipSettings(endpoint_url="http://127.0.0.1:9")
+    membership = EcsMembership(settings, CollectorRegistry(), {METADATA_ENV: url})
+    try:
+        # past the metadata, on to ECS (which is not there)
+        with pytest.raises(EcsMembershipError, match=r"^ListTasks: "):
+            await membership.view()
+    finally:
+        await membership.aclose()

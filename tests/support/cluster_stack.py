@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,9 +32,9 @@ from stackprobe.demo.alerting import faster_rules, resend_delay, timing
 from stackprobe.demo.moto_stack import EcsStack
 from tests.support.alerting import RULE_FILES, example_config
 from tests.support.aws import REGION, faithful_responses
-from tests.support.e2e_stack import Receivers
+from tests.support.e2e_stack import Receivers, spawn
 from tests.support.polling import wait_http
-from tests.support.processes import free_port, free_port_below, require_binary, stop
+from tests.support.processes import free_port, free_port_below, require_binary
 
 SPEED = 60
 SLACK = 5.0
@@ -48,20 +48,15 @@ INCIDENT = "site-ready"  # http, role readiness: HealthReadyFailing (P1, the pag
 HA_PROMETHEUS = Path(__file__).parent.parent.parent / "deploy" / "ha" / "prometheus.yml"
 
 
-class Site:
-    """What the http targets probe: every path answers 200, but `/incident` answers 503
-    while `failing`."""
+class Loopback:
+    """A loopback HTTP server answering each GET with `answer(path)`: a status and a body."""
 
-    def __init__(self) -> None:
-        self.failing = False
-        site = self
-
+    def __init__(self, answer: Callable[[str], tuple[int, bytes]]) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                down = self.path.startswith("/incident") and site.failing
-                body = b"down" if down else b"ok"
+                status, body = answer(self.path)
                 with contextlib.suppress(OSError):  # a replica killed mid-request
-                    self.send_response(503 if down else 200)
+                    self.send_response(status)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
@@ -78,31 +73,27 @@ class Site:
         self.server.server_close()
 
 
-class Metadata:
-    """The task metadata endpoint (v4) of each replica's task: `/r<i>/task`."""
+class Site(Loopback):
+    """What the http targets probe: every path answers 200, but `/incident` answers 503
+    while `failing`."""
 
-    def __init__(self, tasks: list[str], cluster: str) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                index = int(self.path.split("/")[1][1:])
-                body = json.dumps(
-                    {"TaskARN": tasks[index], "Cluster": cluster, "ServiceName": "stackprobe"}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def __init__(self) -> None:
+        self.failing = False
+        super().__init__(self._answer)
 
-            def log_message(self, *_: Any) -> None:
-                pass
+    def _answer(self, path: str) -> tuple[int, bytes]:
+        down = path.startswith("/incident") and self.failing
+        return (503, b"down") if down else (200, b"ok")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def metadata(tasks: list[str], cluster: str) -> Loopback:
+    """The task metadata endpoint (v4) of each replica's task, at `/r<i>/task`."""
+
+    def answer(path: str) -> tuple[int, bytes]:
+        task = {"TaskARN": tasks[int(path.split("/")[1][1:])], "Cluster": cluster}
+        return 200, json.dumps({**task, "ServiceName": "stackprobe"}).encode()
+
+    return Loopback(answer)
 
 
 def config(
@@ -212,15 +203,6 @@ class Cluster(Fleet):
         return result
 
 
-def _spawn(
-    stack: ExitStack, args: list[str], log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    out = stack.enter_context(log.open("wb"))
-    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    stack.callback(stop, process)
-    return process
-
-
 def _moto(stack: ExitStack) -> str:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     stack.enter_context(faithful_responses())
@@ -256,8 +238,8 @@ def start_fleet(
     sqs = client("sqs")
     for q in range(queues):
         sqs.create_queue(QueueName=f"jobs-{q}")
-    metadata = Metadata(tasks, name)
-    stack.callback(metadata.close)
+    endpoint = metadata(tasks, name)
+    stack.callback(endpoint.close)
     site = Site()
     stack.callback(site.close)
     env = {
@@ -273,7 +255,7 @@ def start_fleet(
     for i in range(replicas):
         address = f"127.0.0.1:{free_port()}"
         logs.append(work / f"replica-{i}.log")
-        process = _spawn(
+        process = spawn(
             stack,
             [
                 sys.executable,
@@ -286,12 +268,12 @@ def start_fleet(
                 address,
             ],
             logs[-1],
-            {**env, "ECS_CONTAINER_METADATA_URI_V4": f"{metadata.url}/r{i}"},
+            {**env, "ECS_CONTAINER_METADATA_URI_V4": f"{endpoint.url}/r{i}"},
         )
         members.append(Replica(i, address, tasks[i], process))
     baseline = f"127.0.0.1:{free_port()}"
     logs.append(work / "single.log")
-    single = _spawn(
+    single = spawn(
         stack,
         [
             sys.executable,
@@ -326,7 +308,7 @@ def running(work: Path, replicas: int = 3) -> Iterator[Cluster]:
         vm_port = free_port()
         victoria = f"http://127.0.0.1:{vm_port}"
         logs.append(work / "victoria.log")
-        vm = _spawn(
+        vm = spawn(
             stack,
             [
                 victoria_bin,
@@ -349,7 +331,7 @@ def running(work: Path, replicas: int = 3) -> Iterator[Cluster]:
             web = f"127.0.0.1:{free_port()}"
             logs.append(work / f"alertmanager-{i}.log")
             peers = [f"--cluster.peer=127.0.0.1:{p}" for j, p in enumerate(gossip) if j != i]
-            process = _spawn(
+            process = spawn(
                 stack,
                 [
                     alertmanager_bin,
@@ -393,7 +375,7 @@ def running(work: Path, replicas: int = 3) -> Iterator[Cluster]:
             path = work / f"prometheus-{name}.yml"
             path.write_text(yaml.safe_dump(prometheus_config))
             logs.append(work / f"prometheus-{name}.log")
-            process = _spawn(
+            process = spawn(
                 stack,
                 [
                     prometheus_bin,

@@ -151,7 +151,7 @@ def bystander_id(redis: RedisServer) -> str:
     return ""
 
 
-def _spawn(
+def spawn(
     stack: ExitStack, args: list[str], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     out = stack.enter_context(log.open("wb"))
@@ -217,7 +217,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
         stack.callback(receivers.close)
 
         env = {**os.environ, "PGPASSWORD": PROBE_PASSWORD}
-        demo_process = _spawn(
+        demo_process = spawn(
             stack,
             [
                 sys.executable,
@@ -237,7 +237,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
         am_config = example_config(receivers.url)
         timing(am_config)
         (work / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
-        am_process = _spawn(
+        am_process = spawn(
             stack,
             [
                 alertmanager_bin,
@@ -271,7 +271,7 @@ def running(work: Path) -> Iterator[tuple[E2E, list[Path]]]:
             "scrape_configs": [{"job_name": "stackprobe", "static_configs": [{"targets": [demo]}]}],
         }
         (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config))
-        prometheus_process = _spawn(
+        prometheus_process = spawn(
             stack,
             [
                 prometheus_bin,
