@@ -317,6 +317,14 @@ async def test_a_member_list_that_hangs_counts_as_a_failed_refresh() -> None:
     )
 
 
+# What the task metadata endpoint says of a task of stackprobe's own service.
+A_TASK = {
+    "TaskARN": "arn:aws:ecs:eu-west-1:123456789012:task/probes/abc",
+    "Cluster": "probes",
+    "ServiceName": "stackprobe",
+}
+
+
 @pytest.fixture
 def metadata() -> Iterator[tuple[str, dict[str, Any]]]:
     """The task metadata endpoint (v4), serving what the test puts in the dict as `/task`."""
@@ -370,8 +378,7 @@ async def test_a_client_that_cannot_be_made_is_a_failed_refresh(
     metadata: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, aws_env: None
 ) -> None:
     url, task = metadata
-    task.update(TaskARN="arn:aws:ecs:eu-west-1:123456789012:task/probes/abc", Cluster="probes")
-    task.update(ServiceName="stackprobe")
+    task.update(A_TASK)
     monkeypatch.setenv("AWS_PROFILE", "nowhere")  # a profile that does not exist
     membership = EcsMembership(EcsMembershipSettings(), CollectorRegistry(), {METADATA_ENV: url})
     try:
@@ -415,8 +422,7 @@ async def test_the_task_metadata_is_never_asked_through_a_proxy(
 ) -> None:
     """HTTP_PROXY is for the probes' world, not the task's own link-local endpoint."""
     url, task = metadata
-    task.update(TaskARN="arn:aws:ecs:eu-west-1:123456789012:task/probes/abc", Cluster="probes")
-    task.update(ServiceName="stackprobe")
+    task.update(A_TASK)
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)

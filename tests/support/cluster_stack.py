@@ -252,42 +252,21 @@ def start_fleet(
     (work / "single.yml").write_text(config(site.url, moto, False, web, queues))
     logs: list[Path] = []
     members: list[Replica] = []
+
+    def stackprobe(
+        name: str, config: str, address: str, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        logs.append(work / f"{name}.log")
+        argv = ["run", "--config", str(work / config), "--listen", address]
+        return spawn(stack, [sys.executable, "-m", "stackprobe", *argv], logs[-1], env)
+
     for i in range(replicas):
         address = f"127.0.0.1:{free_port()}"
-        logs.append(work / f"replica-{i}.log")
-        process = spawn(
-            stack,
-            [
-                sys.executable,
-                "-m",
-                "stackprobe",
-                "run",
-                "--config",
-                str(work / "cluster.yml"),
-                "--listen",
-                address,
-            ],
-            logs[-1],
-            {**env, "ECS_CONTAINER_METADATA_URI_V4": f"{endpoint.url}/r{i}"},
-        )
+        metadata_env = {"ECS_CONTAINER_METADATA_URI_V4": f"{endpoint.url}/r{i}"}
+        process = stackprobe(f"replica-{i}", "cluster.yml", address, {**env, **metadata_env})
         members.append(Replica(i, address, tasks[i], process))
     baseline = f"127.0.0.1:{free_port()}"
-    logs.append(work / "single.log")
-    single = spawn(
-        stack,
-        [
-            sys.executable,
-            "-m",
-            "stackprobe",
-            "run",
-            "--config",
-            str(work / "single.yml"),
-            "--listen",
-            baseline,
-        ],
-        logs[-1],
-        env,
-    )
+    single = stackprobe("single", "single.yml", baseline, env)
     for replica in members:
         wait_http(f"http://{replica.address}/-/healthy", 60, process=replica.process, logs=logs)
     wait_http(f"http://{baseline}/-/healthy", 60, process=single, logs=logs)
