@@ -34,6 +34,8 @@ REGISTRATION_SECONDS = 8.0
 # SQLAlchemy's pool_timeout: a request waits this long for a connection from a full pool
 # before it fails and logs "QueuePool limit of size 5 overflow 0 reached".
 POOL_TIMEOUT = 30.0
+# How long switching redis-flapping off waits for its Redis client to close.
+KILLER_STOP_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -334,9 +336,12 @@ class Faults:
         if on:
             self._killer = asyncio.create_task(self._close_redis_clients())
         elif self._killer is not None:
+            # Cancelled, and given a bounded while to close its client: every fault switch
+            # waits for this one (`switch` holds the lock), and a redis-py client cancelled
+            # mid-command has taken more than 30 s to close (a CI run of the e2e incidents,
+            # whose next switch timed out behind it). What is left of it ends on its own.
             self._killer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._killer
+            await asyncio.wait({self._killer}, timeout=KILLER_STOP_SECONDS)
             self._killer = None
 
     async def _close_redis_clients(self) -> None:
@@ -354,7 +359,9 @@ class Faults:
                     self.log.warning("cannot reach Redis to close its clients", error=str(exc))
                 await asyncio.sleep(1)
         finally:
-            await client.aclose()
+            with contextlib.suppress(Exception):  # TimeoutError included
+                async with asyncio.timeout(KILLER_STOP_SECONDS):
+                    await client.aclose()
 
     async def _scaled_to_zero(self, on: bool) -> None:
         if not on:
