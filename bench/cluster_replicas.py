@@ -17,7 +17,6 @@ import argparse
 import sys
 import tempfile
 import time
-from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -31,24 +30,22 @@ from tests.support.cluster_stack import (  # noqa: E402
     TIMEOUT,
     Fleet,
     aws_calls,
+    coverage,
+    covered,
     start_fleet,
 )
 
 WINDOW = 20.0
 
 
-def owners(fleet: Fleet) -> Counter[str]:
-    return Counter(name for replica in fleet.alive for name in replica.owned())
-
-
 def settle(fleet: Fleet, wanted: dict[str, int], limit: float = 60) -> float:
     """Seconds until every target has its owners among the live replicas, each with results."""
     started = time.monotonic()
     while time.monotonic() - started < limit:
-        if owners(fleet) == wanted and all(r.owned() <= r.results() for r in fleet.alive):
+        if covered(fleet.alive, wanted):
             return time.monotonic() - started
         time.sleep(0.1)
-    raise SystemExit(f"the owners never settled: {dict(owners(fleet))}")
+    raise SystemExit(f"the owners never settled: {coverage(fleet.alive)}")
 
 
 def measure(replicas: int, web: int, queues: int) -> tuple[str, bool]:

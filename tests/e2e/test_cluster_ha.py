@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
 from tests.support.cluster_stack import (
@@ -23,8 +22,9 @@ from tests.support.cluster_stack import (
     REFRESH,
     TIMEOUT,
     Cluster,
-    Replica,
     aws_calls,
+    coverage,
+    covered,
     running,
     wanted,
 )
@@ -34,10 +34,6 @@ ALERT = "HealthReadyFailing"
 # the shipped defaults: http targets are probed by 2 replicas, AWS targets by 1
 WANTED = wanted()
 WINDOW = 10.0  # seconds of AWS calls compared
-
-
-def owners(replicas: list[Replica]) -> Counter[str]:
-    return Counter(name for replica in replicas for name in replica.owned())
 
 
 def calls_in_window(cluster: Cluster) -> tuple[float, float]:
@@ -67,19 +63,13 @@ def test_three_replicas_share_the_targets_and_an_incident_pages_once(tmp_path: P
         logs = cluster.logs
         # 1. each target has exactly its number of owners, and each owner runs it
         wait_until(
-            lambda: owners(cluster.replicas) == WANTED,
-            30,
-            what=lambda: f"every target's owners; seen {dict(owners(cluster.replicas))}",
+            lambda: covered(cluster.replicas, WANTED),
+            60,  # the owners, then their first results
+            what=lambda: f"every target's owners, with results; seen {coverage(cluster.replicas)}",
             logs=logs,
         )
         for replica in cluster.replicas:
             assert replica.wanted() == WANTED
-        wait_until(
-            lambda: all(r.owned() <= r.results() for r in cluster.replicas),
-            30,
-            what="each owner's first results",
-            logs=logs,
-        )
 
         # 2. AWS calls: the replicas together make a single process's, whoever scrapes
         together, single = calls_in_window(cluster)
@@ -113,12 +103,13 @@ def test_three_replicas_share_the_targets_and_an_incident_pages_once(tmp_path: P
         # survivors, each with results; the survivors kept what they had
         now_wanted = {name: min(n, 2) for name, n in WANTED.items()}
 
-        def covered() -> bool:
-            return owners(survivors) == now_wanted and all(
-                r.owned() <= r.results() for r in survivors
-            )
-
-        wait_until(covered, 30, what="coverage back after the kill", logs=logs, interval=0.1)
+        wait_until(
+            lambda: covered(survivors, now_wanted),
+            30,
+            what="coverage back after the kill",
+            logs=logs,
+            interval=0.1,
+        )
         recovered = time.monotonic() - killed
         print(f"coverage back {recovered:.1f}s after the kill")
         assert recovered <= REFRESH + INTERVAL + TIMEOUT + 2.0

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
@@ -146,16 +147,36 @@ class Replica:
     alive: bool = True
 
     def owned(self) -> set[str]:
-        samples = scrape(self.address).get("stackprobe_target_owned", [])
-        return {s.labels["target"] for s in samples if s.value == 1}
+        return owned(scrape(self.address))
 
     def wanted(self) -> dict[str, int]:
         samples = scrape(self.address).get("stackprobe_target_replicas", [])
         return {s.labels["target"]: int(s.value) for s in samples}
 
-    def results(self) -> set[str]:
-        """The targets whose probe_success it exports: those it runs."""
-        return {s.labels["target"] for s in scrape(self.address).get("probe_success", [])}
+
+def owned(families: dict[str, list[Any]]) -> set[str]:
+    """The targets a replica's scrape says it owns."""
+    samples = families.get("stackprobe_target_owned", [])
+    return {s.labels["target"] for s in samples if s.value == 1}
+
+
+def results(families: dict[str, list[Any]]) -> set[str]:
+    """The targets whose probe_success a replica's scrape has: those it runs."""
+    return {s.labels["target"] for s in families.get("probe_success", [])}
+
+
+def coverage(replicas: list[Replica]) -> tuple[Counter[str], bool]:
+    """From one scrape of each replica: every target's owners among them, and whether each
+    owner has results for all it owns."""
+    scrapes = [scrape(r.address) for r in replicas]
+    counts = Counter(name for families in scrapes for name in owned(families))
+    return counts, all(owned(families) <= results(families) for families in scrapes)
+
+
+def covered(replicas: list[Replica], wanted: dict[str, int]) -> bool:
+    """Every target has exactly its wanted owners among `replicas`, each with results."""
+    counts, running = coverage(replicas)
+    return counts == wanted and running
 
 
 def aws_calls(address: str) -> float:
