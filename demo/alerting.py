@@ -6,7 +6,8 @@ runbooks' incidents with.
 The rules run on a faster clock, so a fault becomes a page within a minute or two: every `for`,
 range and offset is divided by `speed` (60 for a demo probing each second: 15m becomes 15s, 1d
 24m) and each `for` gets `slack` seconds more, and `slack` again for each cause above it in the
-routing's inhibitions; the expressions are otherwise as shipped. A rule that compares with
+routing's inhibitions; each `keep_firing_for` likewise, with `slack` again for each level of
+alerts it mutes. The expressions are otherwise as shipped. A rule that compares with
 yesterday compares with 24 minutes ago, which Prometheus learns from a block backfilled by
 promtool (`backfill`).
 """
@@ -69,14 +70,20 @@ class Clock:
         probe run, a scrape and an evaluation can put between two alerts."""
         return self.slack * (1 + causes) + for_seconds / self.speed if for_seconds else 0.0
 
+    def keep(self, keep_seconds: float, mutes: int = 0) -> float:
+        """A rule's `keep_firing_for`, in seconds on this clock, for an alert that mutes
+        chains `mutes` long (`muted_heights`): each adds `slack`, as in `wait`, so what a cause
+        mutes still clears before it on the way back."""
+        return self.slack * (1 + mutes) + keep_seconds / self.speed if keep_seconds else 0.0
+
     def range(self, seconds: float) -> float:
         return seconds / self.speed
 
     def label(self) -> str:
         return (
             f"demo clock: 1 minute of the rules' time is {format_duration(60 / self.speed)}, "
-            f"and every `for:` waits {format_duration(self.slack)} more (and as much again "
-            "for each alert that mutes it)"
+            f"and every `for:` and `keep_firing_for:` waits {format_duration(self.slack)} "
+            "more (and as much again for each level of alerts that mute it, or it mutes)"
         )
 
 
@@ -148,28 +155,52 @@ def selected(matchers: Iterable[str], rules: Mapping[str, Mapping[str, Any]]) ->
     return found
 
 
+def _muting(
+    rules: Mapping[str, Mapping[str, Any]], inhibit_rules: Iterable[Mapping[str, Any]]
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Each alert's causes (the alerts whose inhibitions mute it) and its symptoms."""
+    above: dict[str, set[str]] = {name: set() for name in rules}
+    below: dict[str, set[str]] = {name: set() for name in rules}
+    for inhibition in inhibit_rules:
+        causes = selected(inhibition.get("source_matchers", ()), rules) - STALE_CAUSES
+        for symptom in selected(inhibition.get("target_matchers", ()), rules):
+            above[symptom] |= causes - {symptom}
+            for cause in causes - {symptom}:
+                below[cause].add(symptom)
+    return above, below
+
+
+def _longest(links: Mapping[str, set[str]]) -> dict[str, int]:
+    """For each alert, the longest chain of `links` from it; a cycle counts once."""
+    lengths: dict[str, int] = {}
+
+    def length(name: str, seen: frozenset[str]) -> int:
+        if name not in lengths:
+            lengths[name] = max(
+                (length(n, seen | {name}) + 1 for n in links[name] - seen), default=0
+            )
+        return lengths[name]
+
+    for name in links:
+        length(name, frozenset())
+    return lengths
+
+
 def muting_depths(
     rules: Mapping[str, Mapping[str, Any]], inhibit_rules: Iterable[Mapping[str, Any]]
 ) -> dict[str, int]:
     """For each alert, the longest chain of causes whose inhibitions mute it: 0 for an alert
     nothing mutes, 1 for AlbNoHealthyTargets under EcsServiceNoRunningTasks, 2 for what that
     symptom mutes in turn."""
-    above: dict[str, set[str]] = {name: set() for name in rules}
-    for inhibition in inhibit_rules:
-        causes = selected(inhibition.get("source_matchers", ()), rules) - STALE_CAUSES
-        for symptom in selected(inhibition.get("target_matchers", ()), rules):
-            above[symptom] |= causes - {symptom}
-    depths: dict[str, int] = {}
+    return _longest(_muting(rules, inhibit_rules)[0])
 
-    def depth(name: str, seen: frozenset[str]) -> int:
-        if name not in depths:
-            causes = above[name] - seen  # a cycle counts once
-            depths[name] = max((depth(c, seen | {name}) + 1 for c in causes), default=0)
-        return depths[name]
 
-    for name in rules:
-        depth(name, frozenset())
-    return depths
+def muted_heights(
+    rules: Mapping[str, Mapping[str, Any]], inhibit_rules: Iterable[Mapping[str, Any]]
+) -> dict[str, int]:
+    """For each alert, the longest chain of symptoms it mutes: 0 for an alert that mutes
+    nothing, 1 for EcsServiceNoRunningTasks over AlbNoHealthyTargets."""
+    return _longest(_muting(rules, inhibit_rules)[1])
 
 
 def faster_rules(
@@ -182,7 +213,8 @@ def faster_rules(
 ) -> list[Path]:
     """The rule files on the faster clock, written to `out` (a new folder): each `for` as
     `Clock.wait` has it, counting the causes above each alert in `inhibit_rules` (the
-    routing's), and each `keep_firing_for` shortened with `slack` added. With `label`, each
+    routing's), and each `keep_firing_for` as `Clock.keep` has it, counting the symptoms
+    below. With `label`, each
     file starts with it as a comment and its groups' names end in `-demo-clock`, so no one
     mistakes them for rules to deploy. Annotations (the runbook links) are kept."""
     out.mkdir()
@@ -196,7 +228,9 @@ def faster_rules(
         for rule in group["rules"]
         if "alert" in rule
     }
+    inhibit_rules = list(inhibit_rules)
     depths = muting_depths(alerts, inhibit_rules)
+    heights = muted_heights(alerts, inhibit_rules)
     written = []
     for path, document in zip(paths, documents, strict=True):
         for group in document["groups"]:
@@ -208,8 +242,9 @@ def faster_rules(
                     causes = depths.get(rule.get("alert", ""), 0)
                     rule["for"] = format_duration(clock.wait(parse_duration(rule["for"]), causes))
                 if "keep_firing_for" in rule:
+                    mutes = heights.get(rule.get("alert", ""), 0)
                     rule["keep_firing_for"] = format_duration(
-                        slack + parse_duration(rule["keep_firing_for"]) / speed
+                        clock.keep(parse_duration(rule["keep_firing_for"]), mutes)
                     )
         target = out / path.name
         header = "".join(f"# {line}\n" for line in label.splitlines()) if label else ""

@@ -538,3 +538,29 @@ def test_a_cause_fires_before_the_symptoms_it_mutes() -> None:
                         f"({rules[symptom].get('for')})"
                     )
     assert late == []
+
+
+def test_target_alerts_bridge_a_handover_and_causes_clear_last() -> None:
+    """Every alert on targets' series (all but stackprobe.rules.yml, which watches the
+    replicas themselves) keeps firing at least a minute past recovery: a replica that dies
+    leaves its targets without series until their new owner is scraped, and without it a
+    firing alert would resolve and page again. A cause keeps firing at least a minute longer
+    than each symptom it mutes, so the symptom clears first on the way back."""
+    rules = alert_rules()
+    own = {
+        rule["alert"]
+        for group in yaml.safe_load((RULES / "stackprobe.rules.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    keep = {n: parse_duration(r.get("keep_firing_for", "0s")) for n, r in rules.items()}
+    assert [n for n in sorted(rules) if n not in own and keep[n] < 60] == []
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    early = []
+    for inhibition in config["inhibit_rules"]:
+        causes = selected(inhibition["source_matchers"], rules) - STALE_CAUSES
+        for cause in sorted(causes):
+            for symptom in sorted(selected(inhibition["target_matchers"], rules) - {cause}):
+                if keep[cause] < keep[symptom] + 60:
+                    early.append(f"{cause} ({keep[cause]:g}s) mutes {symptom} ({keep[symptom]:g}s)")
+    assert early == []

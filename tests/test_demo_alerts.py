@@ -25,6 +25,7 @@ from stackprobe.demo.alerting import (
     demo_clock,
     faster_rules,
     group_waits,
+    muted_heights,
     muting_depths,
     notification,
     read_alerts,
@@ -132,6 +133,31 @@ def test_on_the_demo_clock_each_cause_fires_a_slack_before_what_it_mutes(tmp_pat
                     assert fors[cause] + 5.0 <= fors[symptom], (cause, symptom)
 
 
+def test_on_the_demo_clock_each_cause_keeps_firing_a_slack_after_what_it_mutes(
+    tmp_path: Path,
+) -> None:
+    """The other way round, on recovery: a symptom must clear before its cause, and a minute
+    of `keep_firing_for` between them is a second here."""
+    inhibit_rules = yaml.safe_load(ALERTMANAGER.read_text())["inhibit_rules"]
+    written = faster_rules(RULE_FILES, tmp_path / "rules", 60, 5.0, inhibit_rules=inhibit_rules)
+    keeps = {
+        name: parse_duration(r["keep_firing_for"])
+        for name, r in alert_rules(written).items()
+        if "keep_firing_for" in r
+    }
+    assert keeps["AlbNoHealthyTargets"] == 6.0  # 1m, mutes nothing
+    assert keeps["EcsServiceNoRunningTasks"] == 12.0  # 2m, and one level below it
+    alerts = alert_rules()
+    pairs = 0
+    for inhibition in inhibit_rules:
+        for cause in selected(inhibition["source_matchers"], alerts) - STALE_CAUSES:
+            for symptom in selected(inhibition["target_matchers"], alerts) - {cause}:
+                if symptom in keeps:
+                    pairs += 1
+                    assert keeps[cause] >= keeps[symptom] + 5.0, (cause, symptom)
+    assert pairs >= 20
+
+
 def test_muting_depth_is_the_longest_chain_of_causes() -> None:
     rules = {name: {"labels": {"area": "x"}} for name in ("A", "B", "C", "D", "StackprobeDown")}
     inhibit = [
@@ -150,6 +176,14 @@ def test_muting_depth_is_the_longest_chain_of_causes() -> None:
         "D": 0,
         "StackprobeDown": 0,
     }
+    assert muted_heights(rules, inhibit[:2]) == {
+        "A": 2,
+        "B": 1,
+        "C": 0,
+        "D": 0,
+        "StackprobeDown": 0,  # its symptoms go stale: it is no cause to outlast
+    }
+    assert set(muted_heights(rules, inhibit)) == set(rules)  # the cycle ends
 
 
 def test_the_routing_is_the_examples_with_the_demos_receiver(tmp_path: Path) -> None:
