@@ -279,6 +279,9 @@ class AwsClients:
         self._started: tuple[botocore.session.Session, Any] | None = None  # session, config
         self._sessions: dict[tuple[str | None, str | None], botocore.session.Session] = {}
         self._clients: dict[_ClientKey, Any] = {}
+        # service -> boto3's operation names -> the API's (describe_db_instances ->
+        # DescribeDBInstances), from the clients' own models as they are made
+        self._api_names: dict[str, Mapping[str, str]] = {}
 
     def _botocore(self) -> tuple[botocore.session.Session, Any]:
         """The base session and the clients' config, made (and botocore imported) on the
@@ -358,6 +361,7 @@ class AwsClients:
             endpoint_url=self.settings.endpoint_url,
             config=self._botocore()[1],
         )
+        self._api_names.setdefault(service, dict(client.meta.method_to_api_mapping))
         events = client.meta.events
         events.register("request-created", _stamp_attempt)
         events.register("needs-retry", self._count_attempt)
@@ -444,19 +448,23 @@ class AwsClients:
                 outcome = _call_outcome(exc.problem)
                 ms = (time.perf_counter() - started) * 1000
                 code = exc.code or str(exc.problem)
-                calls.append(AwsCall(_iam_name(service, operation), outcome, ms, None, code))
+                action = iam_action(service, self._api(service, operation))
+                calls.append(AwsCall(action, outcome, ms, None, code))
             raise
         if calls is not None:
             ms = (time.perf_counter() - started) * 1000
             pages = len(result) if paged else None
-            calls.append(AwsCall(_iam_name(service, operation), "ok", ms, pages))
+            action = iam_action(service, self._api(service, operation))
+            calls.append(AwsCall(action, "ok", ms, pages))
         return result
 
     async def _in_pool(
         self, service: str, operation: str, deadline: float, job: Callable[[], Any]
     ) -> Any:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, _classified, job, service, operation)
+        future = loop.run_in_executor(
+            self._pool, _classified, job, service, operation, lambda: self._api(service, operation)
+        )
         try:
             async with asyncio.timeout_at(deadline):
                 return await future
@@ -464,8 +472,15 @@ class AwsClients:
             raise AwsCallError(
                 AwsProblem.TIMEOUT,
                 operation,
-                f"{_api_name(service, operation)} did not finish before the run's deadline",
+                f"{service} {self._api(service, operation)} did not finish before the run's "
+                "deadline",
             ) from None
+
+    def _api(self, service: str, operation: str) -> str:
+        """The API's name of a boto3 operation, as the service's model spells it; before its
+        first client is made, boto3's name in CamelCase (DescribeDbInstances)."""
+        found = self._api_names.get(service, {}).get(operation)
+        return found or "".join(part.title() for part in operation.split("_"))
 
     def shutdown(self) -> None:
         """Stop taking calls; threads finish the calls they are in (each within its timeouts)."""
@@ -512,23 +527,22 @@ def _call_outcome(problem: AwsProblem) -> str:
     return "denied" if problem is AwsProblem.ACCESS_DENIED else "error"
 
 
-def _api_name(service: str, operation: str) -> str:
-    return f"{service} {_camel(operation)}"
+def _classified(
+    job: Callable[[], Any], service: str, operation: str, api: Callable[[], str]
+) -> Any:
+    """Run one job in a worker thread, turning botocore's exceptions into `AwsCallError`.
+    `api` names the operation as the API does, once the job has made its client."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return job()
+    except (ClientError, BotoCoreError) as exc:
+        raise _error(exc, service, operation, f"{service} {api()}") from None
 
 
-def _camel(operation: str) -> str:
-    """boto3's name of an operation as the API spells it: list_objects_v2 -> ListObjectsV2."""
-    return "".join(part.title() for part in operation.split("_"))
-
-
-def _iam_name(service: str, operation: str) -> str:
-    return iam_action(service, _camel(operation))
-
-
-def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
-    """Run one job in a worker thread, turning botocore's exceptions into `AwsCallError`."""
+def _error(exc: Exception, service: str, operation: str, name: str) -> AwsCallError:
+    """What a botocore exception means for a run, saying how to fix it."""
     from botocore.exceptions import (
-        BotoCoreError,
         ClientError,
         ConnectTimeoutError,
         CredentialRetrievalError,
@@ -539,65 +553,61 @@ def _classified(job: Callable[[], Any], service: str, operation: str) -> Any:
         ReadTimeoutError,
     )
 
-    name = _api_name(service, operation)
-    try:
-        return job()
-    except ClientError as exc:
+    if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = error.get("Code", "")
         op = exc.operation_name
         message = (error.get("Message") or "")[:300]
         if code in THROTTLING_CODES:
-            raise AwsCallError(
+            return AwsCallError(
                 AwsProblem.THROTTLED,
                 op,
                 f"AWS throttled {name} ({code}) through every retry; the next run tries again",
-            ) from None
+            )
         if code in DENIED_CODES and op == "AssumeRole":
             # A refused AssumeRole surfaces from whichever call needed the credentials.
-            raise AwsCallError(
+            return AwsCallError(
                 AwsProblem.ACCESS_DENIED,
                 op,
                 f"AWS denied AssumeRole ({code}) for {name}: the identity stackprobe runs as "
                 "needs sts:AssumeRole on the role, and the role's trust policy must name that "
                 "identity (and the ExternalId, when it asks for one)",
-            ) from None
+            )
         if code in DENIED_CODES:
             action = iam_action(service, op)
-            raise AwsCallError(
+            return AwsCallError(
                 AwsProblem.ACCESS_DENIED,
                 op,
                 f"AWS denied {name} ({code}): grant the IAM action {action} to the role "
                 "stackprobe runs as (docs/iam-policy.json lists every action it needs)",
-            ) from None
+            )
         if code in CREDENTIAL_CODES:
-            raise AwsCallError(
+            return AwsCallError(
                 AwsProblem.CREDENTIALS,
                 op,
                 f"AWS refused the credentials for {name} ({code}): {message}",
-            ) from None
+            )
         problem = AwsProblem.NOT_FOUND if code in NOT_FOUND_CODES else AwsProblem.API_ERROR
-        raise AwsCallError(problem, op, f"{name} failed: {code}: {message}", code) from None
-    except (NoCredentialsError, PartialCredentialsError):
-        raise AwsCallError(
+        return AwsCallError(problem, op, f"{name} failed: {code}: {message}", code)
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return AwsCallError(
             AwsProblem.CREDENTIALS,
             operation,
             f"no AWS credentials for {name}: give the task a role, or set AWS_PROFILE or "
             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
-        ) from None
-    except CredentialRetrievalError as exc:  # the task role's or an assumed role's fetch
-        raise AwsCallError(
+        )
+    if isinstance(exc, CredentialRetrievalError):  # the task role's or an assumed role's fetch
+        return AwsCallError(
             AwsProblem.CREDENTIALS, operation, f"cannot fetch AWS credentials for {name}: {exc}"
-        ) from None
-    except NoRegionError:
-        raise AwsCallError(
+        )
+    if isinstance(exc, NoRegionError):
+        return AwsCallError(
             AwsProblem.API_ERROR,
             operation,
             f"no AWS region for {name}: set region: on the target or in aws:, or AWS_REGION",
-        ) from None
-    except (ConnectTimeoutError, ReadTimeoutError) as exc:
-        raise AwsCallError(AwsProblem.TIMEOUT, operation, f"{name} timed out: {exc}") from None
-    except EndpointConnectionError as exc:
-        raise AwsCallError(AwsProblem.UNREACHABLE, operation, f"{name}: {exc}") from None
-    except BotoCoreError as exc:
-        raise AwsCallError(AwsProblem.API_ERROR, operation, f"{name}: {exc}") from None
+        )
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+        return AwsCallError(AwsProblem.TIMEOUT, operation, f"{name} timed out: {exc}")
+    if isinstance(exc, EndpointConnectionError):
+        return AwsCallError(AwsProblem.UNREACHABLE, operation, f"{name}: {exc}")
+    return AwsCallError(AwsProblem.API_ERROR, operation, f"{name}: {exc}")
