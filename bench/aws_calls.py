@@ -2,11 +2,13 @@
 CloudWatch part costs.
 
 Inventory (issue floors): 3 clusters x 10 services, 20 target groups on 2 ALBs, 10 queues with
-10 dead-letter queues, 5 buckets, 3 log groups, all in moto (in-process, made faithful by
+10 dead-letter queues, 5 buckets, 3 log groups, 2 RDS instances (a burstable PostgreSQL on gp2
+and its read replica), all in moto (in-process, made faithful by
 tests/support/aws.py: AWS's page and batch limits, percentiles, FilterLogEvents). Every AWS
 kind probes all of it: three ecs_service targets, one alb, one sqs, one s3 (cloudwatch mode),
-one cloudwatch target with the ALBs, the 30 services and the 10 queues, and one logs target
-counting the 7 built-in signals in the log groups a prefix names.
+one cloudwatch target with the ALBs, the 30 services and the 10 queues, one logs target
+counting the 7 built-in signals in the log groups a prefix names, and one rds target over
+every instance in the region.
 
 Cycle 1 is cold (queue URLs and task definitions are fetched once, stopped tasks described
 once); cycle 2 is the steady state every later cycle repeats. Cycle 3 has every AWS request
@@ -50,12 +52,13 @@ from tests.support.probing import ProbeRunner  # noqa: E402
 
 CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS = 3, 10, 20, 10, 5
 LOG_GROUPS = 3
+DATABASES = 2
 STOPPED_PER_CLUSTER = 1  # Inventory stops one task per cluster
 PRICE_PER_1000_METRICS = 0.01  # GetMetricData, USD, AWS's list price (us-east-1)
 SECONDS_PER_MONTH = 30 * 86400
 
 
-def minimum(cold: bool, queries: int, daily_queries: int) -> Counter[str]:
+def minimum(cold: bool, queries: int, daily_queries: int, rds_queries: int) -> Counter[str]:
     """The fewest calls that read this inventory, given each API's batch and page limits."""
     need: Counter[str] = Counter()
     for _ in range(CLUSTERS):
@@ -75,6 +78,9 @@ def minimum(cold: bool, queries: int, daily_queries: int) -> Counter[str]:
         need["GetQueueUrl"] += 2 * QUEUES
     need["GetBucketLifecycleConfiguration"] += BUCKETS
     need["GetMetricData"] += math.ceil(queries / 500) + math.ceil(daily_queries / 500)
+    # the rds target: its instances (100 a page), then their metrics in its own call
+    need["DescribeDBInstances"] += math.ceil(DATABASES / 100)
+    need["GetMetricData"] += math.ceil(rds_queries / 500)
     # FilterLogEvents reads one log group a call: one per (pattern, group) while a window's
     # matches fit one page (10,000 events); the prefix is resolved once a run
     need["DescribeLogGroups"] += 1
@@ -117,10 +123,12 @@ async def main() -> None:
         print(
             f"seeding moto: {CLUSTERS} clusters x {SERVICES} services, {TARGET_GROUPS} "
             f"target groups, {QUEUES} queues + DLQs, {BUCKETS} buckets, {LOG_GROUPS} log "
-            "groups ...",
+            f"groups, {DATABASES} RDS instances ...",
             flush=True,
         )
-        inventory = Inventory(CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS, LOG_GROUPS)
+        inventory = Inventory(
+            CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS, LOG_GROUPS, DATABASES
+        )
         raw = [
             t
             for t in inventory.targets(percentiles=True)
@@ -130,13 +138,19 @@ async def main() -> None:
         metrics = AwsMetrics(CollectorRegistry())
         clients = AwsClients(AwsSettings(region=REGION), metrics)
         recorder = Recorder()
-        clients._base.register("before-parameter-build", recorder)  # every client inherits it
+        # every target shares one region and role, so one client per service serves them all
+        for service in ("ecs", "elbv2", "sqs", "s3", "cloudwatch", "logs", "rds"):
+            client = clients.client(config.targets[0], service)  # type: ignore[arg-type]
+            client.meta.events.register("before-parameter-build", recorder)
         runners = [ProbeRunner(t, aws=clients) for t in config.targets]
         cloudwatch = next(t for t in config.targets if t.kind == "cloudwatch")
         from stackprobe.probes.cloudwatch import queries as cloudwatch_queries
 
         queries = len(cloudwatch_queries(cloudwatch))  # type: ignore[arg-type]
         daily = 2 * BUCKETS
+        # a db.t3 on gp2: 7 metrics, FreeStorageSpace, BurstBalance, CPUCreditBalance; its
+        # replica the same and ReplicaLag
+        rds = 10 + 11
 
         rows = []
         before = Counter()
@@ -159,7 +173,7 @@ async def main() -> None:
                 (
                     label,
                     made,
-                    minimum(cold, queries, daily),
+                    minimum(cold, queries, daily, rds),
                     wall,
                     failed,
                     repeated,
@@ -203,7 +217,13 @@ async def main() -> None:
                 f"  {name:32} {daily} metrics/cycle -> "
                 f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
             )
-        assert steady[6] == queries + daily, "metrics requested differs from the queries built"
+        for interval, name in ((60, "rds target, every 1m"), (300, "rds target, every 5m")):
+            per_month = rds * SECONDS_PER_MONTH / interval
+            print(
+                f"  {name:32} {rds} metrics/cycle -> "
+                f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
+            )
+        assert steady[6] == queries + daily + rds, "metrics requested differs from the queries"
 
         # Throttled cycle: AWS throttles every attempt of every call.
         throttles = []

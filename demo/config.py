@@ -157,6 +157,13 @@ def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None =
             ],
             "sqs_queues": [world.QUEUE],
         },
+        {
+            # every instance in the region: the demo's database and its read replica
+            "name": "aep-rds",
+            "kind": "rds",
+            "period": format_duration(CLOUDWATCH_PERIOD),
+            "delay": "0s",
+        },
     ]
     document = {
         "defaults": {

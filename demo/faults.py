@@ -207,6 +207,13 @@ FAULTS = {
             ("S3UploadFailuresLogged",),
         ),
         Fault(
+            "rds-disk-full",
+            "A full database disk (writes fail; PostgreSQL still answers)",
+            "the RDS instance's storage is used up: its status turns storage-full and "
+            "FreeStorageSpace falls to 1 %",
+            ("RdsStorageFull",),
+        ),
+        Fault(
             "jobs-stuck",
             "VivaCampo Scenario 4",
             "the workers stop taking jobs: the queue grows and nothing is deleted",
@@ -467,6 +474,9 @@ class Faults:
 
     async def _tiles_down(self, on: bool) -> None:
         self.site.tiles = not on
+
+    async def _rds_disk_full(self, on: bool) -> None:
+        await asyncio.to_thread(self.world.storage_full, on)
 
     async def _s3_growth(self, on: bool) -> None:
         await asyncio.to_thread(self.world.bucket_grew, on)

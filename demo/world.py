@@ -36,6 +36,9 @@ LOAD_BALANCER = "aep-demo-alb"
 TARGET_GROUPS = {BACKEND: "aep-backend-tg", FRONTEND: "aep-frontend-tg"}
 QUEUE, DEAD_LETTER_QUEUE = "aep-jobs", "aep-jobs-dlq"
 BUCKET = "aep-demo-rasters"
+# The RDS instance behind the backend (PostgreSQL, gp2, burstable) and its read replica.
+DATABASE, DATABASE_REPLICA = "aep-demo-db", "aep-demo-db-replica"
+DATABASE_GIB = 100
 # What the backend must run with (AEP Incident 5: budget enforcement off after a deploy).
 EXPECTED_ENV = {"BUDGET_ENFORCEMENT_MODE": "strict"}
 GIB = 1024**3
@@ -106,6 +109,7 @@ class World:
         self.crash_looping = False
         self.cannot_start = False  # the backend's image cannot be pulled
         self.bucket_grown = False
+        self.disk_full = False  # the RDS instance's storage is used up
         self.error_ratio = 0.0  # share of requests the targets answer with 5xx
         self._stopped_at: dict[str, float] = {}  # task ARN -> when the demo saw it stopped
         # (fault, APP_ERRORS key) -> when its lines begin
@@ -137,10 +141,12 @@ class World:
         self.s3 = self.client("s3")
         self.cloudwatch = self.client("cloudwatch")
         self.logs = self.client("logs")
+        self.rds = self.client("rds")
         self._seed_alb()
         self._seed_ecs()
         self._seed_sqs()
         self._seed_s3()
+        self._seed_rds()
         for group in LOG_GROUPS.values():
             self.logs.create_log_group(logGroupName=group)
 
@@ -247,6 +253,20 @@ class World:
         self._storage_day = 0.0
         self._daily_storage()
 
+    def _seed_rds(self) -> None:
+        self.rds.create_db_instance(
+            DBInstanceIdentifier=DATABASE,
+            DBInstanceClass="db.t3.medium",
+            Engine="postgres",
+            AllocatedStorage=DATABASE_GIB,
+            StorageType="gp2",
+            MasterUsername="aep",
+            MasterUserPassword="moto-demo-only",
+        )
+        self.rds.create_db_instance_read_replica(
+            DBInstanceIdentifier=DATABASE_REPLICA, SourceDBInstanceIdentifier=DATABASE
+        )
+
     def _daily_storage(self) -> None:
         """S3's daily storage figures for the two days before today, once a day: after
         midnight UTC, yesterday is a new day with its own datapoint."""
@@ -300,6 +320,7 @@ class World:
             now = datetime.now(UTC)
             self._traffic(now)
             self._jobs(now)
+            self._databases(now)
             if self.crash_looping:
                 self._crash()
             if self.cannot_start:
@@ -415,6 +436,26 @@ class World:
                 dims,
                 now,
             )
+
+    def _databases(self, now: datetime) -> None:
+        """The RDS instance and its replica as CloudWatch has them: a quiet database with
+        half its disk free, or (rds-disk-full) a full one."""
+        for name in (DATABASE, DATABASE_REPLICA):
+            free = 0.012 if self.disk_full and name == DATABASE else random.uniform(0.55, 0.56)
+            figures: list[tuple[str, dict[str, str], float]] = [
+                ("FreeStorageSpace", {}, free * DATABASE_GIB * GIB),
+                ("CPUUtilization", {}, random.uniform(12, 30)),
+                ("CPUCreditBalance", {}, random.uniform(500, 576)),
+                ("BurstBalance", {}, 100.0),
+                ("FreeableMemory", {}, random.uniform(1.1, 1.3) * GIB),
+                ("ReadLatency", {}, random.uniform(0.0006, 0.0012)),
+                ("WriteLatency", {}, random.uniform(0.0010, 0.0020)),
+                ("DiskQueueDepth", {}, random.uniform(0.0, 0.3)),
+                ("DatabaseConnections", {}, float(random.randint(14, 22))),
+            ]
+            if name == DATABASE_REPLICA:
+                figures.append(("ReplicaLag", {}, random.uniform(0.5, 2.0)))
+            self._put("AWS/RDS", figures, {"DBInstanceIdentifier": name}, now)
 
     def _backend_serves(self) -> bool:
         """Whether the balancer sends the site's requests to the backend's targets (every
@@ -650,6 +691,16 @@ class World:
                     and _timestamp(datum.timestamp) >= yesterday.timestamp()
                 ):
                     datum.value = size
+
+    def storage_full(self, full: bool) -> None:
+        """The RDS instance's disk used up: RDS sets its status to storage-full, and
+        CloudWatch's FreeStorageSpace falls to about 1 % from the next tick."""
+        from moto.rds.models import rds_backends
+
+        with self.lock:
+            self.disk_full = full
+            instance = rds_backends[ACCOUNT][REGION].databases[DATABASE]
+            instance.status = "storage-full" if full else "available"
 
 
 def _timestamp(stamp: Any) -> float:

@@ -585,6 +585,11 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "PostgresIdleInTransaction": ("stackprobe-overview", 18),
     "PostgresAppPoolExhausted": ("stackprobe-datastores", 62),
     "PostgresSlowStatements": ("stackprobe-datastores", 64),
+    "RdsStorageFull": ("stackprobe-datastores", 70),
+    "RdsStorageLow": ("stackprobe-datastores", 70),
+    "RdsCpuSaturated": ("stackprobe-datastores", 71),
+    "RdsBurstExhausted": ("stackprobe-datastores", 72),
+    "RdsReplicaLagging": ("stackprobe-datastores", 73),
     "RedisConnectionErrors": ("stackprobe-overview", 19),
     "RedisTooManyClients": ("stackprobe-overview", 23),
     "AlbNotActive": ("stackprobe-overview", 26),
@@ -840,6 +845,77 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
         ),
     ),
     (
+        "RDS",
+        (
+            Signal(
+                70,
+                "RDS storage free",
+                (("aws_rds:free_storage:ratio", "{{dimension_DBInstanceIdentifier}}"),),
+                "Free storage over allocated storage. Under 2 % (or status storage-full) "
+                "writes fail: a P0; under 10 % with no autoscaling headroom, or under 20 % "
+                "and full within 4 hours at the last hour's rate, a P1.",
+                "RdsStorageFull",
+                unit="percentunit",
+                more_runbooks=("RdsStorageLow",),
+            ),
+            Signal(
+                71,
+                "RDS CPU",
+                (
+                    (
+                        f"max without (instance) (aws_rds_cpuutilization_average{{{TARGET}}})",
+                        "average {{dimension_DBInstanceIdentifier}}",
+                    ),
+                    (
+                        f"max without (instance) (aws_rds_cpuutilization_maximum{{{TARGET}}})",
+                        "maximum {{dimension_DBInstanceIdentifier}}",
+                    ),
+                ),
+                "CPU %: over 90 on average for 15 minutes slows every query.",
+                "RdsCpuSaturated",
+                unit="percent",
+            ),
+            Signal(
+                72,
+                "RDS CPU credits and I/O burst balance",
+                (
+                    (
+                        f"max without (instance) (aws_rds_cpucredit_balance_average{{{TARGET}}})",
+                        "CPU credits {{dimension_DBInstanceIdentifier}}",
+                    ),
+                    (
+                        f"max without (instance) (aws_rds_burst_balance_average{{{TARGET}}})",
+                        "I/O burst % {{dimension_DBInstanceIdentifier}}",
+                    ),
+                ),
+                "Credits left on a db.t* class, and the I/O burst balance of a gp2 volume: at "
+                "0 the instance runs at its baseline.",
+                "RdsBurstExhausted",
+            ),
+            Signal(
+                73,
+                "RDS replica lag and disk latency",
+                (
+                    (
+                        f"max without (instance) (aws_rds_replica_lag_average{{{TARGET}}})",
+                        "replica lag {{dimension_DBInstanceIdentifier}}",
+                    ),
+                    (
+                        f"max without (instance) (aws_rds_write_latency_average{{{TARGET}}})",
+                        "write latency {{dimension_DBInstanceIdentifier}}",
+                    ),
+                    (
+                        f"max without (instance) (aws_rds_read_latency_average{{{TARGET}}})",
+                        "read latency {{dimension_DBInstanceIdentifier}}",
+                    ),
+                ),
+                "Seconds a read replica is behind its source, and seconds per disk I/O.",
+                "RdsReplicaLagging",
+                unit="s",
+            ),
+        ),
+    ),
+    (
         "Redis",
         (
             Signal(
@@ -1032,8 +1108,9 @@ def ecs() -> dashboard.Dashboard:
 def datastores() -> dashboard.Dashboard:
     return _board(
         "stackprobe-datastores",
-        "stackprobe PostgreSQL and Redis",
-        "Connections against every limit, slow statements, Redis memory and clients.",
+        "stackprobe databases: PostgreSQL, RDS, Redis",
+        "Connections against every limit, slow statements, RDS storage and CPU, Redis memory "
+        "and clients.",
         DATASTORE_ROWS,
         firing=False,
     )

@@ -31,6 +31,7 @@ NAMES = (
     "sqs",
     "s3",
     "cloudwatch",
+    "rds",
     "logs",
 )
 

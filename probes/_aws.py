@@ -199,6 +199,19 @@ async def measured(
     return dataclasses.replace(result, evidence=result.evidence + call_evidence(calls))
 
 
+def measured_result(
+    samples: Sequence[Sample], verdict: Verdict, evidence: Evidence, missing: str = ""
+) -> ProbeResult:
+    """A run that measured what it found. `missing` (what the config names that AWS does
+    not have) fails it as `not_found`, keeping the samples of the rest, so one deleted
+    queue or instance darkens only itself."""
+    if missing:
+        return ProbeResult.failed(
+            AwsProblem.NOT_FOUND, missing, tuple(samples), verdict=verdict, evidence=evidence
+        )
+    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
 GET_METRIC_DATA_MAX = 500  # queries per GetMetricData call; moto accepts more, AWS does not
 
 

@@ -26,8 +26,16 @@ from stackprobe.contract import (
     ProbeResult,
     Sample,
 )
-from stackprobe.probes._aws import AwsState, Finding, Reason, gather_all, judged, measured
-from stackprobe.probes._aws_api import AWS, AwsProblem, AwsTarget
+from stackprobe.probes._aws import (
+    AwsState,
+    Finding,
+    Reason,
+    gather_all,
+    judged,
+    measured,
+    measured_result,
+)
+from stackprobe.probes._aws_api import AWS, AwsTarget
 from stackprobe.probes.cloudwatch import CloudWatchTarget
 from stackprobe.target import TargetConfig, UniqueNames
 
@@ -197,15 +205,8 @@ async def _measure(target: AlbTarget, ctx: ProbeContext) -> ProbeResult:
         f"in {len(groups)} target groups",
     )
     missing = [n for n in target.load_balancers if n not in balancers]
-    if missing:
-        return ProbeResult.failed(
-            AwsProblem.NOT_FOUND,
-            f"no load balancer named {', '.join(missing)} in this region and account",
-            tuple(samples),
-            verdict=verdict,
-            evidence=evidence,
-        )
-    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+    said = f"no load balancer named {', '.join(missing)} in this region and account"
+    return measured_result(samples, verdict, evidence, said if missing else "")
 
 
 class _Counts(NamedTuple):

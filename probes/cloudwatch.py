@@ -87,7 +87,7 @@ class EcsSelection(_Strict):
 _STAT = re.compile(r"^(SampleCount|Average|Sum|Minimum|Maximum|p\d{1,2}(\.\d+)?)$")
 
 
-def _cloudwatch_period(value: float) -> float:
+def cloudwatch_period(value: float) -> float:
     if value not in (1, 5, 10, 30) and (value < 60 or value % 60):
         raise PydanticCustomError(
             "period",
@@ -109,7 +109,7 @@ class CustomMetric(_Strict):
     @field_validator("period")
     @classmethod
     def _a_cloudwatch_period(cls, value: float | None) -> float | None:
-        return None if value is None else _cloudwatch_period(value)
+        return None if value is None else cloudwatch_period(value)
 
     @field_validator("statistics")
     @classmethod
@@ -142,7 +142,7 @@ class CloudWatchTarget(AwsTarget):
     @field_validator("period")
     @classmethod
     def _a_period(cls, value: float) -> float:
-        return _cloudwatch_period(value)
+        return cloudwatch_period(value)
 
     @model_validator(mode="after")
     def _each_series_once(self) -> CloudWatchTarget:
@@ -403,7 +403,7 @@ async def _measure(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
     )
     samples: list[Sample] = []
     for (period, group), points in zip(by_period.items(), answers, strict=True):
-        samples.extend(_newest(group, points, windows[period][1] - period))
+        samples.extend(newest(group, points, windows[period][1] - period))
     verdict, evidence = judged(
         _findings(samples),
         f"{sum(1 for s in samples if s.spec is not DATAPOINT_TIME)} of {len(wanted)} "
@@ -459,7 +459,7 @@ def _findings(samples: Iterable[Sample]) -> list[Finding]:
     return failing + degraded
 
 
-def _newest(
+def newest(
     group: Iterable[tuple[str, Query]],
     points: dict[str, list[tuple[float, float]]],
     last_closed: float,

@@ -63,6 +63,7 @@ from stackprobe.probes._aws import (
     gather_all,
     judged,
     measured,
+    measured_result,
 )
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probes._ecs_tasks import describe_tasks, task_arns
@@ -317,15 +318,8 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
             if not sample.value:
                 drift.setdefault(sample.label_values[1], []).append(sample.label_values[2])
     verdict, evidence = _judge(names, services, state, stops, drift, findings)
-    if missing:
-        return ProbeResult.failed(
-            AwsProblem.NOT_FOUND,
-            f"cluster {target.cluster} has no active service {', '.join(missing[:5])}",
-            tuple(samples),
-            verdict=verdict,
-            evidence=evidence,
-        )
-    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+    said = f"cluster {target.cluster} has no active service {', '.join(missing[:5])}"
+    return measured_result(samples, verdict, evidence, said if missing else "")
 
 
 def _judge(

@@ -34,7 +34,15 @@ from stackprobe.contract import (
     ProbeResult,
     Sample,
 )
-from stackprobe.probes._aws import AwsState, Finding, Reason, gather_all, judged, measured
+from stackprobe.probes._aws import (
+    AwsState,
+    Finding,
+    Reason,
+    gather_all,
+    judged,
+    measured,
+    measured_result,
+)
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
 from stackprobe.probes.cloudwatch import CloudWatchTarget
 from stackprobe.target import TargetConfig
@@ -189,15 +197,8 @@ async def _measure(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
         f"queues: {len(depths)}; messages waiting {sum(d[1] for d in depths)}, "
         f"in flight {sum(d[2] for d in depths)}",
     )
-    if gone:  # the queues themselves were measured: keep their samples
-        return ProbeResult.failed(
-            AwsProblem.NOT_FOUND,
-            f"the dead-letter queue of a redrive policy does not exist: {', '.join(gone)}",
-            tuple(samples),
-            verdict=verdict,
-            evidence=evidence,
-        )
-    return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+    said = f"the dead-letter queue of a redrive policy does not exist: {', '.join(gone)}"
+    return measured_result(samples, verdict, evidence, said if gone else "")
 
 
 def _stuck(state: AwsState, depths: Sequence[tuple[str, int, int]]) -> list[Finding]:

@@ -50,7 +50,18 @@ def default_priority(rule: dict[str, Any]) -> str:
 def test_every_area_has_its_rule_file() -> None:
     names = {path.name.removesuffix(".rules.yml") for path in RULE_FILES}
 
-    assert names == {"health", "ecs", "alb", "sqs", "s3", "postgres", "redis", "logs", "stackprobe"}
+    assert names == {
+        "health",
+        "ecs",
+        "alb",
+        "sqs",
+        "s3",
+        "postgres",
+        "rds",
+        "redis",
+        "logs",
+        "stackprobe",
+    }
 
 
 def test_promtool_checks_the_rules_clean() -> None:
@@ -284,7 +295,7 @@ def test_amtool_checks_the_routing_config() -> None:
     done = run(amtool, "check-config", ALERTMANAGER)
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "9 inhibit rules" in done.stdout
+    assert "10 inhibit rules" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -199,6 +199,14 @@ FAULT_SIGNALS = {
     "env-drift": lambda d: (
         d.value("aws_ecs_service_expected_env_match", service=world.BACKEND) == 0
     ),
+    "rds-disk-full": lambda d: (
+        d.value(
+            "aws_rds_instance_status",
+            dimension_DBInstanceIdentifier=world.DATABASE,
+            status="storage-full",
+        )
+        == 1
+    ),
     "s3-growth": lambda d: (
         d.value("aws_s3_bucket_size_bytes", bucket=world.BUCKET, storage_type="StandardStorage")
         == world.BUCKET_BYTES * 1.5

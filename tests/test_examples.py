@@ -98,6 +98,14 @@ async def test_vivacampo_aws_targets_run_against_its_stack(moto: None) -> None:
         HealthCheckPath="/health/live",
     )
     boto3.client("sqs", region_name=REGION).create_queue(QueueName="vivacampo-prod-jobs")
+    boto3.client("rds", region_name=REGION).create_db_instance(
+        DBInstanceIdentifier="vivacampo-prod-db",
+        DBInstanceClass="db.m6g.large",
+        Engine="postgres",
+        AllocatedStorage=200,
+        MasterUsername="vivacampo",
+        MasterUserPassword="moto-only-password",
+    )
     cwlogs = boto3.client("logs", region_name=REGION)
     for service in ("api", "worker", "tiler"):
         cwlogs.create_log_group(logGroupName=f"/ecs/vivacampo-prod/{service}")

@@ -2,7 +2,8 @@
 
 moto 5 answers ListServices and ListTasks in one page whatever maxResults says, ignores
 ListTasks' serviceName, and accepts DescribeServices with more than 10 names and
-DescribeTasks with more than 100 and GetMetricData with more than 500 queries, fails on
+DescribeTasks with more than 100 and GetMetricData with more than 500 queries and
+DescribeDBInstances pages of any size, fails on
 percentile statistics, and moves a running task towards STOPPED every time it is
 described. Real AWS pages, rejects and keeps it RUNNING; so does moto once
 `faithful_aws()` is entered, so a probe that forgets to batch or paginate fails here too.
@@ -33,6 +34,8 @@ from moto.core.botocore_stubber import MockRawResponse
 from moto.core.responses import ActionResult
 from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.responses import EC2ContainerServiceResponse
+from moto.rds.exceptions import InvalidParameterValue as RdsInvalidParameterValue
+from moto.rds.responses import RDSResponse
 from prometheus_client import CollectorRegistry
 
 from stackprobe.demo import moto_stack
@@ -99,6 +102,16 @@ def _limited_describe_tasks(self: EC2ContainerServiceResponse) -> Any:
     return _describe_tasks(self)
 
 
+_describe_db_instances = RDSResponse.describe_db_instances
+
+
+def _limited_describe_db_instances(self: RDSResponse) -> Any:
+    size = self.params.get("MaxRecords")
+    if size is not None and not 20 <= int(size) <= 100:
+        raise RdsInvalidParameterValue("MaxRecords must be between 20 and 100.")
+    return _describe_db_instances(self)
+
+
 _get_metric_data = CloudWatchBackend.get_metric_data
 
 
@@ -132,6 +145,9 @@ def faithful_responses() -> Iterator[None]:
         stack.enter_context(behave_like_aws())
         stack.enter_context(
             mock.patch.object(CloudWatchBackend, "get_metric_data", _limited_get_metric_data)
+        )
+        stack.enter_context(
+            mock.patch.object(RDSResponse, "describe_db_instances", _limited_describe_db_instances)
         )
         yield
 
@@ -220,7 +236,8 @@ class EcsStack(moto_stack.EcsStack):
 class Inventory:
     """A whole stack in moto, sized as asked: clusters of services with stopped and running
     tasks, load balancers with target groups, queues with dead-letter queues, buckets with
-    objects and daily storage metrics, log groups with a few application lines. `targets()`
+    objects and daily storage metrics, log groups with a few application lines, RDS instances
+    (a burstable PostgreSQL on gp2, and a read replica of it when there are two). `targets()`
     is a config probing all of it."""
 
     def __init__(
@@ -231,6 +248,7 @@ class Inventory:
         queues: int = 2,
         buckets: int = 1,
         log_groups: int = 2,
+        databases: int = 1,
     ) -> None:
         import time
         from datetime import UTC, datetime
@@ -329,6 +347,24 @@ class Inventory:
                     ],
                 )
 
+        rds = session.client("rds", region_name=REGION)
+        self.databases = [f"db-{d}" for d in range(databases)]
+        for d, name in enumerate(self.databases):
+            if d == 1:
+                rds.create_db_instance_read_replica(
+                    DBInstanceIdentifier=name, SourceDBInstanceIdentifier=self.databases[0]
+                )
+                continue
+            rds.create_db_instance(
+                DBInstanceIdentifier=name,
+                DBInstanceClass="db.t3.micro",
+                Engine="postgres",
+                AllocatedStorage=20,
+                StorageType="gp2",
+                MasterUsername="app",
+                MasterUserPassword="not-a-secret-moto-only",
+            )
+
     def targets(self, *, percentiles: bool = False) -> list[dict[str, Any]]:
         """Every AWS kind over the whole inventory. moto 5.2 fails on percentile statistics,
         so ALB latency queries are left out unless `percentiles`."""
@@ -393,6 +429,8 @@ class Inventory:
                 for i, (_, dim) in enumerate(self.load_balancers)
             ]
         targets.append(cloudwatch)
+        if self.databases:
+            targets.append({"name": "databases", "kind": "rds", **aws})
         if self.log_groups:
             targets.append(
                 {

@@ -169,6 +169,21 @@ WAVES: list[list[Incident]] = [
             within=CLOUDWATCH_WITHIN,
         ),
         Incident(
+            "rds-disk-full",
+            "A database disk that fills: every write fails",
+            "rds-disk-full",
+            {
+                "RdsStorageFull": {
+                    "priority": "P0",
+                    "dimension_DBInstanceIdentifier": world.DATABASE,
+                }
+            },
+            # the P1 ahead of it, said once by the P0
+            muted={"RdsStorageLow": {"dimension_DBInstanceIdentifier": world.DATABASE}},
+            says={"RdsStorageFull": "status storage-full"},
+            within=CLOUDWATCH_WITHIN,
+        ),
+        Incident(
             "s3-growth",
             "VivaCampo Scenario 2: S3 bucket growth",
             "s3-growth",
