@@ -106,7 +106,13 @@ def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None =
         },
         postgres,
         # the Redis the backend uses: Redis down then explains the backend's `redis: false`
-        {"name": "aep-redis", "kind": "redis", "url": at.redis_url, "labels": backend},
+        {
+            "name": "aep-redis",
+            "kind": "redis",
+            "url": at.redis_url,
+            "labels": backend,
+            "keys": ["celery"],  # the backend's task queue; empty (so absent) in the demo
+        },
         {
             "name": "aep-ecs",
             "kind": "ecs_service",

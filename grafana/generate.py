@@ -592,6 +592,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "RdsReplicaLagging": ("stackprobe-datastores", 73),
     "RedisConnectionErrors": ("stackprobe-overview", 19),
     "RedisTooManyClients": ("stackprobe-overview", 23),
+    "RedisQueueGrowing": ("stackprobe-datastores", 74),
     "AlbNotActive": ("stackprobe-overview", 26),
     "AlbHealthCheckPathDrift": ("stackprobe-overview", 27),
     "AlbAccessLogsDisabled": ("stackprobe-overview", 28),
@@ -850,7 +851,12 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
             Signal(
                 70,
                 "RDS storage free",
-                (("aws_rds:free_storage:ratio", "{{dimension_DBInstanceIdentifier}}"),),
+                (
+                    (
+                        f"aws_rds:free_storage:ratio{{{TARGET}}}",
+                        "{{dimension_DBInstanceIdentifier}} {{target}}",
+                    ),
+                ),
                 "Free storage over allocated storage. Under 2 % (or status storage-full) "
                 "writes fail: a P0; under 10 % with no autoscaling headroom, or under 20 % "
                 "and full within 4 hours at the last hour's rate, a P1.",
@@ -894,12 +900,21 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
             ),
             Signal(
                 73,
-                "RDS replica lag and disk latency",
+                "RDS replica lag",
                 (
                     (
                         f"max without (instance) (aws_rds_replica_lag_average{{{TARGET}}})",
-                        "replica lag {{dimension_DBInstanceIdentifier}}",
+                        "{{dimension_DBInstanceIdentifier}}",
                     ),
+                ),
+                "Seconds a read replica is behind its source; -1 means its replication stopped.",
+                "RdsReplicaLagging",
+                unit="s",
+            ),
+            Signal(
+                75,
+                "RDS disk latency",
+                (
                     (
                         f"max without (instance) (aws_rds_write_latency_average{{{TARGET}}})",
                         "write latency {{dimension_DBInstanceIdentifier}}",
@@ -909,8 +924,9 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                         "read latency {{dimension_DBInstanceIdentifier}}",
                     ),
                 ),
-                "Seconds a read replica is behind its source, and seconds per disk I/O.",
-                "RdsReplicaLagging",
+                "Seconds per read and write I/O: a volume held to its baseline IOPS, or a "
+                "disk queue, shows here first.",
+                "RdsBurstExhausted",
                 unit="s",
             ),
         ),
@@ -941,6 +957,19 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 ),
                 "Keys evicted for memory and connections refused for maxclients, per second.",
                 "RedisTooManyClients",
+            ),
+            Signal(
+                74,
+                "Job queues",
+                (
+                    (
+                        f"max without (instance) (redis_key_size{{{TARGET}}})",
+                        "{{key}} {{db}} {{target}}",
+                    ),
+                ),
+                "Items in each key a redis target's `keys:` lists (Celery, RQ, BullMQ queues). "
+                "A line that only climbs means no worker takes jobs.",
+                "RedisQueueGrowing",
             ),
             Signal(
                 67,

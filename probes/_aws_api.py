@@ -477,10 +477,21 @@ class AwsClients:
             ) from None
 
     def _api(self, service: str, operation: str) -> str:
-        """The API's name of a boto3 operation, as the service's model spells it; before its
-        first client is made, boto3's name in CamelCase (DescribeDbInstances)."""
-        found = self._api_names.get(service, {}).get(operation)
-        return found or "".join(part.title() for part in operation.split("_"))
+        """The API's name of a boto3 operation, as the service's model spells it
+        (describe_db_instances -> DescribeDBInstances): from its clients, or, when a call
+        failed before one was made (no credentials, no region), from the model itself."""
+        names = self._api_names.get(service)
+        if names is None:
+            from botocore import xform_name
+
+            try:
+                with self._lock:
+                    model = self._botocore()[0].get_service_model(service)
+                names = {xform_name(name): name for name in model.operation_names}
+            except Exception:  # an unknown service: its own name, in CamelCase
+                names = {}
+            self._api_names.setdefault(service, names)
+        return names.get(operation) or "".join(part.title() for part in operation.split("_"))
 
     def shutdown(self) -> None:
         """Stop taking calls; threads finish the calls they are in (each within its timeouts)."""

@@ -15,7 +15,7 @@ Names are YACE's (`aws_rds_<metric>_<statistic>`, `dimension_DBInstanceIdentifie
 dashboards keep working.
 
 A metric is asked for only where RDS publishes it: no FreeStorageSpace for Aurora (its
-cluster volume grows by itself), BurstBalance for gp2, st1 and sc1 volumes, CPUCreditBalance
+cluster volume grows by itself), BurstBalance for gp2 volumes, CPUCreditBalance
 for burstable (db.t*) classes, ReplicaLag for read replicas.
 
 The verdict mirrors alert_rules/rds.rules.yml with its thresholds, from the newest period.
@@ -70,9 +70,14 @@ CREDITS_EXHAUSTED = 1.0  # RdsBurstExhausted: cpucredit_balance_average < 1, on 
 # (db.t3 and db.t4g run unlimited: they bill surplus credits instead).
 STANDARD_CREDITS = "db.t2."
 BURST_EXHAUSTED = 5.0  # RdsBurstExhausted: burst_balance_average < 5 (%)
-REPLICA_LAG = 300.0  # RdsReplicaLagging: replica_lag_average > 300 (seconds)
-# The volume types that spend an I/O burst balance.
-BURSTING_STORAGE = frozenset({"gp2", "st1", "sc1"})
+REPLICA_LAG = 300.0  # RdsReplicaLagging: replica_lag_average > 300 (seconds), or < 0
+# RdsStorageLow: autoscaling headroom is a limit at least this much above the allocation (RDS
+# grows storage by 10 % at least; a limit 1 GiB above it is none).
+HEADROOM = 1.1
+# The volume type that spends an I/O burst balance on RDS (gp3, io1, io2 and magnetic do not).
+BURSTING_STORAGE = frozenset({"gp2"})
+# Engines DescribeDBInstances also lists whose metrics are not in AWS/RDS.
+OTHER_SERVICES = ("docdb", "neptune")
 
 
 class RdsTarget(AwsTarget):
@@ -90,6 +95,12 @@ class RdsTarget(AwsTarget):
     @classmethod
     def _a_period(cls, value: float) -> float:
         return cloudwatch_period(value)
+
+    @field_validator("identifiers")
+    @classmethod
+    def _lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """RDS keeps identifiers in lowercase, whatever case they were created in."""
+        return tuple(name.lower() for name in value)
 
     def describe(self) -> str:
         which = ", ".join(self.identifiers) if self.identifiers else "every instance"
@@ -132,7 +143,7 @@ CPU_CREDITS = _cw(
 )
 BURST_BALANCE = _cw(
     "aws_rds_burst_balance_average",
-    "RDS BurstBalance: % of a gp2/st1/sc1 volume's I/O credits left.",
+    "RDS BurstBalance: % of a gp2 volume's I/O credits left.",
 )
 FREEABLE_MEMORY = _cw("aws_rds_freeable_memory_average", "RDS FreeableMemory in bytes, Average.")
 READ_LATENCY = _cw("aws_rds_read_latency_average", "RDS ReadLatency in seconds per I/O, Average.")
@@ -245,14 +256,27 @@ async def _describe(target: RdsTarget, ctx: ProbeContext) -> list[Instance]:
         Filters=filters,
         PaginationConfig={"PageSize": PAGE_SIZE},
     )
-    return [instance for page in pages for instance in page]
+    return [
+        instance
+        for page in pages
+        for instance in page
+        if not instance.engine.startswith(OTHER_SERVICES)  # DocumentDB, Neptune
+    ]
 
 
-def _missing(target: RdsTarget, instances: Sequence[Instance]) -> list[str]:
+def _missing(target: RdsTarget, instances: Sequence[Instance]) -> str:
     """The identifiers the config names that DescribeDBInstances did not return (an ARN
-    names an instance by its last part)."""
+    names an instance by its last part), said as the run's failure; "" when none is."""
     found = {i.identifier for i in instances}
-    return [name for name in target.identifiers if name.rsplit(":", 1)[-1] not in found]
+    gone = [name for name in target.identifiers if name.rsplit(":", 1)[-1] not in found]
+    if not gone:
+        return ""
+    if target.engines:
+        return (
+            f"no DB instance {', '.join(gone)} of engine {', '.join(target.engines)} in this "
+            "region and account"
+        )
+    return f"no DB instance {', '.join(gone)} in this region and account"
 
 
 async def _measure(target: RdsTarget, ctx: ProbeContext) -> ProbeResult:
@@ -277,9 +301,7 @@ async def _measure(target: RdsTarget, ctx: ProbeContext) -> ProbeResult:
         _findings(instances, samples),
         f"{len(instances)} DB instances; {_lowest_storage(instances, samples)}",
     )
-    missing = _missing(target, instances)
-    said = f"no DB instance {', '.join(missing)} in this region and account" if missing else ""
-    return measured_result(samples, verdict, evidence, said)
+    return measured_result(samples, verdict, evidence, _missing(target, instances))
 
 
 def _values(samples: Iterable[Sample], spec: MetricSpec) -> dict[str, float]:
@@ -320,7 +342,7 @@ def _findings(instances: Sequence[Instance], samples: Sequence[Sample]) -> list[
             why = f"{name}: storage full ({i.status}, {left} of {i.allocated_gib} GiB)"
             failing.append(Finding(Health.FAILING, why, "RdsStorageFull"))
         elif share is not None and share < STORAGE_LOW:
-            headroom = (i.max_allocated_gib or 0) > i.allocated_gib
+            headroom = (i.max_allocated_gib or 0) >= HEADROOM * i.allocated_gib
             if not headroom:
                 why = f"{name}: {share * 100:.2g} % of {i.allocated_gib} GiB storage free"
                 degraded.append(Finding(Health.DEGRADED, why, "RdsStorageLow"))
@@ -336,6 +358,9 @@ def _findings(instances: Sequence[Instance], samples: Sequence[Sample]) -> list[
             degraded.append(Finding(Health.DEGRADED, why, "RdsBurstExhausted"))
         if lag.get(name, 0.0) > REPLICA_LAG:
             why = f"{name}: replica {lag[name]:.0f} s behind {i.replica_of}"
+            degraded.append(Finding(Health.DEGRADED, why, "RdsReplicaLagging"))
+        elif lag.get(name, 0.0) < 0:  # RDS's -1: replication is not running
+            why = f"{name}: not replicating from {i.replica_of} (ReplicaLag -1)"
             degraded.append(Finding(Health.DEGRADED, why, "RdsReplicaLagging"))
     return failing + degraded
 

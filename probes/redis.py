@@ -6,7 +6,8 @@ of it. Metric names follow redis_exporter's.
 
 What it does differently from redis_exporter, on purpose:
 - One connection per target, kept open between runs: redis_exporter opens one per scrape.
-- Two commands per run, PING (timed) and one INFO for just the sections it reads.
+- Two commands per run, PING (timed) and one INFO for just the sections it reads; with
+  `keys:` (job queues), one pipeline more for all of them.
 - redis-py's own retries are off and every socket operation has a timeout: its defaults retry
   for about 4 s and wait forever on a frozen server, past any run's deadline.
 - Connection errors are counted by reason in `stackprobe_redis_connection_errors_total`,
@@ -29,7 +30,7 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from stackprobe.contract import (
     EVIDENCE_VALUE_MAX,
@@ -81,6 +82,10 @@ DOWN_SECONDS = 60.0  # RedisDown: its `for: 1m`
 CONNECTION_ERROR_REASONS = (Reason.CONNECTION_CLOSED, Reason.TIMEOUT)
 # StackprobeCannotMeasure: failures of stackprobe's own access; RedisDown pages on the rest.
 CANNOT_MEASURE = frozenset({"auth_failed", "tls", "dns", "other"})
+# The key types `keys:` measures, and the command that counts each one's items: the shapes of
+# Celery and RQ queues (lists), BullMQ's (lists and sorted sets), Redis Streams and sets.
+KEY_LENGTHS = {"list": "LLEN", "zset": "ZCARD", "stream": "XLEN", "set": "SCARD"}
+KEYS_MAX = 100  # `keys:` entries: redis_key_size is one series each
 
 
 class RedisTarget(TargetConfig):
@@ -89,6 +94,22 @@ class RedisTarget(TargetConfig):
     username: str | None = None
     password: SecretRef | None = None
     tls: TLSConfig = TLSConfig()
+    # Keys whose length to export (job queues: `celery`, `rq:queue:default`,
+    # `bull:emails:wait`), in the URL's database; one pipeline for all of them per run.
+    keys: tuple[str, ...] = Field(default=(), max_length=KEYS_MAX)
+    # The server's maxclients, for one whose INFO leaves it out and whose CONFIG is blocked
+    # (ElastiCache before Redis 7): RedisTooManyClients needs it.
+    maxclients: int | None = Field(default=None, ge=1)
+
+    @field_validator("keys")
+    @classmethod
+    def _each_key_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({key for key in value if value.count(key) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed twice; list each key once")
+        if any(not key for key in value):
+            raise ValueError("an empty key; give each key's full name, e.g. celery")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -136,6 +157,12 @@ REDIS_CONNECTION_ERRORS = MetricSpec(
     ("reason",),
     type="counter",
 )
+REDIS_KEY_SIZE = MetricSpec(
+    "redis_key_size",
+    "Items in each key `keys:` lists (LLEN, ZCARD, XLEN or SCARD by its type); 0 when the key "
+    "does not exist, as an emptied Celery or RQ queue is deleted.",
+    ("db", "key"),
+)
 REDIS_CONNECTS = MetricSpec(
     "stackprobe_redis_connects",
     "Connections the probe has opened (one per target, again after errors).",
@@ -156,6 +183,7 @@ METRICS = (
     REDIS_MISSES,
     REDIS_DB_KEYS,
     REDIS_UPTIME,
+    REDIS_KEY_SIZE,
     REDIS_CONNECTION_ERRORS,
     REDIS_CONNECTS,
 )
@@ -172,6 +200,8 @@ class RedisState(KeptConnection["aioredis.Redis", Reason]):
         self.idle_timeout = 0.0  # the server's `timeout`, when the probe may read it
         self.described = ("target", target.describe())
         self.info_seconds = 0.0
+        self.keys_seconds = 0.0
+        self.db = 0  # the URL's database, which `keys:` are read in
 
     async def close(self, connection: aioredis.Redis, graceful: bool) -> None:
         import redis.exceptions as rex
@@ -187,19 +217,21 @@ async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
         target,
         ctx,
         lambda: _cycle(target, state),
-        ok=lambda result: _ok(state, *result),
+        ok=lambda result: _ok(target, state, *result),
         failed=lambda reason, detail: _failed(state, reason, detail),
         classify=classify,
         detail=lambda reason, exc: _detail(reason, exc, target),
     )
 
 
-async def _cycle(target: RedisTarget, state: RedisState) -> tuple[float, dict[str, Any]]:
+async def _cycle(
+    target: RedisTarget, state: RedisState
+) -> tuple[float, dict[str, Any], dict[str, int | str]]:
     """PING and INFO on the kept connection or a new one; a kept one the server closed counts
     by its reason, unless the server's own idle timeout closed it."""
     return await state.use(
         lambda: _client(target, state),
-        lambda client: _commands(client, state),
+        lambda client: _commands(client, state, target.keys),
         closed=_closed,
         counted=lambda exc: None if _idle_timed_out(state) else classify(exc),
     )
@@ -268,6 +300,7 @@ async def _client(target: RedisTarget, state: RedisState) -> aioredis.Redis:
             await client.aclose()
             raise
     state.adopt(client)
+    state.db = int(client.connection_pool.connection_kwargs.get("db") or 0)
     try:  # asked once per connection; an ACL without +config simply leaves it unknown
         state.idle_timeout = float((await client.config_get("timeout")).get("timeout") or 0)
     except rex.ResponseError:
@@ -275,7 +308,9 @@ async def _client(target: RedisTarget, state: RedisState) -> aioredis.Redis:
     return client
 
 
-async def _commands(client: aioredis.Redis, state: RedisState) -> tuple[float, dict[str, Any]]:
+async def _commands(
+    client: aioredis.Redis, state: RedisState, keys: tuple[str, ...]
+) -> tuple[float, dict[str, Any], dict[str, int | str]]:
     import redis.exceptions as rex
 
     started = time.perf_counter()
@@ -296,13 +331,52 @@ async def _commands(client: aioredis.Redis, state: RedisState) -> tuple[float, d
         except (rex.ResponseError, KeyError, ValueError):
             state.maxclients = -1
     state.info_seconds = time.perf_counter() - started
-    return ping, info
+    sizes: dict[str, int | str] = await _key_sizes(client, keys) if keys else {}
+    state.keys_seconds = time.perf_counter() - started - state.info_seconds
+    return ping, info, sizes
 
 
-def _ok(state: RedisState, ping: float, info: dict[str, Any]) -> ProbeResult:
+async def _key_sizes(client: aioredis.Redis, keys: tuple[str, ...]) -> dict[str, int | str]:
+    """Each key's length in one round trip: its TYPE and every length command, pipelined; the
+    one its type names is kept (the others answer WRONGTYPE). A key that does not exist is 0.
+    A key of another type (a string, a hash) or one the ACL keeps from stackprobe says why
+    instead, and the run goes on: the server's own health is still measured."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.type(key)
+            for command in KEY_LENGTHS.values():
+                pipe.execute_command(command, key)
+        answers = await pipe.execute(raise_on_error=False)
+    width = 1 + len(KEY_LENGTHS)
+    sizes: dict[str, int | str] = {}
+    for n, key in enumerate(keys):
+        answer, *lengths = answers[n * width : (n + 1) * width]
+        if isinstance(answer, Exception):
+            sizes[key] = one_line(answer)
+            continue
+        kind = answer.decode() if isinstance(answer, bytes) else str(answer)
+        if kind == "none":
+            sizes[key] = 0
+        elif kind in KEY_LENGTHS:
+            found = lengths[list(KEY_LENGTHS).index(kind)]
+            sizes[key] = one_line(found) if isinstance(found, Exception) else int(found)
+        else:
+            sizes[key] = f"a {kind}, not a list, set, sorted set or stream"
+    return sizes
+
+
+def _ok(
+    target: RedisTarget,
+    state: RedisState,
+    ping: float,
+    info: dict[str, Any],
+    sizes: dict[str, int | str],
+) -> ProbeResult:
     """The samples, the verdict of RedisTooManyClients and RedisConnectionErrors, and the
     evidence: what the server says it is, its clients and keys."""
     maxclients = info.get("maxclients", state.maxclients)
+    if (maxclients is None or maxclients < 0) and target.maxclients:
+        maxclients = target.maxclients
     clients = info.get("connected_clients", 0)
     samples = [
         REDIS_UP(1),
@@ -322,7 +396,14 @@ def _ok(state: RedisState, ping: float, info: dict[str, Any]) -> ProbeResult:
         samples.append(REDIS_MAXCLIENTS(maxclients))
     keys = {"db0": 0, **{db: v.get("keys", 0) for db, v in info.items() if _is_db(db, v)}}
     samples.extend(REDIS_DB_KEYS(count, db) for db, count in keys.items())
+    samples.extend(
+        REDIS_KEY_SIZE(size, f"db{state.db}", key)
+        for key, size in sizes.items()
+        if isinstance(size, int)
+    )
     samples += _state_samples(state)
+    lengths = ", ".join(f"{k} {v}" for k, v in sizes.items() if isinstance(v, int))
+    unread = "; ".join(f"{k}: {v}" for k, v in sizes.items() if isinstance(v, str))
 
     errors = state.errors_within(CONNECTION_ERROR_REASONS, CONNECTION_ERRORS_SECONDS)
     evidence = (
@@ -337,6 +418,12 @@ def _ok(state: RedisState, ping: float, info: dict[str, Any]) -> ProbeResult:
         ),
         ("memory", f"{info.get('used_memory_human', '?')} used, maxmemory {_maxmemory(info)}"),
         ("keys", ", ".join(f"{db} {count}" for db, count in keys.items())[:EVIDENCE_VALUE_MAX]),
+        *(
+            (("queues", f"{lengths} ({state.keys_seconds * 1000:.1f} ms)"[:EVIDENCE_VALUE_MAX]),)
+            if lengths
+            else ()
+        ),
+        *((("queues not read", unread[:EVIDENCE_VALUE_MAX]),) if unread else ()),
         *((("errors", f"{errors} closed or timed out in the last 5m"),) if errors else ()),
     )
     verdict = None

@@ -94,6 +94,25 @@ async def test_no_credentials_says_where_they_come_from(
     assert "AWS_PROFILE" in result.detail and "role" in result.detail
 
 
+async def test_a_call_that_fails_before_its_client_exists_names_the_api_operation(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No region: botocore cannot make the client, so the API's name (DescribeDBInstances,
+    not boto3's describe_db_instances in CamelCase) comes from the service's model."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    clients = AwsClients(AwsSettings(), AwsMetrics(CollectorRegistry()))
+    target = make_target({"name": "dbs", "kind": "rds"})
+    try:
+        result = await ProbeRunner.once(target, aws=clients)
+    finally:
+        clients.shutdown()
+
+    assert result.reason == "api_error"
+    assert result.detail.startswith("no AWS region for rds DescribeDBInstances: set region:")
+    (line,) = [v for k, v in result.evidence if k == "aws call"]
+    assert line.startswith("rds:DescribeDBInstances error")
+
+
 async def test_a_hanging_call_ends_at_the_run_deadline(moto: None) -> None:
     boto3.client("sqs", region_name=REGION).create_queue(QueueName="jobs")
     clients = AwsClients(AwsSettings(region=REGION), AwsMetrics(CollectorRegistry()))

@@ -122,7 +122,7 @@ async def test_credits_burst_and_replica_lag(rds: Any, cloudwatch: Any, aws: Aws
     rds.create_db_instance_read_replica(
         DBInstanceIdentifier="aep-db-ro", SourceDBInstanceIdentifier="aep-db"
     )
-    publish(cloudwatch, "aep-db", {"CPUCreditBalance": 0.0, "BurstBalance": 40.0})
+    publish(cloudwatch, "aep-db", {"CPUCreditBalance": 0.0, "BurstBalance": 4.0})
     publish(cloudwatch, "aep-db-ro", {"ReplicaLag": 900.0})
     publish(cloudwatch, "unlimited", {"CPUCreditBalance": 0.0})
 
@@ -132,6 +132,7 @@ async def test_credits_burst_and_replica_lag(rds: Any, cloudwatch: Any, aws: Aws
     alerts = [line for key, line in result.evidence if key == "degraded"]
     assert any("aep-db: CPU credits spent" in a and "RdsBurstExhausted" in a for a in alerts)
     assert any("aep-db-ro: replica 900 s behind aep-db" in a for a in alerts)
+    assert any("aep-db: I/O burst balance at 4 %" in a for a in alerts)
     assert value(result, "aws_rds_cpucredit_balance_average", "unlimited") == 0.0
     assert not any(a.startswith("unlimited") for a in alerts)
 
@@ -223,3 +224,64 @@ def rds_backend() -> Any:
     from moto.rds.models import rds_backends
 
     return rds_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+
+async def test_cpu_and_a_replica_that_stopped_replicating(
+    rds: Any, cloudwatch: Any, aws: AwsClients
+) -> None:
+    create(rds, "shop", "mysql", DBInstanceClass="db.m5.large", StorageType="gp3")
+    rds.create_db_instance_read_replica(
+        DBInstanceIdentifier="shop-ro", SourceDBInstanceIdentifier="shop"
+    )
+    publish(cloudwatch, "shop", {"CPUUtilization": 97.0, "BurstBalance": 0.0})
+    publish(cloudwatch, "shop-ro", {"ReplicaLag": -1.0, "CPUUtilization": 90.0})
+
+    result = await ProbeRunner.once(target(), aws=aws)
+
+    lines = [line for key, line in result.evidence if key == "degraded"]
+    assert lines == [
+        "shop: CPU at 97 % (average) (RdsCpuSaturated)",
+        "shop-ro: not replicating from shop (ReplicaLag -1) (RdsReplicaLagging)",
+    ]  # 90 % is the threshold itself; gp3 has no burst balance to spend, so none is asked
+    assert "aws_rds_burst_balance_average" not in samples_by_name(result)
+
+
+async def test_identifiers_by_arn_or_in_capitals_and_with_an_engine_filter(
+    rds: Any, aws: AwsClients
+) -> None:
+    create(rds, "aep-db")
+    arn = rds.describe_db_instances()["DBInstances"][0]["DBInstanceArn"]
+
+    by_arn = await ProbeRunner.once(target(identifiers=[arn]), aws=aws)
+    assert by_arn.success, by_arn.detail
+    capitals = await ProbeRunner.once(target(identifiers=["AEP-DB"]), aws=aws)
+    assert capitals.success, capitals.detail  # RDS keeps identifiers in lowercase
+    other_engine = await ProbeRunner.once(
+        target(identifiers=["aep-db"], engines=["mysql"]), aws=aws
+    )
+    assert other_engine.reason == "not_found"
+    assert other_engine.detail == (
+        "no DB instance aep-db of engine mysql in this region and account"
+    )
+
+
+async def test_documentdb_and_neptune_instances_are_left_out(rds: Any, aws: AwsClients) -> None:
+    """DescribeDBInstances lists them too; their metrics are in AWS/DocDB and AWS/Neptune."""
+    create(rds, "aep-db")
+    rds.create_db_cluster(
+        DBClusterIdentifier="graph",
+        Engine="neptune",
+        MasterUsername="app",
+        MasterUserPassword="moto-only-password",
+    )
+    rds.create_db_instance(
+        DBInstanceIdentifier="graph-1",
+        DBInstanceClass="db.r5.large",
+        Engine="neptune",
+        DBClusterIdentifier="graph",
+    )
+    assert len(rds.describe_db_instances()["DBInstances"]) == 2
+
+    result = await ProbeRunner.once(target(), aws=aws)
+
+    assert set(samples_by_name(result)["aws_rds_instance_status"]) == {("aep-db", "available")}

@@ -78,11 +78,12 @@ async def test_healthy_server_exports_redis_exporter_names(
     server.cli("GET", "a")
     server.cli("GET", "missing")
 
-    result = await runner(server.url()).run()
+    result = await runner(server.url(), keys=["celery"]).run()
 
     assert result.success, result.detail
     found = samples_by_name(result)
     assert found["redis_up"] == {(): 1}
+    assert found["redis_key_size"] == {("db0", "celery"): 0}
     assert found["redis_db_keys"] == {("db0",): 1, ("db3",): 1}
     # 10000 unless the open-file limit lowered it: the server's own figure either way
     assert found["redis_config_maxclients"] == {
@@ -488,3 +489,97 @@ def test_multi_address_refusal_is_refused(exc: BaseException, reason: Reason) ->
     assert classify(exc) == Reason.CONNECTION_REFUSED
     exc.__cause__ = None
     assert classify(exc) == reason
+
+
+async def test_queue_keys_by_type_in_one_round_trip(server: RedisServer, runner: Any) -> None:
+    """Celery's and RQ's lists, BullMQ's sorted set, a stream, a set; a queue emptied (so
+    deleted) is 0; a string is no queue and has no sample. One pipeline more per run."""
+    server.cli("-n", "2", "RPUSH", "celery", "a", "b", "c")
+    server.cli("-n", "2", "RPUSH", "rq:queue:default", "j1")
+    server.cli("-n", "2", "ZADD", "bull:emails:delayed", "1", "x", "2", "y")
+    server.cli("-n", "2", "XADD", "events", "*", "k", "v")
+    server.cli("-n", "2", "SADD", "rq:queues", "rq:queue:default")
+    server.cli("-n", "2", "SET", "config", "not-a-queue")
+    keys = ["celery", "rq:queue:default", "bull:emails:delayed", "events", "rq:queues"]
+    probe_runner = runner(server.url().removesuffix("/0") + "/2", keys=[*keys, "emptied", "config"])
+    assert (await probe_runner.run()).success  # connects
+    before = stats(server, "commandstats")
+    before_pipelines = int(stats(server, "stats")["total_commands_processed"])
+
+    result = await probe_runner.run()
+
+    assert result.success, result.detail
+    sizes = samples_by_name(result)["redis_key_size"]
+    assert sizes == {
+        ("db2", "celery"): 3,
+        ("db2", "rq:queue:default"): 1,
+        ("db2", "bull:emails:delayed"): 2,
+        ("db2", "events"): 1,
+        ("db2", "rq:queues"): 1,
+        ("db2", "emptied"): 0,
+    }
+    evidence = dict(result.evidence)
+    assert evidence["queues"].startswith("celery 3, rq:queue:default 1, bull:emails:delayed 2")
+    assert evidence["queues not read"] == "config: a string, not a list, set, sorted set or stream"
+    after = stats(server, "commandstats")
+    calls = {
+        name: int(after[f"cmdstat_{name}"].split(",")[0].split("=")[1])
+        - int(before.get(f"cmdstat_{name}", "calls=0").split(",")[0].split("=")[1])
+        for name in ("type", "llen", "zcard", "xlen", "scard", "ping")
+    }
+    assert calls == {"type": 7, "llen": 7, "zcard": 7, "xlen": 7, "scard": 7, "ping": 1}
+    # PING, INFO and the pipeline's 35 commands; the test's own INFO calls besides
+    processed = int(stats(server, "stats")["total_commands_processed"]) - before_pipelines
+    assert 37 <= processed <= 40
+
+
+async def test_keys_the_acl_keeps_from_stackprobe_leave_the_rest_measured(
+    server: RedisServer, runner: Any
+) -> None:
+    server.cli("ACL", "SETUSER", "probe", "on", ">probe-pw", "+ping", "+info", "~*")
+    server.cli("RPUSH", "celery", "a")
+
+    result = await runner(server.url(), "probe-pw", username="probe", keys=["celery"]).run()
+
+    assert result.success, result.detail
+    assert "redis_key_size" not in samples_by_name(result)
+    assert samples_by_name(result)["redis_up"] == {(): 1}
+    assert dict(result.evidence)["queues not read"] == (
+        "celery: NoPermissionError: this user has no permissions to run the 'type' command"
+    )
+
+
+def test_keys_are_listed_once_and_bounded() -> None:
+    base = {"name": "cache", "kind": "redis", "url": "redis://127.0.0.1:6379/0"}
+    with pytest.raises(Exception, match="celery listed twice"):
+        make_target({**base, "keys": ["celery", "celery"]})
+    with pytest.raises(Exception, match="at most 100"):
+        make_target({**base, "keys": [f"q{i}" for i in range(101)]})
+
+
+async def test_maxclients_given_where_info_and_config_say_nothing() -> None:
+    """ElastiCache before Redis 7: INFO has no maxclients and CONFIG is blocked (the probe
+    then keeps -1). The setting stands in, so the verdict and RedisTooManyClients see the
+    limit; where INFO has a figure, the server's own wins. Redis 7 always reports it, so
+    the older server's answer is given here as redis-py parses it."""
+    from stackprobe.probes.redis import RedisState, _ok
+
+    def run(info: dict[str, Any], **extra: Any) -> ProbeResult:
+        target = make_target(
+            {"name": "cache", "kind": "redis", "url": "redis://127.0.0.1:6379/0", **extra}
+        )
+        state = RedisState(target)  # type: ignore[arg-type]
+        state.maxclients = -1  # CONFIG GET maxclients was refused
+        return _ok(target, state, 0.001, info, {})  # type: ignore[arg-type]
+
+    old_info = {"redis_version": "6.2.6", "connected_clients": 950}
+    blind = run(old_info)
+    assert "redis_config_maxclients" not in samples_by_name(blind)
+    assert blind.verdict is None
+    told = run(old_info, maxclients=1000)
+    assert samples_by_name(told)["redis_config_maxclients"] == {(): 1000}
+    assert told.verdict is not None and told.verdict.alert == "RedisTooManyClients"
+    assert "95 % of maxclients (950 of 1000)" in told.verdict.why
+    own = run({**old_info, "maxclients": 4000}, maxclients=1000)
+    assert samples_by_name(own)["redis_config_maxclients"] == {(): 4000}
+    assert own.verdict is None

@@ -178,8 +178,8 @@ WAVES: list[list[Incident]] = [
                     "dimension_DBInstanceIdentifier": world.DATABASE,
                 }
             },
-            # the P1 ahead of it, said once by the P0
-            muted={"RdsStorageLow": {"dimension_DBInstanceIdentifier": world.DATABASE}},
+            # the P1 ahead of it is silent while the disk is full, and on the way back
+            quiet={"RdsStorageLow": {"dimension_DBInstanceIdentifier": world.DATABASE}},
             says={"RdsStorageFull": "status storage-full"},
             within=CLOUDWATCH_WITHIN,
         ),
