@@ -255,9 +255,12 @@ class App:
         if self._handover and not self._stopping:
             ends = min(until for _, until in self._handover.values())
             self._handover_timer = loop.call_at(ends, self._handover_ended)
+        # Targets taken over from a member that left start at once (at the startup rate
+        # still, for many): their series are missing until the first run's result.
         return self.scheduler.apply(
             [row.target for row in rows if row.mine]
-            + [target for target, _ in self._handover.values()]
+            + [target for target, _ in self._handover.values()],
+            spread_floor=0.0 if rebalanced else STARTUP_SPREAD_SECONDS,
         )
 
     def _handover_ended(self) -> None:

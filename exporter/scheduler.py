@@ -98,6 +98,7 @@ class Scheduler:
         self.use(resources)
         self._tasks: dict[str, tuple[TargetConfig, asyncio.Task[None]]] = {}
         self._wanted: dict[str, TargetConfig] = {}
+        self._spread_floor = STARTUP_SPREAD_SECONDS
         self._applying = asyncio.Lock()
         self._stopped = False
         # Cancelled tasks of each target still closing their state, which the target's next
@@ -127,8 +128,12 @@ class Scheduler:
         """The targets the last `apply` asked for, whether or not their tasks have started."""
         return list(self._wanted.values())
 
-    def apply(self, targets: Sequence[TargetConfig]) -> asyncio.Task[Applied]:
+    def apply(
+        self, targets: Sequence[TargetConfig], spread_floor: float = STARTUP_SPREAD_SECONDS
+    ) -> asyncio.Task[Applied]:
         """Run exactly these targets: unchanged ones keep their task and their last result.
+        New ones start within `spread_floor` (longer when there are many: STARTUP_RATE); 0
+        for targets taken over from a replica that died, whose series are missing meanwhile.
 
         `targets` says so at once; the returned task does it, in slices that leave the event
         loop to scrapes and runs in between, and says what it changed. A changed target gets
@@ -136,6 +141,7 @@ class Scheduler:
         never makes its series go absent; a removed target's go before the task ends.
         """
         self._wanted = {target.name: target for target in targets}
+        self._spread_floor = spread_floor
         return asyncio.create_task(self._converge(), name="apply targets")
 
     async def _converge(self) -> Applied:
@@ -166,7 +172,7 @@ class Scheduler:
                     self._restarts.pop(name, None)
                 await turn(1)
             new = [target for name, target in wanted.items() if name not in self._tasks]
-            spread = max(STARTUP_SPREAD_SECONDS, len(new) / STARTUP_RATE)
+            spread = max(self._spread_floor, len(new) / STARTUP_RATE)
             for target in new:
                 if self._stopped:
                     return Applied()

@@ -191,6 +191,30 @@ async def test_runs_repeat_on_the_interval(scheduler: Any) -> None:
     assert record is not None and 4 <= RUNS["a"] <= 6
 
 
+async def test_targets_taken_over_start_at_once_others_within_the_spread(
+    scheduler: Any,
+) -> None:
+    """A new target's first run comes within its phase of min(interval, 5 s): the startup
+    spread. A target taken over from a replica that died (spread_floor 0) runs at once: its
+    series are missing until then. Twenty targets, each with a 10 s interval."""
+    sched, store = scheduler
+    await sched.apply([fake(f"spread-{i}", interval="10s") for i in range(20)])
+    await sched.apply(
+        [
+            *(fake(f"spread-{i}", interval="10s") for i in range(20)),
+            *(fake(f"moved-{i}", interval="10s") for i in range(20)),
+        ],
+        spread_floor=0.0,
+    )
+    await asyncio.sleep(0.5)
+
+    moved = sum(1 for i in range(20) if store.get(f"moved-{i}") is not None)
+    spread = sum(1 for i in range(20) if store.get(f"spread-{i}") is not None)
+    assert moved == 20
+    # phases are uniform over 5 s: about 2 of 20 within half a second, 8 at most
+    assert spread <= 8
+
+
 def test_phases_spread_evenly() -> None:
     fractions = [phase_fraction(f"target-{i:04d}") for i in range(5000)]
 
