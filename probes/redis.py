@@ -201,6 +201,7 @@ class RedisState(KeptConnection["aioredis.Redis", Reason]):
         self.described = ("target", target.describe())
         self.info_seconds = 0.0
         self.keys_seconds = 0.0
+        self.key_types: dict[str, str] = {}  # what each of `keys:` was last run
         self.db = 0  # the URL's database, which `keys:` are read in
 
     async def close(self, connection: aioredis.Redis, graceful: bool) -> None:
@@ -331,38 +332,68 @@ async def _commands(
         except (rex.ResponseError, KeyError, ValueError):
             state.maxclients = -1
     state.info_seconds = time.perf_counter() - started
-    sizes: dict[str, int | str] = await _key_sizes(client, keys) if keys else {}
+    sizes = await _key_sizes(client, keys, state.key_types) if keys else {}
     state.keys_seconds = time.perf_counter() - started - state.info_seconds
     return ping, info, sizes
 
 
-async def _key_sizes(client: aioredis.Redis, keys: tuple[str, ...]) -> dict[str, int | str]:
-    """Each key's length in one round trip: its TYPE and every length command, pipelined; the
-    one its type names is kept (the others answer WRONGTYPE). A key that does not exist is 0.
-    A key of another type (a string, a hash) or one the ACL keeps from stackprobe says why
+async def _key_sizes(
+    client: aioredis.Redis, keys: tuple[str, ...], types: dict[str, str]
+) -> dict[str, int | str]:
+    """Each key's length, in one round trip on the kept connection: TYPE, and the length
+    command of the type the key had last run (LLEN at first: queues are lists most often;
+    none for a key last seen as a string or a hash). Only a key whose type changed takes a
+    second round trip, so the server logs no WRONGTYPE run after run. A key that does not
+    exist is 0. A key of another type, or one the ACL keeps from stackprobe, says why
     instead, and the run goes on: the server's own health is still measured."""
-    async with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.type(key)
-            for command in KEY_LENGTHS.values():
-                pipe.execute_command(command, key)
-        answers = await pipe.execute(raise_on_error=False)
-    width = 1 + len(KEY_LENGTHS)
+    asked = {key: KEY_LENGTHS.get(types.get(key, "list")) for key in keys}
+    commands = [("TYPE", key) for key in keys]
+    commands += [(length, key) for key, length in asked.items() if length]
+    replies = await _pipelined(client, commands)
+    measured = [key for key, length in asked.items() if length]
+    lengths = dict(zip(measured, replies[len(keys) :], strict=True))
     sizes: dict[str, int | str] = {}
-    for n, key in enumerate(keys):
-        answer, *lengths = answers[n * width : (n + 1) * width]
+    again: list[str] = []
+    for key, answer in zip(keys, replies[: len(keys)], strict=True):
         if isinstance(answer, Exception):
             sizes[key] = one_line(answer)
             continue
         kind = answer.decode() if isinstance(answer, bytes) else str(answer)
+        length: Any = lengths.get(key)
         if kind == "none":
             sizes[key] = 0
-        elif kind in KEY_LENGTHS:
-            found = lengths[list(KEY_LENGTHS).index(kind)]
-            sizes[key] = one_line(found) if isinstance(found, Exception) else int(found)
-        else:
+        elif kind not in KEY_LENGTHS:
+            types[key] = kind
             sizes[key] = f"a {kind}, not a list, set, sorted set or stream"
-    return sizes
+        elif KEY_LENGTHS[kind] == asked[key] and not isinstance(length, Exception):
+            sizes[key] = int(length)
+        else:
+            types[key] = kind
+            again.append(key)
+    if again:
+        replies = await _pipelined(client, [(KEY_LENGTHS[types[key]], key) for key in again])
+        for key, reply in zip(again, replies, strict=True):
+            sizes[key] = one_line(reply) if isinstance(reply, Exception) else int(reply)
+    return {key: sizes[key] for key in keys}
+
+
+async def _pipelined(client: aioredis.Redis, commands: list[tuple[str, str]]) -> list[Any]:
+    """Commands sent at once on the kept connection and their replies, an error reply in its
+    own slot. redis-py's pipeline would take a second connection from the pool: one the
+    server may refuse at maxclients, and that nothing here would count when it closes."""
+    import redis.exceptions as rex
+
+    connection = client.connection  # single_connection_client: the kept one
+    if connection is None:
+        raise rex.ConnectionError("the kept connection is not open")
+    await connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await connection.read_response())
+        except rex.ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 def _ok(
@@ -375,7 +406,8 @@ def _ok(
     """The samples, the verdict of RedisTooManyClients and RedisConnectionErrors, and the
     evidence: what the server says it is, its clients and keys."""
     maxclients = info.get("maxclients", state.maxclients)
-    if (maxclients is None or maxclients < 0) and target.maxclients:
+    configured = (maxclients is None or maxclients < 0) and target.maxclients is not None
+    if configured:
         maxclients = target.maxclients
     clients = info.get("connected_clients", 0)
     samples = [
@@ -413,7 +445,8 @@ def _ok(
         ("commands", f"PING {ping * 1000:.1f} ms, INFO {state.info_seconds * 1000:.1f} ms"),
         (
             "clients",
-            f"{clients} connected of maxclients {limit or 'unknown'}, "
+            f"{clients} connected of maxclients {limit or 'unknown'}"
+            f"{' (configured)' if configured else ''}, "
             f"{info.get('blocked_clients', 0)} blocked",
         ),
         ("memory", f"{info.get('used_memory_human', '?')} used, maxmemory {_maxmemory(info)}"),
@@ -439,6 +472,9 @@ def _ok(
             f"{errors} connections closed or timed out in the last 5m",
             "RedisConnectionErrors",
         )
+    elif unread:
+        count = sum(1 for size in sizes.values() if isinstance(size, str))
+        verdict = Verdict(Health.DEGRADED, f"{count} of `keys:` not read: {unread}")
     return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
 
 

@@ -303,4 +303,15 @@ def test_every_exported_name_is_legacy_so_allow_utf8_renders_what_underscores_do
         for sample in family.samples:
             assert metric.fullmatch(sample.name), sample
             assert all(label.fullmatch(name) for name in sample.labels), sample
-    assert ours(own.registry) == generate_openmetrics(own.registry, escaping=UNDERSCORES)
+
+    # the process collector's samples (CPU seconds, memory) move between the two renderings
+    # on a busy machine: compared without their values
+    def settled(text: bytes) -> bytes:
+        return b"\n".join(
+            line.rsplit(b" ", 1)[0] if line.startswith(b"process_") else line
+            for line in text.split(b"\n")
+        )
+
+    assert settled(ours(own.registry)) == settled(
+        generate_openmetrics(own.registry, escaping=UNDERSCORES)
+    )

@@ -493,7 +493,8 @@ def test_multi_address_refusal_is_refused(exc: BaseException, reason: Reason) ->
 
 async def test_queue_keys_by_type_in_one_round_trip(server: RedisServer, runner: Any) -> None:
     """Celery's and RQ's lists, BullMQ's sorted set, a stream, a set; a queue emptied (so
-    deleted) is 0; a string is no queue and has no sample. One pipeline more per run."""
+    deleted) is 0; a string is no queue and has no sample. Once the types are known, one
+    round trip a run on the kept connection, and no command the server refuses."""
     server.cli("-n", "2", "RPUSH", "celery", "a", "b", "c")
     server.cli("-n", "2", "RPUSH", "rq:queue:default", "j1")
     server.cli("-n", "2", "ZADD", "bull:emails:delayed", "1", "x", "2", "y")
@@ -502,15 +503,17 @@ async def test_queue_keys_by_type_in_one_round_trip(server: RedisServer, runner:
     server.cli("-n", "2", "SET", "config", "not-a-queue")
     keys = ["celery", "rq:queue:default", "bull:emails:delayed", "events", "rq:queues"]
     probe_runner = runner(server.url().removesuffix("/0") + "/2", keys=[*keys, "emptied", "config"])
-    assert (await probe_runner.run()).success  # connects
+    first = await probe_runner.run()  # connects, and learns the types
+    assert first.success, first.detail
     before = stats(server, "commandstats")
-    before_pipelines = int(stats(server, "stats")["total_commands_processed"])
+    errors_before = stats(server, "stats")["total_error_replies"]
+    connections = int(stats(server, "stats")["total_connections_received"])
 
     result = await probe_runner.run()
 
     assert result.success, result.detail
-    sizes = samples_by_name(result)["redis_key_size"]
-    assert sizes == {
+    assert samples_by_name(result)["redis_key_size"] == samples_by_name(first)["redis_key_size"]
+    assert samples_by_name(result)["redis_key_size"] == {
         ("db2", "celery"): 3,
         ("db2", "rq:queue:default"): 1,
         ("db2", "bull:emails:delayed"): 2,
@@ -527,10 +530,28 @@ async def test_queue_keys_by_type_in_one_round_trip(server: RedisServer, runner:
         - int(before.get(f"cmdstat_{name}", "calls=0").split(",")[0].split("=")[1])
         for name in ("type", "llen", "zcard", "xlen", "scard", "ping")
     }
-    assert calls == {"type": 7, "llen": 7, "zcard": 7, "xlen": 7, "scard": 7, "ping": 1}
-    # PING, INFO and the pipeline's 35 commands; the test's own INFO calls besides
-    processed = int(stats(server, "stats")["total_commands_processed"]) - before_pipelines
-    assert 37 <= processed <= 40
+    assert calls == {"type": 7, "llen": 3, "zcard": 1, "xlen": 1, "scard": 1, "ping": 1}
+    # no WRONGTYPE: only the test's own INFO calls happened beside the probe's
+    assert stats(server, "stats")["total_error_replies"] == errors_before
+    # on the kept connection: none of its own (the three since are the test's INFO calls),
+    # and one client named stackprobe
+    assert int(stats(server, "stats")["total_connections_received"]) == connections + 3
+    listed = server.cli("CLIENT", "LIST").splitlines()
+    assert sum(" name=stackprobe " in f" {line} " for line in listed) == 1
+
+
+async def test_a_key_that_changes_type_is_read_again_in_the_same_run(
+    server: RedisServer, runner: Any
+) -> None:
+    server.cli("RPUSH", "jobs", "a")
+    probe_runner = runner(server.url(), keys=["jobs"])
+    assert samples_by_name(await probe_runner.run())["redis_key_size"] == {("db0", "jobs"): 1}
+    server.cli("DEL", "jobs")
+    server.cli("ZADD", "jobs", "1", "x", "2", "y")
+
+    result = await probe_runner.run()
+
+    assert samples_by_name(result)["redis_key_size"] == {("db0", "jobs"): 2}
 
 
 async def test_keys_the_acl_keeps_from_stackprobe_leave_the_rest_measured(
@@ -544,6 +565,11 @@ async def test_keys_the_acl_keeps_from_stackprobe_leave_the_rest_measured(
     assert result.success, result.detail
     assert "redis_key_size" not in samples_by_name(result)
     assert samples_by_name(result)["redis_up"] == {(): 1}
+    assert verdict(result)[:2] == (
+        Health.DEGRADED,
+        "1 of `keys:` not read: "
+        + ("celery: NoPermissionError: this user has no permissions to run the 'type' command"),
+    )
     assert dict(result.evidence)["queues not read"] == (
         "celery: NoPermissionError: this user has no permissions to run the 'type' command"
     )
@@ -564,12 +590,12 @@ async def test_maxclients_given_where_info_and_config_say_nothing() -> None:
     the older server's answer is given here as redis-py parses it."""
     from stackprobe.probes.redis import RedisState, _ok
 
-    def run(info: dict[str, Any], **extra: Any) -> ProbeResult:
+    def run(info: dict[str, Any], config_get: int = -1, **extra: Any) -> ProbeResult:
         target = make_target(
             {"name": "cache", "kind": "redis", "url": "redis://127.0.0.1:6379/0", **extra}
         )
         state = RedisState(target)  # type: ignore[arg-type]
-        state.maxclients = -1  # CONFIG GET maxclients was refused
+        state.maxclients = config_get  # what CONFIG GET maxclients said; -1: refused
         return _ok(target, state, 0.001, info, {})  # type: ignore[arg-type]
 
     old_info = {"redis_version": "6.2.6", "connected_clients": 950}
@@ -580,6 +606,12 @@ async def test_maxclients_given_where_info_and_config_say_nothing() -> None:
     assert samples_by_name(told)["redis_config_maxclients"] == {(): 1000}
     assert told.verdict is not None and told.verdict.alert == "RedisTooManyClients"
     assert "95 % of maxclients (950 of 1000)" in told.verdict.why
+    assert dict(told.evidence)["clients"].startswith(
+        "950 connected of maxclients 1000 (configured)"
+    )
     own = run({**old_info, "maxclients": 4000}, maxclients=1000)
     assert samples_by_name(own)["redis_config_maxclients"] == {(): 4000}
     assert own.verdict is None
+    assert "(configured)" not in dict(own.evidence)["clients"]
+    asked = run(old_info, config_get=2000, maxclients=1000)  # CONFIG answered: it wins
+    assert samples_by_name(asked)["redis_config_maxclients"] == {(): 2000}
