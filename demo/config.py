@@ -164,11 +164,15 @@ def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None =
             "sqs_queues": [world.QUEUE],
         },
         {
-            # every instance in the region: the demo's database and its read replica
+            # every instance in the region: the demo's database and its read replica. Twice
+            # a period: its figures change no more often, and moto's GetMetricData, which
+            # scans every datapoint it holds, can take seconds on a busy machine.
             "name": "aep-rds",
             "kind": "rds",
             "period": format_duration(CLOUDWATCH_PERIOD),
             "delay": "0s",
+            "interval": format_duration(max(interval, CLOUDWATCH_PERIOD / 2)),
+            "timeout": format_duration(max(interval, CLOUDWATCH_PERIOD / 2) * 0.8),
         },
     ]
     document = {
