@@ -29,11 +29,18 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from stackprobe.contract import (
@@ -98,18 +105,17 @@ def cloudwatch_period(value: float) -> float:
     return value
 
 
+# A period CloudWatch takes, for every kind that reads it.
+CloudWatchPeriod = Annotated[Duration, AfterValidator(cloudwatch_period)]
+
+
 class CustomMetric(_Strict):
     namespace: str = Field(min_length=1)
     metric: str = Field(min_length=1)
     dimensions: dict[str, str] = Field(default_factory=dict)
     statistics: tuple[str, ...] = ("Average",)
     # Its own period, e.g. 1d for daily metrics; the target's `period` otherwise.
-    period: Duration | None = None
-
-    @field_validator("period")
-    @classmethod
-    def _a_cloudwatch_period(cls, value: float | None) -> float | None:
-        return None if value is None else cloudwatch_period(value)
+    period: CloudWatchPeriod | None = None
 
     @field_validator("statistics")
     @classmethod
@@ -130,7 +136,7 @@ class CloudWatchTarget(AwsTarget):
     # Period of each datapoint; ALB and SQS publish every 60 s, ECS every 60 s. A
     # high-resolution period (1s, 5s, 10s, 30s) only has data for metrics published at high
     # resolution (the demo's are); AWS's own ALB, ECS and SQS metrics are not.
-    period: Duration = 60.0
+    period: CloudWatchPeriod = 60.0
     # How long CloudWatch may take to close a period before it is read.
     delay: Duration = 120.0
     albs: tuple[AlbSelection, ...] = ()
@@ -138,11 +144,6 @@ class CloudWatchTarget(AwsTarget):
     sqs_queues: tuple[str, ...] = ()
     s3_buckets: tuple[str, ...] = ()
     metrics: tuple[CustomMetric, ...] = ()
-
-    @field_validator("period")
-    @classmethod
-    def _a_period(cls, value: float) -> float:
-        return cloudwatch_period(value)
 
     @model_validator(mode="after")
     def _each_series_once(self) -> CloudWatchTarget:
@@ -390,13 +391,17 @@ async def probe(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
     return await measured(ctx, lambda: _measure(target, ctx))
 
 
-async def _measure(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
-    wanted = queries(target)
+async def read(
+    ctx: ProbeContext, target: AwsTarget, wanted: Sequence[Query], delay: float
+) -> list[Sample]:
+    """Each query's newest closed datapoint, and its time: one GetMetricData per period
+    length (500 queries a call), each over closed periods at least `delay` old (daily ones
+    at once). What every kind that reads CloudWatch reads it with."""
     by_period: dict[float, list[tuple[str, Query]]] = {}
     for i, query in enumerate(wanted):
         by_period.setdefault(query.period, []).append((f"q{i}", query))
     now = time.time()
-    windows = {p: window(p, target.delay if p < DAY else 0.0, now) for p in by_period}
+    windows = {p: window(p, delay if p < DAY else 0.0, now) for p in by_period}
     answers = await gather_all(
         metric_data(ctx, target, [q.request(qid) for qid, q in group], *windows[period])
         for period, group in by_period.items()
@@ -404,6 +409,12 @@ async def _measure(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
     samples: list[Sample] = []
     for (period, group), points in zip(by_period.items(), answers, strict=True):
         samples.extend(newest(group, points, windows[period][1] - period))
+    return samples
+
+
+async def _measure(target: CloudWatchTarget, ctx: ProbeContext) -> ProbeResult:
+    wanted = queries(target)
+    samples = await read(ctx, target, wanted, target.delay)
     verdict, evidence = judged(
         _findings(samples),
         f"{sum(1 for s in samples if s.spec is not DATAPOINT_TIME)} of {len(wanted)} "

@@ -23,7 +23,6 @@ The verdict mirrors alert_rules/rds.rules.yml with its thresholds, from the newe
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -47,16 +46,9 @@ from stackprobe.probes._aws import (
     judged,
     measured,
     measured_result,
-    metric_data,
 )
 from stackprobe.probes._aws_api import AWS, AwsTarget
-from stackprobe.probes.cloudwatch import (
-    DATAPOINT_TIME,
-    Query,
-    cloudwatch_period,
-    newest,
-    window,
-)
+from stackprobe.probes.cloudwatch import DATAPOINT_TIME, CloudWatchPeriod, Query, read
 
 GIB = 1024**3
 PAGE_SIZE = 100  # DescribeDBInstances' MaxRecords: 20 to 100
@@ -87,14 +79,9 @@ class RdsTarget(AwsTarget):
     # Only instances of these engines (postgres, mysql, aurora-postgresql, ...); none: all.
     engines: tuple[str, ...] = ()
     # Period of each datapoint; RDS publishes every 60 s.
-    period: Duration = 60.0
+    period: CloudWatchPeriod = 60.0
     # How long CloudWatch may take to close a period before it is read.
     delay: Duration = 120.0
-
-    @field_validator("period")
-    @classmethod
-    def _a_period(cls, value: float) -> float:
-        return cloudwatch_period(value)
 
     @field_validator("identifiers")
     @classmethod
@@ -292,11 +279,7 @@ async def _measure(target: RdsTarget, ctx: ProbeContext) -> ProbeResult:
         if i.max_allocated_gib:
             samples.append(MAX_ALLOCATED(i.max_allocated_gib * GIB, i.identifier))
     wanted = [q for i in instances for q in queries(i, target.period)]
-    if wanted:
-        start, end = window(target.period, target.delay, time.time())
-        ids = [(f"q{n}", q) for n, q in enumerate(wanted)]
-        points = await metric_data(ctx, target, [q.request(qid) for qid, q in ids], start, end)
-        samples.extend(newest(ids, points, end - target.period))
+    samples.extend(await read(ctx, target, wanted, target.delay))
     verdict, evidence = judged(
         _findings(instances, samples),
         f"{len(instances)} DB instances; {_lowest_storage(instances, samples)}",
