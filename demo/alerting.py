@@ -155,18 +155,28 @@ def selected(matchers: Iterable[str], rules: Mapping[str, Mapping[str, Any]]) ->
     return found
 
 
+def muting_pairs(
+    rules: Mapping[str, Mapping[str, Any]], inhibit_rules: Iterable[Mapping[str, Any]]
+) -> list[tuple[str, str]]:
+    """Every (cause, symptom) the inhibitions pair, sorted: the cause's alert mutes the
+    symptom's. StackprobeDown is no cause (`STALE_CAUSES`)."""
+    pairs: set[tuple[str, str]] = set()
+    for inhibition in inhibit_rules:
+        causes = selected(inhibition.get("source_matchers", ()), rules) - STALE_CAUSES
+        for symptom in selected(inhibition.get("target_matchers", ()), rules):
+            pairs.update((cause, symptom) for cause in causes - {symptom})
+    return sorted(pairs)
+
+
 def _muting(
     rules: Mapping[str, Mapping[str, Any]], inhibit_rules: Iterable[Mapping[str, Any]]
 ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """Each alert's causes (the alerts whose inhibitions mute it) and its symptoms."""
     above: dict[str, set[str]] = {name: set() for name in rules}
     below: dict[str, set[str]] = {name: set() for name in rules}
-    for inhibition in inhibit_rules:
-        causes = selected(inhibition.get("source_matchers", ()), rules) - STALE_CAUSES
-        for symptom in selected(inhibition.get("target_matchers", ()), rules):
-            above[symptom] |= causes - {symptom}
-            for cause in causes - {symptom}:
-                below[cause].add(symptom)
+    for cause, symptom in muting_pairs(rules, inhibit_rules):
+        above[symptom].add(cause)
+        below[cause].add(symptom)
     return above, below
 
 

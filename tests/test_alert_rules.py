@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stackprobe.demo.alerting import STALE_CAUSES, selected
+from stackprobe.demo.alerting import muting_pairs
 from stackprobe.durations import parse_duration
 from stackprobe.tools.runbooks import alerts, anchors, headings, slug
 from tests.support.alerting import (
@@ -537,17 +537,12 @@ def test_a_cause_fires_before_the_symptoms_it_mutes() -> None:
     stale rather than fire."""
     rules = alert_rules()
     wait = {name: parse_duration(rule.get("for", "0s")) for name, rule in rules.items()}
-    config = yaml.safe_load(ALERTMANAGER.read_text())
-    late = []
-    for inhibition in config["inhibit_rules"]:
-        causes = selected(inhibition["source_matchers"], rules) - STALE_CAUSES
-        for cause in sorted(causes):
-            for symptom in sorted(selected(inhibition["target_matchers"], rules) - {cause}):
-                if wait[cause] >= wait[symptom]:
-                    late.append(
-                        f"{cause} ({rules[cause].get('for')}) mutes {symptom} "
-                        f"({rules[symptom].get('for')})"
-                    )
+    inhibit_rules = yaml.safe_load(ALERTMANAGER.read_text())["inhibit_rules"]
+    late = [
+        f"{cause} ({rules[cause].get('for')}) mutes {symptom} ({rules[symptom].get('for')})"
+        for cause, symptom in muting_pairs(rules, inhibit_rules)
+        if wait[cause] >= wait[symptom]
+    ]
     assert late == []
 
 
@@ -566,12 +561,10 @@ def test_target_alerts_bridge_a_handover_and_causes_clear_last() -> None:
     }
     keep = {n: parse_duration(r.get("keep_firing_for", "0s")) for n, r in rules.items()}
     assert [n for n in sorted(rules) if n not in own and keep[n] < 60] == []
-    config = yaml.safe_load(ALERTMANAGER.read_text())
-    early = []
-    for inhibition in config["inhibit_rules"]:
-        causes = selected(inhibition["source_matchers"], rules) - STALE_CAUSES
-        for cause in sorted(causes):
-            for symptom in sorted(selected(inhibition["target_matchers"], rules) - {cause}):
-                if keep[cause] < keep[symptom] + 60:
-                    early.append(f"{cause} ({keep[cause]:g}s) mutes {symptom} ({keep[symptom]:g}s)")
+    inhibit_rules = yaml.safe_load(ALERTMANAGER.read_text())["inhibit_rules"]
+    early = [
+        f"{cause} ({keep[cause]:g}s) mutes {symptom} ({keep[symptom]:g}s)"
+        for cause, symptom in muting_pairs(rules, inhibit_rules)
+        if keep[cause] < keep[symptom] + 60
+    ]
     assert early == []

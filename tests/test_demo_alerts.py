@@ -18,7 +18,6 @@ import yaml
 from stackprobe.demo.alerting import (
     LOGGED_MAX,
     PRODUCTION,
-    STALE_CAUSES,
     Clock,
     Pace,
     about,
@@ -27,10 +26,10 @@ from stackprobe.demo.alerting import (
     group_waits,
     muted_heights,
     muting_depths,
+    muting_pairs,
     notification,
     read_alerts,
     routing,
-    selected,
     timing,
 )
 from stackprobe.demo.faults import FAULTS
@@ -125,12 +124,9 @@ def test_on_the_demo_clock_each_cause_fires_a_slack_before_what_it_mutes(tmp_pat
     rules = read_alerts(RULES)
     assert rules["AlbNoHealthyTargets"].causes == 1
     assert rules["EcsServiceNoRunningTasks"].causes == 0
-    alerts = alert_rules()
-    for inhibition in inhibit_rules:
-        for cause in selected(inhibition["source_matchers"], alerts) - STALE_CAUSES:
-            for symptom in selected(inhibition["target_matchers"], alerts) - {cause}:
-                if cause in fors and symptom in fors:
-                    assert fors[cause] + 5.0 <= fors[symptom], (cause, symptom)
+    for cause, symptom in muting_pairs(alert_rules(), inhibit_rules):
+        if cause in fors and symptom in fors:
+            assert fors[cause] + 5.0 <= fors[symptom], (cause, symptom)
 
 
 def test_on_the_demo_clock_each_cause_keeps_firing_a_slack_after_what_it_mutes(
@@ -147,15 +143,10 @@ def test_on_the_demo_clock_each_cause_keeps_firing_a_slack_after_what_it_mutes(
     }
     assert keeps["AlbNoHealthyTargets"] == 6.0  # 1m, mutes nothing
     assert keeps["EcsServiceNoRunningTasks"] == 12.0  # 2m, and one level below it
-    alerts = alert_rules()
-    pairs = 0
-    for inhibition in inhibit_rules:
-        for cause in selected(inhibition["source_matchers"], alerts) - STALE_CAUSES:
-            for symptom in selected(inhibition["target_matchers"], alerts) - {cause}:
-                if symptom in keeps:
-                    pairs += 1
-                    assert keeps[cause] >= keeps[symptom] + 5.0, (cause, symptom)
-    assert pairs >= 20
+    pairs = [(c, s) for c, s in muting_pairs(alert_rules(), inhibit_rules) if s in keeps]
+    for cause, symptom in pairs:
+        assert keeps[cause] >= keeps[symptom] + 5.0, (cause, symptom)
+    assert len(pairs) >= 20
 
 
 def test_muting_depth_is_the_longest_chain_of_causes() -> None:
