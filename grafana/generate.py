@@ -585,6 +585,11 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "PostgresIdleInTransaction": ("stackprobe-overview", 18),
     "PostgresAppPoolExhausted": ("stackprobe-datastores", 62),
     "PostgresSlowStatements": ("stackprobe-datastores", 64),
+    "PostgresWraparoundImminent": ("stackprobe-datastores", 77),
+    "PostgresWraparoundApproaching": ("stackprobe-datastores", 77),
+    "PostgresReplicationSlotInactive": ("stackprobe-datastores", 78),
+    "PostgresReplicationLagging": ("stackprobe-datastores", 79),
+    "PostgresDeadlocks": ("stackprobe-datastores", 76),
     "RdsStorageFull": ("stackprobe-datastores", 70),
     "RdsStorageLow": ("stackprobe-datastores", 70),
     "RdsCpuSaturated": ("stackprobe-datastores", 71),
@@ -825,6 +830,75 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 ),
                 "pg_stat_statements' top statements by mean execution time.",
                 "PostgresSlowStatements",
+                unit="s",
+            ),
+            Signal(
+                76,
+                "Deadlocks and rollbacks",
+                (
+                    (
+                        "max without (instance) "
+                        f"(increase(pg_stat_database_deadlocks_total{{{TARGET}}}[15m]))",
+                        "deadlocks in 15m {{datname}}",
+                    ),
+                    (
+                        "max without (instance) "
+                        f"(increase(pg_stat_database_xact_rollback_total{{{TARGET}}}[15m]))",
+                        "rollbacks in 15m {{datname}}",
+                    ),
+                ),
+                "Deadlocks in the last 15 minutes, each an aborted transaction; and rollbacks, "
+                "which a pool's reset on return counts too: compare them with the days before.",
+                "PostgresDeadlocks",
+            ),
+            Signal(
+                77,
+                "Transaction ID age (wraparound)",
+                (
+                    (
+                        "max without (instance) "
+                        f"(pg_database_wraparound_age_datfrozenxid_seconds{{{TARGET}}})",
+                        "transactions {{datname}}",
+                    ),
+                    (
+                        "max without (instance) "
+                        f"(pg_database_wraparound_age_datminmxid_seconds{{{TARGET}}})",
+                        "multixacts {{datname}}",
+                    ),
+                ),
+                "IDs since each database's oldest unfrozen one: autovacuum freezes at 200 "
+                "million by default; a billion is a P1, 2.1 billion a P0, and 2.14 billion "
+                "stops writes.",
+                "PostgresWraparoundApproaching",
+                more_runbooks=("PostgresWraparoundImminent",),
+            ),
+            Signal(
+                78,
+                "WAL kept by replication slots",
+                (
+                    (
+                        "max without (instance) "
+                        f"(pg_replication_slots_pg_wal_lsn_diff{{{TARGET}}})",
+                        "{{slot_name}} {{target}}",
+                    ),
+                ),
+                "Bytes of WAL each slot keeps on disk; an inactive slot's only grow, until "
+                "the disk is full.",
+                "PostgresReplicationSlotInactive",
+                unit="bytes",
+            ),
+            Signal(
+                79,
+                "Standby replication lag",
+                (
+                    (
+                        f"max without (instance) (pg_replication_lag_seconds{{{TARGET}}})",
+                        "{{target}}",
+                    ),
+                ),
+                "Seconds since a standby last replayed a transaction while it has more to "
+                "replay; 0 when it is caught up, and 0 on a primary.",
+                "PostgresReplicationLagging",
                 unit="s",
             ),
             Signal(

@@ -1,8 +1,12 @@
-"""PostgreSQL probe: connections by database and state against the server's limits.
+"""PostgreSQL probe: connections by database and state against the server's limits, and the
+slow failures that stop a database with no warning in its connections.
 
 An exhausted connection pool shows first as sessions piling up by state (active, "idle in
 transaction"), long-running queries, an application's checked-out connections reaching
 pool_size x task_count, and at last "too many clients already": this probe measures each.
+Beside them, from the same statement: deadlocks and rollbacks per database, the transaction
+ID age that stops every write at wraparound, the WAL replication slots keep on disk, and a
+standby's replay lag.
 
 What it does differently from postgres_exporter, on purpose:
 - One connection per target, kept open between runs (application_name `stackprobe`): the
@@ -104,6 +108,15 @@ LEAK_STEP_SECONDS = 300.0  # PostgresConnectionLeak: the [3h:5m] subquery's step
 LEAK_WINDOW_SECONDS = 3 * 3600.0  # PostgresConnectionLeak: the [3h:5m] subquery's range
 LEAK_HORIZON_SECONDS = 4 * 3600.0  # PostgresConnectionLeak: predict_linear(..., 4 * 3600)
 LEAK_MIN_SPAN_SECONDS = 3600.0  # PostgresConnectionLeak: its for: 1h, as the trend's least span
+# PostgresWraparoundImminent: 40 million transactions before the 2^31 horizon PostgreSQL
+# warns in every session; 3 million before it, it refuses every statement that writes.
+WRAPAROUND_HORIZON = 2**31
+WRAPAROUND_IMMINENT = WRAPAROUND_HORIZON - 40_000_000
+WRAPAROUND_APPROACHING = 1_000_000_000  # PostgresWraparoundApproaching: half the horizon
+SLOT_RETAINED_BYTES = 2**30  # PostgresReplicationSlotInactive: an inactive slot holding 1 GiB
+REPLICATION_LAG_SECONDS = 300.0  # PostgresReplicationLagging: a standby 5 minutes behind
+DEADLOCKS = 3  # PostgresDeadlocks: increase(...[15m]) >= 3
+DEADLOCK_WINDOW_SECONDS = 900.0
 # StackprobeCannotMeasure: failures of stackprobe's own access; PostgresDown pages on the rest.
 CANNOT_MEASURE = frozenset({"auth_failed", "database_missing", "tls", "dns", "other"})
 
@@ -265,6 +278,58 @@ PG_LONG_QUERY_THRESHOLD = MetricSpec(
     "stackprobe_pg_long_query_threshold_seconds",
     "The target's long_query_threshold, for rules on long-running queries.",
 )
+PG_XACT_COMMIT = MetricSpec(
+    "pg_stat_database_xact_commit",
+    "Transactions committed in each database, from pg_stat_database.",
+    ("datname",),
+    type="counter",
+)
+PG_XACT_ROLLBACK = MetricSpec(
+    "pg_stat_database_xact_rollback",
+    "Transactions rolled back in each database, from pg_stat_database; a pool's reset on "
+    "return (SQLAlchemy's) counts here too.",
+    ("datname",),
+    type="counter",
+)
+PG_DEADLOCKS = MetricSpec(
+    "pg_stat_database_deadlocks",
+    "Deadlocks PostgreSQL detected in each database (each aborted one transaction).",
+    ("datname",),
+    type="counter",
+)
+PG_WRAPAROUND_XID = MetricSpec(
+    "pg_database_wraparound_age_datfrozenxid_seconds",
+    "age(datfrozenxid): transactions since each database's oldest unfrozen transaction ID; "
+    "PostgreSQL refuses writes 3 million short of 2^31. A count of transactions, whatever "
+    "the name (postgres_exporter's).",
+    ("datname",),
+)
+PG_WRAPAROUND_MXID = MetricSpec(
+    "pg_database_wraparound_age_datminmxid_seconds",
+    "mxid_age(datminmxid): multixact IDs since each database's oldest, with the same 2^31 "
+    "horizon. A count, whatever the name (postgres_exporter's).",
+    ("datname",),
+)
+PG_IS_REPLICA = MetricSpec(
+    "pg_replication_is_replica", "1 if the server is a standby (in recovery), else 0."
+)
+PG_REPLICATION_LAG = MetricSpec(
+    "pg_replication_lag_seconds",
+    "On a standby, seconds since the last transaction it replayed, 0 when it has replayed "
+    "everything it received; 0 on a primary.",
+)
+PG_SLOT_ACTIVE = MetricSpec(
+    "pg_replication_slots_active",
+    "1 if a consumer is attached to the replication slot, else 0; database is empty for a "
+    "physical slot.",
+    ("slot_name", "database"),
+)
+PG_SLOT_RETAINED = MetricSpec(
+    "pg_replication_slots_pg_wal_lsn_diff",
+    "Bytes of WAL the slot keeps on disk: the server's WAL position minus the slot's "
+    "restart_lsn. An inactive slot's only grows, until the disk is full.",
+    ("slot_name", "database"),
+)
 PG_APP_POOL_SIZE = MetricSpec(
     "stackprobe_pg_app_pool_size",
     "Configured app_pools size per task, by database and ECS service.",
@@ -303,6 +368,15 @@ METRICS = (
     PG_STATEMENT_MEAN,
     PG_STATEMENT_CALLS,
     PG_STAT_STATEMENTS_AVAILABLE,
+    PG_XACT_COMMIT,
+    PG_XACT_ROLLBACK,
+    PG_DEADLOCKS,
+    PG_WRAPAROUND_XID,
+    PG_WRAPAROUND_MXID,
+    PG_IS_REPLICA,
+    PG_REPLICATION_LAG,
+    PG_SLOT_ACTIVE,
+    PG_SLOT_RETAINED,
     PG_LONG_QUERY_THRESHOLD,
     PG_APP_POOL_SIZE,
     PG_APP_POOL_MAX_OVERFLOW,
@@ -314,7 +388,10 @@ METRICS = (
 # backends other than this one; databases are those that accept connections, and any other a
 # session is in. Settings come from current_setting(), not the pg_settings view, which builds
 # every setting to return two (measured: 0.89 ms against 0.20 ms for the whole statement).
-# `now()` is taken before the activity snapshot, hence greatest(0, ...).
+# `now()` is taken before the activity snapshot, hence greatest(0, ...). Per database as well:
+# pg_stat_database's counters and the wraparound ages; and replication as postgres_exporter
+# reads it: a standby's lag is 0 when it has replayed all it received (an idle primary sends
+# nothing), and a slot's retained WAL is measured from the WAL position a standby has too.
 ACTIVITY_SQL = """
 WITH states(state) AS (
   VALUES ('active'), ('idle'), ('idle in transaction'), ('idle in transaction (aborted)'),
@@ -332,6 +409,7 @@ SELECT
   current_setting('max_connections')::int AS max_connections,
   current_setting('superuser_reserved_connections')::int AS superuser_reserved,
   current_setting('reserved_connections', true)::int AS reserved,
+  current_setting('autovacuum_freeze_max_age')::int8 AS freeze_max_age,
   pg_has_role('pg_read_all_stats', 'MEMBER') AS sees_all,
   (SELECT coalesce(json_agg(json_build_array(c.datname, c.state, c.n, c.max_tx)), '[]')
    FROM (SELECT d.datname, st.state, count(s.datname) AS n,
@@ -353,7 +431,22 @@ SELECT
                   AS oldest_idle_tx,
                 count(s.datname) FILTER (WHERE s.wait_event_type = 'Lock') AS waiting
          FROM dbs d LEFT JOIN sessions s ON s.datname = d.datname
-         GROUP BY d.datname) p) AS per_db
+         GROUP BY d.datname) p) AS per_db,
+  (SELECT coalesce(json_agg(json_build_array(d.datname, s.xact_commit, s.xact_rollback,
+                                             s.deadlocks, age(d.datfrozenxid),
+                                             mxid_age(d.datminmxid))), '[]')
+   FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid
+   WHERE d.datallowconn) AS per_database,
+  pg_is_in_recovery() AS replica,
+  CASE WHEN NOT pg_is_in_recovery() THEN 0
+       WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+       ELSE coalesce(greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp())), 0)
+  END::float8 AS replication_lag,
+  (SELECT coalesce(json_agg(json_build_array(r.slot_name, coalesce(r.database, ''), r.slot_type,
+                                             r.active, coalesce(pg_wal_lsn_diff(
+     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END,
+     r.restart_lsn), 0)::float8) ORDER BY r.slot_name), '[]')
+   FROM pg_replication_slots r) AS slots
 """
 
 # Appended as one more column when pg_stat_statements is enabled and readable; $2 is N. One row
@@ -428,6 +521,9 @@ class PostgresState(KeptConnection["asyncpg.Connection", Reason]):
             maxlen=int(LEAK_WINDOW_SECONDS / LEAK_STEP_SECONDS) + 1
         )
         self.predicted: float | None = None  # sessions the trend reaches at the horizon
+        # PostgresDeadlocks' window: (event-loop time, deadlocks) per database, each run's.
+        self.deadlocks: dict[str, deque[tuple[float, int]]] = {}
+        self.oldest_unfrozen: tuple[int, str] = (0, "")  # (age, database), the last run's
 
     async def close(self, connection: asyncpg.Connection, graceful: bool) -> None:
         import asyncpg
@@ -610,6 +706,8 @@ def _ok(target: PostgresTarget, state: PostgresState, row: Any) -> ProbeResult:
                 if mean_ms / 1000 > SLOW_STATEMENT_SECONDS:
                     findings.append(_slow_statement(queryid, datname, mean_ms / 1000))
     samples += _config_samples(target, state)
+    samples += _database_samples(state, row, findings)
+    replication = _replication(row, samples, findings)
 
     sessions = sum(by_state.values())
     limit = max_connections - superuser_reserved - (reserved or 0)
@@ -623,6 +721,8 @@ def _ok(target: PostgresTarget, state: PostgresState, row: Any) -> ProbeResult:
         state.via,
         ("query", f"1 statement in {state.query_seconds * 1000:.1f} ms"),
         ("sessions", _sessions(sessions, limit, by_state)),
+        ("wraparound", _wraparound_line(state, row["freeze_max_age"])),
+        ("replication", replication),
     ]
     if not row["sees_all"]:
         evidence.append(("note", "other roles' session states are hidden: no pg_read_all_stats"))
@@ -704,7 +804,7 @@ def _long_running(target: PostgresTarget, datname: str, count: int, oldest: floa
     what = "query" if count == 1 else "queries"
     return _Finding(
         Health.DEGRADED,
-        2,
+        4,
         f"{count} {what} in {datname} running over {_duration(target.long_query_threshold)}, "
         f"the oldest for {_duration(oldest)}",
         "PostgresLongRunningQueries",
@@ -715,13 +815,13 @@ def _idle_in_transaction(datname: str, count: int, oldest: float) -> _Finding:
     why = f"{count} idle in transaction in {datname}"
     if oldest > IDLE_IN_TRANSACTION_SECONDS:
         why += f", the oldest for {_duration(oldest)}"
-    return _Finding(Health.DEGRADED, 3, why, "PostgresIdleInTransaction")
+    return _Finding(Health.DEGRADED, 5, why, "PostgresIdleInTransaction")
 
 
 def _leak(sessions: int, predicted: float, limit: int) -> _Finding:
     return _Finding(
         Health.DEGRADED,
-        4,
+        8,
         f"connections growing: {sessions} now, {predicted:.0f} in 4h at this rate, past the "
         f"limit of {limit}",
         "PostgresConnectionLeak",
@@ -731,10 +831,114 @@ def _leak(sessions: int, predicted: float, limit: int) -> _Finding:
 def _slow_statement(queryid: str, datname: str, mean: float) -> _Finding:
     return _Finding(
         Health.DEGRADED,
-        5,
+        9,
         f"statement {queryid} in {datname} averages {mean:.1f}s",
         "PostgresSlowStatements",
     )
+
+
+def _database_samples(state: PostgresState, row: Any, findings: list[_Finding]) -> list[Sample]:
+    """pg_stat_database's counters and the wraparound ages, by database; the deadlocks each
+    database saw in the rule's window, and the oldest unfrozen ID, for the verdict."""
+    samples: list[Sample] = []
+    now = asyncio.get_running_loop().time()
+    oldest: tuple[int, str] = (0, "")
+    for datname, commits, rollbacks, deadlocks, xid_age, mxid_age in json.loads(
+        row["per_database"]
+    ):
+        samples += [
+            PG_XACT_COMMIT(commits, datname),
+            PG_XACT_ROLLBACK(rollbacks, datname),
+            PG_DEADLOCKS(deadlocks, datname),
+            PG_WRAPAROUND_XID(xid_age, datname),
+            PG_WRAPAROUND_MXID(mxid_age, datname),
+        ]
+        oldest = max(oldest, (xid_age, datname), (mxid_age, datname))
+        recent = _increase(state.deadlocks.setdefault(datname, deque()), now, deadlocks)
+        if recent >= DEADLOCKS:
+            findings.append(
+                _Finding(
+                    Health.DEGRADED,
+                    6,
+                    f"{recent} deadlocks in {datname} in the last 15 minutes",
+                    "PostgresDeadlocks",
+                )
+            )
+    state.oldest_unfrozen = oldest
+    age, datname = oldest
+    if age >= WRAPAROUND_IMMINENT:
+        left = max(0, WRAPAROUND_HORIZON - 3_000_000 - age)
+        why = f"transaction IDs near wraparound in {datname}: writes stop in {left:,} more"
+        findings.append(_Finding(Health.FAILING, 2, why, "PostgresWraparoundImminent"))
+    elif age >= WRAPAROUND_APPROACHING:
+        why = (
+            f"{datname}'s oldest unfrozen transaction ID is {age:,} old: "
+            f"{_percent(age, WRAPAROUND_HORIZON)} % of the way to wraparound"
+        )
+        findings.append(_Finding(Health.DEGRADED, 2, why, "PostgresWraparoundApproaching"))
+    return samples
+
+
+def _increase(points: deque[tuple[float, int]], now: float, value: int) -> int:
+    """How much a counter grew over the deadlock window, from the runs within it as
+    increase() takes the samples within its range; a counter that went down (pg_stat_reset,
+    a restart) starts again from its new value."""
+    if points and value < points[-1][1]:
+        points.clear()
+    points.append((now, value))
+    while now - points[0][0] > DEADLOCK_WINDOW_SECONDS:
+        points.popleft()
+    return value - points[0][1]
+
+
+def _replication(row: Any, samples: list[Sample], findings: list[_Finding]) -> str:
+    """A standby's lag and the slots' retained WAL: the samples, the findings and the
+    evidence line."""
+    replica = bool(row["replica"])
+    lag = float(row["replication_lag"])
+    samples += [PG_IS_REPLICA(1 if replica else 0), PG_REPLICATION_LAG(lag)]
+    if lag > REPLICATION_LAG_SECONDS:
+        why = f"this standby is {_duration(lag)} behind its primary"
+        findings.append(_Finding(Health.DEGRADED, 7, why, "PostgresReplicationLagging"))
+    slots = json.loads(row["slots"])
+    inactive = []
+    for slot_name, database, slot_type, active, retained in slots:
+        samples.append(PG_SLOT_ACTIVE(1 if active else 0, slot_name, database))
+        samples.append(PG_SLOT_RETAINED(retained, slot_name, database))
+        if not active:
+            inactive.append(f"{slot_name} ({slot_type}, {_bytes(retained)})")
+            if retained > SLOT_RETAINED_BYTES:
+                why = (
+                    f"replication slot {slot_name} has no consumer and keeps "
+                    f"{_bytes(retained)} of WAL on disk"
+                )
+                findings.append(
+                    _Finding(Health.DEGRADED, 3, why, "PostgresReplicationSlotInactive")
+                )
+    line = f"standby, {_duration(lag)} behind" if replica else "primary"
+    if slots:
+        line += f", {len(slots)} slots"
+        if inactive:
+            line += f"; inactive: {', '.join(inactive)}"
+    return line[:EVIDENCE_VALUE_MAX]
+
+
+def _wraparound_line(state: PostgresState, freeze_max_age: int) -> str:
+    age, datname = state.oldest_unfrozen
+    return (
+        f"oldest unfrozen ID {age:,} transactions old ({datname}); autovacuum forces a freeze "
+        f"at {freeze_max_age:,}, writes stop at {WRAPAROUND_HORIZON - 3_000_000:,}"
+    )
+
+
+def _bytes(value: float) -> str:
+    if value < 1024:
+        return f"{value:.0f} B"
+    for unit in ("KiB", "MiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} GiB"
 
 
 def _trend(state: PostgresState, sessions: int) -> None:
@@ -893,7 +1097,7 @@ KIND = ProbeKind(
     probe,
     METRICS,
     Reason,
-    "PostgreSQL connections by database and state against the limits",
+    "PostgreSQL connections against the limits, wraparound, replication, deadlocks",
     state=PostgresState,
     advice=advice,
     area=Area.DATABASES,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -17,12 +18,18 @@ from stackprobe.contract import Health, ProbeResult, Verdict
 from stackprobe.exposition import Renderer
 from stackprobe.probes import KINDS
 from stackprobe.probes.postgres import (
+    DEADLOCK_WINDOW_SECONDS,
     LEAK_STEP_SECONDS,
     STATES,
+    WRAPAROUND_IMMINENT,
     AppPool,
+    PostgresState,
     Reason,
+    _database_samples,
+    _Finding,
     _idle_in_transaction,
     _pool,
+    _replication,
     predict_linear,
 )
 from tests.support.datastores import (
@@ -38,6 +45,7 @@ from tests.support.probing import (
     checked_evidence,
     make_target,
     samples_by_name,
+    value,
     verdict,
 )
 from tests.support.processes import free_port
@@ -742,3 +750,230 @@ def test_classify(exc: BaseException, reason: Reason) -> None:
     from stackprobe.probes.postgres import classify
 
     assert classify(exc) == reason
+
+
+async def deadlock(first: asyncpg.Connection, second: asyncpg.Connection) -> None:
+    """Each session locks one row, then waits for the other's: PostgreSQL aborts one."""
+    transactions = (first.transaction(), second.transaction())
+    for connection, transaction in zip((first, second), transactions, strict=True):
+        await transaction.start()
+        await connection.execute("SET LOCAL deadlock_timeout = '50ms'")
+    await first.execute("UPDATE pair SET id = id WHERE id = 1")
+    await second.execute("UPDATE pair SET id = id WHERE id = 2")
+    outcomes = await asyncio.gather(
+        first.execute("UPDATE pair SET id = id WHERE id = 2"),
+        second.execute("UPDATE pair SET id = id WHERE id = 1"),
+        return_exceptions=True,
+    )
+    assert [type(o) for o in outcomes].count(asyncpg.DeadlockDetectedError) == 1, outcomes
+    for transaction in transactions:
+        await transaction.rollback()
+
+
+async def test_deadlocks_and_transactions_are_counted_by_database(
+    admin: asyncpg.Connection, runner: Any
+) -> None:
+    await ensure_database(admin, "sp_deadlock")
+    dsn = require_postgres().rsplit("/", 1)[0] + "/sp_deadlock"
+    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        await first.execute(
+            "CREATE TABLE IF NOT EXISTS pair (id int PRIMARY KEY);"
+            "INSERT INTO pair VALUES (1), (2) ON CONFLICT DO NOTHING"
+        )
+        probe = runner(pg_target(probe_dsn("sp_deadlock")))
+        before = await probe.run()
+        assert before.health() == Verdict(Health.OK), before.health()
+        counted = {
+            name: value(before, name, "sp_deadlock")
+            for name in ("pg_stat_database_deadlocks", "pg_stat_database_xact_rollback")
+        }
+        for _ in range(3):
+            await deadlock(first, second)
+        # a session's counts reach the view when it ends, or after up to 10 s idle
+        await first.close()
+        await second.close()
+
+        async def seen() -> bool:
+            after = await probe.run()
+            return value(after, "pg_stat_database_deadlocks", "sp_deadlock") == (
+                counted["pg_stat_database_deadlocks"] + 3
+            )
+
+        await wait_until_async(seen, 10, what="3 deadlocks counted")
+        after = await probe.run()
+    finally:
+        await first.close()
+        await second.close()
+
+    # both transactions of each pair rolled back: the aborted one, and the other by us
+    assert value(after, "pg_stat_database_xact_rollback", "sp_deadlock") >= (
+        counted["pg_stat_database_xact_rollback"] + 6
+    )
+    assert verdict(after) == (
+        Health.DEGRADED,
+        "3 deadlocks in sp_deadlock in the last 15 minutes",
+        "PostgresDeadlocks",
+    )
+    frozen = await admin.fetchval(
+        "SELECT age(datfrozenxid) FROM pg_database WHERE datname = 'sp_deadlock'"
+    )
+    assert value(after, "pg_database_wraparound_age_datfrozenxid_seconds", "sp_deadlock") > 0
+    assert value(after, "pg_database_wraparound_age_datfrozenxid_seconds", "sp_deadlock") <= (
+        frozen
+    )
+    chunks = Renderer(all_metric_specs(KINDS)).render("db", after.samples)
+    exposed = b"".join(chunks.values()).decode()
+    # a counter: prometheus_client's exposition names it with _total
+    assert 'pg_stat_database_deadlocks_total{datname="sp_deadlock",target="db"}' in exposed
+
+
+async def rows(row: dict[str, Any]) -> tuple[list[_Finding], PostgresState]:
+    """The per-database findings of a statement's answer, for ages no test can wait for."""
+    state = PostgresState(pg_target(probe_dsn()))
+    findings: list[_Finding] = []
+    _database_samples(state, row, findings)
+    return findings, state
+
+
+async def test_wraparound_ages_page_ahead_and_at_the_horizon() -> None:
+    def answer(xid_age: int, mxid_age: int) -> dict[str, Any]:
+        return {"per_database": f'[["app", 1, 0, 0, {xid_age}, {mxid_age}]]'}
+
+    quiet, _ = await rows(answer(999_999_999, 5))
+    ahead, _ = await rows(answer(7, 1_000_000_000))
+    imminent, state = await rows(answer(WRAPAROUND_IMMINENT, 7))
+
+    assert quiet == []
+    assert [f.verdict for f in ahead] == [
+        Verdict(
+            Health.DEGRADED,
+            "app's oldest unfrozen transaction ID is 1,000,000,000 old: 46 % of the way to "
+            "wraparound",
+            "PostgresWraparoundApproaching",
+        )
+    ]
+    assert [f.verdict for f in imminent] == [
+        Verdict(
+            Health.FAILING,
+            "transaction IDs near wraparound in app: writes stop in 37,000,000 more",
+            "PostgresWraparoundImminent",
+        )
+    ]
+    assert state.oldest_unfrozen == (WRAPAROUND_IMMINENT, "app")
+
+
+async def test_deadlocks_outside_the_window_are_forgotten() -> None:
+    """The window slides: deadlocks older than 15 minutes no longer count."""
+    state = PostgresState(pg_target(probe_dsn()))
+    points = state.deadlocks.setdefault("app", deque())
+    now = asyncio.get_running_loop().time()
+    points.append((now - DEADLOCK_WINDOW_SECONDS - 60, 0))
+    points.append((now - DEADLOCK_WINDOW_SECONDS + 60, 3))
+    findings: list[_Finding] = []
+
+    _database_samples(state, {"per_database": '[["app", 1, 0, 5, 9, 9]]'}, findings)
+
+    assert findings == []  # 5 now against the 3 within the window: 2
+    assert points[0][0] == now - DEADLOCK_WINDOW_SECONDS + 60
+
+
+def test_an_inactive_slot_holding_a_gibibyte_and_a_standby_behind() -> None:
+    findings: list[_Finding] = []
+    samples: list[Any] = []
+    row = {
+        "replica": True,
+        "replication_lag": 301.0,
+        "slots": '[["cdc", "app", "logical", false, 1073741825], ["small", "", "physical", '
+        "false, 1024], "
+        '["live", "", "physical", true, 5368709120]]',
+    }
+
+    line = _replication(row, samples, findings)
+
+    assert [f.verdict for f in findings] == [
+        Verdict(
+            Health.DEGRADED,
+            "this standby is 5m 1s behind its primary",
+            "PostgresReplicationLagging",
+        ),
+        Verdict(
+            Health.DEGRADED,
+            "replication slot cdc has no consumer and keeps 1.0 GiB of WAL on disk",
+            "PostgresReplicationSlotInactive",
+        ),
+    ]
+    assert line == (
+        "standby, 5m 1s behind, 3 slots; inactive: cdc (logical, 1.0 GiB), small (physical, "
+        "1.0 KiB)"
+    )
+
+
+async def test_replication_slots_and_a_standby(runner: Any) -> None:
+    require_postgres()
+    primary = ThrowawayCluster(max_connections=10, reserved=2).create()
+    standby: ThrowawayCluster | None = None
+    try:
+        standby = primary.standby("sp_standby")
+        admin = await asyncpg.connect(primary.dsn(), password="admin")
+        await admin.execute("SELECT pg_create_physical_replication_slot('sp_orphan', true)")
+        on_primary = runner(pg_target(primary.dsn(), password="admin"))
+        on_standby = runner(pg_target(standby.dsn(), password="admin"))
+
+        async def streaming() -> bool:
+            result = await on_primary.run()
+            return value(result, "pg_replication_slots_active", "sp_standby", "") == 1
+
+        await wait_until_async(streaming, 15, what="the standby streaming through its slot")
+        held = value(
+            await on_primary.run(), "pg_replication_slots_pg_wal_lsn_diff", "sp_orphan", ""
+        )
+        await admin.execute("CREATE TABLE t AS SELECT generate_series(1, 100000) AS n")
+        written = await on_primary.run()
+
+        assert value(written, "pg_replication_is_replica") == 0
+        assert value(written, "pg_replication_lag_seconds") == 0
+        assert value(written, "pg_replication_slots_active", "sp_orphan", "") == 0
+        # the orphan keeps every byte written since: 100,000 rows are over a megabyte of WAL
+        assert (
+            value(written, "pg_replication_slots_pg_wal_lsn_diff", "sp_orphan", "")
+            > held + 1_000_000
+        )
+        shown = checked_evidence(written)["replication"]
+        assert re.fullmatch(
+            r"primary, 2 slots; inactive: sp_orphan \(physical, \d+\.\d MiB\)", shown
+        )
+        assert written.health() == Verdict(Health.OK)  # under a gibibyte: nothing to say yet
+
+        caught_up = await on_standby.run()
+        assert value(caught_up, "pg_replication_is_replica") == 1
+        replica_admin = await asyncpg.connect(standby.dsn(), password="admin")
+
+        async def replayed() -> bool:
+            return bool(await replica_admin.fetchval("SELECT to_regclass('t') IS NOT NULL"))
+
+        await wait_until_async(replayed, 15, what="the standby replaying the table")
+        assert value(await on_standby.run(), "pg_replication_lag_seconds") == 0
+        await replica_admin.execute("SELECT pg_wal_replay_pause()")
+        await admin.execute("INSERT INTO t VALUES (0)")
+        await asyncio.sleep(1.2)
+
+        async def behind() -> bool:
+            return value(await on_standby.run(), "pg_replication_lag_seconds") >= 1
+
+        # received and not replayed: the lag is the age of the last transaction replayed
+        await wait_until_async(behind, 15, what="the paused standby behind")
+        assert checked_evidence(await on_standby.run())["replication"].startswith("standby, ")
+        await replica_admin.close()
+        standby.destroy()
+
+        async def orphaned() -> bool:
+            result = await on_primary.run()
+            return value(result, "pg_replication_slots_active", "sp_standby", "") == 0
+
+        await wait_until_async(orphaned, 15, what="the standby's slot inactive once it is gone")
+        await admin.close()
+    finally:
+        if standby is not None:
+            standby.destroy()
+        primary.destroy()

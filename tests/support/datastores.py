@@ -59,6 +59,7 @@ class ThrowawayCluster:
     for filling up, stopping and restarting without disturbing anything else."""
 
     def __init__(self, max_connections: int = 6, reserved: int = 2, extra: str = "") -> None:
+        self.max_connections, self.reserved = max_connections, reserved
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="stackprobe-pg-", dir="/tmp"))
         if os.geteuid() == 0:
@@ -115,6 +116,35 @@ class ThrowawayCluster:
             capture_output=True,
         )
         wait_port(self.port)
+
+    def standby(self, slot: str) -> ThrowawayCluster:
+        """A streaming standby of this cluster (pg_basebackup -R), replicating through a
+        physical slot of that name, started on a port of its own."""
+        # a hot standby needs at least the primary's max_connections
+        standby = ThrowawayCluster(self.max_connections, self.reserved)
+        source = f"postgresql://admin:admin@127.0.0.1:{self.port}/postgres"
+        subprocess.run(
+            as_postgres(
+                [
+                    pg_bin("pg_basebackup"),
+                    "-d",
+                    source,
+                    "-D",
+                    str(standby.data),
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-C",
+                    "-S",
+                    slot,
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        standby.start()
+        return standby
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(

@@ -167,6 +167,9 @@ async def _database(cluster: ThrowawayCluster) -> None:
     try:
         await admin.execute(f"CREATE DATABASE {DATABASE}")
         await ensure_probe_role(admin)
+        # A replication slot, as a standby or a CDC task would leave: not reserving WAL, so it
+        # keeps nothing on disk, but the slots' panel has its series.
+        await admin.execute("SELECT pg_create_physical_replication_slot('aep_standby')")
     finally:
         await admin.close()
     db = await asyncpg.connect(cluster.dsn(database=DATABASE), password="admin")
