@@ -598,6 +598,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "RedisConnectionErrors": ("stackprobe-overview", 19),
     "RedisTooManyClients": ("stackprobe-overview", 23),
     "RedisQueueGrowing": ("stackprobe-datastores", 74),
+    "RedisReplicaLinkDown": ("stackprobe-datastores", 80),
     "AlbNotActive": ("stackprobe-overview", 26),
     "AlbHealthCheckPathDrift": ("stackprobe-overview", 27),
     "AlbAccessLogsDisabled": ("stackprobe-overview", 28),
@@ -1044,6 +1045,24 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "Items in each key a redis target's `keys:` lists (Celery, RQ, BullMQ queues). "
                 "A line that only climbs means no worker takes jobs.",
                 "RedisQueueGrowing",
+            ),
+            Signal(
+                80,
+                "Replication",
+                (
+                    (
+                        f"max without (instance) (redis_master_link_up{{{TARGET}}})",
+                        "link up {{target}} from {{master_host}}:{{master_port}}",
+                    ),
+                    (
+                        f"max without (instance) (redis_connected_slaves{{{TARGET}}})",
+                        "replicas attached to {{target}}",
+                    ),
+                ),
+                "On a replica, 1 while its link to its master is up; on a master, how many "
+                "replicas are attached. A master's attached replicas falling is a replica "
+                "lost.",
+                "RedisReplicaLinkDown",
             ),
             Signal(
                 67,

@@ -151,6 +151,48 @@ REDIS_HITS = MetricSpec("redis_keyspace_hits", "Successful key lookups.", type="
 REDIS_MISSES = MetricSpec("redis_keyspace_misses", "Failed key lookups.", type="counter")
 REDIS_DB_KEYS = MetricSpec("redis_db_keys", "Keys per database (db0 always present).", ("db",))
 REDIS_UPTIME = MetricSpec("redis_uptime_in_seconds", "Seconds since the server started.")
+REDIS_INSTANCE_INFO = MetricSpec(
+    "redis_instance_info",
+    "1, labelled with the server's role (master or slave), version and mode.",
+    ("role", "redis_version", "redis_mode"),
+)
+REDIS_CONNECTED_SLAVES = MetricSpec(
+    "redis_connected_slaves", "INFO connected_slaves: replicas attached to this server."
+)
+REDIS_MASTER_REPL_OFFSET = MetricSpec(
+    "redis_master_repl_offset",
+    "INFO master_repl_offset: the replication stream's position, in bytes, on this server.",
+)
+REDIS_SLAVE_OFFSET = MetricSpec(
+    "redis_connected_slave_offset_bytes",
+    "Each attached replica's position in the replication stream, as it last acknowledged it.",
+    ("slave_ip", "slave_port", "slave_state"),
+)
+REDIS_SLAVE_LAG = MetricSpec(
+    "redis_connected_slave_lag_seconds",
+    "Seconds since each attached replica last acknowledged (a healthy one does every second).",
+    ("slave_ip", "slave_port", "slave_state"),
+)
+REDIS_MASTER_LINK_UP = MetricSpec(
+    "redis_master_link_up",
+    "On a replica, 1 if its link to its master is up (master_link_status), else 0.",
+    ("master_host", "master_port"),
+)
+REDIS_MASTER_LAST_IO = MetricSpec(
+    "redis_master_last_io_seconds_ago",
+    "On a replica, seconds since it last heard from its master; -1 while the link is down.",
+    ("master_host", "master_port"),
+)
+REDIS_MASTER_SYNC = MetricSpec(
+    "redis_master_sync_in_progress",
+    "On a replica, 1 while it loads a full copy of its master's dataset.",
+    ("master_host", "master_port"),
+)
+REDIS_SLAVE_REPL_OFFSET = MetricSpec(
+    "redis_slave_repl_offset",
+    "On a replica, its position in its master's replication stream.",
+    ("master_host", "master_port"),
+)
 REDIS_CONNECTION_ERRORS = MetricSpec(
     "stackprobe_redis_connection_errors",
     "Connection errors the probe met, by reason, since stackprobe started.",
@@ -184,6 +226,15 @@ METRICS = (
     REDIS_DB_KEYS,
     REDIS_UPTIME,
     REDIS_KEY_SIZE,
+    REDIS_INSTANCE_INFO,
+    REDIS_CONNECTED_SLAVES,
+    REDIS_MASTER_REPL_OFFSET,
+    REDIS_SLAVE_OFFSET,
+    REDIS_SLAVE_LAG,
+    REDIS_MASTER_LINK_UP,
+    REDIS_MASTER_LAST_IO,
+    REDIS_MASTER_SYNC,
+    REDIS_SLAVE_REPL_OFFSET,
     REDIS_CONNECTION_ERRORS,
     REDIS_CONNECTS,
 )
@@ -403,8 +454,9 @@ def _ok(
     info: dict[str, Any],
     sizes: dict[str, int | str],
 ) -> ProbeResult:
-    """The samples, the verdict of RedisTooManyClients and RedisConnectionErrors, and the
-    evidence: what the server says it is, its clients and keys."""
+    """The samples, the verdict of RedisTooManyClients, RedisConnectionErrors and
+    RedisReplicaLinkDown, and the evidence: what the server says it is, its clients, its
+    replication and keys."""
     maxclients = info.get("maxclients", state.maxclients)
     configured = (maxclients is None or maxclients < 0) and target.maxclients is not None
     if configured:
@@ -434,6 +486,7 @@ def _ok(
         if isinstance(size, int)
     )
     samples += _state_samples(state)
+    replication, link_down = _replication(info, samples)
     lengths = ", ".join(f"{k} {v}" for k, v in sizes.items() if isinstance(v, int))
     unread = "; ".join(f"{k}: {v}" for k, v in sizes.items() if isinstance(v, str))
 
@@ -450,6 +503,7 @@ def _ok(
             f"{info.get('blocked_clients', 0)} blocked",
         ),
         ("memory", f"{info.get('used_memory_human', '?')} used, maxmemory {_maxmemory(info)}"),
+        ("replication", replication),
         ("keys", ", ".join(f"{db} {count}" for db, count in keys.items())[:EVIDENCE_VALUE_MAX]),
         *(
             (("queues", f"{lengths} ({state.keys_seconds * 1000:.1f} ms)"[:EVIDENCE_VALUE_MAX]),)
@@ -472,10 +526,57 @@ def _ok(
             f"{errors} connections closed or timed out in the last 5m",
             "RedisConnectionErrors",
         )
+    elif link_down:
+        verdict = Verdict(Health.DEGRADED, link_down, "RedisReplicaLinkDown")
     elif unread:
         count = sum(1 for size in sizes.values() if isinstance(size, str))
         verdict = Verdict(Health.DEGRADED, f"{count} of `keys:` not read: {unread}")
     return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
+def _replication(info: dict[str, Any], samples: list[Sample]) -> tuple[str, str]:
+    """The role and replication figures of INFO under redis_exporter's names; the evidence
+    line, and why the link to the master is down on a replica whose link is ("" if not)."""
+    role = str(info.get("role", "unknown"))
+    samples += [
+        REDIS_INSTANCE_INFO(
+            1, role, str(info.get("redis_version", "")), str(info.get("redis_mode", ""))
+        ),
+        REDIS_CONNECTED_SLAVES(info.get("connected_slaves", 0)),
+        REDIS_MASTER_REPL_OFFSET(info.get("master_repl_offset", 0)),
+    ]
+    offset = info.get("master_repl_offset", 0)
+    replicas = []
+    for name, value in info.items():
+        # slave0:ip=...,port=...,state=online,offset=...,lag=0, which redis-py parses
+        if name.startswith("slave") and name[5:].isdigit() and isinstance(value, dict):
+            ip, port, state = str(value.get("ip")), str(value.get("port")), str(value.get("state"))
+            samples.append(REDIS_SLAVE_OFFSET(value.get("offset", 0), ip, port, state))
+            if "lag" in value:  # Redis 3.0+
+                samples.append(REDIS_SLAVE_LAG(value["lag"], ip, port, state))
+            behind = max(0, offset - int(value.get("offset", 0)))
+            replicas.append(f"{ip}:{port} {state}, {behind} bytes behind")
+    if role != "slave":
+        line = f"{role}, {len(replicas)} replicas" + (
+            f": {'; '.join(replicas)}" if replicas else ""
+        )
+        return line[:EVIDENCE_VALUE_MAX], ""
+    master = (str(info.get("master_host", "")), str(info.get("master_port", "")))
+    up = info.get("master_link_status") == "up"
+    samples += [
+        REDIS_MASTER_LINK_UP(1 if up else 0, *master),
+        REDIS_MASTER_LAST_IO(info.get("master_last_io_seconds_ago", -1), *master),
+        REDIS_MASTER_SYNC(info.get("master_sync_in_progress", 0), *master),
+        REDIS_SLAVE_REPL_OFFSET(info.get("slave_repl_offset", 0), *master),
+    ]
+    where = f"replica of {master[0]}:{master[1]}"
+    if up:
+        return f"{where}, link up", ""
+    down = info.get("master_link_down_since_seconds", -1)
+    # -1: it has not been up since the replica started
+    since = f"down for {down}s" if isinstance(down, int) and down >= 0 else "not up since start"
+    syncing = ", loading a full copy" if info.get("master_sync_in_progress") else ""
+    return f"{where}, link {since}{syncing}", f"{where}: link {since}{syncing}"
 
 
 def _maxmemory(info: dict[str, Any]) -> str:

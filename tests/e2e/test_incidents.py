@@ -169,6 +169,13 @@ def test_incidents_fire_route_mute_and_resolve(e2e: tuple[E2E, list[Path]]) -> N
             assert receiver in RECEIVERS[owners[0]["priority"]], (receiver, alert["labels"])
 
 
+# Series no target of the stack has, and where each is read from a real server instead: their
+# queries must still run.
+NO_SOURCE_HERE = {
+    "redis_master_link_up": "only a replica has it; tests/probes/test_redis.py reads a real one",
+}
+
+
 def test_every_dashboard_query_has_data(e2e: tuple[E2E, list[Path]]) -> None:
     """Over the run so far, as a dashboard's time range shows it, with a crash loop and an
     env drift on so their panels (and the firing-alerts table) have something to show."""
@@ -192,7 +199,9 @@ def test_every_dashboard_query_has_data(e2e: tuple[E2E, list[Path]]) -> None:
                         "step": 5,
                     }
                     answer = client.get("/api/v1/query_range", params=params).json()
-                    if answer.get("status") == "success" and answer["data"]["result"]:
+                    ran = answer.get("status") == "success"
+                    sourceless = any(series in wanted[name] for series in NO_SOURCE_HERE)
+                    if ran and (answer["data"]["result"] or sourceless):
                         empty.discard(name)
                 return not empty
 

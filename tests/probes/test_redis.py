@@ -94,7 +94,17 @@ async def test_healthy_server_exports_redis_exporter_names(
     assert found["redis_memory_used_bytes"][()] > 0 and found["redis_uptime_in_seconds"][()] >= 0
     assert 0 < found["stackprobe_redis_ping_duration_seconds"][()] < 1
     assert set(found["stackprobe_redis_connection_errors"]) == {(r.value,) for r in Reason}
-    assert set(found) == {spec.name for spec in KINDS["redis"].metrics}
+    # all but what a replica reports, and a master about replicas it has
+    replicas = {
+        "redis_connected_slave_offset_bytes",
+        "redis_connected_slave_lag_seconds",
+        "redis_master_link_up",
+        "redis_master_last_io_seconds_ago",
+        "redis_master_sync_in_progress",
+        "redis_slave_repl_offset",
+    }
+    assert set(found) == {spec.name for spec in KINDS["redis"].metrics} - replicas
+    assert found["redis_connected_slaves"] == {(): 0}
 
 
 async def test_a_healthy_server_is_ok_with_its_evidence(server: RedisServer, runner: Any) -> None:
@@ -615,3 +625,62 @@ async def test_maxclients_given_where_info_and_config_say_nothing() -> None:
     assert "(configured)" not in dict(own.evidence)["clients"]
     asked = run(old_info, config_get=2000, maxclients=1000)  # CONFIG answered: it wins
     assert samples_by_name(asked)["redis_config_maxclients"] == {(): 2000}
+
+
+async def test_a_replica_and_its_master_report_replication(runner: Any) -> None:
+    """A real master and replica: each one's side of the link under redis_exporter's names,
+    then the master killed: the replica's link goes down, and its row degrades."""
+    master = RedisServer().start()
+    replica = RedisServer("--replicaof", "127.0.0.1", str(master.port)).start()
+    try:
+        on_master, on_replica = runner(master.url()), runner(replica.url())
+        master.cli("SET", "job", "x" * 1000)
+
+        async def synced() -> bool:
+            found = samples_by_name(await on_replica.run())
+            return found["redis_master_link_up"] == {("127.0.0.1", str(master.port)): 1} and (
+                found["redis_slave_repl_offset"][("127.0.0.1", str(master.port))]
+                >= int(stats(master, "replication")["master_repl_offset"])
+            )
+
+        await wait_until_async(synced, 10, what="the replica in sync")
+        from_master = await on_master.run()
+        found = samples_by_name(from_master)
+        assert found["redis_connected_slaves"] == {(): 1}
+        assert list(found["redis_instance_info"]) == [
+            ("master", stats(master, "server")["redis_version"], "standalone")
+        ]
+        (slave,) = found["redis_connected_slave_offset_bytes"]
+        assert slave == ("127.0.0.1", str(replica.port), "online")
+        assert found["redis_connected_slave_lag_seconds"][slave] <= 1
+        assert found["redis_master_repl_offset"][()] >= 1000
+        assert "redis_master_link_up" not in found
+        assert checked_evidence(from_master)["replication"].startswith(
+            f"master, 1 replicas: 127.0.0.1:{replica.port} online, "
+        )
+        healthy = await on_replica.run()
+        assert healthy.health() == Verdict(Health.OK)
+        assert checked_evidence(healthy)["replication"] == (
+            f"replica of 127.0.0.1:{master.port}, link up"
+        )
+        assert samples_by_name(healthy)["redis_instance_info"].keys() == {
+            ("slave", stats(replica, "server")["redis_version"], "standalone")
+        }
+
+        master.kill()
+
+        async def link_down() -> bool:
+            found = samples_by_name(await on_replica.run())
+            return found["redis_master_link_up"] == {("127.0.0.1", str(master.port)): 0}
+
+        await wait_until_async(link_down, 10, what="the replica seeing its master gone")
+        lost = await on_replica.run()
+    finally:
+        replica.stop()
+        master.stop()
+    health, why, alert = verdict(lost)
+    assert (health, alert) == (Health.DEGRADED, "RedisReplicaLinkDown")
+    assert re.fullmatch(rf"replica of 127\.0\.0\.1:{master.port}: link down for \d+s", why), why
+    assert samples_by_name(lost)["redis_master_last_io_seconds_ago"] == {
+        ("127.0.0.1", str(master.port)): -1
+    }
