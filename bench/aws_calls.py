@@ -3,12 +3,13 @@ CloudWatch part costs.
 
 Inventory (issue floors): 3 clusters x 10 services, 20 target groups on 2 ALBs, 10 queues with
 10 dead-letter queues, 5 buckets, 3 log groups, 2 RDS instances (a burstable PostgreSQL on gp2
-and its read replica), all in moto (in-process, made faithful by
-tests/support/aws.py: AWS's page and batch limits, percentiles, FilterLogEvents). Every AWS
+and its read replica), 2 ElastiCache replication groups of 2 nodes each, all in moto
+(in-process, made faithful by tests/support/aws.py: AWS's page and batch limits,
+percentiles, FilterLogEvents). Every AWS
 kind probes all of it: three ecs_service targets, one alb, one sqs, one s3 (cloudwatch mode),
 one cloudwatch target with the ALBs, the 30 services and the 10 queues, one logs target
-counting the 7 built-in signals in the log groups a prefix names, and one rds target over
-every instance in the region.
+counting the 7 built-in signals in the log groups a prefix names, one rds target over
+every instance in the region, and one elasticache target over every cache cluster.
 
 Cycle 1 is cold (queue URLs and task definitions are fetched once, stopped tasks described
 once); cycle 2 is the steady state every later cycle repeats. Cycle 3 has every AWS request
@@ -53,12 +54,15 @@ from tests.support.probing import ProbeRunner  # noqa: E402
 CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS = 3, 10, 20, 10, 5
 LOG_GROUPS = 3
 DATABASES = 2
+CACHES = 2  # replication groups, each of a primary and a replica cluster of one node
 STOPPED_PER_CLUSTER = 1  # Inventory stops one task per cluster
 PRICE_PER_1000_METRICS = 0.01  # GetMetricData, USD, AWS's list price (us-east-1)
 SECONDS_PER_MONTH = 30 * 86400
 
 
-def minimum(cold: bool, queries: int, daily_queries: int, rds_queries: int) -> Counter[str]:
+def minimum(
+    cold: bool, queries: int, daily_queries: int, rds_queries: int, cache_queries: int
+) -> Counter[str]:
     """The fewest calls that read this inventory, given each API's batch and page limits."""
     need: Counter[str] = Counter()
     for _ in range(CLUSTERS):
@@ -81,6 +85,9 @@ def minimum(cold: bool, queries: int, daily_queries: int, rds_queries: int) -> C
     # the rds target: its instances (100 a page), then their metrics in its own call
     need["DescribeDBInstances"] += math.ceil(DATABASES / 100)
     need["GetMetricData"] += math.ceil(rds_queries / 500)
+    # the elasticache target: its clusters with their nodes (100 a page), then their metrics
+    need["DescribeCacheClusters"] += math.ceil(2 * CACHES / 100)
+    need["GetMetricData"] += math.ceil(cache_queries / 500)
     # FilterLogEvents reads one log group a call: one per (pattern, group) while a window's
     # matches fit one page (10,000 events); the prefix is resolved once a run
     need["DescribeLogGroups"] += 1
@@ -123,11 +130,11 @@ async def main() -> None:
         print(
             f"seeding moto: {CLUSTERS} clusters x {SERVICES} services, {TARGET_GROUPS} "
             f"target groups, {QUEUES} queues + DLQs, {BUCKETS} buckets, {LOG_GROUPS} log "
-            f"groups, {DATABASES} RDS instances ...",
+            f"groups, {DATABASES} RDS instances, {CACHES} cache replication groups ...",
             flush=True,
         )
         inventory = Inventory(
-            CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS, LOG_GROUPS, DATABASES
+            CLUSTERS, SERVICES, TARGET_GROUPS, QUEUES, BUCKETS, LOG_GROUPS, DATABASES, CACHES
         )
         raw = [
             t
@@ -139,7 +146,7 @@ async def main() -> None:
         clients = AwsClients(AwsSettings(region=REGION), metrics)
         recorder = Recorder()
         # every target shares one region and role, so one client per service serves them all
-        for service in ("ecs", "elbv2", "sqs", "s3", "cloudwatch", "logs", "rds"):
+        for service in ("ecs", "elbv2", "sqs", "s3", "cloudwatch", "logs", "rds", "elasticache"):
             client = clients.client(config.targets[0], service)  # type: ignore[arg-type]
             client.meta.events.register("before-parameter-build", recorder)
         runners = [ProbeRunner(t, aws=clients) for t in config.targets]
@@ -151,6 +158,9 @@ async def main() -> None:
         # a db.t3 on gp2: 7 metrics, FreeStorageSpace, BurstBalance, CPUCreditBalance; its
         # replica the same and ReplicaLag
         rds = 10 + 11
+        # each node: engine CPU twice, memory, swap, connections, evictions; in a replication
+        # group, ReplicationLag too
+        caches = 2 * CACHES * 7
 
         rows = []
         before = Counter()
@@ -173,7 +183,7 @@ async def main() -> None:
                 (
                     label,
                     made,
-                    minimum(cold, queries, daily, rds),
+                    minimum(cold, queries, daily, rds, caches),
                     wall,
                     failed,
                     repeated,
@@ -223,7 +233,15 @@ async def main() -> None:
                 f"  {name:32} {rds} metrics/cycle -> "
                 f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
             )
-        assert steady[6] == queries + daily + rds, "metrics requested differs from the queries"
+        for interval, name in ((60, "elasticache target, every 1m"), (300, "every 5m")):
+            per_month = caches * SECONDS_PER_MONTH / interval
+            print(
+                f"  {name:32} {caches} metrics/cycle -> "
+                f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
+            )
+        assert steady[6] == queries + daily + rds + caches, (
+            "metrics requested differs from the queries"
+        )
 
         # Throttled cycle: AWS throttles every attempt of every call.
         throttles = []

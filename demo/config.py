@@ -174,6 +174,16 @@ def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None =
             "interval": format_duration(max(interval, CLOUDWATCH_PERIOD / 2)),
             "timeout": format_duration(max(interval, CLOUDWATCH_PERIOD / 2) * 0.8),
         },
+        {
+            # the Redis replication group's nodes, twice a period as aep-rds
+            "name": "aep-cache",
+            "kind": "elasticache",
+            "clusters": [world.CACHE],
+            "period": format_duration(CLOUDWATCH_PERIOD),
+            "delay": "0s",
+            "interval": format_duration(max(interval, CLOUDWATCH_PERIOD / 2)),
+            "timeout": format_duration(max(interval, CLOUDWATCH_PERIOD / 2) * 0.8),
+        },
     ]
     document = {
         "defaults": {

@@ -401,7 +401,7 @@ def _fault_table(options: Options, alerts: Alerting | None, run: str) -> list[st
     fields = cloudwatch.config.model_fields
     rules = read_alerts(
         folder,
-        [m.name for kind in ("cloudwatch", "rds") for m in KINDS[kind].metrics],
+        [m.name for kind in ("cloudwatch", "rds", "elasticache") for m in KINDS[kind].metrics],
         [m.name + ("_total" if m.type == "counter" else "") for m in logs.metrics],
     )
     production = Pace(

@@ -23,6 +23,7 @@ from unittest import mock
 
 from moto.cloudwatch.models import Statistics
 from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.elasticache.models import CacheCluster
 from moto.elbv2.models import FakeTargetGroup
 from moto.logs.exceptions import InvalidParameterException as LogsInvalidParameter
 from moto.logs.exceptions import ResourceNotFoundException as LogsNotFound
@@ -189,11 +190,23 @@ def _filter_log_events(self: LogsResponse) -> str:
     return json.dumps(answer)
 
 
+def _cache_nodes(self: CacheCluster) -> list[dict[str, Any]]:
+    """DescribeCacheClusters' CacheNodes, which AWS gives with ShowCacheNodeInfo and moto
+    never: a Redis cluster's one node is 0001, a Memcached cluster's are numbered on."""
+    return [
+        {"CacheNodeId": f"{n:04d}", "CacheNodeStatus": "available"}
+        for n in range(1, (self.num_cache_nodes or 1) + 1)
+    ]
+
+
 @contextmanager
 def behave_like_aws() -> Iterator[None]:
-    """Target health that can fail, percentiles, running tasks that stay RUNNING, and
-    FilterLogEvents as CloudWatch Logs answers it."""
+    """Target health that can fail, percentiles, running tasks that stay RUNNING,
+    FilterLogEvents as CloudWatch Logs answers it, and cache clusters with their nodes."""
     with ExitStack() as stack:
+        stack.enter_context(
+            mock.patch.object(CacheCluster, "cache_nodes", property(_cache_nodes), create=True)
+        )
         stack.enter_context(mock.patch.object(FakeTargetGroup, "health_for", _patched_health_for))
         stack.enter_context(
             mock.patch.object(Statistics, "get_statistics_for_type", _with_percentiles)

@@ -39,6 +39,9 @@ BUCKET = "aep-demo-rasters"
 # The RDS instance behind the backend (PostgreSQL, gp2, burstable) and its read replica.
 DATABASE, DATABASE_REPLICA = "aep-demo-db", "aep-demo-db-replica"
 DATABASE_GIB = 100
+# The Redis replication group (a primary and a replica) the demo's jobs would queue in.
+CACHE = "aep-demo-cache"
+CACHE_MEMBERS = (f"{CACHE}-001", f"{CACHE}-002")
 # What the backend must run with (AEP Incident 5: budget enforcement off after a deploy).
 EXPECTED_ENV = {"BUDGET_ENFORCEMENT_MODE": "strict"}
 GIB = 1024**3
@@ -142,11 +145,13 @@ class World:
         self.cloudwatch = self.client("cloudwatch")
         self.logs = self.client("logs")
         self.rds = self.client("rds")
+        self.elasticache = self.client("elasticache")
         self._seed_alb()
         self._seed_ecs()
         self._seed_sqs()
         self._seed_s3()
         self._seed_rds()
+        self._seed_elasticache()
         for group in LOG_GROUPS.values():
             self.logs.create_log_group(logGroupName=group)
 
@@ -267,6 +272,18 @@ class World:
             DBInstanceIdentifier=DATABASE_REPLICA, SourceDBInstanceIdentifier=DATABASE
         )
 
+    def _seed_elasticache(self) -> None:
+        # AWS creates a replication group's member clusters itself; moto does not
+        for member in CACHE_MEMBERS:
+            self.elasticache.create_cache_cluster(
+                CacheClusterId=member,
+                ReplicationGroupId=CACHE,
+                Engine="redis",
+                EngineVersion="7.1",
+                CacheNodeType="cache.t4g.small",
+                NumCacheNodes=1,
+            )
+
     def _daily_storage(self) -> None:
         """S3's daily storage figures for the two days before today, once a day: after
         midnight UTC, yesterday is a new day with its own datapoint."""
@@ -321,6 +338,7 @@ class World:
             self._traffic(now)
             self._jobs(now)
             self._databases(now)
+            self._caches(now)
             if self.crash_looping:
                 self._crash()
             if self.cannot_start:
@@ -456,6 +474,21 @@ class World:
             if name == DATABASE_REPLICA:
                 figures.append(("ReplicaLag", {}, random.uniform(0.5, 2.0)))
             self._put("AWS/RDS", figures, {"DBInstanceIdentifier": name}, now)
+
+    def _caches(self, now: datetime) -> None:
+        """The cache's two nodes as CloudWatch has them: a quiet primary and its replica."""
+        for member in CACHE_MEMBERS:
+            figures: list[tuple[str, dict[str, str], float]] = [
+                ("EngineCPUUtilization", {}, random.uniform(3, 9)),
+                ("DatabaseMemoryUsagePercentage", {}, random.uniform(18, 20)),
+                ("SwapUsage", {}, 0.0),
+                ("CurrConnections", {}, float(random.randint(20, 30))),
+                ("Evictions", {}, 0.0),
+            ]
+            if member != CACHE_MEMBERS[0]:
+                figures.append(("ReplicationLag", {}, random.uniform(0.0, 0.2)))
+            dims = {"CacheClusterId": member, "CacheNodeId": "0001"}
+            self._put("AWS/ElastiCache", figures, dims, now)
 
     def _backend_serves(self) -> bool:
         """Whether the balancer sends the site's requests to the backend's targets (every

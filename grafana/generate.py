@@ -595,6 +595,11 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "RdsCpuSaturated": ("stackprobe-datastores", 71),
     "RdsBurstExhausted": ("stackprobe-datastores", 72),
     "RdsReplicaLagging": ("stackprobe-datastores", 73),
+    "ElastiCacheEngineCpuSaturated": ("stackprobe-datastores", 81),
+    "ElastiCacheEngineCpuHigh": ("stackprobe-datastores", 81),
+    "ElastiCacheMemoryFull": ("stackprobe-datastores", 82),
+    "ElastiCacheMemoryHigh": ("stackprobe-datastores", 82),
+    "ElastiCacheReplicationLagging": ("stackprobe-datastores", 83),
     "RedisConnectionErrors": ("stackprobe-overview", 19),
     "RedisTooManyClients": ("stackprobe-overview", 23),
     "RedisQueueGrowing": ("stackprobe-datastores", 74),
@@ -1007,6 +1012,76 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
         ),
     ),
     (
+        "ElastiCache",
+        (
+            Signal(
+                81,
+                "ElastiCache engine thread",
+                (
+                    (
+                        "max without (instance) "
+                        f"(aws_elasticache_engine_cpuutilization_average{{{TARGET}}})",
+                        "average {{dimension_CacheClusterId}}/{{dimension_CacheNodeId}}",
+                    ),
+                    (
+                        "max without (instance) "
+                        f"(aws_elasticache_engine_cpuutilization_maximum{{{TARGET}}})",
+                        "maximum {{dimension_CacheClusterId}}/{{dimension_CacheNodeId}}",
+                    ),
+                ),
+                "% of the one thread Redis runs every command on: at 95 for 5 minutes every "
+                "command queues (P0); over 80 for 15, the next peak pins it (P1).",
+                "ElastiCacheEngineCpuSaturated",
+                unit="percent",
+                more_runbooks=("ElastiCacheEngineCpuHigh",),
+            ),
+            Signal(
+                82,
+                "ElastiCache memory, swap and evictions",
+                (
+                    (
+                        "max without (instance) (aws_elasticache_database_memory_usage_"
+                        f"percentage_average{{{TARGET}}})",
+                        "memory % {{dimension_CacheClusterId}}/{{dimension_CacheNodeId}}",
+                    ),
+                    (
+                        f"max without (instance) (aws_elasticache_evictions_sum{{{TARGET}}})",
+                        "evicted a minute {{dimension_CacheClusterId}}/{{dimension_CacheNodeId}}",
+                    ),
+                    (
+                        "max without (instance) "
+                        f"(aws_elasticache_swap_usage_average{{{TARGET}}}) / 1048576",
+                        "swap MiB {{dimension_CacheClusterId}}/{{dimension_CacheNodeId}}",
+                    ),
+                ),
+                "Memory over maxmemory; keys evicted for memory; MiB swapped. A store (no "
+                "`evicts: true`) at 99 % or evicting pages P0, over 90 % P1; any node over 50 "
+                "MiB of swap P1.",
+                "ElastiCacheMemoryFull",
+                more_runbooks=("ElastiCacheMemoryHigh",),
+            ),
+            Signal(
+                83,
+                "ElastiCache replicas and connections",
+                (
+                    (
+                        "max without (instance) "
+                        f"(aws_elasticache_replication_lag_average{{{TARGET}}})",
+                        "replica lag s {{dimension_CacheClusterId}}",
+                    ),
+                    (
+                        "max without (instance) "
+                        f"(aws_elasticache_curr_connections_maximum{{{TARGET}}})",
+                        "connections {{dimension_CacheClusterId}}/{{dimension_CacheNodeId}}",
+                    ),
+                ),
+                "Seconds each replica is behind its primary (over 30 for 10 minutes: P2), and "
+                "client connections per node.",
+                "ElastiCacheReplicationLagging",
+            ),
+        ),
+    ),
+    (
         "Redis",
         (
             Signal(
@@ -1230,9 +1305,9 @@ def ecs() -> dashboard.Dashboard:
 def datastores() -> dashboard.Dashboard:
     return _board(
         "stackprobe-datastores",
-        "stackprobe databases: PostgreSQL, RDS, Redis",
-        "Connections against every limit, slow statements, RDS storage and CPU, Redis memory "
-        "and clients.",
+        "stackprobe databases: PostgreSQL, RDS, ElastiCache, Redis",
+        "Connections against every limit, slow statements, wraparound and replication, RDS "
+        "storage and CPU, ElastiCache engine and memory, Redis memory, clients and replicas.",
         DATASTORE_ROWS,
         firing=False,
     )

@@ -32,6 +32,7 @@ NAMES = (
     "s3",
     "cloudwatch",
     "rds",
+    "elasticache",
     "logs",
 )
 

@@ -58,6 +58,7 @@ def test_every_area_has_its_rule_file() -> None:
         "s3",
         "postgres",
         "rds",
+        "elasticache",
         "redis",
         "logs",
         "stackprobe",

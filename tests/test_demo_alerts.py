@@ -40,7 +40,9 @@ from tests.support.incidents import INCIDENTS
 from tests.support.polling import wait_port, wait_until
 from tests.support.processes import free_port, require_binary, run, stop
 
-CLOUDWATCH_SERIES = [m.name for kind in ("cloudwatch", "rds") for m in KINDS[kind].metrics]
+CLOUDWATCH_SERIES = [
+    m.name for kind in ("cloudwatch", "rds", "elasticache") for m in KINDS[kind].metrics
+]
 # What the demo's traffic adds to an incident the e2e plays: an outage (no target behind the
 # balancer, or the balancer down) answers every request with the balancer's own 5xx.
 OUTAGE_PAGE = "AlbMostRequests5xx"

@@ -326,7 +326,7 @@ def test_a_bad_config_at_start_exits_2_with_every_problem(tmp_path: Path) -> Non
     assert done.stderr.splitlines() == [
         "stackprobe: the config is invalid, not starting:",
         f"{config}:3: targets[0].kind: unknown kind 'htp'; did you mean 'http'? known kinds: "
-        "alb, cloudwatch, dns, ecs_service, http, logs, postgres, rds, redis, s3, sqs",
+        "alb, cloudwatch, dns, ecs_service, elasticache, http, logs, postgres, rds, redis, s3, sqs",
         f"{config}:4: targets[1]: missing required key `query`",
         f"{config}:4: targets[1].name: duplicate target name 'a' (first used by targets[0]); "
         "names must be unique because they become the `target` label",

@@ -34,6 +34,10 @@ from moto.core.botocore_stubber import MockRawResponse
 from moto.core.responses import ActionResult
 from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.responses import EC2ContainerServiceResponse
+from moto.elasticache.exceptions import (
+    InvalidParameterValueException as ElastiCacheInvalidParameterValue,
+)
+from moto.elasticache.responses import ElastiCacheResponse
 from moto.rds.exceptions import InvalidParameterValue as RdsInvalidParameterValue
 from moto.rds.responses import RDSResponse
 from prometheus_client import CollectorRegistry
@@ -112,6 +116,16 @@ def _limited_describe_db_instances(self: RDSResponse) -> Any:
     return _describe_db_instances(self)
 
 
+_describe_cache_clusters = ElastiCacheResponse.describe_cache_clusters
+
+
+def _limited_describe_cache_clusters(self: ElastiCacheResponse) -> Any:
+    size = self._get_param("MaxRecords")
+    if size is not None and not 20 <= int(size) <= 100:
+        raise ElastiCacheInvalidParameterValue("MaxRecords must be between 20 and 100.")
+    return _describe_cache_clusters(self)
+
+
 _get_metric_data = CloudWatchBackend.get_metric_data
 
 
@@ -148,6 +162,11 @@ def faithful_responses() -> Iterator[None]:
         )
         stack.enter_context(
             mock.patch.object(RDSResponse, "describe_db_instances", _limited_describe_db_instances)
+        )
+        stack.enter_context(
+            mock.patch.object(
+                ElastiCacheResponse, "describe_cache_clusters", _limited_describe_cache_clusters
+            )
         )
         yield
 
@@ -237,8 +256,9 @@ class Inventory:
     """A whole stack in moto, sized as asked: clusters of services with stopped and running
     tasks, load balancers with target groups, queues with dead-letter queues, buckets with
     objects and daily storage metrics, log groups with a few application lines, RDS instances
-    (a burstable PostgreSQL on gp2, and a read replica of it when there are two). `targets()`
-    is a config probing all of it."""
+    (a burstable PostgreSQL on gp2, and a read replica of it when there are two), and Redis
+    replication groups of a primary and a replica each. `targets()` is a config probing all
+    of it."""
 
     def __init__(
         self,
@@ -249,6 +269,7 @@ class Inventory:
         buckets: int = 1,
         log_groups: int = 2,
         databases: int = 1,
+        caches: int = 1,
     ) -> None:
         import time
         from datetime import UTC, datetime
@@ -365,6 +386,20 @@ class Inventory:
                 MasterUserPassword="not-a-secret-moto-only",
             )
 
+        elasticache = session.client("elasticache", region_name=REGION)
+        self.caches = [f"cache-{c}" for c in range(caches)]
+        for group in self.caches:
+            # AWS makes a replication group's member clusters itself; moto does not
+            for member in (f"{group}-001", f"{group}-002"):
+                elasticache.create_cache_cluster(
+                    CacheClusterId=member,
+                    ReplicationGroupId=group,
+                    Engine="redis",
+                    EngineVersion="7.1",
+                    CacheNodeType="cache.t4g.small",
+                    NumCacheNodes=1,
+                )
+
     def targets(self, *, percentiles: bool = False) -> list[dict[str, Any]]:
         """Every AWS kind over the whole inventory. moto 5.2 fails on percentile statistics,
         so ALB latency queries are left out unless `percentiles`."""
@@ -431,6 +466,8 @@ class Inventory:
         targets.append(cloudwatch)
         if self.databases:
             targets.append({"name": "databases", "kind": "rds", **aws})
+        if self.caches:
+            targets.append({"name": "caches", "kind": "elasticache", **aws})
         if self.log_groups:
             targets.append(
                 {
