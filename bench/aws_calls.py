@@ -5,11 +5,11 @@ Inventory (issue floors): 3 clusters x 10 services, 20 target groups on 2 ALBs, 
 10 dead-letter queues, 5 buckets, 3 log groups, 2 RDS instances (a burstable PostgreSQL on gp2
 and its read replica), 2 ElastiCache replication groups of 2 nodes each, all in moto
 (in-process, made faithful by tests/support/aws.py: AWS's page and batch limits,
-percentiles, FilterLogEvents). Every AWS
-kind probes all of it: three ecs_service targets, one alb, one sqs, one s3 (cloudwatch mode),
-one cloudwatch target with the ALBs, the 30 services and the 10 queues, one logs target
-counting the 7 built-in signals in the log groups a prefix names, one rds target over
-every instance in the region, and one elasticache target over every cache cluster.
+percentiles, FilterLogEvents). Every AWS kind probes all of it: three ecs_service targets,
+one alb, one sqs, one s3 (cloudwatch mode), one cloudwatch target with the ALBs, the 30
+services and the 10 queues, one logs target counting the 7 built-in signals in the log groups
+a prefix names, one rds target over every instance in the region, and one elasticache target
+over every cache cluster.
 
 Cycle 1 is cold (queue URLs and task definitions are fetched once, stopped tasks described
 once); cycle 2 is the steady state every later cycle repeats. Cycle 3 has every AWS request
