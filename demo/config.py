@@ -148,8 +148,13 @@ def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None =
             "ingestion_lag": format_duration(DEMO_INGESTION_LAG),
             "labels": {"service": world.WORKER},
         },
-        {"name": "aep-jobs", "kind": "sqs", "queues": [world.QUEUE]},
-        {"name": "aep-rasters", "kind": "s3", "buckets": [world.BUCKET]},
+        {
+            "name": "aep-jobs",
+            "kind": "sqs",
+            "queues": [world.QUEUE],
+            "canary": {"queue": world.CANARY_QUEUE},
+        },
+        {"name": "aep-rasters", "kind": "s3", "buckets": [world.BUCKET], "canary": {}},
         {
             "name": "aep-cloudwatch",
             "kind": "cloudwatch",

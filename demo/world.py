@@ -35,6 +35,7 @@ SERVICES = {BACKEND: 2, FRONTEND: 2, WORKER: 1}  # desired tasks
 LOAD_BALANCER = "aep-demo-alb"
 TARGET_GROUPS = {BACKEND: "aep-backend-tg", FRONTEND: "aep-frontend-tg"}
 QUEUE, DEAD_LETTER_QUEUE = "aep-jobs", "aep-jobs-dlq"
+CANARY_QUEUE = "aep-demo-stackprobe-canary"  # the sqs target's write canary's own queue
 BUCKET = "aep-demo-rasters"
 # The RDS instance behind the backend (PostgreSQL, gp2, burstable) and its read replica.
 DATABASE, DATABASE_REPLICA = "aep-demo-db", "aep-demo-db-replica"
@@ -235,6 +236,7 @@ class World:
         self.queue_url = self.sqs.create_queue(
             QueueName=QUEUE, Attributes={"RedrivePolicy": json.dumps(policy)}
         )["QueueUrl"]
+        self.sqs.create_queue(QueueName=CANARY_QUEUE)
 
     def _seed_s3(self) -> None:
         self.s3.create_bucket(

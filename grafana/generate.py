@@ -299,6 +299,41 @@ ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "Objects per bucket; rasters with no lifecycle rule only ever add up.",
                 "S3BucketGrowingFast",
             ),
+            Signal(
+                84,
+                "S3 write canary",
+                (
+                    (
+                        f"max without (instance) (stackprobe_s3_canary_success{{{TARGET}}})",
+                        "works {{bucket}}",
+                    ),
+                    (
+                        f"max without (instance) (stackprobe_s3_canary_step_seconds{{{TARGET}}})",
+                        "{{step}} s {{bucket}}",
+                    ),
+                ),
+                "With `canary:`, 1 while stackprobe can put, read back and delete an object "
+                "in the bucket, and each step's seconds: 0 is the uploads' \"Access Denied\" "
+                "before users meet it (VivaCampo Scenario 2).",
+                "S3WriteCanaryFailing",
+            ),
+            Signal(
+                85,
+                "SQS write canary",
+                (
+                    (
+                        f"max without (instance) (stackprobe_sqs_canary_success{{{TARGET}}})",
+                        "works {{queue}}",
+                    ),
+                    (
+                        f"max without (instance) (stackprobe_sqs_canary_step_seconds{{{TARGET}}})",
+                        "{{step}} s {{queue}}",
+                    ),
+                ),
+                "With `canary:`, 1 while stackprobe can send, receive and delete a message on "
+                "its canary queue, and each step's seconds: 0 means jobs cannot be enqueued.",
+                "SqsWriteCanaryFailing",
+            ),
         ),
     ),
     (
@@ -577,6 +612,8 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "SqsOldestMessageTooOld": ("stackprobe-overview", 35),
     "SqsDeadLetterMessages": ("stackprobe-overview", 17),
     "S3BucketGrowingFast": ("stackprobe-overview", 6),
+    "S3WriteCanaryFailing": ("stackprobe-overview", 84),
+    "SqsWriteCanaryFailing": ("stackprobe-overview", 85),
     "PostgresDown": ("stackprobe-overview", 34),
     "RedisDown": ("stackprobe-overview", 34),
     "PostgresConnectionsNearLimit": ("stackprobe-overview", 7),

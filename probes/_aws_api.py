@@ -387,16 +387,24 @@ class AwsClients:
         return None
 
     async def call(
-        self, target: AwsAccess, service: str, operation: str, deadline: float, **params: Any
-    ) -> dict[str, Any]:
-        """One API call (`operation` as boto3 names it, e.g. describe_services)."""
+        self,
+        target: AwsAccess,
+        service: str,
+        operation: str,
+        deadline: float,
+        *,
+        keep: Callable[[dict[str, Any]], Any] | None = None,
+        **params: Any,
+    ) -> Any:
+        """One API call (`operation` as boto3 names it, e.g. describe_services): its answer,
+        or what `keep` makes of it in the worker thread (an object's body is read there, not
+        on the event loop)."""
 
-        def run() -> dict[str, Any]:
+        def run() -> Any:
             result: dict[str, Any] = getattr(self.client(target, service), operation)(**params)
-            return result
+            return keep(result) if keep is not None else result
 
-        result: dict[str, Any] = await self._run(service, operation, deadline, run, paged=False)
-        return result
+        return await self._run(service, operation, deadline, run, paged=False)
 
     async def pages(
         self,

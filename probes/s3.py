@@ -9,6 +9,11 @@ the datapoint's own time is exported. `list` pages through ListObjectsV2 (1,000 
 up to `max_objects`, for small buckets where a day is too slow, and says when the cap cut
 the count short. Either way, one GetBucketLifecycleConfiguration per bucket.
 
+With `canary:` (opt-in, and IAM actions of its own: docs/iam-policy-canaries.json), each run
+also writes a small object under the canary's prefix in each bucket, reads it back and
+deletes it, as the application's uploads do: a role or bucket policy that stops writes
+("Access Denied", "S3 upload failed") pages before the workers' jobs fail.
+
 The verdict mirrors alert_rules/s3.rules.yml with its thresholds. S3BucketGrowingFast sets
 a size beside the size a day before: in `cloudwatch` mode both are in the one answer (the
 query reads three days); in `list` mode the state keeps a size an hour for a day.
@@ -18,10 +23,11 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import deque
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stackprobe.contract import (
     Area,
@@ -42,6 +48,14 @@ from stackprobe.probes._aws import (
     metric_data,
 )
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsTarget
+from stackprobe.probes._canary import (
+    WRONG_CONTENT,
+    CanaryMismatch,
+    CanaryRun,
+    canary_specs,
+    failed_line,
+    run_canary,
+)
 from stackprobe.target import UniqueNames
 
 DAY = 86400
@@ -55,6 +69,14 @@ SNAPSHOT_EVERY = 3600.0  # list mode: a size kept an hour, to set beside today's
 Growth = tuple[str, str, float, float]
 
 
+class S3Canary(BaseModel):
+    """Where the write canary puts its object: one per run and bucket, deleted at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = Field("stackprobe-canary/", min_length=1, max_length=256)
+
+
 class S3Target(AwsTarget):
     kind: Literal["s3"] = "s3"
     buckets: UniqueNames = Field(min_length=1)
@@ -63,6 +85,8 @@ class S3Target(AwsTarget):
     storage_types: UniqueNames = ("StandardStorage",)
     # `list` mode: objects counted per bucket before the listing stops, in pages of 1,000.
     max_objects: int = Field(100_000, ge=1000, le=1_000_000, multiple_of=LIST_PAGE)
+    # Opt-in: put, get and delete a small object under this prefix in each bucket each run.
+    canary: S3Canary | None = None
 
     def describe(self) -> str:
         return f"s3 {', '.join(self.buckets)} ({self.mode})"
@@ -89,7 +113,18 @@ LIFECYCLE = MetricSpec(
     "aws_s3_bucket_lifecycle_rules", "Enabled lifecycle rules; 0 means nothing expires.", _B
 )
 
-METRICS = (SIZE, OBJECTS, MEASURED_AT, TRUNCATED, LIFECYCLE)
+CANARY = canary_specs("s3", "bucket", "put, get (the same bytes back) and delete an object")
+
+METRICS = (
+    SIZE,
+    OBJECTS,
+    MEASURED_AT,
+    TRUNCATED,
+    LIFECYCLE,
+    CANARY.success,
+    CANARY.seconds,
+    CANARY.failure,
+)
 
 
 async def probe(target: S3Target, ctx: ProbeContext) -> ProbeResult:
@@ -105,6 +140,16 @@ async def _measure(target: S3Target, ctx: ProbeContext) -> ProbeResult:
         samples, growth = await _from_cloudwatch(target, ctx)
     samples.extend(LIFECYCLE(n, b) for b, n in zip(target.buckets, rules, strict=True))
     findings = []
+    canaries: list[CanaryRun] = []
+    if target.canary is not None:
+        canary = target.canary
+        canaries = await gather_all(_canary(target, ctx, canary, b) for b in target.buckets)
+    for bucket, run in zip(target.buckets, canaries, strict=False):
+        samples += CANARY.samples(run, bucket)
+        if not run.ok:  # S3WriteCanaryFailing: stackprobe_s3_canary_success == 0
+            findings.append(
+                Finding(Health.FAILING, failed_line(bucket, run), "S3WriteCanaryFailing")
+            )
     for bucket, storage, now, before in growth:
         if now > GROWTH_RATIO * before and now > GROWTH_MIN_BYTES:
             grew = f"{(now / before - 1) * 100:.0f} %" if before else f"from {_size(before)}"
@@ -119,7 +164,62 @@ async def _measure(target: S3Target, ctx: ProbeContext) -> ProbeResult:
     if sizes:
         healthy = f"{healthy}; {_size(sum(sizes))} stored"
     verdict, evidence = judged(findings, healthy)
+    evidence += tuple(
+        ("canary", f"{bucket}: " + ", ".join(f"{s} {t * 1000:.0f} ms" for s, t in run.seconds))
+        for bucket, run in zip(target.buckets, canaries, strict=False)
+        if run.ok
+    )
     return ProbeResult.ok(tuple(samples), verdict=verdict, evidence=evidence)
+
+
+async def _canary(target: S3Target, ctx: ProbeContext, canary: S3Canary, bucket: str) -> CanaryRun:
+    """PutObject, GetObject (the same bytes back) and DeleteObject of one small object with a
+    name of its own: two replicas that run the target at once never touch each other's."""
+    key = f"{canary.prefix}{target.name}/{uuid.uuid4().hex}"
+    body = f"stackprobe write canary {key}\n".encode()
+    aws = ctx.use(AWS)
+    done: set[str] = set()
+
+    async def put() -> None:
+        await aws.call(target, "s3", "put_object", ctx.deadline, Bucket=bucket, Key=key, Body=body)
+        done.add("put")
+
+    async def get() -> None:
+        read = await aws.call(
+            target,
+            "s3",
+            "get_object",
+            ctx.deadline,
+            keep=lambda answer: _body(answer, len(body) + 1),
+            Bucket=bucket,
+            Key=key,
+        )
+        if read != body:
+            raise CanaryMismatch(
+                WRONG_CONTENT,
+                f"GetObject of {key} gave back {len(read)} bytes that are not the "
+                f"{len(body)} written",
+            )
+
+    async def delete() -> None:
+        done.add("delete")
+        await aws.call(target, "s3", "delete_object", ctx.deadline, Bucket=bucket, Key=key)
+
+    async def cleanup() -> None:
+        if "put" in done and "delete" not in done:
+            await delete()
+
+    return await run_canary([("put", put), ("get", get), ("delete", delete)], cleanup)
+
+
+def _body(answer: dict[str, Any], limit: int) -> bytes:
+    """An object's body, read in the worker thread and at most `limit` bytes of it."""
+    stream = answer["Body"]
+    try:
+        data: bytes = stream.read(limit)
+    finally:
+        stream.close()
+    return data
 
 
 def _size(n: float) -> str:

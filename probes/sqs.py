@@ -9,6 +9,10 @@ Per run: one GetQueueAttributes per queue and per dead-letter queue (SQS has no 
 Queue URLs are resolved once (GetQueueUrl) and kept; the dead-letter queue is found from the
 queue's RedrivePolicy each run, so adding or changing one needs no config change.
 
+With `canary:` (opt-in, and IAM actions of its own: docs/iam-policy-canaries.json), each run
+also sends a message to a queue of its own, receives it and deletes it, as the application
+enqueues jobs: a role or key policy that stops SendMessage pages before jobs are lost.
+
 The verdict mirrors alert_rules/sqs.rules.yml with its thresholds. SqsJobsStuck reads 15
 minutes of depth and CloudWatch's deletions; this kind keeps 15 minutes of its own runs'
 depths instead, and takes "no message in flight in any of them" for "none deleted".
@@ -16,13 +20,15 @@ depths instead, and takes "no message in flight in any of them" for "none delete
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from stackprobe.contract import (
@@ -44,6 +50,14 @@ from stackprobe.probes._aws import (
     measured_result,
 )
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
+from stackprobe.probes._canary import (
+    NOT_RECEIVED,
+    CanaryMismatch,
+    CanaryRun,
+    canary_specs,
+    failed_line,
+    run_canary,
+)
 from stackprobe.probes.cloudwatch import CloudWatchTarget
 from stackprobe.target import TargetConfig
 
@@ -55,12 +69,27 @@ ATTRIBUTES = [
     "QueueArn",
 ]
 STUCK_WINDOW = 900.0  # SqsJobsStuck: deriv(visible[15m]) and no deletion in 15m
+CANARY_BODY = "stackprobe write canary "
+# Another canary's message (a second replica's) is hidden this long after a receive takes it;
+# one older than LEFTOVER_SECONDS is a failed run's, and is deleted.
+CANARY_HIDE_SECONDS = 2
+LEFTOVER_SECONDS = 300.0
+
+
+class SqsCanary(BaseModel):
+    """The queue the write canary sends to: one of its own, never a queue workers read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: str = Field(min_length=1)
 
 
 class SqsTarget(AwsTarget):
     kind: Literal["sqs"] = "sqs"
     # Queue names (in the target's region and account) or queue URLs.
     queues: tuple[str, ...] = Field(min_length=1)
+    # Opt-in: send, receive and delete one message on this queue each run.
+    canary: SqsCanary | None = None
 
     @field_validator("queues")
     @classmethod
@@ -128,7 +157,20 @@ DLQ_EXISTS = MetricSpec(
     (*_Q, "dead_letter_queue"),
 )
 
-METRICS = (VISIBLE, IN_FLIGHT, DELAYED, REDRIVE, MAX_RECEIVES, DLQ_VISIBLE, DLQ_EXISTS)
+CANARY = canary_specs("sqs", "queue", "send, receive and delete a message")
+
+METRICS = (
+    VISIBLE,
+    IN_FLIGHT,
+    DELAYED,
+    REDRIVE,
+    MAX_RECEIVES,
+    DLQ_VISIBLE,
+    DLQ_EXISTS,
+    CANARY.success,
+    CANARY.seconds,
+    CANARY.failure,
+)
 
 
 async def probe(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
@@ -192,13 +234,96 @@ async def _measure(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
     for name in no_redrive:  # SqsNoRedrivePolicy: aws_sqs_redrive_policy == 0
         seen = f"{name}: no dead-letter queue (no redrive policy)"
         degraded.append(Finding(Health.DEGRADED, seen, "SqsNoRedrivePolicy"))
+    canary: CanaryRun | None = None
+    if target.canary is not None:
+        canary = await _canary(target, ctx, urls, target.canary.queue)
+        where = _queue_name(target.canary.queue)
+        samples += CANARY.samples(canary, where)
+        if not canary.ok:  # SqsWriteCanaryFailing: stackprobe_sqs_canary_success == 0
+            seen = failed_line(where, canary)
+            failing.append(Finding(Health.FAILING, seen, "SqsWriteCanaryFailing"))
     verdict, evidence = judged(
         failing + degraded,
         f"queues: {len(depths)}; messages waiting {sum(d[1] for d in depths)}, "
         f"in flight {sum(d[2] for d in depths)}",
     )
+    if canary is not None and canary.ok and target.canary is not None:
+        steps = ", ".join(f"{s} {t * 1000:.0f} ms" for s, t in canary.seconds)
+        evidence += (("canary", f"{_queue_name(target.canary.queue)}: {steps}"),)
     said = f"the dead-letter queue of a redrive policy does not exist: {', '.join(gone)}"
     return measured_result(samples, verdict, evidence, said if gone else "")
+
+
+async def _canary(
+    target: SqsTarget, ctx: ProbeContext, urls: dict[str, str], queue: str
+) -> CanaryRun:
+    """SendMessage, ReceiveMessage (long polling, until the message comes back) and
+    DeleteMessage of one message with a token of its own. Another replica's canary message
+    a receive takes is hidden for two seconds only; a failed run's, five minutes old, is
+    deleted."""
+    aws = ctx.use(AWS)
+    token = uuid.uuid4().hex
+    body = f"{CANARY_BODY}{target.name} {token}"
+    url = queue if queue.startswith("https://") else urls.get(queue, "")
+    receipt = ""
+
+    async def send() -> None:
+        nonlocal url
+        if not url:
+            found = await aws.call(target, "sqs", "get_queue_url", ctx.deadline, QueueName=queue)
+            url = urls[queue] = str(found["QueueUrl"])
+        params: dict[str, Any] = {"QueueUrl": url, "MessageBody": body}
+        if url.endswith(".fifo"):  # a FIFO queue wants a group, and a deduplication id
+            params.update(MessageGroupId="stackprobe-canary", MessageDeduplicationId=token)
+        await aws.call(target, "sqs", "send_message", ctx.deadline, **params)
+
+    async def receive() -> None:
+        nonlocal receipt
+        loop = asyncio.get_running_loop()
+        while True:
+            left = ctx.deadline - loop.time()
+            answer = await aws.call(
+                target,
+                "sqs",
+                "receive_message",
+                ctx.deadline,
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1 if left >= 2.5 else 0,
+                VisibilityTimeout=CANARY_HIDE_SECONDS,
+                MessageSystemAttributeNames=["SentTimestamp"],
+            )
+            for message in answer.get("Messages", ()):
+                text = str(message.get("Body", ""))
+                if text == body:
+                    receipt = str(message["ReceiptHandle"])
+                elif text.startswith(CANARY_BODY) and _age(message) > LEFTOVER_SECONDS:
+                    await aws.call(
+                        target,
+                        "sqs",
+                        "delete_message",
+                        ctx.deadline,
+                        QueueUrl=url,
+                        ReceiptHandle=message["ReceiptHandle"],
+                    )
+            if receipt:
+                return
+            if ctx.deadline - loop.time() < 0.5:  # another try would outlast the run
+                raise CanaryMismatch(
+                    NOT_RECEIVED, f"the message sent to {_queue_name(queue)} did not come back"
+                )
+
+    async def delete() -> None:
+        await aws.call(
+            target, "sqs", "delete_message", ctx.deadline, QueueUrl=url, ReceiptHandle=receipt
+        )
+
+    return await run_canary([("send", send), ("receive", receive), ("delete", delete)])
+
+
+def _age(message: dict[str, Any]) -> float:
+    sent = message.get("Attributes", {}).get("SentTimestamp")
+    return time.time() - int(sent) / 1000 if sent else 0.0
 
 
 def _stuck(state: AwsState, depths: Sequence[tuple[str, int, int]]) -> list[Finding]:
@@ -258,7 +383,9 @@ async def _attributes(
 ) -> dict[str, Any]:
     url = queue if queue.startswith("https://") else urls.get(queue)
     if url is None:
-        params = {"QueueName": queue, **({"QueueOwnerAWSAccountId": owner} if owner else {})}
+        params: dict[str, Any] = {"QueueName": queue}
+        if owner:
+            params["QueueOwnerAWSAccountId"] = owner
         found = await ctx.use(AWS).call(target, "sqs", "get_queue_url", ctx.deadline, **params)
         url = urls[queue] = str(found["QueueUrl"])
     answer = await ctx.use(AWS).call(

@@ -36,6 +36,8 @@ from stackprobe.probes.cloudwatch import AlbSelection, CustomMetric, EcsSelectio
 from stackprobe.probes.dns import RecordChecks
 from stackprobe.probes.http import BasicAuth, HeaderMatch, JsonExpectation
 from stackprobe.probes.postgres import AppPool, StatStatements
+from stackprobe.probes.s3 import S3Canary
+from stackprobe.probes.sqs import SqsCanary
 from stackprobe.resource import ResourceEnv
 from stackprobe.selfmetrics import SelfMetrics
 from stackprobe.target import TargetConfig
@@ -92,6 +94,8 @@ MODEL_SECTIONS: list[tuple[str, type[BaseModel], set[str]]] = [
     ("`validate_answer_rrs`", RecordChecks, set()),
     ("`app_pools` entries", AppPool, set()),
     ("`pg_stat_statements`", StatStatements, set()),
+    ("`canary` of an s3 target", S3Canary, set()),
+    ("`canary` of an sqs target", SqsCanary, set()),
     ("`aws`", AwsSettings, set()),
     ("Every AWS target", AwsAccess, set()),
     ("`discover.ecs`", EcsDiscovery, set()),
@@ -302,3 +306,16 @@ def test_the_readme_quick_start_config_passes_check_config_as_written(tmp_path: 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "HEALTH_TOKEN" in done.stdout + done.stderr  # said to be unset, not silently passed
+
+
+def test_the_readme_counts_the_alerts_it_ships() -> None:
+    shipped = sum(
+        1
+        for path in (DOCS.parent / "alert_rules").glob("*.rules.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    )
+    said = re.search(r"holds (\d+) Prometheus alerts", (DOCS.parent / "README.md").read_text())
+
+    assert said is not None and int(said.group(1)) == shipped

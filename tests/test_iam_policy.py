@@ -13,10 +13,11 @@ from tests.support.aws import REGION, Inventory, api_calls
 from tests.support.probing import ProbeRunner, make_target
 
 POLICY = Path(__file__).parent.parent / "docs" / "iam-policy.json"
+CANARIES = POLICY.with_name("iam-policy-canaries.json")
 
 
-def granted() -> set[str]:
-    policy = json.loads(POLICY.read_text())
+def granted(path: Path = POLICY) -> set[str]:
+    policy = json.loads(path.read_text())
     actions: set[str] = set()
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"
@@ -45,3 +46,33 @@ async def test_the_policy_covers_exactly_what_the_probes_call(moto: None) -> Non
 
     called = {iam_action(service, op) for service, op, _ in api_calls(metrics.registry)}
     assert called == granted()
+
+
+async def test_the_canary_policy_adds_exactly_what_the_write_canaries_call(moto: None) -> None:
+    """Apart from the read-only policy, so only a config with `canary:` needs write rights."""
+    inventory = Inventory(clusters=1, services=1, target_groups=1, queues=1, buckets=1)
+    import boto3
+
+    boto3.client("sqs", region_name=REGION).create_queue(QueueName="stackprobe-canary")
+    metrics = AwsMetrics(CollectorRegistry())
+    clients = AwsClients(AwsSettings(region=REGION), metrics)
+    targets = [
+        {"name": "b", "kind": "s3", "buckets": inventory.buckets, "canary": {}},
+        {
+            "name": "q",
+            "kind": "sqs",
+            "queues": inventory.queues,
+            "canary": {"queue": "stackprobe-canary"},
+        },
+    ]
+    try:
+        for raw in targets:
+            result = await ProbeRunner.once(make_target(raw), aws=clients)
+            worked = [s.value for s in result.samples if s.spec.name.endswith("canary_success")]
+            assert result.success and worked and all(worked), result.health()
+    finally:
+        clients.shutdown()
+
+    called = {iam_action(service, op) for service, op, _ in api_calls(metrics.registry)}
+    assert called - granted() == granted(CANARIES)
+    assert not granted(CANARIES) & granted()

@@ -13,7 +13,14 @@ import pytest
 
 from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
-from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation
+from tests.support.aws import (
+    CANARY_KEY_ID,
+    CANARY_SECRET,
+    REGION,
+    api_calls,
+    by_operation,
+    inject,
+)
 from tests.support.probing import (
     ProbeRunner,
     aws_calls,
@@ -21,6 +28,7 @@ from tests.support.probing import (
     make_target,
     samples_by_name,
     value,
+    verdict,
 )
 
 DAY = 86400
@@ -294,3 +302,65 @@ async def test_a_missing_bucket_cannot_be_measured(s3: Any, aws: AwsClients) -> 
     verdict = result.health()
     assert verdict.health is Health.FAILING and verdict.alert == "StackprobeCannotMeasure"
     assert "s3:GetLifecycleConfiguration error (NoSuchBucket)" in aws_calls(result, timed=False)
+
+
+def canary_target(**extra: Any) -> Any:
+    raw = {
+        "name": "rasters",
+        "kind": "s3",
+        "buckets": ["rasters", "uploads"],
+        "canary": {"prefix": "canary/"},
+        "interval": "1m",
+        "timeout": "20s",
+        **extra,
+    }
+    return make_target(raw)
+
+
+async def test_the_write_canary_puts_reads_and_deletes_an_object_in_each_bucket(
+    s3: Any, aws: AwsClients, aws_metrics: AwsMetrics
+) -> None:
+    result = await ProbeRunner.once(canary_target(), aws=aws)
+
+    assert result.success, result.detail
+    found = samples_by_name(result)
+    assert found["stackprobe_s3_canary_success"] == {("rasters",): 1, ("uploads",): 1}
+    assert set(found["stackprobe_s3_canary_step_seconds"]) == {
+        (bucket, step) for bucket in ("rasters", "uploads") for step in ("put", "get", "delete")
+    }
+    assert "stackprobe_s3_canary_failure" not in found
+    lines = [v for label, v in result.evidence if label == "canary"]
+    assert [line.split(":")[0] for line in lines] == ["rasters", "uploads"]
+    # nothing left behind
+    for bucket in ("rasters", "uploads"):
+        assert s3.list_objects_v2(Bucket=bucket, Prefix="canary/")["KeyCount"] == 0
+    calls = by_operation(api_calls(aws_metrics.registry))
+    assert (calls["PutObject"], calls["GetObject"], calls["DeleteObject"]) == (2, 2, 2)
+
+
+async def test_a_denied_put_fails_the_canary_and_the_rest_is_still_measured(
+    s3: Any, aws: AwsClients
+) -> None:
+    target = canary_target(buckets=["rasters"])
+    inject(aws.client(target, "s3"), "PutObject", "AccessDenied", status=403, times=3)
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.success, result.detail  # the bucket's size and lifecycle were read
+    assert value(result, "stackprobe_s3_canary_success", "rasters") == 0
+    assert value(result, "stackprobe_s3_canary_failure", "rasters", "put", "access_denied") == 1
+    health, why, alert = verdict(result)
+    assert (health, alert) == (Health.FAILING, "S3WriteCanaryFailing")
+    assert why.startswith("rasters: write canary's put failed (access_denied): ")
+    assert "s3:PutObject" in why
+
+
+async def test_a_failed_read_still_deletes_what_the_canary_wrote(s3: Any, aws: AwsClients) -> None:
+    target = canary_target(buckets=["uploads"])
+    inject(aws.client(target, "s3"), "GetObject", "InternalError", status=500, times=10)
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert value(result, "stackprobe_s3_canary_failure", "uploads", "get", "api_error") == 1
+    assert set(samples_by_name(result)["stackprobe_s3_canary_step_seconds"]) == {("uploads", "put")}
+    assert s3.list_objects_v2(Bucket="uploads", Prefix="canary/")["KeyCount"] == 0

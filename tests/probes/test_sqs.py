@@ -18,6 +18,7 @@ from tests.support.probing import (
     make_target,
     samples_by_name,
     value,
+    verdict,
 )
 
 
@@ -251,3 +252,101 @@ async def test_a_throttled_run_keeps_the_last_health(sqs: Any, aws: AwsClients) 
         "SqsNoRedrivePolicy",
     )
     assert aws_calls(throttled, timed=False) == ["sqs:GetQueueAttributes throttled"]
+
+
+def canary_target(canary: str) -> Any:
+    raw = {
+        "name": "jobs",
+        "kind": "sqs",
+        "queues": ["jobs"],
+        "canary": {"queue": canary},
+        "interval": "1m",
+        "timeout": "10s",
+    }
+    return make_target(raw)
+
+
+@pytest.mark.parametrize("canary", ["stackprobe-canary", "stackprobe-canary.fifo"])
+async def test_the_write_canary_sends_receives_and_deletes_its_message(
+    sqs: Any, aws: AwsClients, aws_metrics: AwsMetrics, canary: str
+) -> None:
+    sqs.create_queue(QueueName="jobs")
+    attributes = {"FifoQueue": "true"} if canary.endswith(".fifo") else {}
+    url = sqs.create_queue(QueueName=canary, Attributes=attributes)["QueueUrl"]
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody="not the canary's",
+        **({"MessageGroupId": "g", "MessageDeduplicationId": "d"} if attributes else {}),
+    )
+
+    result = await ProbeRunner.once(canary_target(canary), aws=aws)
+
+    assert result.success, result.detail
+    assert value(result, "stackprobe_sqs_canary_success", canary) == 1
+    assert set(samples_by_name(result)["stackprobe_sqs_canary_step_seconds"]) == {
+        (canary, step) for step in ("send", "receive", "delete")
+    }
+    assert next(v for label, v in result.evidence if label == "canary").startswith(
+        f"{canary}: send "
+    )
+    calls = by_operation(api_calls(aws_metrics.registry))
+    assert calls["SendMessage"] == 1 and calls["DeleteMessage"] == 1
+    # the other message stays; the canary's is gone
+    left = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert (
+        int(left["ApproximateNumberOfMessages"])
+        + int(left["ApproximateNumberOfMessagesNotVisible"])
+        == 1
+    )
+
+
+async def test_a_missing_canary_queue_fails_the_canary_only(sqs: Any, aws: AwsClients) -> None:
+    sqs.create_queue(QueueName="jobs")
+
+    result = await ProbeRunner.once(canary_target("gone-canary"), aws=aws)
+
+    assert result.success, result.detail
+    assert value(result, "stackprobe_sqs_canary_failure", "gone-canary", "send", "not_found") == 1
+    health, why, alert = verdict(result)
+    assert (health, alert) == (Health.FAILING, "SqsWriteCanaryFailing")
+    assert why.startswith("gone-canary: write canary's send failed (not_found)")
+
+
+async def test_a_denied_send_names_the_action(sqs: Any, aws: AwsClients) -> None:
+    sqs.create_queue(QueueName="jobs")
+    sqs.create_queue(QueueName="stackprobe-canary")
+    target = canary_target("stackprobe-canary")
+    inject(aws.client(target, "sqs"), "SendMessage", "AccessDenied", status=403, times=3)
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    failed = samples_by_name(result)["stackprobe_sqs_canary_failure"]
+    assert failed == {("stackprobe-canary", "send", "access_denied"): 1}
+    assert "sqs:SendMessage" in verdict(result)[1]
+
+
+async def test_a_message_that_never_comes_back_is_not_received(sqs: Any, aws: AwsClients) -> None:
+    """A queue that delays every message 15 minutes: SQS takes it and gives nothing back
+    within the run."""
+    sqs.create_queue(QueueName="jobs")
+    sqs.create_queue(QueueName="delayed-canary", Attributes={"DelaySeconds": "900"})
+    target = make_target(
+        {
+            "name": "jobs",
+            "kind": "sqs",
+            "queues": ["jobs"],
+            "canary": {"queue": "delayed-canary"},
+            "timeout": "4s",
+        }
+    )
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    failed = samples_by_name(result)["stackprobe_sqs_canary_failure"]
+    assert failed == {("delayed-canary", "receive", "not_received"): 1}
+    assert set(samples_by_name(result)["stackprobe_sqs_canary_step_seconds"]) == {
+        ("delayed-canary", "send")
+    }
