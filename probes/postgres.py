@@ -318,6 +318,17 @@ PG_REPLICATION_LAG = MetricSpec(
     "On a standby, seconds since the last transaction it replayed, 0 when it has replayed "
     "everything it received; 0 on a primary.",
 )
+PG_WAL_RECEIVER_UP = MetricSpec(
+    "stackprobe_pg_wal_receiver_up",
+    "On a standby, 1 while a WAL receiver process runs (it streams, or is connecting), else "
+    "0: cut off from its primary.",
+)
+PG_SLOT_LOST = MetricSpec(
+    "stackprobe_pg_replication_slot_lost",
+    "1 if the slot's wal_status is `lost` (PostgreSQL 13+): max_slot_wal_keep_size removed WAL "
+    "its consumer still needed, which must then start over.",
+    ("slot_name", "database"),
+)
 PG_SLOT_ACTIVE = MetricSpec(
     "pg_replication_slots_active",
     "1 if a consumer is attached to the replication slot, else 0; database is empty for a "
@@ -375,8 +386,10 @@ METRICS = (
     PG_WRAPAROUND_MXID,
     PG_IS_REPLICA,
     PG_REPLICATION_LAG,
+    PG_WAL_RECEIVER_UP,
     PG_SLOT_ACTIVE,
     PG_SLOT_RETAINED,
+    PG_SLOT_LOST,
     PG_LONG_QUERY_THRESHOLD,
     PG_APP_POOL_SIZE,
     PG_APP_POOL_MAX_OVERFLOW,
@@ -392,7 +405,7 @@ METRICS = (
 # pg_stat_database's counters and the wraparound ages; and replication as postgres_exporter
 # reads it: a standby's lag is 0 when it has replayed all it received (an idle primary sends
 # nothing), and a slot's retained WAL is measured from the WAL position a standby has too.
-ACTIVITY_SQL = """
+ACTIVITY_SQL_TEMPLATE = """
 WITH states(state) AS (
   VALUES ('active'), ('idle'), ('idle in transaction'), ('idle in transaction (aborted)'),
          ('fastpath function call'), ('disabled'), ('starting'), ('unknown')
@@ -438,16 +451,27 @@ SELECT
    FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid
    WHERE d.datallowconn) AS per_database,
   pg_is_in_recovery() AS replica,
-  CASE WHEN NOT pg_is_in_recovery() THEN 0
-       WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-       ELSE coalesce(greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp())), 0)
-  END::float8 AS replication_lag,
+  EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS receiving,
+  {lag}::float8 AS replication_lag,
   (SELECT coalesce(json_agg(json_build_array(r.slot_name, coalesce(r.database, ''), r.slot_type,
                                              r.active, coalesce(pg_wal_lsn_diff(
-     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END,
-     r.restart_lsn), 0)::float8) ORDER BY r.slot_name), '[]')
+     CASE WHEN pg_is_in_recovery() THEN {receive_lsn} ELSE pg_current_wal_lsn() END,
+     r.restart_lsn), 0)::float8, to_jsonb(r) ->> 'wal_status') ORDER BY r.slot_name), '[]')
    FROM pg_replication_slots r) AS slots
 """
+# A standby's lag is 0 when it has replayed all it received *and* its WAL receiver runs: one
+# cut off from its primary has replayed all it received too (postgres_exporter's blind spot).
+STANDBY_LAG = """CASE WHEN NOT pg_is_in_recovery() THEN 0
+       WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+            AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0
+       ELSE coalesce(greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp())), 0)
+  END"""
+# Aurora refuses the WAL position functions of a standby ("not supported for Aurora"): its
+# readers share the writer's storage, and RdsReplicaLagging reads their lag from CloudWatch.
+ACTIVITY_SQL = ACTIVITY_SQL_TEMPLATE.format(
+    lag=STANDBY_LAG, receive_lsn="pg_last_wal_receive_lsn()"
+)
+AURORA_ACTIVITY_SQL = ACTIVITY_SQL_TEMPLATE.format(lag="NULL", receive_lsn="NULL::pg_lsn")
 
 # Appended as one more column when pg_stat_statements is enabled and readable; $2 is N. One row
 # per statement and database: the view has one per role (and per top-level flag) as well.
@@ -492,7 +516,7 @@ def _statements_unreadable() -> tuple[type[Exception], ...]:
 # for PostgreSQL 14+ idle_session_timeout off for this session.
 IDENTITY_SQL = """
 SELECT current_database() AS db, current_user AS role, host(inet_server_addr()) AS addr,
-       inet_server_port() AS port
+       inet_server_port() AS port, to_regproc('aurora_version') IS NOT NULL AS aurora
 """
 KEEP_IDLE_COLUMN = ", set_config('idle_session_timeout', '0', false) AS keep_idle"
 
@@ -512,6 +536,7 @@ class PostgresState(KeptConnection["asyncpg.Connection", Reason]):
     def __init__(self, target: PostgresTarget) -> None:
         super().__init__()
         self.statements_sql: str | None = None  # the statement with its top-N column, if any
+        self.activity_sql = ACTIVITY_SQL  # Aurora's, once the connection says it is Aurora
         # The evidence that changes only with the connection, built when it opens.
         self.described: tuple[str, str] = ("target", target.describe())
         self.server: Evidence = ()
@@ -523,7 +548,8 @@ class PostgresState(KeptConnection["asyncpg.Connection", Reason]):
         self.predicted: float | None = None  # sessions the trend reaches at the horizon
         # PostgresDeadlocks' window: (event-loop time, deadlocks) per database, each run's.
         self.deadlocks: dict[str, deque[tuple[float, int]]] = {}
-        self.oldest_unfrozen: tuple[int, str] = (0, "")  # (age, database), the last run's
+        # (age, database, "transaction" or "multixact"), the last run's oldest
+        self.oldest_unfrozen: tuple[int, str, str] = (0, "", "transaction")
 
     async def close(self, connection: asyncpg.Connection, graceful: bool) -> None:
         import asyncpg
@@ -615,13 +641,14 @@ async def _connection(target: PostgresTarget, state: PostgresState) -> asyncpg.C
         ("server", f"PostgreSQL {version}"),
         ("database", f"{row['db']} on {where} as {row['role']}"),
     )
+    state.activity_sql = AURORA_ACTIVITY_SQL if row["aurora"] else ACTIVITY_SQL
     state.statements_sql = None
     if target.pg_stat_statements.enabled:
-        state.statements_sql = await _statements_sql(connection)
+        state.statements_sql = await _statements_sql(connection, state.activity_sql)
     return connection
 
 
-async def _statements_sql(connection: asyncpg.Connection) -> str | None:
+async def _statements_sql(connection: asyncpg.Connection, activity_sql: str) -> str | None:
     """The statement with its top-N column, if pg_stat_statements can be read here."""
     import asyncpg
 
@@ -633,7 +660,7 @@ async def _statements_sql(connection: asyncpg.Connection) -> str | None:
         await connection.fetch(STATEMENTS_PROBE_SQL.format(schema=quoted))
     except asyncpg.PostgresError:
         return None
-    return ACTIVITY_SQL + STATEMENTS_COLUMN.format(schema=quoted)
+    return activity_sql + STATEMENTS_COLUMN.format(schema=quoted)
 
 
 async def _fetch(
@@ -649,7 +676,7 @@ async def _fetch(
             return row
         except _statements_unreadable():
             state.statements_sql = None  # dropped or revoked since the connect: go on without
-    row = await connection.fetchrow(ACTIVITY_SQL, target.long_query_threshold)
+    row = await connection.fetchrow(state.activity_sql, target.long_query_threshold)
     state.query_seconds = time.perf_counter() - started
     return row
 
@@ -734,7 +761,10 @@ def _ok(target: PostgresTarget, state: PostgresState, row: Any) -> ProbeResult:
     if not findings:
         return ProbeResult.ok(tuple(samples), evidence=tuple(evidence))
     findings.sort(key=lambda f: f.rank)
-    evidence += [("also", f"{f.verdict.why} [{f.verdict.alert}]") for f in findings[1:4]]
+    evidence += [
+        ("also", f"{f.verdict.why} [{f.verdict.alert}]" if f.verdict.alert else f.verdict.why)
+        for f in findings[1:4]
+    ]
     return ProbeResult.ok(tuple(samples), verdict=findings[0].verdict, evidence=tuple(evidence))
 
 
@@ -842,10 +872,9 @@ def _database_samples(state: PostgresState, row: Any, findings: list[_Finding]) 
     database saw in the rule's window, and the oldest unfrozen ID, for the verdict."""
     samples: list[Sample] = []
     now = asyncio.get_running_loop().time()
-    oldest: tuple[int, str] = (0, "")
-    for datname, commits, rollbacks, deadlocks, xid_age, mxid_age in json.loads(
-        row["per_database"]
-    ):
+    oldest: tuple[int, str, str] = (0, "", "transaction")
+    answered = json.loads(row["per_database"])
+    for datname, commits, rollbacks, deadlocks, xid_age, mxid_age in answered:
         samples += [
             PG_XACT_COMMIT(commits, datname),
             PG_XACT_ROLLBACK(rollbacks, datname),
@@ -853,7 +882,7 @@ def _database_samples(state: PostgresState, row: Any, findings: list[_Finding]) 
             PG_WRAPAROUND_XID(xid_age, datname),
             PG_WRAPAROUND_MXID(mxid_age, datname),
         ]
-        oldest = max(oldest, (xid_age, datname), (mxid_age, datname))
+        oldest = max(oldest, (xid_age, datname, "transaction"), (mxid_age, datname, "multixact"))
         recent = _increase(state.deadlocks.setdefault(datname, deque()), now, deadlocks)
         if recent >= DEADLOCKS:
             findings.append(
@@ -865,14 +894,16 @@ def _database_samples(state: PostgresState, row: Any, findings: list[_Finding]) 
                 )
             )
     state.oldest_unfrozen = oldest
-    age, datname = oldest
+    for gone in state.deadlocks.keys() - {d[0] for d in answered}:  # dropped databases
+        del state.deadlocks[gone]
+    age, datname, counter = oldest
     if age >= WRAPAROUND_IMMINENT:
         left = max(0, WRAPAROUND_HORIZON - 3_000_000 - age)
-        why = f"transaction IDs near wraparound in {datname}: writes stop in {left:,} more"
+        why = f"{counter} IDs near wraparound in {datname}: writes stop in {left:,} more"
         findings.append(_Finding(Health.FAILING, 2, why, "PostgresWraparoundImminent"))
     elif age >= WRAPAROUND_APPROACHING:
         why = (
-            f"{datname}'s oldest unfrozen transaction ID is {age:,} old: "
+            f"{datname}'s oldest unfrozen {counter} ID is {age:,} old: "
             f"{_percent(age, WRAPAROUND_HORIZON)} % of the way to wraparound"
         )
         findings.append(_Finding(Health.DEGRADED, 2, why, "PostgresWraparoundApproaching"))
@@ -895,17 +926,30 @@ def _replication(row: Any, samples: list[Sample], findings: list[_Finding]) -> s
     """A standby's lag and the slots' retained WAL: the samples, the findings and the
     evidence line."""
     replica = bool(row["replica"])
-    lag = float(row["replication_lag"])
-    samples += [PG_IS_REPLICA(1 if replica else 0), PG_REPLICATION_LAG(lag)]
-    if lag > REPLICATION_LAG_SECONDS:
+    samples.append(PG_IS_REPLICA(1 if replica else 0))
+    lag = None if row["replication_lag"] is None else float(row["replication_lag"])  # Aurora
+    if lag is not None:
+        samples.append(PG_REPLICATION_LAG(lag))
+    if replica:
+        samples.append(PG_WAL_RECEIVER_UP(1 if row["receiving"] else 0))
+    if lag is not None and lag > REPLICATION_LAG_SECONDS:
         why = f"this standby is {_duration(lag)} behind its primary"
+        if not row["receiving"]:
+            why += ", and no WAL receiver runs: it is cut off"
         findings.append(_Finding(Health.DEGRADED, 7, why, "PostgresReplicationLagging"))
     slots = json.loads(row["slots"])
     inactive = []
-    for slot_name, database, slot_type, active, retained in slots:
+    for slot_name, database, slot_type, active, retained, wal_status in slots:
         samples.append(PG_SLOT_ACTIVE(1 if active else 0, slot_name, database))
         samples.append(PG_SLOT_RETAINED(retained, slot_name, database))
-        if not active:
+        samples.append(PG_SLOT_LOST(1 if wal_status == "lost" else 0, slot_name, database))
+        if wal_status == "lost":  # max_slot_wal_keep_size removed WAL its consumer needed
+            why = (
+                f"replication slot {slot_name} is lost: the WAL its consumer needs is gone, "
+                "and the consumer must start over"
+            )
+            findings.append(_Finding(Health.DEGRADED, 3, why, ""))
+        elif not active:
             inactive.append(f"{slot_name} ({slot_type}, {_bytes(retained)})")
             if retained > SLOT_RETAINED_BYTES:
                 why = (
@@ -915,7 +959,10 @@ def _replication(row: Any, samples: list[Sample], findings: list[_Finding]) -> s
                 findings.append(
                     _Finding(Health.DEGRADED, 3, why, "PostgresReplicationSlotInactive")
                 )
-    line = f"standby, {_duration(lag)} behind" if replica else "primary"
+    line = "primary"
+    if replica:
+        line = "standby" + ("" if lag is None else f", {_duration(lag)} behind")
+        line += "" if row["receiving"] else ", no WAL receiver running"
     if slots:
         line += f", {len(slots)} slots"
         if inactive:
@@ -924,9 +971,9 @@ def _replication(row: Any, samples: list[Sample], findings: list[_Finding]) -> s
 
 
 def _wraparound_line(state: PostgresState, freeze_max_age: int) -> str:
-    age, datname = state.oldest_unfrozen
+    age, datname, counter = state.oldest_unfrozen
     return (
-        f"oldest unfrozen ID {age:,} transactions old ({datname}); autovacuum forces a freeze "
+        f"oldest unfrozen {counter} ID {age:,} old ({datname}); autovacuum forces a freeze "
         f"at {freeze_max_age:,}, writes stop at {WRAPAROUND_HORIZON - 3_000_000:,}"
     )
 

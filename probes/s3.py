@@ -179,9 +179,14 @@ async def _canary(target: S3Target, ctx: ProbeContext, canary: S3Canary, bucket:
     body = f"stackprobe write canary {key}\n".encode()
     aws = ctx.use(AWS)
     done: set[str] = set()
+    version: dict[str, Any] = {}  # on a versioned bucket: the version written
 
     async def put() -> None:
-        await aws.call(target, "s3", "put_object", ctx.deadline, Bucket=bucket, Key=key, Body=body)
+        answer = await aws.call(
+            target, "s3", "put_object", ctx.deadline, Bucket=bucket, Key=key, Body=body
+        )
+        if answer.get("VersionId"):
+            version["VersionId"] = str(answer["VersionId"])
         done.add("put")
 
     async def get() -> None:
@@ -202,8 +207,12 @@ async def _canary(target: S3Target, ctx: ProbeContext, canary: S3Canary, bucket:
             )
 
     async def delete() -> None:
+        """The version written, on a versioned bucket: deleting the key alone would leave
+        it behind a delete marker, two objects a run."""
         done.add("delete")
-        await aws.call(target, "s3", "delete_object", ctx.deadline, Bucket=bucket, Key=key)
+        await aws.call(
+            target, "s3", "delete_object", ctx.deadline, Bucket=bucket, Key=key, **version
+        )
 
     async def cleanup() -> None:
         if "put" in done and "delete" not in done:

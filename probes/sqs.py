@@ -21,6 +21,7 @@ depths instead, and takes "no message in flight in any of them" for "none delete
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -28,7 +29,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from stackprobe.contract import (
@@ -108,6 +109,19 @@ class SqsTarget(AwsTarget):
                 )
             seen[name] = queue
         return value
+
+    @model_validator(mode="after")
+    def _canary_queue_of_its_own(self) -> SqsTarget:
+        """Each receive of the canary takes up to 10 messages: on a workers' queue it would
+        count a receive against real jobs and send them to the dead-letter queue."""
+        if self.canary is not None and _queue_name(self.canary.queue) in {
+            _queue_name(q) for q in self.queues
+        }:
+            raise ValueError(
+                f"canary.queue {self.canary.queue} is one of `queues`: the canary needs a queue "
+                "of its own that no worker reads (e.g. stackprobe-canary)"
+            )
+        return self
 
     def describe(self) -> str:
         return f"sqs {', '.join(self.queues)}"
@@ -273,8 +287,10 @@ async def _canary(
             found = await aws.call(target, "sqs", "get_queue_url", ctx.deadline, QueueName=queue)
             url = urls[queue] = str(found["QueueUrl"])
         params: dict[str, Any] = {"QueueUrl": url, "MessageBody": body}
-        if url.endswith(".fifo"):  # a FIFO queue wants a group, and a deduplication id
-            params.update(MessageGroupId="stackprobe-canary", MessageDeduplicationId=token)
+        if url.endswith(".fifo"):
+            # a group of its own: a shared one would hold this message behind any earlier
+            # run's left in flight, as FIFO delivers a group in order
+            params.update(MessageGroupId=token, MessageDeduplicationId=token)
         await aws.call(target, "sqs", "send_message", ctx.deadline, **params)
 
     async def receive() -> None:
@@ -298,14 +314,16 @@ async def _canary(
                 if text == body:
                     receipt = str(message["ReceiptHandle"])
                 elif text.startswith(CANARY_BODY) and _age(message) > LEFTOVER_SECONDS:
-                    await aws.call(
-                        target,
-                        "sqs",
-                        "delete_message",
-                        ctx.deadline,
-                        QueueUrl=url,
-                        ReceiptHandle=message["ReceiptHandle"],
-                    )
+                    # a failed run's: tidying it up is no step of this canary's
+                    with contextlib.suppress(AwsCallError):
+                        await aws.call(
+                            target,
+                            "sqs",
+                            "delete_message",
+                            ctx.deadline,
+                            QueueUrl=url,
+                            ReceiptHandle=message["ReceiptHandle"],
+                        )
             if receipt:
                 return
             if ctx.deadline - loop.time() < 0.5:  # another try would outlast the run

@@ -848,7 +848,7 @@ async def test_wraparound_ages_page_ahead_and_at_the_horizon() -> None:
     assert [f.verdict for f in ahead] == [
         Verdict(
             Health.DEGRADED,
-            "app's oldest unfrozen transaction ID is 1,000,000,000 old: 46 % of the way to "
+            "app's oldest unfrozen multixact ID is 1,000,000,000 old: 46 % of the way to "
             "wraparound",
             "PostgresWraparoundApproaching",
         )
@@ -860,7 +860,7 @@ async def test_wraparound_ages_page_ahead_and_at_the_horizon() -> None:
             "PostgresWraparoundImminent",
         )
     ]
-    assert state.oldest_unfrozen == (WRAPAROUND_IMMINENT, "app")
+    assert state.oldest_unfrozen == (WRAPAROUND_IMMINENT, "app", "transaction")
 
 
 async def test_deadlocks_outside_the_window_are_forgotten() -> None:
@@ -883,10 +883,12 @@ def test_an_inactive_slot_holding_a_gibibyte_and_a_standby_behind() -> None:
     samples: list[Any] = []
     row = {
         "replica": True,
+        "receiving": False,
         "replication_lag": 301.0,
-        "slots": '[["cdc", "app", "logical", false, 1073741825], ["small", "", "physical", '
-        "false, 1024], "
-        '["live", "", "physical", true, 5368709120]]',
+        "slots": '[["cdc", "app", "logical", false, 1073741825, "extended"], '
+        '["small", "", "physical", false, 1024, "reserved"], '
+        '["live", "", "physical", true, 5368709120, "reserved"], '
+        '["gone", "", "physical", false, 0, "lost"]]',
     }
 
     line = _replication(row, samples, findings)
@@ -894,7 +896,7 @@ def test_an_inactive_slot_holding_a_gibibyte_and_a_standby_behind() -> None:
     assert [f.verdict for f in findings] == [
         Verdict(
             Health.DEGRADED,
-            "this standby is 5m 1s behind its primary",
+            "this standby is 5m 1s behind its primary, and no WAL receiver runs: it is cut off",
             "PostgresReplicationLagging",
         ),
         Verdict(
@@ -902,11 +904,19 @@ def test_an_inactive_slot_holding_a_gibibyte_and_a_standby_behind() -> None:
             "replication slot cdc has no consumer and keeps 1.0 GiB of WAL on disk",
             "PostgresReplicationSlotInactive",
         ),
+        Verdict(
+            Health.DEGRADED,
+            "replication slot gone is lost: the WAL its consumer needs is gone, and the "
+            "consumer must start over",
+        ),
     ]
     assert line == (
-        "standby, 5m 1s behind, 3 slots; inactive: cdc (logical, 1.0 GiB), small (physical, "
-        "1.0 KiB)"
+        "standby, 5m 1s behind, no WAL receiver running, 4 slots; inactive: cdc (logical, "
+        "1.0 GiB), small (physical, 1.0 KiB)"
     )
+    lost = {s.label_values: s.value for s in samples if s.spec.name.endswith("slot_lost")}
+    assert lost == {("cdc", "app"): 0, ("small", ""): 0, ("live", ""): 0, ("gone", ""): 1}
+    assert [s.value for s in samples if s.spec.name == "stackprobe_pg_wal_receiver_up"] == [0]
 
 
 async def test_replication_slots_and_a_standby(runner: Any) -> None:
@@ -954,6 +964,7 @@ async def test_replication_slots_and_a_standby(runner: Any) -> None:
 
         await wait_until_async(replayed, 15, what="the standby replaying the table")
         assert value(await on_standby.run(), "pg_replication_lag_seconds") == 0
+        assert value(await on_standby.run(), "stackprobe_pg_wal_receiver_up") == 1
         await replica_admin.execute("SELECT pg_wal_replay_pause()")
         await admin.execute("INSERT INTO t VALUES (0)")
         await asyncio.sleep(1.2)
@@ -964,7 +975,31 @@ async def test_replication_slots_and_a_standby(runner: Any) -> None:
         # received and not replayed: the lag is the age of the last transaction replayed
         await wait_until_async(behind, 15, what="the paused standby behind")
         assert checked_evidence(await on_standby.run())["replication"].startswith("standby, ")
+        await replica_admin.execute("SELECT pg_wal_replay_resume()")
         await replica_admin.close()
+
+        async def caught_up() -> bool:
+            return value(await on_standby.run(), "pg_replication_lag_seconds") == 0
+
+        await wait_until_async(caught_up, 15, what="the resumed standby caught up")
+        # The primary gone: the standby has replayed all it received, and still it falls
+        # behind (postgres_exporter's query would say 0 here).
+        await admin.close()
+        primary.stop("immediate")
+
+        async def cut_off() -> bool:
+            result = await on_standby.run()
+            return (
+                value(result, "stackprobe_pg_wal_receiver_up") == 0
+                and value(result, "pg_replication_lag_seconds") >= 1
+            )
+
+        await wait_until_async(cut_off, 20, what="the standby cut off, its lag counting up")
+        assert (
+            checked_evidence(await on_standby.run())["replication"].startswith("standby, ")
+            and "no WAL receiver running" in checked_evidence(await on_standby.run())["replication"]
+        )
+        primary.start()
         standby.destroy()
 
         async def orphaned() -> bool:
@@ -972,7 +1007,6 @@ async def test_replication_slots_and_a_standby(runner: Any) -> None:
             return value(result, "pg_replication_slots_active", "sp_standby", "") == 0
 
         await wait_until_async(orphaned, 15, what="the standby's slot inactive once it is gone")
-        await admin.close()
     finally:
         if standby is not None:
             standby.destroy()

@@ -364,3 +364,15 @@ async def test_a_failed_read_still_deletes_what_the_canary_wrote(s3: Any, aws: A
     assert value(result, "stackprobe_s3_canary_failure", "uploads", "get", "api_error") == 1
     assert set(samples_by_name(result)["stackprobe_s3_canary_step_seconds"]) == {("uploads", "put")}
     assert s3.list_objects_v2(Bucket="uploads", Prefix="canary/")["KeyCount"] == 0
+
+
+async def test_on_a_versioned_bucket_the_canary_leaves_no_version_behind(
+    s3: Any, aws: AwsClients
+) -> None:
+    s3.put_bucket_versioning(Bucket="rasters", VersioningConfiguration={"Status": "Enabled"})
+
+    result = await ProbeRunner.once(canary_target(buckets=["rasters"]), aws=aws)
+
+    assert value(result, "stackprobe_s3_canary_success", "rasters") == 1
+    left = s3.list_object_versions(Bucket="rasters", Prefix="canary/")
+    assert left.get("Versions", []) == [] and left.get("DeleteMarkers", []) == []

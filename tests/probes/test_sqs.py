@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
+from stackprobe.config import ConfigError
 from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation, inject
@@ -350,3 +351,10 @@ async def test_a_message_that_never_comes_back_is_not_received(sqs: Any, aws: Aw
     assert set(samples_by_name(result)["stackprobe_sqs_canary_step_seconds"]) == {
         ("delayed-canary", "send")
     }
+
+
+def test_the_canary_queue_may_not_be_a_workers_queue() -> None:
+    with pytest.raises(ConfigError, match="canary needs a queue of its own"):
+        make_target(
+            {"name": "jobs", "kind": "sqs", "queues": ["jobs"], "canary": {"queue": "jobs"}}
+        )

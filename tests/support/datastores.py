@@ -170,8 +170,10 @@ class RedisServer:
         self.port = port or free_port()
         self.extra = list(extra)
         self.process: subprocess.Popen[bytes] | None = None
+        self.dir = tempfile.mkdtemp(prefix="stackprobe-redis-", dir="/tmp")
 
     def start(self) -> RedisServer:
+        os.makedirs(self.dir, exist_ok=True)
         args = [
             self.binary,
             "--port",
@@ -182,6 +184,9 @@ class RedisServer:
             "",
             "--appendonly",
             "no",
+            # a replica writes the copy it receives from its master to disk: not here
+            "--dir",
+            self.dir,
             *self.extra,
         ]
         if "--tls-port" in self.extra:
@@ -211,6 +216,7 @@ class RedisServer:
             self.process.send_signal(signal.SIGCONT)
             self.process.kill()
             self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def url(self, scheme: str = "redis") -> str:
         return f"{scheme}://127.0.0.1:{self.listening_port}/0"
