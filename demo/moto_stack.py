@@ -16,7 +16,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 from unittest import mock
@@ -197,6 +197,20 @@ def _cache_nodes(self: CacheCluster) -> list[dict[str, Any]]:
         {"CacheNodeId": f"{n:04d}", "CacheNodeStatus": "available"}
         for n in range(1, (self.num_cache_nodes or 1) + 1)
     ]
+
+
+def create_cache_group(client: Any, group: str, members: Sequence[str]) -> None:
+    """A Redis replication group's member clusters, of one node each: AWS creates them with
+    the group, moto does not."""
+    for member in members:
+        client.create_cache_cluster(
+            CacheClusterId=member,
+            ReplicationGroupId=group,
+            Engine="redis",
+            EngineVersion="7.1",
+            CacheNodeType="cache.t4g.small",
+            NumCacheNodes=1,
+        )
 
 
 @contextmanager

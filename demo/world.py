@@ -26,7 +26,13 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from stackprobe.demo.moto_stack import ACCOUNT, EcsStack, behave_like_aws, set_target_health
+from stackprobe.demo.moto_stack import (
+    ACCOUNT,
+    EcsStack,
+    behave_like_aws,
+    create_cache_group,
+    set_target_health,
+)
 
 REGION = "eu-west-1"
 CLUSTER = "aep-demo"
@@ -275,16 +281,7 @@ class World:
         )
 
     def _seed_elasticache(self) -> None:
-        # AWS creates a replication group's member clusters itself; moto does not
-        for member in CACHE_MEMBERS:
-            self.elasticache.create_cache_cluster(
-                CacheClusterId=member,
-                ReplicationGroupId=CACHE,
-                Engine="redis",
-                EngineVersion="7.1",
-                CacheNodeType="cache.t4g.small",
-                NumCacheNodes=1,
-            )
+        create_cache_group(self.elasticache, CACHE, CACHE_MEMBERS)
 
     def _daily_storage(self) -> None:
         """S3's daily storage figures for the two days before today, once a day: after

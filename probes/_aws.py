@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
+
+from pydantic import AfterValidator
 
 from stackprobe.contract import (
     EVIDENCE_VALUE_MAX,
@@ -35,6 +37,13 @@ from stackprobe.probes._aws_api import (
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+# Identifiers AWS keeps in lowercase whatever case they were created in (RDS instances,
+# ElastiCache clusters), so a config's are compared as AWS returns them.
+LowercaseIds = Annotated[
+    tuple[str, ...], AfterValidator(lambda names: tuple(name.lower() for name in names))
+]
 
 
 class AwsState:

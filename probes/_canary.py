@@ -110,6 +110,11 @@ def canary_specs(kind: str, label: str, what: str) -> CanarySpecs:
     )
 
 
+def done_line(where: str, run: CanaryRun) -> str:
+    """A canary that worked, each step's time, for the evidence."""
+    return f"{where}: " + ", ".join(f"{step} {s * 1000:.0f} ms" for step, s in run.seconds)
+
+
 def failed_line(where: str, run: CanaryRun) -> str:
     """The canary's failure in one line, for the verdict and the evidence."""
     return f"{where}: write canary's {run.step} failed ({run.reason}): {run.detail}"[

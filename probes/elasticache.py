@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from stackprobe.contract import (
     Area,
@@ -41,7 +41,15 @@ from stackprobe.contract import (
     Sample,
 )
 from stackprobe.durations import Duration
-from stackprobe.probes._aws import AwsState, Finding, Reason, judged, measured, measured_result
+from stackprobe.probes._aws import (
+    AwsState,
+    Finding,
+    LowercaseIds,
+    Reason,
+    judged,
+    measured,
+    measured_result,
+)
 from stackprobe.probes._aws_api import AWS, AwsTarget
 from stackprobe.probes.cloudwatch import DATAPOINT_TIME, CloudWatchPeriod, Query, read
 
@@ -62,7 +70,7 @@ class ElastiCacheTarget(AwsTarget):
     kind: Literal["elasticache"] = "elasticache"
     # Cache cluster ids (aep-cache-001) or replication group ids (aep-cache, every member);
     # none: every Redis and Valkey cluster in the region.
-    clusters: tuple[str, ...] = Field(default=(), max_length=100)
+    clusters: LowercaseIds = Field(default=(), max_length=100)
     # The data is a cache the application refills: full memory and evictions are its normal
     # state, and page no one.
     evicts: bool = False
@@ -70,12 +78,6 @@ class ElastiCacheTarget(AwsTarget):
     period: CloudWatchPeriod = 60.0
     # How long CloudWatch may take to close a period before it is read.
     delay: Duration = 120.0
-
-    @field_validator("clusters")
-    @classmethod
-    def _lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        """ElastiCache keeps identifiers in lowercase, whatever case they were created in."""
-        return tuple(name.lower() for name in value)
 
     def describe(self) -> str:
         return "elasticache " + (", ".join(self.clusters) if self.clusters else "every cluster")

@@ -56,6 +56,7 @@ from stackprobe.contract import (
 )
 from stackprobe.durations import Duration
 from stackprobe.probes._kept import KeptConnection, one_line
+from stackprobe.probes._sizes import format_bytes
 from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal
 from stackprobe.target import TargetConfig
 
@@ -950,11 +951,11 @@ def _replication(row: Any, samples: list[Sample], findings: list[_Finding]) -> s
             )
             findings.append(_Finding(Health.DEGRADED, 3, why, ""))
         elif not active:
-            inactive.append(f"{slot_name} ({slot_type}, {_bytes(retained)})")
+            inactive.append(f"{slot_name} ({slot_type}, {format_bytes(retained)})")
             if retained > SLOT_RETAINED_BYTES:
                 why = (
                     f"replication slot {slot_name} has no consumer and keeps "
-                    f"{_bytes(retained)} of WAL on disk"
+                    f"{format_bytes(retained)} of WAL on disk"
                 )
                 findings.append(
                     _Finding(Health.DEGRADED, 3, why, "PostgresReplicationSlotInactive")
@@ -976,16 +977,6 @@ def _wraparound_line(state: PostgresState, freeze_max_age: int) -> str:
         f"oldest unfrozen {counter} ID {age:,} old ({datname}); autovacuum forces a freeze "
         f"at {freeze_max_age:,}, writes stop at {WRAPAROUND_HORIZON - 3_000_000:,}"
     )
-
-
-def _bytes(value: float) -> str:
-    if value < 1024:
-        return f"{value:.0f} B"
-    for unit in ("KiB", "MiB"):
-        value /= 1024
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1024:.1f} GiB"
 
 
 def _trend(state: PostgresState, sessions: int) -> None:

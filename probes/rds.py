@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from stackprobe.contract import (
     Area,
@@ -42,6 +42,7 @@ from stackprobe.durations import Duration
 from stackprobe.probes._aws import (
     AwsState,
     Finding,
+    LowercaseIds,
     Reason,
     judged,
     measured,
@@ -75,19 +76,13 @@ OTHER_SERVICES = ("docdb", "neptune")
 class RdsTarget(AwsTarget):
     kind: Literal["rds"] = "rds"
     # DB instance identifiers (or ARNs); none: every instance in the region.
-    identifiers: tuple[str, ...] = Field(default=(), max_length=100)
+    identifiers: LowercaseIds = Field(default=(), max_length=100)
     # Only instances of these engines (postgres, mysql, aurora-postgresql, ...); none: all.
     engines: tuple[str, ...] = ()
     # Period of each datapoint; RDS publishes every 60 s.
     period: CloudWatchPeriod = 60.0
     # How long CloudWatch may take to close a period before it is read.
     delay: Duration = 120.0
-
-    @field_validator("identifiers")
-    @classmethod
-    def _lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        """RDS keeps identifiers in lowercase, whatever case they were created in."""
-        return tuple(name.lower() for name in value)
 
     def describe(self) -> str:
         which = ", ".join(self.identifiers) if self.identifiers else "every instance"

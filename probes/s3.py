@@ -53,9 +53,11 @@ from stackprobe.probes._canary import (
     CanaryMismatch,
     CanaryRun,
     canary_specs,
+    done_line,
     failed_line,
     run_canary,
 )
+from stackprobe.probes._sizes import format_bytes
 from stackprobe.target import UniqueNames
 
 DAY = 86400
@@ -152,8 +154,8 @@ async def _measure(target: S3Target, ctx: ProbeContext) -> ProbeResult:
             )
     for bucket, storage, now, before in growth:
         if now > GROWTH_RATIO * before and now > GROWTH_MIN_BYTES:
-            grew = f"{(now / before - 1) * 100:.0f} %" if before else f"from {_size(before)}"
-            seen = f"{bucket}: grew {grew} in a day to {_size(now)} ({storage})"
+            grew = f"{(now / before - 1) * 100:.0f} %" if before else f"from {format_bytes(before)}"
+            seen = f"{bucket}: grew {grew} in a day to {format_bytes(now)} ({storage})"
             findings.append(Finding(Health.DEGRADED, seen, "S3BucketGrowingFast"))
     for bucket, n in zip(target.buckets, rules, strict=True):
         if n == 0:  # S3NoLifecycleRule: aws_s3_bucket_lifecycle_rules == 0
@@ -162,10 +164,10 @@ async def _measure(target: S3Target, ctx: ProbeContext) -> ProbeResult:
     healthy = f"buckets: {len(target.buckets)}, each with a lifecycle rule"
     sizes = [s.value for s in samples if s.spec is SIZE]
     if sizes:
-        healthy = f"{healthy}; {_size(sum(sizes))} stored"
+        healthy = f"{healthy}; {format_bytes(sum(sizes))} stored"
     verdict, evidence = judged(findings, healthy)
     evidence += tuple(
-        ("canary", f"{bucket}: " + ", ".join(f"{s} {t * 1000:.0f} ms" for s, t in run.seconds))
+        ("canary", done_line(bucket, run))
         for bucket, run in zip(target.buckets, canaries, strict=False)
         if run.ok
     )
@@ -229,15 +231,6 @@ def _body(answer: dict[str, Any], limit: int) -> bytes:
     finally:
         stream.close()
     return data
-
-
-def _size(n: float) -> str:
-    """Bytes as a person reads them: 1.4 GiB."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 async def _lifecycle_rules(target: S3Target, ctx: ProbeContext, bucket: str) -> int:

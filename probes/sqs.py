@@ -56,6 +56,7 @@ from stackprobe.probes._canary import (
     CanaryMismatch,
     CanaryRun,
     canary_specs,
+    done_line,
     failed_line,
     run_canary,
 )
@@ -262,8 +263,7 @@ async def _measure(target: SqsTarget, ctx: ProbeContext) -> ProbeResult:
         f"in flight {sum(d[2] for d in depths)}",
     )
     if canary is not None and canary.ok and target.canary is not None:
-        steps = ", ".join(f"{s} {t * 1000:.0f} ms" for s, t in canary.seconds)
-        evidence += (("canary", f"{_queue_name(target.canary.queue)}: {steps}"),)
+        evidence += (("canary", done_line(_queue_name(target.canary.queue), canary)),)
     said = f"the dead-letter queue of a redrive policy does not exist: {', '.join(gone)}"
     return measured_result(samples, verdict, evidence, said if gone else "")
 
@@ -278,14 +278,12 @@ async def _canary(
     aws = ctx.use(AWS)
     token = uuid.uuid4().hex
     body = f"{CANARY_BODY}{target.name} {token}"
-    url = queue if queue.startswith("https://") else urls.get(queue, "")
+    url = ""
     receipt = ""
 
     async def send() -> None:
         nonlocal url
-        if not url:
-            found = await aws.call(target, "sqs", "get_queue_url", ctx.deadline, QueueName=queue)
-            url = urls[queue] = str(found["QueueUrl"])
+        url = await _queue_url(target, ctx, urls, queue)
         params: dict[str, Any] = {"QueueUrl": url, "MessageBody": body}
         if url.endswith(".fifo"):
             # a group of its own: a shared one would hold this message behind any earlier
@@ -399,6 +397,22 @@ async def _attributes(
     names: list[str],
     owner: str | None = None,
 ) -> dict[str, Any]:
+    url = await _queue_url(target, ctx, urls, queue, owner)
+    answer = await ctx.use(AWS).call(
+        target, "sqs", "get_queue_attributes", ctx.deadline, QueueUrl=url, AttributeNames=names
+    )
+    attributes: dict[str, Any] = answer.get("Attributes", {})
+    return attributes
+
+
+async def _queue_url(
+    target: SqsTarget,
+    ctx: ProbeContext,
+    urls: dict[str, str],
+    queue: str,
+    owner: str | None = None,
+) -> str:
+    """A queue's URL: given as one, kept from an earlier run, or asked of GetQueueUrl once."""
     url = queue if queue.startswith("https://") else urls.get(queue)
     if url is None:
         params: dict[str, Any] = {"QueueName": queue}
@@ -406,11 +420,7 @@ async def _attributes(
             params["QueueOwnerAWSAccountId"] = owner
         found = await ctx.use(AWS).call(target, "sqs", "get_queue_url", ctx.deadline, **params)
         url = urls[queue] = str(found["QueueUrl"])
-    answer = await ctx.use(AWS).call(
-        target, "sqs", "get_queue_attributes", ctx.deadline, QueueUrl=url, AttributeNames=names
-    )
-    attributes: dict[str, Any] = answer.get("Attributes", {})
-    return attributes
+    return url
 
 
 KIND = ProbeKind(

@@ -43,7 +43,7 @@ from moto.rds.responses import RDSResponse
 from prometheus_client import CollectorRegistry
 
 from stackprobe.demo import moto_stack
-from stackprobe.demo.moto_stack import behave_like_aws
+from stackprobe.demo.moto_stack import behave_like_aws, create_cache_group
 from stackprobe.demo.moto_stack import set_target_health as set_target_health
 from stackprobe.probes.logs import SIGNALS as LOG_SIGNALS
 
@@ -389,16 +389,7 @@ class Inventory:
         elasticache = session.client("elasticache", region_name=REGION)
         self.caches = [f"cache-{c}" for c in range(caches)]
         for group in self.caches:
-            # AWS makes a replication group's member clusters itself; moto does not
-            for member in (f"{group}-001", f"{group}-002"):
-                elasticache.create_cache_cluster(
-                    CacheClusterId=member,
-                    ReplicationGroupId=group,
-                    Engine="redis",
-                    EngineVersion="7.1",
-                    CacheNodeType="cache.t4g.small",
-                    NumCacheNodes=1,
-                )
+            create_cache_group(elasticache, group, (f"{group}-001", f"{group}-002"))
 
     def targets(self, *, percentiles: bool = False) -> list[dict[str, Any]]:
         """Every AWS kind over the whole inventory. moto 5.2 fails on percentile statistics,
