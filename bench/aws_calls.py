@@ -9,7 +9,8 @@ percentiles, FilterLogEvents). Every AWS kind probes all of it: three ecs_servic
 one alb, one sqs, one s3 (cloudwatch mode), one cloudwatch target with the ALBs, the 30
 services and the 10 queues, one logs target counting the 7 built-in signals in the log groups
 a prefix names, one rds target over every instance in the region, and one elasticache target
-over every cache cluster.
+over every cache cluster. The ecs_service targets read each running task's CPU and memory
+(`task_resources`, Container Insights).
 
 Cycle 1 is cold (queue URLs and task definitions are fetched once, stopped tasks described
 once); cycle 2 is the steady state every later cycle repeats. Cycle 3 has every AWS request
@@ -56,6 +57,7 @@ LOG_GROUPS = 3
 DATABASES = 2
 CACHES = 2  # replication groups, each of a primary and a replica cluster of one node
 STOPPED_PER_CLUSTER = 1  # Inventory stops one task per cluster
+RUNNING_PER_CLUSTER = 1  # ...and leaves one running, with its Container Insights metrics
 PRICE_PER_1000_METRICS = 0.01  # GetMetricData, USD, AWS's list price (us-east-1)
 SECONDS_PER_MONTH = 30 * 86400
 
@@ -72,6 +74,11 @@ def minimum(
         if cold:
             need["DescribeTasks"] += math.ceil(STOPPED_PER_CLUSTER / 100)
             need["DescribeTaskDefinition"] += 1  # one task definition per cluster
+        # task_resources: the cluster's Container Insights setting, its task metrics listed
+        # (500 a page), then each running task's two metrics in the target's own call
+        need["DescribeClusters"] += 1
+        need["ListMetrics"] += math.ceil(RUNNING_PER_CLUSTER / 500)
+        need["GetMetricData"] += math.ceil(2 * RUNNING_PER_CLUSTER / 500)
     balancers = math.ceil(TARGET_GROUPS / 10)
     need["DescribeLoadBalancers"] += math.ceil(balancers / 400)
     need["DescribeTargetGroups"] += math.ceil(TARGET_GROUPS / 400)
@@ -161,6 +168,8 @@ async def main() -> None:
         # each node: engine CPU twice, memory, swap, connections, evictions; in a replication
         # group, ReplicationLag too
         caches = 2 * CACHES * 7
+        # each running task: TaskCpuUtilization and TaskMemoryUtilization
+        tasks = 2 * RUNNING_PER_CLUSTER * CLUSTERS
 
         rows = []
         before = Counter()
@@ -239,7 +248,13 @@ async def main() -> None:
                 f"  {name:32} {caches} metrics/cycle -> "
                 f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
             )
-        assert steady[6] == queries + daily + rds + caches, (
+        for interval, name in ((60, "ecs task_resources, every 1m"), (300, "every 5m")):
+            per_month = tasks * SECONDS_PER_MONTH / interval
+            print(
+                f"  {name:32} {tasks} metrics/cycle ({2 * SECONDS_PER_MONTH // interval} a "
+                f"task) -> ${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
+            )
+        assert steady[6] == queries + daily + rds + caches + tasks, (
             "metrics requested differs from the queries"
         )
 

@@ -118,6 +118,8 @@ def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None =
             "kind": "ecs_service",
             "cluster": world.CLUSTER,
             "expect_env": world.EXPECTED_ENV,
+            # each task's CPU and memory, as the world writes them: every 10 s
+            "task_resources": {"period": format_duration(CLOUDWATCH_PERIOD), "delay": "0s"},
         },
         {
             "name": "aep-alb",

@@ -273,7 +273,10 @@ class EcsStack:
         self.security_group = ec2.create_security_group(
             GroupName=f"{cluster}-tasks", Description="tasks", VpcId=vpc
         )["GroupId"]
-        self.ecs.create_cluster(clusterName=cluster)
+        # per-task CPU and memory (Container Insights) need enhanced observability
+        self.ecs.create_cluster(
+            clusterName=cluster, settings=[{"name": "containerInsights", "value": "enhanced"}]
+        )
 
     def backend_service(self, name: str) -> Any:
         return ecs_backend(self.region).services[f"{self.cluster}:{name}"]

@@ -453,6 +453,18 @@ class World:
                 dims,
                 now,
             )
+            # Container Insights (enhanced) per running task, under the dimension set the
+            # ecs_service target finds with ListMetrics
+            for arn in self.ecs.running_tasks(service):
+                self._put(
+                    "ECS/ContainerInsights",
+                    [
+                        ("TaskCpuUtilization", {}, random.uniform(20, 45)),
+                        ("TaskMemoryUtilization", {}, random.uniform(45, 65)),
+                    ],
+                    {**dims, "TaskId": arn.rsplit("/", 1)[-1]},
+                    now,
+                )
 
     def _databases(self, now: datetime) -> None:
         """The RDS instance and its replica as CloudWatch has them: a quiet database with

@@ -215,6 +215,28 @@ ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "EcsServiceResourcesSaturated",
                 unit="percent",
             ),
+            Signal(
+                86,
+                "CPU and memory per task",
+                (
+                    (
+                        "max without (instance) "
+                        "(aws_ecs_containerinsights_task_cpu_utilization_average"
+                        f"{{{ECS_DIMENSIONS}}})",
+                        "cpu {{dimension_ServiceName}} {{dimension_TaskId}}",
+                    ),
+                    (
+                        "max without (instance) "
+                        "(aws_ecs_containerinsights_task_memory_utilization_average"
+                        f"{{{ECS_DIMENSIONS}}})",
+                        "memory {{dimension_ServiceName}} {{dimension_TaskId}}",
+                    ),
+                ),
+                "With `task_resources`, each task's CPU and memory (Container Insights, enhanced): "
+                "the one task near 100 % that the service's average hides, and the next OOM kill.",
+                "EcsTaskResourcesSaturated",
+                unit="percent",
+            ),
         ),
     ),
     (
@@ -601,6 +623,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "EcsDeploymentFailed": ("stackprobe-overview", 21),
     "EcsDeploymentRolledBack": ("stackprobe-ecs", 48),
     "EcsServiceResourcesSaturated": ("stackprobe-overview", 16),
+    "EcsTaskResourcesSaturated": ("stackprobe-overview", 86),
     "EcsTaskDefinitionEnvDrift": ("stackprobe-ecs", 44),
     "PostgresTooManyClientsLogged": ("stackprobe-overview", 36),
     "AppRedisTransportClosedLogged": ("stackprobe-overview", 36),

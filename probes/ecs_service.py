@@ -66,6 +66,8 @@ from stackprobe.probes._aws import (
     measured_result,
 )
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
+from stackprobe.probes._ecs_task_resources import METRICS as TASK_RESOURCE_METRICS
+from stackprobe.probes._ecs_task_resources import TaskResources, task_resources
 from stackprobe.probes._ecs_tasks import describe_tasks, task_arns
 from stackprobe.target import UniqueNames
 
@@ -142,6 +144,9 @@ class EcsServiceTarget(AwsTarget):
     stopped_tasks: bool = True
     # Plain `environment` values every running task definition must carry.
     expect_env: dict[str, str] = Field(default_factory=dict)
+    # Each task's CPU and memory from Container Insights (enhanced observability); off
+    # unless set (`task_resources: {}`), as CloudWatch charges for every metric read.
+    task_resources: TaskResources | None = None
 
     def describe(self) -> str:
         named = ", ".join(self.services) if self.services else "all services"
@@ -238,6 +243,7 @@ METRICS = (
     STOPS,
     ENV_MATCH,
     TARGET_GROUP,
+    *TASK_RESOURCE_METRICS,
 )
 
 
@@ -317,7 +323,14 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
         for sample in matches:
             if not sample.value:
                 drift.setdefault(sample.label_values[1], []).append(sample.label_values[2])
-    verdict, evidence = _judge(names, services, state, stops, drift, findings)
+    hot: list[Finding] = []
+    tasks_read = ""
+    if target.task_resources is not None:
+        read, hot, tasks_read = await task_resources(
+            target, ctx, target.cluster, target.task_resources, {n: services[n] for n in present}
+        )
+        samples.extend(read)
+    verdict, evidence = _judge(names, services, state, stops, drift, findings, hot, tasks_read)
     said = f"cluster {target.cluster} has no active service {', '.join(missing[:5])}"
     return measured_result(samples, verdict, evidence, said if missing else "")
 
@@ -329,8 +342,11 @@ def _judge(
     stops: Mapping[str, Counter[StopClass]] | None,
     drift: Mapping[str, list[str]],
     rollouts: Mapping[str, Sequence[Finding]],
+    tasks: Sequence[Finding] = (),
+    tasks_read: str = "",
 ) -> tuple[Verdict, Evidence]:
-    """The services' findings, most urgent first, and the verdict on them."""
+    """The services' findings, most urgent first, then the tasks' (per-task resources, and
+    `tasks_read` what they read), and the verdict on them."""
     now = time.monotonic()
     # service -> when it last wanted tasks, for EcsServiceScaledToZero's max_over_time [1d]
     wanted: dict[str, float] = state.cache.setdefault("wanted", {})
@@ -388,9 +404,9 @@ def _judge(
         degraded.extend(below)
     for gone in set(wanted) - set(names):
         del wanted[gone]
+    healthy = f"services: {len(names)}; {running_total} of {desired_total} desired tasks running"
     return judged(
-        failing + degraded,
-        f"services: {len(names)}; {running_total} of {desired_total} desired tasks running",
+        [*failing, *degraded, *tasks], f"{healthy}; {tasks_read}" if tasks_read else healthy
     )
 
 

@@ -29,6 +29,7 @@ from stackprobe.exposition import CORE_METRICS
 from stackprobe.probes import KINDS
 from stackprobe.probes._aws_api import AWS, AwsAccess, AwsSettings, AwsTarget
 from stackprobe.probes._ecs_members import EcsMembership
+from stackprobe.probes._ecs_task_resources import TaskResources
 from stackprobe.probes._ecs_tasks import EcsDiscovery
 from stackprobe.probes._http_clients import HttpClientSettings
 from stackprobe.probes._tls import TLSConfig
@@ -96,6 +97,7 @@ MODEL_SECTIONS: list[tuple[str, type[BaseModel], set[str]]] = [
     ("`pg_stat_statements`", StatStatements, set()),
     ("`canary` of an s3 target", S3Canary, set()),
     ("`canary` of an sqs target", SqsCanary, set()),
+    ("`task_resources` of an ecs_service target", TaskResources, set()),
     ("`aws`", AwsSettings, set()),
     ("Every AWS target", AwsAccess, set()),
     ("`discover.ecs`", EcsDiscovery, set()),

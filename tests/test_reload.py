@@ -35,7 +35,7 @@ from tests.support.processes import free_port
 
 # Enough targets that a load takes a good part of a second, so a storm of SIGHUPs lands
 # while one runs; probed rarely, on a port nothing listens on (each fails at once).
-STORM_TARGETS = 3000
+STORM_TARGETS = 1500
 
 
 def storm_config(port: int, version: int, targets: int = STORM_TARGETS) -> str:

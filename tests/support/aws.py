@@ -286,6 +286,26 @@ class Inventory:
             stack.stop(stopped, "Essential container in task exited", "OutOfMemoryError")
             stack.set_address(running, "127.0.0.1")  # port 9 there refuses at once
             self.discoverable = (stack.cluster, first)
+            # Container Insights (enhanced) for the running task, in a closed minute
+            session.client("cloudwatch", region_name=REGION).put_metric_data(
+                Namespace="ECS/ContainerInsights",
+                MetricData=[
+                    {
+                        "MetricName": metric,
+                        "Dimensions": [
+                            {"Name": "ClusterName", "Value": stack.cluster},
+                            {"Name": "ServiceName", "Value": first},
+                            {"Name": "TaskId", "Value": running.rsplit("/", 1)[-1]},
+                        ],
+                        "Timestamp": datetime.fromtimestamp(time.time() - 200, UTC),
+                        "Value": value,
+                    }
+                    for metric, value in (
+                        ("TaskCpuUtilization", 31.0),
+                        ("TaskMemoryUtilization", 57.0),
+                    )
+                ],
+            )
         elb = session.client("elbv2", region_name=REGION)
         ec2 = session.client("ec2", region_name=REGION)
         vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
@@ -401,6 +421,7 @@ class Inventory:
                 "kind": "ecs_service",
                 "cluster": s.cluster,
                 "expect_env": {"BUDGET_ENFORCEMENT_MODE": "strict"},
+                "task_resources": {},
                 **aws,
             }
             for s in self.clusters
