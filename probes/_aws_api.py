@@ -413,26 +413,39 @@ class AwsClients:
         operation: str,
         deadline: float,
         *,
-        max_pages: int = 1000,
+        max_pages: int | None = None,
         keep: Callable[[dict[str, Any]], Any] | None = None,
         **params: Any,
     ) -> list[Any]:
         """Every page of a paginated call, fetched with botocore's paginator in one job.
 
         `keep` reduces each page as it arrives (a listing of a million objects is then never
-        held whole). Paging stops after `max_pages`, or once 80 % of the run's time is spent,
-        so a huge listing returns what it has (its last page still says IsTruncated) instead
-        of timing out with nothing."""
+        held whole). A caller that can use part of a listing says how much with `max_pages`:
+        paging then also stops once 80 % of the run's time is spent, so a huge listing returns
+        what it has (its last page still says IsTruncated) instead of timing out with nothing.
+        Without it the listing is whole or the call fails (past the deadline, as a timeout):
+        a discovery missing its last page would silently miss resources."""
         remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-        stop_at = time.monotonic() + 0.8 * remaining
+        started = time.monotonic()
+        stop_at, ends_at = started + 0.8 * remaining, started + remaining
 
         def run() -> list[Any]:
             paginator = self.client(target, service).get_paginator(operation)
             found: list[Any] = []
             for page in paginator.paginate(**params):
                 found.append(keep(page) if keep is not None else page)
-                if len(found) >= max_pages or time.monotonic() > stop_at:
+                now = time.monotonic()
+                if max_pages is not None and (len(found) >= max_pages or now > stop_at):
                     break
+                if max_pages is None and now > ends_at:
+                    # the run has given up on it: no more pages for nobody (the thread would
+                    # otherwise page on to the end of the listing)
+                    raise AwsCallError(
+                        AwsProblem.TIMEOUT,
+                        operation,
+                        f"{service} {operation}: {len(found)} pages read, not the whole "
+                        "listing, before the run's deadline",
+                    )
             return found
 
         pages: list[Any] = await self._run(service, operation, deadline, run, paged=True)

@@ -19,8 +19,10 @@ from stackprobe.probes._aws_api import (
     AWS,
     RUN_CALLS,
     AwsCall,
+    AwsCallError,
     AwsClients,
     AwsMetrics,
+    AwsProblem,
     AwsSettings,
     ambient_secrets,
     iam_action,
@@ -130,6 +132,42 @@ async def test_a_hanging_call_ends_at_the_run_deadline(moto: None) -> None:
 
     assert result.reason == "timeout"
     assert time.monotonic() - started < 1.0  # the thread finishes on its own; the run does not wait
+
+
+async def test_a_listing_is_whole_or_a_timeout_and_its_thread_stops(moto: None) -> None:
+    """A discovery (rds, elasticache, ECS services and tasks, ListMetrics, GetMetricData)
+    missing its last pages would miss resources and say nothing: without `max_pages` a listing
+    that cannot finish by the run's deadline fails as a timeout, and its thread stops asking
+    for more pages. (Callers that take part of a listing, S3 and logs, name `max_pages`.)"""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="rasters", CreateBucketConfiguration={"LocationConstraint": REGION})
+    for n in range(20):
+        s3.put_object(Bucket="rasters", Key=f"k{n}", Body=b"x")
+    clients = AwsClients(AwsSettings(region=REGION), AwsMetrics(CollectorRegistry()))
+    target = make_target({"name": "b", "kind": "s3", "buckets": ["rasters"]})
+    asked: list[float] = []
+
+    def slow(**_: Any) -> None:
+        asked.append(time.monotonic())
+        time.sleep(0.1)
+
+    clients.client(target, "s3").meta.events.register_first("before-send.s3.ListObjectsV2", slow)
+    try:
+        with pytest.raises(AwsCallError) as failed:
+            await clients.pages(
+                target,
+                "s3",
+                "list_objects_v2",
+                asyncio.get_running_loop().time() + 1.0,
+                Bucket="rasters",
+                PaginationConfig={"PageSize": 1},
+            )
+        await asyncio.sleep(1.5)  # time for the thread to have read all 20 pages, had it gone on
+    finally:
+        clients.shutdown()
+
+    assert failed.value.problem is AwsProblem.TIMEOUT
+    assert 1 <= len(asked) < 20, asked
 
 
 def test_ambient_credentials_are_known_secrets() -> None:
