@@ -648,6 +648,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "PostgresWraparoundImminent": ("stackprobe-datastores", 77),
     "PostgresWraparoundApproaching": ("stackprobe-datastores", 77),
     "PostgresReplicationSlotInactive": ("stackprobe-datastores", 78),
+    "PostgresReplicationSlotLost": ("stackprobe-datastores", 87),
     "PostgresReplicationLagging": ("stackprobe-datastores", 79),
     "PostgresDeadlocks": ("stackprobe-datastores", 76),
     "RdsStorageFull": ("stackprobe-datastores", 70),
@@ -952,6 +953,20 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "the disk is full.",
                 "PostgresReplicationSlotInactive",
                 unit="bytes",
+            ),
+            Signal(
+                87,
+                "Replication slots lost",
+                (
+                    (
+                        "max without (instance) "
+                        f"(stackprobe_pg_replication_slot_lost{{{TARGET}}})",
+                        "{{slot_name}} {{target}}",
+                    ),
+                ),
+                "1 for a slot max_slot_wal_keep_size invalidated: the disk was saved, and the "
+                "standby or CDC consumer behind it must be rebuilt.",
+                "PostgresReplicationSlotLost",
             ),
             Signal(
                 79,

@@ -949,7 +949,7 @@ def _replication(row: Any, samples: list[Sample], findings: list[_Finding]) -> s
                 f"replication slot {slot_name} is lost: the WAL its consumer needs is gone, "
                 "and the consumer must start over"
             )
-            findings.append(_Finding(Health.DEGRADED, 3, why, ""))
+            findings.append(_Finding(Health.DEGRADED, 3, why, "PostgresReplicationSlotLost"))
         elif not active:
             inactive.append(f"{slot_name} ({slot_type}, {format_bytes(retained)})")
             if retained > SLOT_RETAINED_BYTES:

@@ -908,6 +908,7 @@ def test_an_inactive_slot_holding_a_gibibyte_and_a_standby_behind() -> None:
             Health.DEGRADED,
             "replication slot gone is lost: the WAL its consumer needs is gone, and the "
             "consumer must start over",
+            "PostgresReplicationSlotLost",
         ),
     ]
     assert line == (
