@@ -959,8 +959,7 @@ DATASTORE_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "Replication slots lost",
                 (
                     (
-                        "max without (instance) "
-                        f"(stackprobe_pg_replication_slot_lost{{{TARGET}}})",
+                        f"max without (instance) (stackprobe_pg_replication_slot_lost{{{TARGET}}})",
                         "{{slot_name}} {{target}}",
                     ),
                 ),
