@@ -31,6 +31,7 @@ from moto.logs.responses import LogsResponse
 from moto.moto_api import state_manager
 
 ACCOUNT = DEFAULT_ACCOUNT_ID  # MOTO_ACCOUNT_ID, when set
+CONTAINER_PORT = 8787  # the port AEP's backend listens on, which its target groups reach
 
 _health_for = FakeTargetGroup.health_for
 _statistic = Statistics.get_statistics_for_type
@@ -270,9 +271,31 @@ class EcsStack:
         # awsvpc tasks need DNS hostnames on their VPC, as in AWS
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.1.0/24")["Subnet"]["SubnetId"]
-        self.security_group = ec2.create_security_group(
-            GroupName=f"{cluster}-tasks", Description="tasks", VpcId=vpc
-        )["GroupId"]
+        self.security_group, self.balancer_group, self.database_group, self.cache_group = (
+            ec2.create_security_group(GroupName=f"{cluster}-{role}", Description=role, VpcId=vpc)[
+                "GroupId"
+            ]
+            for role in ("tasks", "alb", "postgres", "redis")
+        )
+        # The paths AEP's runbook checks by hand (Incidents 2 and 6): the ALB's group into the
+        # tasks' on the container port, the tasks' into PostgreSQL's and Redis'; egress is
+        # AWS's default, all of it.
+        for into, port, source in (
+            (self.security_group, CONTAINER_PORT, self.balancer_group),
+            (self.database_group, 5432, self.security_group),
+            (self.cache_group, 6379, self.security_group),
+        ):
+            ec2.authorize_security_group_ingress(
+                GroupId=into,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": port,
+                        "ToPort": port,
+                        "UserIdGroupPairs": [{"GroupId": source}],
+                    }
+                ],
+            )
         self.ecs.create_cluster(clusterName=cluster)
 
     def backend_service(self, name: str) -> Any:
@@ -316,7 +339,13 @@ class EcsStack:
         MOTO_ECS_SERVICE_RUNNING at creation otherwise), registering its tasks in
         `target_group` (an ARN) when given."""
         balancers = (
-            [{"targetGroupArn": target_group, "containerName": name, "containerPort": 8787}]
+            [
+                {
+                    "targetGroupArn": target_group,
+                    "containerName": name,
+                    "containerPort": CONTAINER_PORT,
+                }
+            ]
             if target_group
             else []
         )
@@ -327,6 +356,12 @@ class EcsStack:
             desiredCount=desired,
             launchType="FARGATE",
             loadBalancers=balancers,
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": [self.subnet],
+                    "securityGroups": [self.security_group],
+                }
+            },
         )
         self.set_counts(name, desired if running is None else running)
 
