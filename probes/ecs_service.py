@@ -753,7 +753,11 @@ async def _paths(
     be judged because a group is not there."""
     findings: list[Finding] = []
     planned: list[_Path] = []
-    balanced = [s for s in services if _target_groups(s)] if target.security_groups else []
+    balanced = (
+        {str(s["serviceName"]) for s in services if _target_groups(s)}
+        if target.security_groups
+        else set()
+    )
     balancers = await _balancers(target, ctx) if balanced else {}
     for service in services:
         name = str(service["serviceName"])
@@ -765,14 +769,21 @@ async def _paths(
         )
         if not tasks[1]:  # not awsvpc: its tasks use their instance's groups
             continue
-        if service in balanced:
-            for port, arns in sorted(_target_groups(service).items()):
-                sources = [b for arn in arns for b in balancers.get(arn, ())]
-                if len(sources) < len(arns) or not sources:
-                    seen = f"{name}: a target group on port {port} has no load balancer here"
-                    findings.append(Finding(Health.DEGRADED, f"{seen}; ALB path not checked"))
-                    continue
-                planned.append(_Path(name, ALB_PATH, port, tuple(sources), tasks))
+        for port, arns in sorted(_target_groups(service).items()) if name in balanced else ():
+            sources = [b for arn in arns for b in balancers.get(arn, ())]
+            why = (
+                "a target group on no load balancer here"
+                if any(not balancers.get(arn) for arn in arns)
+                # a Network Load Balancer without groups passes its clients' addresses on
+                else "a load balancer without security groups"
+                if any(not groups for _, groups, _ in sources)
+                else ""
+            )
+            if why:
+                seen = f"{name}: {why} on port {port}; ALB path not checked"
+                findings.append(Finding(Health.DEGRADED, seen))
+                continue
+            planned.append(_Path(name, ALB_PATH, port, tuple(sources), tasks))
         for reach in target.reaches:
             if not reach.services or name in reach.services:
                 to = (reach.name, reach.security_groups, reach.subnets)

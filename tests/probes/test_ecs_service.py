@@ -861,6 +861,64 @@ async def test_an_egress_range_holding_the_destinations_subnets_counts(
     )
 
 
+async def test_a_balancer_without_groups_leaves_the_alb_path_unchecked(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    """A Network Load Balancer without security groups passes its clients' addresses on, so
+    no group rule can be judged for it."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    elb = boto3.client("elbv2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.0.0/24")["Subnet"]["SubnetId"]
+    lb = elb.create_load_balancer(Name="aep-nlb", Subnets=[subnet], Type="network")
+    group = elb.create_target_group(
+        Name="aep-api-tcp", Protocol="TCP", Port=8787, VpcId=vpc, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elb.create_listener(
+        LoadBalancerArn=lb["LoadBalancers"][0]["LoadBalancerArn"],
+        Protocol="TCP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": group}],
+    )
+    stack.service("aep-api", desired=1, target_group=group)
+
+    result = await ProbeRunner.once(paths_target(stack), aws=aws)
+
+    assert result.success, result.detail
+    assert set(samples_by_name(result)["aws_ecs_service_security_group_path_open"]) == {
+        ("aep", "aep-api", "postgres", "5432"),
+        ("aep", "aep-api", "redis", "6379"),
+    }
+    assert findings(result) == [
+        (
+            "degraded",
+            "aep-api: a load balancer without security groups on port 8787; ALB path not checked",
+        )
+    ]
+
+
+async def test_a_target_group_on_no_balancer_leaves_the_alb_path_unchecked(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
+    group = boto3.client("elbv2", region_name=REGION).create_target_group(
+        Name="aep-api-spare", Protocol="HTTP", Port=8787, VpcId=vpc, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    stack.service("aep-api", desired=1, target_group=group)
+
+    result = await ProbeRunner.once(ecs_target(stopped_tasks=False, security_groups=True), aws=aws)
+
+    assert result.success, result.detail
+    assert "aws_ecs_service_security_group_path_open" not in samples_by_name(result)
+    assert findings(result) == [
+        (
+            "degraded",
+            "aep-api: a target group on no load balancer here on port 8787; ALB path not checked",
+        )
+    ]
+
+
 async def test_a_reach_names_only_its_services(stack: EcsStack, aws: AwsClients) -> None:
     stack.service("aep-api", desired=1)
     stack.service("aep-frontend", desired=1)
