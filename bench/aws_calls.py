@@ -74,9 +74,12 @@ def minimum(
         if cold:
             need["DescribeTasks"] += math.ceil(STOPPED_PER_CLUSTER / 100)
             need["DescribeTaskDefinition"] += 1  # one task definition per cluster
-        # task_resources: the cluster's Container Insights setting, its task metrics listed
-        # (500 a page), then each running task's two metrics in the target's own call
+        # task_resources: the cluster's Container Insights setting, its running tasks (100
+        # a page, 100 described a call), its task metrics listed (500 a page), then each
+        # running task's two metrics in the target's own call
         need["DescribeClusters"] += 1
+        need["ListTasks"] += math.ceil(RUNNING_PER_CLUSTER / 100)
+        need["DescribeTasks"] += math.ceil(RUNNING_PER_CLUSTER / 100)
         need["ListMetrics"] += math.ceil(RUNNING_PER_CLUSTER / 500)
         need["GetMetricData"] += math.ceil(2 * RUNNING_PER_CLUSTER / 500)
     balancers = math.ceil(TARGET_GROUPS / 10)

@@ -31,6 +31,9 @@ class Addresses:
     postgres_dsn: str
     postgres_password_env: str | None  # the variable holding the password, if one is set
     redis_url: str
+    # the security groups of the demo's PostgreSQL and Redis, which the tasks must reach
+    database_group: str = ""
+    cache_group: str = ""
 
 
 def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None = None) -> str:
@@ -120,6 +123,15 @@ def demo_config(at: Addresses, interval: float, console: dict[str, Any] | None =
             "expect_env": world.EXPECTED_ENV,
             # each task's CPU and memory, as the world writes them: every 10 s
             "task_resources": {"period": format_duration(CLOUDWATCH_PERIOD), "delay": "0s"},
+            "security_groups": True,
+            "reaches": [
+                {"name": name, "port": port, "security_groups": [group]}
+                for name, port, group in (
+                    ("postgres", 5432, at.database_group),
+                    ("redis", 6379, at.cache_group),
+                )
+                if group
+            ],
         },
         {
             "name": "aep-alb",

@@ -200,6 +200,8 @@ async def demo_stack(options: Options) -> AsyncIterator[Running]:
                 postgres_dsn=options.postgres_dsn,
                 postgres_password_env=_password_env(),
                 redis_url=options.redis_url,
+                database_group=aws.ecs.database_group,
+                cache_group=aws.ecs.cache_group,
             )
             console = None
             if options.alerting is not None:

@@ -1,8 +1,9 @@
 """An ECS Fargate stack in moto, shared by `stackprobe demo` and the tests.
 
 moto stands in for AWS but differs where stackprobe looks: it reports every registered ip
-target healthy, fails on percentile statistics, walks a running task towards STOPPED each
-time it is described, and its FilterLogEvents matches every event for any filter pattern
+target healthy, fails on percentile statistics, matches GetMetricData's dimensions only in
+the order PutMetricData gave them, walks a running task towards STOPPED each time it is
+described, and its FilterLogEvents matches every event for any filter pattern
 but a single term or phrase (`?a ?b` included), ignores `logStreamNamePrefix` and
 `logGroupIdentifier`, and orders events stream by stream. `behave_like_aws()` closes those
 gaps in this process (moto's server mode runs its backends in-process too), so what the demo
@@ -21,7 +22,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 from unittest import mock
 
-from moto.cloudwatch.models import Statistics
+from moto.cloudwatch.models import CloudWatchBackend, Dimension, MetricDatumBase, Statistics
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.elasticache.models import CacheCluster
 from moto.elbv2.models import FakeTargetGroup
@@ -31,6 +32,7 @@ from moto.logs.responses import LogsResponse
 from moto.moto_api import state_manager
 
 ACCOUNT = DEFAULT_ACCOUNT_ID  # MOTO_ACCOUNT_ID, when set
+CONTAINER_PORT = 8787  # the port AEP's backend listens on, which its target groups reach
 
 _health_for = FakeTargetGroup.health_for
 _statistic = Statistics.get_statistics_for_type
@@ -43,6 +45,31 @@ def _patched_health_for(self: FakeTargetGroup, target: dict[str, Any], ec2: Any)
     if override is not None:
         status.status, status.reason, status.description = override
     return status
+
+
+def _dimension_order(self: Dimension, other: Dimension) -> bool:
+    """GetMetricData matches a query's dimensions to a metric's as a set, in any order, as
+    AWS does; moto sorts both lists first, by a `<` that is not an order (it compares a
+    value with a name), so a query listing them in another order than PutMetricData did
+    found nothing."""
+    return (self.name or "", self.value or "") < (other.name or "", other.value or "")
+
+
+def _listed_metrics(
+    self: CloudWatchBackend,
+    metric_name: str,
+    namespace: str,
+    dimensions: list[dict[str, str]],
+) -> list[MetricDatumBase]:
+    """ListMetrics' metrics, each once: moto compares every datapoint it holds with every
+    metric found so far, seconds of work once a demo has run an hour; this is one pass. A
+    metric without dimensions is listed once too, as AWS lists it."""
+    found: dict[tuple[str, str, frozenset[tuple[str, str]]], MetricDatumBase] = {}
+    for datum in self.get_all_metrics():
+        if datum.filter(namespace=namespace, name=metric_name, dimensions=dimensions):
+            names = frozenset((str(d.name), str(d.value)) for d in datum.dimensions)
+            found.setdefault((datum.namespace, datum.name, names), datum)
+    return list(found.values())
 
 
 def _with_percentiles(self: Statistics, stat: str) -> Any:
@@ -225,6 +252,10 @@ def behave_like_aws() -> Iterator[None]:
         stack.enter_context(
             mock.patch.object(Statistics, "get_statistics_for_type", _with_percentiles)
         )
+        stack.enter_context(mock.patch.object(Dimension, "__lt__", _dimension_order))
+        stack.enter_context(
+            mock.patch.object(CloudWatchBackend, "get_filtered_metrics", _listed_metrics)
+        )
         stack.enter_context(
             mock.patch.object(LogsResponse, "filter_log_events", _filter_log_events)
         )
@@ -270,9 +301,31 @@ class EcsStack:
         # awsvpc tasks need DNS hostnames on their VPC, as in AWS
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.1.0/24")["Subnet"]["SubnetId"]
-        self.security_group = ec2.create_security_group(
-            GroupName=f"{cluster}-tasks", Description="tasks", VpcId=vpc
-        )["GroupId"]
+        self.security_group, self.balancer_group, self.database_group, self.cache_group = (
+            ec2.create_security_group(GroupName=f"{cluster}-{role}", Description=role, VpcId=vpc)[
+                "GroupId"
+            ]
+            for role in ("tasks", "alb", "postgres", "redis")
+        )
+        # The paths AEP's runbook checks by hand (Incidents 2 and 6): the ALB's group into the
+        # tasks' on the container port, the tasks' into PostgreSQL's and Redis'; egress is
+        # AWS's default, all of it.
+        for into, port, source in (
+            (self.security_group, CONTAINER_PORT, self.balancer_group),
+            (self.database_group, 5432, self.security_group),
+            (self.cache_group, 6379, self.security_group),
+        ):
+            ec2.authorize_security_group_ingress(
+                GroupId=into,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": port,
+                        "ToPort": port,
+                        "UserIdGroupPairs": [{"GroupId": source}],
+                    }
+                ],
+            )
         # per-task CPU and memory (Container Insights) need enhanced observability
         self.ecs.create_cluster(
             clusterName=cluster, settings=[{"name": "containerInsights", "value": "enhanced"}]
@@ -319,7 +372,13 @@ class EcsStack:
         MOTO_ECS_SERVICE_RUNNING at creation otherwise), registering its tasks in
         `target_group` (an ARN) when given."""
         balancers = (
-            [{"targetGroupArn": target_group, "containerName": name, "containerPort": 8787}]
+            [
+                {
+                    "targetGroupArn": target_group,
+                    "containerName": name,
+                    "containerPort": CONTAINER_PORT,
+                }
+            ]
             if target_group
             else []
         )
@@ -330,6 +389,12 @@ class EcsStack:
             desiredCount=desired,
             launchType="FARGATE",
             loadBalancers=balancers,
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": [self.subnet],
+                    "securityGroups": [self.security_group],
+                }
+            },
         )
         self.set_counts(name, desired if running is None else running)
 

@@ -195,7 +195,9 @@ class World:
             )["Subnet"]["SubnetId"]
             for i, z in enumerate("ab")
         ]
-        lb = self.elb.create_load_balancer(Name=LOAD_BALANCER, Subnets=subnets)["LoadBalancers"][0]
+        lb = self.elb.create_load_balancer(
+            Name=LOAD_BALANCER, Subnets=subnets, SecurityGroups=[self.ecs.balancer_group]
+        )["LoadBalancers"][0]
         self.load_balancer_arn = lb["LoadBalancerArn"]
         # CloudWatch's LoadBalancer dimension: app/<name>/<id>
         self.load_balancer_dimension = self.load_balancer_arn.split(":loadbalancer/")[1]

@@ -625,6 +625,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "EcsServiceResourcesSaturated": ("stackprobe-overview", 16),
     "EcsTaskResourcesSaturated": ("stackprobe-overview", 86),
     "EcsTaskDefinitionEnvDrift": ("stackprobe-ecs", 44),
+    "EcsSecurityGroupPathClosed": ("stackprobe-ecs", 88),
     "PostgresTooManyClientsLogged": ("stackprobe-overview", 36),
     "AppRedisTransportClosedLogged": ("stackprobe-overview", 36),
     "AppQueuePoolExhaustedLogged": ("stackprobe-overview", 36),
@@ -832,6 +833,40 @@ ECS_ROWS: tuple[tuple[str, tuple[Signal, ...]], ...] = (
                 "The busiest task's share of its reservation.",
                 "EcsServiceResourcesSaturated",
                 unit="percent",
+            ),
+        ),
+    ),
+    (
+        "Security-group paths (AEP Incidents 2 and 6)",
+        (
+            Signal(
+                88,
+                "ALB to tasks, on the container port",
+                (
+                    (
+                        f'aws_ecs_service_security_group_path_open{{{SERVICE}, path="alb"}}',
+                        "{{service}} tcp/{{port}}",
+                    ),
+                ),
+                "1 while the ALB's security groups and the tasks' let the ALB reach the tasks "
+                "on the container port; 0 is AEP Incident 6's removed ALB ingress: a site down.",
+                "EcsSecurityGroupPathClosed",
+                width=12,
+            ),
+            Signal(
+                89,
+                "Tasks to databases and caches",
+                (
+                    (
+                        f'aws_ecs_service_security_group_path_open{{{SERVICE}, path!="alb"}}',
+                        "{{service}} -> {{path}} tcp/{{port}}",
+                    ),
+                ),
+                "1 while the tasks' security groups and the destination's let the tasks reach "
+                "it on its port (the `reaches` of an ecs_service target); 0 fails every "
+                "request that needs it.",
+                "EcsSecurityGroupPathClosed",
+                width=12,
             ),
         ),
     ),
@@ -1370,7 +1405,8 @@ def ecs() -> dashboard.Dashboard:
     return _board(
         "stackprobe-ecs",
         "stackprobe ECS",
-        "Deployments, task definitions, why tasks stop, and expected environment values.",
+        "Deployments, task definitions, why tasks stop, expected environment values, and the "
+        "security-group paths to the tasks and from them.",
         ECS_ROWS,
         firing=False,
     )

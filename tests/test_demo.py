@@ -125,6 +125,20 @@ def test_everything_but_the_absent_datastores_is_green_and_they_say_why(
         running.until(
             f"{target} up", lambda t=target: running.value("probe_success", target=t) == 1
         )
+    # the security-group paths the demo's groups open: ALB -> the tasks of each service
+    # behind it, and every service's tasks -> PostgreSQL and Redis
+    opened = {
+        (found["service"], found["path"], found["port"]): value
+        for (sample, labels), value in running.samples().items()
+        if sample == "aws_ecs_service_security_group_path_open"
+        for found in [dict(labels)]
+    }
+    behind = set(world.TARGET_GROUPS)
+    assert opened == {
+        **{(s, "alb", "8787"): 1.0 for s in behind},
+        **{(s, "postgres", "5432"): 1.0 for s in world.SERVICES},
+        **{(s, "redis", "6379"): 1.0 for s in world.SERVICES},
+    }
     assert running.value("probe_success", target="aep-db") == 0
     assert (
         running.value("stackprobe_probe_failure_reason", target="aep-db", reason="auth_failed") == 1

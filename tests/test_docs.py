@@ -35,6 +35,7 @@ from stackprobe.probes._http_clients import HttpClientSettings
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.probes.cloudwatch import AlbSelection, CustomMetric, EcsSelection
 from stackprobe.probes.dns import RecordChecks
+from stackprobe.probes.ecs_service import Reach
 from stackprobe.probes.http import BasicAuth, HeaderMatch, JsonExpectation
 from stackprobe.probes.postgres import AppPool, StatStatements
 from stackprobe.probes.s3 import S3Canary
@@ -103,6 +104,7 @@ MODEL_SECTIONS: list[tuple[str, type[BaseModel], set[str]]] = [
     ("`discover.ecs`", EcsDiscovery, set()),
     ("`albs` entries", AlbSelection, set()),
     ("`ecs_services` entries", EcsSelection, set()),
+    ("`reaches` entries", Reach, set()),
     ("`metrics` entries", CustomMetric, set()),
     *(
         (

@@ -37,10 +37,17 @@ async def test_the_policy_covers_exactly_what_the_probes_call(moto: None) -> Non
     metrics = AwsMetrics(CollectorRegistry())
     clients = AwsClients(AwsSettings(region=REGION), metrics)
     try:
-        for raw in inventory.targets(percentiles=True):
+        for raw in inventory.targets(percentiles=True, security_groups=True):
             result = await ProbeRunner.once(make_target(raw), aws=clients)
             if raw["kind"] != "http":  # the discovered task itself refuses: that is fine
                 assert result.success, f"{raw['name']}: {result.detail}"
+            if raw["kind"] == "ecs_service":  # every path measured, so every call made
+                opened = [
+                    s.value
+                    for s in result.samples
+                    if s.spec.name == "aws_ecs_service_security_group_path_open"
+                ]
+                assert len(opened) == 1 + 2 * len(inventory.services) and all(opened), opened
     finally:
         clients.shutdown()
 

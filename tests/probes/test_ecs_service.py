@@ -670,3 +670,376 @@ async def test_an_older_revision_deployed_over_a_failed_rollout_is_a_rollback(
     assert first.health().why.startswith(
         "aep-api: rolled back from rev 2 to rev 1 (after a failed rollout) "
     )
+
+
+# Security-group paths (AEP Incidents 2 and 6): EcsStack's groups let the ALB's group into the
+# tasks' on 8787 and the tasks' into PostgreSQL's and Redis'.
+
+
+def balanced(stack: EcsStack, name: str = "aep-api") -> tuple[Any, str]:
+    """A service behind an ALB whose security group is the stack's, and that ALB's client."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    elb = boto3.client("elbv2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{REGION}{z}")[
+            "Subnet"
+        ]["SubnetId"]
+        for i, z in enumerate("ab")
+    ]
+    lb = elb.create_load_balancer(
+        Name="aep-alb", Subnets=subnets, SecurityGroups=[stack.balancer_group]
+    )["LoadBalancers"][0]["LoadBalancerArn"]
+    group = elb.create_target_group(
+        Name="aep-api-tg", Protocol="HTTP", Port=8787, VpcId=vpc, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elb.create_listener(
+        LoadBalancerArn=lb,
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": group}],
+    )
+    stack.service(name, desired=1, target_group=group)
+    return ec2, lb
+
+
+def paths_target(stack: EcsStack, **extra: Any) -> Any:
+    return ecs_target(
+        stopped_tasks=False,
+        security_groups=True,
+        reaches=[
+            {"name": "postgres", "port": 5432, "security_groups": [stack.database_group]},
+            {"name": "redis", "port": 6379, "security_groups": [stack.cache_group]},
+        ],
+        **extra,
+    )
+
+
+def ingress(port: int, source: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": port,
+            "ToPort": port,
+            "UserIdGroupPairs": [{"GroupId": source}],
+        }
+    ]
+
+
+async def test_open_paths_are_1_per_service_and_path(
+    stack: EcsStack, aws: AwsClients, aws_metrics: AwsMetrics
+) -> None:
+    balanced(stack)
+    stack.service("aep-worker", desired=1)  # no load balancer: only its reaches
+
+    result = await ProbeRunner.once(paths_target(stack), aws=aws)
+
+    assert result.success, result.detail
+    assert samples_by_name(result)["aws_ecs_service_security_group_path_open"] == {
+        ("aep", "aep-api", "alb", "8787"): 1.0,
+        ("aep", "aep-api", "postgres", "5432"): 1.0,
+        ("aep", "aep-api", "redis", "6379"): 1.0,
+        ("aep", "aep-worker", "postgres", "5432"): 1.0,
+        ("aep", "aep-worker", "redis", "6379"): 1.0,
+    }
+    assert result.health().health is Health.OK
+    # one listing each, whatever the number of services and paths
+    calls = by_operation(api_calls(aws_metrics.registry))
+    assert calls["DescribeSecurityGroups"] == calls["DescribeSubnets"] == 1
+    assert calls["DescribeTargetGroups"] == calls["DescribeLoadBalancers"] == 1
+
+
+async def test_a_removed_alb_ingress_closes_the_path_and_fails_naming_the_groups(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    ec2, _ = balanced(stack)
+    ec2.revoke_security_group_ingress(
+        GroupId=stack.security_group, IpPermissions=ingress(8787, stack.balancer_group)
+    )
+
+    result = await ProbeRunner.once(paths_target(stack), aws=aws)
+
+    assert result.success, result.detail  # measured: the path is closed, not unknown
+    assert (
+        value(result, "aws_ecs_service_security_group_path_open", "aep", "aep-api", "alb", "8787")
+        == 0
+    )
+    assert (
+        value(
+            result, "aws_ecs_service_security_group_path_open", "aep", "aep-api", "postgres", "5432"
+        )
+        == 1
+    )
+    verdict = result.health()
+    assert verdict.health is Health.FAILING and verdict.alert == "EcsSecurityGroupPathClosed"
+    assert verdict.why == (
+        f"aep-api: ALB -> tasks closed: {stack.security_group} (aep-tasks) of "
+        f"the tasks allows no ingress on tcp/8787 from the ALB aep-alb "
+        f"({stack.balancer_group})"
+    )
+
+
+async def test_tasks_cut_off_from_redis_by_their_egress(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-worker", desired=1)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.revoke_security_group_egress(
+        GroupId=stack.security_group,
+        IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )
+    ec2.authorize_security_group_egress(
+        GroupId=stack.security_group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 5432,
+                "ToPort": 5432,
+                "IpRanges": [{"CidrIp": "127.0.0.0/16"}],
+            }
+        ],
+    )
+
+    result = await ProbeRunner.once(paths_target(stack, services=["aep-worker"]), aws=aws)
+
+    found = samples_by_name(result)["aws_ecs_service_security_group_path_open"]
+    # PostgreSQL's subnets are not configured, so 127.0.0.0/16 cannot be shown to hold it
+    assert found == {
+        ("aep", "aep-worker", "postgres", "5432"): 0.0,
+        ("aep", "aep-worker", "redis", "6379"): 0.0,
+    }
+    said = (
+        f"aep-worker: tasks -> redis closed: {stack.security_group} (aep-tasks) of the tasks "
+        f"allows no egress on tcp/6379 to redis ({stack.cache_group})"
+    )
+    # the evidence line is cut at 160 characters, the alert's name with it
+    assert ("failing", f"{said} (EcsSecurityGroupPathClosed)"[:160]) in findings(result)
+
+
+async def test_an_egress_range_holding_the_destinations_subnets_counts(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    stack.service("aep-worker", desired=1)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.revoke_security_group_egress(
+        GroupId=stack.security_group,
+        IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )
+    ec2.authorize_security_group_egress(
+        GroupId=stack.security_group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 5432,
+                "ToPort": 5432,
+                "IpRanges": [{"CidrIp": "127.0.0.0/16"}],
+            }
+        ],
+    )
+    target = ecs_target(
+        stopped_tasks=False,
+        reaches=[
+            {
+                "name": "postgres",
+                "port": 5432,
+                "security_groups": [stack.database_group],
+                "subnets": [stack.subnet],  # 127.0.1.0/24, inside 127.0.0.0/16
+            }
+        ],
+    )
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert (
+        value(
+            result,
+            "aws_ecs_service_security_group_path_open",
+            "aep",
+            "aep-worker",
+            "postgres",
+            "5432",
+        )
+        == 1
+    )
+
+
+async def test_a_balancer_without_groups_leaves_the_alb_path_unchecked(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    """A Network Load Balancer without security groups passes its clients' addresses on, so
+    no group rule can be judged for it."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    elb = boto3.client("elbv2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.0.0/24")["Subnet"]["SubnetId"]
+    lb = elb.create_load_balancer(Name="aep-nlb", Subnets=[subnet], Type="network")
+    group = elb.create_target_group(
+        Name="aep-api-tcp", Protocol="TCP", Port=8787, VpcId=vpc, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elb.create_listener(
+        LoadBalancerArn=lb["LoadBalancers"][0]["LoadBalancerArn"],
+        Protocol="TCP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": group}],
+    )
+    stack.service("aep-api", desired=1, target_group=group)
+
+    result = await ProbeRunner.once(paths_target(stack), aws=aws)
+
+    assert result.success, result.detail
+    assert set(samples_by_name(result)["aws_ecs_service_security_group_path_open"]) == {
+        ("aep", "aep-api", "postgres", "5432"),
+        ("aep", "aep-api", "redis", "6379"),
+    }
+    assert findings(result) == [
+        (
+            "degraded",
+            "aep-api: a load balancer without security groups on port 8787; ALB path not checked",
+        )
+    ]
+
+
+async def test_a_target_group_on_no_balancer_leaves_the_alb_path_unchecked(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
+    group = boto3.client("elbv2", region_name=REGION).create_target_group(
+        Name="aep-api-spare", Protocol="HTTP", Port=8787, VpcId=vpc, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    stack.service("aep-api", desired=1, target_group=group)
+
+    result = await ProbeRunner.once(ecs_target(stopped_tasks=False, security_groups=True), aws=aws)
+
+    assert result.success, result.detail
+    assert "aws_ecs_service_security_group_path_open" not in samples_by_name(result)
+    assert findings(result) == [
+        (
+            "degraded",
+            "aep-api: a target group on no load balancer here on port 8787; ALB path not checked",
+        )
+    ]
+
+
+async def test_a_reach_names_only_its_services(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-api", desired=1)
+    stack.service("aep-frontend", desired=1)
+    target = ecs_target(
+        stopped_tasks=False,
+        reaches=[
+            {
+                "name": "postgres",
+                "port": 5432,
+                "security_groups": [stack.database_group],
+                "services": ["aep-api"],
+            }
+        ],
+    )
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert samples_by_name(result)["aws_ecs_service_security_group_path_open"] == {
+        ("aep", "aep-api", "postgres", "5432"): 1.0
+    }
+
+
+async def test_a_group_that_is_not_there_leaves_its_path_unknown(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    stack.service("aep-api", desired=1)
+    target = ecs_target(
+        stopped_tasks=False,
+        reaches=[
+            {"name": "postgres", "port": 5432, "security_groups": ["sg-0123456789abcdef0"]},
+            {"name": "redis", "port": 6379, "security_groups": [stack.cache_group]},
+        ],
+    )
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.reason == "not_found"
+    assert (
+        result.detail
+        == "aep-api: tasks -> postgres on tcp/5432: no security group sg-0123456789abcdef0"
+    )
+    # the rest is measured, the unknown path not exported
+    assert samples_by_name(result)["aws_ecs_service_security_group_path_open"] == {
+        ("aep", "aep-api", "redis", "6379"): 1.0
+    }
+    assert value(result, "aws_ecs_service_running_tasks", "aep", "aep-api") == 1
+    assert result.health().health is Health.DEGRADED
+
+
+async def test_denied_security_groups_keep_the_services_samples(
+    stack: EcsStack, aws: AwsClients
+) -> None:
+    stack.service("aep-api", desired=1)
+    target = paths_target(stack)
+    inject(aws.client(target, "ec2"), "DescribeSecurityGroups", "UnauthorizedOperation", times=5)
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.reason == "access_denied"
+    assert "ec2:DescribeSecurityGroups" in result.detail
+    assert value(result, "aws_ecs_service_running_tasks", "aep", "aep-api") == 1
+    assert "aws_ecs_service_security_group_path_open" not in samples_by_name(result)
+    verdict = result.health()
+    assert verdict.health is Health.FAILING and verdict.alert == "StackprobeAwsAccessDenied"
+    assert verdict.why.startswith("security group paths unknown: ")
+    assert_no_secret(result)
+
+
+async def test_a_throttled_listing_repeats_the_last_paths(stack: EcsStack, aws: AwsClients) -> None:
+    balanced(stack)
+    target = paths_target(stack)
+    async with ProbeRunner(target, aws=aws) as runner:
+        good = await runner.run()
+        inject(aws.client(target, "ec2"), "DescribeSubnets", "RequestLimitExceeded", times=2)
+        throttled = await runner.run()
+
+    assert throttled.reason == "throttled"
+    assert samples_by_name(throttled) == samples_by_name(good)
+    assert len(samples_by_name(good)["aws_ecs_service_security_group_path_open"]) == 3
+
+
+@pytest.mark.parametrize("groups", [7, 450])
+async def test_listings_filter_by_200_ids_and_page_by_1000(
+    stack: EcsStack, aws: AwsClients, aws_metrics: AwsMetrics, groups: int
+) -> None:
+    """AWS's limits, which tests/support/aws.py gives moto: 200 filter values, 5-1,000 a page."""
+    stack.service("aep-api", desired=1)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    many = [
+        ec2.create_security_group(GroupName=f"db-{i}", Description="db", VpcId=vpc)["GroupId"]
+        for i in range(groups)
+    ]
+    ec2.authorize_security_group_ingress(
+        GroupId=many[-1], IpPermissions=ingress(5432, stack.security_group)
+    )
+    target = ecs_target(
+        stopped_tasks=False,
+        reaches=[{"name": "postgres", "port": 5432, "security_groups": many}],
+    )
+
+    result = await ProbeRunner.once(target, aws=aws)
+
+    assert result.success, result.detail
+    assert (
+        value(
+            result, "aws_ecs_service_security_group_path_open", "aep", "aep-api", "postgres", "5432"
+        )
+        == 1
+    )
+    calls = by_operation(api_calls(aws_metrics.registry))
+    assert calls["DescribeSecurityGroups"] == -(-(groups + 1) // 200)
+
+
+def test_reaches_are_named_apart_from_the_alb_path() -> None:
+    from stackprobe.config import ConfigError
+
+    reach = {"port": 5432, "security_groups": ["sg-1"]}
+    with pytest.raises(ConfigError, match=r"reaches\[0\]: the path name 'alb' is the ALB"):
+        ecs_target(reaches=[{"name": "alb", **reach}])
+    with pytest.raises(ConfigError, match="reaches: each entry needs a name of its own"):
+        ecs_target(reaches=[{"name": "db", **reach}, {"name": "db", **reach}])
+    with pytest.raises(ConfigError, match=r"reaches\[0\]\.port"):
+        ecs_target(reaches=[{"name": "db", "port": 0, "security_groups": ["sg-1"]}])

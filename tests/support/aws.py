@@ -3,7 +3,9 @@
 moto 5 answers ListServices and ListTasks in one page whatever maxResults says, ignores
 ListTasks' serviceName, and accepts DescribeServices with more than 10 names and
 DescribeTasks with more than 100 and GetMetricData with more than 500 queries and
-DescribeDBInstances pages of any size, fails on
+DescribeDBInstances pages of any size, answers DescribeSecurityGroups and DescribeSubnets in
+one page whatever MaxResults says (AWS: 5 to 1,000) and takes any number of filter values
+(AWS: 200), fails on
 percentile statistics, and moves a running task towards STOPPED every time it is
 described. Real AWS pages, rejects and keeps it RUNNING; so does moto once
 `faithful_aws()` is entered, so a probe that forgets to batch or paginate fails here too.
@@ -32,6 +34,9 @@ from moto.cloudwatch.exceptions import ValidationError as CloudWatchValidationEr
 from moto.cloudwatch.models import CloudWatchBackend
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.responses import ActionResult
+from moto.ec2.exceptions import EC2ClientError, InvalidNextToken
+from moto.ec2.responses.security_groups import SecurityGroups as Ec2SecurityGroupsResponse
+from moto.ec2.responses.subnets import Subnets as Ec2SubnetsResponse
 from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.elasticache.exceptions import (
@@ -137,6 +142,43 @@ def _limited_get_metric_data(self: CloudWatchBackend, queries: list[Any], *a: An
     return _get_metric_data(self, queries, *a, **k)
 
 
+def _ec2_page(response: Any, items: list[Any], key: str) -> ActionResult:
+    """One page of an EC2 Describe answer as AWS pages it: MaxResults 5 to 1,000 (all when
+    absent), NextToken, at most 200 values in a request's filters."""
+    values = sum(len(v) for v in response._filters_from_querystring().values())
+    if values > 200:
+        raise EC2ClientError(
+            "FilterLimitExceeded",
+            "The maximum number of filter values specified on a single call is 200",
+        )
+    size = response._get_param("MaxResults")
+    if size is not None and not 5 <= int(size) <= 1000:
+        raise EC2ClientError("InvalidParameterValue", "MaxResults must be between 5 and 1000.")
+    token = response._get_param("NextToken")
+    if token is not None and not str(token).isdigit():
+        raise InvalidNextToken(str(token))
+    start = int(token or 0)
+    end = start + int(size) if size is not None else len(items)
+    page = {key: items[start:end]}
+    return ActionResult({**page, **({"NextToken": str(end)} if end < len(items) else {})})
+
+
+def _describe_security_groups(self: Ec2SecurityGroupsResponse) -> ActionResult:
+    groups = self.ec2_backend.describe_security_groups(
+        group_ids=self._get_param("GroupIds", []),
+        groupnames=self._get_param("GroupNames", []),
+        filters=self._filters_from_querystring(),
+    )
+    return _ec2_page(self, list(groups), "SecurityGroups")
+
+
+def _describe_subnets(self: Ec2SubnetsResponse) -> ActionResult:
+    subnets = self.ec2_backend.describe_subnets(
+        self._get_param("SubnetIds"), self._filters_from_querystring()
+    )
+    return _ec2_page(self, list(subnets), "Subnets")
+
+
 @contextmanager
 def faithful_aws() -> Iterator[None]:
     """moto for every AWS service, with AWS's paging and batch limits."""
@@ -157,6 +199,14 @@ def faithful_responses() -> Iterator[None]:
         ):
             stack.enter_context(mock.patch.object(EC2ContainerServiceResponse, name, replacement))
         stack.enter_context(behave_like_aws())
+        stack.enter_context(
+            mock.patch.object(
+                Ec2SecurityGroupsResponse, "describe_security_groups", _describe_security_groups
+            )
+        )
+        stack.enter_context(
+            mock.patch.object(Ec2SubnetsResponse, "describe_subnets", _describe_subnets)
+        )
         stack.enter_context(
             mock.patch.object(CloudWatchBackend, "get_metric_data", _limited_get_metric_data)
         )
@@ -277,10 +327,52 @@ class Inventory:
         session = boto3_session()
         self.clusters = [EcsStack(session, f"cluster-{c}") for c in range(clusters)]
         self.services = [f"svc-{s}" for s in range(services)]
-        for stack in self.clusters:
+        elb = session.client("elbv2", region_name=REGION)
+        ec2 = session.client("ec2", region_name=REGION)
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
+        vpc = vpcs["Vpcs"][0]["VpcId"]  # moto's default VPC, 172.31.0.0/16
+        subnets = [
+            ec2.create_subnet(
+                VpcId=vpc, CidrBlock=f"172.31.{200 + i}.0/24", AvailabilityZone=f"{REGION}{z}"
+            )["Subnet"]["SubnetId"]
+            for i, z in enumerate("ab")
+        ]
+        self.load_balancers: list[tuple[str, str]] = []  # (name, LoadBalancer dimension)
+        self.target_groups: list[tuple[int, str]] = []  # (balancer index, TargetGroup dim)
+        self.target_group_arns: list[str] = []
+        per_lb = 10
+        for b in range(max(1, math.ceil(target_groups / per_lb))):
+            lb = elb.create_load_balancer(
+                Name=f"alb-{b}",
+                Subnets=subnets,
+                SecurityGroups=[self.clusters[0].balancer_group] if self.clusters else [],
+            )["LoadBalancers"][0]
+            arn = lb["LoadBalancerArn"]
+            self.load_balancers.append((f"alb-{b}", arn.split(":loadbalancer/")[1]))
+            for g in range(b * per_lb, min(target_groups, (b + 1) * per_lb)):
+                tg = elb.create_target_group(
+                    Name=f"tg-{g}",
+                    Protocol="HTTP",
+                    Port=8787,
+                    VpcId=vpc,
+                    TargetType="ip",
+                    HealthCheckPath="/health/live",
+                )["TargetGroups"][0]["TargetGroupArn"]
+                elb.register_targets(TargetGroupArn=tg, Targets=[{"Id": "10.0.1.10"}])
+                elb.create_listener(
+                    LoadBalancerArn=arn,
+                    Protocol="HTTP",
+                    Port=8000 + g,
+                    DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
+                )
+                self.target_groups.append((b, tg.split(":")[-1]))
+                self.target_group_arns.append(tg)
+        for c, stack in enumerate(self.clusters):
             definition = stack.task_definition("app", {"BUDGET_ENFORCEMENT_MODE": "strict"})
-            for name in self.services:
-                stack.service(name, desired=2, task_definition=definition)
+            for s, name in enumerate(self.services):
+                # the first cluster's first service behind the first target group
+                group = self.target_group_arns[0] if c == s == 0 and self.target_group_arns else ""
+                stack.service(name, desired=2, task_definition=definition, target_group=group)
             first = self.services[0]
             running, stopped = stack.run_tasks(first, 2)
             stack.stop(stopped, "Essential container in task exited", "OutOfMemoryError")
@@ -306,40 +398,6 @@ class Inventory:
                     )
                 ],
             )
-        elb = session.client("elbv2", region_name=REGION)
-        ec2 = session.client("ec2", region_name=REGION)
-        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
-        vpc = vpcs["Vpcs"][0]["VpcId"]  # moto's default VPC, 172.31.0.0/16
-        subnets = [
-            ec2.create_subnet(
-                VpcId=vpc, CidrBlock=f"172.31.{200 + i}.0/24", AvailabilityZone=f"{REGION}{z}"
-            )["Subnet"]["SubnetId"]
-            for i, z in enumerate("ab")
-        ]
-        self.load_balancers: list[tuple[str, str]] = []  # (name, LoadBalancer dimension)
-        self.target_groups: list[tuple[int, str]] = []  # (balancer index, TargetGroup dim)
-        per_lb = 10
-        for b in range(max(1, math.ceil(target_groups / per_lb))):
-            lb = elb.create_load_balancer(Name=f"alb-{b}", Subnets=subnets)["LoadBalancers"][0]
-            arn = lb["LoadBalancerArn"]
-            self.load_balancers.append((f"alb-{b}", arn.split(":loadbalancer/")[1]))
-            for g in range(b * per_lb, min(target_groups, (b + 1) * per_lb)):
-                tg = elb.create_target_group(
-                    Name=f"tg-{g}",
-                    Protocol="HTTP",
-                    Port=8787,
-                    VpcId=vpc,
-                    TargetType="ip",
-                    HealthCheckPath="/health/live",
-                )["TargetGroups"][0]["TargetGroupArn"]
-                elb.register_targets(TargetGroupArn=tg, Targets=[{"Id": "10.0.1.10"}])
-                elb.create_listener(
-                    LoadBalancerArn=arn,
-                    Protocol="HTTP",
-                    Port=8000 + g,
-                    DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
-                )
-                self.target_groups.append((b, tg.split(":")[-1]))
         sqs = session.client("sqs", region_name=REGION)
         self.queues = [f"jobs-{q}" for q in range(queues)]
         for name in self.queues:
@@ -411,9 +469,13 @@ class Inventory:
         for group in self.caches:
             create_cache_group(elasticache, group, (f"{group}-001", f"{group}-002"))
 
-    def targets(self, *, percentiles: bool = False) -> list[dict[str, Any]]:
+    def targets(
+        self, *, percentiles: bool = False, security_groups: bool = False
+    ) -> list[dict[str, Any]]:
         """Every AWS kind over the whole inventory. moto 5.2 fails on percentile statistics,
-        so ALB latency queries are left out unless `percentiles`."""
+        so ALB latency queries are left out unless `percentiles`; the ecs_service targets
+        check security-group paths (ALB -> tasks, tasks -> PostgreSQL and Redis) when
+        `security_groups`."""
         aws = {"interval": "1m", "timeout": "20s"}
         targets: list[dict[str, Any]] = [
             {
@@ -422,6 +484,21 @@ class Inventory:
                 "cluster": s.cluster,
                 "expect_env": {"BUDGET_ENFORCEMENT_MODE": "strict"},
                 "task_resources": {},
+                **(
+                    {
+                        "security_groups": True,
+                        "reaches": [
+                            {
+                                "name": "postgres",
+                                "port": 5432,
+                                "security_groups": [s.database_group],
+                            },
+                            {"name": "redis", "port": 6379, "security_groups": [s.cache_group]},
+                        ],
+                    }
+                    if security_groups
+                    else {}
+                ),
                 **aws,
             }
             for s in self.clusters
