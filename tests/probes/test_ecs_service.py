@@ -779,24 +779,25 @@ async def test_a_removed_alb_ingress_closes_the_path_and_fails_naming_the_groups
     )
 
 
-async def test_tasks_cut_off_from_redis_by_their_egress(stack: EcsStack, aws: AwsClients) -> None:
-    stack.service("aep-worker", desired=1)
+def egress_only(group: str, port: int, cidr: str) -> None:
+    """The tasks' group lets out tcp/port to `cidr` and nothing else (AWS's default egress,
+    all traffic anywhere, revoked)."""
     ec2 = boto3.client("ec2", region_name=REGION)
     ec2.revoke_security_group_egress(
-        GroupId=stack.security_group,
+        GroupId=group,
         IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
     )
     ec2.authorize_security_group_egress(
-        GroupId=stack.security_group,
+        GroupId=group,
         IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 5432,
-                "ToPort": 5432,
-                "IpRanges": [{"CidrIp": "127.0.0.0/16"}],
-            }
+            {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": cidr}]}
         ],
     )
+
+
+async def test_tasks_cut_off_from_redis_by_their_egress(stack: EcsStack, aws: AwsClients) -> None:
+    stack.service("aep-worker", desired=1)
+    egress_only(stack.security_group, 5432, "127.0.0.0/16")
 
     result = await ProbeRunner.once(paths_target(stack, services=["aep-worker"]), aws=aws)
 
@@ -818,22 +819,7 @@ async def test_an_egress_range_holding_the_destinations_subnets_counts(
     stack: EcsStack, aws: AwsClients
 ) -> None:
     stack.service("aep-worker", desired=1)
-    ec2 = boto3.client("ec2", region_name=REGION)
-    ec2.revoke_security_group_egress(
-        GroupId=stack.security_group,
-        IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
-    )
-    ec2.authorize_security_group_egress(
-        GroupId=stack.security_group,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 5432,
-                "ToPort": 5432,
-                "IpRanges": [{"CidrIp": "127.0.0.0/16"}],
-            }
-        ],
-    )
+    egress_only(stack.security_group, 5432, "127.0.0.0/16")
     target = ecs_target(
         stopped_tasks=False,
         reaches=[
