@@ -25,15 +25,11 @@ stopped a rollout). Each rollback deployment is counted once, by its id. The rev
 service replaced is the newest other deployment's while one is listed, else the one this
 target last saw as PRIMARY before it changed (gone after a restart until the next deploy).
 
-Security-group paths are opt-in (`security_groups: true` for ALB -> tasks, `reaches:` for
-tasks -> a database or cache), because they need ec2:DescribeSecurityGroups and
-ec2:DescribeSubnets, and for the ALB side elbv2's DescribeTargetGroups and
-DescribeLoadBalancers (400 a page, the account's, as the alb kind lists them: a deleted group
-is then absent instead of failing the call). The groups and subnets of every path come from
-one listing each, filtered by id (200 ids a filter, 1,000 a page); probes/_sg_paths.py judges
-them. A group no listing returns (a wrong id in `reaches`) leaves its path unexported and
-fails the run `not_found`; a call that fails leaves every path unexported and fails the run
-with its reason, keeping the services' own samples.
+Two options add calls of their own, each in a module: each task's CPU and memory
+(`task_resources`, probes/_ecs_task_resources.py) and the security-group paths
+(`security_groups`, `reaches`, probes/_ecs_paths.py). A call of theirs that fails fails the
+run with its reason and keeps the services' own samples; a group no listing returns (a wrong
+id in `reaches`) leaves its path unexported and fails the run `not_found`.
 
 The verdict mirrors alert_rules/ecs.rules.yml with its thresholds. What a rule reads from
 Prometheus' history the state keeps: when each service last wanted tasks (a day, for
@@ -50,10 +46,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from stackprobe.contract import (
     Area,
@@ -79,10 +74,10 @@ from stackprobe.probes._aws import (
     measured_result,
 )
 from stackprobe.probes._aws_api import AWS, AwsCallError, AwsProblem, AwsTarget
+from stackprobe.probes._ecs_paths import PATH_OPEN, Reach, paths
 from stackprobe.probes._ecs_task_resources import METRICS as TASK_RESOURCE_METRICS
 from stackprobe.probes._ecs_task_resources import TaskResources, task_resources
 from stackprobe.probes._ecs_tasks import describe_tasks, task_arns
-from stackprobe.probes._sg_paths import Group, Side, group, path
 from stackprobe.target import UniqueNames
 
 DESCRIBE_SERVICES_MAX = 10
@@ -147,31 +142,6 @@ def stop_class(task: Mapping[str, Any]) -> StopClass:
     if code == "EssentialContainerExited":
         return StopClass.ESSENTIAL_CONTAINER_EXITED
     return StopClass.OTHER
-
-
-class Reach(BaseModel):
-    """A database or cache the services' tasks must reach through security groups."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # The `path` label, e.g. postgres or redis ("alb" is the ALB -> tasks path's).
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
-    port: int = Field(ge=1, le=65535)
-    # The destination's security groups: the RDS instance's or cache cluster's.
-    security_groups: UniqueNames = Field(min_length=1)
-    # The destination's subnets, so an egress rule to an IPv4 range can count.
-    subnets: UniqueNames = ()
-    # The services whose tasks must reach it; none: every service of the target.
-    services: UniqueNames = ()
-
-    @model_validator(mode="after")
-    def _not_alb(self) -> Reach:
-        if self.name == ALB_PATH:
-            raise ValueError(f"the path name {ALB_PATH!r} is the ALB -> tasks path's")
-        return self
-
-
-ALB_PATH = "alb"
 
 
 class EcsServiceTarget(AwsTarget):
@@ -275,13 +245,6 @@ TARGET_GROUP = MetricSpec(
     "Always 1: the service registers its tasks in this ALB target group. The alert rules join "
     "target-group health to the service with it.",
     (*_L, "target_group"),
-)
-
-PATH_OPEN = MetricSpec(
-    "aws_ecs_service_security_group_path_open",
-    "1 if security groups let TCP on the port from the ALB to the service's tasks (path alb) "
-    "or from the tasks to a `reaches` entry, else 0; only where security groups are checked.",
-    (*_L, "path", "port"),
 )
 
 METRICS = (
@@ -403,12 +366,19 @@ async def _measure(target: EcsServiceTarget, ctx: ProbeContext) -> ProbeResult:
             extra.extend(hot)
     if target.security_groups or target.reaches:
         try:
-            opened, paths, unknown = await _paths(target, ctx, [services[n] for n in present])
+            opened, judged_paths, unknown = await paths(
+                target,
+                ctx,
+                target.cluster,
+                target.security_groups,
+                target.reaches,
+                [services[n] for n in present],
+            )
         except AwsCallError as exc:
             failed = failed or _unmeasured(exc, "security group paths", extra)
         else:
             samples.extend(opened)
-            extra.extend(paths)
+            extra.extend(judged_paths)
     verdict, evidence = _judge(names, services, state, stops, drift, findings, extra, tasks_read)
     if failed is not None:  # the services' own samples stay; what failed is unknown
         return ProbeResult.failed(
@@ -759,197 +729,6 @@ async def _env_matches(
             match = bool(arns) and all(envs[arn].get(name) == value for arn in arns)
             samples.append(ENV_MATCH(1 if match else 0, target.cluster, service_name, name))
     return samples
-
-
-LB_PAGE_SIZE = 400  # DescribeLoadBalancers' and DescribeTargetGroups' PageSize: 1 to 400
-EC2_PAGE_SIZE = 1000  # DescribeSecurityGroups' and DescribeSubnets' MaxResults: 5 to 1000
-EC2_FILTER_VALUES = 200  # values one EC2 filter takes
-
-
-class _Path(NamedTuple):
-    """One path a run judges: of a service, named as its `path` label, on a TCP port,
-    from each source (several when a target group has several balancers) to a destination."""
-
-    service: str
-    name: str
-    port: int
-    sources: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]  # label, groups, subnets
-    destination: tuple[str, tuple[str, ...], tuple[str, ...]]
-
-
-async def _paths(
-    target: EcsServiceTarget, ctx: ProbeContext, services: Sequence[Mapping[str, Any]]
-) -> tuple[list[Sample], list[Finding], list[str]]:
-    """The security-group paths of the services: their samples, findings, and what could not
-    be judged because a group is not there."""
-    findings: list[Finding] = []
-    planned: list[_Path] = []
-    balanced = (
-        {str(s["serviceName"]) for s in services if _target_groups(s)}
-        if target.security_groups
-        else set()
-    )
-    balancers = await _balancers(target, ctx) if balanced else {}
-    for service in services:
-        name = str(service["serviceName"])
-        vpc = service.get("networkConfiguration", {}).get("awsvpcConfiguration", {})
-        tasks = (
-            "the tasks",
-            tuple(vpc.get("securityGroups", ())),
-            tuple(vpc.get("subnets", ())),
-        )
-        if not tasks[1]:  # not awsvpc: its tasks use their instance's groups
-            continue
-        for port, arns in sorted(_target_groups(service).items()) if name in balanced else ():
-            sources = [b for arn in arns for b in balancers.get(arn, ())]
-            why = (
-                "a target group on no load balancer here"
-                if any(not balancers.get(arn) for arn in arns)
-                # a Network Load Balancer without groups passes its clients' addresses on
-                else "a load balancer without security groups"
-                if any(not groups for _, groups, _ in sources)
-                else ""
-            )
-            if why:
-                seen = f"{name}: {why} on port {port}; ALB path not checked"
-                findings.append(Finding(Health.DEGRADED, seen))
-                continue
-            planned.append(_Path(name, ALB_PATH, port, tuple(sources), tasks))
-        for reach in target.reaches:
-            if not reach.services or name in reach.services:
-                to = (reach.name, reach.security_groups, reach.subnets)
-                planned.append(_Path(name, reach.name, reach.port, (tasks,), to))
-    group_ids = sorted(
-        {g for p in planned for _, groups, _ in (*p.sources, p.destination) for g in groups}
-    )
-    subnet_ids = sorted(
-        {n for p in planned for _, _, subnets in (*p.sources, p.destination) for n in subnets}
-    )
-    groups, cidrs = await gather_all(
-        [
-            _ec2_listed(target, ctx, "describe_security_groups", "group-id", group_ids),
-            _ec2_listed(target, ctx, "describe_subnets", "subnet-id", subnet_ids),
-        ]
-    )
-    found = {str(g["GroupId"]): group(g) for page in groups for g in page["SecurityGroups"]}
-    subnets = {
-        str(n["SubnetId"]): ip_network(str(n["CidrBlock"]))
-        for page in cidrs
-        for n in page["Subnets"]
-        if n.get("CidrBlock")
-    }
-    samples: list[Sample] = []
-    unknown: list[str] = []
-    for planned_path in planned:
-        opened = _judge_path(planned_path, found, subnets)
-        what = f"{planned_path.service}: {_path_said(planned_path)}"
-        if opened is None:
-            gone = [
-                g
-                for _, ids, _ in (*planned_path.sources, planned_path.destination)
-                for g in ids
-                if g not in found
-            ]
-            said = f"{what}: no security group {', '.join(gone[:3])}"
-            unknown.append(said)
-            findings.append(Finding(Health.DEGRADED, f"{said}; path unknown"))
-            continue
-        label_values = (planned_path.service, planned_path.name, str(planned_path.port))
-        samples.append(PATH_OPEN(1 if opened[0] else 0, target.cluster, *label_values))
-        if not opened[0]:
-            # EcsSecurityGroupPathClosed: security_group_path_open == 0
-            seen = f"{planned_path.service}: {_path_said(planned_path, False)} closed: {opened[1]}"
-            findings.append(Finding(Health.FAILING, seen, "EcsSecurityGroupPathClosed"))
-    return samples, findings, unknown
-
-
-def _path_said(planned: _Path, port: bool = True) -> str:
-    said = "ALB -> tasks" if planned.name == ALB_PATH else f"tasks -> {planned.name}"
-    return f"{said} on tcp/{planned.port}" if port else said
-
-
-def _judge_path(
-    planned: _Path, groups: Mapping[str, Group], cidrs: Mapping[str, IPv4Network | IPv6Network]
-) -> tuple[bool, str] | None:
-    """Open when it is from every source; None when a group is not there."""
-
-    def side(label: str, ids: tuple[str, ...], subnets: tuple[str, ...]) -> Side:
-        known = [cidrs.get(n) for n in subnets]
-        v4 = tuple(c for c in known if isinstance(c, IPv4Network))
-        # a range covers a side only when every one of its subnets is known
-        return Side(label, ids, v4 if len(v4) == len(subnets) else ())
-
-    destination = side(*planned.destination)
-    for source in planned.sources:
-        verdict = path(side(*source), destination, planned.port, groups)
-        if verdict is None:
-            return None
-        if not verdict.open:
-            return False, verdict.why
-    return True, ""
-
-
-def _target_groups(service: Mapping[str, Any]) -> dict[int, list[str]]:
-    """Container port -> the ARNs of the target groups the service registers it in."""
-    found: dict[int, list[str]] = {}
-    for lb in service.get("loadBalancers", ()):
-        if lb.get("targetGroupArn") and lb.get("containerPort"):
-            found.setdefault(int(lb["containerPort"]), []).append(str(lb["targetGroupArn"]))
-    return found
-
-
-async def _balancers(
-    target: EcsServiceTarget, ctx: ProbeContext
-) -> dict[str, list[tuple[str, tuple[str, ...], tuple[str, ...]]]]:
-    """Target group ARN -> its load balancers: name, security groups and subnets."""
-    aws = ctx.use(AWS)
-    tg_pages, lb_pages = await gather_all(
-        aws.pages(
-            target,
-            "elbv2",
-            operation,
-            ctx.deadline,
-            PaginationConfig={"PageSize": LB_PAGE_SIZE},
-        )
-        for operation in ("describe_target_groups", "describe_load_balancers")
-    )
-    balancers = {
-        lb["LoadBalancerArn"]: (
-            str(lb["LoadBalancerName"]),
-            tuple(lb.get("SecurityGroups", ())),
-            tuple(z["SubnetId"] for z in lb.get("AvailabilityZones", ()) if z.get("SubnetId")),
-        )
-        for page in lb_pages
-        for lb in page.get("LoadBalancers", ())
-    }
-    return {
-        tg["TargetGroupArn"]: [
-            (f"the ALB {balancers[arn][0]}", *balancers[arn][1:])
-            for arn in tg.get("LoadBalancerArns", ())
-            if arn in balancers
-        ]
-        for page in tg_pages
-        for tg in page.get("TargetGroups", ())
-    }
-
-
-async def _ec2_listed(
-    target: EcsServiceTarget, ctx: ProbeContext, operation: str, by: str, ids: Sequence[str]
-) -> list[Any]:
-    """Every page of an EC2 listing of these ids, by a filter: an id that is not there is
-    left out of the answer, where naming it (GroupIds, SubnetIds) fails the whole call."""
-    calls = await gather_all(
-        ctx.use(AWS).pages(
-            target,
-            "ec2",
-            operation,
-            ctx.deadline,
-            Filters=[{"Name": by, "Values": list(batch)}],
-            PaginationConfig={"PageSize": EC2_PAGE_SIZE},
-        )
-        for batch in batches(ids, EC2_FILTER_VALUES)
-    )
-    return [page for pages in calls for page in pages]
 
 
 KIND = ProbeKind(

@@ -29,13 +29,13 @@ from stackprobe.exposition import CORE_METRICS
 from stackprobe.probes import KINDS
 from stackprobe.probes._aws_api import AWS, AwsAccess, AwsSettings, AwsTarget
 from stackprobe.probes._ecs_members import EcsMembership
+from stackprobe.probes._ecs_paths import Reach
 from stackprobe.probes._ecs_task_resources import TaskResources
 from stackprobe.probes._ecs_tasks import EcsDiscovery
 from stackprobe.probes._http_clients import HttpClientSettings
 from stackprobe.probes._tls import TLSConfig
 from stackprobe.probes.cloudwatch import AlbSelection, CustomMetric, EcsSelection
 from stackprobe.probes.dns import RecordChecks
-from stackprobe.probes.ecs_service import Reach
 from stackprobe.probes.http import BasicAuth, HeaderMatch, JsonExpectation
 from stackprobe.probes.postgres import AppPool, StatStatements
 from stackprobe.probes.s3 import S3Canary
