@@ -10,7 +10,8 @@ one alb, one sqs, one s3 (cloudwatch mode), one cloudwatch target with the ALBs,
 services and the 10 queues, one logs target counting the 7 built-in signals in the log groups
 a prefix names, one rds target over every instance in the region, and one elasticache target
 over every cache cluster. The ecs_service targets read each running task's CPU and memory
-(`task_resources`, Container Insights).
+(`task_resources`, Container Insights) and check their security-group paths (ALB -> tasks,
+tasks -> PostgreSQL and Redis).
 
 Cycle 1 is cold (queue URLs and task definitions are fetched once, stopped tasks described
 once); cycle 2 is the steady state every later cycle repeats. Cycle 3 has every AWS request
@@ -82,6 +83,14 @@ def minimum(
         need["DescribeTasks"] += math.ceil(RUNNING_PER_CLUSTER / 100)
         need["ListMetrics"] += math.ceil(RUNNING_PER_CLUSTER / 500)
         need["GetMetricData"] += math.ceil(2 * RUNNING_PER_CLUSTER / 500)
+        # security_groups and reaches: the groups and subnets of every path, one listing
+        # each (200 ids a filter, 1,000 a page)
+        need["DescribeSecurityGroups"] += 1
+        need["DescribeSubnets"] += 1
+    # ALB -> tasks: the account's target groups and balancers (400 a page), for the one
+    # cluster with a service behind a target group
+    need["DescribeTargetGroups"] += math.ceil(TARGET_GROUPS / 400)
+    need["DescribeLoadBalancers"] += math.ceil(math.ceil(TARGET_GROUPS / 10) / 400)
     balancers = math.ceil(TARGET_GROUPS / 10)
     need["DescribeLoadBalancers"] += math.ceil(balancers / 400)
     need["DescribeTargetGroups"] += math.ceil(TARGET_GROUPS / 400)
@@ -148,15 +157,30 @@ async def main() -> None:
         )
         raw = [
             t
-            for t in inventory.targets(percentiles=True)
+            for t in inventory.targets(percentiles=True, security_groups=True)
             if t["name"] not in ("tasks", "buckets-listed")
         ]
+        for target in raw:
+            if "task_resources" in target:
+                # the cycles run back to back: a 1 s period reads every cycle, as a target
+                # probed once a period does (a faster one repeats its last read between)
+                target["task_resources"] = {"period": "1s", "delay": "0s"}
         config = parse_config(json.dumps({"targets": raw}), "<bench>", KINDS, {})
         metrics = AwsMetrics(CollectorRegistry())
         clients = AwsClients(AwsSettings(region=REGION), metrics)
         recorder = Recorder()
         # every target shares one region and role, so one client per service serves them all
-        for service in ("ecs", "elbv2", "sqs", "s3", "cloudwatch", "logs", "rds", "elasticache"):
+        for service in (
+            "ecs",
+            "elbv2",
+            "sqs",
+            "s3",
+            "cloudwatch",
+            "logs",
+            "rds",
+            "elasticache",
+            "ec2",
+        ):
             client = clients.client(config.targets[0], service)  # type: ignore[arg-type]
             client.meta.events.register("before-parameter-build", recorder)
         runners = [ProbeRunner(t, aws=clients) for t in config.targets]
@@ -177,6 +201,8 @@ async def main() -> None:
         rows = []
         before = Counter()
         for label, cold in (("cold", True), ("steady", False)):
+            if not cold:
+                await asyncio.sleep(1.1)  # a period later: the tasks are read again
             recorder.calls.clear()
             wall, results = await cycle(runners)
             failed = [f"{r.reason}" for r in results if not r.success]
