@@ -43,6 +43,8 @@ from stackprobe.probes.cloudwatch import DATAPOINT_TIME, CloudWatchPeriod, Query
 NAMESPACE = "ECS/ContainerInsights"
 RECENTLY_ACTIVE = "PT3H"  # ListMetrics' only window: metrics published in the last 3 hours
 SATURATED = 90.0  # EcsTaskResourcesSaturated: task cpu or memory utilization > 90
+# The dimensions a task's own metrics carry, which DescribeTasks gives values for.
+FILLABLE = frozenset({"ClusterName", "ServiceName", "TaskDefinitionFamily", "TaskId"})
 
 
 class TaskResources(BaseModel):
@@ -99,10 +101,14 @@ def task_dimensions(
     filled from the task (ListMetrics is minutes behind a new task); none when CloudWatch has
     no task metric for the cluster at all."""
     values = {
-        t.id: {"ClusterName": cluster, "ServiceName": t.service, "TaskId": t.id} for t in tasks
+        t.id: {
+            "ClusterName": cluster,
+            "ServiceName": t.service,
+            "TaskDefinitionFamily": t.family,
+            "TaskId": t.id,
+        }
+        for t in tasks
     }
-    for t in tasks:
-        values[t.id]["TaskDefinitionFamily"] = t.family
     own: dict[str, tuple[tuple[str, str], ...]] = {}
     shapes: set[tuple[str, ...]] = set()
     for metric in listed:
@@ -111,12 +117,7 @@ def task_dimensions(
         if named.get("ClusterName") != cluster or "TaskId" not in named:
             continue
         shape = tuple(sorted(named))
-        if not {"ServiceName", "TaskDefinitionFamily"} & set(shape) or set(shape) - {
-            "ClusterName",
-            "ServiceName",
-            "TaskDefinitionFamily",
-            "TaskId",
-        }:
+        if not {"ServiceName", "TaskDefinitionFamily"} & set(shape) or set(shape) - FILLABLE:
             continue  # a set this kind cannot fill from a task (a container's, say)
         shapes.add(shape)
         task = values.get(named["TaskId"])
