@@ -296,7 +296,7 @@ def test_amtool_checks_the_routing_config() -> None:
     done = run(amtool, "check-config", ALERTMANAGER)
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "10 inhibit rules" in done.stdout
+    assert "11 inhibit rules" in done.stdout
 
 
 @pytest.mark.parametrize(
