@@ -253,36 +253,22 @@ async def main() -> None:
         steady = rows[1]
         print()
         print("GetMetricData cost at $0.01 per 1,000 metrics requested:")
-        for interval, name in ((60, "cloudwatch target, every 1m"), (300, "every 5m")):
-            per_month = queries * SECONDS_PER_MONTH / interval
-            print(
-                f"  {name:32} {queries} metrics/cycle -> "
-                f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
-            )
-        for interval, name in ((60, "s3 target, every 1m"), (3600, "s3 target, every 1h")):
-            per_month = daily * SECONDS_PER_MONTH / interval
-            print(
-                f"  {name:32} {daily} metrics/cycle -> "
-                f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
-            )
-        for interval, name in ((60, "rds target, every 1m"), (300, "rds target, every 5m")):
-            per_month = rds * SECONDS_PER_MONTH / interval
-            print(
-                f"  {name:32} {rds} metrics/cycle -> "
-                f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
-            )
-        for interval, name in ((60, "elasticache target, every 1m"), (300, "every 5m")):
-            per_month = caches * SECONDS_PER_MONTH / interval
-            print(
-                f"  {name:32} {caches} metrics/cycle -> "
-                f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
-            )
-        for interval, name in ((60, "ecs task_resources, every 1m"), (300, "every 5m")):
-            per_month = tasks * SECONDS_PER_MONTH / interval
-            print(
-                f"  {name:32} {tasks} metrics/cycle ({2 * SECONDS_PER_MONTH // interval} a "
-                f"task) -> ${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
-            )
+        # (what reads them, metrics a cycle, [(interval in seconds, how it is said)], a note)
+        costs = (
+            ("cloudwatch target", queries, ((60, "every 1m"), (300, "every 5m")), ""),
+            ("s3 target", daily, ((60, "every 1m"), (3600, "every 1h")), ""),
+            ("rds target", rds, ((60, "every 1m"), (300, "every 5m")), ""),
+            ("elasticache target", caches, ((60, "every 1m"), (300, "every 5m")), ""),
+            ("ecs task_resources", tasks, ((60, "every 1m"), (300, "every 5m")), "a task"),
+        )
+        for reader, metrics_per_cycle, intervals, per in costs:
+            for interval, said in intervals:
+                per_month = metrics_per_cycle * SECONDS_PER_MONTH / interval
+                each = f" ({2 * SECONDS_PER_MONTH // interval} {per})" if per else ""
+                print(
+                    f"  {reader + ', ' + said:32} {metrics_per_cycle} metrics/cycle{each} -> "
+                    f"${per_month / 1000 * PRICE_PER_1000_METRICS:,.2f}/month"
+                )
         assert steady[6] == queries + daily + rds + caches + tasks, (
             "metrics requested differs from the queries"
         )
