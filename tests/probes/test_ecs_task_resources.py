@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -14,7 +13,7 @@ import pytest
 from stackprobe.contract import Health
 from stackprobe.probes._aws_api import AwsClients
 from stackprobe.probes._ecs_task_resources import Task, task_dimensions
-from tests.support.aws import REGION, EcsStack, inject
+from tests.support.aws import REGION, EcsStack, inject, put_metrics
 from tests.support.probing import ProbeRunner, aws_calls, make_target, samples_by_name
 
 CPU = "aws_ecs_containerinsights_task_cpu_utilization_average"
@@ -42,19 +41,12 @@ def ecs_target(**extra: Any) -> Any:
 def publish(task: str, cpu: float, memory: float, ago: float = 200, **dims: str) -> None:
     """What Container Insights writes for one task: its two utilizations, `ago` seconds back
     (a closed minute by the default 2m delay), under `dims` beside ClusterName and TaskId."""
-    dimensions = [{"Name": "ClusterName", "Value": "aep"}, {"Name": "TaskId", "Value": task}]
-    dimensions += [{"Name": k, "Value": v} for k, v in dims.items()]
-    boto3.client("cloudwatch", region_name=REGION).put_metric_data(
-        Namespace="ECS/ContainerInsights",
-        MetricData=[
-            {
-                "MetricName": name,
-                "Dimensions": dimensions,
-                "Timestamp": datetime.fromtimestamp(time.time() - ago, UTC),
-                "Value": figure,
-            }
-            for name, figure in (("TaskCpuUtilization", cpu), ("TaskMemoryUtilization", memory))
-        ],
+    put_metrics(
+        boto3.client("cloudwatch", region_name=REGION),
+        "ECS/ContainerInsights",
+        {"ClusterName": "aep", "TaskId": task, **dims},
+        {"TaskCpuUtilization": cpu, "TaskMemoryUtilization": memory},
+        time.time() - ago,
     )
 
 

@@ -6,7 +6,6 @@ metrics from moto's GetMetricData, and the verdicts the rules' thresholds give."
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -17,7 +16,7 @@ from stackprobe.contract import Health
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.cloudwatch import window
 from stackprobe.probes.elasticache import MIB, Cluster, queries
-from tests.support.aws import REGION, api_calls, by_operation, inject
+from tests.support.aws import REGION, api_calls, by_operation, inject, put_metrics
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value, verdict
 
 
@@ -46,22 +45,8 @@ def create(client: Any, name: str, group: str | None = None, engine: str = "redi
 def publish(cloudwatch: Any, cluster: str, metrics: dict[str, float], node: str = "0001") -> None:
     """Datapoints in the newest closed period the probe reads."""
     _, end = window(60, 120, time.time())
-    at = datetime.fromtimestamp(end - 60, UTC)
-    cloudwatch.put_metric_data(
-        Namespace="AWS/ElastiCache",
-        MetricData=[
-            {
-                "MetricName": metric,
-                "Dimensions": [
-                    {"Name": "CacheClusterId", "Value": cluster},
-                    {"Name": "CacheNodeId", "Value": node},
-                ],
-                "Timestamp": at,
-                "Value": v,
-            }
-            for metric, v in metrics.items()
-        ],
-    )
+    dims = {"CacheClusterId": cluster, "CacheNodeId": node}
+    put_metrics(cloudwatch, "AWS/ElastiCache", dims, metrics, end - 60)
 
 
 def target(**extra: Any) -> Any:

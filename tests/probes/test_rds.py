@@ -5,7 +5,6 @@ call), and the verdicts the rules' thresholds give."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -15,7 +14,7 @@ from stackprobe.contract import Health
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.cloudwatch import window
 from stackprobe.probes.rds import GIB, Instance, queries
-from tests.support.aws import REGION, api_calls, by_operation, inject
+from tests.support.aws import REGION, api_calls, by_operation, inject, put_metrics
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value, verdict
 
 
@@ -45,19 +44,7 @@ def create(rds: Any, name: str, engine: str = "postgres", **extra: Any) -> None:
 def publish(cloudwatch: Any, name: str, metrics: dict[str, float], ago: int = 1) -> None:
     """Datapoints `ago` periods before the newest closed one the probe reads."""
     _, end = window(60, 120, time.time())
-    at = datetime.fromtimestamp(end - 60 * ago, UTC)
-    cloudwatch.put_metric_data(
-        Namespace="AWS/RDS",
-        MetricData=[
-            {
-                "MetricName": metric,
-                "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": name}],
-                "Timestamp": at,
-                "Value": v,
-            }
-            for metric, v in metrics.items()
-        ],
-    )
+    put_metrics(cloudwatch, "AWS/RDS", {"DBInstanceIdentifier": name}, metrics, end - 60 * ago)
 
 
 def target(**extra: Any) -> Any:

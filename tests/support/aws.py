@@ -25,6 +25,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
@@ -245,6 +246,29 @@ class Injected:
         self.answered = 0
 
 
+def put_metrics(
+    cloudwatch: Any,
+    namespace: str,
+    dimensions: dict[str, str],
+    figures: dict[str, float],
+    at: float,
+) -> None:
+    """One datapoint of each of `figures` (metric name -> value) at unix time `at`, under the
+    same dimensions, as a service publishes them to CloudWatch."""
+    cloudwatch.put_metric_data(
+        Namespace=namespace,
+        MetricData=[
+            {
+                "MetricName": metric,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
+                "Timestamp": datetime.fromtimestamp(at, UTC),
+                "Value": value,
+            }
+            for metric, value in figures.items()
+        ],
+    )
+
+
 def inject(
     client: Any, operation: str | None, code: str, *, times: int = 1, status: int = 400
 ) -> Injected:
@@ -322,7 +346,6 @@ class Inventory:
         caches: int = 1,
     ) -> None:
         import time
-        from datetime import UTC, datetime
 
         session = boto3_session()
         self.clusters = [EcsStack(session, f"cluster-{c}") for c in range(clusters)]
@@ -379,24 +402,16 @@ class Inventory:
             stack.set_address(running, "127.0.0.1")  # port 9 there refuses at once
             self.discoverable = (stack.cluster, first)
             # Container Insights (enhanced) for the running task, in a closed minute
-            session.client("cloudwatch", region_name=REGION).put_metric_data(
-                Namespace="ECS/ContainerInsights",
-                MetricData=[
-                    {
-                        "MetricName": metric,
-                        "Dimensions": [
-                            {"Name": "ClusterName", "Value": stack.cluster},
-                            {"Name": "ServiceName", "Value": first},
-                            {"Name": "TaskId", "Value": running.rsplit("/", 1)[-1]},
-                        ],
-                        "Timestamp": datetime.fromtimestamp(time.time() - 200, UTC),
-                        "Value": value,
-                    }
-                    for metric, value in (
-                        ("TaskCpuUtilization", 31.0),
-                        ("TaskMemoryUtilization", 57.0),
-                    )
-                ],
+            put_metrics(
+                session.client("cloudwatch", region_name=REGION),
+                "ECS/ContainerInsights",
+                {
+                    "ClusterName": stack.cluster,
+                    "ServiceName": first,
+                    "TaskId": running.rsplit("/", 1)[-1],
+                },
+                {"TaskCpuUtilization": 31.0, "TaskMemoryUtilization": 57.0},
+                time.time() - 200,
             )
         sqs = session.client("sqs", region_name=REGION)
         self.queues = [f"jobs-{q}" for q in range(queues)]
@@ -423,7 +438,7 @@ class Inventory:
         s3 = session.client("s3", region_name=REGION)
         cloudwatch = session.client("cloudwatch", region_name=REGION)
         self.buckets = [f"bucket-{b}" for b in range(buckets)]
-        yesterday = datetime.fromtimestamp(math.floor(time.time() / 86400 - 1) * 86400, UTC)
+        yesterday = math.floor(time.time() / 86400 - 1) * 86400
         for name in self.buckets:
             s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
             s3.put_object(Bucket=name, Key="a.tif", Body=b"x")
@@ -431,20 +446,8 @@ class Inventory:
                 ("BucketSizeBytes", "StandardStorage"),
                 ("NumberOfObjects", "AllStorageTypes"),
             ):
-                cloudwatch.put_metric_data(
-                    Namespace="AWS/S3",
-                    MetricData=[
-                        {
-                            "MetricName": metric,
-                            "Dimensions": [
-                                {"Name": "BucketName", "Value": name},
-                                {"Name": "StorageType", "Value": storage},
-                            ],
-                            "Timestamp": yesterday,
-                            "Value": 1.0,
-                        }
-                    ],
-                )
+                dims = {"BucketName": name, "StorageType": storage}
+                put_metrics(cloudwatch, "AWS/S3", dims, {metric: 1.0}, yesterday)
 
         rds = session.client("rds", region_name=REGION)
         self.databases = [f"db-{d}" for d in range(databases)]
