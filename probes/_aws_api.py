@@ -440,12 +440,7 @@ class AwsClients:
                 if max_pages is None and now > ends_at:
                     # the run has given up on it: no more pages for nobody (the thread would
                     # otherwise page on to the end of the listing)
-                    raise AwsCallError(
-                        AwsProblem.TIMEOUT,
-                        operation,
-                        f"{service} {operation}: {len(found)} pages read, not the whole "
-                        "listing, before the run's deadline",
-                    )
+                    raise self._late(service, operation)
             return found
 
         pages: list[Any] = await self._run(service, operation, deadline, run, paged=True)
@@ -490,12 +485,16 @@ class AwsClients:
             async with asyncio.timeout_at(deadline):
                 return await future
         except TimeoutError:
-            raise AwsCallError(
-                AwsProblem.TIMEOUT,
-                operation,
-                f"{service} {self._api(service, operation)} did not finish before the run's "
-                "deadline",
-            ) from None
+            raise self._late(service, operation) from None
+
+    def _late(self, service: str, operation: str) -> AwsCallError:
+        """A call still running at the run's deadline, whichever side sees it first: the run
+        waiting for it, or the thread of a listing about to ask for one more page."""
+        return AwsCallError(
+            AwsProblem.TIMEOUT,
+            operation,
+            f"{service} {self._api(service, operation)} did not finish before the run's deadline",
+        )
 
     def _api(self, service: str, operation: str) -> str:
         """The API's name of a boto3 operation, as the service's model spells it
