@@ -81,6 +81,8 @@ class _ClosingStream:
             await self._release()
 
 
+# A TLS context, or what makes one when a connection first needs it (FreshConnections)
+TLSContext = ssl.SSLContext | Callable[[], ssl.SSLContext]
 _Direct = httpcore.AsyncHTTP11Connection | httpcore.AsyncHTTP2Connection
 _Connection = _Direct | httpcore.AsyncHTTPProxy
 
@@ -93,11 +95,13 @@ class FreshConnections:
     without its lock and retry loop, which a connection used once never needs."""
 
     def __init__(
-        self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore, http2: bool = False
+        self,
+        ssl_context: TLSContext,
+        slots: asyncio.Semaphore,
+        http2: bool = False,
     ) -> None:
-        self._ssl_context = ssl_context
-        # what httpcore sets on the context before each handshake; one value per context
-        ssl_context.set_alpn_protocols(["http/1.1", "h2"] if http2 else ["http/1.1"])
+        self._make_context = ssl_context
+        self._ssl_context: ssl.SSLContext | None = None
         self._slots = slots
         self._http2 = http2
         self._open: set[_Connection] = set()
@@ -123,11 +127,12 @@ class FreshConnections:
                 # httpcore's proxy pool, for this one request and closed with it: a CONNECT
                 # tunnel for https://, a forwarded request for http://. The proxy's own name
                 # is looked up in the connect phase; the target's, if at all, by the probe.
+                tls = scheme == b"https" or proxy.url.startswith("https://")
                 connection = httpcore.AsyncHTTPProxy(
                     proxy_url=proxy.url,
                     proxy_auth=proxy.auth,
                     proxy_headers=list(proxy.headers),
-                    ssl_context=self._ssl_context,
+                    ssl_context=self.ssl_context() if tls else None,
                     max_connections=1,
                     max_keepalive_connections=0,
                     http2=self._http2,
@@ -185,12 +190,12 @@ class FreshConnections:
         try:
             if origin.scheme == b"https":
                 name = request.extensions.get("sni_hostname") or host
-                tcp = stream
+                tcp, context = stream, self.ssl_context()
                 stream = await _traced(
                     trace,
                     "connection.start_tls",
-                    {"ssl_context": self._ssl_context, "server_hostname": name},
-                    lambda: tcp.start_tls(self._ssl_context, name),
+                    {"ssl_context": context, "server_hostname": name},
+                    lambda: tcp.start_tls(context, name),
                 )
         except BaseException:
             await stream.aclose()  # a failed handshake closed it; a cancelled trace did not
@@ -199,6 +204,18 @@ class FreshConnections:
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
             return httpcore.AsyncHTTP2Connection(origin=origin, stream=stream)
         return httpcore.AsyncHTTP11Connection(origin=origin, stream=stream)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context, made by the first connection that needs one: the system's CA
+        bundle costs 2.5 MiB of memory (bench/memory_by_import.py's way of measuring), which
+        a config of plain http:// targets never needs to hold."""
+        if self._ssl_context is None:
+            made = self._make_context
+            context = made if isinstance(made, ssl.SSLContext) else made()
+            # what httpcore sets on the context before each handshake; one value per context
+            context.set_alpn_protocols(["http/1.1", "h2"] if self._http2 else ["http/1.1"])
+            self._ssl_context = context
+        return self._ssl_context
 
     @property
     def open_connections(self) -> int:
@@ -294,7 +311,10 @@ class FreshTransport(httpx.AsyncBaseTransport):
     mapped), and nothing it does to configure that pool, which is not used."""
 
     def __init__(
-        self, ssl_context: ssl.SSLContext, slots: asyncio.Semaphore, http2: bool = False
+        self,
+        ssl_context: TLSContext,
+        slots: asyncio.Semaphore,
+        http2: bool = False,
     ) -> None:
         self.connections = FreshConnections(ssl_context, slots, http2)
 
@@ -464,7 +484,11 @@ class HttpClients:
         key = (tls, http2)
         client = self._clients.get(key)
         if client is None:
-            context = tls.ssl_context() if http2 else self._contexts.get(tls) or tls.ssl_context()
+            built = None if http2 else self._contexts.get(tls)
+            # a profile's own files are read now, so that an error says so; the system's
+            # CA bundle only when a connection needs it
+            files = tls.ca_file or tls.cert_file
+            context: TLSContext = built or (tls.ssl_context() if files else tls.ssl_context)
             client = self._clients[key] = Client(FreshTransport(context, self.slots, http2))
         return client
 

@@ -4,6 +4,9 @@ by httpx's client's rules."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import httpcore
 import httpx
 import pytest
@@ -53,6 +56,44 @@ async def test_a_body_cut_short_reaches_the_caller_as_httpx_with_the_reason_as_c
         assert not clients.slots.locked()
     finally:
         await clients.aclose()
+
+
+async def test_the_system_ca_bundle_is_read_by_the_first_https_connection_only(
+    peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the system's CA bundle costs 2.5 MiB of RSS: a config of plain http://
+    targets never pays it, and the https ones pay it once per client, not per run."""
+    made: list[ssl.SSLContext] = []
+    real = TLSConfig.ssl_context
+
+    def counted(self: TLSConfig) -> ssl.SSLContext:
+        made.append(real(self))
+        return made[-1]
+
+    monkeypatch.setattr(TLSConfig, "ssl_context", counted)
+    clients = HttpClients(max_connections=2)
+    client = clients.client(TLSConfig())
+    try:
+        for _ in range(2):
+            response = await client.send(client.request("GET", peers.http, None, {}, {}))
+            await response.aclose()
+        assert made == []
+        for _ in range(2):  # the default profile verifies: this certificate fails it
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.send(client.request("GET", peers.https_self_signed, None, {}, {}))
+        assert len(made) == 1
+    finally:
+        await clients.aclose()
+
+
+def test_a_profiles_own_files_are_read_when_its_client_is_made(tmp_path: Path) -> None:
+    """A CA file that broke after the load fails the run with the file's error at once, not
+    at the first connection (probes/http.py says "cannot use the TLS files")."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    tls = TLSConfig.model_construct(ca_file=ca)
+    with pytest.raises(ssl.SSLError):
+        HttpClients(max_connections=1).client(tls)
 
 
 def _redirected(
