@@ -65,4 +65,4 @@ bench-datastores:  ## stackprobe next to postgres_exporter and redis_exporter
 	$(VENV)/bin/python bench/datastores_vs_exporters.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-runtime build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 # Libraries first, in the order stackprobe's own modules import them, then stackprobe's.
 CHAIN = (
@@ -60,6 +61,7 @@ def measure(steps: list[str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kinds", nargs="*", default=["http"], help="kinds a config names")
+    parser.add_argument("--dev", action="store_true", help="measure this venv, not the runtime one")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     steps = [*CHAIN]
@@ -71,8 +73,12 @@ def main() -> int:
         measure(steps)
         return 0
     # A fresh interpreter: this script's own imports (argparse, subprocess) are not counted
-    # apart, but they are few and come before the first figure.
-    return subprocess.call([sys.executable, __file__, "--child", *args.kinds])
+    # apart, but they are few and come before the first figure. The runtime venv's, as the
+    # other benchmarks measure (bench/processes.py), when scripts/setup.sh --bench made it.
+    runtime = Path(__file__).resolve().parent.parent / ".venv-runtime" / "bin" / "python"
+    python = str(runtime) if runtime.exists() and not args.dev else sys.executable
+    print(f"# {python}")
+    return subprocess.call([python, __file__, "--child", *args.kinds])
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import polling  # noqa: E402
+from tests.support import exporter, polling  # noqa: E402
 from tests.support.datastores import RedisServer  # noqa: E402
-from tests.support.exporter import stackprobe_run  # noqa: E402
 from tests.support.processes import free_port  # noqa: E402
 from tests.support.slowloris import Slowloris  # noqa: E402
 
@@ -41,6 +40,30 @@ PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
+
+
+# stackprobe as the image installs it: a wheel with the base dependencies only, in a venv of
+# its own (scripts/setup.sh --bench). The dev venv's test tools cost 3 MiB of RSS no user runs.
+RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
+SOURCES = ("pyproject.toml", "exporter", "probes", "tools", "demo")
+
+
+def stackprobe_run(config: Path, port: int, *flags: str) -> list[str]:
+    """The tests' command line of `stackprobe run`, on the runtime venv's interpreter; exits
+    saying what to run when that install is missing or older than the source."""
+    stamps = list(RUNTIME_PYTHON.parent.parent.glob(".installed-*"))
+    if not stamps:
+        sys.exit("no runtime install to measure: run scripts/setup.sh --bench")
+    installed = stamps[0].stat().st_mtime
+    for name in SOURCES:
+        path = ROOT / name
+        for source in [path] if path.is_file() else path.rglob("*.py"):
+            if source.stat().st_mtime > installed:
+                sys.exit(
+                    f"{source.relative_to(ROOT)} changed since the runtime install: run "
+                    "scripts/setup.sh --bench"
+                )
+    return [str(RUNTIME_PYTHON), *exporter.stackprobe_run(config, port, *flags)[1:]]
 
 
 def floors(verdicts: list[tuple[str, bool, str]]) -> int:

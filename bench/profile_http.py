@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 from http_vs_blackbox import cpu_seconds, nginx, target_url
+from processes import stackprobe_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support.exporter import stackprobe_run
 from tests.support.processes import free_port
 
 # The layers worth a line in the cumulative table, by where their code lives.
