@@ -78,19 +78,20 @@ def waiting_in(pid: int) -> set[str]:
 
 
 def test_a_sighup_storm_is_one_reload_at_a_time_and_the_last_file_wins(tmp_path: Path) -> None:
-    """20 SIGHUPs in a second, the file rewritten before each: each used to start a reload of
+    """20 SIGHUPs back to back, the file rewritten before each: each used to start a reload of
     its own that waited for the one before, 20 in all, one task each meanwhile. Now a storm
     is one reload running and one queued, which reads the file as the storm left it."""
     port = free_port()
     exporter = start_exporter(tmp_path, storm_config(port, 0), {})
     try:
-        for version in range(1, 21):
+        # made first, so that the storm is as fast as writing a file and sending a signal
+        texts = [storm_config(port, version) for version in range(1, 21)]
+        for text in texts:
             # Written whole, then renamed into place: a reload never reads half a file.
             written = exporter.config_path.with_suffix(".new")
-            written.write_text(storm_config(port, version))
+            written.write_text(text)
             os.replace(written, exporter.config_path)
             exporter.process.send_signal(signal.SIGHUP)
-            time.sleep(0.05)
 
         seen: list[dict[str, float]] = []
 
@@ -112,7 +113,7 @@ def test_a_sighup_storm_is_one_reload_at_a_time_and_the_last_file_wins(tmp_path:
             if e["event"] in ("config reload started", "config reloaded")
         ]
         assert done.get("failure") == 0
-        assert 1 <= done["success"] < 10, done  # was 20: one per SIGHUP
+        assert 1 <= done["success"] <= 3, done  # was 20: one per SIGHUP
         assert lines == ["config reload started", "config reloaded"] * int(done["success"])
         assert running_markers(exporter) == {"marker-20"}
     finally:
