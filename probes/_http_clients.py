@@ -363,6 +363,16 @@ _HEADERS = (
     ("User-Agent", USER_AGENT),
     ("Connection", "close"),
 )
+
+
+def with_defaults(own: Mapping[str, str]) -> httpx.Headers:
+    """What every request says, with a target's `own` headers over it: made once per
+    target (probes/http.py), as a run's request copies it."""
+    merged = httpx.Headers(_HEADERS)
+    merged.update(own)
+    return merged
+
+
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -383,14 +393,14 @@ class Client:
     def request(
         self,
         method: str,
-        url: str,
+        url: httpx.URL | str,
         content: bytes | None,
-        headers: Mapping[str, str],
+        headers: httpx.Headers,
         extensions: dict[str, Any],
     ) -> httpx.Request:
-        merged = httpx.Headers(_HEADERS)
-        merged.update(headers)
-        return httpx.Request(method, url, headers=merged, content=content, extensions=extensions)
+        """A request with `headers` (from `with_defaults`: what every request says, and
+        the target's own), which it copies."""
+        return httpx.Request(method, url, headers=headers, content=content, extensions=extensions)
 
     async def send(self, request: httpx.Request) -> httpx.Response:
         """The response, its body still to be read (and closed)."""
@@ -471,6 +481,15 @@ class HttpClients:
         self.slots = slots or asyncio.Semaphore(max_connections)
         self._contexts = dict(contexts or {})
         self._clients: dict[tuple[TLSConfig, bool], Client] = {}
+        self._headers: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
+
+    def headers(self, own: tuple[tuple[str, str], ...]) -> httpx.Headers:
+        """`with_defaults(own)`, made once per set of headers for all the targets that send
+        it (a thousand targets with none of their own share one), as a request copies it."""
+        made = self._headers.get(own)
+        if made is None:
+            made = self._headers[own] = with_defaults(dict(own))
+        return made
 
     def client(self, tls: TLSConfig, http2: bool = False) -> Client:
         """The client for a TLS profile, offering HTTP/2 by ALPN or not; raises

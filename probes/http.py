@@ -450,6 +450,11 @@ class HttpTarget(TargetConfig):
         """Finds this target's secrets, in every form they travel in, in what it received."""
         return Redactor(collect_secrets(self))
 
+    @cached_property
+    def request_url(self) -> httpx.URL:
+        """The URL parsed once, as every run sends it (its secret is read at the load)."""
+        return httpx.URL(self.url_text())
+
     def url_text(self) -> str:
         if self.url is None:
             raise ValueError("a discover target has no url of its own; probe its tasks")
@@ -591,13 +596,16 @@ class HttpTarget(TargetConfig):
     def checks_cel(self) -> bool:
         return bool(self.fail_if_body_json_matches_cel or self.fail_if_body_json_not_matches_cel)
 
-    def request_headers(self) -> dict[str, str]:
+    @cached_property
+    def request_headers(self) -> tuple[tuple[str, str], ...]:
+        """The headers of its own a run sends, over the client's (its secrets are read at
+        the load); targets with the same ones share one set (HttpClients.headers)."""
         headers = {"Accept-Encoding": self.compression or ACCEPT_ENCODING}
         for name, value in self.headers.items():
             if name.lower() == "accept-encoding":
                 del headers["Accept-Encoding"]
             headers[name] = reveal(value)
-        return headers
+        return tuple(headers.items())
 
     def secret_header_names(self) -> list[str]:
         return [name for name, value in self.headers.items() if isinstance(value, SecretRef)]
@@ -1143,7 +1151,8 @@ class _Body:
 
 async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Observed) -> _Body:
     try:
-        client = ctx.use(HTTP_CLIENTS).client(target.tls, target.enable_http2)
+        clients = ctx.use(HTTP_CLIENTS)
+        client = clients.client(target.tls, target.enable_http2)
     except (ssl.SSLError, OSError, ValueError) as exc:  # files changed since the config load
         raise _Failure(Reason.TLS, f"cannot use the TLS files: {exc}") from None
     extensions: dict[str, Any] = {
@@ -1159,9 +1168,9 @@ async def _fetch(target: HttpTarget, ctx: ProbeContext, trace: _Trace, seen: _Ob
         async with asyncio.timeout_at(ctx.deadline):
             request = client.request(
                 target.method,
-                target.url_text(),
+                target.request_url,
                 target.request_body(),
-                target.request_headers(),
+                clients.headers(target.request_headers),
                 extensions,
             )
             auth = (

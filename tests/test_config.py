@@ -67,7 +67,7 @@ def test_the_issue_example_loads_with_defaults_applied() -> None:
     assert (http.name, http.interval, http.timeout) == ("backend-ready", 15.0, 5.0)
     assert http.expect_status == (200,)
     assert isinstance(http.headers["Authorization"], SecretRef)
-    assert http.request_headers()["Authorization"] == "t0k"
+    assert dict(http.request_headers)["Authorization"] == "t0k"
     assert (dns.query, dns.record_type) == ("staging.example.com", "A")
     assert config.secrets() == {"t0k"}
 
@@ -197,7 +197,7 @@ def test_relative_secret_files_are_read_next_to_the_config(tmp_path: Path) -> No
     target = load_config(config, KINDS, environ={}).targets[0]
 
     assert isinstance(target, HttpTarget)
-    assert target.request_headers()["Authorization"] == "relative-secret"
+    assert dict(target.request_headers)["Authorization"] == "relative-secret"
 
 
 def test_a_trailing_newline_in_an_env_secret_is_dropped_and_an_inner_one_refused() -> None:
@@ -206,7 +206,7 @@ def test_a_trailing_newline_in_an_env_secret_is_dropped_and_an_inner_one_refused
         "    headers: {Authorization: {from_env: TOKEN}}\n"
     )
     ok = parse_config(text, "c.yml", KINDS, environ={"TOKEN": "Bearer abc\n"}).targets[0]
-    assert isinstance(ok, HttpTarget) and ok.request_headers()["Authorization"] == "Bearer abc"
+    assert isinstance(ok, HttpTarget) and dict(ok.request_headers)["Authorization"] == "Bearer abc"
 
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "c.yml", KINDS, environ={"TOKEN": "Bearer CANARY\nX-Evil: 1"})

@@ -11,7 +11,7 @@ import httpcore
 import httpx
 import pytest
 
-from stackprobe.probes._http_clients import _AS_HTTPX, HttpClients, redirect
+from stackprobe.probes._http_clients import _AS_HTTPX, HttpClients, redirect, with_defaults
 from stackprobe.probes._http_network import ClosedEarly
 from stackprobe.probes._tls import TLSConfig
 from tests.support.peers import Peers
@@ -41,7 +41,7 @@ async def test_a_body_cut_short_reaches_the_caller_as_httpx_with_the_reason_as_c
     client = clients.client(TLSConfig())
     try:
         url = f"http://127.0.0.1:{peers.short_body_port}/"
-        response = await client.send(client.request("GET", url, None, {}, {}))
+        response = await client.send(client.request("GET", url, None, with_defaults({}), {}))
         assert response.status_code == 200
         try:
             await response.aread()
@@ -75,12 +75,16 @@ async def test_the_system_ca_bundle_is_read_by_the_first_https_connection_only(
     client = clients.client(TLSConfig())
     try:
         for _ in range(2):
-            response = await client.send(client.request("GET", peers.http, None, {}, {}))
+            response = await client.send(
+                client.request("GET", peers.http, None, with_defaults({}), {})
+            )
             await response.aclose()
         assert made == []
         for _ in range(2):  # the default profile verifies: this certificate fails it
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                await client.send(client.request("GET", peers.https_self_signed, None, {}, {}))
+                await client.send(
+                    client.request("GET", peers.https_self_signed, None, with_defaults({}), {})
+                )
         assert len(made) == 1
     finally:
         await clients.aclose()
