@@ -384,6 +384,8 @@ class _Tokens:
     encoded forms of a secret starting with a symbol, `:password`) are one compiled pattern
     (`_token_pattern`)."""
 
+    __slots__ = ("_by_run", "_others")  # one per target: no __dict__ each
+
     def __init__(self, forms: set[str]) -> None:
         self._by_run: dict[str, list[str]] = {}
         others: set[str] = set()
@@ -513,6 +515,9 @@ def _merged(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+_NOTHING: frozenset[str] = frozenset()  # shared by the Redactors of targets with no secret
+
+
 class Redactor:
     """Scrubs known secret values, in the forms they travel in, from any text before output.
 
@@ -522,8 +527,10 @@ class Redactor:
     the markers already in it, never across one.
     """
 
+    __slots__ = ("_anywhere", "_known", "_marked")  # one per target: no __dict__ each
+
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._known: frozenset[str] = frozenset()
+        self._known = _NOTHING
         self._anywhere = _Tokens(set())
         self._marked: tuple[str, ...] = ()
         self.update(secrets)
@@ -544,7 +551,7 @@ class Redactor:
             if weakness(secret) is None:
                 anywhere |= forms
             pending += _url_credentials(secret)
-        self._known = frozenset(known)
+        self._known = frozenset(known) if known else _NOTHING
         self._anywhere = _Tokens(anywhere)
         # A secret holding the marker itself: replaced before the text is cut at markers.
         self._marked = tuple(sorted((n for n in known if REDACTED in n), key=len, reverse=True))

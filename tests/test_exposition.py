@@ -137,6 +137,22 @@ def test_a_family_is_joined_again_only_when_a_run_changes_its_lines() -> None:
     assert store.family("stackprobe_health_component_up") == b""  # gone with the run
 
 
+def test_lines_a_run_left_unchanged_are_held_once() -> None:
+    """A run renders every line anew; where they equal the last run's, the store keeps the
+    last run's bytes in the new result too, so that only one copy stays in memory."""
+    store = ResultStore()
+    renderer = Renderer(all_metric_specs(KINDS))
+    first, _ = results(renderer)
+    store.put(first)
+    rendered = {name: bytes(bytearray(lines)) for name, lines in first.chunks.items()}
+    again = TargetResult(first.target, "http", first.result, first.started, 0.5, rendered)
+    store.put(again)
+
+    kept = store.get(first.target)
+    assert kept is again and kept.chunks == first.chunks
+    assert all(kept.chunks[name] is first.chunks[name] for name in first.chunks)
+
+
 def test_the_body_follows_every_put_and_remove() -> None:
     store = ResultStore()
     exposition = Exposition(all_metric_specs(KINDS), store, CollectorRegistry())
