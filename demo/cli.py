@@ -111,7 +111,7 @@ def _demo(args: argparse.Namespace) -> int:
         from stackprobe.demo import main as demo
     except ImportError as exc:
         print(
-            f"stackprobe demo needs moto's server and aiohttp ({exc.name} is missing): "
+            f"stackprobe demo needs moto's server, aiohttp and redis-py ({exc.name} is missing): "
             "pip install 'stackprobe[demo]', or run `make demo`",
             file=sys.stderr,
         )

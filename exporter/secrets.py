@@ -278,7 +278,7 @@ SCRUB_ANYWHERE_MIN_CHARS = 8
 # (`scheme://user:password@`), the value of a key or header named like a credential
 # (`Authorization: Bearer x`, `Basic <base64 of user:password>`, libpq's `password=x`, JSON's
 # `"token": "x"`). That is where the client libraries put one in their texts: asyncpg's
-# `InvalidPasswordError` and redis-py's `AuthenticationError` name the user only, httpx's
+# `InvalidPasswordError` and the redis kind's `AuthenticationError` name the user only, httpx's
 # `HTTPStatusError` repeats the URL (userinfo and all), botocore's errors the endpoint URL,
 # and signed headers only in its debug lines, which are never logged (see `stackprobe.logs`).
 CREDENTIAL_PLACES = "a URL's password, a credential header, password= and the like"

@@ -8,8 +8,9 @@ What it does differently from redis_exporter, on purpose:
 - One connection per target, kept open between runs: redis_exporter opens one per scrape.
 - Two commands per run, PING (timed) and one INFO for just the sections it reads; with
   `keys:` (job queues), one pipeline more for all of them.
-- redis-py's own retries are off and every socket operation has a timeout: its defaults retry
-  for about 4 s and wait forever on a frozen server, past any run's deadline.
+- Its own small client on hiredis (probes/_resp.py), not redis-py: no retries, and every
+  socket operation has the target's timeout (redis-py's defaults retry for about 4 s and wait
+  forever on a frozen server, past any run's deadline), for a sixth of redis-py's memory.
 - Connection errors are counted by reason in `stackprobe_redis_connection_errors_total`,
   never put in a label as raw text. A connection the server closed since the last run (a
   restart: the "transport closed" family) is counted, replaced, and the run retried once.
@@ -23,15 +24,15 @@ maxclients, memory and keys.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import time
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+import stackprobe.probes._resp as _resp
 from stackprobe.contract import (
     EVIDENCE_VALUE_MAX,
     Area,
@@ -45,13 +46,8 @@ from stackprobe.contract import (
 )
 from stackprobe.probes._kept import KeptConnection, one_line
 from stackprobe.probes._tls import TLSConfig
-from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal
+from stackprobe.secrets import SecretRef, StrOrSecret, credential_free_url, reveal, unresolved
 from stackprobe.target import TargetConfig
-
-# redis-py (with what it imports, 8 MiB) is imported by the first run of a redis target, so
-# a config without one never loads it.
-if TYPE_CHECKING:
-    import redis.asyncio as aioredis
 
 # The INFO sections read; one command either way. Older servers (before 7.0) take only one
 # section per INFO, so for them the probe asks for everything, once per run all the same.
@@ -114,7 +110,7 @@ class RedisTarget(TargetConfig):
     @field_validator("url")
     @classmethod
     def _redis_url(cls, value: str | SecretRef) -> str | SecretRef:
-        return credential_free_url(
+        checked = credential_free_url(
             value,
             "url",
             ("redis://", "rediss://"),
@@ -123,6 +119,9 @@ class RedisTarget(TargetConfig):
             fix="the URL carries credentials; give them as username: NAME and password: "
             "{from_env: VARIABLE}, or give the whole url as {from_env: VARIABLE}",
         )
+        if not unresolved(checked):
+            _resp.parse_url(reveal(checked))  # InvalidURL, a ValueError, never repeats it
+        return checked
 
     def describe(self) -> str:
         if isinstance(self.url, SecretRef):
@@ -240,7 +239,7 @@ METRICS = (
 )
 
 
-class RedisState(KeptConnection["aioredis.Redis", Reason]):
+class RedisState(KeptConnection[_resp.Connection, Reason]):
     """The target's kept connection, and what it learnt of the server."""
 
     def __init__(self, target: RedisTarget) -> None:
@@ -255,12 +254,9 @@ class RedisState(KeptConnection["aioredis.Redis", Reason]):
         self.key_types: dict[str, str] = {}  # what each of `keys:` was last run
         self.db = 0  # the URL's database, which `keys:` are read in
 
-    async def close(self, connection: aioredis.Redis, graceful: bool) -> None:
-        import redis.exceptions as rex
-
+    async def close(self, connection: _resp.Connection, graceful: bool) -> None:
         # The same either way: Redis has no goodbye, closing the client only closes its socket.
-        with contextlib.suppress(OSError, rex.RedisError):
-            await connection.aclose()
+        await connection.aclose()
 
 
 async def probe(target: RedisTarget, ctx: ProbeContext) -> ProbeResult:
@@ -290,12 +286,8 @@ async def _cycle(
 
 
 def _closed(exc: BaseException) -> bool:
-    """A connection error that is not the server refusing the probe (a password, loading)."""
-    import redis.exceptions as rex
-
-    return isinstance(exc, rex.ConnectionError | ConnectionError) and not isinstance(
-        exc, rex.AuthenticationError | rex.BusyLoadingError
-    )
+    """A connection error, not the server refusing the probe (a password, loading: replies)."""
+    return isinstance(exc, _resp.RedisConnectionError | ConnectionError)
 
 
 def _idle_timed_out(state: RedisState) -> bool:
@@ -305,91 +297,62 @@ def _idle_timed_out(state: RedisState) -> bool:
     return 0 < state.idle_timeout <= idle
 
 
-async def _client(target: RedisTarget, state: RedisState) -> aioredis.Redis:
-    import redis.asyncio as aioredis
-    import redis.exceptions as rex
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
+async def _client(target: RedisTarget, state: RedisState) -> _resp.Connection:
+    """The kept connection, or a new one: authenticated, named (unless the ACL forbids it),
+    in the URL's database, within the target's timeout, and never retried here."""
     if state.connection is not None:
         return state.connection
-    url = reveal(target.url)
-    options: dict[str, Any] = {}
-    if url.startswith("rediss://"):
-        tls = target.tls
-        options.update(
-            ssl_ca_certs=str(tls.ca_file) if tls.ca_file else None,
-            ssl_certfile=str(tls.cert_file) if tls.cert_file else None,
-            ssl_keyfile=str(tls.key_file) if tls.key_file else None,
-            ssl_cert_reqs="none" if tls.insecure_skip_verify else "required",
-            ssl_check_hostname=not tls.insecure_skip_verify,
-        )
-    for attempt in (1, 2):
-        client = aioredis.Redis.from_url(
-            url,
-            username=target.username,
-            password=target.password.get() if target.password else None,
-            socket_timeout=target.timeout,
-            socket_connect_timeout=target.timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            single_connection_client=True,
-            health_check_interval=0,
-            client_name=state.client_name,
-            driver_info=None,  # no CLIENT SETINFO: nothing but what the probe needs
-            protocol=2,  # no HELLO 3, which servers before Redis 6 do not know
-            **options,
-        )
-        try:
-            await client.initialize()  # connects, authenticates and names the connection now
-            break
-        except rex.NoPermissionError:
-            await client.aclose()
-            if attempt == 2 or state.client_name is None:
-                raise
-            state.client_name = None  # an ACL without +client|setname: go on unnamed
-        except BaseException:
-            await client.aclose()
-            raise
-    state.adopt(client)
-    state.db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+    address = _resp.parse_url(reveal(target.url))
+    connection = await _resp.connect(
+        address,
+        seconds=target.timeout,
+        tls=target.tls.ssl_context() if address.tls else None,
+        server_hostname=target.tls.server_name,
+        username=target.username,
+        password=target.password.get() if target.password else None,
+        client_name=state.client_name,
+    )
+    state.client_name = connection.client_name  # None once the ACL has refused SETNAME
+    state.adopt(connection)
+    state.db = address.db
     try:  # asked once per connection; an ACL without +config simply leaves it unknown
-        state.idle_timeout = float((await client.config_get("timeout")).get("timeout") or 0)
-    except rex.ResponseError:
+        timeout = _resp.config_pairs(await connection.execute("CONFIG", "GET", "timeout"))
+        state.idle_timeout = float(timeout.get("timeout") or 0)
+    except (_resp.ResponseError, ValueError):
         state.idle_timeout = 0.0
-    return client
+    return connection
 
 
 async def _commands(
-    client: aioredis.Redis, state: RedisState, keys: tuple[str, ...]
+    connection: _resp.Connection, state: RedisState, keys: tuple[str, ...]
 ) -> tuple[float, dict[str, Any], dict[str, int | str]]:
-    import redis.exceptions as rex
-
     started = time.perf_counter()
-    await client.ping()
+    await connection.execute("PING")
     ping = time.perf_counter() - started
     started += ping
     if state.multi_section_info:
         try:
-            info = await client.info(*INFO_SECTIONS)
-        except rex.ResponseError:  # before Redis 7.0: one section per INFO
+            reply = await connection.execute("INFO", *INFO_SECTIONS)
+        except _resp.ResponseError:  # before Redis 7.0: one section per INFO
             state.multi_section_info = False
-            info = await client.info("everything")
+            reply = await connection.execute("INFO", "everything")
     else:
-        info = await client.info("everything")
+        reply = await connection.execute("INFO", "everything")
+    info = _resp.parse_info(reply)
     if "maxclients" not in info and state.maxclients is None:
         try:  # older servers leave maxclients out of INFO; asked once per connection
-            state.maxclients = int((await client.config_get("maxclients"))["maxclients"] or -1)
-        except (rex.ResponseError, KeyError, ValueError):
+            config = _resp.config_pairs(await connection.execute("CONFIG", "GET", "maxclients"))
+            state.maxclients = int(config["maxclients"] or -1)
+        except (_resp.ResponseError, KeyError, ValueError):
             state.maxclients = -1
     state.info_seconds = time.perf_counter() - started
-    sizes = await _key_sizes(client, keys, state.key_types) if keys else {}
+    sizes = await _key_sizes(connection, keys, state.key_types) if keys else {}
     state.keys_seconds = time.perf_counter() - started - state.info_seconds
     return ping, info, sizes
 
 
 async def _key_sizes(
-    client: aioredis.Redis, keys: tuple[str, ...], types: dict[str, str]
+    connection: _resp.Connection, keys: tuple[str, ...], types: dict[str, str]
 ) -> dict[str, int | str]:
     """Each key's length, in one round trip on the kept connection: TYPE, and the length
     command of the type the key had last run (LLEN at first: queues are lists most often;
@@ -400,7 +363,7 @@ async def _key_sizes(
     asked = {key: KEY_LENGTHS.get(types.get(key, "list")) for key in keys}
     commands = [("TYPE", key) for key in keys]
     commands += [(length, key) for key, length in asked.items() if length]
-    replies = await _pipelined(client, commands)
+    replies = await connection.pipeline(commands)
     measured = [key for key, length in asked.items() if length]
     lengths = dict(zip(measured, replies[len(keys) :], strict=True))
     sizes: dict[str, int | str] = {}
@@ -422,29 +385,10 @@ async def _key_sizes(
             types[key] = kind
             again.append(key)
     if again:
-        replies = await _pipelined(client, [(KEY_LENGTHS[types[key]], key) for key in again])
+        replies = await connection.pipeline([(KEY_LENGTHS[types[key]], key) for key in again])
         for key, reply in zip(again, replies, strict=True):
             sizes[key] = one_line(reply) if isinstance(reply, Exception) else int(reply)
     return {key: sizes[key] for key in keys}
-
-
-async def _pipelined(client: aioredis.Redis, commands: list[tuple[str, str]]) -> list[Any]:
-    """Commands sent at once on the kept connection and their replies, an error reply in its
-    own slot. redis-py's pipeline would take a second connection from the pool: one the
-    server may refuse at maxclients, and that nothing here would count when it closes."""
-    import redis.exceptions as rex
-
-    connection = client.connection  # single_connection_client: the kept one
-    if connection is None:
-        raise rex.ConnectionError("the kept connection is not open")
-    await connection.send_packed_command(connection.pack_commands(commands))
-    replies: list[Any] = []
-    for _ in commands:
-        try:
-            replies.append(await connection.read_response())
-        except rex.ResponseError as exc:
-            replies.append(exc)
-    return replies
 
 
 def _ok(
@@ -641,18 +585,15 @@ def _why(reason: StrEnum, detail: str) -> str:
 
 
 def classify(exc: BaseException) -> Reason:
-    """redis-py wraps socket errors in its ConnectionError; the cause says which."""
-    import redis.exceptions as rex
-
-    if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError):
+    """The client's errors say what the server replied; for a connection that failed or
+    closed, the socket's own error (its cause) says which."""
+    if isinstance(exc, _resp.AuthenticationError):
         return Reason.AUTH_FAILED
-    if isinstance(exc, rex.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS")):
-        return Reason.AUTH_FAILED
-    if isinstance(exc, rex.BusyLoadingError):
+    if isinstance(exc, _resp.BusyLoadingError):
         return Reason.LOADING
-    if "max number of clients reached" in str(exc):
+    if isinstance(exc, _resp.MaxClientsError) or "max number of clients reached" in str(exc):
         return Reason.TOO_MANY_CLIENTS
-    if isinstance(exc, TimeoutError | rex.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return Reason.TIMEOUT
     cause: BaseException | None = exc
     while cause is not None:
@@ -663,12 +604,7 @@ def classify(exc: BaseException) -> Reason:
         if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause):
             return Reason.CONNECTION_REFUSED  # one address, or asyncio's "Multiple exceptions"
         cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, rex.ConnectionError | ConnectionError):
-        text = str(exc)
-        if "refused" in text or "Error 111" in text:
-            return Reason.CONNECTION_REFUSED
-        if "SSL" in text:
-            return Reason.TLS
+    if isinstance(exc, _resp.RedisConnectionError | ConnectionError):
         return Reason.CONNECTION_CLOSED
     return Reason.OTHER
 
@@ -676,7 +612,8 @@ def classify(exc: BaseException) -> Reason:
 def _detail(reason: Reason, exc: BaseException, target: RedisTarget) -> str:
     if reason is Reason.TIMEOUT:
         return f"no connection or answer within {target.timeout:g}s"
-    if isinstance(exc, ValueError):  # redis-py's URL parser: its text may hold password pieces
+    if isinstance(exc, ValueError) and not isinstance(exc, _resp.InvalidURL):
+        # a parser's text may hold pieces of the URL, password included; ours never does
         return f"{type(exc).__name__}: the URL could not be used; check its escaping"
     return one_line(exc)
 

@@ -1,5 +1,5 @@
 """A kind's libraries load only when the config has a target of that kind (issue 19): a
-config of http targets never pays for botocore, asyncpg, redis-py, dnspython, cryptography
+config of http targets never pays for botocore, asyncpg, hiredis, dnspython, cryptography
 or the CEL runtime, about 27 MiB of RSS together, and one of PostgreSQL and Redis targets
 never for the http kind's httpx, httpcore and h2 (about 10 MiB): the kind table imports a
 kind's module when a config first names it (probes/__init__.py)."""
@@ -16,7 +16,9 @@ import pytest
 from stackprobe.probes import NAMES
 
 # A kind's libraries, by top-level package.
-HEAVY = frozenset({"botocore", "boto3", "asyncpg", "redis", "dns", "cryptography", "celpy"})
+HEAVY = frozenset(
+    {"botocore", "boto3", "asyncpg", "hiredis", "redis", "dns", "cryptography", "celpy"}
+)
 HTTP_KIND = frozenset({"httpx", "httpcore", "h2", "hpack", "jmespath"})
 
 HTTP_ONLY = """
@@ -65,15 +67,18 @@ def test_an_http_config_and_its_runs_load_no_other_kinds_library() -> None:
     ],
 )
 def test_a_kind_loads_its_library_only_when_it_needs_it(target: str, expected: set[str]) -> None:
-    """dnspython and the CEL runtime check the config, so they load with it; redis-py loads
+    """dnspython and the CEL runtime check the config, so they load with it; hiredis loads
     at the first run, not with the config."""
     assert loaded_after(f"targets:\n  - {target}\n") == expected
 
 
-def test_a_redis_run_loads_redis_py() -> None:
-    assert "redis" in loaded_after(
+def test_a_redis_run_loads_hiredis_and_not_redis_py() -> None:
+    """The kind's own client (probes/_resp.py) on hiredis: redis-py, a test and demo
+    dependency, is never imported by a run."""
+    loaded = loaded_after(
         'targets:\n  - {name: r, kind: redis, url: "redis://127.0.0.1:9"}\n', run=True
     )
+    assert "hiredis" in loaded and "redis" not in loaded
 
 
 def test_datastore_targets_and_their_runs_load_no_http_library_nor_its_kind() -> None:
@@ -115,7 +120,8 @@ def test_datastore_targets_and_their_runs_load_no_http_library_nor_its_kind() ->
     )
     ready, modules = json.loads(done.stdout.splitlines()[-1])
     loaded = {name.split(".")[0] for name in modules}
-    assert ready and {"redis", "asyncpg"} <= loaded  # both ran
+    assert ready and {"hiredis", "asyncpg"} <= loaded  # both ran
+    assert "redis" not in loaded  # redis-py: the tests' and the demo's, not the probe's
     assert loaded & HTTP_KIND == set()
     kinds = [m for m in modules if m.startswith("stackprobe.probes.") and m[18:] in NAMES]
     assert kinds == ["stackprobe.probes.postgres", "stackprobe.probes.redis"]

@@ -33,8 +33,9 @@ IGNORED = [
     for line in (ROOT / ".dockerignore").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 ]
-# what the demo extra pulls in; the image runs without them
-DEMO_ONLY = ("moto", "flask", "werkzeug", "aiohttp")
+# what the demo extra pulls in; the image runs without them (redis-py: the demo app's client,
+# not the redis kind's, which is probes/_resp.py on hiredis)
+DEMO_ONLY = ("moto", "flask", "werkzeug", "aiohttp", "redis")
 
 Instruction = tuple[str, str]
 

@@ -11,11 +11,11 @@ import asyncpg
 import botocore.exceptions
 import httpx
 import pytest
-import redis.exceptions
 
 from stackprobe.app import App
 from stackprobe.config import parse_config
 from stackprobe.probes import KINDS
+from stackprobe.probes._resp import error_reply
 from stackprobe.secrets import REDACTED, Redactor, weakness
 from stackprobe.server import make_web_app
 from tests.support.web_client import WebClient
@@ -118,8 +118,9 @@ def test_a_short_or_common_secret_is_scrubbed_only_as_a_credential(
 
 
 def test_the_client_libraries_texts_stay_readable_and_lose_their_credentials() -> None:
-    """What asyncpg, redis-py, httpx and botocore print, with their own exception classes:
-    the first two never name the password; the others repeat URLs with their userinfo."""
+    """What asyncpg, the redis kind's client, httpx and botocore print, with their own
+    exception classes: the first two never name the password; the others repeat URLs with
+    their userinfo. The redis client's is made from the server's own WRONGPASS reply."""
     redactor = Redactor(SHORT)
     request = httpx.Request("GET", "https://probe:x@api.example.com/health")
     with pytest.raises(httpx.HTTPStatusError) as status:
@@ -128,7 +129,7 @@ def test_the_client_libraries_texts_stay_readable_and_lose_their_credentials() -
     wrong = "invalid username-password pair or user is disabled."
     texts = [
         (asyncpg.exceptions.InvalidPasswordError(refused), refused),
-        (redis.exceptions.AuthenticationError(wrong), wrong),
+        (error_reply(f"WRONGPASS {wrong}"), wrong),
         (
             status.value,
             f"Server error '503 Service Unavailable' for url 'https://probe:{R}@api.example.com/health'",

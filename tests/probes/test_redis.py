@@ -477,28 +477,20 @@ async def test_the_servers_own_idle_timeout_is_no_error(runner: Any) -> None:
     assert samples_by_name(result)["stackprobe_redis_connects"] == {(): 2}
 
 
-@pytest.mark.parametrize(
-    ("exc", "reason"),
-    [
-        (
-            __import__("redis").exceptions.ConnectionError("Error connecting"),
-            Reason.CONNECTION_CLOSED,
-        ),
-    ],
-)
-def test_multi_address_refusal_is_refused(exc: BaseException, reason: Reason) -> None:
-    """asyncio's "Multiple exceptions" OSError for a host with two addresses, both refusing,
-    under redis-py's ConnectionError: text only, no structured causes."""
+def test_multi_address_refusal_is_refused() -> None:
+    """asyncio's "Multiple exceptions" OSError for a host with two addresses, both refusing:
+    text only, no structured causes, under the client's connection error."""
+    from stackprobe.probes._resp import RedisConnectionError
     from stackprobe.probes.redis import classify
 
-    cause = OSError(
+    exc = RedisConnectionError("Error connecting to localhost:6379")
+    exc.__cause__ = OSError(
         "Multiple exceptions: [Errno 111] Connect call failed ('::1', 6379, 0, 0), "
         "[Errno 111] Connect call failed ('127.0.0.1', 6379)"
     )
-    exc.__cause__ = cause
     assert classify(exc) == Reason.CONNECTION_REFUSED
     exc.__cause__ = None
-    assert classify(exc) == reason
+    assert classify(exc) == Reason.CONNECTION_CLOSED
 
 
 async def test_queue_keys_by_type_in_one_round_trip(server: RedisServer, runner: Any) -> None:
@@ -597,7 +589,7 @@ async def test_maxclients_given_where_info_and_config_say_nothing() -> None:
     """ElastiCache before Redis 7: INFO has no maxclients and CONFIG is blocked (the probe
     then keeps -1). The setting stands in, so the verdict and RedisTooManyClients see the
     limit; where INFO has a figure, the server's own wins. Redis 7 always reports it, so
-    the older server's answer is given here as redis-py parses it."""
+    the older server's answer is given here as the client parses it."""
     from stackprobe.probes.redis import RedisState, _ok
 
     def run(info: dict[str, Any], config_get: int = -1, **extra: Any) -> ProbeResult:
@@ -684,3 +676,86 @@ async def test_a_replica_and_its_master_report_replication(runner: Any) -> None:
     assert samples_by_name(lost)["redis_master_last_io_seconds_ago"] == {
         ("127.0.0.1", str(master.port)): -1
     }
+
+
+async def test_a_peer_that_is_not_redis_fails_clearly(runner: Any) -> None:
+    """An HTTP server on the port: its answer is no RESP, so the run fails at once with a
+    protocol error (no hang, no crash); one that sends endless bytes is bounded too."""
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await runner(f"redis://127.0.0.1:{port}/0").run()
+    finally:
+        server.close()
+
+    assert result.reason == Reason.OTHER, result.detail
+    assert result.detail.startswith("ProtocolError: the peer's reply is no RESP"), result.detail
+    assert verdict(result)[::2] == (Health.FAILING, "StackprobeCannotMeasure")
+
+
+def test_error_replies_keep_redis_pys_classes_and_texts() -> None:
+    from stackprobe.probes import _resp
+
+    cases = {
+        "WRONGPASS invalid username-password pair": (_resp.AuthenticationError, "invalid"),
+        "NOAUTH Authentication required.": (_resp.AuthenticationError, "Authentication"),
+        "NOPERM this user has no permissions": (_resp.NoPermissionError, "this user"),
+        "LOADING Redis is loading": (_resp.BusyLoadingError, "Redis is loading"),
+        "ERR max number of clients reached": (_resp.MaxClientsError, "max number"),
+        "ERR unknown command 'X'": (_resp.ResponseError, "unknown command 'X'"),
+        "WRONGTYPE Operation against a key": (_resp.ResponseError, "WRONGTYPE Operation"),
+    }
+    for text, (cls, start) in cases.items():
+        exc = _resp.error_reply(text)
+        assert type(exc) is cls and str(exc).startswith(start), (text, exc)
+
+
+def test_info_is_parsed_as_redis_py_parses_it() -> None:
+    from stackprobe.probes._resp import parse_info
+
+    text = (
+        "# Server\r\nredis_version:7.0.15\r\nuptime_in_seconds:12\r\n"
+        "mem_fragmentation_ratio:1.25\r\nrole:master\r\n\r\n# Keyspace\r\n"
+        "db0:keys=1,expires=0,avg_ttl=0\r\n"
+        "slave0:ip=10.0.0.2,port=6380,state=online,offset=42,lag=0\r\n"
+        "cmdstat_host:calls=1,usec=2\r\nlist:a,b\r\n"
+    )
+    assert parse_info(text.encode()) == {
+        "redis_version": "7.0.15",
+        "uptime_in_seconds": 12,
+        "mem_fragmentation_ratio": 1.25,
+        "role": "master",
+        "db0": {"keys": 1, "expires": 0, "avg_ttl": 0},
+        "slave0": {"ip": "10.0.0.2", "port": 6380, "state": "online", "offset": 42, "lag": 0},
+        "cmdstat_host": {"calls": 1, "usec": 2},
+        "list": ["a", "b"],
+    }
+
+
+def test_urls_are_read_as_redis_py_read_them_and_never_repeated() -> None:
+    from stackprobe.probes._resp import InvalidURL, parse_url
+
+    given = parse_url(f"rediss://probe:{PASSWORD.replace('-', '%2D')}@cache:6380/4")
+    assert (given.host, given.port, given.db, given.tls) == ("cache", 6380, 4, True)
+    assert (given.username, given.password) == ("probe", PASSWORD)
+    assert PASSWORD not in repr(given)
+    bare = parse_url("redis://")
+    assert (bare.host, bare.port, bare.db, bare.tls, bare.password) == (
+        "localhost",
+        6379,
+        0,
+        False,
+        None,
+    )
+    assert parse_url("redis://cache?db=2").db == 2
+    for url in (f"redis://:{PASSWORD}@cache:99999/0", f"redis://:{PASSWORD}@c/0?ssl=x"):
+        with pytest.raises(InvalidURL) as refused:
+            parse_url(url)
+        assert PASSWORD not in str(refused.value)
