@@ -91,7 +91,10 @@ if [ "$mode" = "--bench" ]; then
   # that no user runs (pytest's and moto's entry points scanned at the first pydantic model,
   # httpx's command line with click and pygments).
   runtime=.venv-runtime
-  [ -x "$runtime/bin/python" ] || "$python" -m venv "$runtime"
+  # made again when the dependencies change, so that none the image would lack stays behind
+  deps="$runtime/.deps-$(sha256sum pyproject.toml | cut -c1-16)"
+  [ -e "$deps" ] || rm -rf "$runtime"
+  [ -x "$runtime/bin/python" ] || { "$python" -m venv "$runtime" && touch "$deps"; }
   stamp="$runtime/.installed-$( (cat pyproject.toml; find exporter probes tools demo -name '*.py' |
     sort | xargs cat) | sha256sum | cut -c1-16)"
   if [ ! -e "$stamp" ]; then
