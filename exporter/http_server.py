@@ -74,7 +74,7 @@ class Request:
 @dataclass(slots=True)
 class Response:
     status: int = 200
-    body: bytes = b""
+    body: bytes | list[bytes] = b""  # parts are written as they are, never joined
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False  # the connection's last answer
 
@@ -312,15 +312,18 @@ class HttpProtocol(asyncio.Protocol):
         # Values as UTF-8, as aiohttp and Go's net/http write a configured header's value.
         headers = [(k.encode("ascii"), v.encode()) for k, v in response.headers.items()]
         headers.append((b"Date", _Clock.date()))
-        headers.append((b"Content-Length", str(len(response.body)).encode()))
+        parts = [response.body] if isinstance(response.body, bytes) else response.body
+        headers.append((b"Content-Length", str(sum(map(len, parts))).encode()))
         if response.close:
             headers.append((b"Connection", b"close"))
         reason = HTTPStatus(response.status).phrase.encode()
         head = h11.Response(status_code=response.status, headers=headers, reason=reason)
         chunks: list[Any] = self._h11.send_with_data_passthrough(head) or []
-        if response.body and not head_only:
-            # Passed through as it is: a /metrics answer is not copied again on its way out.
-            chunks += self._h11.send_with_data_passthrough(h11.Data(data=response.body)) or []
+        if not head_only:
+            # Passed through as they are: a /metrics answer is not copied on its way out.
+            for part in parts:
+                if part:
+                    chunks += self._h11.send_with_data_passthrough(h11.Data(data=part)) or []
         chunks += self._h11.send_with_data_passthrough(h11.EndOfMessage()) or []
         self._transport.writelines(chunks)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from isal import igzip
+from isal import isal_zlib
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from stackprobe.alert_feed import AlertFeed
@@ -43,6 +43,7 @@ LANDING_MODES: tuple[LandingMode, ...] = ("full", "names", "off")
 # Level 1 is several times cheaper than gzip's default 9 and still shrinks metrics text ~8x;
 # ISA-L's level 1 compresses as well as zlib's, about four times faster.
 _GZIP_LEVEL = 1
+_GZIP_WBITS = 16 + 15  # a gzip header and trailer, a 32 KiB window
 # An idle connection, or one that has not finished sending its request, is closed after this
 # long: a scrape every 15 s reuses its connection, a slowloris client does not hold a socket.
 KEEPALIVE_SECONDS = 15.0
@@ -200,12 +201,15 @@ class WebApp:
         _, content_type = choose_encoder(",".join(request.headers.getall("Accept")))
         names = frozenset(request.query.get("name[]", ())) or None
         openmetrics = content_type.startswith("application/openmetrics-text")
-        body = self.app.exposition.body(openmetrics, names)
+        body = self.app.exposition.parts(openmetrics, names)
         headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
         if gzip_accepted(request.headers.get("Accept-Encoding")):
             # On the loop: ~0.7 ms for 1,000 targets with ISA-L (zlib took 2.5, the largest
-            # part of a scrape), less than a hop to a thread and back costs.
-            body = igzip.compress(body, _GZIP_LEVEL)
+            # part of a scrape), less than a hop to a thread and back costs. Part by part,
+            # as fast as the whole at once and without a copy of the whole to compress.
+            gzip = isal_zlib.compressobj(_GZIP_LEVEL, isal_zlib.DEFLATED, _GZIP_WBITS)
+            body = [gzip.compress(part) for part in body]
+            body.append(gzip.flush())
             headers["Content-Encoding"] = "gzip"
         return Response(200, body, headers)
 

@@ -174,6 +174,12 @@ def test_openmetrics_is_negotiated_and_gzip_offered(exporter: Exporter) -> None:
     assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert plain.headers["content-encoding"] == "gzip"
     assert "# TYPE stackprobe_probe_runs_total counter" in plain.text
+    # compressed part by part (exporter/server.py): every family, whole, in its order
+    identity = exporter.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in identity.headers
+    assert [line for line in plain.text.splitlines() if line.startswith("# TYPE")] == [
+        line for line in identity.text.splitlines() if line.startswith("# TYPE")
+    ]
 
 
 def test_promtool_check_metrics_is_clean(exporter: Exporter) -> None:
