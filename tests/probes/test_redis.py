@@ -635,7 +635,16 @@ async def test_a_replica_and_its_master_report_replication(runner: Any) -> None:
                 >= int(stats(master, "replication")["master_repl_offset"])
             )
 
+        async def online() -> bool:
+            """The master marks the replica online a moment after the replica's link is up
+            (at its first acknowledgement): wait_bgsave until then."""
+            found = samples_by_name(await on_master.run())
+            return [state for *_, state in found["redis_connected_slave_offset_bytes"]] == [
+                "online"
+            ]
+
         await wait_until_async(synced, 10, what="the replica in sync")
+        await wait_until_async(online, 10, what="the master to see its replica online")
         from_master = await on_master.run()
         found = samples_by_name(from_master)
         assert found["redis_connected_slaves"] == {(): 1}
