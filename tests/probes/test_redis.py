@@ -60,6 +60,19 @@ def server() -> Iterator[RedisServer]:
     running.stop()
 
 
+async def run_against(
+    runner: Any, serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]
+) -> ProbeResult:
+    """One run against a server of the test's own (`serve`) on a free loopback port."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result: ProbeResult = await runner(f"redis://127.0.0.1:{port}/0").run()
+        return result
+    finally:
+        server.close()
+
+
 def errors(result: ProbeResult) -> dict[str, float]:
     found = samples_by_name(result)["stackprobe_redis_connection_errors"]
     return {labels[0]: value for labels, value in found.items() if value}
@@ -444,12 +457,7 @@ async def test_a_server_loading_its_dataset_is_loading(runner: Any) -> None:
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(loading, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        result = await runner(f"redis://127.0.0.1:{port}/0").run()
-    finally:
-        server.close()
+    result = await run_against(runner, loading)
 
     assert result.reason == Reason.LOADING, result.detail
     assert errors(result) == {"loading": 1}
@@ -697,12 +705,7 @@ async def test_a_peer_that_is_not_redis_fails_clearly(runner: Any) -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(http, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        result = await runner(f"redis://127.0.0.1:{port}/0").run()
-    finally:
-        server.close()
+    result = await run_against(runner, http)
 
     assert result.reason == Reason.OTHER, result.detail
     assert result.detail.startswith("ProtocolError: the peer's reply is no RESP"), result.detail
