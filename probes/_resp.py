@@ -256,8 +256,10 @@ class Connection:
             self._writer.close()
             async with asyncio.timeout(self.timeout):
                 await self._writer.wait_closed()
-        if not self._writer.transport.is_closing():
-            self._writer.transport.abort()
+            return
+        # not closed in time (a TLS peer that never answers the close): dropped now, rather
+        # than held for the event loop's own TLS shutdown timeout
+        self._writer.transport.abort()
 
 
 class _ReplyError(Exception):

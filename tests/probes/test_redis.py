@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
+import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -710,6 +713,43 @@ async def test_a_peer_that_is_not_redis_fails_clearly(runner: Any) -> None:
     assert result.reason == Reason.OTHER, result.detail
     assert result.detail.startswith("ProtocolError: the peer's reply is no RESP"), result.detail
     assert verdict(result)[::2] == (Health.FAILING, "StackprobeCannotMeasure")
+
+
+async def test_a_tls_peer_that_never_answers_the_close_loses_its_socket_at_the_timeout(
+    tmp_path: Path,
+) -> None:
+    """A server that stops reading after its reply never answers the client's close_notify:
+    the connection waits its timeout for it, then drops the socket, rather than leaving it
+    open for the event loop's own TLS shutdown timeout (30 s)."""
+    from stackprobe.probes import _resp
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+
+    async def frozen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"PING\r\n")
+        writer.write(b"+PONG\r\n")
+        writer.transport.pause_reading()  # the close_notify is never read, so never answered
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(frozen, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    fds = len(os.listdir("/proc/self/fd"))
+    try:
+        address = _resp.parse_url(f"rediss://127.0.0.1:{port}/0")
+        connection = await _resp.connect(address, seconds=0.5, tls=client_tls)
+        assert await connection.execute("PING") == b"PONG"
+        started = time.monotonic()
+        await connection.aclose()
+        closed_in = time.monotonic() - started
+        await asyncio.sleep(0.1)  # the loop closes an aborted socket on its next turn
+        assert len(os.listdir("/proc/self/fd")) == fds
+        assert 0.4 < closed_in < 1.5, closed_in
+    finally:
+        server.close()
 
 
 def test_error_replies_keep_redis_pys_classes_and_texts() -> None:
