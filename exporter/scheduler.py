@@ -48,9 +48,9 @@ STATE_CLOSE_SECONDS = 2.0
 # more than the target's interval, which is where its runs would be anyway.
 STARTUP_SPREAD_SECONDS = 5.0
 STARTUP_RATE = 200.0
-# An apply starts or stops at most this many targets per turn of the event loop (each costs
-# a step of its own in the next turn, ~30 us) and works at most this long before it lets the
-# turn end, so a scrape waits a few milliseconds, not the seconds 20,000 targets at once take.
+# An apply starts or stops at most this many targets per turn of the event loop (a timer, a
+# state, perhaps a task each) and works at most this long before it lets the turn end, so a
+# scrape waits a few milliseconds, not the seconds 20,000 targets at once take.
 TURN_TASKS = 100
 TURN_SECONDS = 0.004
 
@@ -108,7 +108,10 @@ class _Target:
     def __call__(self) -> None:
         """The timer fired: the run gets a task for as long as it lasts."""
         self.timer = None
-        self.task = asyncio.create_task(self.scheduler._run(self), name=f"probe {self.config.name}")
+        scheduler = self.scheduler
+        self.task = scheduler._loop.create_task(
+            scheduler._run(self), name=f"probe {self.config.name}"
+        )
 
 
 class Scheduler:
@@ -138,9 +141,10 @@ class Scheduler:
         # target never holds two connections, however fast reloads come.
         self._closing: dict[str, set[asyncio.Task[None]]] = {}
         self._restarts: dict[str, int] = {}
+        self._loop = asyncio.get_running_loop()  # the one its timers and runs are on
         # Every target's slots are counted from this one instant, so a target keeps its
         # place when it is started again (a reload, a restart after a crash).
-        self._epoch = asyncio.get_running_loop().time()
+        self._epoch = self._loop.time()
         self._log = structlog.get_logger("stackprobe.scheduler")
         # The same logger resolved from the logging config, renewed by each apply (as a
         # target's bound logger was when its task started): what a run's debug line goes
@@ -284,7 +288,7 @@ class Scheduler:
         was retired during is dropped (`_retire` closes the state); a run that crashed (a
         bug) closes its state, and its target starts again after a back-off."""
         target = entry.config
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         try:
             self._metrics.schedule_lag.observe(max(0.0, loop.time() - entry.due))
             record = await self.run_once(target, entry.state)
