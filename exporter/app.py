@@ -73,7 +73,7 @@ LOAD_NICENESS = 10
 
 
 def _freeze_new() -> None:
-    """Move what was made since the last freeze (a config's targets, their tasks and states)
+    """Move what was made since the last freeze (a config's targets, their timers and states)
     out of the garbage collector's sight: a full collection walks every tracked object, which
     at 5,000 targets took ~200 ms and came every few seconds, stalling scrapes and probes alike
     (measured). What is frozen is still freed by reference counting when it goes (a removed

@@ -292,26 +292,101 @@ async def test_apply_starts_and_stops_targets_in_slices_that_leave_the_loop_turn
     assert turns >= 1999 // TURN_TASKS
 
 
-async def test_a_removed_targets_task_is_freed_without_the_garbage_collector(
+def probe_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("probe ")]
+
+
+async def test_a_target_holds_a_task_only_while_it_runs(scheduler: Any) -> None:
+    """Between runs a target is a timer and a small record, not a task asleep (1.9 KB
+    against 0.5 KB with uvloop); its run gets a task for as long as it lasts."""
+    sched, store = scheduler
+    # first runs at phase * 1 s (0.13 to 0.84 s for these names), the next ones an hour on
+    await sched.apply([fake(f"t{i}", interval="1h") for i in range(20)], spread_floor=1.0)
+    await asyncio.sleep(0.05)
+    assert probe_tasks() == []  # none has run yet: timers only
+    await asyncio.sleep(1.0)  # each has run once and waits for its next slot
+
+    assert all(RUNS.get(f"t{i}") == 1 for i in range(20))
+    assert all(store.get(f"t{i}") is not None for i in range(20))
+    assert probe_tasks() == []
+
+    await sched.apply([fake("slow", behaviour="ignore_deadline", interval="2s", timeout="1s")])
+    await asyncio.sleep(0.6)  # slow's run starts at 0.41 s (its phase of 2 s) and lasts 1.5 s
+    assert [t.get_name() for t in probe_tasks()] == ["probe slow"]  # under way
+
+
+async def test_a_removed_targets_timer_is_cancelled(scheduler: Any) -> None:
+    sched, _ = scheduler
+    # first runs at 0.91 s (a) and 0.44 s (b), the next ones an hour on
+    await sched.apply([fake("a", interval="1h"), fake("b", interval="1h")], spread_floor=1.0)
+    await asyncio.sleep(1.0)
+    assert RUNS == {"a": 1, "b": 1}
+    timers = {name: sched._targets[name].timer for name in ("a", "b")}
+    assert not any(timer.cancelled() for timer in timers.values())
+
+    await sched.apply([fake("b", interval="1h")])
+
+    assert timers["a"].cancelled() and not timers["b"].cancelled()
+    assert list(sched._targets) == ["b"] and probe_tasks() == []
+
+
+async def test_a_removed_targets_run_and_state_are_freed_without_the_garbage_collector(
     scheduler: Any,
 ) -> None:
-    """The app freezes what targets keep and never thaws it (app.py), so a removed target's
-    task must not sit in a reference cycle: a cancelled task keeps its CancelledError, whose
-    traceback holds the task's frames, which hold the task."""
+    """The app freezes what targets keep and never thaws it (app.py), so nothing a removed
+    target leaves may sit in a reference cycle: a cancelled task keeps its CancelledError,
+    whose traceback holds the task's frames, which hold the task."""
     sched, _ = scheduler
-    await sched.apply([fake("a", interval="2s"), fake("b", interval="2s")])
-    await asyncio.sleep(2.1)  # both have run once and wait for their next run
-    assert RUNS == {"a": 1, "b": 1}
-    tasks = [t for t in asyncio.all_tasks() if t.get_name() in ("probe a", "probe b")]
-    refs = [weakref.ref(t) for t in tasks]
-    del tasks
+    Connection.open_now = Connection.most_open = Connection.opened = 0
+    await sched.apply(
+        [stateful(1), fake("slow", behaviour="ignore_deadline", interval="2s", timeout="1s")]
+    )
+    await asyncio.sleep(0.6)  # slow's run starts at 0.41 s (its phase of 2 s) and lasts 1.5 s
+    (running,) = [t for t in probe_tasks() if t.get_name() == "probe slow"]  # under way
+    refs = [weakref.ref(running), weakref.ref(sched._targets["db"].state)]
+    del running
     gc.disable()
     try:
-        await sched.apply([fake("b", interval="2s", timeout="300ms")])  # a removed, b changed
-        await asyncio.sleep(0.1)
+        await sched.apply([])
+        await asyncio.sleep(0.5)  # the state's close takes 0.3 s
+        assert Connection.open_now == 0
         assert [ref() for ref in refs] == [None, None]
     finally:
         gc.enable()
+
+
+async def test_a_state_is_closed_when_its_run_is_cancelled_before_it_began(
+    scheduler: Any,
+) -> None:
+    """A run's task that is cancelled before its first step never enters its coroutine, so
+    whoever retires the target closes the state, not the run."""
+    sched, _ = scheduler
+    Connection.open_now = Connection.most_open = Connection.opened = 0
+    await sched.apply([stateful(1)])
+    await asyncio.sleep(0.01)
+    entry = sched._targets["db"]
+    assert entry.timer is not None and Connection.open_now == 1
+    entry.timer.cancel()
+    entry()  # as the timer would: the run's task made, its first step not yet taken
+
+    await sched.stop()
+
+    assert Connection.open_now == 0 and probe_tasks() == []
+
+
+async def test_a_target_waiting_for_the_state_it_replaces_to_close_can_be_stopped(
+    scheduler: Any,
+) -> None:
+    sched, _ = scheduler
+    Connection.open_now = Connection.most_open = Connection.opened = 0
+    await sched.apply([stateful(1)])
+    await asyncio.sleep(0.01)
+    await sched.apply([stateful(2)])  # waits 0.3 s for version 1's state to close
+    assert [t.get_name() for t in probe_tasks()] == ["probe db"]
+
+    await sched.stop()
+
+    assert Connection.open_now == 0 and Connection.opened == 1 and probe_tasks() == []
 
 
 async def test_stop_during_an_apply_leaves_no_task_running(scheduler: Any) -> None:
@@ -323,4 +398,4 @@ async def test_stop_during_an_apply_leaves_no_task_running(scheduler: Any) -> No
     await sched.stop()
     await applying
 
-    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("probe ")]
+    assert probe_tasks() == []
