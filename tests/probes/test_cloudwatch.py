@@ -14,7 +14,15 @@ from botocore.stub import Stubber
 from stackprobe.contract import Health, Verdict
 from stackprobe.probes._aws_api import AwsClients, AwsMetrics
 from stackprobe.probes.cloudwatch import LOOKBACK_PERIODS, window
-from tests.support.aws import CANARY_KEY_ID, CANARY_SECRET, REGION, api_calls, by_operation, inject
+from tests.support.aws import (
+    CANARY_KEY_ID,
+    CANARY_SECRET,
+    REGION,
+    api_calls,
+    by_operation,
+    inject,
+    put_metrics,
+)
 from tests.support.probing import ProbeRunner, make_target, samples_by_name, value
 
 
@@ -24,17 +32,7 @@ def cloudwatch(moto: None) -> Any:
 
 
 def put(cloudwatch: Any, namespace: str, metric: str, dims: dict[str, str], at: float, v: float):
-    cloudwatch.put_metric_data(
-        Namespace=namespace,
-        MetricData=[
-            {
-                "MetricName": metric,
-                "Dimensions": [{"Name": k, "Value": x} for k, x in dims.items()],
-                "Timestamp": datetime.fromtimestamp(at, UTC),
-                "Value": v,
-            }
-        ],
-    )
+    put_metrics(cloudwatch, namespace, dims, {metric: v}, at)
 
 
 def test_the_window_holds_closed_periods_only() -> None:
@@ -394,17 +392,7 @@ async def test_saturation_and_an_old_message_are_degraded(cloudwatch: Any, aws: 
 
 async def test_a_slow_balancer_is_degraded(cloudwatch: Any, aws: AwsClients) -> None:
     _, end = window(60, 120, time.time())
-    cloudwatch.put_metric_data(
-        Namespace="AWS/ApplicationELB",
-        MetricData=[
-            {
-                "MetricName": "TargetResponseTime",
-                "Dimensions": [{"Name": "LoadBalancer", "Value": LB}],
-                "Timestamp": datetime.fromtimestamp(end - 30, UTC),
-                "Value": 1.5,
-            }
-        ],
-    )
+    put(cloudwatch, "AWS/ApplicationELB", "TargetResponseTime", {"LoadBalancer": LB}, end - 30, 1.5)
 
     verdict = (await ProbeRunner.once(alb_target(), aws=aws)).health()
 
