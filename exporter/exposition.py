@@ -219,12 +219,6 @@ class Renderer:
         cached = self._shapes[spec.name, label_names] = (spec, _Shape(spec, label_names))
         return cached
 
-    def body(
-        self, store: ResultStore, openmetrics: bool, names: frozenset[str] | None = None
-    ) -> bytes:
-        """The targets' part of /metrics, joined (see `parts`)."""
-        return b"".join(self.parts(store, openmetrics, names))
-
     def parts(
         self, store: ResultStore, openmetrics: bool, names: frozenset[str] | None = None
     ) -> list[bytes]:

@@ -391,9 +391,7 @@ class Scheduler:
         ending = [task for entry in entries if (task := self._retire(entry)) is not None]
         await asyncio.gather(*ending, *closing, return_exceptions=True)
 
-    async def run_once(
-        self, target: TargetConfig, state: Any = None, log: Any = None
-    ) -> TargetResult:
+    async def run_once(self, target: TargetConfig, state: Any = None) -> TargetResult:
         """One run of one target, guarded and timed; never raises but on cancel. Rendered
         by the exposition, not yet published: a run its target no longer wants is dropped."""
         kind = self._kinds[target.kind]
@@ -414,16 +412,14 @@ class Scheduler:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # stop() or apply() is ending this target: let it end
-            (log or self._log_for(target)).error(
+            self._log_for(target).error(
                 "probe let a stray cancellation escape; this is a stackprobe bug", exc_info=True
             )
             result = ProbeResult.failed(
                 CoreReason.INTERNAL_ERROR, f"probe raised {type(exc).__name__}; see the log"
             )
         except Exception as exc:
-            (log or self._log_for(target)).error(
-                "probe raised; this is a stackprobe bug", exc_info=True
-            )
+            self._log_for(target).error("probe raised; this is a stackprobe bug", exc_info=True)
             result = ProbeResult.failed(
                 CoreReason.INTERNAL_ERROR, f"probe raised {type(exc).__name__}; see the log"
             )

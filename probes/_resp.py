@@ -205,10 +205,6 @@ class Connection:
         self.db = 0
         self._broken: BaseException | None = None
 
-    @property
-    def closed(self) -> bool:
-        return self._broken is not None or self._writer.is_closing()
-
     async def execute(self, *args: Arg) -> Any:
         """One command and its reply; an error reply raises its ResponseError."""
         (reply,) = await self.pipeline([args])

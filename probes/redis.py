@@ -591,7 +591,7 @@ def classify(exc: BaseException) -> Reason:
         return Reason.AUTH_FAILED
     if isinstance(exc, _resp.BusyLoadingError):
         return Reason.LOADING
-    if isinstance(exc, _resp.MaxClientsError) or "max number of clients reached" in str(exc):
+    if isinstance(exc, _resp.MaxClientsError):
         return Reason.TOO_MANY_CLIENTS
     if isinstance(exc, TimeoutError):
         return Reason.TIMEOUT

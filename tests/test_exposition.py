@@ -81,7 +81,7 @@ def test_joined_chunks_equal_prometheus_client_rendering(openmetrics: bool) -> N
     for run in runs:
         store.put(run)
 
-    body = renderer.body(store, openmetrics)
+    body = b"".join(renderer.parts(store, openmetrics))
 
     expected = reference(specs, runs, openmetrics)
     if openmetrics:
@@ -297,7 +297,7 @@ def test_every_family_of_every_kind_renders_as_prometheus_client_does(openmetric
     store = ResultStore()
     store.put(TargetResult("t", "http", ProbeResult.ok(()), 1.0, 0.1, chunks))
 
-    body = renderer.body(store, openmetrics)
+    body = b"".join(renderer.parts(store, openmetrics))
 
     render = generate_openmetrics if openmetrics else generate_latest
     expected = render(_Families(reference_families))
