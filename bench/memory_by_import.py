@@ -16,7 +16,6 @@ import argparse
 import importlib
 import subprocess
 import sys
-from pathlib import Path
 
 # Libraries first, in the order stackprobe's own modules import them, then stackprobe's.
 CHAIN = (
@@ -75,8 +74,9 @@ def main() -> int:
     # A fresh interpreter: this script's own imports (argparse, subprocess) are not counted
     # apart, but they are few and come before the first figure. The runtime venv's, as the
     # other benchmarks measure (bench/processes.py), when scripts/setup.sh --bench made it.
-    runtime = Path(__file__).resolve().parent.parent / ".venv-runtime" / "bin" / "python"
-    python = str(runtime) if runtime.exists() and not args.dev else sys.executable
+    from processes import RUNTIME_PYTHON  # not in the child: it runs without the tests' tools
+
+    python = str(RUNTIME_PYTHON) if RUNTIME_PYTHON.exists() and not args.dev else sys.executable
     print(f"# {python}")
     return subprocess.call([python, __file__, "--child", *args.kinds])
 

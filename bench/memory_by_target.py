@@ -75,9 +75,9 @@ def main() -> int:
         return 0
     sys.path.insert(0, str(ROOT / "bench"))
     from http_vs_blackbox import nginx, target_url
-    from processes import RUNTIME_PYTHON, free_port, stackprobe_run
+    from processes import free_port, runtime_python
 
-    stackprobe_run(Path("unused.yml"), 0)  # exits saying so when the runtime install is stale
+    python = runtime_python()
     with tempfile.TemporaryDirectory() as tmp, nginx(Path(tmp)) as base:
         config = Path(tmp) / "stackprobe.yml"
         targets = [
@@ -90,7 +90,7 @@ def main() -> int:
             "targets": targets,
         }
         config.write_text(yaml.safe_dump(document))
-        command = [str(RUNTIME_PYTHON), __file__, "--child", str(config), str(free_port())]
+        command = [str(python), __file__, "--child", str(config), str(free_port())]
         command += ["--targets", str(args.targets), "--seconds", str(args.seconds)]
         command += ["--group", args.group, "--top", str(args.top)]
         return subprocess.call(command)

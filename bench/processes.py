@@ -48,9 +48,9 @@ RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
 SOURCES = ("pyproject.toml", "exporter", "probes", "tools", "demo")
 
 
-def stackprobe_run(config: Path, port: int, *flags: str) -> list[str]:
-    """The tests' command line of `stackprobe run`, on the runtime venv's interpreter; exits
-    saying what to run when that install is missing or older than the source."""
+def runtime_python() -> Path:
+    """The runtime venv's interpreter; exits saying what to run when that install is missing
+    or older than the source."""
     stamps = list(RUNTIME_PYTHON.parent.parent.glob(".installed-*"))
     if not stamps:
         sys.exit("no runtime install to measure: run scripts/setup.sh --bench")
@@ -63,7 +63,12 @@ def stackprobe_run(config: Path, port: int, *flags: str) -> list[str]:
                     f"{source.relative_to(ROOT)} changed since the runtime install: run "
                     "scripts/setup.sh --bench"
                 )
-    return [str(RUNTIME_PYTHON), *exporter.stackprobe_run(config, port, *flags)[1:]]
+    return RUNTIME_PYTHON
+
+
+def stackprobe_run(config: Path, port: int, *flags: str) -> list[str]:
+    """The tests' command line of `stackprobe run`, on the runtime venv's interpreter."""
+    return [str(runtime_python()), *exporter.stackprobe_run(config, port, *flags)[1:]]
 
 
 def floors(verdicts: list[tuple[str, bool, str]]) -> int:
