@@ -366,8 +366,8 @@ _HEADERS = (
 
 
 def with_defaults(own: Mapping[str, str]) -> httpx.Headers:
-    """What every request says, with a target's `own` headers over it: made once per
-    target (probes/http.py), as a run's request copies it."""
+    """What every request says, with a target's `own` headers over it (made once per set of
+    them by `HttpClients.headers`; a run's request copies it)."""
     merged = httpx.Headers(_HEADERS)
     merged.update(own)
     return merged
